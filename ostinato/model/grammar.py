@@ -1,0 +1,219 @@
+"""Allowed-next-token masks for REMI+: the grammar the engine samples under.
+
+A bar is ``Bar (Position (Program Pitch Velocity Duration)+)*`` and the next ``Bar`` ends it.
+The state machine below tracks only what the next token depends on (the kind of the last
+token, the current position and program), so :meth:`Grammar.advance` is O(1) and
+:meth:`Grammar.mask` returns a row of a table built once in the constructor: no re-scan of
+the sequence and no allocation per token.
+
+Constraints: only enabled programs; pitches inside each program's range (and inside a scale
+when scale lock is on); positions strictly increasing inside the bar and inside the meter;
+notes end inside the bar unless ``notes_within_bar`` is off. Any sequence sampled under
+these masks therefore decodes to valid notes that lie in the bar being generated.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ostinato.model.tokens import DRUM_PROGRAM, TokenType, Vocab
+
+#: Playable range per General MIDI family (program // 8), inclusive, as (low, high).
+_FAMILY_RANGES = {
+    0: (21, 108),  # piano
+    1: (36, 96),  # chromatic percussion
+    2: (36, 96),  # organ
+    3: (40, 88),  # guitar
+    4: (28, 67),  # bass
+    5: (28, 100),  # strings
+    6: (36, 96),  # ensemble
+    7: (34, 84),  # brass
+    8: (34, 88),  # reed
+    9: (48, 100),  # pipe
+    10: (40, 96),  # synth lead
+    11: (36, 96),  # synth pad
+}
+_OTHER_RANGE = (24, 108)
+DRUM_RANGE = (27, 87)  # GM percussion key map (High Q .. Open Surdo)
+
+
+def default_pitch_range(program: int) -> tuple[int, int]:
+    """Inclusive (low, high) MIDI pitch range a program is allowed to play by default."""
+    if program == DRUM_PROGRAM:
+        return DRUM_RANGE
+    return _FAMILY_RANGES.get(program // 8, _OTHER_RANGE)
+
+
+@dataclass(frozen=True)
+class GrammarConfig:
+    """What the generated bars may contain. ``programs=None`` enables every program."""
+
+    programs: tuple[int, ...] | None = None
+    pitch_ranges: Mapping[int, tuple[int, int]] = field(default_factory=dict)
+    beats_per_bar: float = 4.0
+    notes_within_bar: bool = True
+    scale_pitch_classes: frozenset[int] | None = None  # scale lock for pitched programs
+    allow_empty_bar: bool = True
+
+    def __post_init__(self) -> None:
+        if self.programs is not None and len(self.programs) == 0:
+            raise ValueError("at least one program must be enabled")
+        if self.beats_per_bar <= 0:
+            raise ValueError(f"beats_per_bar must be positive, got {self.beats_per_bar}")
+        for program, (low, high) in self.pitch_ranges.items():
+            if not (0 <= low <= high <= 127):
+                raise ValueError(f"bad pitch range {low}..{high} for program {program}")
+        if self.scale_pitch_classes is not None and (
+            not self.scale_pitch_classes or not all(0 <= pc < 12 for pc in self.scale_pitch_classes)
+        ):
+            raise ValueError("scale_pitch_classes must be a non-empty set of 0..11")
+
+
+class State(enum.IntEnum):
+    EXPECT_BAR = 0
+    AFTER_BAR = 1
+    AFTER_POSITION = 2
+    AFTER_PROGRAM = 3
+    AFTER_PITCH = 4
+    AFTER_VELOCITY = 5
+    AFTER_DURATION = 6
+
+
+class Grammar:
+    """Token-by-token state machine over a :class:`Vocab` producing boolean masks."""
+
+    def __init__(self, vocab: Vocab, config: GrammarConfig | None = None) -> None:
+        self.vocab = vocab
+        self.config = config or GrammarConfig()
+        cfg = self.config
+        size = vocab.size
+        types, values = vocab.types, vocab.values
+        self.positions_per_bar = vocab.positions_per_bar(cfg.beats_per_bar)
+        ppb = self.positions_per_bar
+
+        vocab_programs = set(values[types == TokenType.PROGRAM].tolist())
+        enabled = set(vocab_programs if cfg.programs is None else cfg.programs)
+        missing = enabled - vocab_programs
+        if missing:
+            raise ValueError(f"programs not in the vocabulary: {sorted(missing)}")
+        self.enabled_programs = tuple(sorted(enabled))
+
+        is_pos = types == TokenType.POSITION
+        position_ok = is_pos & (values < ppb)
+        if not position_ok.any():
+            raise ValueError("the vocabulary has no positions inside this meter")
+        program_ok = (types == TokenType.PROGRAM) & np.isin(values, list(enabled))
+
+        def only(ids: Iterable[int]) -> np.ndarray:
+            m = np.zeros(size, dtype=bool)
+            m[list(ids)] = True
+            return m
+
+        bar = only([vocab.bar_id])
+        self._expect_bar = bar
+        self._after_bar = position_ok | (bar if cfg.allow_empty_bar else False)
+        self._after_position = program_ok
+        self._after_pitch = types == TokenType.VELOCITY
+
+        # Pitch masks per program; row index = program + 1 (drums at row 0).
+        self._after_program = np.zeros((129, size), dtype=bool)
+        pitched = types == TokenType.PITCH
+        drum = types == TokenType.PITCH_DRUM
+        scale = cfg.scale_pitch_classes
+        for program in self.enabled_programs:
+            low, high = cfg.pitch_ranges.get(program, default_pitch_range(program))
+            in_range = (values >= low) & (values <= high)
+            if program == DRUM_PROGRAM:
+                row = drum & in_range
+            else:
+                row = pitched & in_range
+                if scale is not None:
+                    row &= np.isin(values % 12, list(scale))
+            if not row.any():
+                raise ValueError(f"no pitch allowed for program {program} ({low}..{high})")
+            self._after_program[program + 1] = row
+
+        # Duration masks per position: the note must end by the end of the bar.
+        is_dur = types == TokenType.DURATION
+        self._after_velocity = np.zeros((ppb, size), dtype=bool)
+        # After a note at position p: another note (Program), a later Position, or Bar.
+        self._after_duration = np.zeros((ppb, size), dtype=bool)
+        for pos in range(ppb):
+            if cfg.notes_within_bar:
+                self._after_velocity[pos] = is_dur & (values <= ppb - pos)
+            else:
+                self._after_velocity[pos] = is_dur
+            self._after_duration[pos] = program_ok | (position_ok & (values > pos)) | bar
+        for table in (self._after_velocity, self._after_duration):
+            table.flags.writeable = False
+        for m in (self._expect_bar, self._after_bar, self._after_position, self._after_pitch):
+            m.flags.writeable = False
+        self._after_program.flags.writeable = False
+
+        self.reset()
+
+    # -- state ---------------------------------------------------------------------------
+    def reset(self, at_bar_start: bool = False) -> None:
+        """Start before a ``Bar`` token, or just after one with ``at_bar_start``."""
+        self.state = State.AFTER_BAR if at_bar_start else State.EXPECT_BAR
+        self.position = -1
+        self.program = DRUM_PROGRAM
+        self.bars_completed = 0
+        self.notes_in_bar = 0
+
+    def mask(self) -> np.ndarray:
+        """Boolean mask (V,) of the tokens allowed next. Read-only; do not keep across calls."""
+        state = self.state
+        if state == State.AFTER_DURATION:
+            return self._after_duration[self.position]
+        if state == State.AFTER_PROGRAM:
+            return self._after_program[self.program + 1]
+        if state == State.AFTER_VELOCITY:
+            return self._after_velocity[self.position]
+        if state == State.AFTER_POSITION:
+            return self._after_position
+        if state == State.AFTER_PITCH:
+            return self._after_pitch
+        if state == State.AFTER_BAR:
+            return self._after_bar
+        return self._expect_bar
+
+    def allows(self, token_id: int) -> bool:
+        return bool(self.mask()[token_id])
+
+    def advance(self, token_id: int) -> None:
+        """Consume one token. ``ValueError`` if the grammar does not allow it here."""
+        if not self.mask()[token_id]:
+            raise ValueError(
+                f"token {token_id} ({TokenType(self.vocab.types[token_id]).name}) "
+                f"not allowed in state {self.state.name}"
+            )
+        kind = self.vocab.types[token_id]
+        if kind == TokenType.BAR:
+            if self.state != State.EXPECT_BAR:
+                self.bars_completed += 1
+            self.state = State.AFTER_BAR
+            self.position = -1
+            self.notes_in_bar = 0
+        elif kind == TokenType.POSITION:
+            self.position = int(self.vocab.values[token_id])
+            self.state = State.AFTER_POSITION
+        elif kind == TokenType.PROGRAM:
+            self.program = int(self.vocab.values[token_id])
+            self.state = State.AFTER_PROGRAM
+        elif kind == TokenType.PITCH or kind == TokenType.PITCH_DRUM:
+            self.state = State.AFTER_PITCH
+        elif kind == TokenType.VELOCITY:
+            self.state = State.AFTER_VELOCITY
+        else:  # Duration: a note is complete
+            self.notes_in_bar += 1
+            self.state = State.AFTER_DURATION
+
+    @property
+    def note_complete(self) -> bool:
+        """True right after a Duration token: the last four tokens form a whole note."""
+        return self.state == State.AFTER_DURATION

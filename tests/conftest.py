@@ -1,0 +1,62 @@
+"""Shared fixtures: small multi-track MIDI made in code, and a fresh tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from symusic import Note, Score, Track
+
+from ostinato.model.tokens import Vocab, new_tokenizer
+
+TPQ = 480
+DATA = Path(__file__).parent / "data"
+
+
+def make_band_score(bars: int = 4, tpq: int = TPQ, transpose: int = 0) -> Score:
+    """Drums, bass, chords and a melody on the 16th grid (4/4), A minor."""
+    score = Score(tpq)
+    drums = Track(name="drums", program=0, is_drum=True)
+    bass = Track(name="bass", program=33)
+    keys = Track(name="chords", program=4)
+    lead = Track(name="lead", program=81)
+    sixteenth = tpq // 4
+    roots = [45, 41, 36, 43]  # A F C G
+    melody = [69, 72, 74, 76, 74, 72, 71, 69]
+    for bar in range(bars):
+        t0 = bar * 4 * tpq
+        root = roots[bar % 4] + transpose
+        for step in range(16):
+            t = t0 + step * sixteenth
+            if step % 4 == 0:
+                drums.notes.append(Note(t, sixteenth, 36, 110))
+            if step % 8 == 4:
+                drums.notes.append(Note(t, sixteenth, 38, 100))
+            if step % 2 == 0:
+                drums.notes.append(Note(t, sixteenth, 42, 70 + 8 * (step % 4 == 0)))
+        for step in (0, 6, 8, 14):
+            bass.notes.append(Note(t0 + step * sixteenth, 2 * sixteenth, root, 96))
+        third = 3 if bar % 4 == 0 else 4
+        for pitch in (root + 24, root + 24 + third, root + 31):
+            keys.notes.append(Note(t0, 4 * tpq - sixteenth, pitch, 72))
+        for step, pitch in enumerate(melody):
+            if (step + bar) % 3 != 2:
+                keys_t = t0 + step * 2 * sixteenth
+                lead.notes.append(Note(keys_t, 2 * sixteenth, pitch + transpose, 88))
+    score.tracks.extend([drums, bass, keys, lead])
+    return score
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return new_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def vocab(tokenizer):
+    return Vocab.from_tokenizer(tokenizer)
+
+
+@pytest.fixture
+def band_score() -> Score:
+    return make_band_score()

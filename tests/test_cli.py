@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import make_band_score
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ostinato", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_help_lists_the_subcommands() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("data",):
+        assert command in result.stdout
+
+
+def test_data_build_via_cli(tmp_path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(4):
+        make_band_score(bars=2, transpose=i).dump_midi(str(src / f"{i}.mid"))
+    result = run_cli("data", "build", str(src), str(tmp_path / "out"), "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["files_used"] == 4
+    assert "tokenizing" in result.stderr  # the progress bar
+
+
+def test_cli_reports_errors_in_one_line(tmp_path) -> None:
+    result = run_cli("data", "build", str(tmp_path / "missing"), str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "error: source folder" in result.stderr
+    assert "Traceback" not in result.stderr
