@@ -34,6 +34,43 @@ def _cmd_data_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ostinato.model.train import Trainer, train_config_from_args
+
+    result = Trainer(args.data_dir, args.out, train_config_from_args(args)).run(
+        resume=args.resume, stop_after=args.stop_after
+    )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model on a built corpus (needs the train extra)")
+    p.add_argument("data_dir", help="corpus folder made by `ostinato data build`")
+    p.add_argument("--out", required=True, help="run folder: checkpoint, metrics.csv, loss.png")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    p.add_argument(
+        "--stop-after", type=int, help="train this many more steps, checkpoint, and stop"
+    )
+    p.add_argument("--size", choices=["tiny", "small", "base"], help="model size (default small)")
+    p.add_argument("--seq-len", type=int, help="window in tokens (default: the model's)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--steps", type=int, help="total optimizer steps")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--grad-clip", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--transpose", type=int, help="± semitones of random transposition")
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--eval-batches", type=int)
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.set_defaults(func=_cmd_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ostinato",
@@ -56,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     build.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     build.set_defaults(func=_cmd_data_build)
+    _add_train(sub)
     return parser
 
 

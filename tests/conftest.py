@@ -60,3 +60,19 @@ def vocab(tokenizer):
 @pytest.fixture
 def band_score() -> Score:
     return make_band_score()
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """A small corpus: band loops made in code plus the GMD files in tests/data."""
+    from ostinato.model.corpus import build_corpus
+
+    root = tmp_path_factory.mktemp("corpus")
+    src = root / "src"
+    src.mkdir()
+    for i in range(16):
+        make_band_score(bars=4 + i % 4, transpose=i % 7 - 3).dump_midi(str(src / f"loop{i}.mid"))
+    for gmd in sorted(DATA.glob("*.mid")):
+        (src / gmd.name).write_bytes(gmd.read_bytes())
+    build_corpus(src, root / "out", validation_fraction=0.25, workers=1, progress=False)
+    return root / "out"

@@ -1,0 +1,203 @@
+"""The decoder: pre-LayerNorm transformer with rotary positions, tied embeddings and an
+explicit KV cache.
+
+``forward(tokens, positions, past_k, past_v, attn_mask)`` is the one entry point used by
+training, PyTorch generation and the ONNX exporter:
+
+* training: ``forward(tokens)`` — causal attention over the window;
+* prefill / extend: pass the cache of what came before and the new tokens' positions;
+* decode over a fixed buffer: ``past_k/past_v`` are the whole preallocated window and
+  ``attn_mask`` (additive) hides the empty slots. Keys are rotated by their absolute position
+  when they are computed, so a slot's place in the buffer does not matter and the oldest
+  slots can be overwritten without recomputing the rest (a sliding window under RoPE).
+
+The cache is stacked over layers: ``(n_layer, B, n_head, S, head_dim)``; the model returns only
+the new entries ``(n_layer, B, n_head, T, head_dim)`` and the caller stores them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 256
+    d_ff: int = 1024
+    max_seq_len: int = 1024  # training window and the engine's default KV window
+    dropout: float = 0.0
+    rope_base: float = 10000.0
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model {self.d_model} not divisible by n_head {self.n_head}")
+        if (self.d_model // self.n_head) % 2:
+            raise ValueError("head dimension must be even for rotary embeddings")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+#: Named sizes. "small" is the bundled default; "base" is the ~25M-parameter one.
+SIZES: dict[str, dict] = {
+    "tiny": {"n_layer": 2, "n_head": 2, "d_model": 64, "d_ff": 256, "max_seq_len": 256},
+    "small": {"n_layer": 4, "n_head": 4, "d_model": 256, "d_ff": 1024, "max_seq_len": 1024},
+    "base": {"n_layer": 8, "n_head": 8, "d_model": 512, "d_ff": 2048, "max_seq_len": 1024},
+}
+
+
+def config_for(size: str, vocab_size: int, **overrides) -> ModelConfig:
+    if size not in SIZES:
+        raise ValueError(f"unknown model size {size!r}; choose one of {sorted(SIZES)}")
+    return ModelConfig(vocab_size=vocab_size, **{**SIZES[size], **overrides})
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding on the last dim, halves layout.
+
+    x: (B, H, T, D); cos, sin: (B, 1, T, D/2)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.dropout = cfg.dropout
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        past_k: torch.Tensor | None,
+        past_v: torch.Tensor | None,
+        attn_mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        new_k, new_v = k, v
+        if past_k is not None and past_v is not None:
+            k = torch.cat((past_k, k), dim=2)  # (B, H, S + T, D)
+            v = torch.cat((past_v, v), dim=2)
+        dropout = self.dropout if self.training else 0.0
+        if attn_mask is None:
+            # Plain Python bool (not a traced comparison) so torch.export keeps it static.
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=past_k is None)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.proj(y), new_k, new_v
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.attn = Attention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.d_model, cfg.d_ff, bias=False),
+            nn.GELU(approximate="tanh"),
+            nn.Linear(cfg.d_ff, cfg.d_model, bias=False),
+            nn.Dropout(cfg.dropout),
+        )
+
+    def forward(self, x, cos, sin, past_k, past_v, attn_mask):
+        a, k, v = self.attn(self.ln1(x), cos, sin, past_k, past_v, attn_mask)
+        x = x + a
+        x = x + self.mlp(self.ln2(x))
+        return x, k, v
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.head.weight = self.embed.weight  # tied input/output embeddings
+        inv_freq = 1.0 / (cfg.rope_base ** (torch.arange(0, cfg.head_dim, 2) / cfg.head_dim))
+        self.register_buffer("inv_freq", inv_freq.float(), persistent=False)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2 scaled init of residual projections
+            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(
+        self,
+        tokens: torch.Tensor,  # (B, T) int64
+        positions: torch.Tensor | None = None,  # (B, T) int64 absolute positions
+        past_k: torch.Tensor | None = None,  # (L, B, H, S, D)
+        past_v: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,  # additive, broadcastable to (B, H, T, S + T)
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits (B, T, V) and the new keys/values (L, B, H, T, D) of these tokens."""
+        B, T = tokens.shape
+        if positions is None:
+            start = 0 if past_k is None else past_k.shape[3]
+            positions = torch.arange(start, start + T, device=tokens.device).expand(B, T)
+        if past_k is not None and attn_mask is None and T > 1:
+            # Extending a cache by several tokens: all of the past, causal among the new.
+            S = past_k.shape[3]
+            allowed = torch.ones(T, S + T, dtype=torch.bool, device=tokens.device).tril(S)
+            attn_mask = torch.zeros(T, S + T, device=tokens.device).masked_fill(
+                ~allowed, float("-inf")
+            )
+        freqs = positions.to(self.inv_freq.dtype)[:, :, None] * self.inv_freq  # (B, T, D/2)
+        cos, sin = freqs.cos()[:, None], freqs.sin()[:, None]  # (B, 1, T, D/2)
+        x = self.drop(self.embed(tokens))
+        ks, vs = [], []
+        for i, block in enumerate(self.blocks):
+            pk = None if past_k is None else past_k[i]
+            pv = None if past_v is None else past_v[i]
+            x, k, v = block(x, cos, sin, pk, pv, attn_mask)
+            ks.append(k)
+            vs.append(v)
+        logits = self.head(self.ln_f(x))
+        return logits, torch.stack(ks), torch.stack(vs)
+
+    @torch.no_grad()
+    def generate_greedy(self, prompt: torch.Tensor, steps: int) -> torch.Tensor:
+        """Greedy continuation with the KV cache (used by parity checks and tests)."""
+        logits, past_k, past_v = self(prompt)
+        out = []
+        position = prompt.shape[1]
+        for _ in range(steps):
+            token = logits[:, -1].argmax(-1, keepdim=True)
+            out.append(token)
+            pos = torch.full_like(token, position)
+            logits, k, v = self(token, pos, past_k, past_v)
+            past_k, past_v = torch.cat((past_k, k), 3), torch.cat((past_v, v), 3)
+            position += 1
+        return torch.cat(out, dim=1)

@@ -1,0 +1,361 @@
+"""Training: ``ostinato train CORPUS_DIR --out RUN_DIR``.
+
+Bar-aligned random windows from the corpus arrays (``BOS`` then the tokens from a ``Bar``),
+random transposition of pitched notes (drums untouched), AdamW, cosine schedule with warm-up,
+gradient clipping, optional label smoothing, bf16 autocast + TF32 on CUDA. Every
+``eval_every`` steps: validation loss; every ``checkpoint_every`` steps and on Ctrl-C: a
+checkpoint holding the model, optimizer, scheduler, step and every RNG, so ``--resume``
+continues bit-for-bit. ``metrics.csv`` and ``loss.png`` are kept up to date in RUN_DIR.
+
+Runs as is on one device, or under ``torchrun`` with DistributedDataParallel (each rank draws
+its own windows; rank 0 writes files).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from ostinato.model.corpus import CorpusSplit
+from ostinato.model.network import Decoder, ModelConfig, config_for
+from ostinato.model.tokens import TOKENIZER_FILE, TokenType, Vocab, load_tokenizer
+
+log = logging.getLogger(__name__)
+logging.getLogger("matplotlib").setLevel(logging.WARNING)
+
+CHECKPOINT = "checkpoint.pt"
+MAX_TRANSPOSE = 5
+
+
+@dataclass
+class TrainConfig:
+    size: str = "small"
+    seq_len: int = 0  # 0 = the model's max_seq_len
+    batch_size: int = 32
+    steps: int = 5000
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 200
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    label_smoothing: float = 0.0
+    dropout: float = 0.1
+    transpose: int = MAX_TRANSPOSE  # ± semitones of random transposition; 0 = off
+    eval_every: int = 250
+    eval_batches: int = 20
+    checkpoint_every: int = 500
+    seed: int = 0
+    device: str = "auto"
+
+    def validate(self) -> None:
+        for name in ("batch_size", "steps", "eval_every", "checkpoint_every", "eval_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1")
+        if not 0 <= self.transpose <= 11:
+            raise ValueError("transpose must be in 0..11 semitones")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError("label_smoothing must be in [0, 1)")
+
+
+class WindowSampler:
+    """Random bar-aligned training windows with transposition, from one corpus split."""
+
+    def __init__(self, split: CorpusSplit, vocab: Vocab, seq_len: int, transpose: int) -> None:
+        if len(split.bars) == 0:
+            raise ValueError("the corpus split has no bars")
+        self.split, self.vocab, self.seq_len, self.transpose = split, vocab, seq_len, transpose
+        self.bar_file_end = split.file_end_of(split.bars)
+        pitched = vocab.types == TokenType.PITCH
+        self.is_pitch = pitched
+        pitch_values = vocab.values[pitched]
+        self.pitch_low, self.pitch_high = int(pitch_values.min()), int(pitch_values.max())
+        id_of_pitch = np.full(128, -1, dtype=np.int64)
+        id_of_pitch[pitch_values] = np.flatnonzero(pitched)
+        # table[s + transpose, id] = id after shifting pitched notes by s semitones.
+        self.table = np.tile(np.arange(vocab.size, dtype=np.int64), (2 * transpose + 1, 1))
+        for row, shift in enumerate(range(-transpose, transpose + 1)):
+            shifted = np.clip(vocab.values[pitched] + shift, 0, 127)
+            self.table[row, pitched] = id_of_pitch[shifted]
+
+    def batch(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
+        """(batch_size, seq_len + 1) int64: BOS, then tokens from a random bar; PAD past the
+        end of the file."""
+        L = self.seq_len
+        out = np.full((batch_size, L + 1), self.vocab.pad_id, dtype=np.int64)
+        out[:, 0] = self.vocab.bos_id
+        picks = rng.integers(0, len(self.split.bars), size=batch_size)
+        shifts = rng.integers(-self.transpose, self.transpose + 1, size=batch_size)
+        for row, (pick, shift) in enumerate(zip(picks, shifts, strict=True)):
+            start = int(self.split.bars[pick])
+            end = min(start + L, int(self.bar_file_end[pick]))
+            window = np.asarray(self.split.tokens[start:end], dtype=np.int64)
+            if self.transpose:
+                pitches = self.vocab.values[window[self.is_pitch[window]]]
+                if len(pitches):  # keep every note in range: shrink the shift if needed
+                    shift = int(
+                        np.clip(
+                            shift, self.pitch_low - pitches.min(), self.pitch_high - pitches.max()
+                        )
+                    )
+                window = self.table[shift + self.transpose, window]
+            out[row, 1 : 1 + len(window)] = window
+        return out
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of the base learning rate: linear warm-up, then cosine to min_lr_ratio."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_optimizer(model: Decoder, cfg: TrainConfig) -> torch.optim.AdamW:
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+def loss_on(model, batch: torch.Tensor, pad_id: int, label_smoothing: float = 0.0):
+    logits, _, _ = model(batch[:, :-1])
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(),
+        batch[:, 1:].reshape(-1),
+        ignore_index=pad_id,
+        label_smoothing=label_smoothing,
+    )
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def model_from_checkpoint(ckpt: dict) -> Decoder:
+    model = Decoder(ModelConfig(**ckpt["model_args"]))
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
+
+
+class Trainer:
+    def __init__(self, corpus_dir: str | Path, run_dir: str | Path, cfg: TrainConfig) -> None:
+        cfg.validate()
+        self.cfg, self.corpus_dir, self.run_dir = cfg, Path(corpus_dir), Path(run_dir)
+        self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if self.distributed and not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
+            dist.init_process_group(backend)
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world = dist.get_world_size() if self.distributed else 1
+        self.device = pick_device(cfg.device)
+        if self.device.type == "cuda" and self.distributed:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(self.device)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+        self.tokenizer = load_tokenizer(self.corpus_dir / TOKENIZER_FILE)
+        self.vocab = Vocab.from_tokenizer(self.tokenizer)
+        self.is_main = self.rank == 0
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def _build(self, model_args: dict | None):
+        cfg = self.cfg
+        mcfg = (
+            ModelConfig(**model_args)
+            if model_args
+            else config_for(cfg.size, self.vocab.size, dropout=cfg.dropout)
+        )
+        seq_len = cfg.seq_len or mcfg.max_seq_len
+        if seq_len > mcfg.max_seq_len:
+            raise ValueError(f"seq_len {seq_len} > the model's max_seq_len {mcfg.max_seq_len}")
+        torch.manual_seed(cfg.seed)
+        model = Decoder(mcfg).to(self.device)
+        optimizer = make_optimizer(model, cfg)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg))
+        return mcfg, seq_len, model, optimizer, scheduler
+
+    def run(self, resume: bool = False, stop_after: int | None = None) -> dict:
+        """Train to ``cfg.steps`` (or only ``stop_after`` more steps, then checkpoint)."""
+        cfg = self.cfg
+        ckpt_path = self.run_dir / CHECKPOINT
+        ckpt = load_checkpoint(ckpt_path) if resume else None
+        mcfg, seq_len, model, optimizer, scheduler = self._build(
+            ckpt["model_args"] if ckpt else None
+        )
+        rng = np.random.default_rng([cfg.seed, self.rank])
+        step = 0
+        if ckpt:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            step = ckpt["step"]
+            rng.bit_generator.state = ckpt["rng"]["numpy"][self.rank]
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            if self.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+            if self.is_main:
+                log.info("resumed from %s at step %d", ckpt_path, step)
+        elif self.is_main:
+            shutil.copy(self.corpus_dir / TOKENIZER_FILE, self.run_dir / TOKENIZER_FILE)
+        train = WindowSampler(
+            CorpusSplit.load(self.corpus_dir, "train"), self.vocab, seq_len, cfg.transpose
+        )
+        val_split = CorpusSplit.load(self.corpus_dir, "validation")
+        val = WindowSampler(val_split, self.vocab, seq_len, 0) if len(val_split.bars) else None
+
+        net = DistributedDataParallel(model) if self.distributed else model
+        amp = self.device.type == "cuda"
+        metrics = self.run_dir / "metrics.csv"
+        if self.is_main and not (resume and metrics.exists()):
+            metrics.write_text("step,train_loss,val_loss,lr,tokens_per_s\n")
+        if self.is_main:
+            log.info(
+                "model %s: %.2fM parameters, window %d tokens, device %s, %d process(es)",
+                cfg.size,
+                model.num_parameters() / 1e6,
+                seq_len,
+                self.device,
+                self.world,
+            )
+        bar = tqdm(
+            total=cfg.steps, initial=step, desc="training", unit="step", disable=not self.is_main
+        )
+        last = {"train_loss": float("nan"), "val_loss": float("nan")}
+        stop_at = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
+        tokens_done, t0 = 0, time.perf_counter()
+        try:
+            while step < stop_at:
+                model.train()
+                batch = torch.from_numpy(train.batch(rng, cfg.batch_size)).to(self.device)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+                    loss = loss_on(net, batch, self.vocab.pad_id, cfg.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                tokens_done += int((batch[:, 1:] != self.vocab.pad_id).sum()) * self.world
+                last["train_loss"] = float(loss.detach())
+                rate = tokens_done / max(1e-9, time.perf_counter() - t0)
+                bar.update()
+                bar.set_postfix(loss=f"{last['train_loss']:.3f}", tok_s=f"{rate:,.0f}")
+                if step % cfg.eval_every == 0 or step == cfg.steps:
+                    if val is not None:
+                        last["val_loss"] = self.validation_loss(model, val)
+                    if self.is_main:
+                        with metrics.open("a", newline="") as fh:
+                            csv.writer(fh).writerow(
+                                [
+                                    step,
+                                    f"{last['train_loss']:.5f}",
+                                    f"{last['val_loss']:.5f}",
+                                    f"{scheduler.get_last_lr()[0]:.3e}",
+                                    f"{rate:.0f}",
+                                ]
+                            )
+                        plot_metrics(metrics, self.run_dir / "loss.png")
+                if step % cfg.checkpoint_every == 0 or step == stop_at:
+                    self.save(model, mcfg, optimizer, scheduler, step, rng)
+        except KeyboardInterrupt:
+            if self.is_main:
+                log.warning("interrupted: saving a checkpoint at step %d", step)
+            self.save(model, mcfg, optimizer, scheduler, step, rng)
+            raise
+        finally:
+            bar.close()
+        return {"step": step, **last, "parameters": model.num_parameters()}
+
+    @torch.no_grad()
+    def validation_loss(self, model: Decoder, val: WindowSampler) -> float:
+        model.eval()
+        rng = np.random.default_rng(12345)  # same windows every time; no effect on training RNG
+        total = 0.0
+        for _ in range(self.cfg.eval_batches):
+            batch = torch.from_numpy(val.batch(rng, self.cfg.batch_size)).to(self.device)
+            with torch.autocast(
+                self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
+            ):
+                total += float(loss_on(model, batch, self.vocab.pad_id))
+        return total / self.cfg.eval_batches
+
+    def save(self, model, mcfg, optimizer, scheduler, step, rng) -> None:
+        states = [rng.bit_generator.state]
+        if self.distributed:
+            gathered: list = [None] * self.world
+            dist.all_gather_object(gathered, states[0])
+            states = gathered
+        if not self.is_main:
+            return
+        ckpt = {
+            "model_args": mcfg.to_dict(),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "train_config": asdict(self.cfg),
+            "rng": {
+                "numpy": states,
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+            },
+        }
+        tmp = self.run_dir / (CHECKPOINT + ".tmp")
+        torch.save(ckpt, tmp)
+        tmp.replace(self.run_dir / CHECKPOINT)  # never leave a half-written checkpoint
+
+
+def plot_metrics(metrics_csv: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(metrics_csv.open()))
+    if not rows:
+        return
+    steps = [int(r["step"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, [float(r["train_loss"]) for r in rows], label="train")
+    ax.plot(steps, [float(r["val_loss"]) for r in rows], label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def train_config_from_args(args) -> TrainConfig:
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from ostinato.model.corpus import CorpusSplit
+from ostinato.model.tokens import TokenType, Vocab, load_tokenizer
+from ostinato.model.train import (
+    CHECKPOINT,
+    TrainConfig,
+    Trainer,
+    WindowSampler,
+    load_checkpoint,
+    lr_at,
+)
+
+TINY = dict(
+    size="tiny",
+    seq_len=128,
+    batch_size=8,
+    warmup_steps=5,
+    eval_every=10,
+    eval_batches=2,
+    dropout=0.0,
+    lr=3e-3,
+)
+
+
+def test_windows_start_on_a_bar_and_transpose_only_pitched_notes(tiny_corpus) -> None:
+    vocab = Vocab.from_tokenizer(load_tokenizer(tiny_corpus))
+    split = CorpusSplit.load(tiny_corpus, "train")
+    plain = WindowSampler(split, vocab, 64, transpose=0).batch(np.random.default_rng(1), 32)
+    moved = WindowSampler(split, vocab, 64, transpose=5).batch(np.random.default_rng(1), 32)
+    assert (plain[:, 0] == vocab.bos_id).all() and (plain[:, 1] == vocab.bar_id).all()
+    kinds = vocab.types[plain]
+    assert (kinds == vocab.types[moved]).all()  # same structure
+    same = plain == moved
+    assert same[kinds != TokenType.PITCH].all()  # drums, positions, durations untouched
+    shifts = set()
+    for row in range(len(plain)):
+        pitched = kinds[row] == TokenType.PITCH
+        if pitched.any():
+            diff = vocab.values[moved[row, pitched]] - vocab.values[plain[row, pitched]]
+            assert len(set(diff.tolist())) == 1 and abs(diff[0]) <= 5  # one shift per window
+            shifts.add(int(diff[0]))
+    assert len(shifts) > 1
+
+
+def test_learning_rate_schedule() -> None:
+    cfg = TrainConfig(steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(55, cfg) == pytest.approx(0.55)
+    assert lr_at(100, cfg) == pytest.approx(0.1)
+
+
+def test_training_lowers_the_loss_and_writes_its_files(tiny_corpus, tmp_path) -> None:
+    cfg = TrainConfig(steps=40, checkpoint_every=20, **TINY)
+    result = Trainer(tiny_corpus, tmp_path, cfg).run()
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert [int(r["step"]) for r in rows] == [10, 20, 30, 40]
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"]) - 0.5
+    assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"])
+    assert result["step"] == 40
+    assert (tmp_path / "loss.png").stat().st_size > 1000
+    assert (tmp_path / "tokenizer.json").is_file()
+    assert load_checkpoint(tmp_path)["step"] == 40
+
+
+def test_resume_continues_bit_for_bit(tiny_corpus, tmp_path) -> None:
+    torch.set_num_threads(1)
+    cfg = dict(steps=12, checkpoint_every=100, **TINY)
+    straight = Trainer(tiny_corpus, tmp_path / "a", TrainConfig(**cfg)).run()
+    Trainer(tiny_corpus, tmp_path / "b", TrainConfig(**cfg)).run(stop_after=5)
+    assert load_checkpoint(tmp_path / "b")["step"] == 5
+    resumed = Trainer(tiny_corpus, tmp_path / "b", TrainConfig(**cfg)).run(resume=True)
+    assert resumed["step"] == straight["step"] == 12
+    a, b = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert a["rng"]["numpy"] == b["rng"]["numpy"]
+    assert resumed["train_loss"] == straight["train_loss"]
+
+
+def test_torchrun_ddp_with_two_cpu_processes(tiny_corpus, tmp_path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "--master-port", "29517", "-m", "ostinato", "train", str(tiny_corpus),
+        "--out", str(tmp_path), "--size", "tiny", "--seq-len", "64", "--batch-size", "4",
+        "--steps", "6", "--eval-every", "3", "--eval-batches", "1", "--device", "cpu",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / CHECKPOINT)
+    assert ckpt["step"] == 6
+    assert len(ckpt["rng"]["numpy"]) == 2  # one data stream per rank, both saved
+    assert ckpt["rng"]["numpy"][0] != ckpt["rng"]["numpy"][1]
+    assert "2 process(es)" in result.stderr
