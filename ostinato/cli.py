@@ -34,6 +34,23 @@ def _cmd_data_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_synth(args: argparse.Namespace) -> int:
+    from ostinato.loops.generate import synth_loops
+
+    styles = tuple(args.styles.split(",")) if args.styles else None
+    summary = synth_loops(
+        args.out,
+        args.loops,
+        seed=args.seed,
+        gmd_dir=args.gmd,
+        styles=styles,
+        groove_share=args.groove_share,
+        progress=not args.quiet,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from ostinato.model.train import Trainer, train_config_from_args
 
@@ -93,6 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     build.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     build.set_defaults(func=_cmd_data_build)
+    synth = data_sub.add_parser(
+        "synth", help="generate multi-track loops (drums, bass, chords, lead) by musical rules"
+    )
+    synth.add_argument("out", help="output folder (MIDI files per style, loops.csv)")
+    synth.add_argument("--loops", type=int, default=1000, help="how many loops")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--gmd", help="Groove MIDI Dataset folder: real grooves for some loops")
+    synth.add_argument("--groove-share", type=float, default=0.5, help="share of GMD drums")
+    synth.add_argument("--styles", help="comma-separated subset of the styles")
+    synth.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    synth.set_defaults(func=_cmd_data_synth)
     _add_train(sub)
     return parser
 
