@@ -69,7 +69,9 @@ def _add_train(sub) -> None:
     p.add_argument(
         "--stop-after", type=int, help="train this many more steps, checkpoint, and stop"
     )
-    p.add_argument("--size", choices=["tiny", "small", "base"], help="model size (default small)")
+    p.add_argument(
+        "--size", choices=["tiny", "compact", "small", "base"], help="model size (default small)"
+    )
     p.add_argument("--seq-len", type=int, help="window in tokens (default: the model's)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--steps", type=int, help="total optimizer steps")

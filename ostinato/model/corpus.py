@@ -52,8 +52,14 @@ class FileResult:
 
 
 def find_midi_files(src: Path) -> list[Path]:
-    """All MIDI files under ``src``, sorted so that every run sees the same order."""
-    files = [p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in MIDI_SUFFIXES]
+    """All MIDI files under ``src`` (following linked folders), sorted so that every run sees
+    the same order."""
+    files = [
+        Path(root) / name
+        for root, _, names in os.walk(src, followlinks=True)
+        for name in names
+        if name.lower().endswith(MIDI_SUFFIXES)
+    ]
     return sorted(files, key=lambda p: p.as_posix())
 
 
