@@ -90,6 +90,69 @@ def _add_train(sub) -> None:
     p.set_defaults(func=_cmd_train)
 
 
+def _parse_programs(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(sorted({int(x) for x in text.split(",")}))
+    except ValueError as exc:
+        raise CommandError(
+            f"--programs takes comma-separated numbers (-1 = drums): {text}"
+        ) from exc
+
+
+def _settings_from(args: argparse.Namespace):
+    from ostinato.model.sampling import SamplingSettings
+
+    return SamplingSettings(
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+    )
+
+
+def _add_generation_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("generation")
+    g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy; higher = bolder")
+    g.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest (0 = off)")
+    g.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass")
+    g.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off")
+    g.add_argument("--programs", help="enabled instruments, e.g. -1,33,4 (default: the input's)")
+    g.add_argument("--seed", type=int, default=None)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ostinato.exporter.export import export_model
+
+    card = export_model(args.checkpoint, args.out, fp16=args.fp16)
+    print(json.dumps({k: card[k] for k in ("parameters", "window", "precision")} |
+                     {"parity": card.get("parity")}, indent=2))  # fmt: skip
+    return 0
+
+
+def _cmd_continue(args: argparse.Namespace) -> int:
+    from ostinato.daemon.engine import Engine
+    from ostinato.daemon.offline import continue_file
+
+    engine = Engine(args.model or default_model_dir(), device=args.device)
+    result = continue_file(
+        engine, args.input, args.output, args.bars, _settings_from(args),
+        _parse_programs(args.programs), args.seed,
+    )  # fmt: skip
+    print(
+        f"{args.output}: {result.input_bars} bars in, {args.bars} bars generated "
+        f"({len(result.notes)} notes, context {result.context_bars} bars)"
+    )
+    return 0
+
+
+def default_model_dir():
+    from importlib.resources import files
+
+    return files("ostinato") / "assets" / "default"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ostinato",
@@ -124,6 +187,21 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(func=_cmd_data_synth)
     _add_train(sub)
+
+    export = sub.add_parser("export", help="export a checkpoint to an ONNX model folder")
+    export.add_argument("checkpoint", help="checkpoint.pt or its run folder")
+    export.add_argument("--out", required=True, help="model folder to write")
+    export.add_argument("--fp16", action="store_true", help="half precision (CUDA only)")
+    export.set_defaults(func=_cmd_export)
+
+    cont = sub.add_parser("continue", help="continue a MIDI file offline")
+    cont.add_argument("input", help="MIDI file to continue")
+    cont.add_argument("-o", "--output", required=True, help="MIDI file to write")
+    cont.add_argument("--bars", type=int, default=4, help="bars to generate")
+    cont.add_argument("--model", help="model folder (default: the bundled model)")
+    cont.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_generation_options(cont)
+    cont.set_defaults(func=_cmd_continue)
     return parser
 
 
@@ -135,10 +213,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    from ostinato.daemon.engine import ModelError
+
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (CommandError, FileNotFoundError, ValueError) as exc:
+    except (CommandError, FileNotFoundError, ValueError, ModelError) as exc:
         print(f"ostinato {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

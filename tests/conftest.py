@@ -76,3 +76,34 @@ def tiny_corpus(tmp_path_factory) -> Path:
         (src / gmd.name).write_bytes(gmd.read_bytes())
     build_corpus(src, root / "out", validation_fraction=0.25, workers=1, progress=False)
     return root / "out"
+
+
+def save_random_checkpoint(run_dir: Path, size: str = "tiny", seed: int = 0, **overrides) -> Path:
+    """A checkpoint of a random-weight decoder in the trainer's format, with tokenizer.json."""
+    import torch
+
+    from ostinato.model.network import Decoder, config_for
+    from ostinato.model.tokens import save_tokenizer
+    from ostinato.model.train import CHECKPOINT
+
+    tokenizer = new_tokenizer()
+    torch.manual_seed(seed)
+    model = Decoder(config_for(size, vocab_size=len(tokenizer.vocab), **overrides))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_tokenizer(tokenizer, run_dir)
+    torch.save(
+        {"model_args": model.config.to_dict(), "model": model.state_dict(), "step": 0},
+        run_dir / CHECKPOINT,
+    )
+    return run_dir / CHECKPOINT
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random-weight tiny model exported to a model folder (window 256)."""
+    from ostinato.exporter.export import export_model
+
+    root = tmp_path_factory.mktemp("tiny_model")
+    ckpt = save_random_checkpoint(root / "run")
+    export_model(ckpt, root / "model")
+    return root / "model"

@@ -15,8 +15,8 @@ these masks therefore decodes to valid notes that lie in the bar being generated
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -50,10 +50,11 @@ def default_pitch_range(program: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class GrammarConfig:
-    """What the generated bars may contain. ``programs=None`` enables every program."""
+    """What the generated bars may contain. ``programs=None`` enables every program.
+    ``pitch_ranges``: (program, low, high) overrides of :func:`default_pitch_range`."""
 
     programs: tuple[int, ...] | None = None
-    pitch_ranges: Mapping[int, tuple[int, int]] = field(default_factory=dict)
+    pitch_ranges: tuple[tuple[int, int, int], ...] = ()
     beats_per_bar: float = 4.0
     notes_within_bar: bool = True
     scale_pitch_classes: frozenset[int] | None = None  # scale lock for pitched programs
@@ -64,7 +65,7 @@ class GrammarConfig:
             raise ValueError("at least one program must be enabled")
         if self.beats_per_bar <= 0:
             raise ValueError(f"beats_per_bar must be positive, got {self.beats_per_bar}")
-        for program, (low, high) in self.pitch_ranges.items():
+        for program, low, high in self.pitch_ranges:
             if not (0 <= low <= high <= 127):
                 raise ValueError(f"bad pitch range {low}..{high} for program {program}")
         if self.scale_pitch_classes is not None and (
@@ -124,8 +125,9 @@ class Grammar:
         pitched = types == TokenType.PITCH
         drum = types == TokenType.PITCH_DRUM
         scale = cfg.scale_pitch_classes
+        overrides = {program: (low, high) for program, low, high in cfg.pitch_ranges}
         for program in self.enabled_programs:
-            low, high = cfg.pitch_ranges.get(program, default_pitch_range(program))
+            low, high = overrides.get(program, default_pitch_range(program))
             in_range = (values >= low) & (values <= high)
             if program == DRUM_PROGRAM:
                 row = drum & in_range

@@ -104,7 +104,7 @@ def test_disallowed_token_raises_and_leaves_state(vocab) -> None:
 
 def test_scale_lock_and_ranges(vocab) -> None:
     c_major = frozenset({0, 2, 4, 5, 7, 9, 11})
-    cfg = GrammarConfig(programs=(33,), scale_pitch_classes=c_major, pitch_ranges={33: (40, 52)})
+    cfg = GrammarConfig(programs=(33,), scale_pitch_classes=c_major, pitch_ranges=((33, 40, 52),))
     grammar = Grammar(vocab, cfg)
     grammar.reset(at_bar_start=True)
     grammar.advance(int(vocab.ids_of(TokenType.POSITION)[0]))
@@ -130,7 +130,7 @@ def test_late_positions_only_allow_short_notes(vocab) -> None:
     [
         ({"programs": ()}, "at least one program"),
         ({"beats_per_bar": 0}, "beats_per_bar"),
-        ({"pitch_ranges": {0: (90, 20)}}, "bad pitch range"),
+        ({"pitch_ranges": ((0, 90, 20),)}, "bad pitch range"),
         ({"scale_pitch_classes": frozenset({12})}, "scale_pitch_classes"),
     ],
 )

@@ -1,0 +1,1 @@
+"""The real-time daemon: ports, clock, recorder, engine, scheduler, session, control."""

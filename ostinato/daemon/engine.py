@@ -1,0 +1,356 @@
+"""The inference engine: an ONNX Runtime decoder with a KV cache that lives across calls.
+
+No torch here. The engine keeps a preallocated window of ``W`` key/value slots bound once to
+the session (IO binding), so a decode step copies nothing but one token's keys and values into
+its slot. The context is *extended* with new tokens (incremental prefill) instead of being
+re-run; when the window is full the oldest bars are dropped:
+
+* ``slide="rope"`` (default): their slots are simply freed and reused. Keys were rotated by
+  their absolute position when computed, so the rest of the cache stays valid; ``BOS`` stays as
+  the attention sink.
+* ``slide="reprefill"``: ``BOS`` and the newest bars are prefilled again from scratch (the
+  model then sees exactly the positions it was trained on).
+
+:meth:`Engine.generate` samples under the grammar and yields each note as soon as its
+Duration token is sampled, so the downbeat is ready first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from ostinato.model.grammar import Grammar, GrammarConfig
+from ostinato.model.sampling import Sampler, SamplingSettings
+from ostinato.model.tokens import TOKENIZER_FILE, TokenType, Vocab, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+CARD_FILE = "card.json"
+REQUIRED_INPUTS = ("tokens", "positions", "past_k", "past_v", "attn_mask")
+PREFILL_CHUNK = 256  # tokens per prefill call: bounds the mask and activation sizes
+MAX_TOKENS_PER_BAR = 400  # safety net: past this, the bar is closed as soon as allowed
+
+
+class ModelError(Exception):
+    """The model folder is missing, corrupt or does not match its tokenizer."""
+
+
+@dataclass(frozen=True)
+class GeneratedNote:
+    bar: int  # 0-based, counted from the first bar of this generate() call
+    position: int  # grid position inside the bar
+    start_beats: float  # from the start of the first generated bar
+    duration_beats: float
+    program: int  # -1 = drums
+    pitch: int
+    velocity: int
+
+
+def _read_card(model_dir: Path) -> dict:
+    if not model_dir.is_dir():
+        raise ModelError(f"model folder {model_dir} does not exist")
+    missing = [f for f in (MODEL_FILE, TOKENIZER_FILE, CARD_FILE) if not (model_dir / f).is_file()]
+    if missing:
+        raise ModelError(f"model folder {model_dir} lacks {', '.join(missing)}")
+    try:
+        card = json.loads((model_dir / CARD_FILE).read_text())
+        _ = card["model"]["n_layer"], card["model"]["vocab_size"], card["window"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{model_dir / CARD_FILE} is not a valid model card: {exc}") from exc
+    return card
+
+
+def choose_providers(device: str) -> list[str]:
+    """ONNX Runtime providers for ``device`` (auto: CUDA when onnxruntime-gpu has it)."""
+    available = ort.get_available_providers()
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and "CUDAExecutionProvider" not in available:
+        raise ModelError(
+            "CUDA was asked for but this onnxruntime has no CUDA provider "
+            "(install onnxruntime-gpu instead of onnxruntime)"
+        )
+    if device != "cpu" and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class Engine:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device: str = "auto",
+        threads: int = 1,
+        window: int | None = None,
+        slide: str = "rope",
+        verify_hash: bool = True,
+    ) -> None:
+        model_dir = Path(model_dir)
+        self.model_dir = model_dir
+        self.card = _read_card(model_dir)
+        try:
+            self.tokenizer = load_tokenizer(model_dir / TOKENIZER_FILE)
+        except (FileNotFoundError, ValueError) as exc:
+            raise ModelError(str(exc)) from exc
+        self.vocab = Vocab.from_tokenizer(self.tokenizer)
+        m = self.card["model"]
+        if self.vocab.size != m["vocab_size"]:
+            raise ModelError(
+                f"tokenizer.json has {self.vocab.size} tokens but the model was trained with "
+                f"{m['vocab_size']}: the files do not belong together"
+            )
+        onnx_path = model_dir / MODEL_FILE
+        if verify_hash and "sha256" in self.card:
+            digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+            if digest != self.card["sha256"]:
+                raise ModelError(f"{onnx_path} does not match the hash in card.json (corrupt?)")
+        if slide not in ("rope", "reprefill"):
+            raise ValueError(f"slide must be 'rope' or 'reprefill', got {slide!r}")
+        self.slide = slide
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.providers = choose_providers(device)
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), opts, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ModelError(f"cannot load {onnx_path}: {exc}") from exc
+        names = [i.name for i in self.session.get_inputs()]
+        if tuple(names) != REQUIRED_INPUTS:
+            raise ModelError(f"{onnx_path} has inputs {names}, expected {list(REQUIRED_INPUTS)}")
+        self.device = "cuda" if self.providers[0].startswith("CUDA") else "cpu"
+
+        L, H, D = m["n_layer"], m["n_head"], m["d_model"] // m["n_head"]
+        W = int(window or self.card["window"])
+        if W < 32:
+            raise ValueError("window must be at least 32 tokens")
+        self.window = W
+        # The KV window and the decode step's inputs/outputs, allocated once.
+        self.k_buf = np.zeros((L, 1, H, W, D), dtype=np.float32)
+        self.v_buf = np.zeros((L, 1, H, W, D), dtype=np.float32)
+        self._tok1 = np.zeros((1, 1), dtype=np.int64)
+        self._pos1 = np.zeros((1, 1), dtype=np.int64)
+        self._mask1 = np.full((1, 1, 1, W + 1), -np.inf, dtype=np.float32)
+        self._mask1[..., W] = 0.0  # a new token always sees itself
+        self._slot_valid = self._mask1[0, 0, 0, :W]  # view: 0 = holds a token, -inf = free
+        self._logits1 = np.zeros((1, self.vocab.size), dtype=np.float32)
+        self._newk1 = np.zeros((L, 1, H, 1, D), dtype=np.float32)
+        self._newv1 = np.zeros((L, 1, H, 1, D), dtype=np.float32)
+        self._bind_decode()
+        # Context bookkeeping: tokens in order, the slot each occupies.
+        self._ctx_tokens = np.zeros(W, dtype=np.int64)
+        self._ctx_slots = np.zeros(W, dtype=np.int64)
+        self._ctx_len = 0
+        self._free = np.ones(W, dtype=bool)
+        self._history = np.zeros(4096, dtype=np.int64)  # recent tokens for the penalty
+        self._history_len = 0
+        self.next_position = 0
+        self.last_logits = np.zeros(self.vocab.size, dtype=np.float32)
+        self._grammars: dict[GrammarConfig, Grammar] = {}
+        self._penalized = (self.vocab.types == TokenType.PITCH) | (
+            self.vocab.types == TokenType.PITCH_DRUM
+        )
+        self.reset()
+
+    # -- ONNX Runtime plumbing -------------------------------------------------------------
+    def _bind_decode(self) -> None:
+        """Bind the decode step's buffers once; each step only rewrites their contents."""
+        io = self.session.io_binding()
+        for name, arr in (
+            ("tokens", self._tok1),
+            ("positions", self._pos1),
+            ("past_k", self.k_buf),
+            ("past_v", self.v_buf),
+            ("attn_mask", self._mask1),
+        ):
+            io.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(arr))
+        for name, arr in (
+            ("logits", self._logits1),
+            ("new_k", self._newk1),
+            ("new_v", self._newv1),
+        ):
+            io.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(arr))
+        self._io = io
+
+    # -- context ---------------------------------------------------------------------------
+    @property
+    def context_length(self) -> int:
+        return self._ctx_len
+
+    def context_tokens(self) -> np.ndarray:
+        return self._ctx_tokens[: self._ctx_len].copy()
+
+    def reset(self) -> None:
+        """Empty the cache and start a new context with ``BOS``."""
+        self._slot_valid[:] = -np.inf
+        self._free[:] = True
+        self._ctx_len = 0
+        self._history_len = 0
+        self.next_position = 0
+        self.feed([self.vocab.bos_id])
+
+    def feed(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Extend the context; returns the next-token logits (V,), also kept in last_logits."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        if tokens.ndim != 1 or len(tokens) == 0:
+            raise ValueError("feed() takes a non-empty 1-D sequence of token ids")
+        if tokens.min() < 0 or tokens.max() >= self.vocab.size:
+            raise ValueError("token id outside the vocabulary")
+        if len(tokens) > self.window - 1:
+            tokens = tokens[-(self.window - 1) :]  # only the newest tokens can be kept
+        self._make_room(len(tokens))
+        if len(tokens) == 1:
+            self._step(int(tokens[0]))
+        else:
+            for start in range(0, len(tokens), PREFILL_CHUNK):
+                self._prefill(tokens[start : start + PREFILL_CHUNK])
+        return self.last_logits
+
+    def _remember(self, tokens: np.ndarray, slots: np.ndarray) -> None:
+        n = len(tokens)
+        self._ctx_tokens[self._ctx_len : self._ctx_len + n] = tokens
+        self._ctx_slots[self._ctx_len : self._ctx_len + n] = slots
+        self._ctx_len += n
+        self._free[slots] = False
+        self._slot_valid[slots] = 0.0
+        self.next_position += n
+        if self._history_len + n > len(self._history):
+            keep = 1024
+            self._history[:keep] = self._history[self._history_len - keep : self._history_len]
+            self._history_len = keep
+        self._history[self._history_len : self._history_len + n] = tokens
+        self._history_len += n
+
+    def _step(self, token: int) -> None:
+        slot = int(np.argmax(self._free))  # first free slot
+        self._tok1[0, 0] = token
+        self._pos1[0, 0] = self.next_position
+        self.session.run_with_iobinding(self._io)
+        self.k_buf[:, :, :, slot] = self._newk1[:, :, :, 0]
+        self.v_buf[:, :, :, slot] = self._newv1[:, :, :, 0]
+        self.last_logits = self._logits1[0]
+        self._remember(np.array([token]), np.array([slot]))
+
+    def _prefill(self, tokens: np.ndarray) -> None:
+        T, W = len(tokens), self.window
+        slots = np.flatnonzero(self._free)[:T]
+        mask = np.empty((1, 1, T, W + T), dtype=np.float32)
+        mask[..., :W] = self._slot_valid
+        mask[..., W:] = np.where(np.tri(T, dtype=bool), 0.0, -np.inf)
+        positions = np.arange(self.next_position, self.next_position + T, dtype=np.int64)[None]
+        logits, new_k, new_v = self.session.run(
+            None,
+            {"tokens": tokens[None], "positions": positions, "past_k": self.k_buf,
+             "past_v": self.v_buf, "attn_mask": mask},
+        )  # fmt: skip
+        self.k_buf[:, :, :, slots] = new_k
+        self.v_buf[:, :, :, slots] = new_v
+        self.last_logits = logits[0].copy()
+        self._remember(tokens, slots)
+
+    def _make_room(self, needed: int) -> None:
+        """Free at least ``needed`` slots by dropping the oldest bars of the context."""
+        free = int(self._free.sum())
+        if free >= needed:
+            return
+        ctx = self._ctx_tokens[: self._ctx_len]
+        has_bos = self._ctx_len > 0 and ctx[0] == self.vocab.bos_id
+        first = 1 if has_bos else 0
+        # Drop whole bars until a quarter of the window is free (amortizes the work).
+        target = max(needed, self.window // 4) - free
+        bars = np.flatnonzero(ctx == self.vocab.bar_id)
+        cut_candidates = bars[bars >= first + target]
+        cut = int(cut_candidates[0]) if len(cut_candidates) else self._ctx_len
+        if self.slide == "reprefill":
+            kept = np.concatenate((ctx[:first], ctx[cut:])).copy()
+            self._slot_valid[:] = -np.inf
+            self._free[:] = True
+            self._ctx_len = 0
+            self.next_position = 0
+            for start in range(0, len(kept), PREFILL_CHUNK):
+                self._prefill(kept[start : start + PREFILL_CHUNK])
+            return
+        dropped = self._ctx_slots[first:cut]
+        self._free[dropped] = True
+        self._slot_valid[dropped] = -np.inf
+        n_drop = cut - first
+        self._ctx_tokens[first : self._ctx_len - n_drop] = self._ctx_tokens[cut : self._ctx_len]
+        self._ctx_slots[first : self._ctx_len - n_drop] = self._ctx_slots[cut : self._ctx_len]
+        self._ctx_len -= n_drop
+
+    # -- generation ------------------------------------------------------------------------
+    def grammar(self, config: GrammarConfig) -> Grammar:
+        grammar = self._grammars.get(config)
+        if grammar is None:
+            grammar = self._grammars[config] = Grammar(self.vocab, config)
+        return grammar
+
+    def sampler(self, settings: SamplingSettings, seed: int | None = None) -> Sampler:
+        return Sampler(settings, self.vocab.size, seed=seed, penalized=self._penalized)
+
+    def generate(
+        self,
+        bars: int,
+        sampler: Sampler,
+        grammar_config: GrammarConfig | None = None,
+    ) -> Iterator[GeneratedNote]:
+        """Generate ``bars`` bars after the context, yielding each note when it is complete.
+
+        The context is closed with a ``Bar`` token first if it does not end with one. The
+        ``Bar`` that ends the last generated bar is fed too, so the next call (or the next
+        bars of the musician) extend the context where this one stopped.
+        """
+        if bars < 1:
+            raise ValueError("bars must be ≥ 1")
+        vocab = self.vocab
+        if self._ctx_tokens[self._ctx_len - 1] != vocab.bar_id:
+            self.feed([vocab.bar_id])
+        grammar = self.grammar(grammar_config or GrammarConfig())
+        grammar.reset(at_bar_start=True)
+        ppb, beats_per_bar = vocab.positions_per_beat, grammar.config.beats_per_bar
+        types, values = vocab.types, vocab.values
+        bar_only = np.zeros(vocab.size, dtype=bool)
+        bar_only[vocab.bar_id] = True
+        tokens_in_bar = 0
+        program = pitch = velocity = 0
+        while grammar.bars_completed < bars:
+            mask = grammar.mask()
+            if tokens_in_bar >= MAX_TOKENS_PER_BAR and mask[vocab.bar_id]:
+                mask = bar_only
+            recent = self._history[max(0, self._history_len - 256) : self._history_len]
+            token = sampler.sample(self.last_logits, mask, recent)
+            grammar.advance(token)
+            kind = types[token]
+            tokens_in_bar = 0 if kind == TokenType.BAR else tokens_in_bar + 1
+            if kind == TokenType.PROGRAM:
+                program = int(values[token])
+            elif kind == TokenType.PITCH or kind == TokenType.PITCH_DRUM:
+                pitch = int(values[token])
+            elif kind == TokenType.VELOCITY:
+                velocity = int(values[token])
+            self._make_room(1)
+            self._step(token)  # the closing Bar too: the next call extends from there
+            if grammar.bars_completed == bars:
+                break
+            if kind == TokenType.DURATION:
+                bar = grammar.bars_completed
+                yield GeneratedNote(
+                    bar=bar,
+                    position=grammar.position,
+                    start_beats=bar * beats_per_bar + grammar.position / ppb,
+                    duration_beats=float(vocab.duration_beats[token]),
+                    program=program,
+                    pitch=pitch,
+                    velocity=velocity,
+                )

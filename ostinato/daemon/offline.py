@@ -1,0 +1,85 @@
+"""``ostinato continue``: the daemon's tokens → engine → tokens path on a MIDI file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from symusic import Note, Score, Track
+
+from ostinato.daemon.engine import Engine, GeneratedNote
+from ostinato.model.grammar import GrammarConfig
+from ostinato.model.sampling import SamplingSettings
+from ostinato.model.tokens import DRUM_PROGRAM, load_score, score_to_ids, split_bars
+
+
+@dataclass(frozen=True)
+class Continuation:
+    score: Score  # the input followed by the continuation
+    notes: list[GeneratedNote]
+    input_bars: int
+    context_bars: int
+
+
+def programs_in(score: Score) -> tuple[int, ...]:
+    return tuple(
+        sorted({DRUM_PROGRAM if t.is_drum else t.program for t in score.tracks if t.notes})
+    )
+
+
+def continue_score(
+    engine: Engine,
+    score: Score,
+    bars: int,
+    settings: SamplingSettings,
+    programs: tuple[int, ...] | None = None,
+    seed: int | None = None,
+    context_tokens: int | None = None,
+) -> Continuation:
+    """Continue ``score`` by ``bars`` bars of 4/4 after its last bar."""
+    ids = score_to_ids(engine.tokenizer, score)
+    if len(ids) == 0:
+        raise ValueError("the input has no notes to continue")
+    all_bars = split_bars(ids, engine.vocab.bar_id)
+    budget = context_tokens or (3 * engine.window) // 4
+    context: list[np.ndarray] = []
+    for bar in reversed(all_bars):  # the newest bars that fit the budget
+        if context and sum(len(b) for b in context) + len(bar) > budget:
+            break
+        context.insert(0, bar)
+    engine.reset()
+    engine.feed(np.concatenate(context))
+    programs = programs or programs_in(score)
+    grammar = GrammarConfig(programs=programs)
+    notes = list(engine.generate(bars, engine.sampler(settings, seed), grammar))
+
+    tpq = score.ticks_per_quarter
+    offset_beats = 4 * len(all_bars)
+    out = score.copy()
+    tracks: dict[int, Track] = {}
+    for t in out.tracks:
+        tracks.setdefault(DRUM_PROGRAM if t.is_drum else t.program, t)
+    for note in notes:
+        track = tracks.get(note.program)
+        if track is None:
+            is_drum = note.program == DRUM_PROGRAM
+            track = Track(name="ostinato", program=max(0, note.program), is_drum=is_drum)
+            out.tracks.append(track)
+            tracks[note.program] = track
+        start = round((offset_beats + note.start_beats) * tpq)
+        track.notes.append(
+            Note(start, max(1, round(note.duration_beats * tpq)), note.pitch, note.velocity)
+        )
+    for t in out.tracks:
+        t.notes.sort(key=lambda n: (n.time, n.pitch))
+    return Continuation(out, notes, len(all_bars), len(context))
+
+
+def continue_file(
+    engine: Engine, src: str | Path, dst: str | Path, bars: int, settings: SamplingSettings,
+    programs: tuple[int, ...] | None = None, seed: int | None = None,
+) -> Continuation:  # fmt: skip
+    result = continue_score(engine, load_score(src), bars, settings, programs, seed)
+    result.score.dump_midi(str(dst))
+    return result

@@ -1,0 +1,1 @@
+"""PyTorch checkpoint → ONNX model folder (model.onnx, tokenizer.json, card.json)."""

@@ -1,0 +1,210 @@
+"""``ostinato export CHECKPOINT --out MODEL_DIR``: ONNX graph, parity check, model folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from ostinato.exporter.graph import INPUTS, OUTPUTS, StepGraph, example_inputs
+from ostinato.model.network import Decoder
+from ostinato.model.tokens import TOKENIZER_FILE, load_tokenizer
+from ostinato.model.train import load_checkpoint, model_from_checkpoint
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+CARD_FILE = "card.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    max_abs_logit_diff: float
+    greedy_tokens: int
+    greedy_identical: bool
+    first_mismatch: int | None
+
+    def to_dict(self) -> dict:
+        return {
+            "max_abs_logit_diff": self.max_abs_logit_diff,
+            "greedy_tokens": self.greedy_tokens,
+            "greedy_identical": self.greedy_identical,
+            "first_mismatch": self.first_mismatch,
+        }
+
+
+def export_graph(model: Decoder, path: Path, fp16: bool = False) -> None:
+    """Write the step graph with dynamic new-token count T and buffer length S."""
+    dtype = torch.float16 if fp16 else torch.float32
+    graph = StepGraph(model.to(dtype)).eval()
+    # A past of 17 slots and 5 new tokens: non-trivial sizes so no dimension is specialized.
+    args = example_inputs(model, new=5, past=17, dtype=dtype)
+    T, S = torch.export.Dim("new", min=1, max=4096), torch.export.Dim("past", min=1, max=8192)
+    dynamic_shapes = {
+        "tokens": {1: T},
+        "positions": {1: T},
+        "past_k": {3: S},
+        "past_v": {3: S},
+        "attn_mask": {2: T, 3: torch.export.Dim.DYNAMIC},
+    }
+    with torch.no_grad():
+        program = torch.onnx.export(
+            graph,
+            args,
+            input_names=list(INPUTS),
+            output_names=list(OUTPUTS),
+            dynamic_shapes=dynamic_shapes,
+            dynamo=True,
+            optimize=True,
+            verbose=False,
+        )
+    program.save(str(path))
+    model.float()
+
+
+def ort_session(path: Path, threads: int = 1) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def check_parity(
+    model: Decoder,
+    session: ort.InferenceSession,
+    prompt: np.ndarray,
+    greedy_tokens: int = 64,
+) -> ParityReport:
+    """Same inputs through PyTorch and ONNX Runtime: prefill of ``prompt`` then
+    ``greedy_tokens`` greedy steps each way (PyTorch with its own cache, ORT with the host
+    concatenating K/V). Reports the largest |Δlogit| and whether the tokens agree."""
+    cfg = model.config
+    model = model.float().eval()
+    empty = np.zeros((cfg.n_layer, 1, cfg.n_head, 0, cfg.head_dim), dtype=np.float32)
+
+    def ort_step(tokens, start, past_k, past_v):
+        n, s = tokens.shape[1], past_k.shape[3]
+        allowed = np.tril(np.ones((n, s + n), dtype=bool), s)
+        mask = np.where(allowed, 0.0, -np.inf).astype(np.float32)[None, None]
+        positions = np.arange(start, start + n, dtype=np.int64)[None]
+        return session.run(
+            None,
+            {"tokens": tokens, "positions": positions, "past_k": past_k, "past_v": past_v,
+             "attn_mask": mask},
+        )  # fmt: skip
+
+    tokens = prompt.astype(np.int64)[None]
+    # ORT needs S ≥ 1 in the graph's dims only if the exporter specialized it; S = 0 works.
+    logits, k, v = ort_step(tokens, 0, empty, empty)
+    past_k, past_v = k, v
+    with torch.no_grad():
+        t_logits, tk, tv = model(torch.from_numpy(tokens))
+    diffs = [float(np.abs(logits - t_logits[:, -1].numpy()).max())]
+    t_logits = t_logits[:, -1]
+    ort_out, torch_out = [], []
+    position = tokens.shape[1]
+    for _ in range(greedy_tokens):
+        a = int(np.argmax(logits[0]))
+        b = int(torch.argmax(t_logits[0]))
+        ort_out.append(a)
+        torch_out.append(b)
+        logits, k, v = ort_step(np.array([[a]], dtype=np.int64), position, past_k, past_v)
+        past_k = np.concatenate((past_k, k), axis=3)
+        past_v = np.concatenate((past_v, v), axis=3)
+        with torch.no_grad():
+            out, k2, v2 = model(torch.tensor([[b]]), torch.tensor([[position]]), tk, tv)
+        tk, tv = torch.cat((tk, k2), 3), torch.cat((tv, v2), 3)
+        t_logits = out[:, -1]
+        if a == b:
+            diffs.append(float(np.abs(logits - t_logits.numpy()).max()))
+        position += 1
+    mismatch = next(
+        (i for i, (a, b) in enumerate(zip(ort_out, torch_out, strict=True)) if a != b), None
+    )
+    return ParityReport(max(diffs), greedy_tokens, mismatch is None, mismatch)
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export_model(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    tokenizer_path: str | Path | None = None,
+    fp16: bool = False,
+    parity_prompt: np.ndarray | None = None,
+    tolerance: float | None = None,
+    extra_card: dict | None = None,
+) -> dict:
+    """Export, check parity (raises if it fails), and write the model folder. Returns the card."""
+    checkpoint = Path(checkpoint)
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt)
+    run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent
+    tok_path = Path(tokenizer_path) if tokenizer_path else run_dir / TOKENIZER_FILE
+    tokenizer = load_tokenizer(tok_path)
+    if len(tokenizer.vocab) != model.config.vocab_size:
+        raise ValueError(
+            f"tokenizer has {len(tokenizer.vocab)} tokens but the model expects "
+            f"{model.config.vocab_size}"
+        )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    onnx_path = out / MODEL_FILE
+    t0 = time.perf_counter()
+    export_graph(model, onnx_path, fp16=fp16)
+    export_s = time.perf_counter() - t0
+    shutil.copy(tok_path, out / TOKENIZER_FILE)
+
+    card: dict = {
+        "format_version": FORMAT_VERSION,
+        "model_file": MODEL_FILE,
+        "sha256": sha256_of(onnx_path),
+        "precision": "fp16" if fp16 else "fp32",
+        "model": ckpt["model_args"],
+        "parameters": model.num_parameters(),
+        "window": model.config.max_seq_len,
+        "training_steps": ckpt["step"],
+        "train_config": ckpt.get("train_config", {}),
+        "inputs": list(INPUTS),
+        "outputs": list(OUTPUTS),
+        "export_seconds": round(export_s, 2),
+    }
+    if not fp16:  # fp16 graphs are for CUDA; their parity check runs there (see docs)
+        bound = 1e-3 if tolerance is None else tolerance
+        rng = np.random.default_rng(0)
+        prompt = (
+            parity_prompt
+            if parity_prompt is not None
+            else rng.integers(0, model.config.vocab_size, 128)
+        )
+        report = check_parity(model, ort_session(onnx_path), np.asarray(prompt), 64)
+        card["parity"] = {**report.to_dict(), "bound": bound}
+        log.info(
+            "parity: max |Δlogit| %.2e (bound %.0e), greedy %d tokens %s",
+            report.max_abs_logit_diff,
+            bound,
+            report.greedy_tokens,
+            "identical" if report.greedy_identical else f"differ at {report.first_mismatch}",
+        )
+        if report.max_abs_logit_diff > bound or not report.greedy_identical:
+            raise ValueError(f"parity check failed: {report.to_dict()}")
+    card.update(extra_card or {})
+    (out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    return card

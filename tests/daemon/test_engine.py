@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from ostinato.daemon.engine import Engine, ModelError
+from ostinato.model.grammar import GrammarConfig, default_pitch_range
+from ostinato.model.network import Decoder, ModelConfig
+from ostinato.model.sampling import SamplingSettings
+from ostinato.model.tokens import TokenType, score_to_ids
+from tests.conftest import make_band_score
+
+
+@pytest.fixture(scope="module")
+def torch_model(tiny_model_dir) -> Decoder:
+    """The same weights as the exported model, rebuilt from the run's checkpoint."""
+    ckpt = torch.load(tiny_model_dir.parent / "run" / "checkpoint.pt", weights_only=False)
+    model = Decoder(ModelConfig(**ckpt["model_args"]))
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
+
+
+@pytest.fixture
+def engine(tiny_model_dir) -> Engine:
+    return Engine(tiny_model_dir, device="cpu")
+
+
+def test_incremental_extend_matches_pytorch(engine, torch_model, tokenizer) -> None:
+    ids = score_to_ids(tokenizer, make_band_score(bars=2))[:120].astype(np.int64)
+    full = np.concatenate(([engine.vocab.bos_id], ids))
+    with torch.no_grad():
+        expected, _, _ = torch_model(torch.from_numpy(full)[None])
+    engine.reset()
+    engine.feed(ids[:50])  # prefill
+    np.testing.assert_allclose(engine.last_logits, expected[0, 50].numpy(), atol=1e-4)
+    engine.feed(ids[50:110])  # extend by a chunk
+    np.testing.assert_allclose(engine.last_logits, expected[0, 110].numpy(), atol=1e-4)
+    for i in range(110, 120):  # single-token steps through the bound fixed buffer
+        engine.feed(ids[i : i + 1])
+        np.testing.assert_allclose(engine.last_logits, expected[0, i + 1].numpy(), atol=1e-4)
+    assert engine.context_length == 121
+
+
+def test_greedy_decode_matches_pytorch(engine, torch_model) -> None:
+    prompt = np.array([engine.vocab.bos_id, engine.vocab.bar_id, 5, 7, 11], dtype=np.int64)
+    expected = torch_model.generate_greedy(torch.from_numpy(prompt)[None], 40)[0].numpy()
+    engine.reset()
+    engine.feed(prompt[1:])
+    got = []
+    for _ in range(40):
+        token = int(np.argmax(engine.last_logits))
+        got.append(token)
+        engine.feed([token])
+    assert got == expected.tolist()
+
+
+@pytest.mark.parametrize("slide", ["rope", "reprefill"])
+def test_window_slides_by_whole_bars(tiny_model_dir, tokenizer, torch_model, slide) -> None:
+    engine = Engine(tiny_model_dir, device="cpu", slide=slide)
+    ids = score_to_ids(tokenizer, make_band_score(bars=12)).astype(np.int64)
+    assert len(ids) > 3 * engine.window
+    for start in range(0, len(ids), 37):
+        engine.feed(ids[start : start + 37])
+        assert engine.context_length <= engine.window
+    ctx = engine.context_tokens()
+    assert ctx[0] == engine.vocab.bos_id and ctx[1] == engine.vocab.bar_id  # whole bars kept
+    np.testing.assert_array_equal(ctx[1:], ids[len(ids) - len(ctx) + 1 :])
+    assert np.isfinite(engine.last_logits).all()
+    if slide == "reprefill":  # exactly what the network gives for BOS + the kept bars
+        with torch.no_grad():
+            expected, _, _ = torch_model(torch.from_numpy(ctx)[None])
+        np.testing.assert_allclose(engine.last_logits, expected[0, -1].numpy(), atol=1e-4)
+
+
+def test_generate_streams_valid_notes_bar_by_bar(engine, tokenizer) -> None:
+    engine.reset()
+    engine.feed(score_to_ids(tokenizer, make_band_score(bars=2)))
+    programs = (-1, 33)
+    sampler = engine.sampler(SamplingSettings(temperature=1.5), seed=4)
+    notes = list(engine.generate(3, sampler, GrammarConfig(programs=programs)))
+    assert notes
+    assert {n.bar for n in notes} <= {0, 1, 2}
+    starts = [n.start_beats for n in notes]
+    assert starts == sorted(starts)  # streamed in time order
+    for n in notes:
+        assert n.program in programs
+        low, high = default_pitch_range(n.program)
+        assert low <= n.pitch <= high
+        assert n.bar * 4 <= n.start_beats < (n.bar + 1) * 4
+        assert n.start_beats + n.duration_beats <= (n.bar + 1) * 4 + 1e-9
+    ctx = engine.context_tokens()
+    assert ctx[-1] == engine.vocab.bar_id  # ready to extend at the next bar
+    durations = int((engine.vocab.types[ctx] == TokenType.DURATION).sum())
+    assert durations >= len(notes)
+
+
+def test_same_seed_same_notes(engine, tokenizer) -> None:
+    prompt = score_to_ids(tokenizer, make_band_score(bars=1))
+    runs = []
+    for _ in range(2):
+        engine.reset()
+        engine.feed(prompt)
+        runs.append(list(engine.generate(1, engine.sampler(SamplingSettings(), seed=7))))
+    assert runs[0] == runs[1]
+
+
+def test_model_folder_errors(tmp_path, tiny_model_dir) -> None:
+    with pytest.raises(ModelError, match="does not exist"):
+        Engine(tmp_path / "nope")
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "tokenizer.json").unlink()
+    with pytest.raises(ModelError, match=r"lacks tokenizer\.json"):
+        Engine(broken)
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(tiny_model_dir, corrupt)
+    (corrupt / "model.onnx").write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(ModelError, match="does not match the hash"):
+        Engine(corrupt)
+    with pytest.raises(ModelError, match="cannot load"):
+        Engine(corrupt, verify_hash=False)
+    mismatch = tmp_path / "mismatch"
+    shutil.copytree(tiny_model_dir, mismatch)
+    card = json.loads((mismatch / "card.json").read_text())
+    card["model"]["vocab_size"] += 1
+    (mismatch / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="do not belong together"):
+        Engine(mismatch)
+    (mismatch / "card.json").write_text("{")
+    with pytest.raises(ModelError, match="not a valid model card"):
+        Engine(mismatch)
+
+
+def test_cuda_request_without_cuda_provider_is_clear(tiny_model_dir) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert Engine(tiny_model_dir, device="cuda").device == "cuda"
+    else:
+        with pytest.raises(ModelError, match="onnxruntime-gpu"):
+            Engine(tiny_model_dir, device="cuda")
