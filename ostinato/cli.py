@@ -147,6 +147,19 @@ def _cmd_continue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from ostinato.bench import format_report, run_bench, write_json
+
+    report = run_bench(
+        args.model or default_model_dir(), steps=args.steps, threads=args.threads,
+        trials=args.trials,
+    )  # fmt: skip
+    print(format_report(report))
+    if args.json:
+        write_json(report, args.json)
+    return 0
+
+
 def default_model_dir():
     from importlib.resources import files
 
@@ -202,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     cont.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     _add_generation_options(cont)
     cont.set_defaults(func=_cmd_continue)
+
+    bench = sub.add_parser("bench", help="measure the engine against PyTorch and the bar budget")
+    bench.add_argument("--model", help="model folder (default: the bundled model)")
+    bench.add_argument("--json", help="also write the full report to this JSON file")
+    bench.add_argument("--steps", type=int, default=256, help="decode steps to time")
+    bench.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    bench.add_argument("--trials", type=int, default=24, help="bars for the bar budget")
+    bench.set_defaults(func=_cmd_bench)
     return parser
 
 

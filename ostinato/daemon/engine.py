@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
 CARD_FILE = "card.json"
-REQUIRED_INPUTS = ("tokens", "positions", "past_k", "past_v", "attn_mask")
 PREFILL_CHUNK = 256  # tokens per prefill call: bounds the mask and activation sizes
 MAX_TOKENS_PER_BAR = 400  # safety net: past this, the bar is closed as soon as allowed
 
@@ -126,12 +125,14 @@ class Engine:
             self.session = ort.InferenceSession(str(onnx_path), opts, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ModelError(f"cannot load {onnx_path}: {exc}") from exc
+        L, H, D = m["n_layer"], m["n_head"], m["d_model"] // m["n_head"]
         names = [i.name for i in self.session.get_inputs()]
-        if tuple(names) != REQUIRED_INPUTS:
-            raise ModelError(f"{onnx_path} has inputs {names}, expected {list(REQUIRED_INPUTS)}")
+        expected = ["tokens", "positions", "attn_mask"]
+        expected += [f"past_k_{i}" for i in range(L)] + [f"past_v_{i}" for i in range(L)]
+        if names != expected:
+            raise ModelError(f"{onnx_path} has inputs {names}, expected {expected}")
         self.device = "cuda" if self.providers[0].startswith("CUDA") else "cpu"
 
-        L, H, D = m["n_layer"], m["n_head"], m["d_model"] // m["n_head"]
         W = int(window or self.card["window"])
         if W < 32:
             raise ValueError("window must be at least 32 tokens")
@@ -167,13 +168,11 @@ class Engine:
     def _bind_decode(self) -> None:
         """Bind the decode step's buffers once; each step only rewrites their contents."""
         io = self.session.io_binding()
-        for name, arr in (
-            ("tokens", self._tok1),
-            ("positions", self._pos1),
-            ("past_k", self.k_buf),
-            ("past_v", self.v_buf),
-            ("attn_mask", self._mask1),
-        ):
+        inputs = [("tokens", self._tok1), ("positions", self._pos1), ("attn_mask", self._mask1)]
+        for i in range(self.k_buf.shape[0]):  # per-layer views of the one buffer: no copies
+            inputs += [(f"past_k_{i}", self.k_buf[i]), (f"past_v_{i}", self.v_buf[i])]
+        self._bound = inputs  # keep the arrays the OrtValues point into alive
+        for name, arr in inputs:
             io.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(arr))
         for name, arr in (
             ("logits", self._logits1),
@@ -249,11 +248,11 @@ class Engine:
         mask[..., :W] = self._slot_valid
         mask[..., W:] = np.where(np.tri(T, dtype=bool), 0.0, -np.inf)
         positions = np.arange(self.next_position, self.next_position + T, dtype=np.int64)[None]
-        logits, new_k, new_v = self.session.run(
-            None,
-            {"tokens": tokens[None], "positions": positions, "past_k": self.k_buf,
-             "past_v": self.v_buf, "attn_mask": mask},
-        )  # fmt: skip
+        feeds = {"tokens": tokens[None], "positions": positions, "attn_mask": mask}
+        for i in range(self.k_buf.shape[0]):
+            feeds[f"past_k_{i}"] = self.k_buf[i]
+            feeds[f"past_v_{i}"] = self.v_buf[i]
+        logits, new_k, new_v = self.session.run(None, feeds)
         self.k_buf[:, :, :, slots] = new_k
         self.v_buf[:, :, :, slots] = new_v
         self.last_logits = logits[0].copy()

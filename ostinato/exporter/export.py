@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from ostinato.exporter.graph import INPUTS, OUTPUTS, StepGraph, example_inputs
+from ostinato.exporter.graph import OUTPUTS, StepGraph, example_inputs, input_names
 from ostinato.model.network import Decoder
 from ostinato.model.tokens import TOKENIZER_FILE, load_tokenizer
 from ostinato.model.train import load_checkpoint, model_from_checkpoint
@@ -49,18 +49,19 @@ def export_graph(model: Decoder, path: Path, fp16: bool = False) -> None:
     # A past of 17 slots and 5 new tokens: non-trivial sizes so no dimension is specialized.
     args = example_inputs(model, new=5, past=17, dtype=dtype)
     T, S = torch.export.Dim("new", min=1, max=4096), torch.export.Dim("past", min=1, max=8192)
+    L = model.config.n_layer
     dynamic_shapes = {
         "tokens": {1: T},
         "positions": {1: T},
-        "past_k": {3: S},
-        "past_v": {3: S},
         "attn_mask": {2: T, 3: torch.export.Dim.DYNAMIC},
+        "past_k": [{2: S}] * L,
+        "past_v": [{2: S}] * L,
     }
     with torch.no_grad():
         program = torch.onnx.export(
             graph,
             args,
-            input_names=list(INPUTS),
+            input_names=input_names(L),
             output_names=list(OUTPUTS),
             dynamic_shapes=dynamic_shapes,
             dynamo=True,
@@ -97,11 +98,11 @@ def check_parity(
         allowed = np.tril(np.ones((n, s + n), dtype=bool), s)
         mask = np.where(allowed, 0.0, -np.inf).astype(np.float32)[None, None]
         positions = np.arange(start, start + n, dtype=np.int64)[None]
-        return session.run(
-            None,
-            {"tokens": tokens, "positions": positions, "past_k": past_k, "past_v": past_v,
-             "attn_mask": mask},
-        )  # fmt: skip
+        feeds = {"tokens": tokens, "positions": positions, "attn_mask": mask}
+        for i in range(cfg.n_layer):
+            feeds[f"past_k_{i}"] = past_k[i]
+            feeds[f"past_v_{i}"] = past_v[i]
+        return session.run(None, feeds)
 
     tokens = prompt.astype(np.int64)[None]
     # ORT needs S ≥ 1 in the graph's dims only if the exporter specialized it; S = 0 works.
@@ -182,7 +183,7 @@ def export_model(
         "window": model.config.max_seq_len,
         "training_steps": ckpt["step"],
         "train_config": ckpt.get("train_config", {}),
-        "inputs": list(INPUTS),
+        "inputs": input_names(model.config.n_layer),
         "outputs": list(OUTPUTS),
         "export_seconds": round(export_s, 2),
     }

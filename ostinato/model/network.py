@@ -97,18 +97,25 @@ class Attention(nn.Module):
         k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-        new_k, new_v = k, v
-        if past_k is not None and past_v is not None:
-            k = torch.cat((past_k, k), dim=2)  # (B, H, S + T, D)
-            v = torch.cat((past_v, v), dim=2)
-        dropout = self.dropout if self.training else 0.0
-        if attn_mask is None:
-            # Plain Python bool (not a traced comparison) so torch.export keeps it static.
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=past_k is None)
+        if past_k is None or past_v is None:
+            dropout = self.dropout if self.training else 0.0
+            # is_causal is a plain Python bool, so torch.export keeps it static.
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=dropout, is_causal=attn_mask is None
+            )
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+            # Attention over the cache without copying it: concatenate the scores (T × S+T),
+            # not the keys and values (S × D per head and layer), then split the weights.
+            scale = 1.0 / math.sqrt(self.head_dim)
+            scores = torch.cat((q @ past_k.transpose(-2, -1), q @ k.transpose(-2, -1)), dim=-1)
+            scores = scores * scale
+            if attn_mask is not None:
+                scores = scores + attn_mask
+            weights = scores.softmax(dim=-1)  # (B, H, T, S + T)
+            w_past, w_new = weights.split([past_k.shape[2], T], dim=-1)
+            y = w_past @ past_v + w_new @ v
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.proj(y), new_k, new_v
+        return self.proj(y), k, v
 
 
 class Block(nn.Module):

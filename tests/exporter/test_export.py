@@ -22,10 +22,10 @@ def test_model_folder_and_parity_report(tiny_model_dir) -> None:
     assert card["window"] == 256 and card["precision"] == "fp32"
     session = ort.InferenceSession(str(tiny_model_dir / "model.onnx"))
     assert [i.name for i in session.get_inputs()] == [
-        "tokens", "positions", "past_k", "past_v", "attn_mask",
+        "tokens", "positions", "attn_mask", "past_k_0", "past_k_1", "past_v_0", "past_v_1",
     ]  # fmt: skip
-    past = session.get_inputs()[2].shape
-    assert isinstance(past[3], str)  # dynamic buffer length
+    past = session.get_inputs()[3].shape
+    assert isinstance(past[2], str)  # dynamic buffer length
 
 
 def test_parity_holds_for_the_small_config_with_a_music_prompt(tmp_path, tokenizer) -> None:
