@@ -160,6 +160,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from ostinato.model.evaluate import evaluate, format_table, write_json
+
+    report = evaluate(
+        args.model, args.data_dir, windows=args.windows, nll_windows_count=args.nll_windows,
+        seed=args.seed, settings=_settings_from(args), progress=not args.quiet,
+    )  # fmt: skip
+    print(format_table(report))
+    if args.json:
+        write_json(report, args.json)
+    return 0
+
+
 def default_model_dir():
     from importlib.resources import files
 
@@ -215,6 +228,21 @@ def build_parser() -> argparse.ArgumentParser:
     cont.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     _add_generation_options(cont)
     cont.set_defaults(func=_cmd_continue)
+
+    ev = sub.add_parser("eval", help="likelihood and continuation metrics against baselines")
+    ev.add_argument("model", help="model folder")
+    ev.add_argument("data_dir", help="corpus folder made by `ostinato data build`")
+    ev.add_argument("--windows", type=int, default=48, help="held-out continuation windows")
+    ev.add_argument("--nll-windows", type=int, default=32, help="likelihood windows")
+    ev.add_argument("--json", help="also write the report to this JSON file")
+    ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    g = ev.add_argument_group("generation")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--top-p", type=float, default=0.95)
+    g.add_argument("--repetition-penalty", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=0)
+    ev.set_defaults(func=_cmd_eval)
 
     bench = sub.add_parser("bench", help="measure the engine against PyTorch and the bar budget")
     bench.add_argument("--model", help="model folder (default: the bundled model)")

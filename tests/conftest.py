@@ -71,7 +71,7 @@ def tiny_corpus(tmp_path_factory) -> Path:
     src = root / "src"
     src.mkdir()
     for i in range(16):
-        make_band_score(bars=4 + i % 4, transpose=i % 7 - 3).dump_midi(str(src / f"loop{i}.mid"))
+        make_band_score(bars=8 + i % 3, transpose=i % 7 - 3).dump_midi(str(src / f"loop{i}.mid"))
     for gmd in sorted(DATA.glob("*.mid")):
         (src / gmd.name).write_bytes(gmd.read_bytes())
     build_corpus(src, root / "out", validation_fraction=0.25, workers=1, progress=False)

@@ -303,12 +303,14 @@ class Engine:
         bars: int,
         sampler: Sampler,
         grammar_config: GrammarConfig | None = None,
+        tokens_out: list[int] | None = None,
     ) -> Iterator[GeneratedNote]:
         """Generate ``bars`` bars after the context, yielding each note when it is complete.
 
         The context is closed with a ``Bar`` token first if it does not end with one. The
         ``Bar`` that ends the last generated bar is fed too, so the next call (or the next
-        bars of the musician) extend the context where this one stopped.
+        bars of the musician) extend the context where this one stopped. Every sampled token
+        (that closing ``Bar`` included) is appended to ``tokens_out`` when given.
         """
         if bars < 1:
             raise ValueError("bars must be ≥ 1")
@@ -330,6 +332,8 @@ class Engine:
             recent = self._history[max(0, self._history_len - 256) : self._history_len]
             token = sampler.sample(self.last_logits, mask, recent)
             grammar.advance(token)
+            if tokens_out is not None:
+                tokens_out.append(token)
             kind = types[token]
             tokens_in_bar = 0 if kind == TokenType.BAR else tokens_in_bar + 1
             if kind == TokenType.PROGRAM:

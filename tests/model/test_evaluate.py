@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ostinato.model.corpus import CorpusSplit
+from ostinato.model.evaluate import (
+    NoteEvent,
+    continuation_metrics,
+    estimate_key,
+    evaluate,
+    parse_notes,
+)
+from ostinato.model.ngram import NGramModel
+from ostinato.model.tokens import score_to_ids
+from tests.conftest import make_band_score
+
+
+def test_ngram_is_a_distribution_and_learns_patterns() -> None:
+    tokens = np.tile(np.array([1, 2, 3, 4, 5]), 200)
+    model = NGramModel(3, 10).fit(tokens)
+    p = model.distribution(np.array([2, 3]))
+    assert p.shape == (10,) and p.sum() == pytest.approx(1.0)
+    assert np.argmax(p) == 4 and p[4] > 0.9
+    unseen = model.distribution(np.array([7, 8]))  # backs off to unigrams
+    assert unseen.sum() == pytest.approx(1.0) and unseen[7] < 0.05
+
+
+def test_ngram_does_not_cross_file_starts() -> None:
+    tokens = np.array([1, 2, 9, 1, 2, 9, 3, 4])  # file 2 starts at index 6
+    model = NGramModel(2, 10).fit(tokens, file_starts=np.array([0, 6]))
+    assert model.distribution(np.array([9]))[3] < model.distribution(np.array([9]))[1]
+
+
+def test_key_estimation() -> None:
+    c_major = [NoteEvent(0, i, 0, p, 80, 4) for i, p in enumerate([60, 64, 67, 72, 62, 65, 69, 71])]
+    assert estimate_key(c_major) == frozenset({0, 2, 4, 5, 7, 9, 11})
+    assert estimate_key([NoteEvent(0, 0, -1, 36, 100, 1)]) is None
+
+
+def test_metrics_of_a_perfect_copy(tokenizer, vocab) -> None:
+    ids = score_to_ids(tokenizer, make_band_score(bars=4))
+    notes = parse_notes(vocab, ids)
+    assert len(notes) == sum(len(t.notes) for t in make_band_score(bars=4).tracks)
+    bars = np.split(ids, np.flatnonzero(ids == vocab.bar_id)[1:])
+    m = continuation_metrics(notes, notes, notes, bars, bars, vocab, tokenizer)
+    assert m["pitch_class_overlap"] == pytest.approx(1.0)
+    assert m["onset_overlap"] == pytest.approx(1.0)
+    assert m["drum_onset_f1"] == pytest.approx(1.0)
+    assert m["density_ratio"] == pytest.approx(1.0)
+    assert m["decodes"] == 1.0
+    assert m["novelty"] == 0.0  # every bar is a context bar
+    assert m["in_key"] == pytest.approx(1.0)
+
+
+def test_eval_on_a_tiny_model(tiny_model_dir, tiny_corpus, tmp_path) -> None:
+    report = evaluate(tiny_model_dir, tiny_corpus, windows=3, nll_windows_count=2,
+                      nll_length=64, progress=False)  # fmt: skip
+    lk = report["likelihood"]
+    assert lk["tokens"] == 128
+    # a random-weight model knows nothing: about log2(V) bits per token
+    assert 6.0 < lk["model_bits_per_token"] < 10.0
+    assert lk["ngram_bits_per_token"] < lk["model_bits_per_token"]
+    assert set(report["continuation"]) == {"model", "n-gram", "repeat last bar"}
+    repeat = report["continuation"]["repeat last bar"]
+    assert repeat["novelty"] == 0.0 and repeat["decodes"] == 1.0
+    assert report["continuation"]["model"]["decodes"] == 1.0  # the grammar's promise
+    assert report["windows"] == 3
+    assert len(CorpusSplit.load(tiny_corpus, "validation").files) >= 1
+
+
+def test_eval_cli_writes_json(tiny_model_dir, tiny_corpus, tmp_path) -> None:
+    out = tmp_path / "eval.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "ostinato", "eval", str(tiny_model_dir), str(tiny_corpus),
+         "--windows", "2", "--nll-windows", "1", "--json", str(out), "-q"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "repeat last bar" in result.stdout
+    assert json.loads(out.read_text())["windows"] == 2
