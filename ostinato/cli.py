@@ -94,10 +94,12 @@ def _parse_programs(text: str | None) -> tuple[int, ...] | None:
     if not text:
         return None
     try:
-        return tuple(sorted({int(x) for x in text.split(",")}))
+        return tuple(
+            sorted({-1 if x.strip().lower() == "drums" else int(x) for x in text.split(",")})
+        )
     except ValueError as exc:
         raise CommandError(
-            f"--programs takes comma-separated numbers (-1 = drums): {text}"
+            f"--programs takes comma-separated GM programs and 'drums' (= -1): {text}"
         ) from exc
 
 
@@ -118,7 +120,7 @@ def _add_generation_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest (0 = off)")
     g.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass")
     g.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off")
-    g.add_argument("--programs", help="enabled instruments, e.g. -1,33,4 (default: the input's)")
+    g.add_argument("--programs", help="enabled instruments, e.g. drums,33,4 (default: the input's)")
     g.add_argument("--seed", type=int, default=None)
 
 
@@ -170,6 +172,72 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(format_table(report))
     if args.json:
         write_json(report, args.json)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ostinato.daemon.daemon import DaemonConfig, parse_meter, run_daemon
+    from ostinato.settings import GenerationSettings
+
+    file_settings: dict = {}
+    if args.config:
+        file_settings = _read_config(args.config)
+    settings = GenerationSettings().replace(
+        **{k: v for k, v in file_settings.items() if k in GenerationSettings.__dataclass_fields__}
+    )
+    cli = {
+        "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+        "repetition_penalty": args.repetition_penalty, "mode": args.mode, "bars": args.bars,
+        "phrase_bars": args.phrase_bars, "seed": args.seed,
+        "programs": _parse_programs(args.programs),
+    }  # fmt: skip
+    settings = settings.replace(**{k: v for k, v in cli.items() if v is not None})
+    daemon_keys = {"backend", "in_port", "out_port", "clock", "bpm", "device", "latency_ms"}
+    options = {k: v for k, v in file_settings.items() if k in daemon_keys}
+    for key in daemon_keys:
+        value = getattr(args, key)
+        if value is not None:
+            options[key] = value
+    config = DaemonConfig(
+        model_dir=Path(args.model) if args.model else Path(str(default_model_dir())),
+        beats_per_bar=parse_meter(args.meter),
+        settings=settings,
+        **options,
+    )
+    from ostinato.daemon.clock import validate_bpm
+
+    validate_bpm(config.bpm)
+    return run_daemon(config)
+
+
+def _read_config(path: str) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise CommandError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise CommandError(f"config file {path} is not valid TOML: {exc}") from exc
+
+
+def _cmd_ports(args: argparse.Namespace) -> int:
+    from ostinato.daemon.ports import BACKENDS, PortError, list_ports
+
+    for backend in [args.backend] if args.backend else list(BACKENDS):
+        try:
+            inputs, outputs = list_ports(backend)
+        except PortError as exc:
+            print(f"{backend}: unavailable ({exc})")
+            continue
+        print(f"{backend}:")
+        print("  inputs:  " + (", ".join(inputs) or "none"))
+        print("  outputs: " + (", ".join(outputs) or "none"))
     return 0
 
 
@@ -229,6 +297,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_options(cont)
     cont.set_defaults(func=_cmd_continue)
 
+    run = sub.add_parser("run", help="start the daemon (virtual ports Ostinato In / Out)")
+    run.add_argument("--model", help="model folder (default: the bundled model)")
+    run.add_argument("--backend", choices=["alsa", "jack", "coremidi", "winmm"],
+                     help="MIDI backend (default: the platform's)")  # fmt: skip
+    run.add_argument("--in", dest="in_port", help="open this existing input port instead")
+    run.add_argument("--out", dest="out_port", help="open this existing output port instead")
+    run.add_argument("--clock", choices=["midi", "internal"], help="tempo source (default midi)")
+    run.add_argument("--bpm", type=float, help="internal tempo (default 120)")
+    run.add_argument("--meter", default="4/4", help="4/4, 3/4, 6/8, 7/8 …")
+    run.add_argument("--mode", choices=["continue", "jam", "loop"])
+    run.add_argument("--bars", type=int, help="bars of answer in continue mode")
+    run.add_argument("--phrase-bars", type=int, help="answer a phrase after this many bars")
+    run.add_argument("--latency-ms", type=float, help="output offset (may be negative)")
+    run.add_argument("--device", choices=["auto", "cuda", "cpu"])
+    run.add_argument("--config", help="TOML file with any of these settings")
+    g = run.add_argument_group("generation")
+    g.add_argument("--temperature", type=float)
+    g.add_argument("--top-k", type=int)
+    g.add_argument("--top-p", type=float)
+    g.add_argument("--repetition-penalty", type=float)
+    g.add_argument(
+        "--programs", help="instruments Ostinato plays, e.g. drums,33 (GM programs; drums = -1)"
+    )
+    g.add_argument("--seed", type=int)
+    run.set_defaults(func=_cmd_run)
+
+    ports = sub.add_parser("ports", help="list MIDI ports per backend")
+    ports.add_argument("--backend", choices=["alsa", "jack", "coremidi", "winmm"])
+    ports.set_defaults(func=_cmd_ports)
+
     ev = sub.add_parser("eval", help="likelihood and continuation metrics against baselines")
     ev.add_argument("model", help="model folder")
     ev.add_argument("data_dir", help="corpus folder made by `ostinato data build`")
@@ -263,11 +361,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     from ostinato.daemon.engine import ModelError
+    from ostinato.daemon.ports import PortError
 
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (CommandError, FileNotFoundError, ValueError, ModelError) as exc:
+    except (CommandError, FileNotFoundError, ValueError, ModelError, PortError) as exc:
         print(f"ostinato {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

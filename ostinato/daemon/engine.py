@@ -216,6 +216,18 @@ class Engine:
                 self._prefill(tokens[start : start + PREFILL_CHUNK])
         return self.last_logits
 
+    def truncate(self, length: int) -> None:
+        """Forget the newest tokens so the context holds ``length`` tokens (≥ 1: BOS stays).
+        Their slots are freed; the next position continues from the kept tokens."""
+        if not 1 <= length <= self._ctx_len:
+            raise ValueError(f"cannot truncate a context of {self._ctx_len} to {length}")
+        dropped = self._ctx_slots[length : self._ctx_len]
+        self._free[dropped] = True
+        self._slot_valid[dropped] = -np.inf
+        self.next_position -= self._ctx_len - length
+        self._history_len = max(0, self._history_len - (self._ctx_len - length))
+        self._ctx_len = length
+
     def _remember(self, tokens: np.ndarray, slots: np.ndarray) -> None:
         n = len(tokens)
         self._ctx_tokens[self._ctx_len : self._ctx_len + n] = tokens

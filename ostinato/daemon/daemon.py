@@ -1,0 +1,181 @@
+"""``ostinato run``: ports + clock + recorder + engine + scheduler + session, and a clean exit.
+
+The input worker is the only consumer of the ports' queue: it validates each raw message
+(garbage, truncated running status, stray data bytes are counted and dropped), feeds clock
+messages to the clock and notes to the recorder. SIGINT/SIGTERM stop everything and send
+note-offs for every sounding note plus All Notes Off on every channel used.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ostinato.daemon.clock import Clock
+from ostinato.daemon.engine import Engine
+from ostinato.daemon.ports import MidiPorts
+from ostinato.daemon.recorder import Recorder
+from ostinato.daemon.scheduler import Scheduler
+from ostinato.daemon.session import Session
+from ostinato.settings import GenerationSettings
+
+log = logging.getLogger(__name__)
+
+NO_CLOCK_AFTER_S = 3.0
+
+
+@dataclass
+class DaemonConfig:
+    model_dir: Path
+    backend: str | None = None
+    in_port: str | None = None
+    out_port: str | None = None
+    clock: str = "midi"  # "midi" (internal tempo until MIDI clock is seen) or "internal"
+    bpm: float = 120.0
+    beats_per_bar: float = 4.0
+    device: str = "auto"
+    latency_ms: float = 0.0
+    lookahead_ms: float = 150.0
+    client_name: str = "ostinato"
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+
+
+def parse_meter(text: str) -> float:
+    """'4/4' → 4 beats, '3/4' → 3, '6/8' → 3, '7/8' → 3.5 (beats are quarter notes)."""
+    try:
+        num, den = (int(x) for x in text.split("/"))
+    except ValueError as exc:
+        raise ValueError(f"meter must look like 4/4 or 7/8, got {text!r}") from exc
+    if num < 1 or den not in (2, 4, 8, 16) or not 1 <= num * 4 / den <= 16:
+        raise ValueError(f"unsupported meter {text!r}")
+    return num * 4 / den
+
+
+_DATA_LEN = {0x80: 2, 0x90: 2, 0xA0: 2, 0xB0: 2, 0xC0: 1, 0xD0: 1, 0xE0: 2}
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        self.engine = Engine(config.model_dir, device=config.device)
+        self.clock = Clock(bpm=config.bpm)
+        self.recorder = Recorder(beats_per_bar=config.beats_per_bar)
+        self.ports = MidiPorts(config.backend, config.in_port, config.out_port, config.client_name)
+        self.scheduler = Scheduler(self.ports.send, self.clock.snapshot,
+                                   latency_ms=config.latency_ms)  # fmt: skip
+        self.session = Session(
+            self.engine, self.clock, self.scheduler, self.recorder, config.settings,
+            config.beats_per_bar, config.lookahead_ms,
+        )  # fmt: skip
+        self.garbage = 0
+        self._stop = threading.Event()
+        self._input_thread = threading.Thread(target=self._input_loop, name="ostinato-input",
+                                              daemon=True)  # fmt: skip
+
+    # -- input ------------------------------------------------------------------------------
+    def _input_loop(self) -> None:
+        """Input worker thread: parse and dispatch what the rtmidi callback queued."""
+        while not self._stop.is_set():
+            try:
+                t, data = self.ports.events.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            try:
+                self.handle(t, data)
+            except Exception:  # a bad message must never stop the input
+                self.garbage += 1
+                log.debug("dropped MIDI message %r", data, exc_info=True)
+
+    def handle(self, t: float, data: list[int]) -> None:
+        if not data or not 0x80 <= data[0] <= 0xFF or any(not 0 <= b <= 0x7F for b in data[1:]):
+            self.garbage += 1
+            return
+        status = data[0]
+        if status >= 0xF0:
+            if status == 0xF8:
+                self.clock.on_tick(t)
+                self.scheduler.retime()
+            elif status == 0xFA:
+                self.clock.on_start(t)
+            elif status == 0xFB:
+                self.clock.on_continue(t)
+            elif status == 0xFC:
+                self.clock.on_stop(t)
+            elif status == 0xF2 and len(data) == 3:
+                self.clock.on_song_position(t, data[1] | (data[2] << 7))
+            return
+        kind, channel = status & 0xF0, status & 0x0F
+        if len(data) != 1 + _DATA_LEN[kind]:
+            self.garbage += 1
+            return
+        if kind in (0x80, 0x90):
+            beat = self.clock.beat_now(t)
+            if beat is None:
+                return
+            with self.session.lock:
+                if kind == 0x90:
+                    self.recorder.note_on(beat, channel, data[1], data[2])
+                else:
+                    self.recorder.note_off(beat, channel, data[1])
+
+    # -- life cycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._started_at = time.perf_counter()
+        if self.config.clock == "internal":
+            self.clock.start_internal(time.perf_counter() + 0.2, self.config.bpm)
+        self.scheduler.start()
+        self._input_thread.start()
+        self.session.start()
+        log.info(
+            "listening on %r, playing on %r (%s backend, model %s, %s, clock %s)",
+            "Ostinato In" if self.config.in_port is None else self.config.in_port,
+            "Ostinato Out" if self.config.out_port is None else self.config.out_port,
+            self.ports.backend, self.config.model_dir, self.engine.device, self.config.clock,
+        )  # fmt: skip
+
+    def poll(self) -> None:
+        """Called every ~100 ms by the main thread: the no-clock fallback."""
+        if (
+            self.config.clock == "midi"
+            and self.clock.source == "none"
+            and time.perf_counter() - self._started_at > NO_CLOCK_AFTER_S
+        ):
+            log.warning(
+                "no MIDI clock seen on the input: playing at the internal tempo of %g BPM "
+                "(send MIDI clock to follow the DAW)", self.config.bpm,
+            )  # fmt: skip
+            self.clock.start_internal(time.perf_counter(), self.config.bpm)
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self.session.stop()
+        self.scheduler.stop()  # releases every sounding note, CC 123 on used channels
+        self._input_thread.join(1.0)
+        self.ports.close()
+        log.info("stopped: %d notes sent, %d deadline misses, %d bad messages dropped",
+                 self.scheduler.stats.sent_notes, self.scheduler.stats.deadline_misses,
+                 self.garbage)  # fmt: skip
+
+
+def run_daemon(config: DaemonConfig) -> int:
+    stop = threading.Event()
+    daemon = Daemon(config)
+
+    def on_signal(signum, frame) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        daemon.start()
+        while not stop.wait(0.1):
+            daemon.poll()
+    finally:
+        daemon.shutdown()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 0

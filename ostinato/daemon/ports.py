@@ -1,0 +1,144 @@
+"""MIDI ports through python-rtmidi: virtual ports named "Ostinato In"/"Ostinato Out", or
+existing ports opened by name (the only way on Windows, where WinMM has no virtual ports).
+
+The input callback runs on rtmidi's thread: it stamps the arrival time and puts the raw bytes
+on a queue — nothing else (no parsing, no locks). A worker thread parses and dispatches.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import time
+
+import rtmidi
+
+log = logging.getLogger(__name__)
+
+IN_NAME, OUT_NAME = "Ostinato In", "Ostinato Out"
+BACKENDS = {
+    "alsa": rtmidi.API_LINUX_ALSA,
+    "jack": rtmidi.API_UNIX_JACK,
+    "coremidi": rtmidi.API_MACOSX_CORE,
+    "winmm": rtmidi.API_WINDOWS_MM,
+}
+
+
+class PortError(Exception):
+    """A port cannot be opened; the message says what to do."""
+
+
+def default_backend() -> str:
+    if sys.platform == "darwin":
+        return "coremidi"
+    if sys.platform.startswith("win"):
+        return "winmm"
+    return "alsa"
+
+
+def _api(backend: str) -> int:
+    if backend not in BACKENDS:
+        raise PortError(f"unknown MIDI backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    api = BACKENDS[backend]
+    if api not in rtmidi.get_compiled_api():
+        raise PortError(f"python-rtmidi was built without the {backend} backend")
+    return api
+
+
+def list_ports(backend: str) -> tuple[list[str], list[str]]:
+    """(inputs, outputs) that ``backend`` can see now."""
+    api = _api(backend)
+    try:
+        midi_in, midi_out = rtmidi.MidiIn(api, name="ostinato-probe"), rtmidi.MidiOut(api)
+    except rtmidi.SystemError as exc:
+        raise PortError(f"the {backend} MIDI backend is not available here: {exc}") from exc
+    try:
+        return midi_in.get_ports(), midi_out.get_ports()
+    finally:
+        midi_in.delete()
+        midi_out.delete()
+
+
+def _find(ports: list[str], wanted: str) -> int:
+    for i, name in enumerate(ports):
+        if name == wanted or name.startswith(wanted) or wanted in name:
+            return i
+    return -1
+
+
+class MidiPorts:
+    """The daemon's input and output. ``events`` receives (time, bytes) tuples."""
+
+    def __init__(
+        self,
+        backend: str | None = None,
+        in_port: str | None = None,
+        out_port: str | None = None,
+        client_name: str = "ostinato",
+    ) -> None:
+        self.backend = backend or default_backend()
+        api = _api(self.backend)
+        self.events: queue.SimpleQueue[tuple[float, list[int]]] = queue.SimpleQueue()
+        try:
+            # One client each (JACK renames a second client of the same name): the ports
+            # appear as "<client>-in:Ostinato In" and "<client>-out:Ostinato Out".
+            self.midi_in = rtmidi.MidiIn(api, name=f"{client_name}-in", queue_size_limit=4096)
+            self.midi_out = rtmidi.MidiOut(api, name=f"{client_name}-out")
+        except rtmidi.SystemError as exc:
+            raise PortError(
+                f"cannot open the {self.backend} MIDI backend ({exc}); "
+                + ("is the JACK server running?" if self.backend == "jack" else
+                   "run `ostinato doctor`")
+            ) from exc  # fmt: skip
+        self.midi_in.ignore_types(sysex=True, timing=False, active_sense=True)
+        self.midi_in.set_error_callback(self._on_error)
+        if in_port is None:
+            self._open_virtual(self.midi_in, IN_NAME)
+        else:
+            self._open_named(self.midi_in, in_port, "input")
+        if out_port is None:
+            self._open_virtual(self.midi_out, OUT_NAME)
+        else:
+            self._open_named(self.midi_out, out_port, "output")
+        self.midi_in.set_callback(self._on_message)
+
+    def _open_virtual(self, port, name: str) -> None:
+        if self.backend == "winmm":
+            raise PortError(
+                "Windows has no virtual MIDI ports: create two loopMIDI ports (e.g. "
+                f"'{IN_NAME}' and '{OUT_NAME}') and pass --in and --out with their names"
+            )
+        try:
+            port.open_virtual_port(name)
+        except (rtmidi.SystemError, NotImplementedError) as exc:
+            raise PortError(f"cannot create the virtual port {name!r}: {exc}") from exc
+
+    def _open_named(self, port, wanted: str, kind: str) -> None:
+        names = port.get_ports()
+        index = _find(names, wanted)
+        if index < 0:
+            hint = " (on Windows: create it with loopMIDI first)" if self.backend == "winmm" else ""
+            raise PortError(
+                f"no MIDI {kind} port named {wanted!r}{hint}; ports now: "
+                + (", ".join(names) or "none")
+            )
+        port.open_port(index)
+
+    def _on_message(self, event, data=None) -> None:
+        """rtmidi's thread: stamp and enqueue only."""
+        self.events.put((time.perf_counter(), event[0]))
+
+    def _on_error(self, error_type, message, data=None) -> None:
+        log.warning("MIDI input error: %s", message)
+
+    def send(self, message: list[int]) -> None:
+        self.midi_out.send_message(message)
+
+    def close(self) -> None:
+        for port in (self.midi_in, self.midi_out):
+            try:
+                port.close_port()
+                port.delete()
+            except Exception:  # closing twice or after a backend error is harmless
+                pass

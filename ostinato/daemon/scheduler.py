@@ -1,0 +1,196 @@
+"""Sending notes on time: a beat-domain queue and one sender thread.
+
+Events are kept in beats and turned into wall time only when they are due, with the clock's
+*current* map, so a tempo change re-times everything still queued. The sender sleeps until
+about 1 ms before an event, then spins to it. It tracks every sounding note: each note-on
+gets its note-off, a pitch struck again while sounding is released first, and stop / panic /
+shutdown release everything and send All Notes Off (CC 123) on every channel used.
+
+A note-on that would go out later than ``late_tolerance_ms`` is dropped (with its note-off)
+and counted as a deadline miss: late notes are never played off the grid.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ostinato.daemon.clock import TempoMap
+from ostinato.model.tokens import DRUM_PROGRAM
+
+log = logging.getLogger(__name__)
+
+NOTE_ON, NOTE_OFF = 0x90, 0x80
+SPIN_S = 0.001  # busy-wait this long before an event instead of trusting sleep()
+
+
+def default_program_channels() -> dict[int, int]:
+    """Program → output channel (0-based): drums on channel 10, the rest on channel 1."""
+    return {DRUM_PROGRAM: 9}
+
+
+@dataclass
+class SchedulerStats:
+    sent_notes: int = 0
+    deadline_misses: int = 0
+    lateness_ms: list[float] = field(default_factory=list)  # actual send − ideal, note-ons
+
+
+class Scheduler:
+    """``send(bytes)`` writes one MIDI message; ``tempo_map()`` returns the clock's map."""
+
+    def __init__(
+        self,
+        send: Callable[[list[int]], None],
+        tempo_map: Callable[[], TempoMap | None],
+        program_channels: dict[int, int] | None = None,
+        latency_ms: float = 0.0,
+        late_tolerance_ms: float = 2.0,
+        keep_lateness: int = 100_000,
+    ) -> None:
+        self._send = send
+        self._tempo_map = tempo_map
+        self.program_channels = {**default_program_channels(), **(program_channels or {})}
+        self.latency_s = latency_ms / 1000.0
+        self.late_tolerance_s = late_tolerance_ms / 1000.0
+        self.keep_lateness = keep_lateness
+        self.stats = SchedulerStats()
+        # (beat, order, kind, channel, pitch, velocity, note id)
+        self._queue: list[tuple[float, int, int, int, int, int, int]] = []
+        self._order = itertools.count()
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._sounding: dict[tuple[int, int], int] = {}  # (channel, pitch) → note id
+        self._dropped: set[int] = set()
+        self._note_ids = itertools.count()
+        self._channels_used: set[int] = set()
+        self._thread: threading.Thread | None = None
+        self.on_note_sent: Callable[[float, int, int, int, int], None] | None = None
+
+    def channel_for(self, program: int) -> int:
+        return self.program_channels.get(program, 0)
+
+    # -- producer side (session thread) -----------------------------------------------------
+    def schedule_note(
+        self, start_beats: float, duration_beats: float, program: int, pitch: int, velocity: int
+    ) -> None:
+        channel = self.channel_for(program)
+        note_id = next(self._note_ids)
+        end = start_beats + max(duration_beats, 1 / 64)
+        with self._cond:
+            heapq.heappush(self._queue, (start_beats, next(self._order), NOTE_ON, channel, pitch,
+                                         velocity, note_id))  # fmt: skip
+            heapq.heappush(self._queue, (end, next(self._order), NOTE_OFF, channel, pitch, 0,
+                                         note_id))  # fmt: skip
+            self._cond.notify()
+
+    def retime(self) -> None:
+        """Wake the sender: the tempo map changed."""
+        with self._cond:
+            self._cond.notify()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    # -- sender thread ----------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="ostinato-sender", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the sender thread and release every sounding note."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self.panic()
+
+    def _run(self) -> None:
+        """Sender thread: the only one that sends notes. Never blocks on anything but its
+        own condition; sending is a non-blocking port write."""
+        while not self._stop.is_set():
+            with self._cond:
+                if not self._queue:
+                    self._cond.wait(0.05)
+                    continue
+                beat = self._queue[0][0]
+                tempo = self._tempo_map()
+                if tempo is None:
+                    self._cond.wait(0.01)
+                    continue
+                due = tempo.time_at(beat) - self.latency_s
+                wait = due - time.perf_counter()
+                if wait > SPIN_S:
+                    self._cond.wait(wait - SPIN_S)  # woken early by new events or retime()
+                    continue
+                event = heapq.heappop(self._queue)
+            while time.perf_counter() < due:  # spin the last millisecond
+                pass
+            self._dispatch(event, due)
+
+    def _dispatch(self, event, due: float) -> None:
+        _, _, kind, channel, pitch, velocity, note_id = event
+        now = time.perf_counter()
+        if kind == NOTE_ON:
+            if now - due > self.late_tolerance_s:
+                self.stats.deadline_misses += 1
+                self._dropped.add(note_id)
+                return
+            key = (channel, pitch)
+            if key in self._sounding:  # same pitch struck again: release it first
+                self._write([NOTE_OFF | channel, pitch, 0])
+            self._write([NOTE_ON | channel, pitch, velocity])
+            self._sounding[key] = note_id
+            self._channels_used.add(channel)
+            self.stats.sent_notes += 1
+            if len(self.stats.lateness_ms) < self.keep_lateness:
+                self.stats.lateness_ms.append((now - due) * 1000.0)
+            if self.on_note_sent is not None:
+                self.on_note_sent(due, channel, pitch, velocity, note_id)
+        else:
+            if note_id in self._dropped:
+                self._dropped.discard(note_id)
+                return
+            key = (channel, pitch)
+            if self._sounding.get(key) == note_id:  # a retrigger may have taken it over
+                del self._sounding[key]
+                self._write([NOTE_OFF | channel, pitch, 0])
+
+    def _write(self, message: list[int]) -> None:
+        try:
+            self._send(message)
+        except Exception:  # a port error must not kill the sender thread
+            log.exception("cannot send MIDI message %s", message)
+
+    # -- stop / panic -----------------------------------------------------------------------
+    def clear(self) -> None:
+        """Forget queued events (sounding notes keep sounding until released)."""
+        with self._cond:
+            self._queue.clear()
+            self._dropped.clear()
+
+    def panic(self) -> None:
+        """Drop the queue, release every sounding note, All Notes Off on every used channel."""
+        with self._cond:
+            self._queue.clear()
+            self._dropped.clear()
+            sounding, self._sounding = self._sounding, {}
+            for channel, pitch in sounding:
+                self._write([NOTE_OFF | channel, pitch, 0])
+            for channel in sorted(self._channels_used | {c for c, _ in sounding}):
+                self._write([0xB0 | channel, 123, 0])
+
+    @property
+    def sounding(self) -> int:
+        return len(self._sounding)

@@ -1,0 +1,237 @@
+"""The per-bar cycle (DESIGN §5) and the three modes.
+
+At ``next bar start − lookahead`` the generation thread:
+
+1. rolls the engine back to the last *committed* token (dropping the partial bar and the
+   bar it generated speculatively last time),
+2. feeds the bars that are now complete (the musician's notes and what Ostinato played) and
+   commits them — complete bars stay in the KV cache from then on,
+3. feeds the bar still being played as it stands,
+4. if the mode wants it, generates the next bar and hands each note to the scheduler the
+   moment its last token is sampled (the downbeat first).
+
+The lookahead adapts to the measured time to the first note (p99 × 1.5 + margin). Notes that
+would still be late are dropped by the scheduler and counted as deadline misses.
+
+Modes: ``continue`` answers ``bars`` bars after the musician's phrase (when the phrase has
+lasted ``phrase_bars`` bars, or when a bar passes in silence after playing); ``jam`` plays
+along every bar on the enabled programs; ``loop`` plays along on the musician's own
+instruments, varying the looping clip each pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+
+import numpy as np
+from symusic import Note, Score, Track
+
+from ostinato.daemon.clock import Clock
+from ostinato.daemon.engine import Engine
+from ostinato.daemon.recorder import RecordedNote, Recorder
+from ostinato.daemon.scheduler import Scheduler
+from ostinato.model.grammar import GrammarConfig
+from ostinato.model.tokens import DRUM_PROGRAM, score_to_ids
+from ostinato.settings import GenerationSettings
+
+log = logging.getLogger(__name__)
+
+TPQ = 480
+CONTEXT_BARS = 4  # bars fed after a reset
+
+
+class Session:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Clock,
+        scheduler: Scheduler,
+        recorder: Recorder,
+        settings: GenerationSettings,
+        beats_per_bar: float = 4.0,
+        lookahead_ms: float = 150.0,
+    ) -> None:
+        self.engine, self.clock, self.scheduler, self.recorder = engine, clock, scheduler, recorder
+        self.settings = settings
+        self.beats_per_bar = beats_per_bar
+        self.lookahead_s = lookahead_ms / 1000.0
+        self.min_lookahead_s = 0.03
+        self.lock = threading.RLock()  # guards the recorder and the session state
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._first_note_s: deque[float] = deque(maxlen=64)
+        self.bar_ms: deque[float] = deque(maxlen=1024)
+        self.answering_until = -1  # last bar of the current answer (continue mode)
+        self.bars_generated = 0
+        self.phrases_answered = 0
+        self._reset_context()
+        clock.listeners.append(self._on_transport)
+
+    # -- context ---------------------------------------------------------------------------
+    def _reset_context(self) -> None:
+        self.engine.reset()
+        self._committed_len = self.engine.context_length
+        self._committed_bar = -1  # last bar fed and committed
+        self._prepared_bar = -1  # last bar the cycle ran for
+
+    def bar_tokens(self, notes: list[RecordedNote], bar: int) -> np.ndarray:
+        """Tokens of one bar (starting with its Bar token) from recorded notes."""
+        vocab = self.engine.vocab
+        if not notes:
+            return np.array([vocab.bar_id], dtype=np.int64)
+        bar_ticks = round(self.beats_per_bar * TPQ)
+        latest = bar_ticks - TPQ // 16  # keep onsets off the next bar line after rounding
+        score = Score(TPQ)
+        tracks: dict[int, Track] = {}
+        for n in notes:
+            track = tracks.get(n.program)
+            if track is None:
+                is_drum = n.program == DRUM_PROGRAM
+                track = Track(program=max(0, n.program), is_drum=is_drum)
+                tracks[n.program] = track
+            tick = min(latest, max(0, round((n.start_beats - bar * self.beats_per_bar) * TPQ)))
+            track.notes.append(Note(tick, max(1, round(n.duration_beats * TPQ)), n.pitch,
+                                    n.velocity))  # fmt: skip
+        score.tracks.extend(tracks.values())
+        ids = score_to_ids(self.engine.tokenizer, score).astype(np.int64)
+        bars = np.flatnonzero(ids == vocab.bar_id)
+        return ids[: bars[1]] if len(bars) > 1 else ids
+
+    def _programs(self) -> tuple[int, ...]:
+        if self.settings.programs is not None and self.settings.mode != "loop":
+            return self.settings.programs
+        with self.lock:
+            played = {n.program for n in self.recorder.notes if n.source == "human"}
+        return tuple(sorted(played)) or (DRUM_PROGRAM,)
+
+    # -- the cycle -------------------------------------------------------------------------
+    def wants_bar(self, bar: int) -> bool:
+        """Whether Ostinato plays in ``bar`` (0-based), decided just before it starts."""
+        mode = self.settings.mode
+        if mode in ("jam", "loop"):
+            return True
+        if bar <= self.answering_until:
+            return True
+        with self.lock:
+            prev = bar - 1
+            played = [self.recorder.human_played_in(b) for b in range(max(0, bar - 64), bar)]
+        if not any(played):
+            return False
+        run = 0
+        for p in reversed(played):
+            if not p:
+                break
+            run += 1
+        phrase_ended = not played[-1] and len(played) > 1 and played[-2]
+        if run >= self.settings.phrase_bars or phrase_ended:
+            start = bar
+            self.answering_until = start + self.settings.bars - 1
+            self.phrases_answered += 1
+            log.info("answering bars %d-%d (phrase ended at bar %d)", start + 1,
+                     self.answering_until + 1, prev + 1)  # fmt: skip
+            return True
+        return False
+
+    def run_cycle(self, next_bar: int, now_beat: float) -> int:
+        """Prepare ``next_bar``: commit complete bars, feed the partial one, maybe generate.
+        Returns the number of notes scheduled."""
+        t0 = time.perf_counter()
+        engine = self.engine
+        current = next_bar - 1
+        with self.lock:
+            complete = range(max(self._committed_bar + 1, current - CONTEXT_BARS), current)
+            complete_tokens = [self.bar_tokens(self.recorder.bar_notes(b), b) for b in complete]
+            partial = self.bar_tokens(self.recorder.bar_notes(current, now_beat), current)
+            self.recorder.prune(current)
+        if self._committed_len > engine.context_length:  # the window slid under us: restart
+            engine.reset()
+            self._committed_len = engine.context_length
+        engine.truncate(self._committed_len)
+        if complete_tokens:
+            engine.feed(np.concatenate(complete_tokens))
+            self._committed_len = engine.context_length
+            self._committed_bar = current - 1
+        engine.feed(partial)
+        self._prepared_bar = next_bar
+        if not self.wants_bar(next_bar):
+            return 0
+        settings = self.settings
+        grammar = GrammarConfig(programs=self._programs(), beats_per_bar=self.beats_per_bar)
+        seed = None if settings.seed is None else settings.seed + next_bar
+        sampler = engine.sampler(settings.sampling, seed)
+        bar_start = next_bar * self.beats_per_bar
+        count = 0
+        for note in engine.generate(1, sampler, grammar):
+            if count == 0:
+                self._first_note_s.append(time.perf_counter() - t0)
+            start = bar_start + note.start_beats
+            self.scheduler.schedule_note(start, note.duration_beats, note.program, note.pitch,
+                                         note.velocity)  # fmt: skip
+            with self.lock:
+                self.recorder.add_generated(start, note.duration_beats, note.pitch,
+                                            note.velocity, note.program)  # fmt: skip
+            count += 1
+        self.bar_ms.append((time.perf_counter() - t0) * 1000.0)
+        self.bars_generated += 1
+        self._adapt_lookahead()
+        return count
+
+    def _adapt_lookahead(self) -> None:
+        if len(self._first_note_s) >= 4:
+            p99 = float(np.percentile(self._first_note_s, 99))
+            self.lookahead_s = max(self.min_lookahead_s, 1.5 * p99 + 0.015)
+
+    # -- thread ----------------------------------------------------------------------------
+    def _on_transport(self, event: str, beat: float) -> None:
+        """Called on the input thread. Stop silences now; start/continue restart the cycle."""
+        if event == "stop":
+            self.scheduler.panic()
+        else:
+            with self.lock:
+                if event == "start":
+                    self.recorder.clear()
+                self.answering_until = -1
+                self._restart = True
+        self._wake.set()
+
+    def start(self) -> None:
+        self._restart = True
+        self._thread = threading.Thread(target=self._run, name="ostinato-session", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            tempo = self.clock.snapshot()
+            if tempo is None or not self.clock.running:
+                self._wake.wait(0.02)
+                self._wake.clear()
+                continue
+            if self._restart:
+                self._restart = False
+                self._reset_context()
+            now = time.perf_counter()
+            beat = tempo.beat_at(now)
+            next_bar = math.floor(beat / self.beats_per_bar) + 1
+            if next_bar <= self._prepared_bar:
+                next_bar = self._prepared_bar + 1
+            deadline = tempo.time_at(next_bar * self.beats_per_bar) - self.lookahead_s
+            if now < deadline:
+                self._wake.wait(min(deadline - now, 0.01))  # re-read the map: tempo may move
+                self._wake.clear()
+                continue
+            try:
+                self.run_cycle(next_bar, beat)
+            except Exception:  # one bad bar must not stop the music
+                log.exception("generation failed for bar %d", next_bar + 1)
+                self._prepared_bar = next_bar
