@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from ostinato import __version__
 
@@ -176,8 +177,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ostinato.daemon.daemon import DaemonConfig, parse_meter, run_daemon
     from ostinato.settings import GenerationSettings
 
@@ -194,7 +193,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "programs": _parse_programs(args.programs),
     }  # fmt: skip
     settings = settings.replace(**{k: v for k, v in cli.items() if v is not None})
-    daemon_keys = {"backend", "in_port", "out_port", "clock", "bpm", "device", "latency_ms"}
+    daemon_keys = {"backend", "in_port", "out_port", "clock", "bpm", "device", "latency_ms",
+                   "stats_json"}  # fmt: skip
     options = {k: v for k, v in file_settings.items() if k in daemon_keys}
     for key in daemon_keys:
         value = getattr(args, key)
@@ -312,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--latency-ms", type=float, help="output offset (may be negative)")
     run.add_argument("--device", choices=["auto", "cuda", "cpu"])
     run.add_argument("--config", help="TOML file with any of these settings")
+    run.add_argument("--stats-json", type=Path, help="write timing statistics here on exit")
     g = run.add_argument_group("generation")
     g.add_argument("--temperature", type=float)
     g.add_argument("--top-k", type=int)

@@ -7,6 +7,12 @@ reads a consistent snapshot without a lock.
 
 Tempo comes from a least-squares line through the last beat of clock ticks (24 intervals):
 jitter of single ticks averages out, and a tempo change is followed within one beat.
+
+Ticks get lost (a MIDI buffer overflowing under a burst of other data drops them), and a
+clock that only counts would then run a tick ahead for ever. An interval within 25% of a
+whole multiple (2× or more) of the expected tick length is read as that many ticks. (A jump
+to half the tempo or less in a single tick would be read the same way; DAWs change tempo in
+smaller steps or ramps.)
 """
 
 from __future__ import annotations
@@ -128,7 +134,7 @@ class Clock:
             if self._awaiting_first_tick:
                 self._awaiting_first_tick = False  # this tick is the position itself
             else:
-                self._ticks += 1
+                self._ticks += self._ticks_since_last(t)
             self._tick_times.append((self._ticks, t))
             spb = self.map.seconds_per_beat if self.map else 60.0 / self.default_bpm
             if len(self._tick_times) >= 3:
@@ -140,6 +146,16 @@ class Clock:
                     spb = fitted_spb
                     t = intercept  # the line's time for the newest tick: jitter removed
             self.map = TempoMap(t, self._ticks / PPQN, spb)
+
+    def _ticks_since_last(self, t: float) -> int:
+        if not self._tick_times or self.map is None:
+            return 1
+        expected = self.map.seconds_per_beat / PPQN
+        ratio = (t - self._tick_times[-1][1]) / expected
+        whole = round(ratio)
+        if whole >= 2 and abs(ratio - whole) < 0.25:
+            return whole  # ticks went missing
+        return 1
 
     # -- reading ----------------------------------------------------------------------------
     def snapshot(self) -> TempoMap | None:

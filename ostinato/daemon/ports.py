@@ -1,14 +1,17 @@
 """MIDI ports through python-rtmidi: virtual ports named "Ostinato In"/"Ostinato Out", or
 existing ports opened by name (the only way on Windows, where WinMM has no virtual ports).
 
-The input callback runs on rtmidi's thread: it stamps the arrival time and puts the raw bytes
-on a queue — nothing else (no parsing, no locks). A worker thread parses and dispatches.
+Input uses no Python callback: a callback makes the backend's real-time thread (JACK's
+process cycle) wait for the GIL on every message, stalling it for as long as another Python
+thread runs. Instead rtmidi queues each message in C++ with its delta time, stamped when the
+backend delivered it, and :meth:`MidiPorts.poll` (called by the input worker) drains that
+queue. The deltas are put on the ``perf_counter()`` time line through the least-delayed poll
+seen so far, so MIDI clock timestamps stay exact however late the worker runs.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import sys
 import time
 
@@ -79,7 +82,8 @@ class MidiPorts:
     ) -> None:
         self.backend = backend or default_backend()
         api = _api(self.backend)
-        self.events: queue.SimpleQueue[tuple[float, list[int]]] = queue.SimpleQueue()
+        self._elapsed = 0.0  # sum of rtmidi's delta times
+        self._offset: float | None = None  # perf_counter() − elapsed, smallest seen
         try:
             # One client each (JACK renames a second client of the same name): the ports
             # appear as "<client>-in:Ostinato In" and "<client>-out:Ostinato Out".
@@ -101,7 +105,6 @@ class MidiPorts:
             self._open_virtual(self.midi_out, OUT_NAME)
         else:
             self._open_named(self.midi_out, out_port, "output")
-        self.midi_in.set_callback(self._on_message)
 
     def _open_virtual(self, port, name: str) -> None:
         if self.backend == "winmm":
@@ -125,9 +128,19 @@ class MidiPorts:
             )
         port.open_port(index)
 
-    def _on_message(self, event, data=None) -> None:
-        """rtmidi's thread: stamp and enqueue only."""
-        self.events.put((time.perf_counter(), event[0]))
+    def poll(self) -> list[tuple[float, list[int]]]:
+        """Every message waiting in rtmidi's queue, as (perf_counter time, bytes)."""
+        out = []
+        while True:
+            event = self.midi_in.get_message()
+            if event is None:
+                return out
+            message, delta = event
+            self._elapsed += delta
+            offset = time.perf_counter() - self._elapsed
+            if self._offset is None or offset < self._offset:
+                self._offset = offset  # a poll only ever runs late: the earliest is the truest
+            out.append((self._offset + self._elapsed, message))
 
     def _on_error(self, error_type, message, data=None) -> None:
         log.warning("MIDI input error: %s", message)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from ostinato.model.tokens import DRUM_PROGRAM
 
 HUMAN, OSTINATO = "human", "ostinato"
+#: A note this close before a bar line belongs to the next bar (players push the downbeat).
+EARLY_BEATS = 1 / 16
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class Recorder:
 
     def bar_notes(self, bar: int, now_beat: float | None = None) -> list[RecordedNote]:
         """Notes that start in ``bar`` (0-based), held ones lasting until ``now_beat``."""
-        lo, hi = bar * self.beats_per_bar, (bar + 1) * self.beats_per_bar
+        lo, hi = self._bounds(bar)
         out = [n for n in self.notes if lo <= n.start_beats < hi]
         if now_beat is not None:
             for (channel, pitch), (start, velocity) in self._open.items():
@@ -90,8 +92,11 @@ class Recorder:
                     )  # fmt: skip
         return sorted(out, key=lambda n: (n.start_beats, n.program, n.pitch))
 
+    def _bounds(self, bar: int) -> tuple[float, float]:
+        return bar * self.beats_per_bar - EARLY_BEATS, (bar + 1) * self.beats_per_bar - EARLY_BEATS
+
     def human_played_in(self, bar: int) -> bool:
-        lo, hi = bar * self.beats_per_bar, (bar + 1) * self.beats_per_bar
+        lo, hi = self._bounds(bar)
         if any(lo <= start < hi for start, _ in self._open.values()):
             return True
         return any(n.source == HUMAN and lo <= n.start_beats < hi for n in self.notes)

@@ -69,6 +69,7 @@ class Session:
         self.answering_until = -1  # last bar of the current answer (continue mode)
         self.bars_generated = 0
         self.phrases_answered = 0
+        self._stopped = False
         self._reset_context()
         clock.listeners.append(self._on_transport)
 
@@ -143,11 +144,13 @@ class Session:
         t0 = time.perf_counter()
         engine = self.engine
         current = next_bar - 1
-        with self.lock:
+        with self.lock:  # copy the notes; tokenize outside the lock (Stop must not wait)
             complete = range(max(self._committed_bar + 1, current - CONTEXT_BARS), current)
-            complete_tokens = [self.bar_tokens(self.recorder.bar_notes(b), b) for b in complete]
-            partial = self.bar_tokens(self.recorder.bar_notes(current, now_beat), current)
+            complete_notes = [(self.recorder.bar_notes(b), b) for b in complete]
+            partial_notes = self.recorder.bar_notes(current, now_beat)
             self.recorder.prune(current)
+        complete_tokens = [self.bar_tokens(notes, b) for notes, b in complete_notes]
+        partial = self.bar_tokens(partial_notes, current)
         if self._committed_len > engine.context_length:  # the window slid under us: restart
             engine.reset()
             self._committed_len = engine.context_length
@@ -170,9 +173,11 @@ class Session:
             if count == 0:
                 self._first_note_s.append(time.perf_counter() - t0)
             start = bar_start + note.start_beats
-            self.scheduler.schedule_note(start, note.duration_beats, note.program, note.pitch,
-                                         note.velocity)  # fmt: skip
-            with self.lock:
+            with self.lock:  # a Stop between two notes must win: nothing after the panic
+                if self._stopped:
+                    break
+                self.scheduler.schedule_note(start, note.duration_beats, note.program,
+                                             note.pitch, note.velocity)  # fmt: skip
                 self.recorder.add_generated(start, note.duration_beats, note.pitch,
                                             note.velocity, note.program)  # fmt: skip
             count += 1
@@ -186,15 +191,27 @@ class Session:
             p99 = float(np.percentile(self._first_note_s, 99))
             self.lookahead_s = max(self.min_lookahead_s, 1.5 * p99 + 0.015)
 
+    def warm_up(self) -> None:
+        """Run tokenization and one generated bar once, so the first real bar does not pay
+        for first calls (allocations, lazy imports); then start from a clean context."""
+        notes = [RecordedNote(0.0, 0.5, 36, 100, DRUM_PROGRAM, "human")]
+        self.engine.feed(self.bar_tokens(notes, 0))
+        sampler = self.engine.sampler(self.settings.sampling, 0)
+        for _ in self.engine.generate(1, sampler, GrammarConfig(programs=(DRUM_PROGRAM,))):
+            pass
+        self._reset_context()
+
     # -- thread ----------------------------------------------------------------------------
     def _on_transport(self, event: str, beat: float) -> None:
         """Called on the input thread. Stop silences now; start/continue restart the cycle."""
-        if event == "stop":
-            self.scheduler.panic()
-        else:
-            with self.lock:
+        with self.lock:
+            if event == "stop":
+                self._stopped = True
+                self.scheduler.panic()
+            else:
                 if event == "start":
                     self.recorder.clear()
+                self._stopped = False
                 self.answering_until = -1
                 self._restart = True
         self._wake.set()

@@ -34,6 +34,17 @@ def test_tempo_change_followed_within_a_beat() -> None:
     assert clock.map.bpm == pytest.approx(150.0, abs=1.0)
 
 
+def test_lost_ticks_do_not_shift_the_beat() -> None:
+    clock = Clock()
+    clock.on_start(0.0)
+    spt = 60.0 / 120 / PPQN
+    for i in range(4 * PPQN + 1):
+        if i not in (30, 31, 70):  # three ticks lost in two places
+            clock.on_tick(i * spt)
+    assert clock.map.anchor_beat == pytest.approx(4.0)
+    assert clock.map.bpm == pytest.approx(120.0, abs=0.5)
+
+
 def test_start_stop_continue_and_song_position() -> None:
     events = []
     clock = Clock()

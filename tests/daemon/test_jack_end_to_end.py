@@ -1,0 +1,206 @@
+"""The daemon end to end through a real JACK server: MIDI clock from jack_midi_clock, a probe
+client that plays phrases into "Ostinato In" and records "Ostinato Out"."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from tests.daemon.jack_rig import (
+    CLOCK_PORT,
+    DAEMON_IN,
+    DAEMON_OUT,
+    REPO,
+    ClockGrid,
+    JackServer,
+    Probe,
+    Transport,
+    daemon_command,
+)
+
+GRID = 8  # generated notes sit on 1/8-beat positions
+ONSET_TOLERANCE_S = 0.002
+STOP_TOLERANCE_S = 0.010
+
+
+def play_phrase(probe: Probe, bars: range, beats_per_bar: int = 4) -> None:
+    """Kick on every beat, closed hat on the 8ths (channel 10), on the clock's grid."""
+    events = []
+    for bar in bars:
+        for eighth in range(2 * beats_per_bar):
+            beat = bar * beats_per_bar + eighth / 2
+            if eighth % 2 == 0:
+                events.append((beat, [0x99, 36, 110]))
+                events.append((beat + 0.2, [0x89, 36, 0]))
+            events.append((beat, [0x99, 42, 80]))
+            events.append((beat + 0.1, [0x99, 42, 0]))  # velocity-0 note-on = note-off
+    for beat, message in sorted(events, key=lambda e: e[0]):
+        due = ClockGrid(probe.ticks()).predict(beat)
+        while time.perf_counter() < due:
+            time.sleep(min(0.002, max(0.0, due - time.perf_counter())))
+        probe.send(message)
+
+
+def garbage_burst(probe: Probe) -> None:
+    rng = random.Random(7)
+    junk: list[list[int]] = [
+        [0x89, 99, 0],  # note-off without note-on
+        [0x80, 60, 0],
+        [0x90, 60],  # truncated
+        [0x90],
+        [0xF0, *[rng.randrange(0, 128) for _ in range(65536)], 0xF7],  # 64 KiB SysEx
+        [0xF2, 0x7F],  # truncated song position
+        [0xB0, 123, 0, 5, 6, 7],  # too long
+        [0xF4],
+        [0xFD],
+    ]
+    transport = {0xF2, 0xF8, 0xFA, 0xFB, 0xFC}  # valid commands, not garbage: they move time
+    while len(junk) < 200:
+        message = [rng.randrange(0, 256) for _ in range(rng.randrange(1, 4))]
+        note_on = 0x90 <= message[0] <= 0x9F and len(message) == 3 and max(message[1:]) < 0x80
+        if message[0] not in transport and not note_on:  # a valid note-on is music
+            junk.append(message)
+    for message in junk:
+        # python-rtmidi refuses some of these itself; the rest go out
+        with contextlib.suppress(Exception):
+            probe.send(message)
+
+
+def wait_until_beat(probe: Probe, beat: float) -> None:
+    JackServer.wait_for(
+        lambda: len(probe.ticks()) > 0 and len(probe.ticks()) >= beat * 24, 60,
+        f"clock never reached beat {beat}",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def jack():
+    server = JackServer(f"ostinato-test-{os.getpid()}")
+    yield server
+    server.close()
+
+
+def test_daemon_through_jack(jack: JackServer, tmp_path) -> None:
+    log_path = tmp_path / "daemon.log"
+    with log_path.open("w") as log:
+        daemon = jack.spawn(
+            daemon_command("--mode", "continue", "--bars", "2", "--phrase-bars", "2",
+                           "--programs", "drums,33", "--temperature", "0.8", "--seed", "1",
+                           "--stats-json", str(tmp_path / "stats.json")),
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+        )  # fmt: skip
+    jack.wait_for(lambda: DAEMON_OUT in jack.ports(), 60, "the daemon's ports never appeared")
+    probe = Probe()
+    clock = jack.spawn(["jack_midi_clock"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    jack.wait_for(lambda: CLOCK_PORT in jack.ports(), 10, "jack_midi_clock did not start")
+    jack.connect(CLOCK_PORT, DAEMON_IN)
+    jack.connect(CLOCK_PORT, probe.in_port)
+    jack.connect(probe.out_port, DAEMON_IN)
+    jack.connect(DAEMON_OUT, probe.in_port)
+    transport = Transport(jack, bpm=120)
+    transport.send("locate 0")
+    transport.send("play")
+    try:
+        wait_until_beat(probe, 2)
+        play_phrase(probe, range(1, 3))  # phrase 1: bars 2-3 (beats 4-11)
+        wait_until_beat(probe, 20.5)
+        garbage_burst(probe)
+        transport.send("tempo 150")  # a tempo change between the phrases
+        wait_until_beat(probe, 22)
+        play_phrase(probe, range(6, 8))  # phrase 2: bars 7-8 (beats 24-31)
+        wait_until_beat(probe, 34.5)
+        transport.send("stop")
+        time.sleep(0.5)
+        assert daemon.poll() is None, "the daemon died: " + log_path.read_text()[-2000:]
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(10) == 0
+        time.sleep(0.2)
+    finally:
+        clock.terminate()
+        transport.send("exit")
+
+    events = probe.snapshot()
+    grid = ClockGrid(probe.ticks())
+    stop_time = next(t for t, m in events if m[0] == 0xFC)
+    ons = [(t, m) for t, m in probe.notes() if m[0] & 0xF0 == 0x90 and m[2] > 0]
+    offs = [(t, m) for t, m in probe.notes() if m[0] & 0xF0 == 0x80 or
+            (m[0] & 0xF0 == 0x90 and m[2] == 0)]  # fmt: skip
+    beats = np.array([grid.beat_at(t) for t, _ in ons])
+    log_text = log_path.read_text()
+
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    if os.environ.get("OSTINATO_DEBUG_TIMING"):
+        mine, theirs = probe.ticks(), np.array(stats["clock_ticks"])
+        n = min(len(mine), len(theirs))
+        print("ticks probe", len(mine), "daemon", len(theirs))
+        diff = theirs[:n] - mine[:n]
+        first = int(np.argmax(np.abs(diff) > 0.005)) if (np.abs(diff) > 0.005).any() else -1
+        print(
+            "first tick index where they differ:",
+            first,
+            "of",
+            n,
+            "gaps around it (ms):",
+            np.round(np.diff(mine[max(0, first - 3) : first + 3]) * 1e3, 2),
+            np.round(np.diff(theirs[max(0, first - 3) : first + 3]) * 1e3, 2),
+        )
+
+        def gaps(ts):
+            d = np.diff(ts)
+            med = np.array([np.median(d[max(0, i - 24) : i + 1]) for i in range(len(d))])
+            return [(i, round(float(d[i]) * 1e3, 1)) for i in np.flatnonzero(d > 1.5 * med)]
+
+        print("probe gaps:", gaps(mine), "daemon gaps:", gaps(theirs))
+        stop_at = next(t for t, m in probe.snapshot() if m[0] == 0xFC)
+        print(
+            "probe ticks after stop:",
+            int((mine > stop_at).sum()),
+            "daemon ticks after stop:",
+            int((theirs > stop_at).sum()),
+        )
+        for n in stats["notes"]:
+            print(f"daemon beat {n['beat']:.3f} grid(due) {grid.beat_at(n['due']):.4f} "
+                  f"sent-due {(n['sent'] - n['due']) * 1e3:.2f} ms")  # fmt: skip
+
+    # Continue mode: silent during the phrase, answers in the two bars after it, twice.
+    assert len(ons) > 0, log_text[-2000:]
+    assert beats.min() >= 12 - 1 / GRID, f"played during the phrase: {beats.min():.2f}"
+    first_answer = beats[(beats >= 12) & (beats < 20)]
+    second_answer = beats[(beats >= 32) & (beats < 40)]
+    assert len(first_answer) > 0 and len(second_answer) > 0, log_text[-2000:]
+    assert not ((beats >= 20) & (beats < 32)).any(), beats[(beats >= 20) & (beats < 32)]
+
+    # On the grid of the clock (local fit: follows the tempo change).
+    errors = []
+    for (t, _), beat in zip(ons, beats, strict=True):
+        nearest = round(beat * GRID) / GRID
+        errors.append(abs(t - grid.time_at(nearest, near=t)))
+    errors_ms = np.array(errors) * 1e3
+    detail = [(round(b, 3), round(e, 2)) for b, e in zip(beats, errors_ms, strict=True)]
+    assert errors_ms.max() <= ONSET_TOLERANCE_S * 1e3, f"(beat, onset error ms): {detail}"
+    assert 140 < 60 / (np.diff(probe.ticks()[-200:]).mean() * 24) < 160  # the new tempo
+
+    # Stop silences everything within 10 ms; nothing starts after it.
+    assert not [t for t, _ in ons if t > stop_time + STOP_TOLERANCE_S]
+    sounding: dict[tuple[int, int], float] = {}
+    for t, m in sorted(ons + offs):
+        key = (m[0] & 0x0F, m[1])
+        if m[0] & 0xF0 == 0x90 and m[2] > 0:
+            sounding[key] = t
+        elif t <= stop_time + STOP_TOLERANCE_S:
+            sounding.pop(key, None)
+    assert not sounding, f"notes still sounding 10 ms after Stop: {sounding}"
+    # Every note-on has its note-off.
+    assert len(offs) >= len(ons)
+    assert "bad messages dropped" in log_text
+    dropped = int(log_text.split("deadline misses, ")[1].split(" bad")[0])
+    assert dropped > 0  # the garbage reached the daemon and was counted, not played
+    probe.close()
