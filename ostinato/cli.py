@@ -153,11 +153,18 @@ def _cmd_continue(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ostinato.bench import format_report, run_bench, write_json
 
-    report = run_bench(
-        args.model or default_model_dir(), steps=args.steps, threads=args.threads,
-        trials=args.trials,
-    )  # fmt: skip
-    print(format_report(report))
+    if args.realtime:
+        from ostinato.bench_realtime import format_realtime, run_realtime_bench
+
+        model = Path(args.model) if args.model else Path(str(default_model_dir()))
+        report = run_realtime_bench(model, bars=args.bars, png=args.png)
+        print(format_realtime(report))
+    else:
+        report = run_bench(
+            args.model or default_model_dir(), steps=args.steps, threads=args.threads,
+            trials=args.trials,
+        )  # fmt: skip
+        print(format_report(report))
     if args.json:
         write_json(report, args.json)
     return 0
@@ -349,6 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=int, default=256, help="decode steps to time")
     bench.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     bench.add_argument("--trials", type=int, default=24, help="bars for the bar budget")
+    bench.add_argument(
+        "--realtime",
+        action="store_true",
+        help="the daemon through a private JACK server, jam mode, 120 and 180 BPM",
+    )
+    bench.add_argument("--bars", type=int, default=200, help="bars per tempo with --realtime")
+    bench.add_argument("--png", help="lateness histogram with --realtime")  # fmt: skip
     bench.set_defaults(func=_cmd_bench)
     return parser
 

@@ -95,6 +95,8 @@ class Daemon:
             "deadline_misses": s.deadline_misses,
             "lateness_ms": s.lateness_ms,
             "bar_ms": list(self.session.bar_ms),
+            "bar_margin_ms": list(self.session.bar_margin_ms),
+            "bars_generated": self.session.bars_generated,
             "lookahead_ms": self.session.lookahead_s * 1000,
             "bad_messages": self.garbage,
             "clock_ticks": self.tick_log,

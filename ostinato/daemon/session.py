@@ -66,6 +66,7 @@ class Session:
         self._thread: threading.Thread | None = None
         self._first_note_s: deque[float] = deque(maxlen=64)
         self.bar_ms: deque[float] = deque(maxlen=1024)
+        self.bar_margin_ms: deque[float] = deque(maxlen=4096)  # bar start − bar fully ready
         self.answering_until = -1  # last bar of the current answer (continue mode)
         self.bars_generated = 0
         self.phrases_answered = 0
@@ -181,7 +182,11 @@ class Session:
                 self.recorder.add_generated(start, note.duration_beats, note.pitch,
                                             note.velocity, note.program)  # fmt: skip
             count += 1
-        self.bar_ms.append((time.perf_counter() - t0) * 1000.0)
+        done = time.perf_counter()
+        self.bar_ms.append((done - t0) * 1000.0)
+        tempo = self.clock.snapshot()
+        if tempo is not None:
+            self.bar_margin_ms.append((tempo.time_at(bar_start) - done) * 1000.0)
         self.bars_generated += 1
         self._adapt_lookahead()
         return count
