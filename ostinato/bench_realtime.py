@@ -47,11 +47,13 @@ def _percentiles(values: list[float], *qs: float) -> dict:
 def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work: Path) -> dict:
     stats_path = work / f"stats-{bpm}.json"
     lsp = lambda: subprocess.run(["jack_lsp"], env=env, capture_output=True, text=True).stdout  # noqa: E731
+    log_path = work / f"daemon-{bpm}.log"
+    log = log_path.open("w")
     daemon = subprocess.Popen(
         [sys.executable, "-m", "ostinato", "run", "--backend", "jack", "--mode", "jam",
          "--programs", programs, "--model", str(model_dir), "--stats-json", str(stats_path),
          "--seed", "0"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     clock = transport = None
     try:
@@ -77,12 +79,15 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         daemon.send_signal(signal.SIGTERM)
         code = daemon.wait(20)
         if code != 0:
-            raise RuntimeError(f"the daemon exited with {code}: {daemon.stderr.read()[-2000:]}")
+            raise RuntimeError(f"the daemon exited with {code}: {log_path.read_text()[-2000:]}")
     finally:
         for proc in (transport, clock, daemon):
             if proc is not None and proc.poll() is None:
                 proc.terminate()
                 proc.wait(5)
+        log.close()
+        if os.environ.get("OSTINATO_BENCH_LOG"):
+            print(log_path.read_text())
     stats = json.loads(stats_path.read_text())
     lateness = [n["sent"] - n["due"] for n in stats["notes"]]
     lateness_ms = [x * 1000 for x in lateness]
@@ -113,22 +118,23 @@ def run_realtime_bench(
         raise FileNotFoundError(
             f"{', '.join(missing)} not found: install Debian's jackd2 and jack-midi-clock"
         )
-    name = f"ostinato-bench-{os.getpid()}"
-    env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_AUDIO_RESERVATION": "1"}
+    runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        jackd = subprocess.Popen(
-            ["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p", "64"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
-        try:
-            _wait(lambda: subprocess.run(["jack_lsp"], env=env, capture_output=True).returncode
-                  == 0, 10, "jackd")  # fmt: skip
-            runs = [run_one(env, Path(model_dir), bpm, bars, programs, work) for bpm in tempos]
-        finally:
-            jackd.terminate()
-            jackd.wait(5)
+        for bpm in tempos:  # a fresh server per tempo: no transport state carried over
+            name = f"ostinato-bench-{os.getpid()}-{bpm}"
+            env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_AUDIO_RESERVATION": "1"}
+            jackd = subprocess.Popen(
+                ["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p", "64"],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+            try:
+                _wait(lambda env=env: subprocess.run(["jack_lsp"], env=env,
+                      capture_output=True).returncode == 0, 10, "jackd")  # fmt: skip
+                runs.append(run_one(env, Path(model_dir), bpm, bars, programs, Path(tmp)))
+            finally:
+                jackd.terminate()
+                jackd.wait(5)
     report = {
         "model": str(model_dir),
         "programs": programs,

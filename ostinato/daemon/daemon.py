@@ -41,7 +41,7 @@ class DaemonConfig:
     beats_per_bar: float = 4.0
     device: str = "auto"
     latency_ms: float = 0.0
-    lookahead_ms: float = 150.0
+    lookahead_ms: float = 250.0
     client_name: str = "ostinato"
     stats_json: Path | None = None  # written at shutdown: timing of every note sent
     settings: GenerationSettings = field(default_factory=GenerationSettings)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,20 @@ log = logging.getLogger(__name__)
 
 NOTE_ON, NOTE_OFF = 0x90, 0x80
 SPIN_S = 0.001  # busy-wait this long before an event instead of trusting sleep()
+
+
+def _raise_priority() -> None:
+    """Ask for real-time scheduling for the calling thread (Linux SCHED_FIFO, as audio
+    threads do) so it is not left waiting for a CPU time slice while the generation thread
+    runs. Without the permission this changes nothing and says so once."""
+    if not hasattr(os, "sched_setscheduler"):
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+        log.debug("sender thread runs with real-time priority")
+    except (PermissionError, OSError) as exc:
+        log.info("sender thread runs without real-time priority (%s); timing may be looser "
+                 "under load", exc.strerror or exc)  # fmt: skip
 
 
 def default_program_channels() -> dict[int, int]:
@@ -120,6 +135,7 @@ class Scheduler:
     def _run(self) -> None:
         """Sender thread: the only one that sends notes. Never blocks on anything but its
         own condition; sending is a non-blocking port write."""
+        _raise_priority()
         while not self._stop.is_set():
             with self._cond:
                 if not self._queue:

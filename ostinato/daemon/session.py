@@ -10,8 +10,9 @@ At ``next bar start − lookahead`` the generation thread:
 4. if the mode wants it, generates the next bar and hands each note to the scheduler the
    moment its last token is sampled (the downbeat first).
 
-The lookahead adapts to the measured time to the first note (p99 × 1.5 + margin). Notes that
-would still be late are dropped by the scheduler and counted as deadline misses.
+The lookahead adapts to the measured time a whole bar takes (p99 × 1.2 + 20 ms, at most half
+a bar), so the downbeat's notes are all ready when it comes. Notes that would still be late
+are dropped by the scheduler and counted as deadline misses.
 
 Modes: ``continue`` answers ``bars`` bars after the musician's phrase (when the phrase has
 lasted ``phrase_bars`` bars, or when a bar passes in silence after playing); ``jam`` plays
@@ -53,7 +54,7 @@ class Session:
         recorder: Recorder,
         settings: GenerationSettings,
         beats_per_bar: float = 4.0,
-        lookahead_ms: float = 150.0,
+        lookahead_ms: float = 250.0,
     ) -> None:
         self.engine, self.clock, self.scheduler, self.recorder = engine, clock, scheduler, recorder
         self.settings = settings
@@ -192,9 +193,13 @@ class Session:
         return count
 
     def _adapt_lookahead(self) -> None:
-        if len(self._first_note_s) >= 4:
-            p99 = float(np.percentile(self._first_note_s, 99))
-            self.lookahead_s = max(self.min_lookahead_s, 1.5 * p99 + 0.015)
+        """Start early enough that the whole bar is usually generated before it begins
+        (p99 of recent bar times × 1.2 + 20 ms), but never more than half a bar early."""
+        if len(self.bar_ms) >= 4:
+            p99 = float(np.percentile(list(self.bar_ms)[-64:], 99)) / 1000.0
+            tempo = self.clock.snapshot()
+            half_bar = 0.5 * self.beats_per_bar * (tempo.seconds_per_beat if tempo else 0.5)
+            self.lookahead_s = min(half_bar, max(self.min_lookahead_s, 1.2 * p99 + 0.02))
 
     def warm_up(self) -> None:
         """Run tokenization and one generated bar once, so the first real bar does not pay
