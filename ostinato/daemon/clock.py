@@ -69,6 +69,7 @@ class Clock:
         self._ticks = 0  # clock ticks since song position 0
         self._tick_times: deque[tuple[int, float]] = deque(maxlen=window_ticks + 1)
         self._awaiting_first_tick = False
+        self._counted_missing = 0  # ticks counted as lost at the last long gap
         self.last_tick_time: float | None = None
         self.listeners: list = []
 
@@ -134,7 +135,10 @@ class Clock:
             if self._awaiting_first_tick:
                 self._awaiting_first_tick = False  # this tick is the position itself
             else:
-                self._ticks += self._ticks_since_last(t)
+                step = self._ticks_since_last(t)
+                if step == 0:  # a delayed tick: its place is already counted
+                    return
+                self._ticks += step
             self._tick_times.append((self._ticks, t))
             spb = self.map.seconds_per_beat if self.map else 60.0 / self.default_bpm
             if len(self._tick_times) >= 3:
@@ -148,13 +152,22 @@ class Clock:
             self.map = TempoMap(t, self._ticks / PPQN, spb)
 
     def _ticks_since_last(self, t: float) -> int:
-        if not self._tick_times or self.map is None:
+        """1, or more when ticks went missing. Measured from the fitted line's time for the
+        newest tick (not its raw arrival, which one delayed delivery can move). A tick that
+        arrives in a burst right after a long gap was delayed, not lost: it takes back one
+        tick counted as missing."""
+        if len(self._tick_times) < 3 or self.map is None:
             return 1
         expected = self.map.seconds_per_beat / PPQN
-        ratio = (t - self._tick_times[-1][1]) / expected
-        whole = round(ratio)
-        if whole >= 2 and abs(ratio - whole) < 0.25:
-            return whole  # ticks went missing
+        ahead = (t - self.map.anchor_time) / expected
+        if ahead < 0.5 and self._counted_missing > 0:
+            self._counted_missing -= 1
+            return 0
+        whole = round(ahead)
+        if whole >= 2 and abs(ahead - whole) < 0.3:
+            self._counted_missing = whole - 1
+            return whole
+        self._counted_missing = 0
         return 1
 
     # -- reading ----------------------------------------------------------------------------

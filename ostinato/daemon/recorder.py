@@ -14,7 +14,7 @@ from ostinato.model.tokens import DRUM_PROGRAM
 
 HUMAN, OSTINATO = "human", "ostinato"
 #: A note this close before a bar line belongs to the next bar (players push the downbeat).
-EARLY_BEATS = 1 / 16
+EARLY_BEATS = 1 / 8
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -29,20 +28,6 @@ log = logging.getLogger(__name__)
 
 NOTE_ON, NOTE_OFF = 0x90, 0x80
 SPIN_S = 0.001  # busy-wait this long before an event instead of trusting sleep()
-
-
-def _raise_priority() -> None:
-    """Ask for real-time scheduling for the calling thread (Linux SCHED_FIFO, as audio
-    threads do) so it is not left waiting for a CPU time slice while the generation thread
-    runs. Without the permission this changes nothing and says so once."""
-    if not hasattr(os, "sched_setscheduler"):
-        return
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
-        log.debug("sender thread runs with real-time priority")
-    except (PermissionError, OSError) as exc:
-        log.info("sender thread runs without real-time priority (%s); timing may be looser "
-                 "under load", exc.strerror or exc)  # fmt: skip
 
 
 def default_program_channels() -> dict[int, int]:
@@ -86,6 +71,7 @@ class Scheduler:
         self._note_ids = itertools.count()
         self._channels_used: set[int] = set()
         self._thread: threading.Thread | None = None
+        self._epoch = 0  # bumped by panic/clear: an event popped before it is not sent
         self.on_note_sent: Callable[[float, int, int, int, int], None] | None = None
 
     def channel_for(self, program: int) -> int:
@@ -135,7 +121,6 @@ class Scheduler:
     def _run(self) -> None:
         """Sender thread: the only one that sends notes. Never blocks on anything but its
         own condition; sending is a non-blocking port write."""
-        _raise_priority()
         while not self._stop.is_set():
             with self._cond:
                 if not self._queue:
@@ -152,9 +137,12 @@ class Scheduler:
                     self._cond.wait(wait - SPIN_S)  # woken early by new events or retime()
                     continue
                 event = heapq.heappop(self._queue)
+                epoch = self._epoch
             while time.perf_counter() < due:  # spin the last millisecond
                 pass
-            self._dispatch(event, due)
+            with self._cond:
+                if epoch == self._epoch:  # a panic in between wins: nothing after it
+                    self._dispatch(event, due)
 
     def _dispatch(self, event, due: float) -> None:
         _, _, kind, channel, pitch, velocity, note_id = event
@@ -194,12 +182,14 @@ class Scheduler:
     def clear(self) -> None:
         """Forget queued events (sounding notes keep sounding until released)."""
         with self._cond:
+            self._epoch += 1
             self._queue.clear()
             self._dropped.clear()
 
     def panic(self) -> None:
         """Drop the queue, release every sounding note, All Notes Off on every used channel."""
         with self._cond:
+            self._epoch += 1
             self._queue.clear()
             self._dropped.clear()
             sounding, self._sounding = self._sounding, {}

@@ -97,6 +97,7 @@ class Transport:
             ["jack_transport"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
+        time.sleep(0.5)  # let it connect to the server before it reads commands
         self.send("master")
         self.send(f"tempo {bpm}")
 

@@ -45,6 +45,17 @@ def test_lost_ticks_do_not_shift_the_beat() -> None:
     assert clock.map.bpm == pytest.approx(120.0, abs=0.5)
 
 
+def test_a_delayed_tick_is_not_counted_twice() -> None:
+    clock = Clock()
+    clock.on_start(0.0)
+    spt = 60.0 / 120 / PPQN
+    times = [i * spt for i in range(4 * PPQN + 1)]
+    times[50] = times[51] - 0.0002  # tick 50 held up, delivered just before tick 51
+    for t in times:
+        clock.on_tick(t)
+    assert clock.map.anchor_beat == pytest.approx(4.0)
+
+
 def test_start_stop_continue_and_song_position() -> None:
     events = []
     clock = Clock()
