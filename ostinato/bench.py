@@ -14,7 +14,6 @@ the first generated note, and to the whole next bar, as a share of a bar at 120 
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from pathlib import Path
@@ -228,7 +227,3 @@ def format_report(report: dict) -> str:
             f"(max {100 * b['bar_share_180bpm_max']:.1f}%)"
         )
     return "\n".join(lines)
-
-
-def write_json(report: dict, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(report, indent=2) + "\n")

@@ -19,6 +19,10 @@ class CommandError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
+def _write_json(report: dict, path: str) -> None:
+    Path(path).write_text(json.dumps(report, indent=2) + "\n")
+
+
 def _cmd_data_build(args: argparse.Namespace) -> int:
     from ostinato.model.corpus import build_corpus
 
@@ -151,7 +155,7 @@ def _cmd_continue(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from ostinato.bench import format_report, run_bench, write_json
+    from ostinato.bench import format_report, run_bench
 
     if args.realtime:
         from ostinato.bench_realtime import format_realtime, run_realtime_bench
@@ -166,12 +170,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         )  # fmt: skip
         print(format_report(report))
     if args.json:
-        write_json(report, args.json)
+        _write_json(report, args.json)
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ostinato.model.evaluate import evaluate, format_table, write_json
+    from ostinato.model.evaluate import evaluate, format_table
 
     report = evaluate(
         args.model, args.data_dir, windows=args.windows, nll_windows_count=args.nll_windows,
@@ -179,7 +183,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(format_table(report))
     if args.json:
-        write_json(report, args.json)
+        _write_json(report, args.json)
     return 0
 
 

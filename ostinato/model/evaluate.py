@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -357,7 +356,3 @@ def format_table(report: dict) -> str:
     for name, m in report["continuation"].items():
         lines.append(f"  {name:16s}" + "".join(f"{m[c]:10.3f}" for c in cols))
     return "\n".join(lines)
-
-
-def write_json(report: dict, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(report, indent=2) + "\n")
