@@ -93,7 +93,9 @@ class MidiPorts:
             raise PortError(
                 f"cannot open the {self.backend} MIDI backend ({exc}); "
                 + ("is the JACK server running?" if self.backend == "jack" else
-                   "run `ostinato doctor`")
+                   "is the ALSA sequencer available (/dev/snd/seq, module snd-seq)? "
+                   "Or use --backend jack" if self.backend == "alsa" else
+                   "see `ostinato ports`")
             ) from exc  # fmt: skip
         self.midi_in.ignore_types(sysex=True, timing=False, active_sense=True)
         self.midi_in.set_error_callback(self._on_error)
