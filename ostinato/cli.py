@@ -252,6 +252,17 @@ def _cmd_ports(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from ostinato.doctor import run_doctor
+
+    model = Path(args.model) if args.model else Path(str(default_model_dir()))
+    checks, status = run_doctor(model, args.config)
+    for check in checks:
+        print(check.line())
+    print("ready to run" if status == 0 else "something blocks `ostinato run` (see FAIL above)")
+    return status
+
+
 def default_model_dir():
     from importlib.resources import files
 
@@ -338,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     ports = sub.add_parser("ports", help="list MIDI ports per backend")
     ports.add_argument("--backend", choices=["alsa", "jack", "coremidi", "winmm"])
     ports.set_defaults(func=_cmd_ports)
+
+    doctor = sub.add_parser("doctor", help="check this machine, one line each, with fixes")
+    doctor.add_argument("--model", help="model folder (default: the bundled model)")
+    doctor.add_argument("--config", help="TOML config file to validate")
+    doctor.set_defaults(func=_cmd_doctor)
 
     ev = sub.add_parser("eval", help="likelihood and continuation metrics against baselines")
     ev.add_argument("model", help="model folder")

@@ -16,7 +16,17 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 def test_help_lists_the_subcommands() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
-    for command in ("data",):
+    for command in (
+        "run",
+        "ports",
+        "doctor",
+        "continue",
+        "bench",
+        "data",
+        "train",
+        "export",
+        "eval",
+    ):
         assert command in result.stdout
 
 
