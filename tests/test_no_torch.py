@@ -10,6 +10,7 @@ RUNTIME_MODULES = [
     "ostinato.settings",
     "ostinato.bench",
     "ostinato.bench_realtime",
+    "ostinato.doctor",
     "ostinato.model.tokens",
     "ostinato.model.grammar",
     "ostinato.model.sampling",
