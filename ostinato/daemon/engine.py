@@ -251,7 +251,19 @@ class Engine:
         self.k_buf[:, :, :, slot] = self._newk1[:, :, :, 0]
         self.v_buf[:, :, :, slot] = self._newv1[:, :, :, 0]
         self.last_logits = self._logits1[0]
-        self._remember(np.array([token]), np.array([slot]))
+        # The per-token bookkeeping of _remember, without building arrays.
+        n = self._ctx_len
+        self._ctx_tokens[n] = token
+        self._ctx_slots[n] = slot
+        self._ctx_len = n + 1
+        self._free[slot] = False
+        self._slot_valid[slot] = 0.0
+        self.next_position += 1
+        if self._history_len == len(self._history):
+            self._history[:1024] = self._history[-1024:]
+            self._history_len = 1024
+        self._history[self._history_len] = token
+        self._history_len += 1
 
     def _prefill(self, tokens: np.ndarray) -> None:
         T, W = len(tokens), self.window

@@ -56,6 +56,7 @@ class Sampler:
             raise ValueError("penalized mask must have one entry per token id")
         self.penalized = penalized
         self._work = np.empty(vocab_size, dtype=np.float64)
+        self._hidden = np.empty(vocab_size, dtype=bool)  # ~mask, without allocating
 
     def sample(
         self,
@@ -69,7 +70,8 @@ class Sampler:
         if mask is not None:
             if not mask.any():
                 raise ValueError("the grammar mask allows no token")
-            work[~mask] = -np.inf
+            np.logical_not(mask, out=self._hidden)
+            np.copyto(work, -np.inf, where=self._hidden)
         if s.repetition_penalty != 1.0 and recent is not None and len(recent):
             ids = np.unique(recent[-s.repetition_window :])
             if self.penalized is not None:
