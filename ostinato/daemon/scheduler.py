@@ -71,7 +71,7 @@ class Scheduler:
         self._note_ids = itertools.count()
         self._channels_used: set[int] = set()
         self._thread: threading.Thread | None = None
-        self._epoch = 0  # bumped by panic/clear: an event popped before it is not sent
+        self._epoch = 0  # bumped by panic: an event popped before it is not sent
         self.on_note_sent: Callable[[float, int, int, int, int], None] | None = None
 
     def channel_for(self, program: int) -> int:
@@ -179,13 +179,6 @@ class Scheduler:
             log.exception("cannot send MIDI message %s", message)
 
     # -- stop / panic -----------------------------------------------------------------------
-    def clear(self) -> None:
-        """Forget queued events (sounding notes keep sounding until released)."""
-        with self._cond:
-            self._epoch += 1
-            self._queue.clear()
-            self._dropped.clear()
-
     def panic(self) -> None:
         """Drop the queue, release every sounding note, All Notes Off on every used channel."""
         with self._cond:

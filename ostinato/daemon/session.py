@@ -65,7 +65,6 @@ class Session:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._first_note_s: deque[float] = deque(maxlen=64)
         self.bar_ms: deque[float] = deque(maxlen=1024)
         self.bar_margin_ms: deque[float] = deque(maxlen=4096)  # bar start − bar fully ready
         self.answering_until = -1  # last bar of the current answer (continue mode)
@@ -172,8 +171,6 @@ class Session:
         bar_start = next_bar * self.beats_per_bar
         count = 0
         for note in engine.generate(1, sampler, grammar):
-            if count == 0:
-                self._first_note_s.append(time.perf_counter() - t0)
             start = bar_start + note.start_beats
             with self.lock:  # a Stop between two notes must win: nothing after the panic
                 if self._stopped:
