@@ -119,14 +119,28 @@ def _settings_from(args: argparse.Namespace):
     )
 
 
-def _add_generation_options(p: argparse.ArgumentParser) -> None:
+def _add_generation_options(
+    p: argparse.ArgumentParser,
+    *,
+    with_defaults: bool = True,
+    programs_help: str | None = "enabled instruments, e.g. drums,33,4 (default: the input's)",
+    seed: int | None = None,
+) -> None:
+    """The sampling options every generating command takes. ``with_defaults=False`` leaves
+    unset options as None, so a config file's values are not overridden."""
+    defaults = {"temperature": 1.0, "top_k": 0, "top_p": 0.95, "repetition_penalty": 1.0}
+    d = defaults if with_defaults else dict.fromkeys(defaults)
     g = p.add_argument_group("generation")
-    g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy; higher = bolder")
-    g.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest (0 = off)")
-    g.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass")
-    g.add_argument("--repetition-penalty", type=float, default=1.0, help="1 = off")
-    g.add_argument("--programs", help="enabled instruments, e.g. drums,33,4 (default: the input's)")
-    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--temperature", type=float, default=d["temperature"],
+                   help="0 = greedy; low = repetitive, high = adventurous")  # fmt: skip
+    g.add_argument("--top-k", type=int, default=d["top_k"],
+                   help="sample among the k likeliest (0 = off)")  # fmt: skip
+    g.add_argument("--top-p", type=float, default=d["top_p"], help="nucleus sampling mass")
+    g.add_argument("--repetition-penalty", type=float, default=d["repetition_penalty"],
+                   help="1 = off")  # fmt: skip
+    if programs_help:
+        g.add_argument("--programs", help=programs_help)
+    g.add_argument("--seed", type=int, default=seed)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -335,15 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", choices=["auto", "cuda", "cpu"])
     run.add_argument("--config", help="TOML file with any of these settings")
     run.add_argument("--stats-json", type=Path, help="write timing statistics here on exit")
-    g = run.add_argument_group("generation")
-    g.add_argument("--temperature", type=float)
-    g.add_argument("--top-k", type=int)
-    g.add_argument("--top-p", type=float)
-    g.add_argument("--repetition-penalty", type=float)
-    g.add_argument(
-        "--programs", help="instruments Ostinato plays, e.g. drums,33 (GM programs; drums = -1)"
-    )
-    g.add_argument("--seed", type=int)
+    _add_generation_options(
+        run, with_defaults=False,
+        programs_help="instruments Ostinato plays, e.g. drums,33 (GM programs; drums = -1)",
+    )  # fmt: skip
     run.set_defaults(func=_cmd_run)
 
     ports = sub.add_parser("ports", help="list MIDI ports per backend")
@@ -362,12 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--nll-windows", type=int, default=32, help="likelihood windows")
     ev.add_argument("--json", help="also write the report to this JSON file")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    g = ev.add_argument_group("generation")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=0)
-    g.add_argument("--top-p", type=float, default=0.95)
-    g.add_argument("--repetition-penalty", type=float, default=1.0)
-    g.add_argument("--seed", type=int, default=0)
+    _add_generation_options(ev, programs_help=None, seed=0)
     ev.set_defaults(func=_cmd_eval)
 
     bench = sub.add_parser("bench", help="measure the engine against PyTorch and the bar budget")
