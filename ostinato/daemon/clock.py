@@ -12,7 +12,8 @@ Ticks get lost (a MIDI buffer overflowing under a burst of other data drops them
 clock that only counts would then run a tick ahead for ever. An interval within 25% of a
 whole multiple (2× or more) of the expected tick length is read as that many ticks. (A jump
 to half the tempo or less in a single tick would be read the same way; DAWs change tempo in
-smaller steps or ramps.)
+smaller steps or ramps.) A tick less than half a tick after the last is a duplicate (a merge
+of two clock sources, a repeated buffer): counting it would put the clock a tick ahead.
 """
 
 from __future__ import annotations
@@ -155,13 +156,17 @@ class Clock:
         """1, or more when ticks went missing. Measured from the fitted line's time for the
         newest tick (not its raw arrival, which one delayed delivery can move). A tick that
         arrives in a burst right after a long gap was delayed, not lost: it takes back one
-        tick counted as missing."""
+        tick counted as missing; one within half a tick of both the line and the last tick's
+        arrival, with nothing counted as missing, is a duplicate and counts for nothing."""
         if len(self._tick_times) < 3 or self.map is None:
             return 1
         expected = self.map.seconds_per_beat / PPQN
         ahead = (t - self.map.anchor_time) / expected
-        if ahead < 0.5 and self._counted_missing > 0:
+        if ahead < 0.5 and self._counted_missing > 0:  # the late one of the ticks counted lost
             self._counted_missing -= 1
+            return 0
+        since_last = (t - self._tick_times[-1][1]) / expected
+        if ahead < 0.5 and since_last < 0.5:  # a duplicate (merged clocks, a repeated buffer)
             return 0
         whole = round(ahead)
         if whole >= 2 and abs(ahead - whole) < 0.3:

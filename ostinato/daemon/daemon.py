@@ -77,6 +77,7 @@ class Daemon:
         self.garbage = 0
         self.sent_log: list[tuple[float, float, float, int]] = []  # beat, due, sent, note
         self.tick_log: list[float] = []  # arrival time of every clock tick
+        self.input_log: list[tuple[float, list[int]]] = []  # beat and bytes of notes heard
         if config.stats_json is not None:
             self.scheduler.on_note_sent = self._log_note
         self._stop = threading.Event()
@@ -100,6 +101,7 @@ class Daemon:
             "lookahead_ms": self.session.lookahead_s * 1000,
             "bad_messages": self.garbage,
             "clock_ticks": self.tick_log,
+            "notes_heard": [{"beat": b, "message": m} for b, m in self.input_log],
             "notes": [{"beat": b, "due": d, "sent": t, "pitch": p} for b, d, t, p in self.sent_log],
         }
 
@@ -148,6 +150,8 @@ class Daemon:
             beat = self.clock.beat_now(t)
             if beat is None:
                 return
+            if self.config.stats_json is not None and len(self.input_log) < 100_000:
+                self.input_log.append((beat, list(data)))
             with self.session.lock:
                 if kind == 0x90:
                     self.recorder.note_on(beat, channel, data[1], data[2])

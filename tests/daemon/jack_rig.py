@@ -7,6 +7,7 @@ timebase master, so its ``tempo`` command changes the tempo live) rolls the tran
 
 from __future__ import annotations
 
+import heapq
 import os
 import shutil
 import subprocess
@@ -15,12 +16,13 @@ import threading
 import time
 from pathlib import Path
 
+import jack
 import numpy as np
-import rtmidi
 
 CLOCK_PORT = "jack_midi_clock:mclk_out"
 DAEMON_IN, DAEMON_OUT = "ostinato-in:Ostinato In", "ostinato-out:Ostinato Out"
 PPQN = 24
+WRITES_PER_CYCLE = 16  # a Python process callback must stay well inside a 1.33 ms cycle
 
 
 def require(*programs: str) -> None:
@@ -41,7 +43,10 @@ class JackServer:
         self.env = dict(os.environ)
         self.log = open(f"/tmp/jackd-{name}.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            ["jackd", "--no-realtime", "-n", name,
+            # -t: a client may be late answering the server by 5 s (not 0.5 s) before it is
+            # thrown out: on a loaded 2-core machine without real-time scheduling, startup of
+            # the daemon can hold up jack_midi_clock that long.
+            ["jackd", "--no-realtime", "-t", "5000", "-n", name,
              "-d", "dummy", "-r", str(rate), "-p", str(period)],
             stdout=self.log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
         )  # fmt: skip
@@ -108,42 +113,77 @@ class Transport:
 
 
 class Probe:
-    """A test client: plays into the daemon and records everything it receives. Like the
-    daemon it polls rtmidi's queue from a thread and uses rtmidi's timestamps (taken in the
-    JACK cycle), so its JACK client never waits for this process's GIL."""
+    """A test client that hears what a DAW would: every event it receives is stamped with its
+    JACK frame (the cycle's first frame plus the event's offset), the time base JACK clients
+    record in, so the reference grid has no scheduling jitter of its own; what it plays goes
+    out at the frame asked for. Times are seconds of JACK frame time (frames / sample rate).
+    """
 
     def __init__(self, name: str = "probe") -> None:
-        self.midi_in = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=f"{name}-in")
-        self.midi_in.ignore_types(sysex=False, timing=False, active_sense=True)
-        self.midi_in.open_virtual_port("in")
-        self.midi_out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name=f"{name}-out")
-        self.midi_out.open_virtual_port("out")
+        self.client = jack.Client(name, no_start_server=True)
+        self.rate = self.client.samplerate
+        self._in = self.client.midi_inports.register("in")
+        self._out = self.client.midi_outports.register("out")
         self.lock = threading.Lock()
         self.events: list[tuple[float, list[int]]] = []
-        self.in_port, self.out_port = f"{name}-in:in", f"{name}-out:out"
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
+        self._pending: list[tuple[int, int, bytes]] = []  # heap of (frame, order, message)
+        self._order = 0
+        self.refused = 0  # messages too large for a JACK MIDI buffer
+        self._last_cycle, self._seen = -1, set()
+        self.cycles = self.missed = 0
+        self.client.set_process_callback(self._process)
+        self.client.activate()
+        self.in_port = f"{self.client.name}:in"
+        self.out_port = f"{self.client.name}:out"
 
-    def _poll(self) -> None:
-        elapsed, offset = 0.0, None
-        while not self._stop.is_set():
-            event = self.midi_in.get_message()
-            if event is None:
-                time.sleep(0.001)
-                continue
-            elapsed += event[1]
-            lag = time.perf_counter() - elapsed
-            offset = lag if offset is None else min(offset, lag)
-            with self.lock:
-                self.events.append((offset + elapsed, event[0]))
+    def _process(self, frames: int) -> None:
+        self.cycles += 1
+        first = self.client.last_frame_time
+        if first != self._last_cycle:
+            if self._last_cycle >= 0 and first != self._last_cycle + frames:
+                self.missed += 1  # cycles this client was not run for (late, non-RT server)
+            self._last_cycle, self._seen = first, set()
+        received = []
+        for offset, data in self._in.incoming_midi_events():
+            event = (first + offset, bytes(data))
+            if event not in self._seen:  # a late, non-RT server can hand a cycle over twice
+                self._seen.add(event)
+                received.append((event[0] / self.rate, list(event[1])))
+        self._out.clear_buffer()
+        with self.lock:
+            self.events.extend(received)
+            written = 0
+            end = first + frames
+            while self._pending and self._pending[0][0] < end and written < WRITES_PER_CYCLE:
+                frame, _, message = self._pending[0]
+                try:
+                    self._out.write_midi_event(max(0, frame - first), message)
+                except jack.JackError:
+                    if written == 0:  # does not fit even an empty buffer
+                        heapq.heappop(self._pending)
+                        self.refused += 1
+                        continue
+                    break  # the buffer is full: the rest go out next cycle
+                heapq.heappop(self._pending)
+                written += 1
+
+    def now(self) -> float:
+        return self.client.frame_time / self.rate
+
+    def play_at(self, t: float, message: list[int]) -> None:
+        with self.lock:
+            self._order += 1
+            heapq.heappush(self._pending, (round(t * self.rate), self._order, bytes(message)))
+
+    def send(self, message: list[int]) -> None:
+        self.play_at(0.0, message)  # in the next cycle
 
     def snapshot(self) -> list[tuple[float, list[int]]]:
         with self.lock:
             return list(self.events)
 
     def ticks(self) -> np.ndarray:
-        """Arrival times of the clock ticks since the last Start."""
+        """Times of the clock ticks since the last Start."""
         events = self.snapshot()
         starts = [i for i, (_, m) in enumerate(events) if m[0] == 0xFA]
         first = starts[-1] if starts else 0
@@ -152,33 +192,32 @@ class Probe:
     def notes(self, since: float = 0.0) -> list[tuple[float, list[int]]]:
         return [(t, m) for t, m in self.snapshot() if t >= since and 0x80 <= m[0] < 0xC0]
 
-    def send(self, message: list[int]) -> None:
-        self.midi_out.send_message(message)
-
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(1)
-        for port in (self.midi_in, self.midi_out):
-            port.close_port()
-            port.delete()
+        self.client.deactivate()
+        self.client.close()
 
 
 class ClockGrid:
     """Beat ↔ time from the received clock ticks: a local least-squares line over the ticks
-    within a beat of the moment asked for (follows tempo changes)."""
+    within a beat of the moment asked for (follows tempo changes). jack_midi_clock puts ticks
+    on exact frames, so a tick lost on the way (a client that missed a cycle) shows as an
+    interval of a whole multiple of the tick length and is counted, and a tick repeated in a
+    later cycle (a cycle the late server ran again) as an interval under half a tick."""
 
     def __init__(self, ticks: np.ndarray) -> None:
-        self.ticks = ticks
-        # Tick numbers, counting a lost tick where an interval is about twice the usual.
+        kept, index = list(ticks[:1]), [0]
         gaps = np.diff(ticks)
-        typical = np.median(gaps[-PPQN:]) if len(gaps) else 1.0
-        steps = np.ones(len(gaps))
-        for i, gap in enumerate(gaps):
-            usual = np.median(gaps[max(0, i - PPQN) : i]) if i >= 4 else typical
-            whole = round(gap / usual)
-            if whole >= 2 and abs(gap / usual - whole) < 0.25:
-                steps[i] = whole
-        self.index = np.concatenate(([0.0], np.cumsum(steps)))
+        usual = float(np.median(gaps[:PPQN])) if len(gaps) else 1.0
+        for t in ticks[1:]:
+            ratio = (t - kept[-1]) / usual
+            if ratio < 0.5:
+                continue
+            whole = max(1, round(ratio))
+            usual = (t - kept[-1]) / whole
+            kept.append(t)
+            index.append(index[-1] + whole)
+        self.ticks = np.array(kept)
+        self.index = np.array(index, dtype=np.float64)
 
     def _fit(self, t: float) -> tuple[float, float]:
         i = int(np.searchsorted(self.ticks, t))

@@ -56,6 +56,19 @@ def test_a_delayed_tick_is_not_counted_twice() -> None:
     assert clock.map.anchor_beat == pytest.approx(4.0)
 
 
+def test_a_duplicated_tick_is_not_counted() -> None:
+    clock = Clock()
+    clock.on_start(0.0)
+    spt = 60.0 / 120 / PPQN
+    times = [i * spt for i in range(4 * PPQN + 1)]
+    times[40:40] = [times[40] + 0.003]  # tick 40 handed over twice, 3 ms apart
+    times[70:70] = [times[69]]  # and tick 69 twice at the same moment
+    for t in times:
+        clock.on_tick(t)
+    assert clock.map.anchor_beat == pytest.approx(4.0)
+    assert clock.map.bpm == pytest.approx(120.0, abs=0.5)
+
+
 def test_start_stop_continue_and_song_position() -> None:
     events = []
     clock = Clock()
