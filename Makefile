@@ -7,11 +7,11 @@ PIP ?= $(PYTHON) -m pip
 help:  ## list the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install:  ## install the package (daemon and offline tools, no torch)
-	$(PIP) install .
+install:  ## install the package (daemon, panel and offline tools, no torch)
+	$(PIP) install '.[gui]'
 
 test:  ## install test needs, lint, and run the whole test suite
-	$(PIP) install -q -e '.[test,train]'
+	$(PIP) install -q -e '.[test,train,gui]'
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m pytest

@@ -206,8 +206,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from ostinato.settings import GenerationSettings
 
     file_settings: dict = {}
-    if args.config:
-        file_settings = _read_config(args.config)
+    config_path = Path(args.config) if args.config else default_config_path()
+    if args.config or config_path.exists():
+        file_settings = _read_config(str(config_path))
+    cc_map = _parse_cc_table(file_settings.get("cc", {}), config_path)
     settings = GenerationSettings().replace(
         **{k: v for k, v in file_settings.items() if k in GenerationSettings.__dataclass_fields__}
     )
@@ -219,22 +221,50 @@ def _cmd_run(args: argparse.Namespace) -> int:
     }  # fmt: skip
     settings = settings.replace(**{k: v for k, v in cli.items() if v is not None})
     daemon_keys = {"backend", "in_port", "out_port", "clock", "bpm", "device", "latency_ms",
-                   "stats_json"}  # fmt: skip
+                   "stats_json", "osc_host", "osc_port", "osc_allow_remote"}  # fmt: skip
     options = {k: v for k, v in file_settings.items() if k in daemon_keys}
     for key in daemon_keys:
         value = getattr(args, key)
         if value is not None:
             options[key] = value
+    if args.no_osc:
+        options["osc_port"] = None
     config = DaemonConfig(
         model_dir=Path(args.model) if args.model else Path(str(default_model_dir())),
         beats_per_bar=parse_meter(args.meter),
         settings=settings,
+        config_path=config_path,
+        cc_map=cc_map,
         **options,
     )
     from ostinato.daemon.clock import validate_bpm
 
     validate_bpm(config.bpm)
     return run_daemon(config)
+
+
+def default_config_path() -> Path:
+    """$XDG_CONFIG_HOME/ostinato/config.toml (~/.config/… when unset): read by `ostinato run`
+    when it exists, and where MIDI CC learn saves its map when no --config is given."""
+    import os
+
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "ostinato" / "config.toml"
+
+
+def _parse_cc_table(table, path: Path) -> dict[int, str]:
+    from ostinato.daemon.control import KNOBS
+
+    if not isinstance(table, dict):
+        raise CommandError(f"{path}: [cc] must be a table of CC number = setting")
+    out = {}
+    for key, name in table.items():
+        if not str(key).isdigit() or not 0 <= int(key) <= 127:
+            raise CommandError(f"{path}: [cc] key {key!r} is not a CC number 0..127")
+        if name not in KNOBS:
+            raise CommandError(f"{path}: [cc] {key} = {name!r}: a CC can drive {', '.join(KNOBS)}")
+        out[int(key)] = name
+    return out
 
 
 def _read_config(path: str) -> dict:
@@ -347,8 +377,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--phrase-bars", type=int, help="answer a phrase after this many bars")
     run.add_argument("--latency-ms", type=float, help="output offset (may be negative)")
     run.add_argument("--device", choices=["auto", "cuda", "cpu"])
-    run.add_argument("--config", help="TOML file with any of these settings")
+    run.add_argument("--config", help="TOML file with any of these settings (default: "
+                     "~/.config/ostinato/config.toml when it exists)")  # fmt: skip
     run.add_argument("--stats-json", type=Path, help="write timing statistics here on exit")
+    run.add_argument("--osc-port", type=int, help="OSC control port (default 9000)")
+    run.add_argument("--osc-host", help="OSC address to listen on (default 127.0.0.1)")
+    run.add_argument("--osc-allow-remote", action="store_true", default=None,
+                     help="allow --osc-host to be reachable from other machines")  # fmt: skip
+    run.add_argument("--no-osc", action="store_true", help="no OSC control server")
     _add_generation_options(
         run, with_defaults=False,
         programs_help="instruments Ostinato plays, e.g. drums,33 (GM programs; drums = -1)",

@@ -122,11 +122,12 @@ def check_model(model_dir: Path) -> list[Check]:
 def check_config(path: str | None) -> list[Check]:
     if not path:
         return [Check(OK, "config", "none given (defaults; --config FILE to use one)")]
-    from ostinato.cli import CommandError, _read_config
+    from ostinato.cli import CommandError, _parse_cc_table, _read_config
     from ostinato.settings import GenerationSettings
 
     try:
         data = _read_config(path)
+        _parse_cc_table(data.get("cc", {}), Path(path))
         GenerationSettings().replace(
             **{k: v for k, v in data.items() if k in GenerationSettings.__dataclass_fields__}
         )

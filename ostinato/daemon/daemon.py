@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import sys
 import threading
@@ -17,10 +18,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ostinato.daemon.clock import Clock
+from ostinato.daemon.control import KNOBS, ControlServer, format_programs
 from ostinato.daemon.engine import Engine
 from ostinato.daemon.ports import MidiPorts
-from ostinato.daemon.recorder import Recorder
+from ostinato.daemon.recorder import HUMAN, Recorder
 from ostinato.daemon.scheduler import Scheduler
 from ostinato.daemon.session import Session
 from ostinato.settings import GenerationSettings
@@ -45,6 +49,14 @@ class DaemonConfig:
     client_name: str = "ostinato"
     stats_json: Path | None = None  # written at shutdown: timing of every note sent
     settings: GenerationSettings = field(default_factory=GenerationSettings)
+    osc_host: str = "127.0.0.1"
+    osc_port: int | None = 9000  # None: no OSC control
+    osc_allow_remote: bool = False  # needed to bind anything but loopback
+    config_path: Path | None = None  # where learned MIDI CCs are saved ([cc] table)
+    cc_map: dict[int, str] = field(default_factory=dict)  # CC number → setting
+
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def parse_meter(text: str) -> float:
@@ -75,6 +87,7 @@ class Daemon:
             config.beats_per_bar, config.lookahead_ms,
         )  # fmt: skip
         self.garbage = 0
+        self._settings_lock = threading.Lock()  # OSC and CC changes apply one at a time
         self.sent_log: list[tuple[float, float, float, int]] = []  # beat, due, sent, note
         self.tick_log: list[float] = []  # arrival time of every clock tick
         self.input_log: list[tuple[float, list[int]]] = []  # beat and bytes of notes heard
@@ -83,6 +96,139 @@ class Daemon:
         self._stop = threading.Event()
         self._input_thread = threading.Thread(target=self._input_loop, name="ostinato-input",
                                               daemon=True)  # fmt: skip
+        self.cc_map = {int(cc): name for cc, name in config.cc_map.items()}
+        self._learning: str | None = None
+        self.control: ControlServer | None = None
+        if config.osc_port is not None:
+            self.control = self._open_control()
+
+    # -- control (OSC thread, input thread) -------------------------------------------------
+    def _open_control(self) -> ControlServer | None:
+        host = self.config.osc_host
+        if host not in LOOPBACK and not self.config.osc_allow_remote:
+            raise ValueError(
+                f"OSC would listen on {host}, reachable from other machines: pass "
+                "--osc-allow-remote to mean it"
+            )
+        try:
+            control = ControlServer(self, host, self.config.osc_port)
+        except OSError as exc:
+            log.error(
+                "OSC control off: cannot listen on %s:%d (%s); another Ostinato running? "
+                "Use --osc-port", host, self.config.osc_port, exc.strerror,
+            )  # fmt: skip
+            return None
+        if host not in LOOPBACK:
+            log.warning("OSC control listens on %s: anyone on the network can drive it", host)
+        return control
+
+    def apply(self, quiet: bool = False, **changes) -> None:
+        """Change settings (validated; ValueError changes nothing). The session reads the
+        new object at its next bar; the real-time path never waits for this."""
+        with self._settings_lock:
+            self.session.settings = self.session.settings.replace(**changes)
+        (log.debug if quiet else log.info)(
+            "settings: %s", ", ".join(f"{k}={v}" for k, v in changes.items())
+        )
+        if self.control is not None:
+            self.control.changed()
+
+    def panic(self) -> None:
+        self.scheduler.panic()
+        log.info("panic: every note released")
+
+    def learn(self, setting: str) -> None:
+        self._learning = setting
+        log.info("MIDI learn: move a knob to drive %s", setting)
+        if self.control is not None:
+            self.control.changed()
+
+    def unlearn(self, setting: str) -> None:
+        self.cc_map = {cc: name for cc, name in self.cc_map.items() if name != setting}
+        self._save_cc_map()
+
+    def _on_cc(self, channel: int, cc: int, value: int) -> None:
+        learning = self._learning
+        if learning is not None:
+            self._learning = None
+            mapped = {c: n for c, n in self.cc_map.items() if n != learning}
+            mapped[cc] = learning
+            self.cc_map = mapped
+            log.info("MIDI learn: CC %d drives %s", cc, learning)
+            self._save_cc_map()
+        name = self.cc_map.get(cc)
+        if name is None:
+            return
+        try:
+            self.apply(quiet=True, **{name: KNOBS[name].value(value)})
+        except ValueError as exc:
+            log.warning("CC %d → %s: %s", cc, name, exc)
+
+    def _save_cc_map(self) -> None:
+        if self.control is not None:
+            self.control.changed()
+        path = self.config.config_path
+        if path is None:
+            log.info("MIDI learn is not saved: no config file (--config)")
+            return
+        try:
+            save_cc_map(path, self.cc_map)
+        except OSError as exc:
+            log.error("cannot save the CC map to %s: %s", path, exc.strerror)
+
+    def state(self) -> dict:
+        """Everything a panel shows, as flat key → value."""
+        s = self.session.settings
+        tempo = self.clock.snapshot()
+        beat = self.clock.beat_now(time.perf_counter())
+        bar_ms = list(self.session.bar_ms)[-64:]
+        state = {
+            "temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p,
+            "repetition_penalty": s.repetition_penalty, "mode": s.mode, "bars": s.bars,
+            "phrase_bars": s.phrase_bars, "programs": format_programs(s.programs),
+            "seed": s.seed,
+            "running": self.clock.running, "clock": self.clock.source,
+            "bpm": round(tempo.bpm, 2) if tempo else self.config.bpm,
+            "beats_per_bar": self.config.beats_per_bar,
+            "beat": -1.0 if beat is None else round(beat, 3),
+            "bar_ms_p99": round(float(np.percentile(bar_ms, 99)), 2) if bar_ms else 0.0,
+            "lookahead_ms": round(self.session.lookahead_s * 1000, 1),
+            "deadline_misses": self.scheduler.stats.deadline_misses,
+            "notes_sent": self.scheduler.stats.sent_notes,
+            "bad_messages": self.garbage,
+            "backend": self.ports.backend,
+            "in_port": self.config.in_port or "Ostinato In",
+            "out_port": self.config.out_port or "Ostinato Out",
+            "device": self.engine.device, "model": str(self.config.model_dir),
+            "learning": self._learning or "",
+            "cc": ",".join(f"{cc}:{name}" for cc, name in sorted(self.cc_map.items())),
+        }  # fmt: skip
+        return state
+
+    def heartbeat(self) -> tuple:
+        tempo = self.clock.snapshot()
+        beat = self.clock.beat_now(time.perf_counter())
+        bpb = self.config.beats_per_bar
+        bar_ms = self.session.bar_ms[-1] if self.session.bar_ms else 0.0
+        return (
+            float(tempo.bpm if tempo else self.config.bpm),
+            -1 if beat is None else int(beat // bpb),
+            -1.0 if beat is None else float(beat % bpb),
+            int(self.clock.running),
+            float(bar_ms),
+            int(self.scheduler.stats.deadline_misses),
+        )
+
+    def roll(self, bars: int) -> tuple[float, float, list[tuple[float, float, int, bool]]]:
+        """The notes heard and played in the last ``bars`` bars (for the panel's roll)."""
+        beat = self.clock.beat_now(time.perf_counter())
+        with self.session.lock:
+            notes = list(self.recorder.notes)
+        now = beat if beat is not None else (notes[-1].start_beats if notes else 0.0)
+        since = now - bars * self.config.beats_per_bar
+        rows = [(n.start_beats, n.duration_beats, n.pitch, n.source != HUMAN)
+                for n in notes if n.start_beats >= since]  # fmt: skip
+        return self.config.beats_per_bar, now, rows
 
     def _log_note(self, due: float, channel: int, pitch: int, velocity: int, note_id: int) -> None:
         tempo = self.clock.snapshot()
@@ -146,6 +292,9 @@ class Daemon:
         if len(data) != 1 + _DATA_LEN[kind]:
             self.garbage += 1
             return
+        if kind == 0xB0:
+            self._on_cc(channel, data[1], data[2])
+            return
         if kind in (0x80, 0x90):
             beat = self.clock.beat_now(t)
             if beat is None:
@@ -167,6 +316,9 @@ class Daemon:
         self.scheduler.start()
         self._input_thread.start()
         self.session.start()
+        if self.control is not None:
+            self.control.start()
+            log.info("OSC control on %s:%d", *self.control.address[:2])
         log.info(
             "listening on %r, playing on %r (%s backend, model %s, %s, clock %s)",
             "Ostinato In" if self.config.in_port is None else self.config.in_port,
@@ -189,6 +341,8 @@ class Daemon:
 
     def shutdown(self) -> None:
         self._stop.set()
+        if self.control is not None:
+            self.control.close()
         self.session.stop()
         self.scheduler.stop()  # releases every sounding note, CC 123 on used channels
         self._input_thread.join(1.0)
@@ -220,3 +374,23 @@ def run_daemon(config: DaemonConfig) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
     return 0
+
+
+def save_cc_map(path: Path, cc_map: dict[int, str]) -> None:
+    """Write ``cc_map`` as the ``[cc]`` table of the TOML file at ``path``, keeping every other
+    line of the file as it is (comments included)."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    kept, in_cc = [], False
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("["):
+            in_cc = re.match(r"\[\s*cc\s*\]\s*(#.*)?$", stripped) is not None
+        if not in_cc:
+            kept.append(line)
+    while kept and not kept[-1].strip():
+        kept.pop()
+    if cc_map:
+        kept += ["", "[cc]  # MIDI CC number = setting it drives (ostinato learn)"]
+        kept += [f'{cc} = "{name}"' for cc, name in sorted(cc_map.items())]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(kept) + "\n")

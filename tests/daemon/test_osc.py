@@ -1,0 +1,228 @@
+"""The OSC contract against a real daemon process on a real JACK server: every settings
+address, bad values, unknown addresses, panic, status, subscribe, and MIDI CC learn through
+the daemon's input port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+import tomllib
+
+from ostinato.control_client import ControlClient, ControlError, state_dict
+from tests.daemon.jack_rig import DAEMON_IN, DAEMON_OUT, REPO, JackServer, Probe, daemon_command
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("osc")
+    config = tmp / "config.toml"
+    config.write_text('# my settings\ntemperature = 0.7\n\n[cc]\n20 = "top_p"\n')
+    server = JackServer(f"ostinato-osc-{os.getpid()}")
+    port = free_udp_port()
+    log = (tmp / "daemon.log").open("w")
+    proc = server.spawn(
+        daemon_command("--config", str(config), "--osc-port", str(port), "--clock", "internal"),
+        stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+    )  # fmt: skip
+    server.wait_for(lambda: DAEMON_OUT in server.ports(), 60, "the daemon's ports never appeared")
+    client = ControlClient(port=port)
+    server.wait_for(lambda: _answers(client), 30, "the OSC server never answered")
+    yield server, proc, client, config, tmp / "daemon.log"
+    client.close()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(10)
+    log.close()
+    server.close()
+
+
+def _answers(client: ControlClient) -> bool:
+    try:
+        client.status(timeout=0.5)
+        return True
+    except ControlError:
+        return False
+
+
+GOOD = [
+    ("temperature", (1.3,), "temperature", 1.3),
+    ("temperature", (1,), "temperature", 1.0),  # an int is a fine number
+    ("top_k", (12,), "top_k", 12),
+    ("top_p", (0.8,), "top_p", 0.8),
+    ("repetition_penalty", (1.2,), "repetition_penalty", 1.2),
+    ("mode", ("jam",), "mode", "jam"),
+    ("programs", ("drums,33",), "programs", "drums,33"),
+    ("programs", (33, -1),  "programs", "drums,33"),
+    ("programs", ("auto",), "programs", "auto"),
+    ("bars", (8,), "bars", 8),
+    ("phrase_bars", (4,), "phrase_bars", 4),
+    ("seed", (5,), "seed", 5),
+    ("seed", ("none",), "seed", "none"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("address", "args", "key", "expected"), GOOD)
+def test_every_setting_address_changes_the_running_daemon(daemon, address, args, key, expected):
+    _, _, client, _, _ = daemon
+    client.set(address, *args)
+    value = client.status()[key]
+    if isinstance(expected, float):
+        assert value == pytest.approx(expected, rel=1e-6)
+    else:
+        assert value == expected
+
+
+BAD = [
+    ("temperature", (5.5,), "temperature"),  # out of range
+    ("temperature", ("hot",), "number"),  # wrong type
+    ("temperature", (), "one argument"),
+    ("temperature", (float("nan"),), "finite"),
+    ("top_k", (2.5,), "integer"),
+    ("top_k", (-1,), "top_k"),
+    ("top_p", (1.5,), "top_p"),
+    ("repetition_penalty", (0.5,), "repetition"),
+    ("mode", ("solo",), "mode"),
+    ("mode", (3,), "mode"),
+    ("programs", ("drums,piano",), "programs"),
+    ("programs", (200,), "programs"),
+    ("bars", (0,), "bars"),
+    ("phrase_bars", (100,), "phrase_bars"),
+    ("seed", (1.5,), "seed"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("address", "args", "reason"), BAD)
+def test_bad_values_get_an_error_and_change_nothing(daemon, address, args, reason):
+    _, _, client, _, _ = daemon
+    before = client.status()
+    with pytest.raises(ControlError, match=reason):
+        client.set(address, *args)
+    after = client.status()
+    settings = ("temperature", "top_k", "top_p", "repetition_penalty", "mode", "programs",
+                "bars", "phrase_bars", "seed")  # fmt: skip
+    assert {k: after[k] for k in settings} == {k: before[k] for k in settings}
+
+
+def test_unknown_address_and_garbage_datagrams(daemon):
+    _, proc, client, _, _ = daemon
+    with pytest.raises(ControlError, match="unknown address"):
+        client.request("/ostinato/volume", 1.0)
+    with pytest.raises(ControlError, match="unknown address"):
+        client.request("/something/else")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for junk in (b"", b"\x00" * 7, b"/ostinato/temperature\x00\x00\x00,f\x00", os.urandom(900)):
+            sock.sendto(junk, client.target)
+    time.sleep(0.2)
+    assert proc.poll() is None
+    assert client.status()["backend"] == "jack"  # still answering
+
+
+def test_status_has_the_whole_state(daemon):
+    _, _, client, _, _ = daemon
+    state = client.status()
+    for key in ("temperature", "top_k", "top_p", "repetition_penalty", "mode", "programs",
+                "bars", "phrase_bars", "seed", "running", "clock", "bpm", "beat",
+                "beats_per_bar", "bar_ms_p99", "deadline_misses", "notes_sent", "in_port",
+                "out_port", "backend", "device", "cc"):  # fmt: skip
+        assert key in state, key
+    assert state["clock"] == "internal" and state["running"] == 1
+    assert state["bpm"] == pytest.approx(120.0)
+
+
+def test_subscribe_pushes_changes_and_heartbeats(daemon):
+    _, _, client, _, _ = daemon
+    pushed: list[tuple[str, list]] = []
+    watcher = ControlClient(
+        port=client.target[1], on_message=lambda a, args: pushed.append((a, args))
+    )
+    try:
+        watcher.send("/ostinato/subscribe")
+        time.sleep(0.5)
+        beats = [args for a, args in pushed if a == "/ostinato/heartbeat"]
+        assert len(beats) >= 3  # ten a second
+        bpm, bar, beat, running, _, misses = beats[-1]
+        assert misses >= 0
+        assert bpm == pytest.approx(120.0) and running == 1 and 0 <= beat < 4 and bar >= 0
+        client.set("temperature", 0.55)  # another client's change reaches the subscriber
+        time.sleep(0.3)
+        states = [state_dict(args) for a, args in pushed if a == "/ostinato/state"]
+        assert states and states[-1]["temperature"] == pytest.approx(0.55)
+        watcher.send("/ostinato/unsubscribe")
+        time.sleep(0.3)
+        count = len(pushed)
+        time.sleep(0.4)
+        assert len(pushed) == count  # nothing after unsubscribe
+    finally:
+        watcher.close()
+
+
+def test_panic_reaches_the_daemon(daemon):
+    server, _, client, _, log_path = daemon
+    probe = Probe("osc-probe")
+    try:
+        server.connect(DAEMON_OUT, probe.in_port)
+        client.set("mode", "jam")
+        client.set("programs", "drums,33")
+        server.wait_for(lambda: len(probe.notes()) > 4, 30, "the daemon never played")
+        sent_at = probe.now()
+        client.request("/ostinato/panic")
+        time.sleep(0.3)
+        assert "panic: every note released" in log_path.read_text()
+        sounding: dict[tuple[int, int], float] = {}
+        released = []
+        for t, m in probe.notes():
+            key = (m[0] & 0x0F, m[1])
+            if m[0] & 0xF0 == 0x90 and m[2] > 0 and t < sent_at:
+                sounding[key] = t
+            elif m[0] & 0xF0 in (0x80, 0x90) and key in sounding:
+                if t >= sent_at:
+                    released.append(t - sent_at)
+                del sounding[key]
+        assert not sounding, f"still sounding after panic: {sounding}"
+        assert all(delay < 0.1 for delay in released), released
+        cc123 = [t for t, m in probe.snapshot() if m[0] & 0xF0 == 0xB0 and m[1] == 123]
+        assert any(0 <= t - sent_at < 0.1 for t in cc123), "no All Notes Off after panic"
+    finally:
+        client.set("mode", "continue")
+        probe.close()
+
+
+def test_midi_cc_learn_drives_a_setting_and_is_saved(daemon):
+    server, _, client, config, _ = daemon
+    probe = Probe("cc-probe")
+    try:
+        server.connect(probe.out_port, DAEMON_IN)
+        time.sleep(0.2)
+        # the CC already in the config file drives top_p: 127 → 1.0
+        probe.send([0xB0, 20, 127])
+        time.sleep(0.3)
+        assert client.status()["top_p"] == pytest.approx(1.0)
+        client.request("/ostinato/learn", "temperature")
+        assert client.status()["learning"] == "temperature"
+        probe.send([0xB0, 21, 0])  # the knob moved: CC 21 is learned, 0 → 0.1
+        time.sleep(0.3)
+        state = client.status()
+        assert state["learning"] == ""
+        assert state["temperature"] == pytest.approx(0.1)
+        probe.send([0xB0, 21, 127])
+        time.sleep(0.3)
+        assert client.status()["temperature"] == pytest.approx(2.0)
+        saved = tomllib.loads(config.read_text())
+        assert saved["cc"] == {"20": "top_p", "21": "temperature"}
+        assert saved["temperature"] == 0.7 and config.read_text().startswith("# my settings")
+        with pytest.raises(ControlError, match="learn takes"):
+            client.request("/ostinato/learn", "mode")  # not a knob
+        client.request("/ostinato/unlearn", "top_p")
+        assert tomllib.loads(config.read_text())["cc"] == {"21": "temperature"}
+    finally:
+        probe.close()
