@@ -281,6 +281,15 @@ def _read_config(path: str) -> dict:
         raise CommandError(f"config file {path} is not valid TOML: {exc}") from exc
 
 
+def _cmd_gui(args: argparse.Namespace) -> int:
+    try:
+        from ostinato.gui.panel import main
+    except ImportError as exc:
+        raise CommandError(f"the panel needs PyQt6 ({exc}): pip install 'ostinato[gui]'") from exc
+    extra = [a for a in args.daemon_args if a != "--"]
+    return main(args.host, args.port, start=not args.no_start, daemon_args=extra)
+
+
 def _cmd_ports(args: argparse.Namespace) -> int:
     from ostinato.daemon.ports import BACKENDS, PortError, list_ports
 
@@ -390,6 +399,17 @@ def build_parser() -> argparse.ArgumentParser:
         programs_help="instruments Ostinato plays, e.g. drums,33 (GM programs; drums = -1)",
     )  # fmt: skip
     run.set_defaults(func=_cmd_run)
+
+    gui = sub.add_parser("gui", help="the control panel (starts a daemon if none answers)")
+    gui.add_argument("--host", help="the daemon's OSC host (default 127.0.0.1)")
+    gui.add_argument("--port", type=int, help="the daemon's OSC port (default 9000)")
+    gui.add_argument("--no-start", action="store_true", help="never start a daemon")
+    gui.add_argument(
+        "daemon_args",
+        nargs=argparse.REMAINDER,
+        help="after --: options for the daemon it starts (as for `ostinato run`)",
+    )
+    gui.set_defaults(func=_cmd_gui)
 
     ports = sub.add_parser("ports", help="list MIDI ports per backend")
     ports.add_argument("--backend", choices=["alsa", "jack", "coremidi", "winmm"])

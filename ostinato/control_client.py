@@ -22,8 +22,12 @@ class ControlError(Exception):
 
 
 def state_dict(args: list) -> dict:
-    """``/ostinato/state`` arguments (key, value, key, value …) → dict."""
-    return {str(args[i]): args[i + 1] for i in range(0, len(args) - 1, 2)}
+    """``/ostinato/state`` arguments (key, value, key, value …) → dict. OSC floats are 32-bit:
+    they come back with the 7 digits they carry (0.9, not 0.8999999761581421)."""
+    return {
+        str(args[i]): float(f"{v:.7g}") if isinstance(v := args[i + 1], float) else v
+        for i in range(0, len(args) - 1, 2)
+    }
 
 
 class ControlClient:
@@ -45,11 +49,16 @@ class ControlClient:
         self._thread.start()
 
     def close(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._thread.join(1.0)
         self.sock.close()
 
     def send(self, address: str, *args) -> None:
+        """Fire and forget (a closed client sends nothing)."""
+        if self._stop.is_set():
+            return
         builder = OscMessageBuilder(address=address)
         for arg in args:
             builder.add_arg(arg)

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 PREFIX = "/ostinato"
 SUBSCRIPTION_S = 30.0  # a subscriber renews within this, or is dropped
 HEARTBEAT_S = 0.1
-ROLL_BARS = 4
+ROLL_BARS = 5  # the panel shows the last bars and the one generated ahead
 
 
 @dataclass(frozen=True)

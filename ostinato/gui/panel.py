@@ -1,0 +1,399 @@
+"""``ostinato gui``: the control panel, one OSC client of the daemon among others.
+
+Qt work stays on the GUI thread. OSC traffic runs on the client's own thread, which only
+emits a Qt signal per message (delivered queued to the GUI thread); the panel never waits
+for a reply, so a slow or absent daemon cannot freeze it. Changes go out as the controls
+move; the daemon's pushed state moves the controls back (without echoing), so two panels or
+a hardware knob (MIDI CC learn) stay in step.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+
+from PyQt6.QtCore import QObject, QSettings, Qt, QTimer, pyqtSignal
+from PyQt6.QtGui import QAction, QColor, QKeySequence, QPainter, QPen, QShortcut
+from PyQt6.QtWidgets import (
+    QApplication,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ostinato.control_client import PREFIX, ControlClient, state_dict
+
+INSTRUMENTS = [  # (label, GM program; -1 = drums): what the bundled model knows best
+    ("Drums", -1), ("Bass", 33), ("Synth bass", 38), ("Piano", 0), ("E. piano", 4),
+    ("Pad", 89), ("Lead", 80), ("Vibes", 11),
+]  # fmt: skip
+TEMPERATURE_SCALE = 100  # slider steps per unit
+HUMAN_COLOUR, GENERATED_COLOUR = QColor("#3d8bfd"), QColor("#fd7e14")
+STALE_AFTER_S = 1.5  # no heartbeat for this long: disconnected
+
+
+class Bridge(QObject):
+    """Carries OSC messages from the client's thread to the GUI thread."""
+
+    message = pyqtSignal(str, list)
+
+
+class PianoRoll(QWidget):
+    """The last bars: what the musician played (blue) and what Ostinato played (orange)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setMinimumHeight(140)
+        self.beats_per_bar = 4.0
+        self.now = 0.0
+        self.notes: list[tuple[float, float, int, bool]] = []
+        self.bars = 4
+
+    def set_roll(self, args: list) -> None:
+        if len(args) < 2:
+            return
+        self.beats_per_bar, self.now = float(args[0]), float(args[1])
+        rest = args[2:]
+        self.notes = [
+            (float(rest[i]), float(rest[i + 1]), int(rest[i + 2]), bool(rest[i + 3]))
+            for i in range(0, len(rest) - 3, 4)
+        ]
+        self.update()
+
+    def paintEvent(self, event) -> None:
+        painter = QPainter(self)
+        w, h = self.width(), self.height()
+        painter.fillRect(0, 0, w, h, QColor("#1e1e24"))
+        # The last bars up to the end of the next one: Ostinato's notes are there ahead of
+        # time (generated before their bar starts), the playhead shows where the music is.
+        span = self.bars * self.beats_per_bar
+        end = (math.floor(self.now / self.beats_per_bar) + 2) * self.beats_per_bar
+        start = end - span
+        painter.setPen(QPen(QColor("#44444f"), 1))
+        first_bar = int(start // self.beats_per_bar) + 1
+        for k in range(first_bar, first_bar + self.bars + 1):
+            x = (k * self.beats_per_bar - start) / span * w
+            painter.drawLine(int(x), 0, int(x), h)
+        playhead = (self.now - start) / span * w
+        painter.setPen(QPen(QColor("#dddddd"), 1))
+        painter.drawLine(int(playhead), 0, int(playhead), h)
+        if not self.notes:
+            painter.setPen(QColor("#888"))
+            painter.drawText(8, 18, "no notes yet")
+            return
+        pitches = [p for _, _, p, _ in self.notes]
+        lo, hi = min(pitches) - 2, max(pitches) + 2
+        row = h / max(12, hi - lo)
+        for begin, length, pitch, generated in self.notes:
+            x = (begin - start) / span * w
+            width = max(2.0, length / span * w)
+            y = h - (pitch - lo) * row
+            colour = GENERATED_COLOUR if generated else HUMAN_COLOUR
+            painter.fillRect(int(x), int(y - row), int(width), max(2, int(row - 1)), colour)
+
+
+class BeatLight(QLabel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFixedSize(22, 22)
+        self.set_on(False, downbeat=False)
+
+    def set_on(self, on: bool, downbeat: bool) -> None:
+        colour = ("#ff5555" if downbeat else "#55dd55") if on else "#333"
+        self.setStyleSheet(f"background:{colour}; border-radius:11px; border:1px solid #111;")
+
+
+class Panel(QMainWindow):
+    def __init__(self, host: str = "127.0.0.1", port: int = 9000) -> None:
+        super().__init__()
+        self.setWindowTitle("Ostinato")
+        self.host, self.port = host, port
+        self.state: dict = {}
+        self.last_heartbeat = 0.0
+        self.heartbeat: tuple = ()
+        self.last_error = ""
+        self._updating = False  # controls moved by the daemon's state: not sent back
+        self.bridge = Bridge()
+        self.bridge.message.connect(self._on_message)
+        self.client = ControlClient(host, port, on_message=self.bridge.message.emit)
+        self._build()
+        self._shortcuts()
+        self.settings = QSettings("Ostinato", "panel")
+        geometry = self.settings.value("geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        self._subscribe_timer = QTimer(self, interval=5000, timeout=self._subscribe)
+        self._subscribe_timer.start()
+        self._tick_timer = QTimer(self, interval=30, timeout=self._tick)
+        self._tick_timer.start()
+        self._roll_timer = QTimer(self, interval=250, timeout=self._ask_roll)
+        self._roll_timer.start()
+        self._subscribe()
+
+    # -- layout ------------------------------------------------------------------------------
+    def _build(self) -> None:
+        root = QWidget()
+        layout = QVBoxLayout(root)
+
+        top = QGridLayout()
+        self.connection = QLabel("connecting…")
+        self.ports = QLabel("")
+        self.clock = QLabel("clock: –")
+        self.position = QLabel("–")
+        self.position.setStyleSheet("font-size: 20px; font-family: monospace;")
+        self.light = BeatLight()
+        self.engine = QLabel("engine: –")
+        top.addWidget(self.connection, 0, 0, 1, 2)
+        top.addWidget(self.ports, 1, 0, 1, 2)
+        top.addWidget(self.clock, 2, 0)
+        top.addWidget(self.engine, 2, 1)
+        top.addWidget(self.light, 0, 2, 2, 1)
+        top.addWidget(self.position, 0, 3, 2, 1)
+        layout.addLayout(top)
+
+        box = QGroupBox("Temperature")
+        row = QHBoxLayout(box)
+        self.temperature = QSlider(Qt.Orientation.Horizontal)
+        self.temperature.setRange(5, 200)  # 0.05 … 2.00
+        self.temperature.setPageStep(10)
+        self.temperature.setMinimumHeight(36)
+        self.temperature.setToolTip("[ and ] or Ctrl+↓/↑ step it by 0.05")
+        self.temperature_value = QLabel("–")
+        self.temperature_value.setStyleSheet("font-size: 26px; font-weight: bold;")
+        self.temperature_value.setMinimumWidth(70)
+        row.addWidget(self.temperature, 1)
+        row.addWidget(self.temperature_value)
+        layout.addWidget(box)
+        self.temperature.valueChanged.connect(self._temperature_moved)
+
+        form = QFormLayout()
+        self.top_k = QSpinBox(minimum=0, maximum=128, specialValueText="off")
+        self.top_p = QDoubleSpinBox(minimum=0.05, maximum=1.0, singleStep=0.01, decimals=2)
+        self.penalty = QDoubleSpinBox(minimum=1.0, maximum=3.0, singleStep=0.05, decimals=2)
+        self.mode = QComboBox()
+        self.mode.addItems(["continue", "jam", "loop"])
+        self.bars = QSpinBox(minimum=1, maximum=64)
+        form.addRow("top-k", self.top_k)
+        form.addRow("top-p", self.top_p)
+        form.addRow("repetition penalty", self.penalty)
+        form.addRow("mode", self.mode)
+        form.addRow("bars of answer", self.bars)
+        self.top_k.valueChanged.connect(lambda v: self._set("top_k", int(v)))
+        self.top_p.valueChanged.connect(lambda v: self._set("top_p", float(v)))
+        self.penalty.valueChanged.connect(lambda v: self._set("repetition_penalty", float(v)))
+        self.mode.currentTextChanged.connect(lambda v: self._set("mode", v))
+        self.bars.valueChanged.connect(lambda v: self._set("bars", int(v)))
+        layout.addLayout(form)
+
+        instruments = QGroupBox("Instruments Ostinato plays")
+        grid = QGridLayout(instruments)
+        self.follow = QCheckBox("what I play")
+        self.follow.setToolTip("answer with the instruments the musician plays")
+        grid.addWidget(self.follow, 0, 0)
+        self.instrument_boxes: dict[int, QCheckBox] = {}
+        for i, (label, program) in enumerate(INSTRUMENTS, start=1):
+            check = QCheckBox(label)
+            self.instrument_boxes[program] = check
+            grid.addWidget(check, i // 3, i % 3)
+            check.toggled.connect(self._instruments_changed)
+        self.follow.toggled.connect(self._instruments_changed)
+        layout.addWidget(instruments)
+
+        self.panic_button = QPushButton("PANIC  (Esc)")
+        self.panic_button.setStyleSheet(
+            "background:#c0392b; color:white; font-weight:bold; font-size:16px; padding:8px;"
+        )
+        self.panic_button.clicked.connect(self.panic)
+        layout.addWidget(self.panic_button)
+
+        self.roll = PianoRoll()
+        layout.addWidget(self.roll, 1)
+        legend = QLabel(
+            f"<span style='color:{HUMAN_COLOUR.name()}'>■ played</span> &nbsp; "
+            f"<span style='color:{GENERATED_COLOUR.name()}'>■ Ostinato</span>"
+        )
+        layout.addWidget(legend)
+        self.setCentralWidget(root)
+        self.statusBar().showMessage(f"OSC {self.host}:{self.port}")
+        self.resize(560, 720)
+
+    def _shortcuts(self) -> None:
+        # The panel is the application's only window: its keys work whatever has the focus.
+        app_wide = Qt.ShortcutContext.ApplicationShortcut
+        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=self.panic, context=app_wide)
+        for keys, step in (("]", 5), ("Ctrl+Up", 5), ("[", -5), ("Ctrl+Down", -5)):
+            QShortcut(QKeySequence(keys), self, activated=lambda s=step: self._nudge(s),
+                      context=app_wide)  # fmt: skip
+        quit_action = QAction("Quit", self, shortcut=QKeySequence.StandardKey.Quit)
+        quit_action.triggered.connect(self.close)
+        self.addAction(quit_action)
+
+    # -- out ---------------------------------------------------------------------------------
+    def _set(self, name: str, *args) -> None:
+        if self._updating:
+            return
+        self._send(f"{PREFIX}/{name}", *args)
+
+    def _send(self, address: str, *args) -> None:
+        try:
+            self.client.send(address, *args)
+        except OSError as exc:  # no network route, a host that does not resolve …
+            self.statusBar().showMessage(f"cannot reach {self.host}:{self.port}: {exc}", 5000)
+
+    def _temperature_moved(self, value: int) -> None:
+        self.temperature_value.setText(f"{value / TEMPERATURE_SCALE:.2f}")
+        self._set("temperature", value / TEMPERATURE_SCALE)
+
+    def _nudge(self, step: int) -> None:
+        self.temperature.setValue(self.temperature.value() + step)
+
+    def _instruments_changed(self) -> None:
+        follow = self.follow.isChecked()
+        for check in self.instrument_boxes.values():
+            check.setEnabled(not follow)
+        if self._updating:
+            return
+        chosen = [p for p, check in self.instrument_boxes.items() if check.isChecked()]
+        if follow or not chosen:
+            self._set("programs", "auto")
+        else:
+            self._set("programs", ",".join("drums" if p == -1 else str(p) for p in chosen))
+
+    def panic(self) -> None:
+        self._send(f"{PREFIX}/panic")
+        self.statusBar().showMessage("panic sent", 2000)
+
+    def _subscribe(self) -> None:
+        self._send(f"{PREFIX}/subscribe")
+
+    def _ask_roll(self) -> None:
+        if self.connected:
+            self._send(f"{PREFIX}/roll")
+
+    # -- in ----------------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return time.monotonic() - self.last_heartbeat < STALE_AFTER_S
+
+    def _on_message(self, address: str, args: list) -> None:
+        if address == f"{PREFIX}/heartbeat":
+            self.last_heartbeat = time.monotonic()
+            self.heartbeat = tuple(args)
+            if len(args) >= 6:
+                self.engine.setText(f"engine: bar {args[4]:.1f} ms · misses {int(args[5])}")
+        elif address == f"{PREFIX}/state":
+            self.last_heartbeat = time.monotonic()
+            self._show_state(state_dict(args))
+        elif address == f"{PREFIX}/roll":
+            self.roll.set_roll(args)
+        elif address == f"{PREFIX}/error" and len(args) >= 2:
+            self.last_error = f"{args[0]}: {args[1]}"
+            self.statusBar().showMessage(f"refused {self.last_error}", 5000)
+
+    def _show_state(self, state: dict) -> None:
+        self.state = state
+        self._updating = True
+        try:
+            if not self.temperature.isSliderDown():
+                self.temperature.setValue(round(float(state["temperature"]) * TEMPERATURE_SCALE))
+                self.temperature_value.setText(f"{float(state['temperature']):.2f}")
+            self.top_k.setValue(int(state["top_k"]))
+            self.top_p.setValue(float(state["top_p"]))
+            self.penalty.setValue(float(state["repetition_penalty"]))
+            self.mode.setCurrentText(str(state["mode"]))
+            self.bars.setValue(int(state["bars"]))
+            programs = str(state["programs"])
+            self.follow.setChecked(programs == "auto")
+            chosen = set() if programs == "auto" else {
+                -1 if p == "drums" else int(p) for p in programs.split(",")
+            }  # fmt: skip
+            for program, check in self.instrument_boxes.items():
+                check.setChecked(program in chosen)
+        finally:
+            self._updating = False
+        self.ports.setText(
+            f"in: {state.get('in_port', '?')} · out: {state.get('out_port', '?')} "
+            f"({state.get('backend', '?')}, {state.get('device', '?')})"
+        )
+
+    def _tick(self) -> None:
+        """30 ms: connection, clock and the beat light, extrapolated from the heartbeat."""
+        if not self.connected:
+            self.connection.setText(f"<b>not connected</b> to {self.host}:{self.port}")
+            self.light.set_on(False, downbeat=False)
+            return
+        self.connection.setText(f"connected to {self.host}:{self.port}")
+        if len(self.heartbeat) < 4:
+            return
+        bpm, bar, beat, running = self.heartbeat[:4]
+        source = self.state.get("clock", "?")
+        self.clock.setText(f"clock: {source} · {bpm:.1f} BPM")
+        if not running or bar < 0:
+            self.position.setText("stopped")
+            self.light.set_on(False, downbeat=False)
+            return
+        beats_per_bar = float(self.state.get("beats_per_bar", 4.0))
+        now = bar * beats_per_bar + beat + (time.monotonic() - self.last_heartbeat) * bpm / 60
+        bar_now, in_bar = divmod(now, beats_per_bar)
+        self.position.setText(f"{int(bar_now) + 1:>3}:{int(in_bar) + 1}")
+        self.light.set_on(in_bar % 1.0 < 0.15, downbeat=in_bar < 0.15)
+
+    def closeEvent(self, event) -> None:
+        self.settings.setValue("geometry", self.saveGeometry())
+        self.settings.setValue("host", self.host)
+        self.settings.setValue("port", self.port)
+        for timer in (self._subscribe_timer, self._tick_timer, self._roll_timer):
+            timer.stop()
+        self._send(f"{PREFIX}/unsubscribe")
+        self.client.close()
+        super().closeEvent(event)
+
+
+def daemon_answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    from ostinato.control_client import ControlError
+
+    client = ControlClient(host, port)
+    try:
+        client.status(timeout=timeout)
+        return True
+    except ControlError:
+        return False
+    finally:
+        client.close()
+
+
+def main(host: str | None, port: int | None, start: bool, daemon_args: list[str]) -> int:
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("Ostinato")
+    saved = QSettings("Ostinato", "panel")
+    host = host or str(saved.value("host", "127.0.0.1"))
+    port = port or int(saved.value("port", 9000))
+    daemon = None
+    if start and not daemon_answers(host, port):
+        # No daemon yet: start one with the bundled model, stopped again when the panel closes.
+        command = [sys.executable, "-m", "ostinato", "run", "--osc-port", str(port), *daemon_args]
+        daemon = subprocess.Popen(command)
+    panel = Panel(host, port)
+    panel.show()
+    try:
+        return app.exec()
+    finally:
+        if daemon is not None:
+            daemon.terminate()
+            try:
+                daemon.wait(10)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
