@@ -7,6 +7,7 @@ timebase master, so its ``tempo`` command changes the tempo live) rolls the tran
 
 from __future__ import annotations
 
+import atexit
 import heapq
 import os
 import shutil
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import jack
 import numpy as np
@@ -50,8 +52,16 @@ class JackServer:
              "-d", "dummy", "-r", str(rate), "-p", str(period)],
             stdout=self.log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
         )  # fmt: skip
-        self.wait_for(lambda: self.run("jack_lsp").returncode == 0, 10, "jackd did not start")
         self.children: list[subprocess.Popen] = []
+        atexit.register(self.close)  # a fixture that failed half-way leaves no server behind
+        try:
+            self.wait_for(lambda: self.run("jack_lsp").returncode == 0, 10, "")
+        except TimeoutError:
+            self.log.flush()
+            why = Path(self.log.name).read_text().strip().splitlines()[-3:]
+            hint = (" (stale servers in /dev/shm/jack-shm-registry: with no jackd running, "
+                    "remove /dev/shm/jack*)" if "Too many servers" in str(why) else "")  # fmt: skip
+            raise TimeoutError(f"jackd did not start: {' / '.join(why)}{hint}") from None
 
     def run(self, *cmd: str) -> subprocess.CompletedProcess:
         return subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=10)
@@ -79,6 +89,10 @@ class JackServer:
         raise TimeoutError(message)
 
     def close(self) -> None:
+        if self.proc.poll() is not None:
+            return
+        for probe in list(Probe.open):  # a JACK client outliving its server crashes in libjack
+            probe.close()
         for proc in reversed(self.children):
             if proc.poll() is None:
                 proc.terminate()
@@ -119,8 +133,11 @@ class Probe:
     out at the frame asked for. Times are seconds of JACK frame time (frames / sample rate).
     """
 
+    open: ClassVar[list[Probe]] = []  # closed by JackServer.close before the server goes
+
     def __init__(self, name: str = "probe") -> None:
         self.client = jack.Client(name, no_start_server=True)
+        Probe.open.append(self)
         self.rate = self.client.samplerate
         self._in = self.client.midi_inports.register("in")
         self._out = self.client.midi_outports.register("out")
@@ -193,6 +210,9 @@ class Probe:
         return [(t, m) for t, m in self.snapshot() if t >= since and 0x80 <= m[0] < 0xC0]
 
     def close(self) -> None:
+        if self not in Probe.open:
+            return
+        Probe.open.remove(self)
         self.client.deactivate()
         self.client.close()
 

@@ -38,12 +38,14 @@ def daemon(tmp_path_factory):
     server.wait_for(lambda: DAEMON_OUT in server.ports(), 60, "the daemon's ports never appeared")
     client = ControlClient(port=port)
     server.wait_for(lambda: _answers(client), 30, "the OSC server never answered")
-    yield server, proc, client, config, tmp / "daemon.log"
-    client.close()
-    proc.send_signal(signal.SIGINT)
-    proc.wait(10)
-    log.close()
-    server.close()
+    try:
+        yield server, proc, client, config, tmp / "daemon.log"
+        client.close()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+    finally:
+        log.close()
+        server.close()  # whatever happened: no JACK server left behind
 
 
 def _answers(client: ControlClient) -> bool:

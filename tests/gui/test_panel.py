@@ -33,11 +33,13 @@ def daemon(tmp_path_factory):
         stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
     )  # fmt: skip
     server.wait_for(lambda: DAEMON_OUT in server.ports(), 60, "the daemon's ports never appeared")
-    yield port, tmp / "daemon.log"
-    proc.send_signal(signal.SIGINT)
-    proc.wait(10)
-    log.close()
-    server.close()
+    try:
+        yield port, tmp / "daemon.log"
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)
+    finally:
+        log.close()
+        server.close()  # whatever happened: no JACK server left behind
 
 
 @pytest.fixture
