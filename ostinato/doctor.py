@@ -120,9 +120,14 @@ def check_model(model_dir: Path) -> list[Check]:
 
 
 def check_config(path: str | None) -> list[Check]:
+    from ostinato.cli import CommandError, _parse_cc_table, _read_config, default_config_path
+
     if not path:
-        return [Check(OK, "config", "none given (defaults; --config FILE to use one)")]
-    from ostinato.cli import CommandError, _parse_cc_table, _read_config
+        default = default_config_path()
+        if not default.exists():
+            return [Check(OK, "config", f"none (defaults; `ostinato run` reads {default} "
+                                        "when it exists)")]  # fmt: skip
+        path = str(default)
     from ostinato.settings import GenerationSettings
 
     try:
