@@ -58,13 +58,15 @@ class JackServer:
             self.wait_for(lambda: self.run("jack_lsp").returncode == 0, 10, "")
         except TimeoutError:
             self.log.flush()
-            why = Path(self.log.name).read_text().strip().splitlines()[-3:]
+            text = Path(self.log.name).read_text()
+            why = [line for line in text.splitlines() if "fail" in line.lower() or "Too" in line]
             hint = (" (stale servers in /dev/shm/jack-shm-registry: with no jackd running, "
-                    "remove /dev/shm/jack*)" if "Too many servers" in str(why) else "")  # fmt: skip
-            raise TimeoutError(f"jackd did not start: {' / '.join(why)}{hint}") from None
+                    "remove /dev/shm/jack*)" if "Too many servers" in text else "")  # fmt: skip
+            raise TimeoutError(f"jackd did not start: {' / '.join(why[:3])}{hint}") from None
 
     def run(self, *cmd: str) -> subprocess.CompletedProcess:
-        return subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=10)
+        # jack_lsp and jack_connect wait while the server waits on a late client (up to -t)
+        return subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=30)
 
     def ports(self) -> list[str]:
         return self.run("jack_lsp").stdout.splitlines()
@@ -116,9 +118,15 @@ class Transport:
             ["jack_transport"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
+        self.bpm = bpm
         time.sleep(0.5)  # let it connect to the server before it reads commands
-        self.send("master")
-        self.send(f"tempo {bpm}")
+
+    def roll(self) -> None:
+        """Timebase master (jack_midi_clock sends no clock without one), tempo, bar 1, play.
+        All four again on a retry: a command read while the client is still starting is
+        lost, on a loaded machine even half a second after it was spawned."""
+        for command in ("master", f"tempo {self.bpm}", "locate 0", "play"):
+            self.send(command)
 
     def send(self, command: str) -> None:
         assert self.proc.stdin is not None

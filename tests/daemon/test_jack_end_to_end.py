@@ -115,22 +115,20 @@ def test_daemon_through_jack(jack: JackServer, tmp_path) -> None:
     jack.wait_for(lambda: DAEMON_OUT in jack.ports(), 60, "the daemon's ports never appeared")
     probe = Probe()
     clock = jack.spawn(["jack_midi_clock"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    jack.wait_for(lambda: CLOCK_PORT in jack.ports(), 10, "jack_midi_clock did not start")
+    jack.wait_for(lambda: CLOCK_PORT in jack.ports(), 30, "jack_midi_clock did not start")
     jack.connect(CLOCK_PORT, DAEMON_IN)
     jack.connect(CLOCK_PORT, probe.in_port)
     jack.connect(probe.out_port, DAEMON_IN)
     jack.connect(DAEMON_OUT, probe.in_port)
     transport = Transport(jack, bpm=120)
-    transport.send("locate 0")
-    transport.send("play")
+    transport.roll()
     try:
         for _ in range(3):  # a transport command sent while a client is still starting is lost
             try:
                 wait_until_beat(probe, 0.5, timeout=5)
                 break
             except TimeoutError:
-                transport.send("locate 0")
-                transport.send("play")
+                transport.roll()
         wait_until_beat(probe, 2)
         play_phrase(probe, range(1, 3))  # phrase 1: bars 2-3 (beats 4-11)
         wait_until_beat(probe, 20.5)
