@@ -138,7 +138,7 @@ class ControlServer:
             "unsubscribe": self._on_unsubscribe,
             "roll": self._on_roll,
             "learn": self._on_learn,
-            "unlearn": self._on_unlearn,
+            "unlearn": self._on_learn,
         }
         for name, handler in handlers.items():
             dispatcher.map(f"{PREFIX}/{name}", handler, needs_reply_address=True)
@@ -268,18 +268,13 @@ class ControlServer:
         self._send(client, f"{PREFIX}/roll", *flat)
 
     def _on_learn(self, client, address: str, *args) -> None:
-        """``/ostinato/learn <setting>``: the next CC on the input drives that setting."""
+        """``/ostinato/learn <setting>``: the next CC on the input drives that setting;
+        ``/ostinato/unlearn <setting>`` forgets its CC."""
+        verb = address.rsplit("/", 1)[-1]
         if len(args) != 1 or args[0] not in KNOBS:
-            self._error(client, address, f"learn takes one of {', '.join(KNOBS)}")
+            self._error(client, address, f"{verb} takes one of {', '.join(KNOBS)}")
             return
-        self.daemon.learn(args[0])
-        self._send(client, f"{PREFIX}/ok", address)
-
-    def _on_unlearn(self, client, address: str, *args) -> None:
-        if len(args) != 1 or args[0] not in KNOBS:
-            self._error(client, address, f"unlearn takes one of {', '.join(KNOBS)}")
-            return
-        self.daemon.unlearn(args[0])
+        (self.daemon.learn if verb == "learn" else self.daemon.unlearn)(args[0])
         self._send(client, f"{PREFIX}/ok", address)
 
     def _on_unknown(self, client, address: str, *args) -> None:
