@@ -8,6 +8,7 @@ note-offs for every sounding note plus All Notes Off on every channel used.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import re
@@ -32,6 +33,7 @@ from ostinato.settings import GenerationSettings
 log = logging.getLogger(__name__)
 
 NO_CLOCK_AFTER_S = 3.0
+WEDGED_AFTER_S = 5.0  # the main thread not running this long: exit, to be restarted
 
 
 @dataclass
@@ -122,11 +124,13 @@ class Daemon:
             log.warning("OSC control listens on %s: anyone on the network can drive it", host)
         return control
 
-    def apply(self, quiet: bool = False, **changes) -> None:
+    def apply(self, **changes) -> None:
         """Change settings (validated; ValueError changes nothing). The session reads the
-        new object at its next bar; the real-time path never waits for this."""
+        new object at its next bar; the real-time path never waits for this. Knob settings
+        (a slider dragged, a CC turned) log at debug level, the rest at info."""
         with self._settings_lock:
             self.session.settings = self.session.settings.replace(**changes)
+        quiet = all(name in KNOBS for name in changes)
         (log.debug if quiet else log.info)(
             "settings: %s", ", ".join(f"{k}={v}" for k, v in changes.items())
         )
@@ -160,7 +164,7 @@ class Daemon:
         if name is None:
             return
         try:
-            self.apply(quiet=True, **{name: KNOBS[name].value(value)})
+            self.apply(**{name: KNOBS[name].value(value)})
         except ValueError as exc:
             log.warning("CC %d → %s: %s", cc, name, exc)
 
@@ -368,9 +372,18 @@ def run_daemon(config: DaemonConfig) -> int:
     try:
         daemon.start()
         while not stop.wait(0.1):
+            # Watchdog, re-armed ten times a second: if this thread cannot run for
+            # WEDGED_AFTER_S, the process is wedged and exits (status 1, every thread's
+            # traceback on stderr) so that a service manager restarts it. The known case: a
+            # JACK server that stops, or drops Ostinato's client, leaves python-rtmidi's send
+            # spinning on a full buffer with the GIL held, deaf to signals.
+            faulthandler.dump_traceback_later(WEDGED_AFTER_S, exit=True)
             daemon.poll()
     finally:
+        # Shutting down sends note-offs through the same port: it gets a deadline too.
+        faulthandler.dump_traceback_later(WEDGED_AFTER_S, exit=True)
         daemon.shutdown()
+        faulthandler.cancel_dump_traceback_later()
         for s, handler in previous.items():
             signal.signal(s, handler)
     return 0

@@ -91,22 +91,19 @@ class JackServer:
         raise TimeoutError(message)
 
     def close(self) -> None:
-        if self.proc.poll() is not None:
+        if self.log.closed:
             return
-        for probe in list(Probe.open):  # a JACK client outliving its server crashes in libjack
-            probe.close()
-        for proc in reversed(self.children):
+        if self.proc.poll() is None:  # a JACK client outliving its server crashes in libjack
+            for probe in list(Probe.open):
+                probe.close()
+        for proc in [*reversed(self.children), self.proc]:
             if proc.poll() is None:
                 proc.terminate()
                 try:
                     proc.wait(5)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+                    proc.wait()
         self.log.close()
 
 

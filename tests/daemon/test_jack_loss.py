@@ -1,0 +1,48 @@
+"""The JACK server goes away under a playing daemon: it must never be left unkillable.
+
+python-rtmidi's JACK output spins on its full buffer, holding the GIL, once nobody drains it;
+the daemon's watchdog then exits it (status 1, tracebacks on stderr) for a service manager to
+restart. If the buffer has not filled yet, SIGTERM still stops it cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+from tests.daemon.jack_rig import DAEMON_OUT, REPO, JackServer, daemon_command
+
+
+def test_daemon_never_hangs_when_the_jack_server_stops(tmp_path):
+    server = JackServer(f"ostinato-loss-{os.getpid()}")
+    log_path = tmp_path / "daemon.log"
+    try:
+        with log_path.open("w") as log:
+            # many notes a second, so the output buffer fills soon after JACK is gone
+            daemon = server.spawn(
+                daemon_command("--clock", "internal", "--bpm", "300", "--mode", "jam",
+                               "--programs", "drums,33,4,89,80", "--no-osc"),
+                stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+            )  # fmt: skip
+        server.wait_for(lambda: DAEMON_OUT in server.ports(), 60, "the daemon never started")
+        time.sleep(3)  # playing
+        server.proc.terminate()
+        server.proc.wait(10)
+        stopped = time.monotonic()
+        try:
+            code = daemon.wait(90)
+            wedged = True
+        except subprocess.TimeoutExpired:
+            daemon.send_signal(signal.SIGTERM)
+            code = daemon.wait(15)  # raises if it is deaf to signals
+            wedged = False
+        text = log_path.read_text()
+        if wedged:
+            assert code == 1 and "Timeout (0:00:05)" in text, text[-3000:]
+            assert "in send" in text  # the traceback names where it was stuck
+        else:
+            assert code == 0, text[-3000:]
+        assert time.monotonic() - stopped < 110
+    finally:
+        server.close()
