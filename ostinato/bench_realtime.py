@@ -52,7 +52,7 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
     daemon = subprocess.Popen(
         [sys.executable, "-m", "ostinato", "run", "--backend", "jack", "--mode", "jam",
          "--programs", programs, "--model", str(model_dir), "--stats-json", str(stats_path),
-         "--seed", "0"],
+         "--seed", "0", "--no-osc"],
         env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     clock = transport = None
@@ -124,7 +124,10 @@ def run_realtime_bench(
             name = f"ostinato-bench-{os.getpid()}-{bpm}"
             env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_AUDIO_RESERVATION": "1"}
             jackd = subprocess.Popen(
-                ["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p", "64"],
+                # -t 5000: on a loaded machine without real-time JACK, a client late by more
+                # than the default 0.5 s would be thrown out of the graph mid-run.
+                ["jackd", "--no-realtime", "-t", "5000", "-n", name,
+                 "-d", "dummy", "-r", "48000", "-p", "64"],
                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )  # fmt: skip
