@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 NO_CLOCK_AFTER_S = 3.0
 WEDGED_AFTER_S = 5.0  # the main thread not running this long: exit, to be restarted
+SHUTDOWN_DEADLINE_S = 20.0
 
 
 @dataclass
@@ -380,8 +381,9 @@ def run_daemon(config: DaemonConfig) -> int:
             faulthandler.dump_traceback_later(WEDGED_AFTER_S, exit=True)
             daemon.poll()
     finally:
-        # Shutting down sends note-offs through the same port: it gets a deadline too.
-        faulthandler.dump_traceback_later(WEDGED_AFTER_S, exit=True)
+        # Shutting down sends note-offs through the same port: it gets a deadline too, long
+        # enough for its joins and for closing the ports on a busy JACK server.
+        faulthandler.dump_traceback_later(SHUTDOWN_DEADLINE_S, exit=True)
         daemon.shutdown()
         faulthandler.cancel_dump_traceback_later()
         for s, handler in previous.items():
