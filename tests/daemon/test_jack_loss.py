@@ -32,17 +32,15 @@ def test_daemon_never_hangs_when_the_jack_server_stops(tmp_path):
         stopped = time.monotonic()
         try:
             code = daemon.wait(90)
-            wedged = True
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired:  # the buffer has not filled yet: still playing
             daemon.send_signal(signal.SIGTERM)
-            code = daemon.wait(15)  # raises if it is deaf to signals
-            wedged = False
+            code = daemon.wait(30)  # raises if it is deaf to signals and to its watchdog
         text = log_path.read_text()
-        if wedged:
-            assert code == 1 and "Timeout (0:00:05)" in text, text[-3000:]
+        if code == 0:
+            assert "stopped:" in text  # a clean shutdown
+        else:  # the watchdog: wedged in the MIDI backend while playing or shutting down
+            assert code == 1 and "Timeout (0:00:" in text, text[-3000:]
             assert "in send" in text  # the traceback names where it was stuck
-        else:
-            assert code == 0, text[-3000:]
-        assert time.monotonic() - stopped < 110
+        assert time.monotonic() - stopped < 130
     finally:
         server.close()
