@@ -282,6 +282,18 @@ def _read_config(path: str) -> dict:
 
 
 def _cmd_gui(args: argparse.Namespace) -> int:
+    import os
+
+    if (
+        sys.platform.startswith("linux")
+        and not os.environ.get("DISPLAY")
+        and not os.environ.get("WAYLAND_DISPLAY")
+        and not os.environ.get("QT_QPA_PLATFORM")
+    ):
+        raise CommandError(
+            "no display (DISPLAY and WAYLAND_DISPLAY are unset): the panel needs a desktop "
+            "session; the daemon runs headless with `ostinato run` and takes OSC on port 9000"
+        )
     try:
         from ostinato.gui.panel import main
     except ImportError as exc:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -26,6 +27,7 @@ def test_help_lists_the_subcommands() -> None:
         "train",
         "export",
         "eval",
+        "gui",
     ):
         assert command in result.stdout
 
@@ -47,3 +49,15 @@ def test_cli_reports_errors_in_one_line(tmp_path) -> None:
     assert result.returncode == 2
     assert "error: source folder" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_gui_without_a_display_says_so_in_one_line() -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "ostinato", "gui", "--no-start"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "no display" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
