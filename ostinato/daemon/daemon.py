@@ -101,6 +101,7 @@ class Daemon:
                                               daemon=True)  # fmt: skip
         self.cc_map = {int(cc): name for cc, name in config.cc_map.items()}
         self._learning: str | None = None
+        self._save_lock = threading.Lock()  # one write of the config file at a time
         self.control: ControlServer | None = None
         if config.osc_port is not None:
             self.control = self._open_control()
@@ -160,7 +161,8 @@ class Daemon:
             mapped[cc] = learning
             self.cc_map = mapped
             log.info("MIDI learn: CC %d drives %s", cc, learning)
-            self._save_cc_map()
+            # this is the MIDI input thread: the file is written off it, clock ticks keep coming
+            threading.Thread(target=self._save_cc_map, name="ostinato-save-cc").start()
         name = self.cc_map.get(cc)
         if name is None:
             return
@@ -170,6 +172,10 @@ class Daemon:
             log.warning("CC %d → %s: %s", cc, name, exc)
 
     def _save_cc_map(self) -> None:
+        with self._save_lock:
+            self._write_cc_map()
+
+    def _write_cc_map(self) -> None:
         if self.control is not None:
             self.control.changed()
         path = self.config.config_path
