@@ -98,10 +98,13 @@ def check_model(model_dir: Path) -> list[Check]:
 
     try:
         card = json.loads((model_dir / CARD_FILE).read_text())
-        digest = hashlib.sha256((model_dir / MODEL_FILE).read_bytes()).hexdigest()
-        if card.get("sha256") not in (None, digest):
-            return [Check(FAIL, "model", f"{model_dir / MODEL_FILE} does not match card.json",
-                          "reinstall, or export the model again")]  # fmt: skip
+        for name, key in ((MODEL_FILE, "sha256"), (card.get("decode_file"), "decode_sha256")):
+            if not name:
+                continue
+            digest = hashlib.sha256((model_dir / name).read_bytes()).hexdigest()
+            if card.get(key) not in (None, digest):
+                return [Check(FAIL, "model", f"{model_dir / name} does not match card.json",
+                              "reinstall, or export the model again")]  # fmt: skip
         engine = Engine(model_dir, device="auto", verify_hash=False)
     except (OSError, ValueError, ModelError) as exc:
         return [Check(FAIL, "model", str(exc), "pass --model with an exported model folder")]

@@ -33,10 +33,13 @@ from ostinato.model.tokens import TOKENIZER_FILE, TokenType, Vocab, load_tokeniz
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.onnx"
+MODEL_FILE = "model.onnx"  # any number of new tokens: prefill
 CARD_FILE = "card.json"
 PREFILL_CHUNK = 256  # tokens per prefill call: bounds the mask and activation sizes
 MAX_TOKENS_PER_BAR = 400  # safety net: past this, the bar is closed as soon as allowed
+# Rotary angles are position × frequency in fp32: exact to ~0.004 rad up to 2^16. Past it the
+# kept context is prefilled again from position 0 (every ~10 minutes of playing at 180 BPM).
+POSITION_LIMIT = 1 << 16
 
 
 class ModelError(Exception):
@@ -108,10 +111,16 @@ class Engine:
                 f"{m['vocab_size']}: the files do not belong together"
             )
         onnx_path = model_dir / MODEL_FILE
-        if verify_hash and "sha256" in self.card:
-            digest = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
-            if digest != self.card["sha256"]:
-                raise ModelError(f"{onnx_path} does not match the hash in card.json (corrupt?)")
+        # The one-token graph every sampled token runs through (older folders: model.onnx).
+        decode_name = self.card.get("decode_file")
+        decode_path = model_dir / decode_name if decode_name else onnx_path
+        if decode_name and not decode_path.is_file():
+            raise ModelError(f"model folder {model_dir} lacks {decode_name}")
+        if verify_hash:
+            for path, key in ((onnx_path, "sha256"), (decode_path, "decode_sha256")):
+                expected = self.card.get(key)
+                if expected and hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+                    raise ModelError(f"{path} does not match the hash in card.json (corrupt?)")
         if slide not in ("rope", "reprefill"):
             raise ValueError(f"slide must be 'rope' or 'reprefill', got {slide!r}")
         self.slide = slide
@@ -121,16 +130,20 @@ class Engine:
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.providers = choose_providers(device)
-        try:
-            self.session = ort.InferenceSession(str(onnx_path), opts, providers=self.providers)
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise ModelError(f"cannot load {onnx_path}: {exc}") from exc
         L, H, D = m["n_layer"], m["n_head"], m["d_model"] // m["n_head"]
-        names = [i.name for i in self.session.get_inputs()]
         expected = ["tokens", "positions", "attn_mask"]
         expected += [f"past_k_{i}" for i in range(L)] + [f"past_v_{i}" for i in range(L)]
-        if names != expected:
-            raise ModelError(f"{onnx_path} has inputs {names}, expected {expected}")
+        sessions = {}
+        for path in dict.fromkeys((onnx_path, decode_path)):
+            try:
+                sessions[path] = ort.InferenceSession(str(path), opts, providers=self.providers)
+            except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+                raise ModelError(f"cannot load {path}: {exc}") from exc
+            names = [i.name for i in sessions[path].get_inputs()]
+            if names != expected:
+                raise ModelError(f"{path} has inputs {names}, expected {expected}")
+        self.session = sessions[onnx_path]
+        self.decode_session = sessions[decode_path]
         self.device = "cuda" if self.providers[0].startswith("CUDA") else "cpu"
 
         W = int(window or self.card["window"])
@@ -167,7 +180,7 @@ class Engine:
     # -- ONNX Runtime plumbing -------------------------------------------------------------
     def _bind_decode(self) -> None:
         """Bind the decode step's buffers once; each step only rewrites their contents."""
-        io = self.session.io_binding()
+        io = self.decode_session.io_binding()
         inputs = [("tokens", self._tok1), ("positions", self._pos1), ("attn_mask", self._mask1)]
         for i in range(self.k_buf.shape[0]):  # per-layer views of the one buffer: no copies
             inputs += [(f"past_k_{i}", self.k_buf[i]), (f"past_v_{i}", self.v_buf[i])]
@@ -201,6 +214,13 @@ class Engine:
 
     def feed(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
         """Extend the context; returns the next-token logits (V,), also kept in last_logits."""
+        if len(tokens) == 1 and type(tokens[0]) is int:  # the per-token path: no arrays
+            token = tokens[0]
+            if not 0 <= token < self.vocab.size:
+                raise ValueError("token id outside the vocabulary")
+            self._make_room(1)
+            self._step(token)
+            return self.last_logits
         tokens = np.asarray(tokens, dtype=np.int64)
         if tokens.ndim != 1 or len(tokens) == 0:
             raise ValueError("feed() takes a non-empty 1-D sequence of token ids")
@@ -247,7 +267,7 @@ class Engine:
         slot = int(np.argmax(self._free))  # first free slot
         self._tok1[0, 0] = token
         self._pos1[0, 0] = self.next_position
-        self.session.run_with_iobinding(self._io)
+        self.decode_session.run_with_iobinding(self._io)
         self.k_buf[:, :, :, slot] = self._newk1[:, :, :, 0]
         self.v_buf[:, :, :, slot] = self._newv1[:, :, :, 0]
         self.last_logits = self._logits1[0]
@@ -283,19 +303,24 @@ class Engine:
         self._remember(tokens, slots)
 
     def _make_room(self, needed: int) -> None:
-        """Free at least ``needed`` slots by dropping the oldest bars of the context."""
+        """Free at least ``needed`` slots by dropping the oldest bars of the context (and
+        start positions from 0 again when they near ``POSITION_LIMIT``)."""
         free = int(self._free.sum())
-        if free >= needed:
+        rebase = self.next_position + needed > POSITION_LIMIT
+        if free >= needed and not rebase:
             return
         ctx = self._ctx_tokens[: self._ctx_len]
         has_bos = self._ctx_len > 0 and ctx[0] == self.vocab.bos_id
         first = 1 if has_bos else 0
-        # Drop whole bars until a quarter of the window is free (amortizes the work).
-        target = max(needed, self.window // 4) - free
-        bars = np.flatnonzero(ctx == self.vocab.bar_id)
-        cut_candidates = bars[bars >= first + target]
-        cut = int(cut_candidates[0]) if len(cut_candidates) else self._ctx_len
-        if self.slide == "reprefill":
+        if free >= needed:  # only the rebase: keep every token
+            cut = first
+        else:
+            # Drop whole bars until a quarter of the window is free (amortizes the work).
+            target = max(needed, self.window // 4) - free
+            bars = np.flatnonzero(ctx == self.vocab.bar_id)
+            cut_candidates = bars[bars >= first + target]
+            cut = int(cut_candidates[0]) if len(cut_candidates) else self._ctx_len
+        if self.slide == "reprefill" or rebase:
             kept = np.concatenate((ctx[:first], ctx[cut:])).copy()
             self._slot_valid[:] = -np.inf
             self._free[:] = True

@@ -14,7 +14,13 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from ostinato.exporter.graph import OUTPUTS, StepGraph, example_inputs, input_names
+from ostinato.exporter.graph import (
+    OUTPUTS,
+    DecodeGraph,
+    StepGraph,
+    example_inputs,
+    input_names,
+)
 from ostinato.model.network import Decoder
 from ostinato.model.tokens import TOKENIZER_FILE, load_tokenizer
 from ostinato.model.train import load_checkpoint, model_from_checkpoint
@@ -22,6 +28,7 @@ from ostinato.model.train import load_checkpoint, model_from_checkpoint
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
+DECODE_FILE = "decode.onnx"
 CARD_FILE = "card.json"
 FORMAT_VERSION = 1
 
@@ -42,18 +49,39 @@ class ParityReport:
         }
 
 
-def export_graph(model: Decoder, path: Path, fp16: bool = False) -> None:
-    """Write the step graph with dynamic new-token count T and buffer length S."""
+def _to_dtype_keeping_angles(graph: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """``graph.to(dtype)`` except the rotary frequency tables, which stay fp32."""
+    saved = {n: b.clone() for n, b in graph.named_buffers() if n.endswith("inv_freq")}
+    graph = graph.to(dtype)
+    for name, value in saved.items():
+        owner, _, attr = name.rpartition(".")
+        setattr(graph.get_submodule(owner), attr, value)
+    return graph
+
+
+def export_graph(model: Decoder, path: Path, fp16: bool = False, decode: bool = False) -> None:
+    """Write the prefill graph (dynamic new-token count T and buffer length S) or, with
+    ``decode``, the one-token decode graph (dynamic S)."""
     dtype = torch.float16 if fp16 else torch.float32
-    graph = StepGraph(model.to(dtype)).eval()
-    # A past of 17 slots and 5 new tokens: non-trivial sizes so no dimension is specialized.
-    args = example_inputs(model, new=5, past=17, dtype=dtype)
-    T, S = torch.export.Dim("new", min=1, max=4096), torch.export.Dim("past", min=1, max=8192)
+    graph = (DecodeGraph if decode else StepGraph)(model.float()).eval()
+    graph = _to_dtype_keeping_angles(graph, dtype)
     L = model.config.n_layer
+    if decode:
+        args = example_inputs(model, new=1, past=17, dtype=dtype)
+        S = torch.export.Dim("past", min=2, max=8192)
+        mask_shape = {3: S + 1}
+        token_shape = None
+    else:
+        # A past of 17 slots and 5 new tokens: non-trivial sizes so no dimension is specialized.
+        args = example_inputs(model, new=5, past=17, dtype=dtype)
+        T = torch.export.Dim("new", min=1, max=4096)
+        S = torch.export.Dim("past", min=1, max=8192)
+        mask_shape = {2: T, 3: torch.export.Dim.DYNAMIC}
+        token_shape = {1: T}
     dynamic_shapes = {
-        "tokens": {1: T},
-        "positions": {1: T},
-        "attn_mask": {2: T, 3: torch.export.Dim.DYNAMIC},
+        "tokens": token_shape,
+        "positions": token_shape,
+        "attn_mask": mask_shape,
         "past_k": [{2: S}] * L,
         "past_v": [{2: S}] * L,
     }
@@ -85,15 +113,17 @@ def check_parity(
     session: ort.InferenceSession,
     prompt: np.ndarray,
     greedy_tokens: int = 64,
+    decode_session: ort.InferenceSession | None = None,
 ) -> ParityReport:
     """Same inputs through PyTorch and ONNX Runtime: prefill of ``prompt`` then
     ``greedy_tokens`` greedy steps each way (PyTorch with its own cache, ORT with the host
-    concatenating K/V). Reports the largest |Δlogit| and whether the tokens agree."""
+    concatenating K/V; the steps run through ``decode_session`` when given). Reports the
+    largest |Δlogit| and whether the tokens agree."""
     cfg = model.config
     model = model.float().eval()
     empty = np.zeros((cfg.n_layer, 1, cfg.n_head, 0, cfg.head_dim), dtype=np.float32)
 
-    def ort_step(tokens, start, past_k, past_v):
+    def ort_step(sess, tokens, start, past_k, past_v):
         n, s = tokens.shape[1], past_k.shape[3]
         allowed = np.tril(np.ones((n, s + n), dtype=bool), s)
         mask = np.where(allowed, 0.0, -np.inf).astype(np.float32)[None, None]
@@ -102,11 +132,11 @@ def check_parity(
         for i in range(cfg.n_layer):
             feeds[f"past_k_{i}"] = past_k[i]
             feeds[f"past_v_{i}"] = past_v[i]
-        return session.run(None, feeds)
+        return sess.run(None, feeds)
 
     tokens = prompt.astype(np.int64)[None]
     # ORT needs S ≥ 1 in the graph's dims only if the exporter specialized it; S = 0 works.
-    logits, k, v = ort_step(tokens, 0, empty, empty)
+    logits, k, v = ort_step(session, tokens, 0, empty, empty)
     past_k, past_v = k, v
     with torch.no_grad():
         t_logits, tk, tv = model(torch.from_numpy(tokens))
@@ -119,7 +149,8 @@ def check_parity(
         b = int(torch.argmax(t_logits[0]))
         ort_out.append(a)
         torch_out.append(b)
-        logits, k, v = ort_step(np.array([[a]], dtype=np.int64), position, past_k, past_v)
+        step = np.array([[a]], dtype=np.int64)
+        logits, k, v = ort_step(decode_session or session, step, position, past_k, past_v)
         past_k = np.concatenate((past_k, k), axis=3)
         past_v = np.concatenate((past_v, v), axis=3)
         with torch.no_grad():
@@ -167,9 +198,10 @@ def export_model(
         )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    onnx_path = out / MODEL_FILE
+    onnx_path, decode_path = out / MODEL_FILE, out / DECODE_FILE
     t0 = time.perf_counter()
     export_graph(model, onnx_path, fp16=fp16)
+    export_graph(model, decode_path, fp16=fp16, decode=True)
     export_s = time.perf_counter() - t0
     shutil.copy(tok_path, out / TOKENIZER_FILE)
 
@@ -177,6 +209,8 @@ def export_model(
         "format_version": FORMAT_VERSION,
         "model_file": MODEL_FILE,
         "sha256": sha256_of(onnx_path),
+        "decode_file": DECODE_FILE,
+        "decode_sha256": sha256_of(decode_path),
         "precision": "fp16" if fp16 else "fp32",
         "model": ckpt["model_args"],
         "parameters": model.num_parameters(),
@@ -195,7 +229,13 @@ def export_model(
             if parity_prompt is not None
             else rng.integers(0, model.config.vocab_size, 128)
         )
-        report = check_parity(model, ort_session(onnx_path), np.asarray(prompt), 64)
+        report = check_parity(
+            model,
+            ort_session(onnx_path),
+            np.asarray(prompt),
+            64,
+            decode_session=ort_session(decode_path),
+        )
         card["parity"] = {**report.to_dict(), "bound": bound}
         log.info(
             "parity: max |Δlogit| %.2e (bound %.0e), greedy %d tokens %s",

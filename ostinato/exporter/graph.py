@@ -1,6 +1,6 @@
-"""The exported graph and its contract with the engine.
+"""The exported graphs and their contract with the engine.
 
-One graph serves every call the engine makes:
+Two graphs share one contract (the decode graph is the prefill graph specialized to T = 1):
 
     inputs   tokens     int64   (1, T)
              positions  int64   (1, T)          absolute position of each new token
@@ -11,13 +11,24 @@ One graph serves every call the engine makes:
              new_k      float   (L, 1, H, T, D) keys/values of the new tokens, to be stored
              new_v      float   (L, 1, H, T, D)
 
-Prefill is T = n with an empty (fully masked) buffer; a decode step is T = 1 over the
-preallocated window of S slots. The buffers are separate inputs per layer so the engine can
-bind views of one preallocated array: a stacked (L, …) input would be split, i.e. copied,
-inside the graph on every step.
+``model.onnx`` (:class:`StepGraph`) takes any T: prefill of new tokens after an empty (fully
+masked) buffer or after the cache. ``decode.onnx`` (:class:`DecodeGraph`) takes one token over
+the preallocated window of S slots and is what every sampled token runs through, so it is
+written for the fewest bytes and operators on that path:
+
+* the attention scale is folded into the query weights;
+* rotary embedding is one multiply-add over queries and keys together (swap halves, with the
+  sign folded into the sine table), with angles computed once for all layers in fp32;
+* with T = 1 the head split is a reshape, not a transpose.
+
+The buffers are separate inputs per layer so the engine can bind views of one preallocated
+array: a stacked (L, …) input would be split, i.e. copied, inside the graph on every step.
+The exporter's parity check runs both graphs against the PyTorch model.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -45,6 +56,52 @@ class StepGraph(nn.Module):
     def forward(self, tokens, positions, attn_mask, past_k: list, past_v: list):
         logits, new_k, new_v = self.model(tokens, positions, past_k, past_v, attn_mask)
         return logits[:, -1], new_k, new_v
+
+
+class DecodeGraph(nn.Module):
+    """One token over the KV window: the same function as :class:`StepGraph` at T = 1."""
+
+    def __init__(self, model: Decoder) -> None:
+        super().__init__()
+        self.model = model.eval()
+        cfg = model.config
+        C, D = cfg.d_model, cfg.head_dim
+        self.n_head, self.head_dim, self.d_model = cfg.n_head, D, C
+        half = D // 2
+        within = torch.arange(2 * C) % D  # column → place inside its head, queries then keys
+        inv_freq = model.inv_freq.float()[within % half]
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        # rotate_half(x) = (-x2, x1): the halves are swapped in the graph, the sign lives here.
+        self.register_buffer("sign", torch.where(within < half, -1.0, 1.0), persistent=False)
+        scale = 1.0 / math.sqrt(D)
+        weights = []
+        for block in model.blocks:
+            w = block.attn.qkv.weight.detach().clone()
+            w[:C] *= scale
+            weights.append(nn.Parameter(w.t().contiguous(), requires_grad=False))
+        self.qkv = nn.ParameterList(weights)
+
+    def forward(self, tokens, positions, attn_mask, past_k: list, past_v: list):
+        m, H, D, C = self.model, self.n_head, self.head_dim, self.d_model
+        x = m.embed(tokens)  # (1, 1, C)
+        angles = positions.float().unsqueeze(-1) * self.inv_freq  # (1, 1, 2C), fp32
+        cos = angles.cos().to(x.dtype)
+        sin = (angles.sin() * self.sign).to(x.dtype)
+        ks, vs = [], []
+        for i, block in enumerate(m.blocks):
+            qk, v = (block.ln1(x) @ self.qkv[i]).split([2 * C, C], dim=-1)
+            swapped = qk.view(2 * H, 2, D // 2).flip(1).reshape(1, 1, 2 * C)
+            q, k = (qk * cos + swapped * sin).view(2, H, 1, D).split(1, dim=0)
+            v = v.view(1, H, 1, D)
+            scores = torch.cat((q @ past_k[i].transpose(-2, -1), q @ k.transpose(-2, -1)), -1)
+            weights = (scores + attn_mask).softmax(-1)
+            y = weights[..., :-1] @ past_v[i] + weights[..., -1:] * v
+            x = x + block.attn.proj(y.view(1, 1, C))
+            x = x + block.mlp(block.ln2(x))
+            ks.append(k)
+            vs.append(v)
+        logits = m.head(m.ln_f(x)).view(1, -1)
+        return logits, torch.stack(ks), torch.stack(vs)
 
 
 def example_inputs(model: Decoder, new: int, past: int, dtype=torch.float32):

@@ -183,9 +183,10 @@ class Decoder(nn.Module):
             attn_mask = torch.zeros(T, S + T, device=tokens.device).masked_fill(
                 ~allowed, float("-inf")
             )
-        freqs = positions.to(self.inv_freq.dtype)[:, :, None] * self.inv_freq  # (B, T, D/2)
-        cos, sin = freqs.cos()[:, None], freqs.sin()[:, None]  # (B, 1, T, D/2)
         x = self.drop(self.embed(tokens))
+        # Angles in fp32 even in an fp16 graph: positions past 2048 are not exact in fp16.
+        freqs = positions.float()[:, :, None] * self.inv_freq.float()  # (B, T, D/2)
+        cos, sin = freqs.cos()[:, None].to(x.dtype), freqs.sin()[:, None].to(x.dtype)
         ks, vs = [], []
         for i, block in enumerate(self.blocks):
             pk = None if past_k is None else past_k[i]

@@ -133,6 +133,66 @@ def test_model_folder_errors(tmp_path, tiny_model_dir) -> None:
     (mismatch / "card.json").write_text("{")
     with pytest.raises(ModelError, match="not a valid model card"):
         Engine(mismatch)
+    no_decode = tmp_path / "no_decode"
+    shutil.copytree(tiny_model_dir, no_decode)
+    (no_decode / "decode.onnx").unlink()
+    with pytest.raises(ModelError, match=r"lacks decode\.onnx"):
+        Engine(no_decode)
+    bad_decode = tmp_path / "bad_decode"
+    shutil.copytree(tiny_model_dir, bad_decode)
+    (bad_decode / "decode.onnx").write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(ModelError, match=r"decode\.onnx does not match the hash"):
+        Engine(bad_decode)
+
+
+def test_a_folder_without_a_decode_graph_decodes_with_the_prefill_graph(
+    tmp_path, tiny_model_dir, engine
+) -> None:
+    """Model folders exported before the decode graph existed keep working, identically."""
+    old = tmp_path / "old"
+    shutil.copytree(tiny_model_dir, old)
+    (old / "decode.onnx").unlink()
+    card = json.loads((old / "card.json").read_text())
+    del card["decode_file"], card["decode_sha256"]
+    (old / "card.json").write_text(json.dumps(card))
+    legacy = Engine(old, device="cpu")
+    assert legacy.decode_session is legacy.session
+    assert engine.decode_session is not engine.session
+    prompt = [engine.vocab.bar_id, 5, 7, 11]
+    for e in (legacy, engine):
+        e.reset()
+        e.feed(prompt)
+    for _ in range(20):
+        token = int(np.argmax(engine.last_logits))
+        assert token == int(np.argmax(legacy.last_logits))
+        np.testing.assert_allclose(engine.feed([token]), legacy.feed([token]), atol=1e-4)
+
+
+def test_positions_start_again_before_the_rotary_angles_lose_precision(
+    monkeypatch, tiny_model_dir, tokenizer, torch_model
+) -> None:
+    """Past POSITION_LIMIT the kept context is prefilled again from position 0: the same
+    tokens stay, and the logits are the network's on them."""
+    import ostinato.daemon.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "POSITION_LIMIT", 600)
+    engine = Engine(tiny_model_dir, device="cpu")
+    ids = score_to_ids(tokenizer, make_band_score(bars=12)).astype(np.int64)
+    fed = 0
+    rebased = False
+    for token in ids[:700]:
+        before = engine.next_position
+        engine.feed([int(token)])
+        fed += 1
+        rebased |= engine.next_position < before
+        assert engine.next_position <= 600
+    assert rebased
+    ctx = engine.context_tokens()
+    assert engine.next_position == len(ctx)  # positions 0 … n-1 again
+    np.testing.assert_array_equal(ctx[1:], ids[fed - len(ctx) + 1 : fed])
+    with torch.no_grad():
+        expected, _, _ = torch_model(torch.from_numpy(ctx)[None])
+    np.testing.assert_allclose(engine.last_logits, expected[0, -1].numpy(), atol=1e-4)
 
 
 def test_cuda_request_without_cuda_provider_is_clear(tiny_model_dir) -> None:

@@ -15,7 +15,7 @@ from tests.conftest import save_random_checkpoint
 
 def test_model_folder_and_parity_report(tiny_model_dir) -> None:
     names = sorted(p.name for p in tiny_model_dir.iterdir())
-    assert names == ["card.json", "model.onnx", TOKENIZER_FILE]
+    assert names == ["card.json", "decode.onnx", "model.onnx", TOKENIZER_FILE]
     card = json.loads((tiny_model_dir / "card.json").read_text())
     assert card["parity"]["max_abs_logit_diff"] <= 1e-3
     assert card["parity"]["greedy_identical"] and card["parity"]["greedy_tokens"] == 64
@@ -26,6 +26,11 @@ def test_model_folder_and_parity_report(tiny_model_dir) -> None:
     ]  # fmt: skip
     past = session.get_inputs()[3].shape
     assert isinstance(past[2], str)  # dynamic buffer length
+    assert card["decode_file"] == "decode.onnx" and len(card["decode_sha256"]) == 64
+    decode = ort.InferenceSession(str(tiny_model_dir / "decode.onnx"))
+    assert [i.name for i in decode.get_inputs()] == [i.name for i in session.get_inputs()]
+    assert decode.get_inputs()[0].shape == [1, 1]  # one token
+    assert isinstance(decode.get_inputs()[3].shape[2], str)
 
 
 def test_parity_holds_for_the_small_config_with_a_music_prompt(tmp_path, tokenizer) -> None:
@@ -37,10 +42,65 @@ def test_parity_holds_for_the_small_config_with_a_music_prompt(tmp_path, tokeniz
     ckpt = save_random_checkpoint(tmp_path / "run", size="small", seed=3)
     model = model_from_checkpoint(load_checkpoint(ckpt))
     export_graph(model, tmp_path / "m.onnx")
+    export_graph(model, tmp_path / "d.onnx", decode=True)
     prompt = score_to_ids(tokenizer, make_band_score(bars=2))
-    report = check_parity(model, ort_session(tmp_path / "m.onnx"), prompt, 64)
-    assert report.max_abs_logit_diff <= 1e-3
-    assert report.greedy_identical
+    prefill = ort_session(tmp_path / "m.onnx")
+    for decode in (None, ort_session(tmp_path / "d.onnx")):
+        report = check_parity(model, prefill, prompt, 64, decode_session=decode)
+        assert report.max_abs_logit_diff <= 1e-3
+        assert report.greedy_identical
+
+
+def test_decode_graph_matches_the_network_over_a_window_with_holes(tmp_path) -> None:
+    """The fused decode graph (scale in the weights, one rotary multiply-add, no transposes)
+    computes what the network computes: one token over a buffer with free slots, at a large
+    absolute position (as after hours of sliding the window)."""
+    from ostinato.exporter.export import export_graph
+    from ostinato.exporter.graph import input_names
+
+    model = model_from_checkpoint(load_checkpoint(save_random_checkpoint(tmp_path / "r", seed=5)))
+    export_graph(model, tmp_path / "d.onnx", decode=True)
+    cfg = model.config
+    rng = np.random.default_rng(1)
+    S = 40
+    past_k = rng.standard_normal((cfg.n_layer, 1, cfg.n_head, S, cfg.head_dim), np.float32)
+    past_v = rng.standard_normal((cfg.n_layer, 1, cfg.n_head, S, cfg.head_dim), np.float32)
+    mask = np.zeros((1, 1, 1, S + 1), np.float32)
+    mask[..., rng.choice(S, 15, replace=False)] = -np.inf
+    token, position = np.array([[7]]), np.array([[40_000]])
+    feeds = dict(zip(input_names(cfg.n_layer)[:3], (token, position, mask), strict=True))
+    for i in range(cfg.n_layer):
+        feeds[f"past_k_{i}"], feeds[f"past_v_{i}"] = past_k[i], past_v[i]
+    logits, new_k, new_v = ort_session(tmp_path / "d.onnx").run(None, feeds)
+    with torch.no_grad():
+        t_logits, t_k, t_v = model(
+            torch.from_numpy(token), torch.from_numpy(position), torch.from_numpy(past_k),
+            torch.from_numpy(past_v), torch.from_numpy(mask),
+        )  # fmt: skip
+    assert logits.shape == (1, cfg.vocab_size)
+    assert np.abs(logits - t_logits[:, -1].numpy()).max() <= 1e-4
+    assert np.abs(new_k - t_k.numpy()).max() <= 1e-4
+    assert np.abs(new_v - t_v.numpy()).max() <= 1e-4
+    assert np.abs(logits).max() > 1e-2  # a real output, not zeros
+
+
+def test_fp16_graphs_keep_fp32_rotary_angles(tmp_path) -> None:
+    """fp16 cannot hold positions past 2048 exactly; the graphs compute angles in fp32."""
+    import onnx
+
+    from ostinato.exporter.export import export_graph
+
+    model = model_from_checkpoint(load_checkpoint(save_random_checkpoint(tmp_path / "r")))
+    for decode in (False, True):
+        path = tmp_path / f"g{int(decode)}.onnx"
+        export_graph(model, path, fp16=True, decode=decode)
+        graph = onnx.load(str(path)).graph
+        freq = [t for t in graph.initializer if "inv_freq" in t.name]
+        cos_in = [n for n in graph.node if n.op_type == "Cos"]
+        assert cos_in, "no rotary angles in the graph"
+        assert freq and all(t.data_type == onnx.TensorProto.FLOAT for t in freq)
+        assert [i.type.tensor_type.elem_type for i in graph.input][2] == onnx.TensorProto.FLOAT16
+    assert next(model.parameters()).dtype == torch.float32  # the caller's model is untouched
 
 
 def test_parity_failure_is_reported(tmp_path, tiny_model_dir) -> None:
