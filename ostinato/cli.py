@@ -221,7 +221,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     }  # fmt: skip
     settings = settings.replace(**{k: v for k, v in cli.items() if v is not None})
     daemon_keys = {"backend", "in_port", "out_port", "clock", "bpm", "device", "latency_ms",
-                   "stats_json", "osc_host", "osc_port", "osc_allow_remote"}  # fmt: skip
+                   "stats_json", "osc_host", "osc_port", "osc_allow_remote",
+                   "rt_priority"}  # fmt: skip
     options = {k: v for k, v in file_settings.items() if k in daemon_keys}
     for key in daemon_keys:
         value = getattr(args, key)
@@ -229,6 +230,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             options[key] = value
     if args.no_osc:
         options["osc_port"] = None
+    rt = options.get("rt_priority", 60)
+    if type(rt) is not int or not 0 <= rt <= 98:
+        raise CommandError(f"rt_priority must be a whole number from 0 (off) to 98, got {rt!r}")
     config = DaemonConfig(
         model_dir=Path(args.model) if args.model else Path(str(default_model_dir())),
         beats_per_bar=parse_meter(args.meter),
@@ -398,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--phrase-bars", type=int, help="answer a phrase after this many bars")
     run.add_argument("--latency-ms", type=float, help="output offset (may be negative)")
     run.add_argument("--device", choices=["auto", "cuda", "cpu"])
+    run.add_argument("--rt-priority", type=int, help="real-time (SCHED_FIFO) priority of "
+                     "the note sender, below JACK's (default 60; 0 = off)")  # fmt: skip
     run.add_argument("--config", help="TOML file with any of these settings (default: "
                      "~/.config/ostinato/config.toml when it exists)")  # fmt: skip
     run.add_argument("--stats-json", type=Path, help="write timing statistics here on exit")

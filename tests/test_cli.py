@@ -61,3 +61,14 @@ def test_gui_without_a_display_says_so_in_one_line() -> None:
     assert result.returncode == 2
     assert "no display" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_rt_priority_is_refused_before_any_port_opens(tmp_path) -> None:
+    for args in (["--rt-priority", "120"], ["--rt-priority", "-1"]):
+        result = run_cli("run", "--no-osc", *args)
+        assert result.returncode == 2 and "rt_priority must be" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    config = tmp_path / "c.toml"
+    config.write_text('rt_priority = "high"\n')
+    result = run_cli("run", "--no-osc", "--config", str(config))
+    assert result.returncode == 2 and "rt_priority must be" in result.stderr, result.stderr

@@ -9,6 +9,7 @@ note-offs for every sounding note plus All Notes Off on every channel used.
 from __future__ import annotations
 
 import faulthandler
+import gc
 import json
 import logging
 import re
@@ -48,6 +49,7 @@ class DaemonConfig:
     beats_per_bar: float = 4.0
     device: str = "auto"
     latency_ms: float = 0.0
+    rt_priority: int = 60  # SCHED_FIFO priority of the sender thread; 0 = normal scheduling
     lookahead_ms: float = 250.0
     client_name: str = "ostinato"
     stats_json: Path | None = None  # written at shutdown: timing of every note sent
@@ -84,7 +86,8 @@ class Daemon:
         self.recorder = Recorder(beats_per_bar=config.beats_per_bar)
         self.ports = MidiPorts(config.backend, config.in_port, config.out_port, config.client_name)
         self.scheduler = Scheduler(self.ports.send, self.clock.snapshot,
-                                   latency_ms=config.latency_ms)  # fmt: skip
+                                   latency_ms=config.latency_ms,
+                                   rt_priority=config.rt_priority)  # fmt: skip
         self.session = Session(
             self.engine, self.clock, self.scheduler, self.recorder, config.settings,
             config.beats_per_bar, config.lookahead_ms,
@@ -251,6 +254,8 @@ class Daemon:
         return {
             "notes_sent": s.sent_notes,
             "deadline_misses": s.deadline_misses,
+            "sender_realtime": self.scheduler.realtime,
+            "gc_frozen_objects": gc.get_freeze_count(),
             "lateness_ms": s.lateness_ms,
             "bar_ms": list(self.session.bar_ms),
             "bar_margin_ms": list(self.session.bar_margin_ms),
@@ -321,6 +326,11 @@ class Daemon:
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> None:
         self.session.warm_up()
+        # Everything loaded so far (onnxruntime, numpy, the tokenizer: ~200k objects) lives as
+        # long as the process. A full collection over it holds the GIL for tens of ms, i.e.
+        # a late note; frozen, the collector only ever walks what was made while playing.
+        gc.collect()
+        gc.freeze()
         self._started_at = time.perf_counter()
         if self.config.clock == "internal":
             self.clock.start_internal(time.perf_counter() + 0.2, self.config.bpm)

@@ -9,6 +9,10 @@ shutdown release everything and send All Notes Off (CC 123) on every channel use
 A note-on that would go out later than ``late_tolerance_ms`` (10 ms: audible) is dropped
 with its note-off and counted as a deadline miss, so a note the generator delivered too late
 is never played off the grid. Smaller delays (OS jitter) are measured in ``stats``.
+
+The sender thread asks for real-time scheduling (``SCHED_FIFO`` at ``rt_priority``, below
+JACK's own threads) so a busy CPU cannot keep it waiting; where that is not allowed it says
+so once and runs at normal priority (Linux: the ``audio`` group's ``rtprio`` limit grants it).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -53,6 +58,7 @@ class Scheduler:
         latency_ms: float = 0.0,
         late_tolerance_ms: float = 10.0,
         keep_lateness: int = 100_000,
+        rt_priority: int = 0,
     ) -> None:
         self._send = send
         self._tempo_map = tempo_map
@@ -60,6 +66,8 @@ class Scheduler:
         self.latency_s = latency_ms / 1000.0
         self.late_tolerance_s = late_tolerance_ms / 1000.0
         self.keep_lateness = keep_lateness
+        self.rt_priority = rt_priority
+        self.realtime: bool | None = None  # None until the sender thread has started
         self.stats = SchedulerStats()
         # (beat, order, kind, channel, pitch, velocity, note id)
         self._queue: list[tuple[float, int, int, int, int, int, int]] = []
@@ -118,9 +126,30 @@ class Scheduler:
             self._thread = None
         self.panic()
 
+    def _go_realtime(self) -> None:
+        """Ask for SCHED_FIFO for this (the sender) thread; say once if it is refused."""
+        self.realtime = False
+        if self.rt_priority <= 0:
+            return
+        if not hasattr(os, "sched_setscheduler"):
+            log.info("real-time priority is not available on this platform")
+            return
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.rt_priority))
+        except OSError as exc:
+            log.info(
+                "sender runs without real-time priority (%s): timing may loosen when the CPU "
+                "is busy; allow it with an rtprio limit (e.g. the audio group)",
+                exc.strerror,
+            )
+            return
+        self.realtime = True
+        log.info("sender thread has real-time priority (SCHED_FIFO %d)", self.rt_priority)
+
     def _run(self) -> None:
         """Sender thread: the only one that sends notes. Never blocks on anything but its
         own condition; sending is a non-blocking port write."""
+        self._go_realtime()
         while not self._stop.is_set():
             with self._cond:
                 if not self._queue:

@@ -95,3 +95,35 @@ def test_latency_offset_moves_notes_earlier() -> None:
     sched.stop()
     t_on = next(t for t, m in cap.messages if m[0] == 0x90)
     assert abs((t_on - t0) + 0.030) < 0.01
+
+
+def _policy_of(sched: Scheduler) -> int:
+    import os
+
+    deadline = time.monotonic() + 2.0
+    while sched.realtime is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sched._thread is not None
+    return os.sched_getscheduler(sched._thread.native_id)
+
+
+def test_sender_thread_asks_for_real_time_priority() -> None:
+    """The OS's own view of the sender thread: SCHED_FIFO at the asked priority when the
+    scheduler says it got it, normal scheduling when refused or not asked for."""
+    import os
+
+    sched, _ = make(TempoMap(time.perf_counter(), 0.0, 0.5), rt_priority=10)
+    try:
+        policy = _policy_of(sched)
+        if sched.realtime:
+            assert policy == os.SCHED_FIFO
+            assert os.sched_getparam(sched._thread.native_id).sched_priority == 10
+        else:  # refused (no rtprio allowance here): still sending, at normal priority
+            assert policy == os.SCHED_OTHER
+    finally:
+        sched.stop()
+    plain, _ = make(TempoMap(time.perf_counter(), 0.0, 0.5), rt_priority=0)
+    try:
+        assert _policy_of(plain) == os.SCHED_OTHER and plain.realtime is False
+    finally:
+        plain.stop()
