@@ -97,6 +97,7 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         "bars_generated": stats["bars_generated"],
         "notes_sent": stats["notes_sent"],
         "deadline_misses": stats["deadline_misses"],
+        "sender_realtime": stats.get("sender_realtime"),
         "lateness_ms": {
             **_percentiles(lateness_ms, 50, 99),
             "max": round(max(lateness_ms), 3) if lateness_ms else None,
@@ -174,6 +175,7 @@ def format_realtime(report: dict) -> str:
             f"{r['deadline_misses']} deadline misses; lateness p50 {r['lateness_ms']['p50']} ms, "
             f"p99 {r['lateness_ms']['p99']} ms, max {r['lateness_ms']['max']} ms; bar ready "
             f"{r['bar_ready_margin_ms']['p50']} ms before it starts (p1 "
-            f"{r['bar_ready_margin_ms']['p1']} ms); CPU {r['cpu_percent_of_one_core']}% of a core"
+            f"{r['bar_ready_margin_ms']['p1']} ms); CPU {r['cpu_percent_of_one_core']}% of a core; "
+            f"sender {'SCHED_FIFO' if r.get('sender_realtime') else 'normal priority'}"
         )
     return "\n".join(lines)

@@ -128,7 +128,11 @@ def _add_generation_options(
 ) -> None:
     """The sampling options every generating command takes. ``with_defaults=False`` leaves
     unset options as None, so a config file's values are not overridden."""
-    defaults = {"temperature": 1.0, "top_k": 0, "top_p": 0.95, "repetition_penalty": 1.0}
+    from ostinato.settings import GenerationSettings
+
+    base = GenerationSettings()  # one set of defaults for the daemon and every command
+    names = ("temperature", "top_k", "top_p", "repetition_penalty", "key_lock")
+    defaults = {name: getattr(base, name) for name in names}
     d = defaults if with_defaults else dict.fromkeys(defaults)
     g = p.add_argument_group("generation")
     g.add_argument("--temperature", type=float, default=d["temperature"],
@@ -138,6 +142,9 @@ def _add_generation_options(
     g.add_argument("--top-p", type=float, default=d["top_p"], help="nucleus sampling mass")
     g.add_argument("--repetition-penalty", type=float, default=d["repetition_penalty"],
                    help="1 = off")  # fmt: skip
+    g.add_argument("--key-lock", action=argparse.BooleanOptionalAction, default=d["key_lock"],
+                   help="keep pitched notes to the key of the context plus the notes it used "
+                   "(default on)")  # fmt: skip
     if programs_help:
         g.add_argument("--programs", help=programs_help)
     g.add_argument("--seed", type=int, default=seed)
@@ -159,7 +166,7 @@ def _cmd_continue(args: argparse.Namespace) -> int:
     engine = Engine(args.model or default_model_dir(), device=args.device)
     result = continue_file(
         engine, args.input, args.output, args.bars, _settings_from(args),
-        _parse_programs(args.programs), args.seed,
+        _parse_programs(args.programs), args.seed, key_lock=args.key_lock,
     )  # fmt: skip
     print(
         f"{args.output}: {result.input_bars} bars in, {args.bars} bars generated "
@@ -193,7 +200,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     report = evaluate(
         args.model, args.data_dir, windows=args.windows, nll_windows_count=args.nll_windows,
-        seed=args.seed, settings=_settings_from(args), progress=not args.quiet,
+        seed=args.seed, settings=_settings_from(args), key_lock=args.key_lock,
+        progress=not args.quiet,
     )  # fmt: skip
     print(format_table(report))
     if args.json:
@@ -216,7 +224,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cli = {
         "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
         "repetition_penalty": args.repetition_penalty, "mode": args.mode, "bars": args.bars,
-        "phrase_bars": args.phrase_bars, "seed": args.seed,
+        "phrase_bars": args.phrase_bars, "seed": args.seed, "key_lock": args.key_lock,
         "programs": _parse_programs(args.programs),
     }  # fmt: skip
     settings = settings.replace(**{k: v for k, v in cli.items() if v is not None})

@@ -22,6 +22,7 @@ class GenerationSettings:
     phrase_bars: int = 2  # a phrase this long is answered without waiting for silence
     mode: str = "continue"
     seed: int | None = None
+    key_lock: bool = True  # pitched notes stay in the context's key (+ the notes it used)
 
     def __post_init__(self) -> None:
         self.sampling  # validates temperature, top-k, top-p, penalty  # noqa: B018
@@ -31,6 +32,8 @@ class GenerationSettings:
             raise ValueError(f"bars must be 1..64, got {self.bars}")
         if not 1 <= self.phrase_bars <= 64:
             raise ValueError(f"phrase_bars must be 1..64, got {self.phrase_bars}")
+        if not isinstance(self.key_lock, bool):
+            raise ValueError(f"key_lock must be true or false, got {self.key_lock!r}")
         if self.programs is not None and (
             not self.programs or not all(-1 <= p <= 127 for p in self.programs)
         ):

@@ -113,6 +113,14 @@ def convert(name: str, args: tuple):
         if not isinstance(value, str):
             raise ValueError(f"mode takes a string ({', '.join(MODES)})")
         return value
+    if name == "key_lock":
+        if isinstance(value, str) and value.lower() in ("on", "true", "yes", "off", "false", "no"):
+            return value.lower() in ("on", "true", "yes")
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or value in (0, 1):
+            return bool(value)
+        raise ValueError("key_lock takes 1 or 0 (on or off)")
     if name == "seed":
         if isinstance(value, str) and value.lower() in ("none", "random", ""):
             return None

@@ -200,7 +200,7 @@ class Daemon:
             "temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p,
             "repetition_penalty": s.repetition_penalty, "mode": s.mode, "bars": s.bars,
             "phrase_bars": s.phrase_bars, "programs": format_programs(s.programs),
-            "seed": s.seed,
+            "seed": s.seed, "key_lock": int(s.key_lock),
             "running": self.clock.running, "clock": self.clock.source,
             "bpm": round(tempo.bpm, 2) if tempo else self.config.bpm,
             "beats_per_bar": self.config.beats_per_bar,

@@ -40,6 +40,7 @@ MAX_TOKENS_PER_BAR = 400  # safety net: past this, the bar is closed as soon as 
 # Rotary angles are position × frequency in fp32: exact to ~0.004 rad up to 2^16. Past it the
 # kept context is prefilled again from position 0 (every ~10 minutes of playing at 180 BPM).
 POSITION_LIMIT = 1 << 16
+GRAMMAR_CACHE = 32  # grammars kept (a key lock makes one per key and set of notes used)
 
 
 class ModelError(Exception):
@@ -339,9 +340,12 @@ class Engine:
 
     # -- generation ------------------------------------------------------------------------
     def grammar(self, config: GrammarConfig) -> Grammar:
-        grammar = self._grammars.get(config)
+        grammar = self._grammars.pop(config, None)
         if grammar is None:
-            grammar = self._grammars[config] = Grammar(self.vocab, config)
+            grammar = Grammar(self.vocab, config)  # ~0.4 ms: worth keeping a few
+            if len(self._grammars) >= GRAMMAR_CACHE:
+                del self._grammars[next(iter(self._grammars))]  # least recently used
+        self._grammars[config] = grammar
         return grammar
 
     def sampler(self, settings: SamplingSettings, seed: int | None = None) -> Sampler:

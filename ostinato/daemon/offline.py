@@ -10,6 +10,7 @@ from symusic import Note, Score, Track
 
 from ostinato.daemon.engine import Engine, GeneratedNote
 from ostinato.model.grammar import GrammarConfig
+from ostinato.model.key import key_lock_classes
 from ostinato.model.sampling import SamplingSettings
 from ostinato.model.tokens import DRUM_PROGRAM, load_score, score_to_ids, split_bars
 
@@ -36,6 +37,7 @@ def continue_score(
     programs: tuple[int, ...] | None = None,
     seed: int | None = None,
     context_tokens: int | None = None,
+    key_lock: bool = True,
 ) -> Continuation:
     """Continue ``score`` by ``bars`` bars of 4/4 after its last bar."""
     ids = score_to_ids(engine.tokenizer, score)
@@ -49,9 +51,11 @@ def continue_score(
             break
         context.insert(0, bar)
     engine.reset()
-    engine.feed(np.concatenate(context))
+    context_ids = np.concatenate(context)
+    engine.feed(context_ids)
     programs = programs or programs_in(score)
-    grammar = GrammarConfig(programs=programs)
+    scale = key_lock_classes(engine.vocab, context_ids) if key_lock else None
+    grammar = GrammarConfig(programs=programs, scale_pitch_classes=scale)
     notes = list(engine.generate(bars, engine.sampler(settings, seed), grammar))
 
     tpq = score.ticks_per_quarter
@@ -78,8 +82,10 @@ def continue_score(
 
 def continue_file(
     engine: Engine, src: str | Path, dst: str | Path, bars: int, settings: SamplingSettings,
-    programs: tuple[int, ...] | None = None, seed: int | None = None,
+    programs: tuple[int, ...] | None = None, seed: int | None = None, key_lock: bool = True,
 ) -> Continuation:  # fmt: skip
-    result = continue_score(engine, load_score(src), bars, settings, programs, seed)
+    result = continue_score(
+        engine, load_score(src), bars, settings, programs, seed, key_lock=key_lock
+    )
     result.score.dump_midi(str(dst))
     return result

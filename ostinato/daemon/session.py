@@ -36,6 +36,7 @@ from ostinato.daemon.engine import Engine
 from ostinato.daemon.recorder import RecordedNote, Recorder
 from ostinato.daemon.scheduler import Scheduler
 from ostinato.model.grammar import GrammarConfig
+from ostinato.model.key import key_lock_classes
 from ostinato.model.tokens import DRUM_PROGRAM, score_to_ids
 from ostinato.settings import GenerationSettings
 
@@ -165,7 +166,12 @@ class Session:
         if not self.wants_bar(next_bar):
             return 0
         settings = self.settings
-        grammar = GrammarConfig(programs=self._programs(), beats_per_bar=self.beats_per_bar)
+        scale = (
+            key_lock_classes(engine.vocab, engine.context_tokens()) if settings.key_lock else None
+        )
+        grammar = GrammarConfig(
+            programs=self._programs(), beats_per_bar=self.beats_per_bar, scale_pitch_classes=scale
+        )
         seed = None if settings.seed is None else settings.seed + next_bar
         sampler = engine.sampler(settings.sampling, seed)
         bar_start = next_bar * self.beats_per_bar

@@ -186,16 +186,22 @@ class Panel(QMainWindow):
         self.mode = QComboBox()
         self.mode.addItems(["continue", "jam", "loop"])
         self.bars = QSpinBox(minimum=1, maximum=64)
+        self.key_lock = QCheckBox("stay in the key of what is playing")
+        self.key_lock.setToolTip(
+            "pitched notes keep to the key heard in the context, plus any note it used"
+        )
         form.addRow("top-k", self.top_k)
         form.addRow("top-p", self.top_p)
         form.addRow("repetition penalty", self.penalty)
         form.addRow("mode", self.mode)
         form.addRow("bars of answer", self.bars)
+        form.addRow("key lock", self.key_lock)
         self.top_k.valueChanged.connect(lambda v: self._set("top_k", int(v)))
         self.top_p.valueChanged.connect(lambda v: self._set("top_p", float(v)))
         self.penalty.valueChanged.connect(lambda v: self._set("repetition_penalty", float(v)))
         self.mode.currentTextChanged.connect(lambda v: self._set("mode", v))
         self.bars.valueChanged.connect(lambda v: self._set("bars", int(v)))
+        self.key_lock.toggled.connect(lambda on: self._set("key_lock", int(on)))
         layout.addLayout(form)
 
         instruments = QGroupBox("Instruments Ostinato plays")
@@ -315,6 +321,7 @@ class Panel(QMainWindow):
             self.penalty.setValue(float(state["repetition_penalty"]))
             self.mode.setCurrentText(str(state["mode"]))
             self.bars.setValue(int(state["bars"]))
+            self.key_lock.setChecked(bool(int(state.get("key_lock", 1))))
             programs = str(state["programs"])
             self.follow.setChecked(programs == "auto")
             chosen = set() if programs == "auto" else {

@@ -24,18 +24,13 @@ from tqdm import tqdm
 from ostinato.daemon.engine import Engine
 from ostinato.model.corpus import CorpusSplit
 from ostinato.model.grammar import Grammar, GrammarConfig
+from ostinato.model.key import key_lock_classes, scale_of
 from ostinato.model.ngram import NGramModel
 from ostinato.model.sampling import Sampler, SamplingSettings
 from ostinato.model.tokens import DRUM_PROGRAM, TokenType, Vocab
 
 DEFAULT_SETTINGS = SamplingSettings(temperature=1.0, top_p=0.95)
 OVERLAP_METRICS = ("pitch_class_overlap", "onset_overlap", "drum_onset_f1")
-
-# Krumhansl–Kessler key profiles.
-_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
-_MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
-_MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10)
 
 
 @dataclass(frozen=True)
@@ -75,15 +70,7 @@ def estimate_key(notes: list[NoteEvent]) -> frozenset[int] | None:
     for n in notes:
         if n.program != DRUM_PROGRAM:
             hist[n.pitch % 12] += n.duration
-    if hist.sum() == 0:
-        return None
-    best, scale = -2.0, None
-    for tonic in range(12):
-        for profile, steps in ((_MAJOR, _MAJOR_SCALE), (_MINOR, _MINOR_SCALE)):
-            r = np.corrcoef(hist, np.roll(profile, tonic))[0, 1]
-            if r > best:
-                best, scale = r, frozenset((tonic + s) % 12 for s in steps)
-    return scale
+    return scale_of(hist)
 
 
 def _overlap(a: np.ndarray, b: np.ndarray) -> float:
@@ -171,15 +158,16 @@ def _sample_bars(
 class ModelContinuer:
     name = "model"
 
-    def __init__(self, engine: Engine, settings: SamplingSettings) -> None:
-        self.engine, self.settings = engine, settings
+    def __init__(self, engine: Engine, settings: SamplingSettings, key_lock: bool) -> None:
+        self.engine, self.settings, self.key_lock = engine, settings, key_lock
 
     def __call__(self, context: np.ndarray, bars: int, programs, seed: int) -> np.ndarray:
         e = self.engine
         e.reset()
         e.feed(context)
         tokens: list[int] = []
-        grammar = GrammarConfig(programs=programs)
+        scale = key_lock_classes(e.vocab, context) if self.key_lock else None
+        grammar = GrammarConfig(programs=programs, scale_pitch_classes=scale)
         list(e.generate(bars, e.sampler(self.settings, seed), grammar, tokens_out=tokens))
         return np.asarray([e.vocab.bar_id, *tokens[:-1]], dtype=np.int64)
 
@@ -187,12 +175,15 @@ class ModelContinuer:
 class NGramContinuer:
     name = "n-gram"
 
-    def __init__(self, ngram: NGramModel, vocab: Vocab, settings: SamplingSettings) -> None:
-        self.ngram, self.vocab, self.settings = ngram, vocab, settings
+    def __init__(
+        self, ngram: NGramModel, vocab: Vocab, settings: SamplingSettings, key_lock: bool
+    ) -> None:
+        self.ngram, self.vocab, self.settings, self.key_lock = ngram, vocab, settings, key_lock
 
     def __call__(self, context: np.ndarray, bars: int, programs, seed: int) -> np.ndarray:
         hist = [*context.tolist(), self.vocab.bar_id]
-        grammar = Grammar(self.vocab, GrammarConfig(programs=programs))
+        scale = key_lock_classes(self.vocab, context) if self.key_lock else None
+        grammar = Grammar(self.vocab, GrammarConfig(programs=programs, scale_pitch_classes=scale))
         sampler = Sampler(self.settings, self.vocab.size, seed=seed)
         arr = lambda: np.asarray(hist[-256:], dtype=np.int64)  # noqa: E731
         body = _sample_bars(
@@ -254,6 +245,7 @@ def evaluate(
     ngram_order: int = 4,
     seed: int = 0,
     settings: SamplingSettings = DEFAULT_SETTINGS,
+    key_lock: bool = True,
     progress: bool = True,
 ) -> dict:
     engine = Engine(model_dir, device="cpu")
@@ -290,8 +282,8 @@ def evaluate(
 
     # (b, c) continuation
     continuers = [
-        ModelContinuer(engine, settings),
-        NGramContinuer(ngram, vocab, settings),
+        ModelContinuer(engine, settings, key_lock),
+        NGramContinuer(ngram, vocab, settings, key_lock),
         RepeatContinuer(vocab),
     ]
     rows: dict[str, list[dict]] = {c.name: [] for c in continuers}
@@ -324,7 +316,11 @@ def evaluate(
         "model": str(model_dir),
         "data": str(data_dir),
         "windows": len(pairs),
-        "settings": {"temperature": settings.temperature, "top_p": settings.top_p},
+        "settings": {
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "key_lock": key_lock,
+        },
         "likelihood": likelihood,
         "continuation": summary,
     }

@@ -60,6 +60,8 @@ GOOD = [
     ("temperature", (1.3,), "temperature", 1.3),
     ("temperature", (1,), "temperature", 1.0),  # an int is a fine number
     ("top_k", (12,), "top_k", 12),
+    ("key_lock", (0,), "key_lock", 0),
+    ("key_lock", ("on",), "key_lock", 1),
     ("top_p", (0.8,), "top_p", 0.8),
     ("repetition_penalty", (1.2,), "repetition_penalty", 1.2),
     ("mode", ("jam",), "mode", "jam"),
@@ -90,6 +92,8 @@ BAD = [
     ("temperature", (), "one argument"),
     ("temperature", (float("nan"),), "finite"),
     ("top_k", (2.5,), "integer"),
+    ("key_lock", (2,), "key_lock takes 1 or 0"),
+    ("key_lock", ("maybe",), "key_lock takes 1 or 0"),
     ("top_k", (-1,), "top_k"),
     ("top_p", (1.5,), "top_p"),
     ("repetition_penalty", (0.5,), "repetition"),
@@ -111,7 +115,7 @@ def test_bad_values_get_an_error_and_change_nothing(daemon, address, args, reaso
         client.set(address, *args)
     after = client.status()
     settings = ("temperature", "top_k", "top_p", "repetition_penalty", "mode", "programs",
-                "bars", "phrase_bars", "seed")  # fmt: skip
+                "bars", "phrase_bars", "seed", "key_lock")  # fmt: skip
     assert {k: after[k] for k in settings} == {k: before[k] for k in settings}
 
 
