@@ -154,8 +154,35 @@ def check_osc_port(host: str = "127.0.0.1", port: int = 9000) -> list[Check]:
     return [Check(OK, "OSC port", f"udp {host}:{port} is free (for the control server)")]
 
 
+def check_realtime(priority: int = 60) -> list[Check]:
+    """Whether the note sender may use SCHED_FIFO at ``priority`` (tried on a scratch thread)."""
+    import os
+    import threading
+
+    if not hasattr(os, "sched_setscheduler"):
+        return [Check(OK, "real-time", "not available on this platform: normal priority")]
+    result: dict = {}
+
+    def attempt() -> None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+            result["ok"] = True
+        except OSError as exc:
+            result["error"] = exc.strerror
+
+    thread = threading.Thread(target=attempt)
+    thread.start()
+    thread.join()
+    if result.get("ok"):
+        return [Check(OK, "real-time", f"the note sender can run at SCHED_FIFO {priority}")]
+    return [Check(WARN, "real-time", f"SCHED_FIFO {priority} refused ({result.get('error')}): "
+                  "notes may come late when the CPU is busy",
+                  "allow rtprio as for JACK, e.g. add yourself to the audio group")]  # fmt: skip
+
+
 def run_doctor(model_dir: Path, config: str | None = None) -> tuple[list[Check], int]:
     checks = check_python()
     midi, _ = check_midi()
     checks += midi + check_model(model_dir) + check_config(config) + check_osc_port()
+    checks += check_realtime()
     return checks, 1 if any(c.status == FAIL for c in checks) else 0
