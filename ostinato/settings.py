@@ -13,7 +13,7 @@ MODES = ("continue", "jam", "loop")
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    temperature: float = 0.9
+    temperature: float = 0.8
     top_k: int = 0
     top_p: float = 0.95
     repetition_penalty: float = 1.0

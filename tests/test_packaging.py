@@ -32,7 +32,8 @@ def test_wheel_installs_in_a_fresh_venv_and_continues_a_loop(tmp_path):
     )  # fmt: skip
     (wheel,) = dist.glob("ostinato-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for part in ("model.onnx", "tokenizer.json", "card.json", "MODEL_CARD.md", "NOTICE"):
+    for part in ("model.onnx", "decode.onnx", "tokenizer.json", "card.json", "MODEL_CARD.md",
+                 "NOTICE"):  # fmt: skip
         assert f"ostinato/assets/default/{part}" in names, part
     assert not any(n.startswith("tests/") for n in names)
 
