@@ -267,7 +267,10 @@ class ClockGrid:
 
 
 def daemon_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ostinato", "run", "--backend", "jack", *args]
+    # The test JACK server is not real-time (--no-realtime): a daemon at SCHED_FIFO would
+    # outrank JACK's own process threads, the reverse of a real set-up (JACK above Ostinato).
+    return [sys.executable, "-m", "ostinato", "run", "--backend", "jack", "--rt-priority", "0",
+            *args]  # fmt: skip
 
 
 REPO = Path(__file__).resolve().parents[2]
