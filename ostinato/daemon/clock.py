@@ -5,8 +5,11 @@ the caller when the message arrived) so tests drive it with fake time. The map i
 immutable :class:`TempoMap`, replaced as a whole on every change, so the scheduler's thread
 reads a consistent snapshot without a lock.
 
-Tempo comes from a least-squares line through the last beat of clock ticks (24 intervals):
-jitter of single ticks averages out, and a tempo change is followed within one beat.
+Tempo comes from a least-squares line through the last beat of clock ticks (24 intervals),
+fitted again through the ticks on or before the first line: a tick can be delivered late
+(a client's process cycle ran late) but never early, so the earlier ticks are the better
+measure of when they were sent. Jitter of single ticks averages out, and a tempo change is
+followed within one beat.
 
 Ticks get lost (a MIDI buffer overflowing under a burst of other data drops them), and a
 clock that only counts would then run a tick ahead for ever. An interval within 25% of a
@@ -145,7 +148,14 @@ class Clock:
             if len(self._tick_times) >= 3:
                 ticks = np.fromiter((k for k, _ in self._tick_times), dtype=np.float64)
                 times = np.fromiter((s for _, s in self._tick_times), dtype=np.float64)
-                slope, intercept = np.polyfit(ticks - ticks[-1], times, 1)
+                x = ticks - ticks[-1]
+                slope, intercept = np.polyfit(x, times, 1)
+                if len(x) >= 8:
+                    # Delivery delays are one-sided (a tick never arrives before it was sent):
+                    # fit again through the earlier half, so late ticks do not pull the line.
+                    residual = times - (slope * x + intercept)
+                    early = residual <= np.median(residual)
+                    slope, intercept = np.polyfit(x[early], times[early], 1)
                 fitted_spb = slope * PPQN
                 if 60.0 / MAX_BPM <= fitted_spb <= 60.0 / MIN_BPM:
                     spb = fitted_spb

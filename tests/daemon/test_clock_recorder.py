@@ -26,6 +26,23 @@ def test_tempo_from_jittery_clock() -> None:
     assert clock.map.time_at(4.0) == pytest.approx(0.01 + 4 * 60 / 128, abs=0.002)
 
 
+def test_late_deliveries_do_not_move_the_grid() -> None:
+    """Ticks arrive late (a process cycle that ran late), never early. A tick in five comes
+    2–8 ms late, sometimes several in a row: the grid the scheduler plays on stays within
+    0.5 ms of the true one after every tick."""
+    rng = np.random.default_rng(3)
+    clock = Clock()
+    clock.on_start(0.0)
+    spt = 0.5 / PPQN  # 120 BPM
+    worst = 0.0
+    for i in range(16 * PPQN):
+        late = rng.uniform(0.002, 0.008) if rng.random() < 0.2 or (i % 97) < 3 else 0.0
+        clock.on_tick(0.01 + i * spt + late)
+        if i >= PPQN:
+            worst = max(worst, abs(clock.map.time_at(i / PPQN + 0.5) - (0.01 + i * spt + 0.25)))
+    assert worst < 0.0005, f"grid moved {worst * 1e3:.2f} ms"
+
+
 def test_tempo_change_followed_within_a_beat() -> None:
     clock = Clock()
     clock.on_start(0.0)
