@@ -238,7 +238,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             options[key] = value
     if args.no_osc:
         options["osc_port"] = None
-    rt = options.get("rt_priority", 60)
+    rt = options.get("rt_priority", 5)
     if type(rt) is not int or not 0 <= rt <= 98:
         raise CommandError(f"rt_priority must be a whole number from 0 (off) to 98, got {rt!r}")
     config = DaemonConfig(
@@ -411,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--latency-ms", type=float, help="output offset (may be negative)")
     run.add_argument("--device", choices=["auto", "cuda", "cpu"])
     run.add_argument("--rt-priority", type=int, help="real-time (SCHED_FIFO) priority of "
-                     "the note sender, below JACK's (default 60; 0 = off)")  # fmt: skip
+                     "the note sender, below JACK's 10 (default 5; 0 = off)")  # fmt: skip
     run.add_argument("--config", help="TOML file with any of these settings (default: "
                      "~/.config/ostinato/config.toml when it exists)")  # fmt: skip
     run.add_argument("--stats-json", type=Path, help="write timing statistics here on exit")

@@ -154,7 +154,7 @@ def check_osc_port(host: str = "127.0.0.1", port: int = 9000) -> list[Check]:
     return [Check(OK, "OSC port", f"udp {host}:{port} is free (for the control server)")]
 
 
-def check_realtime(priority: int = 60) -> list[Check]:
+def check_realtime(priority: int = 5) -> list[Check]:
     """Whether the note sender may use SCHED_FIFO at ``priority`` (tried on a scratch thread)."""
     import os
     import threading

@@ -74,6 +74,7 @@ class Clock:
         self._tick_times: deque[tuple[int, float]] = deque(maxlen=window_ticks + 1)
         self._awaiting_first_tick = False
         self._counted_missing = 0  # ticks counted as lost at the last long gap
+        self._count_anchor = 0.0  # the plain fit's time for the newest tick (for counting)
         self.last_tick_time: float | None = None
         self.listeners: list = []
 
@@ -150,6 +151,7 @@ class Clock:
                 times = np.fromiter((s for _, s in self._tick_times), dtype=np.float64)
                 x = ticks - ticks[-1]
                 slope, intercept = np.polyfit(x, times, 1)
+                self._count_anchor = intercept  # tick counting keeps the plain fit
                 if len(x) >= 8:
                     # Delivery delays are one-sided (a tick never arrives before it was sent):
                     # fit again through the earlier half, so late ticks do not pull the line.
@@ -171,7 +173,7 @@ class Clock:
         if len(self._tick_times) < 3 or self.map is None:
             return 1
         expected = self.map.seconds_per_beat / PPQN
-        ahead = (t - self.map.anchor_time) / expected
+        ahead = (t - self._count_anchor) / expected
         if ahead < 0.5 and self._counted_missing > 0:  # the late one of the ticks counted lost
             self._counted_missing -= 1
             return 0

@@ -49,7 +49,7 @@ class DaemonConfig:
     beats_per_bar: float = 4.0
     device: str = "auto"
     latency_ms: float = 0.0
-    rt_priority: int = 60  # SCHED_FIFO priority of the sender thread; 0 = normal scheduling
+    rt_priority: int = 5  # SCHED_FIFO priority of the sender (JACK's default: 10); 0 = off
     lookahead_ms: float = 250.0
     client_name: str = "ostinato"
     stats_json: Path | None = None  # written at shutdown: timing of every note sent

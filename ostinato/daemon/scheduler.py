@@ -12,7 +12,7 @@ with its note-off and counted as a deadline miss, so a note the generator delive
 is never played off the grid. Smaller delays (OS jitter) are measured in ``stats``.
 
 The sender thread asks for real-time scheduling (``SCHED_FIFO`` at ``rt_priority``, below
-JACK's own threads) so a busy CPU cannot keep it waiting; where that is not allowed it says
+JACK's, whose default is 10) so a busy CPU cannot keep it waiting; where that is not allowed it says
 so once and runs at normal priority (Linux: the ``audio`` group's ``rtprio`` limit grants it).
 """
 

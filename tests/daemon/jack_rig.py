@@ -45,10 +45,13 @@ class JackServer:
         self.env = dict(os.environ)
         self.log = open(f"/tmp/jackd-{name}.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            # -t: a client may be late answering the server by 5 s (not 0.5 s) before it is
-            # thrown out: on a loaded 2-core machine without real-time scheduling, startup of
-            # the daemon can hold up jack_midi_clock that long.
-            ["jackd", "--no-realtime", "-t", "5000", "-n", name,
+            # Real-time, as JACK runs for musicians (priority 10, its default; the daemon's
+            # sender sits below at 5): without it, clients' process cycles run late on a
+            # loaded 2-core machine and deliver the clock late (where real-time scheduling is
+            # not allowed, jackd says so and runs without it). -t: a client may be late
+            # answering the server by 5 s (not 0.5 s) before it is thrown out: startup of the
+            # daemon can hold up jack_midi_clock that long.
+            ["jackd", "--realtime", "-t", "5000", "-n", name,
              "-d", "dummy", "-r", str(rate), "-p", str(period)],
             stdout=self.log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
         )  # fmt: skip
@@ -267,10 +270,7 @@ class ClockGrid:
 
 
 def daemon_command(*args: str) -> list[str]:
-    # The test JACK server is not real-time (--no-realtime): a daemon at SCHED_FIFO would
-    # outrank JACK's own process threads, the reverse of a real set-up (JACK above Ostinato).
-    return [sys.executable, "-m", "ostinato", "run", "--backend", "jack", "--rt-priority", "0",
-            *args]  # fmt: skip
+    return [sys.executable, "-m", "ostinato", "run", "--backend", "jack", *args]
 
 
 REPO = Path(__file__).resolve().parents[2]
