@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,40 +110,37 @@ def test_same_seed_same_notes(engine, tokenizer) -> None:
 
 
 def test_model_folder_errors(tmp_path, tiny_model_dir) -> None:
+    def spoilt(name: str, file: str, content: bytes | None) -> Path:
+        """A copy of the model folder with ``file`` replaced by ``content`` (None: removed)."""
+        folder = tmp_path / name
+        shutil.copytree(tiny_model_dir, folder)
+        if content is None:
+            (folder / file).unlink()
+        else:
+            (folder / file).write_bytes(content)
+        return folder
+
     with pytest.raises(ModelError, match="does not exist"):
         Engine(tmp_path / "nope")
-    broken = tmp_path / "broken"
-    shutil.copytree(tiny_model_dir, broken)
-    (broken / "tokenizer.json").unlink()
     with pytest.raises(ModelError, match=r"lacks tokenizer\.json"):
-        Engine(broken)
-    corrupt = tmp_path / "corrupt"
-    shutil.copytree(tiny_model_dir, corrupt)
-    (corrupt / "model.onnx").write_bytes(b"\x00garbage" * 100)
+        Engine(spoilt("broken", "tokenizer.json", None))
+    corrupt = spoilt("corrupt", "model.onnx", b"\x00garbage" * 100)
     with pytest.raises(ModelError, match="does not match the hash"):
         Engine(corrupt)
     with pytest.raises(ModelError, match="cannot load"):
         Engine(corrupt, verify_hash=False)
-    mismatch = tmp_path / "mismatch"
-    shutil.copytree(tiny_model_dir, mismatch)
-    card = json.loads((mismatch / "card.json").read_text())
+    card = json.loads((tiny_model_dir / "card.json").read_text())
     card["model"]["vocab_size"] += 1
-    (mismatch / "card.json").write_text(json.dumps(card))
+    mismatch = spoilt("mismatch", "card.json", json.dumps(card).encode())
     with pytest.raises(ModelError, match="do not belong together"):
         Engine(mismatch)
     (mismatch / "card.json").write_text("{")
     with pytest.raises(ModelError, match="not a valid model card"):
         Engine(mismatch)
-    no_decode = tmp_path / "no_decode"
-    shutil.copytree(tiny_model_dir, no_decode)
-    (no_decode / "decode.onnx").unlink()
     with pytest.raises(ModelError, match=r"lacks decode\.onnx"):
-        Engine(no_decode)
-    bad_decode = tmp_path / "bad_decode"
-    shutil.copytree(tiny_model_dir, bad_decode)
-    (bad_decode / "decode.onnx").write_bytes(b"\x00garbage" * 100)
+        Engine(spoilt("no_decode", "decode.onnx", None))
     with pytest.raises(ModelError, match=r"decode\.onnx does not match the hash"):
-        Engine(bad_decode)
+        Engine(spoilt("bad_decode", "decode.onnx", b"\x00garbage" * 100))
 
 
 def test_a_folder_without_a_decode_graph_decodes_with_the_prefill_graph(
