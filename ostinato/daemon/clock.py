@@ -69,7 +69,8 @@ class Clock:
         self.window_ticks = window_ticks
         self.running = False
         self.source = "none"  # "midi" or "internal" once running
-        self.map: TempoMap | None = None
+        self.map_listeners: list = []  # called with every new TempoMap (under the lock)
+        self._map: TempoMap | None = None
         self._ticks = 0  # clock ticks since song position 0
         self._tick_times: deque[tuple[int, float]] = deque(maxlen=window_ticks + 1)
         self._awaiting_first_tick = False
@@ -77,6 +78,16 @@ class Clock:
         self._count_anchor = 0.0  # the plain fit's time for the newest tick (for counting)
         self.last_tick_time: float | None = None
         self.listeners: list = []
+
+    @property
+    def map(self) -> TempoMap | None:
+        return self._map
+
+    @map.setter
+    def map(self, tempo: TempoMap | None) -> None:
+        self._map = tempo
+        for listener in self.map_listeners:
+            listener(tempo)
 
     # -- internal clock ---------------------------------------------------------------------
     def start_internal(self, t: float, bpm: float | None = None, beat: float = 0.0) -> None:
@@ -189,10 +200,10 @@ class Clock:
 
     # -- reading ----------------------------------------------------------------------------
     def snapshot(self) -> TempoMap | None:
-        return self.map
+        return self._map
 
     def beat_now(self, t: float) -> float | None:
-        m = self.map
+        m = self._map
         return m.beat_at(t) if (m is not None and self.running) else None
 
     def _notify(self, event: str, beat: float) -> None:

@@ -27,7 +27,7 @@ from ostinato.daemon.control import KNOBS, ControlServer, format_programs
 from ostinato.daemon.engine import Engine
 from ostinato.daemon.ports import MidiPorts
 from ostinato.daemon.recorder import HUMAN, Recorder
-from ostinato.daemon.scheduler import Scheduler
+from ostinato.daemon.sender import SenderProcess
 from ostinato.daemon.session import Session
 from ostinato.settings import GenerationSettings
 
@@ -84,10 +84,17 @@ class Daemon:
         self.engine = Engine(config.model_dir, device=config.device)
         self.clock = Clock(bpm=config.bpm)
         self.recorder = Recorder(beats_per_bar=config.beats_per_bar)
-        self.ports = MidiPorts(config.backend, config.in_port, config.out_port, config.client_name)
-        self.scheduler = Scheduler(self.ports.send, self.clock.snapshot,
-                                   latency_ms=config.latency_ms,
-                                   rt_priority=config.rt_priority)  # fmt: skip
+        self.ports = MidiPorts(config.backend, config.in_port, client_name=config.client_name,
+                               output=False)  # fmt: skip
+        try:  # the output port belongs to the sender process (see sender.py for why)
+            self.scheduler = SenderProcess(
+                self.clock.snapshot, self.ports.backend, config.out_port, config.client_name,
+                latency_ms=config.latency_ms, rt_priority=config.rt_priority,
+            )  # fmt: skip
+        except Exception:
+            self.ports.close()
+            raise
+        self.clock.map_listeners.append(self.scheduler.push_tempo)
         self.session = Session(
             self.engine, self.clock, self.scheduler, self.recorder, config.settings,
             config.beats_per_bar, config.lookahead_ms,
@@ -99,6 +106,8 @@ class Daemon:
         self.input_log: list[tuple[float, list[int]]] = []  # beat and bytes of notes heard
         if config.stats_json is not None:
             self.scheduler.on_note_sent = self._log_note
+            self.scheduler.on_note_dropped = self._log_drop
+        self.drop_log: list[tuple[float, float, bool]] = []  # due, when, handed over late
         self._stop = threading.Event()
         self._input_thread = threading.Thread(target=self._input_loop, name="ostinato-input",
                                               daemon=True)  # fmt: skip
@@ -208,6 +217,7 @@ class Daemon:
             "bar_ms_p99": round(float(np.percentile(bar_ms, 99)), 2) if bar_ms else 0.0,
             "lookahead_ms": round(self.session.lookahead_s * 1000, 1),
             "deadline_misses": self.scheduler.stats.deadline_misses,
+            "late_wakeups": self.scheduler.stats.late_wakeups,
             "notes_sent": self.scheduler.stats.sent_notes,
             "bad_messages": self.garbage,
             "backend": self.ports.backend,
@@ -244,17 +254,28 @@ class Daemon:
                 for n in notes if n.start_beats >= since]  # fmt: skip
         return self.config.beats_per_bar, now, rows
 
-    def _log_note(self, due: float, channel: int, pitch: int, velocity: int, note_id: int) -> None:
+    def _log_note(
+        self, due: float, sent: float, channel: int, pitch: int, velocity: int, note_id: int
+    ) -> None:
         tempo = self.clock.snapshot()
         beat = tempo.beat_at(due) if tempo else float("nan")
-        self.sent_log.append((beat, due, time.perf_counter(), pitch))
+        self.sent_log.append((beat, due, sent, pitch))
+
+    def _log_drop(self, due: float, when: float, note_id: int, handed_over_late: bool) -> None:
+        self.drop_log.append((due, when, handed_over_late))
 
     def stats(self) -> dict:
         s = self.scheduler.stats
         return {
             "notes_sent": s.sent_notes,
             "deadline_misses": s.deadline_misses,
+            "late_wakeups": s.late_wakeups,
             "sender_realtime": self.scheduler.realtime,
+            "sender_pid": self.scheduler.pid,
+            "lost_reports": self.scheduler.lost_reports,
+            "dropped": [
+                {"due": d, "at": t, "handed_over_late": late} for d, t, late in self.drop_log
+            ],
             "gc_frozen_objects": gc.get_freeze_count(),
             "lateness_ms": s.lateness_ms,
             "bar_ms": list(self.session.bar_ms),
@@ -294,7 +315,6 @@ class Daemon:
                 if self.config.stats_json is not None and len(self.tick_log) < 100_000:
                     self.tick_log.append(t)
                 self.clock.on_tick(t)
-                self.scheduler.retime()
             elif status == 0xFA:
                 self.clock.on_start(t)
             elif status == 0xFB:
@@ -347,8 +367,12 @@ class Daemon:
             self.ports.backend, self.config.model_dir, self.engine.device, self.config.clock,
         )  # fmt: skip
 
-    def poll(self) -> None:
-        """Called every ~100 ms by the main thread: the no-clock fallback."""
+    def poll(self) -> bool:
+        """Called every ~100 ms by the main thread: the no-clock fallback. False when the
+        note sender is gone (nothing can play: the daemon exits for a restart)."""
+        if not self.scheduler.alive:
+            log.error("exiting: without its note sender the daemon cannot play")
+            return False
         if (
             self.config.clock == "midi"
             and self.clock.source == "none"
@@ -359,6 +383,7 @@ class Daemon:
                 "(send MIDI clock to follow the DAW)", self.config.bpm,
             )  # fmt: skip
             self.clock.start_internal(time.perf_counter(), self.config.bpm)
+        return True
 
     def shutdown(self) -> None:
         self._stop.set()
@@ -370,8 +395,9 @@ class Daemon:
         self.ports.close()
         if self.config.stats_json is not None:
             self.config.stats_json.write_text(json.dumps(self.stats()))
-        log.info("stopped: %d notes sent, %d deadline misses, %d bad messages dropped",
-                 self.scheduler.stats.sent_notes, self.scheduler.stats.deadline_misses,
+        s = self.scheduler.stats
+        log.info("stopped: %d notes sent, %d deadline misses, %d late wake-ups, %d bad "
+                 "messages dropped", s.sent_notes, s.deadline_misses, s.late_wakeups,
                  self.garbage)  # fmt: skip
 
 
@@ -386,16 +412,20 @@ def run_daemon(config: DaemonConfig) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    code = 0
     try:
         daemon.start()
         while not stop.wait(0.1):
             # Watchdog, re-armed ten times a second: if this thread cannot run for
             # WEDGED_AFTER_S, the process is wedged and exits (status 1, every thread's
-            # traceback on stderr) so that a service manager restarts it. The known case: a
-            # JACK server that stops, or drops Ostinato's client, leaves python-rtmidi's send
-            # spinning on a full buffer with the GIL held, deaf to signals.
+            # traceback on stderr) so that a service manager restarts it. The note sender has
+            # the same watchdog for the known case (a JACK server that stops, or drops the
+            # client, leaves python-rtmidi's send spinning on a full buffer with the GIL
+            # held); with the sender gone, nothing can play and this loop ends, status 1.
             faulthandler.dump_traceback_later(WEDGED_AFTER_S, exit=True)
-            daemon.poll()
+            if not daemon.poll():
+                code = 1
+                break
     finally:
         # Shutting down sends note-offs through the same port: it gets a deadline too, long
         # enough for its joins and for closing the ports on a busy JACK server.
@@ -404,7 +434,7 @@ def run_daemon(config: DaemonConfig) -> int:
         faulthandler.cancel_dump_traceback_later()
         for s, handler in previous.items():
             signal.signal(s, handler)
-    return 0
+    return code
 
 
 def save_cc_map(path: Path, cc_map: dict[int, str]) -> None:

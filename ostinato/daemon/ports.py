@@ -70,8 +70,17 @@ def _find(ports: list[str], wanted: str) -> int:
     return -1
 
 
+def _backend_error(backend: str, exc: Exception) -> PortError:
+    hint = {
+        "jack": "is the JACK server running?",
+        "alsa": "is the ALSA sequencer available (/dev/snd/seq, module snd-seq)? "
+        "Or use --backend jack",
+    }.get(backend, "see `ostinato ports`")
+    return PortError(f"cannot open the {backend} MIDI backend ({exc}); {hint}")
+
+
 class MidiPorts:
-    """The daemon's input and output. ``events`` receives (time, bytes) tuples."""
+    """The daemon's input and (unless ``output=False``: the sender process owns it) output."""
 
     def __init__(
         self,
@@ -79,34 +88,35 @@ class MidiPorts:
         in_port: str | None = None,
         out_port: str | None = None,
         client_name: str = "ostinato",
+        output: bool = True,
+        input: bool = True,
     ) -> None:
         self.backend = backend or default_backend()
         api = _api(self.backend)
         self._elapsed = 0.0  # sum of rtmidi's delta times
         self._offset: float | None = None  # perf_counter() − elapsed, smallest seen
+        self.midi_in = self.midi_out = None
         try:
             # One client each (JACK renames a second client of the same name): the ports
             # appear as "<client>-in:Ostinato In" and "<client>-out:Ostinato Out".
-            self.midi_in = rtmidi.MidiIn(api, name=f"{client_name}-in", queue_size_limit=4096)
-            self.midi_out = rtmidi.MidiOut(api, name=f"{client_name}-out")
+            if input:
+                self.midi_in = rtmidi.MidiIn(api, name=f"{client_name}-in", queue_size_limit=4096)
+            if output:
+                self.midi_out = rtmidi.MidiOut(api, name=f"{client_name}-out")
         except rtmidi.SystemError as exc:
-            raise PortError(
-                f"cannot open the {self.backend} MIDI backend ({exc}); "
-                + ("is the JACK server running?" if self.backend == "jack" else
-                   "is the ALSA sequencer available (/dev/snd/seq, module snd-seq)? "
-                   "Or use --backend jack" if self.backend == "alsa" else
-                   "see `ostinato ports`")
-            ) from exc  # fmt: skip
-        self.midi_in.ignore_types(sysex=True, timing=False, active_sense=True)
-        self.midi_in.set_error_callback(self._on_error)
-        if in_port is None:
-            self._open_virtual(self.midi_in, IN_NAME)
-        else:
-            self._open_named(self.midi_in, in_port, "input")
-        if out_port is None:
-            self._open_virtual(self.midi_out, OUT_NAME)
-        else:
-            self._open_named(self.midi_out, out_port, "output")
+            raise _backend_error(self.backend, exc) from exc
+        if self.midi_in is not None:
+            self.midi_in.ignore_types(sysex=True, timing=False, active_sense=True)
+            self.midi_in.set_error_callback(self._on_error)
+            if in_port is None:
+                self._open_virtual(self.midi_in, IN_NAME)
+            else:
+                self._open_named(self.midi_in, in_port, "input")
+        if self.midi_out is not None:
+            if out_port is None:
+                self._open_virtual(self.midi_out, OUT_NAME)
+            else:
+                self._open_named(self.midi_out, out_port, "output")
 
     def _open_virtual(self, port, name: str) -> None:
         if self.backend == "winmm":
@@ -131,18 +141,26 @@ class MidiPorts:
         port.open_port(index)
 
     def poll(self) -> list[tuple[float, list[int]]]:
-        """Every message waiting in rtmidi's queue, as (perf_counter time, bytes)."""
-        out = []
+        """Every message waiting in rtmidi's queue, as (perf_counter time, bytes).
+
+        The whole queue is drained first: its newest message is the one delivered closest
+        to now, so ``now − elapsed`` after it bounds the offset from above; stamping each
+        message as it is read would put a backlog (ticks queued while the daemon was still
+        loading) all at the moment of the poll."""
+        batch = []
         while True:
             event = self.midi_in.get_message()
             if event is None:
-                return out
+                break
             message, delta = event
             self._elapsed += delta
-            offset = time.perf_counter() - self._elapsed
-            if self._offset is None or offset < self._offset:
-                self._offset = offset  # a poll only ever runs late: the earliest is the truest
-            out.append((self._offset + self._elapsed, message))
+            batch.append((self._elapsed, message))
+        if not batch:
+            return []
+        offset = time.perf_counter() - self._elapsed
+        if self._offset is None or offset < self._offset:
+            self._offset = offset  # a poll only ever runs late: the earliest is the truest
+        return [(self._offset + elapsed, message) for elapsed, message in batch]
 
     def _on_error(self, error_type, message, data=None) -> None:
         log.warning("MIDI input error: %s", message)
@@ -152,6 +170,8 @@ class MidiPorts:
 
     def close(self) -> None:
         for port in (self.midi_in, self.midi_out):
+            if port is None:
+                continue
             try:
                 port.close_port()
                 port.delete()

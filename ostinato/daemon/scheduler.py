@@ -1,4 +1,5 @@
-"""Sending notes on time: a beat-domain queue and one sender thread.
+"""Sending notes on time: a beat-domain queue and one sender thread (run by the sender
+process, :mod:`ostinato.daemon.sender`, which owns the output port).
 
 Events are kept in beats and turned into wall time only when they are due, with the clock's
 *current* map, so a tempo change re-times everything still queued. The sender sleeps until
@@ -8,8 +9,10 @@ first, and stop / panic / shutdown release everything and send All Notes Off (CC
 every channel used.
 
 A note-on that would go out later than ``late_tolerance_ms`` (10 ms: audible) is dropped
-with its note-off and counted as a deadline miss, so a note the generator delivered too late
-is never played off the grid. Smaller delays (OS jitter) are measured in ``stats``.
+with its note-off, so a note is never played off the grid. The drop is counted by its cause:
+a *deadline miss* when the note was handed over after its time (generation was late), a
+*late wake-up* when it was queued in time but the sender itself ran too late (the OS did not
+schedule it). Smaller delays (OS jitter) are measured in ``stats``.
 
 The sender thread asks for real-time scheduling (``SCHED_FIFO`` at ``rt_priority``, below
 JACK's, whose default is 10) so a busy CPU cannot keep it waiting; where that is not allowed it says
@@ -28,7 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ostinato.daemon.clock import TempoMap
-from ostinato.model.tokens import DRUM_PROGRAM
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +41,16 @@ SPIN_S_REALTIME = 0.0003  # at SCHED_FIFO a timed wait wakes within ~0.1 ms: spi
 
 def default_program_channels() -> dict[int, int]:
     """Program → output channel (0-based): drums on channel 10, the rest on channel 1."""
+    from ostinato.model.tokens import DRUM_PROGRAM  # here: the sender process never needs it
+
     return {DRUM_PROGRAM: 9}
 
 
 @dataclass
 class SchedulerStats:
     sent_notes: int = 0
-    deadline_misses: int = 0
+    deadline_misses: int = 0  # note-ons dropped: handed over after their time
+    late_wakeups: int = 0  # note-ons dropped: queued in time, the sender ran too late
     lateness_ms: list[float] = field(default_factory=list)  # actual send − ideal, note-ons
 
 
@@ -71,8 +76,8 @@ class Scheduler:
         self.rt_priority = rt_priority
         self.realtime: bool | None = None  # None until the sender thread has started
         self.stats = SchedulerStats()
-        # (beat, order, kind, channel, pitch, velocity, note id)
-        self._queue: list[tuple[float, int, int, int, int, int, int]] = []
+        # (beat, order, kind, channel, pitch, velocity, note id, time queued)
+        self._queue: list[tuple[float, int, int, int, int, int, int, float]] = []
         self._order = itertools.count()
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -82,7 +87,10 @@ class Scheduler:
         self._channels_used: set[int] = set()
         self._thread: threading.Thread | None = None
         self._epoch = 0  # bumped by panic: an event popped before it is not sent
-        self.on_note_sent: Callable[[float, int, int, int, int], None] | None = None
+        # (due, sent, channel, pitch, velocity, note id) for every note-on sent
+        self.on_note_sent: Callable[[float, float, int, int, int, int], None] | None = None
+        # (due, now, note id, handed over late) for every note-on dropped
+        self.on_note_dropped: Callable[[float, float, int, bool], None] | None = None
 
     def channel_for(self, program: int) -> int:
         return self.program_channels.get(program, 0)
@@ -90,16 +98,26 @@ class Scheduler:
     # -- producer side (session thread) -----------------------------------------------------
     def schedule_note(
         self, start_beats: float, duration_beats: float, program: int, pitch: int, velocity: int
-    ) -> None:
-        channel = self.channel_for(program)
-        note_id = next(self._note_ids)
+    ) -> int:
         end = start_beats + max(duration_beats, 1 / 64)
+        return self.schedule(start_beats, end, self.channel_for(program), pitch, velocity)
+
+    def schedule(
+        self, start_beats: float, end_beats: float, channel: int, pitch: int, velocity: int,
+        note_id: int | None = None, handed_over: float | None = None,
+    ) -> int:  # fmt: skip
+        """Queue a note-on at ``start_beats`` and its note-off at ``end_beats``.
+        ``handed_over``: when generation delivered it (default: now)."""
+        if note_id is None:
+            note_id = next(self._note_ids)
+        now = time.perf_counter() if handed_over is None else handed_over
         with self._cond:
             heapq.heappush(self._queue, (start_beats, next(self._order), NOTE_ON, channel, pitch,
-                                         velocity, note_id))  # fmt: skip
-            heapq.heappush(self._queue, (end, next(self._order), NOTE_OFF, channel, pitch, 0,
-                                         note_id))  # fmt: skip
+                                         velocity, note_id, now))  # fmt: skip
+            heapq.heappush(self._queue, (end_beats, next(self._order), NOTE_OFF, channel, pitch, 0,
+                                         note_id, now))  # fmt: skip
             self._cond.notify()
+        return note_id
 
     def retime(self) -> None:
         """Wake the sender: the tempo map changed."""
@@ -177,12 +195,18 @@ class Scheduler:
                     self._dispatch(event, due)
 
     def _dispatch(self, event, due: float) -> None:
-        _, _, kind, channel, pitch, velocity, note_id = event
+        _, _, kind, channel, pitch, velocity, note_id, queued = event
         now = time.perf_counter()
         if kind == NOTE_ON:
             if now - due > self.late_tolerance_s:
-                self.stats.deadline_misses += 1
+                handed_over_late = queued >= due  # generation delivered it after its time
+                if handed_over_late:
+                    self.stats.deadline_misses += 1
+                else:
+                    self.stats.late_wakeups += 1
                 self._dropped.add(note_id)
+                if self.on_note_dropped is not None:
+                    self.on_note_dropped(due, now, note_id, handed_over_late)
                 return
             key = (channel, pitch)
             if key in self._sounding:  # same pitch struck again: release it first
@@ -194,7 +218,7 @@ class Scheduler:
             if len(self.stats.lateness_ms) < self.keep_lateness:
                 self.stats.lateness_ms.append((now - due) * 1000.0)
             if self.on_note_sent is not None:
-                self.on_note_sent(due, channel, pitch, velocity, note_id)
+                self.on_note_sent(due, now, channel, pitch, velocity, note_id)
         else:
             if note_id in self._dropped:
                 self._dropped.discard(note_id)

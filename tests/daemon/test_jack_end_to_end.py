@@ -205,6 +205,6 @@ def test_daemon_through_jack(jack: JackServer, tmp_path) -> None:
     # Every note-on has its note-off.
     assert len(offs) >= len(ons)
     assert "bad messages dropped" in log_text
-    dropped = int(log_text.split("deadline misses, ")[1].split(" bad")[0])
+    dropped = int(log_text.split("late wake-ups, ")[1].split(" bad")[0])
     assert dropped > 0  # the garbage reached the daemon and was counted, not played
     probe.close()

@@ -1,8 +1,9 @@
 """The JACK server goes away under a playing daemon: it must never be left unkillable.
 
 python-rtmidi's JACK output spins on its full buffer, holding the GIL, once nobody drains it;
-the daemon's watchdog then exits it (status 1, tracebacks on stderr) for a service manager to
-restart. If the buffer has not filled yet, SIGTERM still stops it cleanly."""
+the note sender's watchdog then exits it (status 1, tracebacks on stderr), and the daemon,
+its sender gone, exits with status 1 for a service manager to restart. If the buffer has not
+filled yet, SIGTERM still stops it cleanly."""
 
 from __future__ import annotations
 

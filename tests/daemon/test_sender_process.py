@@ -1,0 +1,102 @@
+"""The note sender process and the input's timestamps, through a real JACK server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from ostinato.daemon.ports import MidiPorts
+from tests.daemon.jack_rig import (
+    CLOCK_PORT,
+    DAEMON_OUT,
+    REPO,
+    JackServer,
+    Probe,
+    Transport,
+    daemon_command,
+)
+
+
+@pytest.fixture(scope="module")
+def jack():
+    server = JackServer(f"ostinato-sender-{os.getpid()}")
+    yield server
+    server.close()
+
+
+def sounding(notes: list[tuple[float, list[int]]]) -> set[tuple[int, int]]:
+    """(channel, pitch) of every note struck and not released, after ``notes`` in order."""
+    held: set[tuple[int, int]] = set()
+    for _, m in notes:
+        key = (m[0] & 0x0F, m[1])
+        if m[0] & 0xF0 == 0x90 and m[2] > 0:
+            held.add(key)
+        elif m[0] & 0xF0 == 0x80 or m[0] & 0xF0 == 0x90:
+            held.discard(key)
+    return held
+
+
+def test_killing_the_daemon_leaves_no_note_hanging(jack: JackServer, tmp_path) -> None:
+    """SIGKILL gives the daemon no chance to clean up: its sender process sees the pipe
+    close, releases every sounding note, sends All Notes Off and exits."""
+    log_path = tmp_path / "daemon.log"
+    with log_path.open("w") as log:
+        daemon = jack.spawn(
+            daemon_command("--clock", "internal", "--bpm", "90", "--mode", "jam",
+                           "--programs", "33,4", "--seed", "3", "--no-osc"),
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+        )  # fmt: skip
+    probe = Probe("probe-kill")
+    try:
+        jack.wait_for(lambda: DAEMON_OUT in jack.ports(), 60, "the daemon's ports never appeared")
+        jack.connect(DAEMON_OUT, probe.in_port)
+        # wait for a moment with notes sounding (bass and piano hold theirs)
+        jack.wait_for(lambda: sounding(probe.notes()), 60, "no note ever sounded: "
+                      + log_path.read_text()[-2000:])  # fmt: skip
+        held = sounding(probe.notes())
+        daemon.kill()
+        assert daemon.wait(10) == -signal.SIGKILL
+        jack.wait_for(lambda: DAEMON_OUT not in jack.ports(), 10, "the sender did not exit")
+        time.sleep(0.1)
+        notes = probe.notes()
+        assert held and not sounding(notes), f"left sounding: {sounding(notes)}"
+        all_off = {m[0] & 0x0F for _, m in probe.snapshot() if m[0] & 0xF0 == 0xB0 and m[1] == 123}
+        assert {channel for channel, _ in held} <= all_off
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        probe.close()
+
+
+def test_a_backlog_of_input_keeps_its_timing(jack: JackServer) -> None:
+    """Clock ticks queued while nobody polled (the daemon still loading) are stamped when
+    JACK delivered them, not all at the moment of the poll."""
+    ports = MidiPorts("jack", client_name="backlog", output=False)
+    clock = jack.spawn(["jack_midi_clock"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    transport = Transport(jack, bpm=120)
+    try:
+        jack.wait_for(lambda: CLOCK_PORT in jack.ports(), 30, "jack_midi_clock did not start")
+        jack.connect(CLOCK_PORT, "backlog-in:Ostinato In")
+        transport.roll()
+        time.sleep(1.0)  # ~48 ticks pile up
+        ticks = np.array([t for t, m in ports.poll() if m == [0xF8]])
+        assert len(ticks) >= 24
+        gaps = np.diff(ticks)
+        tick = 60 / 120 / 24
+        # JACK stamps each in the cycle it arrived in: within a 1.33 ms cycle of the tick
+        assert np.all(np.abs(gaps - tick) < 0.004), np.round(gaps * 1000, 2)
+        time.sleep(0.3)
+        later = [t for t, m in ports.poll() if m == [0xF8]]
+        # the next batch goes on forward; its offset may be refined by up to the tick the
+        # first poll could not see how late it was
+        assert 0 < later[0] - ticks[-1] < 2 * tick
+    finally:
+        transport.send("stop")
+        transport.send("exit")
+        clock.terminate()
+        ports.close()
