@@ -5,6 +5,11 @@ bar was generated), and the daemon's CPU use; writes a JSON report and a histogr
 
 Needs Debian's jackd2 and jack-midi-clock; it starts a private JACK server (dummy driver,
 real-time at its default priority 10 where allowed, as musicians run it).
+
+The machine's own floor: where ``cyclictest`` (Debian's rt-tests) is installed, it runs
+alongside each tempo at the sender's priority, waking every millisecond and measuring how
+late the OS woke it. No program at that priority can be woken more precisely than that, so
+the sender's lateness is reported next to it, measured over the same minutes.
 """
 
 from __future__ import annotations
@@ -22,6 +27,48 @@ from pathlib import Path
 import numpy as np
 
 TOOLS = ("jackd", "jack_lsp", "jack_connect", "jack_midi_clock", "jack_transport")
+SENDER_PRIORITY = 5  # the daemon's default --rt-priority
+
+
+def start_cyclictest(seconds: float) -> subprocess.Popen | None:
+    """cyclictest at the sender's priority for ``seconds`` (None where it is not installed)."""
+    if shutil.which("cyclictest") is None:
+        return None
+    return subprocess.Popen(
+        ["cyclictest", "-m", "-q", "-t", "1", "-p", str(SENDER_PRIORITY), "-i", "1000",
+         "-h", "30000", "-D", str(max(1, round(seconds)))],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def parse_cyclictest(text: str) -> dict | None:
+    """Wake-up lateness from cyclictest's histogram (µs buckets): p50/p99/max in ms and how
+    many wake-ups were over 1, 3 and 10 ms."""
+    counts: dict[int, int] = {}
+    maximum = None
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+            if int(parts[1]):
+                counts[int(parts[0])] = int(parts[1])
+        elif line.startswith("# Max Latencies:") and len(parts) > 3:
+            maximum = int(parts[3])
+    total = sum(counts.values())
+    if not total or maximum is None:
+        return None
+    us = np.array(sorted(counts))
+    cumulative = np.cumsum([counts[u] for u in us]) / total
+    overflow = sum(1 for line in text.splitlines() if line.startswith("# Histogram Overflows:")
+                   and int(line.split()[-1]) > 0)  # fmt: skip
+    return {
+        "wakeups": total,
+        "p50_ms": round(float(us[np.searchsorted(cumulative, 0.5)]) / 1000, 3),
+        "p99_ms": round(float(us[np.searchsorted(cumulative, 0.99)]) / 1000, 3),
+        "max_ms": round(maximum / 1000, 3),
+        "over_1ms": int(sum(c for u, c in counts.items() if u > 1000)) + overflow,
+        "over_3ms": int(sum(c for u, c in counts.items() if u > 3000)) + overflow,
+        "over_10ms": int(sum(c for u, c in counts.items() if u > 10000)) + overflow,
+    }
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -56,7 +103,7 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
          "--seed", "0", "--no-osc"],
         env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    clock = transport = None
+    clock = transport = floor = None
     try:
         _wait(lambda: "ostinato-out:Ostinato Out" in lsp(), 60, "the daemon's ports")
         clock = subprocess.Popen(["jack_midi_clock"], env=env, stdout=subprocess.DEVNULL,
@@ -72,8 +119,11 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
             transport.stdin.write(command + "\n")
         transport.stdin.flush()
         cpu0, t0 = _cpu_seconds(daemon.pid), time.monotonic()
-        time.sleep(bars * 4 * 60 / bpm + 1.0)
+        seconds = bars * 4 * 60 / bpm + 1.0
+        floor = start_cyclictest(seconds - 1.0)
+        time.sleep(seconds)
         cpu = (_cpu_seconds(daemon.pid) - cpu0) / (time.monotonic() - t0)
+        floor_text = floor.communicate(timeout=30)[0] if floor is not None else ""
         transport.stdin.write("stop\n")
         transport.stdin.flush()
         time.sleep(0.5)
@@ -82,7 +132,7 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         if code != 0:
             raise RuntimeError(f"the daemon exited with {code}: {log_path.read_text()[-2000:]}")
     finally:
-        for proc in (transport, clock, daemon):
+        for proc in (floor, transport, clock, daemon):
             if proc is not None and proc.poll() is None:
                 proc.terminate()
                 proc.wait(5)
@@ -98,6 +148,7 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         "bars_generated": stats["bars_generated"],
         "notes_sent": stats["notes_sent"],
         "deadline_misses": stats["deadline_misses"],
+        "late_wakeups": stats.get("late_wakeups", 0),
         "sender_realtime": stats.get("sender_realtime"),
         "lateness_ms": {
             **_percentiles(lateness_ms, 50, 99),
@@ -107,6 +158,7 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         "bar_generation_ms": _percentiles(stats["bar_ms"], 50, 99),
         "lookahead_ms": round(stats["lookahead_ms"], 1),
         "cpu_percent_of_one_core": round(100 * cpu, 1),
+        "os_floor": parse_cyclictest(floor_text),
         "_lateness_ms": lateness_ms,
     }
 
@@ -173,10 +225,20 @@ def format_realtime(report: dict) -> str:
     for r in report["runs"]:
         lines.append(
             f"  {r['bpm']} BPM: {r['bars_generated']} bars, {r['notes_sent']} notes, "
-            f"{r['deadline_misses']} deadline misses; lateness p50 {r['lateness_ms']['p50']} ms, "
+            f"{r['deadline_misses']} deadline misses (generation late), "
+            f"{r.get('late_wakeups', 0)} late wake-ups (sender woken >10 ms late); "
+            f"lateness p50 {r['lateness_ms']['p50']} ms, "
             f"p99 {r['lateness_ms']['p99']} ms, max {r['lateness_ms']['max']} ms; bar ready "
             f"{r['bar_ready_margin_ms']['p50']} ms before it starts (p1 "
             f"{r['bar_ready_margin_ms']['p1']} ms); CPU {r['cpu_percent_of_one_core']}% of a core; "
             f"sender {'SCHED_FIFO' if r.get('sender_realtime') else 'normal priority'}"
         )
+        floor = r.get("os_floor")
+        if floor:
+            lines.append(
+                f"    OS floor (cyclictest, SCHED_FIFO {SENDER_PRIORITY}, 1 ms period, same "
+                f"minutes): p50 {floor['p50_ms']} ms, p99 {floor['p99_ms']} ms, max "
+                f"{floor['max_ms']} ms; {floor['over_3ms']} of {floor['wakeups']} wake-ups over "
+                f"3 ms, {floor['over_10ms']} over 10 ms"
+            )
     return "\n".join(lines)

@@ -100,3 +100,15 @@ def test_a_backlog_of_input_keeps_its_timing(jack: JackServer) -> None:
         transport.send("exit")
         clock.terminate()
         ports.close()
+
+
+def test_an_output_port_that_does_not_exist_is_a_clear_error(jack: JackServer) -> None:
+    """--out names a port the sender process cannot find: its words reach the user, exit 2,
+    and nothing is left behind (neither process, nor a port)."""
+    result = subprocess.run(
+        daemon_command("--out", "No Such Synth", "--no-osc"),
+        env=jack.env, cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "no MIDI output port named 'No Such Synth'" in result.stderr
+    assert not [p for p in jack.ports() if p.startswith("ostinato-")]
