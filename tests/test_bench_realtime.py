@@ -1,0 +1,49 @@
+"""Reading cyclictest's histogram: the OS wake-up floor the real-time bench reports."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from ostinato.bench_realtime import parse_cyclictest
+
+
+def histogram(counts: dict[int, int], maximum: int, overflows: int = 0) -> str:
+    lines = ["# /dev/cpu_dma_latency set to 0us"]
+    lines += [f"{us:06d} {counts.get(us, 0):06d}" for us in range(0, 12001)]
+    lines += ["# Total: 000001000", "# Min Latencies: 00005", "# Avg Latencies: 00020",
+              f"# Max Latencies: {maximum:05d}", f"# Histogram Overflows: {overflows:05d}",
+              "# Histogram Overflow at cycle number:", "# Thread 0:"]  # fmt: skip
+    return "\n".join(lines)
+
+
+def test_percentiles_maximum_and_counts_over_the_marks() -> None:
+    counts = {15: 900, 40: 95, 2500: 2, 4000: 2, 11000: 1}
+    floor = parse_cyclictest(histogram(counts, 11000))
+    assert floor == {
+        "wakeups": 1000, "p50_ms": 0.015, "p99_ms": 0.04, "max_ms": 11.0,
+        "over_1ms": 5, "over_3ms": 3, "over_10ms": 1,
+    }  # fmt: skip
+
+
+def test_wakeups_past_the_histogram_count_as_over_every_mark() -> None:
+    floor = parse_cyclictest(histogram({20: 99}, 45000, overflows=1))
+    assert floor is not None and floor["max_ms"] == 45.0
+    assert floor["over_1ms"] == floor["over_3ms"] == floor["over_10ms"] == 1
+
+
+def test_no_histogram_is_no_floor() -> None:
+    assert parse_cyclictest("") is None
+    assert parse_cyclictest("Unable to change scheduling policy!\n") is None
+
+
+def test_a_real_cyclictest_run_parses() -> None:
+    if shutil.which("cyclictest") is None:
+        pytest.fail("cyclictest not found: install Debian's rt-tests (.ci/run does)")
+    command = ["cyclictest", "-q", "-t", "1", "-i", "1000", "-h", "30000", "-D", "1"]
+    text = subprocess.run(command, capture_output=True, text=True, timeout=30).stdout
+    floor = parse_cyclictest(text)
+    assert floor is not None and 500 <= floor["wakeups"] <= 1100, text[-500:]
+    assert 0 <= floor["p50_ms"] <= floor["p99_ms"] <= floor["max_ms"]
