@@ -159,6 +159,11 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         "lookahead_ms": round(stats["lookahead_ms"], 1),
         "cpu_percent_of_one_core": round(100 * cpu, 1),
         "os_floor": parse_cyclictest(floor_text),
+        "late_bars": [b for b in stats.get("bars", []) if b["margin_ms"] < 0],
+        "dropped": [  # how late each would have gone out, and why
+            {"late_ms": round((d["at"] - d["due"]) * 1000, 2), "generation": d["handed_over_late"]}
+            for d in stats.get("dropped", [])
+        ],
         "_lateness_ms": lateness_ms,
     }
 

@@ -175,6 +175,16 @@ def _cmd_continue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tempos(text: str) -> tuple[int, ...]:
+    try:
+        tempos = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"tempos are whole BPM, e.g. 120,180: {text!r}") from None
+    if not tempos or not all(20 <= t <= 400 for t in tempos):
+        raise argparse.ArgumentTypeError(f"tempos must be 20..400 BPM: {text!r}")
+    return tempos
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ostinato.bench import format_report, run_bench
 
@@ -182,7 +192,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from ostinato.bench_realtime import format_realtime, run_realtime_bench
 
         model = Path(args.model) if args.model else Path(str(default_model_dir()))
-        report = run_realtime_bench(model, bars=args.bars, png=args.png)
+        report = run_realtime_bench(model, bars=args.bars, png=args.png, tempos=args.tempos)
         print(format_realtime(report))
     else:
         report = run_bench(
@@ -468,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the daemon through a private JACK server, jam mode, 120 and 180 BPM",
     )
     bench.add_argument("--bars", type=int, default=200, help="bars per tempo with --realtime")
+    bench.add_argument("--tempos", type=_tempos, default=(120, 180), metavar="BPM[,BPM…]",
+                       help="tempos with --realtime (default 120,180)")  # fmt: skip
     bench.add_argument("--png", help="lateness histogram with --realtime")  # fmt: skip
     bench.set_defaults(func=_cmd_bench)
     return parser

@@ -280,6 +280,10 @@ class Daemon:
             "lateness_ms": s.lateness_ms,
             "bar_ms": list(self.session.bar_ms),
             "bar_margin_ms": list(self.session.bar_margin_ms),
+            "bars": [
+                {"bar": b, "hand_over_ms": h, "generate_ms": g, "notes": n, "margin_ms": m}
+                for b, h, g, n, m in self.session.bar_log
+            ],
             "bars_generated": self.session.bars_generated,
             "lookahead_ms": self.session.lookahead_s * 1000,
             "bad_messages": self.garbage,

@@ -201,6 +201,10 @@ class Engine:
     def context_length(self) -> int:
         return self._ctx_len
 
+    # ``dropped_front``: tokens dropped from the front of the context (after BOS) by the
+    # window sliding since the last reset. A caller that remembers a length of the context
+    # finds it again, after any slide, as that length − (dropped_front now − dropped_front then).
+
     def context_tokens(self) -> np.ndarray:
         return self._ctx_tokens[: self._ctx_len].copy()
 
@@ -211,6 +215,7 @@ class Engine:
         self._ctx_len = 0
         self._history_len = 0
         self.next_position = 0
+        self.dropped_front = 0
         self.feed([self.vocab.bos_id])
 
     def feed(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -321,6 +326,7 @@ class Engine:
             bars = np.flatnonzero(ctx == self.vocab.bar_id)
             cut_candidates = bars[bars >= first + target]
             cut = int(cut_candidates[0]) if len(cut_candidates) else self._ctx_len
+        self.dropped_front += cut - first
         if self.slide == "reprefill" or rebase:
             kept = np.concatenate((ctx[:first], ctx[cut:])).copy()
             self._slot_valid[:] = -np.inf

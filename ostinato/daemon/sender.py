@@ -51,6 +51,12 @@ START_TIMEOUT_S = 20.0
 WEDGED_AFTER_S = 5.0  # the sender's own watchdog (see _watchdog)
 
 
+def _set_blocking(fd: int, blocking: bool) -> None:
+    """Python before 3.12 cannot make a Windows pipe non-blocking: there writes may wait."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.set_blocking(fd, blocking)
+
+
 class SenderError(PortError):
     """The sender process could not start; the message says why."""
 
@@ -100,7 +106,7 @@ class SenderProcess:
         self._wait_ready()
         # From here on the daemon never waits for the sender: a pipe the sender no longer
         # drains (it is stuck) makes a write fail at once, and the sender is stopped.
-        os.set_blocking(self._in, False)
+        _set_blocking(self._in, False)
         self._reader = threading.Thread(target=self._read_reports, name="ostinato-reports",
                                         daemon=True)  # fmt: skip
         self._reader.start()
@@ -243,7 +249,7 @@ class _Reports:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.lost = 0
-        os.set_blocking(fd, False)
+        _set_blocking(fd, False)
 
     def write(self, kind: int, channel=0, pitch=0, velocity=0, note_id=0, a=0.0, b=0.0,
               c=0.0) -> None:  # fmt: skip
@@ -256,7 +262,7 @@ class _Reports:
 
     def error(self, message: str) -> None:
         data = message.encode("utf-8")
-        os.set_blocking(self.fd, True)
+        _set_blocking(self.fd, True)
         os.write(self.fd, RECORD.pack(ERROR, 0, 0, 0, len(data), 0.0, 0.0, 0.0) + data)
 
 
@@ -327,6 +333,10 @@ def _serve(args: argparse.Namespace, reports: _Reports) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Reports get the pipe on fd 1 to themselves: whatever else prints to standard output
+    # (libjack's info messages do) goes to standard error instead of into the records.
+    reports_fd = os.dup(1)
+    os.dup2(2, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when to stop
 
     def on_term(signum, frame) -> None:
@@ -347,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     # The reader thread parses a record and goes back to waiting on the pipe; should the
     # sender wake while it runs, it gets the interpreter lock within half a millisecond.
     sys.setswitchinterval(0.0005)
-    reports = _Reports(sys.stdout.buffer.fileno())
+    reports = _Reports(reports_fd)
     return _serve(args, reports)
 
 

@@ -68,6 +68,7 @@ class Session:
         self._thread: threading.Thread | None = None
         self.bar_ms: deque[float] = deque(maxlen=1024)
         self.bar_margin_ms: deque[float] = deque(maxlen=4096)  # bar start − bar fully ready
+        self.bar_log: deque[tuple[int, float, float, int, float]] = deque(maxlen=4096)
         self.answering_until = -1  # last bar of the current answer (continue mode)
         self.bars_generated = 0
         self.phrases_answered = 0
@@ -79,6 +80,7 @@ class Session:
     def _reset_context(self) -> None:
         self.engine.reset()
         self._committed_len = self.engine.context_length
+        self._committed_dropped = self.engine.dropped_front
         self._committed_bar = -1  # last bar fed and committed
         self._prepared_bar = -1  # last bar the cycle ran for
 
@@ -153,15 +155,20 @@ class Session:
             self.recorder.prune(current)
         complete_tokens = [self.bar_tokens(notes, b) for notes, b in complete_notes]
         partial = self.bar_tokens(partial_notes, current)
-        if self._committed_len > engine.context_length:  # the window slid under us: restart
+        # Where the committed tokens end now: the window may have slid since (dropping the
+        # oldest bars from the front) while the last cycle fed and generated.
+        committed = self._committed_len - (engine.dropped_front - self._committed_dropped)
+        if committed < 1:  # the slide reached past them (a window of about a bar): restart
             engine.reset()
-            self._committed_len = engine.context_length
-        engine.truncate(self._committed_len)
+            committed = engine.context_length
+        engine.truncate(committed)
         if complete_tokens:
             engine.feed(np.concatenate(complete_tokens))
-            self._committed_len = engine.context_length
             self._committed_bar = current - 1
+        self._committed_len = engine.context_length
+        self._committed_dropped = engine.dropped_front
         engine.feed(partial)
+        t_fed = time.perf_counter()
         self._prepared_bar = next_bar
         if not self.wants_bar(next_bar):
             return 0
@@ -190,7 +197,18 @@ class Session:
         self.bar_ms.append((done - t0) * 1000.0)
         tempo = self.clock.snapshot()
         if tempo is not None:
-            self.bar_margin_ms.append((tempo.time_at(bar_start) - done) * 1000.0)
+            margin = (tempo.time_at(bar_start) - done) * 1000.0
+            self.bar_margin_ms.append(margin)
+            # bar, hand-over ms, generation ms, notes, margin ms: what a late bar spent
+            self.bar_log.append((next_bar, (t_fed - t0) * 1000.0, (done - t_fed) * 1000.0,
+                                 count, margin))  # fmt: skip
+            if margin < 0:
+                log.info(
+                    "bar %d was ready %.0f ms after it began (hand-over %.0f ms, %d notes in "
+                    "%.0f ms, started %.0f ms ahead): notes due before then are dropped",
+                    next_bar + 1, -margin, (t_fed - t0) * 1000.0, count,
+                    (done - t_fed) * 1000.0, (tempo.time_at(bar_start) - t0) * 1000.0,
+                )  # fmt: skip
         self.bars_generated += 1
         self._adapt_lookahead()
         return count

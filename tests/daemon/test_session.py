@@ -1,0 +1,54 @@
+"""The per-bar cycle's context bookkeeping, driven bar by bar (no ports, no threads)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ostinato.daemon.clock import Clock
+from ostinato.daemon.engine import Engine
+from ostinato.daemon.recorder import Recorder
+from ostinato.daemon.scheduler import Scheduler
+from ostinato.daemon.session import Session
+from ostinato.model.tokens import DRUM_PROGRAM
+from ostinato.settings import GenerationSettings
+
+
+def test_the_context_keeps_its_bars_while_the_window_slides(tiny_model_dir) -> None:
+    """A long jam fills the KV window again and again; each time it slides, the committed
+    bars must be found where they now are: the context stays the newest bars exactly as
+    played (no speculative tokens of an earlier cycle, no restart from a bare context)."""
+    engine = Engine(tiny_model_dir, device="cpu")
+    clock = Clock(bpm=120)
+    clock.start_internal(0.0, 120)
+    scheduler = Scheduler(lambda message: None, clock.snapshot)  # queued only, never sent
+    recorder = Recorder()
+    settings = GenerationSettings(mode="jam", programs=(DRUM_PROGRAM, 33), temperature=1.3,
+                                  seed=5, key_lock=False)  # fmt: skip
+    session = Session(engine, clock, scheduler, recorder, settings)
+    recorder.keep_bars = 64
+    vocab, window = engine.vocab, engine.window
+    slides = 0
+    for next_bar in range(1, 40):
+        before = engine.dropped_front
+        session.run_cycle(next_bar, next_bar * 4.0 - 0.25)
+        slides += engine.dropped_front > before
+        current = next_bar - 1
+        bars = [session.bar_tokens(recorder.bar_notes(b), b) for b in range(current)]
+        committed = session._committed_len - (engine.dropped_front - session._committed_dropped)
+        context = engine.context_tokens()
+        assert context[0] == vocab.bos_id
+        if not bars:
+            continue
+        played = np.concatenate(bars)
+        kept = context[1:committed]
+        assert kept[0] == vocab.bar_id  # whole bars
+        np.testing.assert_array_equal(kept, played[len(played) - len(kept) :])
+        # the slide frees a quarter of the window at a time: the newest complete bars that
+        # fit in half of it are always there
+        recent = 0
+        for tokens in reversed(bars):
+            if recent + len(tokens) > window // 2:
+                break
+            recent += len(tokens)
+        assert len(kept) >= recent, (next_bar, len(kept), recent)
+    assert slides >= 3  # the window did slide, several times
