@@ -161,7 +161,11 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         "os_floor": parse_cyclictest(floor_text),
         "late_bars": [b for b in stats.get("bars", []) if b["margin_ms"] < 0],
         "dropped": [  # how late each would have gone out, and why
-            {"late_ms": round((d["at"] - d["due"]) * 1000, 2), "generation": d["handed_over_late"]}
+            {
+                "beat": round(d["beat"], 3),
+                "late_ms": round((d["at"] - d["due"]) * 1000, 2),
+                "generation": d["handed_over_late"],
+            }
             for d in stats.get("dropped", [])
         ],
         "_lateness_ms": lateness_ms,

@@ -106,8 +106,9 @@ class Daemon:
         self.input_log: list[tuple[float, list[int]]] = []  # beat and bytes of notes heard
         if config.stats_json is not None:
             self.scheduler.on_note_sent = self._log_note
-            self.scheduler.on_note_dropped = self._log_drop
-        self.drop_log: list[tuple[float, float, bool]] = []  # due, when, handed over late
+        self.scheduler.on_note_dropped = self._log_drop
+        self.drop_log: list[tuple[float, float, float, bool]] = []  # beat, due, when, why
+        self._last_drop_bar = -1
         self._stop = threading.Event()
         self._input_thread = threading.Thread(target=self._input_loop, name="ostinato-input",
                                               daemon=True)  # fmt: skip
@@ -262,7 +263,18 @@ class Daemon:
         self.sent_log.append((beat, due, sent, pitch))
 
     def _log_drop(self, due: float, when: float, note_id: int, handed_over_late: bool) -> None:
-        self.drop_log.append((due, when, handed_over_late))
+        """A note-on the sender dropped: said once per bar in the log (reports thread)."""
+        tempo = self.clock.snapshot()
+        beat = tempo.beat_at(due) if tempo else float("nan")
+        if self.config.stats_json is not None and len(self.drop_log) < 100_000:
+            self.drop_log.append((beat, due, when, handed_over_late))
+        bar = int(beat // self.config.beats_per_bar) if tempo else -1
+        if bar != self._last_drop_bar:
+            self._last_drop_bar = bar
+            log.warning(
+                "bar %d: a note %.0f ms late was dropped (%s)", bar + 1, (when - due) * 1000,
+                "generated after its time" if handed_over_late else "the sender woke late",
+            )  # fmt: skip
 
     def stats(self) -> dict:
         s = self.scheduler.stats
@@ -274,15 +286,23 @@ class Daemon:
             "sender_pid": self.scheduler.pid,
             "lost_reports": self.scheduler.lost_reports,
             "dropped": [
-                {"due": d, "at": t, "handed_over_late": late} for d, t, late in self.drop_log
+                {"beat": b, "due": d, "at": t, "handed_over_late": late}
+                for b, d, t, late in self.drop_log
             ],
             "gc_frozen_objects": gc.get_freeze_count(),
             "lateness_ms": s.lateness_ms,
             "bar_ms": list(self.session.bar_ms),
             "bar_margin_ms": list(self.session.bar_margin_ms),
             "bars": [
-                {"bar": b, "hand_over_ms": h, "generate_ms": g, "notes": n, "margin_ms": m}
-                for b, h, g, n, m in self.session.bar_log
+                {
+                    "bar": b,
+                    "hand_over_ms": h,
+                    "generate_ms": g,
+                    "notes": n,
+                    "margin_ms": m,
+                    "first_note_margin_ms": f,
+                }
+                for b, h, g, n, m, f in self.session.bar_log
             ],
             "bars_generated": self.session.bars_generated,
             "lookahead_ms": self.session.lookahead_s * 1000,
@@ -406,8 +426,9 @@ class Daemon:
 
 
 def run_daemon(config: DaemonConfig) -> int:
-    # Let the sender and input threads take the GIL within half a millisecond of asking,
-    # instead of the default 5 ms, while the generation thread runs Python code.
+    # Let the input thread take the GIL within half a millisecond of asking, instead of the
+    # default 5 ms, while the generation thread runs Python code: a Stop, a panic or a new
+    # tempo map reaches the sender process that much sooner.
     sys.setswitchinterval(0.0005)
     stop = threading.Event()
     daemon = Daemon(config)

@@ -68,7 +68,7 @@ class Session:
         self._thread: threading.Thread | None = None
         self.bar_ms: deque[float] = deque(maxlen=1024)
         self.bar_margin_ms: deque[float] = deque(maxlen=4096)  # bar start − bar fully ready
-        self.bar_log: deque[tuple[int, float, float, int, float]] = deque(maxlen=4096)
+        self.bar_log: deque[tuple[int, float, float, int, float, float]] = deque(maxlen=4096)
         self.answering_until = -1  # last bar of the current answer (continue mode)
         self.bars_generated = 0
         self.phrases_answered = 0
@@ -183,6 +183,7 @@ class Session:
         sampler = engine.sampler(settings.sampling, seed)
         bar_start = next_bar * self.beats_per_bar
         count = 0
+        t_first = t_fed
         for note in engine.generate(1, sampler, grammar):
             start = bar_start + note.start_beats
             with self.lock:  # a Stop between two notes must win: nothing after the panic
@@ -192,6 +193,8 @@ class Session:
                                              note.pitch, note.velocity)  # fmt: skip
                 self.recorder.add_generated(start, note.duration_beats, note.pitch,
                                             note.velocity, note.program)  # fmt: skip
+            if count == 0:
+                t_first = time.perf_counter()
             count += 1
         done = time.perf_counter()
         self.bar_ms.append((done - t0) * 1000.0)
@@ -199,9 +202,11 @@ class Session:
         if tempo is not None:
             margin = (tempo.time_at(bar_start) - done) * 1000.0
             self.bar_margin_ms.append(margin)
-            # bar, hand-over ms, generation ms, notes, margin ms: what a late bar spent
+            # bar, hand-over ms, generation ms, notes, margin ms (bar ready; first note
+            # ready): what a late bar spent
+            first_margin = (tempo.time_at(bar_start) - t_first) * 1000.0
             self.bar_log.append((next_bar, (t_fed - t0) * 1000.0, (done - t_fed) * 1000.0,
-                                 count, margin))  # fmt: skip
+                                 count, margin, first_margin))  # fmt: skip
             if margin < 0:
                 log.info(
                     "bar %d was ready %.0f ms after it began (hand-over %.0f ms, %d notes in "
