@@ -8,8 +8,16 @@ the sequence and no allocation per token.
 
 Constraints: only enabled programs; pitches inside each program's range (and inside a scale
 when scale lock is on); positions strictly increasing inside the bar and inside the meter;
-notes end inside the bar unless ``notes_within_bar`` is off. Any sequence sampled under
-these masks therefore decodes to valid notes that lie in the bar being generated.
+notes end inside the bar unless ``notes_within_bar`` is off; no program strikes one pitch
+twice at one position, and at most ``MAX_NOTES_AT_ONE_POSITION`` notes start together. Any
+sequence sampled under these masks therefore decodes to valid notes that lie in the bar
+being generated.
+
+Why the last two: a model continuing only itself can fall into a loop of the same few notes
+on one position (seen after ~175 self-fed bars: 100 notes on a downbeat, 87 of them repeats),
+a blob no instrument can play that then fills the context and every following bar. Those
+masks are the only ones built per call (a copy of one row, only once a note was struck at
+the position).
 """
 
 from __future__ import annotations
@@ -39,6 +47,9 @@ _FAMILY_RANGES = {
 }
 _OTHER_RANGE = (24, 108)
 DRUM_RANGE = (27, 87)  # GM percussion key map (High Q .. Open Surdo)
+# Notes that may start at one position of a bar, all programs together: a full kit hit, a
+# two-handed piano chord and a bass note fit; a wall of repeated notes does not.
+MAX_NOTES_AT_ONE_POSITION = 16
 
 
 def default_pitch_range(program: int) -> tuple[int, int]:
@@ -138,6 +149,10 @@ class Grammar:
             if not row.any():
                 raise ValueError(f"no pitch allowed for program {program} ({low}..{high})")
             self._after_program[program + 1] = row
+        self._pitch_counts = {
+            p: int(self._after_program[p + 1].sum()) for p in self.enabled_programs
+        }
+        self._program_token = {int(values[i]): int(i) for i in np.flatnonzero(program_ok)}
 
         # Duration masks per position: the note must end by the end of the bar.
         is_dur = types == TokenType.DURATION
@@ -166,14 +181,33 @@ class Grammar:
         self.program = DRUM_PROGRAM
         self.bars_completed = 0
         self.notes_in_bar = 0
+        self._clear_position()
+
+    def _clear_position(self) -> None:
+        self._struck: dict[int, list[int]] = {}  # program → pitch tokens at this position
+        self._at_position = 0  # notes started at this position
 
     def mask(self) -> np.ndarray:
         """Boolean mask (V,) of the tokens allowed next. Read-only; do not keep across calls."""
         state = self.state
         if state == State.AFTER_DURATION:
-            return self._after_duration[self.position]
+            row = self._after_duration[self.position]
+            if self._at_position >= MAX_NOTES_AT_ONE_POSITION:
+                row = row.copy()
+                row[list(self._program_token.values())] = False  # a later position, or Bar
+            elif any(len(t) >= self._pitch_counts[p] for p, t in self._struck.items()):
+                row = row.copy()  # a program that has struck every pitch it may play here
+                for p, t in self._struck.items():
+                    if len(t) >= self._pitch_counts[p]:
+                        row[self._program_token[p]] = False
+            return row
         if state == State.AFTER_PROGRAM:
-            return self._after_program[self.program + 1]
+            row = self._after_program[self.program + 1]
+            struck = self._struck.get(self.program)
+            if struck:
+                row = row.copy()
+                row[struck] = False
+            return row
         if state == State.AFTER_VELOCITY:
             return self._after_velocity[self.position]
         if state == State.AFTER_POSITION:
@@ -201,13 +235,17 @@ class Grammar:
             self.state = State.AFTER_BAR
             self.position = -1
             self.notes_in_bar = 0
+            self._clear_position()
         elif kind == TokenType.POSITION:
             self.position = int(self.vocab.values[token_id])
             self.state = State.AFTER_POSITION
+            self._clear_position()
         elif kind == TokenType.PROGRAM:
             self.program = int(self.vocab.values[token_id])
             self.state = State.AFTER_PROGRAM
         elif kind == TokenType.PITCH or kind == TokenType.PITCH_DRUM:
+            self._struck.setdefault(self.program, []).append(token_id)
+            self._at_position += 1
             self.state = State.AFTER_PITCH
         elif kind == TokenType.VELOCITY:
             self.state = State.AFTER_VELOCITY

@@ -5,7 +5,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ostinato.model.grammar import Grammar, GrammarConfig, State, default_pitch_range
+from ostinato.model.grammar import (
+    MAX_NOTES_AT_ONE_POSITION,
+    Grammar,
+    GrammarConfig,
+    State,
+    default_pitch_range,
+)
 from ostinato.model.tokens import DRUM_PROGRAM, TokenType, ids_to_score, score_to_ids
 from tests.conftest import make_band_score
 
@@ -142,3 +148,59 @@ def test_bad_config_is_rejected(kwargs, message) -> None:
 def test_unknown_program_is_rejected(vocab) -> None:
     with pytest.raises(ValueError, match="not in the vocabulary"):
         Grammar(vocab, GrammarConfig(programs=(200,)))
+
+
+def test_one_position_holds_no_repeated_note_and_no_wall_of_notes(vocab) -> None:
+    """A program never strikes the same pitch twice at one position (the loop a model
+    continuing itself can fall into), and at most MAX_NOTES_AT_ONE_POSITION notes start
+    together; a new position starts afresh."""
+    grammar = Grammar(vocab, GrammarConfig(programs=(DRUM_PROGRAM, 0)))
+    grammar.reset(at_bar_start=True)
+    pos = vocab.ids_of(TokenType.POSITION)
+    grammar.advance(int(pos[vocab.values[pos] == 0][0]))
+    programs = vocab.ids_of(TokenType.PROGRAM)
+    drums = int(programs[vocab.values[programs] == DRUM_PROGRAM][0])
+    grammar.advance(drums)
+    kick = int(np.flatnonzero(grammar.mask())[0])
+    grammar.advance(kick)
+    grammar.advance(int(np.flatnonzero(grammar.mask())[0]))
+    grammar.advance(int(np.flatnonzero(grammar.mask())[0]))
+    grammar.advance(drums)
+    assert not grammar.mask()[kick]  # the same drum again at this position: no
+    with pytest.raises(ValueError, match="not allowed"):
+        grammar.advance(kick)
+    played = 1
+    while grammar.state == State.AFTER_PROGRAM or grammar.mask()[drums]:
+        if grammar.state != State.AFTER_PROGRAM:
+            grammar.advance(drums)
+        grammar.advance(int(np.flatnonzero(grammar.mask())[0]))  # a new pitch each time
+        grammar.advance(int(np.flatnonzero(grammar.mask())[0]))
+        grammar.advance(int(np.flatnonzero(grammar.mask())[0]))
+        played += 1
+    assert played == MAX_NOTES_AT_ONE_POSITION
+    mask = grammar.mask()
+    assert (
+        not mask[programs].any() and mask[vocab.bar_id] and mask[pos[vocab.values[pos] > 0]].all()
+    )
+    grammar.advance(int(pos[vocab.values[pos] == 4][0]))  # a later position: all open again
+    grammar.advance(drums)
+    assert grammar.mask()[kick]
+
+
+def test_a_program_with_every_pitch_struck_is_not_offered_again(vocab) -> None:
+    """With a one-pitch range, bass may play once per position and never reach a state
+    with nothing to choose."""
+    grammar = Grammar(vocab, GrammarConfig(programs=(33, 0), pitch_ranges=((33, 40, 40),)))
+    grammar.reset(at_bar_start=True)
+    pos = vocab.ids_of(TokenType.POSITION)
+    programs = vocab.ids_of(TokenType.PROGRAM)
+    bass = int(programs[vocab.values[programs] == 33][0])
+    piano = int(programs[vocab.values[programs] == 0][0])
+    grammar.advance(int(pos[vocab.values[pos] == 0][0]))
+    grammar.advance(bass)
+    (only,) = np.flatnonzero(grammar.mask())
+    grammar.advance(int(only))
+    grammar.advance(int(np.flatnonzero(grammar.mask())[0]))
+    grammar.advance(int(np.flatnonzero(grammar.mask())[0]))
+    mask = grammar.mask()
+    assert not mask[bass] and mask[piano]
