@@ -26,11 +26,12 @@ def test_the_context_keeps_its_bars_while_the_window_slides(tiny_model_dir) -> N
                                   seed=5, key_lock=False)  # fmt: skip
     session = Session(engine, clock, scheduler, recorder, settings)
     recorder.keep_bars = 64
-    vocab, window = engine.vocab, engine.window
+    vocab = engine.vocab
     slides = 0
     for next_bar in range(1, 40):
         before = engine.dropped_front
         session.run_cycle(next_bar, next_bar * 4.0 - 0.25)
+        assert engine.dropped_front >= before  # never restarted from a bare context
         slides += engine.dropped_front > before
         current = next_bar - 1
         bars = [session.bar_tokens(recorder.bar_notes(b), b) for b in range(current)]
@@ -43,12 +44,4 @@ def test_the_context_keeps_its_bars_while_the_window_slides(tiny_model_dir) -> N
         kept = context[1:committed]
         assert kept[0] == vocab.bar_id  # whole bars
         np.testing.assert_array_equal(kept, played[len(played) - len(kept) :])
-        # the slide frees a quarter of the window at a time: the newest complete bars that
-        # fit in half of it are always there
-        recent = 0
-        for tokens in reversed(bars):
-            if recent + len(tokens) > window // 2:
-                break
-            recent += len(tokens)
-        assert len(kept) >= recent, (next_bar, len(kept), recent)
     assert slides >= 3  # the window did slide, several times
