@@ -25,7 +25,7 @@ import numpy as np
 from ostinato.daemon.clock import Clock
 from ostinato.daemon.control import KNOBS, ControlServer, format_programs
 from ostinato.daemon.engine import Engine
-from ostinato.daemon.ports import MidiPorts
+from ostinato.daemon.ports import MidiPorts, default_backend
 from ostinato.daemon.recorder import HUMAN, Recorder
 from ostinato.daemon.sender import SenderProcess
 from ostinato.daemon.session import Session
@@ -84,15 +84,17 @@ class Daemon:
         self.engine = Engine(config.model_dir, device=config.device)
         self.clock = Clock(bpm=config.bpm)
         self.recorder = Recorder(beats_per_bar=config.beats_per_bar)
-        self.ports = MidiPorts(config.backend, config.in_port, client_name=config.client_name,
-                               output=False)  # fmt: skip
-        try:  # the output port belongs to the sender process (see sender.py for why)
-            self.scheduler = SenderProcess(
-                self.clock.snapshot, self.ports.backend, config.out_port, config.client_name,
-                latency_ms=config.latency_ms, rt_priority=config.rt_priority,
-            )  # fmt: skip
+        # The output port belongs to the sender process (see sender.py for why); it opens
+        # first, so the input is polled from the moment it exists (see start()).
+        self.scheduler = SenderProcess(
+            self.clock.snapshot, config.backend or default_backend(), config.out_port,
+            config.client_name, latency_ms=config.latency_ms, rt_priority=config.rt_priority,
+        )  # fmt: skip
+        try:
+            self.ports = MidiPorts(config.backend, config.in_port,
+                                   client_name=config.client_name, output=False)  # fmt: skip
         except Exception:
-            self.ports.close()
+            self.scheduler.stop()
             raise
         self.clock.map_listeners.append(self.scheduler.push_tempo)
         self.session = Session(
@@ -118,6 +120,11 @@ class Daemon:
         self.control: ControlServer | None = None
         if config.osc_port is not None:
             self.control = self._open_control()
+        # Input is polled from now on: clock ticks left queued in rtmidi while the model
+        # warms up would come out as one backlog whose arrival times can only be estimated
+        # afterwards, an estimate later polls correct by up to a tick, which reads as a
+        # duplicate tick and leaves the beat count one behind.
+        self._input_thread.start()
 
     # -- control (OSC thread, input thread) -------------------------------------------------
     def _open_control(self) -> ControlServer | None:
@@ -379,7 +386,6 @@ class Daemon:
         if self.config.clock == "internal":
             self.clock.start_internal(time.perf_counter() + 0.2, self.config.bpm)
         self.scheduler.start()
-        self._input_thread.start()
         self.session.start()
         if self.control is not None:
             self.control.start()

@@ -112,7 +112,7 @@ def test_daemon_through_jack(jack: JackServer, tmp_path) -> None:
                            "--stats-json", str(tmp_path / "stats.json")),
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
         )  # fmt: skip
-    jack.wait_for(lambda: DAEMON_OUT in jack.ports(), 60, "the daemon's ports never appeared")
+    jack.wait_for(lambda: DAEMON_IN in jack.ports(), 60, "the daemon's ports never appeared")
     probe = Probe()
     clock = jack.spawn(["jack_midi_clock"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     jack.wait_for(lambda: CLOCK_PORT in jack.ports(), 30, "jack_midi_clock did not start")

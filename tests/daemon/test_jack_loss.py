@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 
-from tests.daemon.jack_rig import DAEMON_OUT, REPO, JackServer, daemon_command
+from tests.daemon.jack_rig import DAEMON_IN, REPO, JackServer, daemon_command
 
 
 def test_daemon_never_hangs_when_the_jack_server_stops(tmp_path):
@@ -26,7 +26,7 @@ def test_daemon_never_hangs_when_the_jack_server_stops(tmp_path):
                                "--programs", "drums,33,4,89,80", "--no-osc"),
                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
             )  # fmt: skip
-        server.wait_for(lambda: DAEMON_OUT in server.ports(), 60, "the daemon never started")
+        server.wait_for(lambda: DAEMON_IN in server.ports(), 60, "the daemon never started")
         time.sleep(3)  # playing
         server.proc.terminate()
         server.proc.wait(10)

@@ -35,7 +35,7 @@ def daemon(tmp_path_factory):
         daemon_command("--config", str(config), "--osc-port", str(port), "--clock", "internal"),
         stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
     )  # fmt: skip
-    server.wait_for(lambda: DAEMON_OUT in server.ports(), 60, "the daemon's ports never appeared")
+    server.wait_for(lambda: DAEMON_IN in server.ports(), 60, "the daemon's ports never appeared")
     client = ControlClient(port=port)
     server.wait_for(lambda: _answers(client), 30, "the OSC server never answered")
     try:

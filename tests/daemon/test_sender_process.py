@@ -13,6 +13,7 @@ import pytest
 from ostinato.daemon.ports import MidiPorts
 from tests.daemon.jack_rig import (
     CLOCK_PORT,
+    DAEMON_IN,
     DAEMON_OUT,
     REPO,
     JackServer,
@@ -53,7 +54,7 @@ def test_killing_the_daemon_leaves_no_note_hanging(jack: JackServer, tmp_path) -
         )  # fmt: skip
     probe = Probe("probe-kill")
     try:
-        jack.wait_for(lambda: DAEMON_OUT in jack.ports(), 60, "the daemon's ports never appeared")
+        jack.wait_for(lambda: DAEMON_IN in jack.ports(), 60, "the daemon's ports never appeared")
         jack.connect(DAEMON_OUT, probe.in_port)
         # wait for a moment with notes sounding (bass and piano hold theirs)
         jack.wait_for(lambda: sounding(probe.notes()), 60, "no note ever sounded: "

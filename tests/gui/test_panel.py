@@ -14,7 +14,7 @@ from PyQt6.QtCore import Qt
 
 from ostinato.control_client import ControlClient
 from ostinato.gui.panel import INSTRUMENTS, Panel
-from tests.daemon.jack_rig import DAEMON_OUT, REPO, JackServer, daemon_command
+from tests.daemon.jack_rig import DAEMON_IN, REPO, JackServer, daemon_command
 from tests.daemon.test_osc import free_udp_port
 
 ARTIFACTS = Path(os.environ.get("OSTINATO_TEST_ARTIFACTS", REPO / "build" / "test-artifacts"))
@@ -32,7 +32,7 @@ def daemon(tmp_path_factory):
                        "--programs", "drums,33", "--config", str(tmp / "config.toml")),
         stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
     )  # fmt: skip
-    server.wait_for(lambda: DAEMON_OUT in server.ports(), 60, "the daemon's ports never appeared")
+    server.wait_for(lambda: DAEMON_IN in server.ports(), 60, "the daemon's ports never appeared")
     try:
         yield port, tmp / "daemon.log"
         proc.send_signal(signal.SIGINT)
