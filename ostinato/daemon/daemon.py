@@ -92,7 +92,7 @@ class Daemon:
         )  # fmt: skip
         try:
             self.ports = MidiPorts(config.backend, config.in_port,
-                                   client_name=config.client_name, output=False)  # fmt: skip
+                                   client_name=config.client_name, with_output=False)  # fmt: skip
         except Exception:
             self.scheduler.stop()
             raise

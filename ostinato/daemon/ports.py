@@ -80,7 +80,8 @@ def _backend_error(backend: str, exc: Exception) -> PortError:
 
 
 class MidiPorts:
-    """The daemon's input and (unless ``output=False``: the sender process owns it) output."""
+    """The daemon's input and (unless ``with_output=False``: the sender process owns it)
+    output."""
 
     def __init__(
         self,
@@ -88,8 +89,8 @@ class MidiPorts:
         in_port: str | None = None,
         out_port: str | None = None,
         client_name: str = "ostinato",
-        output: bool = True,
-        input: bool = True,
+        with_output: bool = True,
+        with_input: bool = True,
     ) -> None:
         self.backend = backend or default_backend()
         api = _api(self.backend)
@@ -99,9 +100,9 @@ class MidiPorts:
         try:
             # One client each (JACK renames a second client of the same name): the ports
             # appear as "<client>-in:Ostinato In" and "<client>-out:Ostinato Out".
-            if input:
+            if with_input:
                 self.midi_in = rtmidi.MidiIn(api, name=f"{client_name}-in", queue_size_limit=4096)
-            if output:
+            if with_output:
                 self.midi_out = rtmidi.MidiOut(api, name=f"{client_name}-out")
         except rtmidi.SystemError as exc:
             raise _backend_error(self.backend, exc) from exc

@@ -64,7 +64,8 @@ class SenderError(PortError):
 # -- the daemon's side ------------------------------------------------------------------------
 class SenderProcess:
     """Starts the sender process and drives it; the same interface as :class:`Scheduler`
-    (``schedule_note``, ``retime``, ``panic``, ``start``, ``stop``, ``stats``, ``realtime``)."""
+    (``schedule_note``, ``panic``, ``start``, ``stop``, ``stats``, ``realtime``); tempo maps
+    come from the clock as it makes them (:meth:`push_tempo`)."""
 
     def __init__(
         self,
@@ -118,10 +119,6 @@ class SenderProcess:
     @property
     def alive(self) -> bool:
         return self._proc.poll() is None
-
-    @property
-    def returncode(self) -> int | None:
-        return self._proc.poll()
 
     def _wait_ready(self) -> None:
         # A JACK or ALSA client can take seconds to open on a loaded machine; give up after
@@ -208,9 +205,6 @@ class SenderProcess:
         self._last_map = tempo
         self._send(TEMPO, a=tempo.anchor_time, b=tempo.anchor_beat, c=tempo.seconds_per_beat)
 
-    def retime(self) -> None:
-        """Nothing to do: the clock pushes every new map (:meth:`push_tempo`)."""
-
     def schedule_note(
         self, start_beats: float, duration_beats: float, program: int, pitch: int, velocity: int
     ) -> int:
@@ -280,7 +274,7 @@ def _watchdog() -> None:
 def _serve(args: argparse.Namespace, reports: _Reports) -> int:
     try:
         ports = MidiPorts(args.backend, out_port=args.out, client_name=args.client_name,
-                          input=False)  # fmt: skip
+                          with_input=False)  # fmt: skip
     except PortError as exc:
         reports.error(str(exc))
         return 2

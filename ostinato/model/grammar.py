@@ -185,6 +185,7 @@ class Grammar:
 
     def _clear_position(self) -> None:
         self._struck: dict[int, list[int]] = {}  # program → pitch tokens at this position
+        self._spent: list[int] = []  # Program tokens with no pitch left at this position
         self._at_position = 0  # notes started at this position
 
     def mask(self) -> np.ndarray:
@@ -195,11 +196,9 @@ class Grammar:
             if self._at_position >= MAX_NOTES_AT_ONE_POSITION:
                 row = row.copy()
                 row[list(self._program_token.values())] = False  # a later position, or Bar
-            elif any(len(t) >= self._pitch_counts[p] for p, t in self._struck.items()):
-                row = row.copy()  # a program that has struck every pitch it may play here
-                for p, t in self._struck.items():
-                    if len(t) >= self._pitch_counts[p]:
-                        row[self._program_token[p]] = False
+            elif self._spent:  # programs that struck every pitch they may play here
+                row = row.copy()
+                row[self._spent] = False
             return row
         if state == State.AFTER_PROGRAM:
             row = self._after_program[self.program + 1]
@@ -244,7 +243,10 @@ class Grammar:
             self.program = int(self.vocab.values[token_id])
             self.state = State.AFTER_PROGRAM
         elif kind == TokenType.PITCH or kind == TokenType.PITCH_DRUM:
-            self._struck.setdefault(self.program, []).append(token_id)
+            struck = self._struck.setdefault(self.program, [])
+            struck.append(token_id)
+            if len(struck) == self._pitch_counts[self.program]:
+                self._spent.append(self._program_token[self.program])
             self._at_position += 1
             self.state = State.AFTER_PITCH
         elif kind == TokenType.VELOCITY:

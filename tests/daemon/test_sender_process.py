@@ -77,7 +77,7 @@ def test_killing_the_daemon_leaves_no_note_hanging(jack: JackServer, tmp_path) -
 def test_a_backlog_of_input_keeps_its_timing(jack: JackServer) -> None:
     """Clock ticks queued while nobody polled (the daemon still loading) are stamped when
     JACK delivered them, not all at the moment of the poll."""
-    ports = MidiPorts("jack", client_name="backlog", output=False)
+    ports = MidiPorts("jack", client_name="backlog", with_output=False)
     clock = jack.spawn(["jack_midi_clock"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     transport = Transport(jack, bpm=120)
     try:
