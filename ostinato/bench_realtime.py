@@ -105,11 +105,11 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
     )  # fmt: skip
     clock = transport = floor = None
     try:
-        _wait(lambda: "ostinato-in:Ostinato In" in lsp(), 60, "the daemon's ports")
+        _wait(lambda: "ostinato:Ostinato In" in lsp(), 60, "the daemon's ports")
         clock = subprocess.Popen(["jack_midi_clock"], env=env, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)  # fmt: skip
         _wait(lambda: "jack_midi_clock:mclk_out" in lsp(), 10, "jack_midi_clock")
-        subprocess.run(["jack_connect", "jack_midi_clock:mclk_out", "ostinato-in:Ostinato In"],
+        subprocess.run(["jack_connect", "jack_midi_clock:mclk_out", "ostinato:Ostinato In"],
                        env=env, check=True)  # fmt: skip
         transport = subprocess.Popen(["jack_transport"], env=env, stdin=subprocess.PIPE,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -412,7 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="MIDI backend (default: the platform's)")  # fmt: skip
     run.add_argument("--in", dest="in_port", help="open this existing input port instead")
     run.add_argument("--out", dest="out_port", help="open this existing output port instead")
-    run.add_argument("--clock", choices=["midi", "internal"], help="tempo source (default midi)")
+    run.add_argument("--clock", choices=["midi", "auto", "internal"],
+                     help="tempo source: midi (only the DAW's clock; default), auto (--bpm "
+                     "until MIDI clock comes), internal (--bpm)")  # fmt: skip
     run.add_argument("--bpm", type=float, help="internal tempo (default 120)")
     run.add_argument("--meter", default="4/4", help="4/4, 3/4, 6/8, 7/8 …")
     run.add_argument("--mode", choices=["continue", "jam", "loop"])

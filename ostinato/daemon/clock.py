@@ -1,34 +1,60 @@
-"""Musical time: MIDI clock (24 ppqn) or an internal tempo → a beat ↔ wall-time map.
+"""Musical time: MIDI clock (24 ppqn) or an internal tempo → a beat ↔ time map, and the
+DAW's transport (Start, Stop, Continue, Song Position, loop jumps) as epochs.
 
-Pure logic: every method takes the event's time (``time.perf_counter()`` seconds, stamped by
-the caller when the message arrived) so tests drive it with fake time. The map is an
-immutable :class:`TempoMap`, replaced as a whole on every change, so the scheduler's thread
-reads a consistent snapshot without a lock.
+Pure logic: every method takes the event's time (seconds on the input's time line: JACK frame
+time for the JACK backend, ``time.perf_counter()`` for the others) so tests drive it with
+fake time. The map is an immutable :class:`TempoMap`, replaced as a whole on every change, so
+other threads read a consistent snapshot without a lock.
 
-Tempo comes from a least-squares line through the last beat of clock ticks (24 intervals),
-fitted again through the ticks on or before the first line: a tick can be delivered late
-(a client's process cycle ran late) but never early, so the earlier ticks are the better
-measure of when they were sent. Jitter of single ticks averages out, and a tempo change is
-followed within one beat.
+Counting. A virtual port does not lose bytes, so every clock byte is a tick; only a byte that
+is off the tempo line is not (a stray 0xF8 in a burst of garbage, a second clock merged in).
+:class:`TickFollower` decides which arrivals are ticks: one on or after the next tick's place
+on the line is counted at once (on time, late, or a slower tempo); one that comes early by
+more than a quarter of a tick (plus the stamps' own jitter) waits for the arrivals after it.
+If an arrival then lands on the line's next tick and the early ones do not make a regular
+pulse with it, they were strays: rejected and counted. If they do make a regular pulse that
+the next arrival continues, the tempo went up: all are ticks. A tick is never inferred from a
+gap, except right after the backend reported that input was lost (:meth:`Clock.on_input_lost`).
 
-Ticks get lost (a MIDI buffer overflowing under a burst of other data drops them), and a
-clock that only counts would then run a tick ahead for ever. An interval within 25% of a
-whole multiple (2× or more) of the expected tick length is read as that many ticks. (A jump
-to half the tempo or less in a single tick would be read the same way; DAWs change tempo in
-smaller steps or ramps.) A tick less than half a tick after the last is a duplicate (a merge
-of two clock sources, a repeated buffer): counting it would put the clock a tick ahead.
+Tempo and phase. A least-squares line through the last beat of ticks, fitted again through the
+ticks on or before the first line: a tick can be delivered late but never early, so the earlier
+ticks measure best when they were sent (with JACK's frame stamps both fits agree). When three
+intervals in a row agree with each other and not with the line (a tempo step), the line starts
+again from them: a step is followed within a few ticks, a ramp within a beat. Stamps that come
+a cycle at a time (a large period) are slack the follower measures; while they are looser than
+a quarter of a tick it counts every byte and fits over four beats instead.
+
+Transport (how DAWs send it). Start: song position 0 at the next tick. Continue: the position
+from the last Song Position Pointer (or where it stopped). A Stop followed within about a tick
+by Start or Continue, with the ticks still on the same tempo line, is a *loop jump*: Ardour
+loops that way (Stop, Start one tick after the last tick; or Stop, SPP, Continue). So are a
+Song Position Pointer while running and a Start without a Stop. Every jump, start and continue
+opens a new epoch; listeners get a :class:`TransportEvent`. Repeated jumps from the same place
+to the same place make the loop (start, end) kept in :attr:`Clock.loop`. Ticks without a Start
+(joining a DAW that is already playing) give the tempo at once; the position, and with it the
+bar lines, only comes with the next Start or Song Position Pointer.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 PPQN = 24
 MIN_BPM, MAX_BPM = 20.0, 400.0
+EARLY_TICKS = 0.25  # an arrival this much (in ticks) before the line's next tick is suspect
+REGULAR = 0.15  # intervals within this fraction of their median make a regular pulse
+STEP = 0.08  # three agreeing intervals this far from the line's: a tempo step
+MAX_PENDING = 8  # undecided arrivals held at most (a clock many times faster)
+EARLY_PERCENTILE = 20  # coarse stamps: the line through the earliest fifth of the ticks
+COARSE_WINDOW = 8 * PPQN + 1  # ticks fitted when stamps come a cycle at a time
+JUMP_TICKS = 1.5  # Stop → Start/Continue within this many ticks: a loop jump
 
 
 @dataclass(frozen=True)
@@ -50,34 +76,239 @@ class TempoMap:
         return self.anchor_time + (beat - self.anchor_beat) * self.seconds_per_beat
 
 
+@dataclass(frozen=True)
+class TransportEvent:
+    """``kind``: "start", "continue", "stop" or "jump". ``beat``: the song position where the
+    music goes on (for "stop": where it stopped). ``from_beat``: for a jump, the position the
+    next tick would have had without it (the loop's end). ``time``: when it was received."""
+
+    kind: str
+    beat: float
+    time: float
+    epoch: int
+    from_beat: float | None = None
+
+
 def validate_bpm(bpm: float) -> float:
     if not (np.isfinite(bpm) and MIN_BPM <= bpm <= MAX_BPM):
         raise ValueError(f"tempo must be {MIN_BPM:g}..{MAX_BPM:g} BPM, got {bpm}")
     return float(bpm)
 
 
+class TickFollower:
+    """Clock byte arrivals → counted ticks (index, time) and a tempo line through them.
+
+    ``exact_stamps``: each arrival carries its own exact time (JACK frames). Otherwise the
+    stamps' slack is measured from the ticks and stray rejection waits until it is known.
+    """
+
+    def __init__(self, exact_stamps: bool = False) -> None:
+        self.exact_stamps = exact_stamps
+        self.count = 0  # ticks counted; the next one gets this index
+        self.rejected = 0  # arrivals judged off the line (strays)
+        self.period: float | None = None  # seconds per tick (the line's slope)
+        self.ref_index = -1  # the newest tick's index and its time on the line
+        self.ref_time = 0.0
+        self.last_arrival: float | None = None  # raw time of the newest counted tick
+        self.slack = 0.0 if exact_stamps else None  # stamp jitter (s), None until measured
+        self._window: deque[tuple[int, float]] = deque(maxlen=COARSE_WINDOW)
+        self._pending: list[float] = []
+        self._lost_reported = False
+
+    # -- reading ----------------------------------------------------------------------------
+    def line_time(self, index: float) -> float:
+        assert self.period is not None
+        return self.ref_time + (index - self.ref_index) * self.period
+
+    @property
+    def locked(self) -> bool:
+        return self.period is not None
+
+    def restart(self) -> None:
+        """The ticks stopped (a real Stop): the next one starts a new line; the tempo is kept
+        as the first guess."""
+        self._window.clear()
+        self._pending.clear()
+        self.last_arrival = None
+
+    def lost(self) -> None:
+        """The backend lost input: the next gap of whole ticks counts them."""
+        self._lost_reported = True
+
+    # -- feeding ----------------------------------------------------------------------------
+    def feed(self, t: float) -> list[tuple[int, float]]:
+        """One clock byte at time ``t``: the ticks now counted (maybe none, maybe several
+        that waited), each as (index, time)."""
+        if not self.exact_stamps and self.period is not None:
+            previous = self._pending[-1] if self._pending else self.last_arrival
+            if previous is not None and t - previous < 0.01 * self.period:
+                # two bytes with one stamp: the backend stamps a cycle at a time, too coarse
+                # to tell a stray from a tick: every byte counts (the port loses none)
+                self.slack = max(self.slack or 0.0, self.period)
+        self._pending.append(t)
+        counted: list[tuple[int, float]] = []
+        while self._pending:
+            decision = self._decide()
+            if decision is None:
+                break
+            strays, take = decision
+            if strays:
+                self.rejected += strays
+                del self._pending[:strays]
+            for _ in range(take):
+                counted.append(self._count(self._pending.pop(0)))
+        return counted
+
+    def flush(self) -> list[tuple[int, float]]:
+        """Count what still waits (undecidable: a virtual port loses nothing)."""
+        counted = [self._count(t) for t in self._pending]
+        self._pending.clear()
+        return counted
+
+    def _rejecting(self) -> bool:
+        if self.period is None or self.last_arrival is None or len(self._window) < 3:
+            return False
+        return self.slack is not None and EARLY_TICKS + self.slack / self.period < 0.45
+
+    def _decide(self) -> tuple[int, int] | None:
+        """(strays to drop from the front of the pending list, arrivals to count next), or
+        None to wait for more arrivals."""
+        pending = self._pending
+        if not self._rejecting():
+            return 0, 1
+        period = self.period
+        assert period is not None and self.last_arrival is not None
+        slot = self.line_time(self.count)
+        tolerance = EARLY_TICKS + (self.slack or 0.0) / period
+        errors = [(p - slot) / period for p in pending]
+        if errors[0] >= -tolerance:
+            return 0, 1  # on time, late, or a slower tempo
+        on_or_after = next((i for i, e in enumerate(errors) if e >= -tolerance), None)
+        if on_or_after is None:
+            if len(pending) < MAX_PENDING:
+                return None
+            if self._regular([self.last_arrival, *pending]):
+                return 0, len(pending)  # a clock many times faster
+            return 1, 0
+        k = on_or_after
+        if errors[k] > tolerance:
+            # past the next tick's place: that tick is among the early ones, the latest of them
+            return k - 1, 1
+        pulse = [self.last_arrival, *pending[: k + 1]]
+        if not self._regular(pulse):
+            return k, 0  # the early ones were strays; pending[k] is the tick
+        if len(pending) == k + 1:
+            return None  # a faster pulse or strays that happen to split the tick evenly
+        step = (pulse[-1] - pulse[0]) / (len(pulse) - 1)
+        if abs(pending[k + 1] - pending[k] - step) <= REGULAR * step + (self.slack or 0.0):
+            return 0, k + 2  # the pulse goes on: the tempo went up
+        return k, 0
+
+    def _regular(self, times: list[float]) -> bool:
+        intervals = np.diff(times)
+        median = float(np.median(intervals))
+        assert self.period is not None
+        if median <= 0 or median > (1 - EARLY_TICKS) * self.period:
+            return False
+        spread = REGULAR * median + (self.slack or 0.0)
+        return bool(np.all(np.abs(intervals - median) <= spread))
+
+    def _count(self, t: float) -> tuple[int, float]:
+        step = 1
+        if self._lost_reported and self.period is not None and self.last_arrival is not None:
+            self._lost_reported = False
+            step = max(1, round((t - self.line_time(self.count)) / self.period) + 1)
+        index = self.count + step - 1
+        self.count = index + 1
+        self.last_arrival = t
+        self._window.append((index, t))
+        self._fit()
+        return index, t
+
+    def _fit(self) -> None:
+        window = self._window
+        n = len(window)
+        if n < 2:
+            index, t = window[-1]
+            self.ref_index, self.ref_time = index, t
+            return
+        ticks = np.fromiter((k for k, _ in window), dtype=np.float64, count=n)
+        times = np.fromiter((s for _, s in window), dtype=np.float64, count=n)
+        fine = (
+            self.slack is not None and self.period is not None and (self.slack < 0.1 * self.period)
+        )
+        if n >= 4 and fine:
+            # a tempo step: the newest three intervals agree with each other, not the line
+            intervals = np.diff(times[-4:]) / np.diff(ticks[-4:])
+            median = float(np.median(intervals))
+            agree = np.all(np.abs(intervals - median) <= 0.1 * median + (self.slack or 0.0))
+            if agree and abs(median - self.period) > STEP * self.period:
+                for _ in range(n - 4):
+                    window.popleft()
+                ticks, times, n = ticks[-4:], times[-4:], 4
+        keep = PPQN + 1 if fine else COARSE_WINDOW
+        if n > keep:
+            ticks, times = ticks[-keep:], times[-keep:]
+        x = ticks - ticks[-1]
+        if len(x) == 2:
+            slope = (times[1] - times[0]) / (x[1] - x[0])
+            intercept = times[1]
+        else:
+            slope, intercept = np.polyfit(x, times, 1)
+            residual = times - (slope * x + intercept)
+            if self.exact_stamps:
+                # exact stamps sit on the line: only a stray taken for a tick stands out
+                off = np.abs(residual)
+                kept = off <= max(2e-5, 3.0 * float(np.median(off)))
+                if 3 <= kept.sum() < len(x):
+                    slope, intercept = np.polyfit(x[kept], times[kept], 1)
+            elif len(x) >= 8:
+                self._measure_slack(residual)
+                early = residual <= np.percentile(residual, EARLY_PERCENTILE)
+                slope, intercept = np.polyfit(x[early], times[early], 1)
+        if 60.0 / MAX_BPM <= slope * PPQN <= 60.0 / MIN_BPM:
+            self.period = float(slope)
+            self.ref_index, self.ref_time = int(ticks[-1]), float(intercept)
+        else:
+            self.ref_index, self.ref_time = int(ticks[-1]), float(times[-1])
+
+    def _measure_slack(self, residual: np.ndarray) -> None:
+        spread = float(np.percentile(residual, 95) - np.percentile(residual, 5))
+        if len(residual) < 4 * PPQN:  # too few to know the slack of coarse stamps
+            self.slack = max(self.slack or 0.0, spread) if self.slack is not None else None
+            return
+        self.slack = spread if self.slack is None else max(0.999 * self.slack, spread)
+
+
 class Clock:
     """Transport state and tempo map, fed by MIDI clock messages or run internally.
 
-    ``listeners`` get ``on_transport(event, beat)`` with event "start", "stop" or
-    "continue", called on the thread that fed the clock.
+    ``listeners`` get a :class:`TransportEvent` for every start, continue, stop and jump,
+    called on the thread that fed the clock, before the new position's map is published.
+    ``map_listeners`` get every new :class:`TempoMap` (under the clock's lock, in order).
     """
 
-    def __init__(self, bpm: float = 120.0, window_ticks: int = PPQN) -> None:
+    def __init__(self, bpm: float = 120.0, exact_stamps: bool = False) -> None:
         self._lock = threading.Lock()
         self.default_bpm = validate_bpm(bpm)
-        self.window_ticks = window_ticks
+        self.follower = TickFollower(exact_stamps)
         self.running = False
         self.source = "none"  # "midi" or "internal" once running
-        self.map_listeners: list = []  # called with every new TempoMap (under the lock)
-        self._map: TempoMap | None = None
-        self._ticks = 0  # clock ticks since song position 0
-        self._tick_times: deque[tuple[int, float]] = deque(maxlen=window_ticks + 1)
-        self._awaiting_first_tick = False
-        self._counted_missing = 0  # ticks counted as lost at the last long gap
-        self._count_anchor = 0.0  # the plain fit's time for the newest tick (for counting)
-        self.last_tick_time: float | None = None
+        self.position_known = False  # bar lines known (a Start or Song Position seen)
+        self.epoch = 0
+        self.jumps = 0
+        self.input_gaps = 0  # times the backend said input was lost
+        self.loop: tuple[float, float] | None = None  # (start beat, end beat) from jumps
+        self.loop_passes = 0  # jumps seen over the same loop in a row
+        self.map_listeners: list = []
         self.listeners: list = []
+        self._map: TempoMap | None = None
+        self._song_base = 0  # song position (ticks) of the follower's tick _base_index
+        self._base_index = 0
+        self._position_ticks = 0  # where Continue resumes (SPP or where it stopped)
+        self._stopped_at: float | None = None  # when the last Stop came
+        self._stopped_next = 0  # song position the tick after the Stop would have had
+        self._rejected_logged = 0
 
     @property
     def map(self) -> TempoMap | None:
@@ -89,114 +320,169 @@ class Clock:
         for listener in self.map_listeners:
             listener(tempo)
 
+    @property
+    def bpm(self) -> float | None:
+        """The tempo heard on the clock input (also before the position is known)."""
+        period = self.follower.period
+        if self.source == "internal" and self._map is not None:
+            return self._map.bpm
+        return None if period is None else 60.0 / (period * PPQN)
+
+    @property
+    def rejected_ticks(self) -> int:
+        return self.follower.rejected
+
     # -- internal clock ---------------------------------------------------------------------
     def start_internal(self, t: float, bpm: float | None = None, beat: float = 0.0) -> None:
         spb = 60.0 / validate_bpm(bpm or self.default_bpm)
         with self._lock:
+            self.running, self.source, self.position_known = True, "internal", True
+            self.epoch += 1
+            event = TransportEvent("start", beat, t, self.epoch)
+            self._notify(event)
             self.map = TempoMap(t, beat, spb)
-            self.running, self.source = True, "internal"
-        self._notify("start", beat)
-
-    def set_internal_bpm(self, t: float, bpm: float) -> None:
-        """Change the internal tempo at time t without moving the current beat."""
-        spb = 60.0 / validate_bpm(bpm)
-        with self._lock:
-            if self.map is None or self.source != "internal":
-                self.default_bpm = 60.0 / spb
-                return
-            self.map = TempoMap(t, self.map.beat_at(t), spb)
 
     # -- MIDI clock -------------------------------------------------------------------------
     def on_start(self, t: float) -> None:
-        """MIDI Start: bar 1 beat 1 at the next clock tick."""
+        """MIDI Start: song position 0 at the next clock tick."""
         with self._lock:
-            self._ticks = 0
-            self._start_rolling(t)
-        self._notify("start", 0.0)
+            self._resume(t, 0, "start")
 
     def on_continue(self, t: float) -> None:
         with self._lock:
-            self._start_rolling(t)
-        self._notify("continue", self._ticks / PPQN)
+            self._resume(t, self._position_ticks, "continue")
 
-    def _start_rolling(self, t: float) -> None:
-        spb = self.map.seconds_per_beat if self.map else 60.0 / self.default_bpm
-        self.running, self.source = True, "midi"
-        self._tick_times.clear()
-        self._awaiting_first_tick = True
-        # Until the first tick arrives, assume it comes one tick from now.
-        self.map = TempoMap(t + spb / PPQN, self._ticks / PPQN, spb)
+    def _resume(self, t: float, position: int, kind: str) -> None:
+        follower = self.follower
+        period = follower.period
+        was_running = self.running and self.source == "midi"
+        just_stopped = (
+            not self.running and self._stopped_at is not None and period is not None
+            and t - self._stopped_at <= JUMP_TICKS * period and follower.last_arrival is not None
+        )  # fmt: skip
+        if was_running:
+            from_ticks = self._next_song_tick()
+        elif just_stopped:
+            from_ticks = self._stopped_next
+        else:
+            from_ticks = None
+            stale = (
+                follower.last_arrival is None
+                or period is None
+                or (t - follower.last_arrival > 2 * period)
+            )
+            if stale:
+                follower.restart()  # the ticks start again after a pause: a new line
+        self.running, self.source, self.position_known = True, "midi", True
+        self._stopped_at = None
+        self._base_index, self._song_base = follower.count, position
+        self._position_ticks = position
+        self.epoch += 1
+        if from_ticks is None:
+            event = TransportEvent(kind, position / PPQN, t, self.epoch)
+        else:
+            event = TransportEvent("jump", position / PPQN, t, self.epoch, from_ticks / PPQN)
+            self._note_jump(from_ticks / PPQN, position / PPQN)
+        self._notify(event)
+        self._publish(t)
 
     def on_stop(self, t: float) -> None:
         with self._lock:
-            was_running = self.running
+            for index, tick_time in self.follower.flush():
+                self._on_counted(index, tick_time)
+            was_running = self.running and self.source == "midi"
             self.running = False
-            beat = self.map.beat_at(t) if self.map else 0.0
-        if was_running:
-            self._notify("stop", beat)
+            if not was_running:
+                return
+            self._stopped_at = t
+            self._stopped_next = self._position_ticks = self._next_song_tick()
+            self.epoch += 1
+            beat = self._map.beat_at(t) if self._map is not None else 0.0
+            self._notify(TransportEvent("stop", beat, t, self.epoch))
 
     def on_song_position(self, t: float, sixteenths: int) -> None:
-        """Song Position Pointer (in 16th notes); takes effect at the next Continue/tick."""
+        """Song Position Pointer (16th notes). While running, a jump at the next tick; while
+        stopped, where Continue resumes; with ticks arriving but no position yet, the start
+        of the bar lines."""
+        position = int(sixteenths) * (PPQN // 4)
         with self._lock:
-            self._ticks = int(sixteenths) * (PPQN // 4)
-            self._tick_times.clear()
-            if self.map is not None:
-                self.map = TempoMap(t, self._ticks / PPQN, self.map.seconds_per_beat)
+            if self.running and self.source == "midi":
+                if position != self._next_song_tick():
+                    self._resume(t, position, "jump")
+                return
+            self._position_ticks = position
+            ticking = (
+                self.follower.last_arrival is not None and self.follower.period is not None
+                and t - self.follower.last_arrival <= 2 * self.follower.period
+            )  # fmt: skip
+            if not self.position_known and ticking and self._stopped_at is None:
+                self._resume(t, position, "continue")
+
+    def on_input_lost(self, t: float) -> None:
+        """The backend lost input (an overflow, an xrun): the next gap may hold lost ticks."""
+        with self._lock:
+            self.follower.lost()
+            self.input_gaps += 1
+        if self.input_gaps == 1:
+            log.warning("MIDI input was lost by the backend (the next clock gap is counted as "
+                        "ticks); further losses are counted in the status")  # fmt: skip
 
     def on_tick(self, t: float) -> None:
         with self._lock:
-            self.last_tick_time = t
-            if not self.running or self.source != "midi":
-                return
-            if self._awaiting_first_tick:
-                self._awaiting_first_tick = False  # this tick is the position itself
-            else:
-                step = self._ticks_since_last(t)
-                if step == 0:  # a delayed tick: its place is already counted
-                    return
-                self._ticks += step
-            self._tick_times.append((self._ticks, t))
-            spb = self.map.seconds_per_beat if self.map else 60.0 / self.default_bpm
-            if len(self._tick_times) >= 3:
-                ticks = np.fromiter((k for k, _ in self._tick_times), dtype=np.float64)
-                times = np.fromiter((s for _, s in self._tick_times), dtype=np.float64)
-                x = ticks - ticks[-1]
-                slope, intercept = np.polyfit(x, times, 1)
-                self._count_anchor = intercept  # tick counting keeps the plain fit
-                if len(x) >= 8:
-                    # Delivery delays are one-sided (a tick never arrives before it was sent):
-                    # fit again through the earlier half, so late ticks do not pull the line.
-                    residual = times - (slope * x + intercept)
-                    early = residual <= np.median(residual)
-                    slope, intercept = np.polyfit(x[early], times[early], 1)
-                fitted_spb = slope * PPQN
-                if 60.0 / MAX_BPM <= fitted_spb <= 60.0 / MIN_BPM:
-                    spb = fitted_spb
-                    t = intercept  # the line's time for the newest tick: jitter removed
-            self.map = TempoMap(t, self._ticks / PPQN, spb)
+            counted = self.follower.feed(t)
+            for index, tick_time in counted:
+                self._on_counted(index, tick_time)
+            if self.follower.rejected > self._rejected_logged:
+                if self._rejected_logged == 0:
+                    log.warning("a clock byte off the tempo line was ignored (a stray 0xF8); "
+                                "further ones are counted in the status")  # fmt: skip
+                self._rejected_logged = self.follower.rejected
+            if counted:
+                self._publish(counted[-1][1])
 
-    def _ticks_since_last(self, t: float) -> int:
-        """1, or more when ticks went missing. Measured from the fitted line's time for the
-        newest tick (not its raw arrival, which one delayed delivery can move). A tick that
-        arrives in a burst right after a long gap was delayed, not lost: it takes back one
-        tick counted as missing; one within half a tick of both the line and the last tick's
-        arrival, with nothing counted as missing, is a duplicate and counts for nothing."""
-        if len(self._tick_times) < 3 or self.map is None:
-            return 1
-        expected = self.map.seconds_per_beat / PPQN
-        ahead = (t - self._count_anchor) / expected
-        if ahead < 0.5 and self._counted_missing > 0:  # the late one of the ticks counted lost
-            self._counted_missing -= 1
-            return 0
-        since_last = (t - self._tick_times[-1][1]) / expected
-        if ahead < 0.5 and since_last < 0.5:  # a duplicate (merged clocks, a repeated buffer)
-            return 0
-        whole = round(ahead)
-        if whole >= 2 and abs(ahead - whole) < 0.3:
-            self._counted_missing = whole - 1
-            return whole
-        self._counted_missing = 0
-        return 1
+    def _on_counted(self, index: int, t: float) -> None:
+        if self.running and self.source == "midi":
+            self._position_ticks = self._song_base + index + 1 - self._base_index
+
+    def _next_song_tick(self) -> int:
+        """The song position the next tick would have without a jump."""
+        return self._song_base + self.follower.count - self._base_index
+
+    def _publish(self, t: float) -> None:
+        """A new map from the tempo line (MIDI clock) for the current epoch's positions."""
+        follower = self.follower
+        if not (self.running and self.source == "midi"):
+            return
+        if follower.period is None or follower.last_arrival is None:
+            spb = self._map.seconds_per_beat if self._map else 60.0 / self.default_bpm
+            if follower.count > self._base_index:  # one tick of this epoch so far
+                self.map = TempoMap(follower.ref_time, self._song_ticks(follower.ref_index) / PPQN,
+                                    spb)  # fmt: skip
+            else:  # the first tick comes one tick from now
+                self.map = TempoMap(t + spb / PPQN, self._song_base / PPQN, spb)
+            return
+        if follower.count <= self._base_index and follower.last_arrival < t - 2 * follower.period:
+            spb = follower.period * PPQN  # restarted, no tick yet: one tick from now
+            self.map = TempoMap(t + follower.period, self._song_base / PPQN, spb)
+            return
+        self.map = TempoMap(follower.ref_time, self._song_ticks(follower.ref_index) / PPQN,
+                            follower.period * PPQN)  # fmt: skip
+
+    def _song_ticks(self, index: int) -> int:
+        return self._song_base + index - self._base_index
+
+    def _note_jump(self, from_beat: float, to_beat: float) -> None:
+        self.jumps += 1
+        tick = 1.5 / PPQN
+        if (
+            self.loop is not None and abs(self.loop[0] - to_beat) < tick
+            and abs(self.loop[1] - from_beat) < tick
+        ):  # fmt: skip
+            self.loop_passes += 1
+        elif to_beat < from_beat:
+            self.loop, self.loop_passes = (to_beat, from_beat), 1
+        else:
+            self.loop, self.loop_passes = None, 0
 
     # -- reading ----------------------------------------------------------------------------
     def snapshot(self) -> TempoMap | None:
@@ -206,6 +492,6 @@ class Clock:
         m = self._map
         return m.beat_at(t) if (m is not None and self.running) else None
 
-    def _notify(self, event: str, beat: float) -> None:
+    def _notify(self, event: TransportEvent) -> None:
         for listener in list(self.listeners):
-            listener(event, beat)
+            listener(event)

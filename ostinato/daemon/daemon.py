@@ -1,9 +1,16 @@
 """``ostinato run``: ports + clock + recorder + engine + scheduler + session, and a clean exit.
 
-The input worker is the only consumer of the ports' queue: it validates each raw message
-(garbage, truncated running status, stray data bytes are counted and dropped), feeds clock
-messages to the clock and notes to the recorder. SIGINT/SIGTERM stop everything and send
-note-offs for every sounding note plus All Notes Off on every channel used.
+Input arrives on one thread: for JACK, the sender process owns both ports and forwards every
+input event with its exact frame time (its reports thread calls :meth:`Daemon.handle`); for
+ALSA, CoreMIDI and WinMM an input worker drains python-rtmidi's queue. Either way every message
+is checked here, the same for every backend: real-time bytes (clock, transport) go to the
+clock first; garbage, truncated messages, stray data bytes, Active Sensing, SysEx and other
+messages that are neither notes, All-Notes-Off nor clock are counted and dropped after the time
+base has seen them. SIGINT/SIGTERM stop everything and send note-offs for every sounding note
+plus All Notes Off on every channel used.
+
+With ``clock = "midi"`` Ostinato plays only on the DAW's clock; ``"auto"`` falls back to the
+internal tempo after 3 s without any clock byte; ``"internal"`` never listens to clock.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ class DaemonConfig:
     backend: str | None = None
     in_port: str | None = None
     out_port: str | None = None
-    clock: str = "midi"  # "midi" (internal tempo until MIDI clock is seen) or "internal"
+    clock: str = "midi"  # "midi" (only the DAW's clock), "auto" (internal until clock), "internal"
     bpm: float = 120.0
     beats_per_bar: float = 4.0
     device: str = "auto"
@@ -76,42 +83,58 @@ def parse_meter(text: str) -> float:
 
 
 _DATA_LEN = {0x80: 2, 0x90: 2, 0xA0: 2, 0xB0: 2, 0xC0: 1, 0xD0: 1, 0xE0: 2}
+ALL_NOTES_OFF_CCS = (120, 123)  # All Sound Off, All Notes Off
+IGNORED_SYSTEM = {0xF0, 0xF1, 0xF3, 0xF6, 0xF7, 0xFE, 0xFF}
 
 
 class Daemon:
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
         self.engine = Engine(config.model_dir, device=config.device)
-        self.clock = Clock(bpm=config.bpm)
+        self.engine.vocab.check_meter(config.beats_per_bar)
+        self.backend = config.backend or default_backend()
+        jack = self.backend == "jack"
+        # JACK stamps every event with its own frame: the clock can tell a stray byte
+        self.clock = Clock(bpm=config.bpm, exact_stamps=jack)
         self.recorder = Recorder(beats_per_bar=config.beats_per_bar)
+        self.garbage = 0  # malformed messages dropped
+        self.ignored = 0  # well-formed messages that are not for us (SysEx, Active Sensing…)
+        self._stop = threading.Event()
+        self.input_log: list[tuple[float, list[int]]] = []  # beat and bytes of notes heard
+        self.tick_log: list[float] = []  # arrival time of every clock tick
         # The output port belongs to the sender process (see sender.py for why); it opens
-        # first, so the input is polled from the moment it exists (see start()).
+        # first, so the input is read from the moment it exists. For JACK it owns the input
+        # port too, and its process callback stamps each event with its frame.
         self.scheduler = SenderProcess(
-            self.clock.snapshot, config.backend or default_backend(), config.out_port,
-            config.client_name, latency_ms=config.latency_ms, rt_priority=config.rt_priority,
+            self.clock.snapshot, self.backend, config.out_port, config.client_name,
+            latency_ms=config.latency_ms, rt_priority=config.rt_priority, with_input=jack,
+            in_port=config.in_port, on_input=self._on_input if jack else None,
         )  # fmt: skip
-        try:
-            self.ports = MidiPorts(config.backend, config.in_port,
-                                   client_name=config.client_name, with_output=False)  # fmt: skip
-        except Exception:
-            self.scheduler.stop()
-            raise
+        self.now = self.scheduler.now  # the time line of input stamps and the clock's map
+        self.scheduler.on_input_gap = self.clock.on_input_lost  # an xrun: ticks may be gone
+        self.ports: MidiPorts | None = None
+        if not jack:
+            try:
+                self.ports = MidiPorts(config.backend, config.in_port,
+                                       client_name=config.client_name,
+                                       with_output=False)  # fmt: skip
+            except Exception:
+                self.scheduler.stop()
+                raise
         self.clock.map_listeners.append(self.scheduler.push_tempo)
         self.session = Session(
             self.engine, self.clock, self.scheduler, self.recorder, config.settings,
-            config.beats_per_bar, config.lookahead_ms,
+            config.beats_per_bar, config.lookahead_ms, config.latency_ms, now=self.now,
         )  # fmt: skip
-        self.garbage = 0
         self._settings_lock = threading.Lock()  # OSC and CC changes apply one at a time
         self.sent_log: list[tuple[float, float, float, int]] = []  # beat, due, sent, note
-        self.tick_log: list[float] = []  # arrival time of every clock tick
-        self.input_log: list[tuple[float, list[int]]] = []  # beat and bytes of notes heard
         if config.stats_json is not None:
             self.scheduler.on_note_sent = self._log_note
         self.scheduler.on_note_dropped = self._log_drop
         self.drop_log: list[tuple[float, float, float, bool]] = []  # beat, due, when, why
         self._last_drop_bar = -1
-        self._stop = threading.Event()
+        self._waiting_said = False
+        self._accepting = False
         self._input_thread = threading.Thread(target=self._input_loop, name="ostinato-input",
                                               daemon=True)  # fmt: skip
         self.cc_map = {int(cc): name for cc, name in config.cc_map.items()}
@@ -124,7 +147,9 @@ class Daemon:
         # warms up would come out as one backlog whose arrival times can only be estimated
         # afterwards, an estimate later polls correct by up to a tick, which reads as a
         # duplicate tick and leaves the beat count one behind.
-        self._input_thread.start()
+        self._accepting = True  # input is handled from now on (JACK: the sender's reports)
+        if self.ports is not None:
+            self._input_thread.start()
 
     # -- control (OSC thread, input thread) -------------------------------------------------
     def _open_control(self) -> ControlServer | None:
@@ -175,7 +200,7 @@ class Daemon:
 
     def _on_cc(self, channel: int, cc: int, value: int) -> None:
         learning = self._learning
-        if learning is not None:
+        if learning is not None and cc < 120:  # channel-mode CCs (a DAW's Stop) never learn
             self._learning = None
             mapped = {c: n for c, n in self.cc_map.items() if n != learning}
             mapped[cc] = learning
@@ -211,15 +236,24 @@ class Daemon:
         """Everything a panel shows, as flat key → value."""
         s = self.session.settings
         tempo = self.clock.snapshot()
-        beat = self.clock.beat_now(time.perf_counter())
+        beat = self.clock.beat_now(self.now())
         bar_ms = list(self.session.bar_ms)[-64:]
+        clock = self.clock
+        heard_bpm = clock.bpm
         state = {
             "temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p,
             "repetition_penalty": s.repetition_penalty, "mode": s.mode, "bars": s.bars,
             "phrase_bars": s.phrase_bars, "programs": format_programs(s.programs),
             "seed": s.seed, "key_lock": int(s.key_lock),
-            "running": self.clock.running, "clock": self.clock.source,
-            "bpm": round(tempo.bpm, 2) if tempo else self.config.bpm,
+            "running": clock.running, "clock": clock.source,
+            "bpm": round(heard_bpm if heard_bpm else tempo.bpm if tempo else self.config.bpm, 3),
+            "position_known": int(clock.position_known),
+            "loop_start": -1.0 if clock.loop is None else clock.loop[0],
+            "loop_end": -1.0 if clock.loop is None else clock.loop[1],
+            "loop_passes": clock.loop_passes, "jumps": clock.jumps,
+            "rejected_ticks": clock.rejected_ticks,
+            "ignored_messages": self.ignored,
+            "input_lost": getattr(self.scheduler, "input_lost", 0),
             "beats_per_bar": self.config.beats_per_bar,
             "beat": -1.0 if beat is None else round(beat, 3),
             "bar_ms_p99": round(float(np.percentile(bar_ms, 99)), 2) if bar_ms else 0.0,
@@ -228,7 +262,7 @@ class Daemon:
             "late_wakeups": self.scheduler.stats.late_wakeups,
             "notes_sent": self.scheduler.stats.sent_notes,
             "bad_messages": self.garbage,
-            "backend": self.ports.backend,
+            "backend": self.backend,
             "in_port": self.config.in_port or "Ostinato In",
             "out_port": self.config.out_port or "Ostinato Out",
             "device": self.engine.device, "model": str(self.config.model_dir),
@@ -239,7 +273,7 @@ class Daemon:
 
     def heartbeat(self) -> tuple:
         tempo = self.clock.snapshot()
-        beat = self.clock.beat_now(time.perf_counter())
+        beat = self.clock.beat_now(self.now())
         bpb = self.config.beats_per_bar
         bar_ms = self.session.bar_ms[-1] if self.session.bar_ms else 0.0
         return (
@@ -253,7 +287,7 @@ class Daemon:
 
     def roll(self, bars: int) -> tuple[float, float, list[tuple[float, float, int, bool]]]:
         """The notes heard and played in the last ``bars`` bars (for the panel's roll)."""
-        beat = self.clock.beat_now(time.perf_counter())
+        beat = self.clock.beat_now(self.now())
         with self.session.lock:
             notes = list(self.recorder.notes)
         now = beat if beat is not None else (notes[-1].start_beats if notes else 0.0)
@@ -314,6 +348,20 @@ class Daemon:
             "bars_generated": self.session.bars_generated,
             "lookahead_ms": self.session.lookahead_s * 1000,
             "bad_messages": self.garbage,
+            "ignored_messages": self.ignored,
+            "clock": {
+                "bpm": self.clock.bpm,
+                "ticks_counted": self.clock.follower.count,
+                "rejected_ticks": self.clock.rejected_ticks,
+                "jumps": self.clock.jumps,
+                "jumps_followed": self.session.jumps_followed,
+                "loop": self.clock.loop,
+                "loop_passes": self.clock.loop_passes,
+                "position_known": self.clock.position_known,
+                "input_gaps": self.clock.input_gaps,
+            },
+            "skipped_frames": getattr(self.scheduler, "skipped_frames", 0),
+            "input_lost": getattr(self.scheduler, "input_lost", 0),
             "clock_ticks": self.tick_log,
             "notes_heard": [{"beat": b, "message": m} for b, m in self.input_log],
             "notes": [{"beat": b, "due": d, "sent": t, "pitch": p} for b, d, t, p in self.sent_log],
@@ -321,20 +369,28 @@ class Daemon:
 
     # -- input ------------------------------------------------------------------------------
     def _input_loop(self) -> None:
-        """Input worker thread: drain rtmidi's queue every millisecond, parse, dispatch.
-        Timestamps come from the backend, so a late poll does not move any event in time;
-        polling more often would only take CPU from the MIDI backend's own threads."""
+        """Input worker thread (python-rtmidi backends): drain rtmidi's queue every
+        millisecond, parse, dispatch. Timestamps come from the backend, so a late poll does not
+        move any event in time; polling more often would only take CPU from the MIDI
+        backend's own threads."""
+        assert self.ports is not None
         while not self._stop.is_set():
             events = self.ports.poll()
             if not events:
                 time.sleep(0.001)
                 continue
             for t, data in events:
-                try:
-                    self.handle(t, data)
-                except Exception:  # a bad message must never stop the input
-                    self.garbage += 1
-                    log.debug("dropped MIDI message %r", data, exc_info=True)
+                self._on_input(t, data)
+
+    def _on_input(self, t: float, data: list[int]) -> None:
+        """One message with its time (the input worker, or the JACK sender's reports)."""
+        if not self._accepting:
+            return
+        try:
+            self.handle(t, data)
+        except Exception:  # a bad message must never stop the input
+            self.garbage += 1
+            log.debug("dropped MIDI message %r", data, exc_info=True)
 
     def handle(self, t: float, data: list[int]) -> None:
         if not data or not 0x80 <= data[0] <= 0xFF or any(not 0 <= b <= 0x7F for b in data[1:]):
@@ -342,37 +398,52 @@ class Daemon:
             return
         status = data[0]
         if status >= 0xF0:
-            if status == 0xF8:
-                if self.config.stats_json is not None and len(self.tick_log) < 100_000:
-                    self.tick_log.append(t)
-                self.clock.on_tick(t)
-            elif status == 0xFA:
-                self.clock.on_start(t)
-            elif status == 0xFB:
-                self.clock.on_continue(t)
-            elif status == 0xFC:
-                self.clock.on_stop(t)
-            elif status == 0xF2 and len(data) == 3:
-                self.clock.on_song_position(t, data[1] | (data[2] << 7))
+            self._system(t, status, data)
             return
         kind, channel = status & 0xF0, status & 0x0F
         if len(data) != 1 + _DATA_LEN[kind]:
             self.garbage += 1
             return
         if kind == 0xB0:
+            if data[1] in ALL_NOTES_OFF_CCS:  # DAWs send these at a stop or a loop jump
+                beat = self.clock.beat_now(t)
+                if beat is not None:
+                    with self.session.lock:
+                        self.recorder.all_notes_off(beat, channel)
             self._on_cc(channel, data[1], data[2])
             return
-        if kind in (0x80, 0x90):
-            beat = self.clock.beat_now(t)
-            if beat is None:
-                return
-            if self.config.stats_json is not None and len(self.input_log) < 100_000:
-                self.input_log.append((beat, list(data)))
-            with self.session.lock:
-                if kind == 0x90:
-                    self.recorder.note_on(beat, channel, data[1], data[2])
-                else:
-                    self.recorder.note_off(beat, channel, data[1])
+        if kind not in (0x80, 0x90):
+            self.ignored += 1  # program change, pitch bend, pressure: not for the model
+            return
+        beat = self.clock.beat_now(t)
+        if beat is None:
+            return
+        if self.config.stats_json is not None and len(self.input_log) < 100_000:
+            self.input_log.append((beat, list(data)))
+        with self.session.lock:
+            if kind == 0x90:
+                self.recorder.note_on(beat, channel, data[1], data[2])
+            else:
+                self.recorder.note_off(beat, channel, data[1])
+
+    def _system(self, t: float, status: int, data: list[int]) -> None:
+        """Clock and transport to the clock; the rest of the system messages are dropped."""
+        if status == 0xF8:
+            if self.config.stats_json is not None and len(self.tick_log) < 100_000:
+                self.tick_log.append(t)
+            self.clock.on_tick(t)
+        elif status == 0xFA:
+            self.clock.on_start(t)
+        elif status == 0xFB:
+            self.clock.on_continue(t)
+        elif status == 0xFC:
+            self.clock.on_stop(t)
+        elif status == 0xF2 and len(data) == 3:
+            self.clock.on_song_position(t, data[1] | (data[2] << 7))
+        elif status in IGNORED_SYSTEM and len(data) >= 1:
+            self.ignored += 1  # SysEx (MMC), Active Sensing, MTC, song select, tune, reset
+        else:
+            self.garbage += 1  # undefined status bytes, a truncated song position
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -384,7 +455,7 @@ class Daemon:
         gc.freeze()
         self._started_at = time.perf_counter()
         if self.config.clock == "internal":
-            self.clock.start_internal(time.perf_counter() + 0.2, self.config.bpm)
+            self.clock.start_internal(self.now() + 0.2, self.config.bpm)
         self.scheduler.start()
         self.session.start()
         if self.control is not None:
@@ -394,7 +465,7 @@ class Daemon:
             "listening on %r, playing on %r (%s backend, model %s, %s, clock %s)",
             "Ostinato In" if self.config.in_port is None else self.config.in_port,
             "Ostinato Out" if self.config.out_port is None else self.config.out_port,
-            self.ports.backend, self.config.model_dir, self.engine.device, self.config.clock,
+            self.backend, self.config.model_dir, self.engine.device, self.config.clock,
         )  # fmt: skip
 
     def poll(self) -> bool:
@@ -403,16 +474,25 @@ class Daemon:
         if not self.scheduler.alive:
             log.error("exiting: without its note sender the daemon cannot play")
             return False
-        if (
-            self.config.clock == "midi"
-            and self.clock.source == "none"
-            and time.perf_counter() - self._started_at > NO_CLOCK_AFTER_S
-        ):
+        clock = self.clock
+        waited = time.perf_counter() - self._started_at > NO_CLOCK_AFTER_S
+        if not waited or clock.source != "none" or self._waiting_said:
+            return True
+        heard = clock.bpm
+        if self.config.clock == "auto" and heard is None:
             log.warning(
                 "no MIDI clock seen on the input: playing at the internal tempo of %g BPM "
                 "(send MIDI clock to follow the DAW)", self.config.bpm,
             )  # fmt: skip
-            self.clock.start_internal(time.perf_counter(), self.config.bpm)
+            clock.start_internal(self.now(), self.config.bpm)
+        elif heard is not None:
+            self._waiting_said = True
+            log.info("MIDI clock at %.1f BPM but no Start or Song Position yet: the bar lines "
+                     "are not known, waiting for the DAW to start", heard)  # fmt: skip
+        elif self.config.clock == "midi":
+            self._waiting_said = True
+            log.info("waiting for MIDI clock and Start on the input (Ostinato plays only on "
+                     "the DAW's clock; --clock auto plays at --bpm without one)")  # fmt: skip
         return True
 
     def shutdown(self) -> None:
@@ -421,14 +501,16 @@ class Daemon:
             self.control.close()
         self.session.stop()
         self.scheduler.stop()  # releases every sounding note, CC 123 on used channels
-        self._input_thread.join(1.0)
-        self.ports.close()
+        if self.ports is not None:
+            self._input_thread.join(1.0)
+            self.ports.close()
         if self.config.stats_json is not None:
             self.config.stats_json.write_text(json.dumps(self.stats()))
         s = self.scheduler.stats
         log.info("stopped: %d notes sent, %d deadline misses, %d late wake-ups, %d bad "
-                 "messages dropped", s.sent_notes, s.deadline_misses, s.late_wakeups,
-                 self.garbage)  # fmt: skip
+                 "messages dropped, %d stray clock bytes ignored", s.sent_notes,
+                 s.deadline_misses, s.late_wakeups, self.garbage,
+                 self.clock.rejected_ticks)  # fmt: skip
 
 
 def run_daemon(config: DaemonConfig) -> int:

@@ -1,9 +1,15 @@
 """What was played, in beats: the musician's notes from the input and Ostinato's own.
 
 Note-on/off pairing per (channel, pitch): a velocity-0 note-on is a note-off, a second
-note-on of a sounding pitch closes the first, an unmatched note-off is ignored. Notes still
-held are reported as lasting until "now", so a chord held across a bar line is heard.
-Pure logic; the session calls it from one thread.
+note-on of a sounding pitch closes the first, an unmatched note-off is ignored; All Notes Off
+(CC 123, and CC 120) closes a channel's held notes. Notes still held are reported as lasting
+until "now", so a chord held across a bar line is heard.
+
+Notes are kept by position in the song *and* by transport epoch (:attr:`Recorder.epoch`, set
+on every start, continue and jump): a loop pass does not stack on the last one, it is read as
+a pass of its own. At a jump, the notes at or after the jump point (what was prepared for the
+bar after it, a note the DAW played a hair early) move with the jump into the new epoch, and
+notes held across it end there. Pure logic; callers hold the session's lock.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ class RecordedNote:
     velocity: int
     program: int
     source: str
+    epoch: int = 0
 
 
 def default_channel_programs() -> dict[int, int]:
@@ -46,12 +53,34 @@ class Recorder:
         self.keep_bars = keep_bars
         self.notes: list[RecordedNote] = []
         self._open: dict[tuple[int, int], tuple[float, int]] = {}  # (ch, pitch) → (beat, vel)
-        self.last_human_beat: float | None = None
+        self.epoch = 0
 
     def clear(self) -> None:
         self.notes.clear()
         self._open.clear()
-        self.last_human_beat = None
+
+    def jump(self, from_beat: float, to_beat: float, epoch: int, keep_prepared: bool) -> None:
+        """The transport jumped from ``from_beat`` to ``to_beat``, opening ``epoch``. With
+        ``keep_prepared`` Ostinato's notes after the jump point move with it (they will be
+        played there); without, they are forgotten (they will not be played)."""
+        for channel, pitch in list(self._open):
+            self.note_off(from_beat, channel, pitch)
+        shift = to_beat - from_beat
+        moved = []
+        for n in self.notes:
+            early = EARLY_BEATS if n.source == HUMAN else 1e-6  # ours were played on time
+            if n.epoch == self.epoch and n.start_beats >= from_beat - early:
+                if n.source == OSTINATO and not keep_prepared:
+                    continue
+                n = RecordedNote(max(to_beat, n.start_beats + shift), n.duration_beats, n.pitch,
+                                 n.velocity, n.program, n.source, epoch)  # fmt: skip
+            moved.append(n)
+        self.notes = moved
+        self.epoch = epoch
+
+    def all_notes_off(self, beat: float, channel: int) -> None:
+        for ch, pitch in [key for key in self._open if key[0] == channel]:
+            self.note_off(beat, ch, pitch)
 
     def note_on(self, beat: float, channel: int, pitch: int, velocity: int) -> None:
         if velocity == 0:
@@ -60,7 +89,6 @@ class Recorder:
         if (channel, pitch) in self._open:  # retrigger: close the sounding one first
             self.note_off(beat, channel, pitch)
         self._open[(channel, pitch)] = (beat, velocity)
-        self.last_human_beat = beat
 
     def note_off(self, beat: float, channel: int, pitch: int) -> None:
         opened = self._open.pop((channel, pitch), None)
@@ -69,26 +97,34 @@ class Recorder:
         start, velocity = opened
         program = self.channel_programs.get(channel, 0)
         self.notes.append(
-            RecordedNote(start, max(beat - start, 1 / 32), pitch, velocity, program, HUMAN)
+            RecordedNote(
+                start, max(beat - start, 1 / 32), pitch, velocity, program, HUMAN, self.epoch
+            )
         )
 
     def add_generated(self, start_beats: float, duration_beats: float, pitch: int,
                       velocity: int, program: int) -> None:  # fmt: skip
         self.notes.append(
-            RecordedNote(start_beats, duration_beats, pitch, velocity, program, OSTINATO)
+            RecordedNote(
+                start_beats, duration_beats, pitch, velocity, program, OSTINATO, self.epoch
+            )
         )
 
-    def bar_notes(self, bar: int, now_beat: float | None = None) -> list[RecordedNote]:
-        """Notes that start in ``bar`` (0-based), held ones lasting until ``now_beat``."""
+    def bar_notes(
+        self, bar: int, now_beat: float | None = None, epoch: int | None = None
+    ) -> list[RecordedNote]:
+        """Notes that start in ``bar`` (0-based) in ``epoch`` (default: the current one),
+        held ones lasting until ``now_beat``."""
         lo, hi = self._bounds(bar)
-        out = [n for n in self.notes if lo <= n.start_beats < hi]
-        if now_beat is not None:
+        epoch = self.epoch if epoch is None else epoch
+        out = [n for n in self.notes if lo <= n.start_beats < hi and n.epoch == epoch]
+        if now_beat is not None and epoch == self.epoch:
             for (channel, pitch), (start, velocity) in self._open.items():
                 if lo <= start < hi:
                     program = self.channel_programs.get(channel, 0)
                     out.append(
                         RecordedNote(start, max(now_beat - start, 1 / 32), pitch, velocity,
-                                     program, HUMAN)
+                                     program, HUMAN, epoch)
                     )  # fmt: skip
         return sorted(out, key=lambda n: (n.start_beats, n.program, n.pitch))
 
@@ -99,10 +135,16 @@ class Recorder:
         lo, hi = self._bounds(bar)
         if any(lo <= start < hi for start, _ in self._open.values()):
             return True
-        return any(n.source == HUMAN and lo <= n.start_beats < hi for n in self.notes)
+        return any(
+            n.source == HUMAN and n.epoch == self.epoch and lo <= n.start_beats < hi
+            for n in self.notes
+        )
 
-    def prune(self, current_bar: int) -> None:
-        """Forget notes older than ``keep_bars`` bars."""
+    def prune(self, current_bar: int, keep_epochs: int = 4) -> None:
+        """Forget notes older than ``keep_bars`` bars and passes older than ``keep_epochs``."""
         oldest = (current_bar - self.keep_bars) * self.beats_per_bar
-        if self.notes and self.notes[0].start_beats < oldest:
-            self.notes = [n for n in self.notes if n.start_beats >= oldest]
+        first_epoch = self.epoch - keep_epochs
+        self.notes = [
+            n for n in self.notes
+            if n.epoch > first_epoch and (n.epoch != self.epoch or n.start_beats >= oldest)
+        ]  # fmt: skip

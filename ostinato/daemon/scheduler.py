@@ -1,27 +1,24 @@
-"""Sending notes on time: a beat-domain queue and one sender thread (run by the sender
-process, :mod:`ostinato.daemon.sender`, which owns the output port).
+"""Sending notes on time through python-rtmidi: the sender thread of the ALSA, CoreMIDI and
+WinMM backends, run by the sender process (:mod:`ostinato.daemon.sender`, which owns the output
+port). It plays a :class:`~ostinato.daemon.note_queue.NoteQueue` (the JACK backend plays the
+same queue from JACK's process callback, :mod:`ostinato.daemon.jack_io`).
 
-Events are kept in beats and turned into wall time only when they are due, with the clock's
-*current* map, so a tempo change re-times everything still queued. The sender sleeps until
-about 1 ms before an event (0.3 ms at real-time priority), then spins to it. It tracks every
-sounding note: each note-on gets its note-off, a pitch struck again while sounding is released
-first, and stop / panic / shutdown release everything and send All Notes Off (CC 123) on
-every channel used.
-
-A note-on that would go out later than ``late_tolerance_ms`` (10 ms: audible) is dropped
-with its note-off, so a note is never played off the grid. The drop is counted by its cause:
-a *deadline miss* when the note was handed over after its time (generation was late), a
+The sender sleeps until about 1 ms before an event (0.3 ms at real-time priority), then spins
+to it, and converts beats to ``time.perf_counter()`` with the clock's current map when the
+event is due. A note-on that would go out later than ``late_tolerance_ms`` (10 ms: audible) is
+dropped with its note-off, so a note is never played off the grid. The drop is counted by its
+cause: a *deadline miss* when the note was handed over after its time (generation was late), a
 *late wake-up* when it was queued in time but the sender itself ran too late (the OS did not
 schedule it). Smaller delays (OS jitter) are measured in ``stats``.
 
 The sender thread asks for real-time scheduling (``SCHED_FIFO`` at ``rt_priority``, below
-JACK's, whose default is 10) so a busy CPU cannot keep it waiting; where that is not allowed it says
-so once and runs at normal priority (Linux: the ``audio`` group's ``rtprio`` limit grants it).
+JACK's, whose default is 10) so a busy CPU cannot keep it waiting; where that is not allowed it
+says so once and runs at normal priority (Linux: the ``audio`` group's ``rtprio`` limit grants
+it).
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 import os
@@ -31,10 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ostinato.daemon.clock import TempoMap
+from ostinato.daemon.note_queue import NOTE_ON, Event, NoteQueue
 
 log = logging.getLogger(__name__)
 
-NOTE_ON, NOTE_OFF = 0x90, 0x80
 SPIN_S = 0.001  # busy-wait this long before an event instead of trusting sleep()
 SPIN_S_REALTIME = 0.0003  # at SCHED_FIFO a timed wait wakes within ~0.1 ms: spin less
 
@@ -54,8 +51,29 @@ class SchedulerStats:
     lateness_ms: list[float] = field(default_factory=list)  # actual send − ideal, note-ons
 
 
+def realtime_thread(priority: int) -> bool:
+    """SCHED_FIFO at ``priority`` for the calling thread (Linux schedules threads one by one);
+    False, said in the log, where it is refused or not available (0: not asked)."""
+    if priority <= 0:
+        return False
+    if not hasattr(os, "sched_setscheduler"):
+        log.info("real-time priority is not available on this platform")
+        return False
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except OSError as exc:
+        log.info(
+            "the sender runs without real-time priority (%s): timing may loosen when the CPU "
+            "is busy; allow it with an rtprio limit (e.g. the audio group)",
+            exc.strerror,
+        )
+        return False
+    return True
+
+
 class Scheduler:
-    """``send(bytes)`` writes one MIDI message; ``tempo_map()`` returns the clock's map."""
+    """The rtmidi sender: ``send(bytes)`` writes one MIDI message; ``tempo_map()`` returns the
+    clock's map (times on ``time.perf_counter()``'s clock)."""
 
     def __init__(
         self,
@@ -76,17 +94,13 @@ class Scheduler:
         self.rt_priority = rt_priority
         self.realtime: bool | None = None  # None until the sender thread has started
         self.stats = SchedulerStats()
-        # (beat, order, kind, channel, pitch, velocity, note id, time queued)
-        self._queue: list[tuple[float, int, int, int, int, int, int, float]] = []
-        self._order = itertools.count()
+        self._queue = NoteQueue()  # guarded by _cond, as is _epoch
+        self._write_message = self._write  # bound once: not a new method object per message
         self._cond = threading.Condition()
         self._stop = threading.Event()
-        self._sounding: dict[tuple[int, int], int] = {}  # (channel, pitch) → note id
-        self._dropped: set[int] = set()
         self._note_ids = itertools.count()
-        self._channels_used: set[int] = set()
         self._thread: threading.Thread | None = None
-        self._epoch = 0  # bumped by panic: an event popped before it is not sent
+        self._epoch = 0  # bumped by panic, hold and jump: an event due before it is not sent
         # (due, sent, channel, pitch, velocity, note id) for every note-on sent
         self.on_note_sent: Callable[[float, float, int, int, int, int], None] | None = None
         # (due, now, note id, handed over late) for every note-on dropped
@@ -95,12 +109,14 @@ class Scheduler:
     def channel_for(self, program: int) -> int:
         return self.program_channels.get(program, 0)
 
-    # -- producer side (session thread) -----------------------------------------------------
+    # -- producer side (session thread) --------------------------------------------------------
     def schedule_note(
-        self, start_beats: float, duration_beats: float, program: int, pitch: int, velocity: int
-    ) -> int:
+        self, start_beats: float, duration_beats: float, program: int, pitch: int, velocity: int,
+        handed_over: float | None = None,
+    ) -> int:  # fmt: skip
         end = start_beats + max(duration_beats, 1 / 64)
-        return self.schedule(start_beats, end, self.channel_for(program), pitch, velocity)
+        return self.schedule(start_beats, end, self.channel_for(program), pitch, velocity,
+                             handed_over=handed_over)  # fmt: skip
 
     def schedule(
         self, start_beats: float, end_beats: float, channel: int, pitch: int, velocity: int,
@@ -112,10 +128,7 @@ class Scheduler:
             note_id = next(self._note_ids)
         now = time.perf_counter() if handed_over is None else handed_over
         with self._cond:
-            heapq.heappush(self._queue, (start_beats, next(self._order), NOTE_ON, channel, pitch,
-                                         velocity, note_id, now))  # fmt: skip
-            heapq.heappush(self._queue, (end_beats, next(self._order), NOTE_OFF, channel, pitch, 0,
-                                         note_id, now))  # fmt: skip
+            self._queue.schedule(start_beats, end_beats, channel, pitch, velocity, note_id, now)
             self._cond.notify()
         return note_id
 
@@ -126,9 +139,9 @@ class Scheduler:
 
     def pending(self) -> int:
         with self._cond:
-            return len(self._queue)
+            return self._queue.pending
 
-    # -- sender thread ----------------------------------------------------------------------
+    # -- sender thread -------------------------------------------------------------------------
     def start(self) -> None:
         if self._thread is not None:
             return
@@ -148,105 +161,99 @@ class Scheduler:
 
     def _go_realtime(self) -> None:
         """Ask for SCHED_FIFO for this (the sender) thread; say once if it is refused."""
-        self.realtime = False
-        if self.rt_priority <= 0:
-            return
-        if not hasattr(os, "sched_setscheduler"):
-            log.info("real-time priority is not available on this platform")
-            return
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.rt_priority))
-        except OSError as exc:
-            log.info(
-                "sender runs without real-time priority (%s): timing may loosen when the CPU "
-                "is busy; allow it with an rtprio limit (e.g. the audio group)",
-                exc.strerror,
-            )
-            return
-        self.realtime = True
-        log.info("sender thread has real-time priority (SCHED_FIFO %d)", self.rt_priority)
+        self.realtime = realtime_thread(self.rt_priority)
+        if self.realtime:
+            log.info("sender thread has real-time priority (SCHED_FIFO %d)", self.rt_priority)
 
     def _run(self) -> None:
         """Sender thread: the only one that sends notes. Never blocks on anything but its
         own condition; sending is a non-blocking port write."""
         self._go_realtime()
+        queue = self._queue
         while not self._stop.is_set():
             with self._cond:
-                if not self._queue:
+                event = queue.peek()
+                if event is None:
                     self._cond.wait(0.05)
                     continue
-                beat = self._queue[0][0]
                 tempo = self._tempo_map()
                 if tempo is None:
                     self._cond.wait(0.01)
                     continue
-                due = tempo.time_at(beat) - self.latency_s
+                due = tempo.time_at(event[0]) - self.latency_s
                 wait = due - time.perf_counter()
                 spin = SPIN_S_REALTIME if self.realtime else SPIN_S
                 if wait > spin:
                     self._cond.wait(wait - spin)  # woken early by new events or retime()
                     continue
-                event = heapq.heappop(self._queue)
                 epoch = self._epoch
             while time.perf_counter() < due:  # spin the last millisecond
                 pass
             with self._cond:
-                if epoch == self._epoch:  # a panic in between wins: nothing after it
+                # A panic, hold or jump in between wins; so does an earlier note that came
+                # in meanwhile (it is due now too: the next round sends it first).
+                if epoch == self._epoch and queue.peek() is event:
                     self._dispatch(event, due)
 
-    def _dispatch(self, event, due: float) -> None:
-        _, _, kind, channel, pitch, velocity, note_id, queued = event
+    def _dispatch(self, event: Event, due: float) -> None:
         now = time.perf_counter()
-        if kind == NOTE_ON:
-            if now - due > self.late_tolerance_s:
-                handed_over_late = queued >= due  # generation delivered it after its time
-                if handed_over_late:
-                    self.stats.deadline_misses += 1
-                else:
-                    self.stats.late_wakeups += 1
-                self._dropped.add(note_id)
-                if self.on_note_dropped is not None:
-                    self.on_note_dropped(due, now, note_id, handed_over_late)
-                return
-            key = (channel, pitch)
-            if key in self._sounding:  # same pitch struck again: release it first
-                self._write([NOTE_OFF | channel, pitch, 0])
-            self._write([NOTE_ON | channel, pitch, velocity])
-            self._sounding[key] = note_id
-            self._channels_used.add(channel)
+        if event[2] == NOTE_ON and now - due > self.late_tolerance_s:
+            self._queue.drop_next()
+            handed_over_late = event[7] >= due  # generation delivered it after its time
+            if handed_over_late:
+                self.stats.deadline_misses += 1
+            else:
+                self.stats.late_wakeups += 1
+            if self.on_note_dropped is not None:
+                self.on_note_dropped(due, now, event[6], handed_over_late)
+            return
+        self._queue.play_next(self._write_message)
+        if event[2] == NOTE_ON:
             self.stats.sent_notes += 1
             if len(self.stats.lateness_ms) < self.keep_lateness:
                 self.stats.lateness_ms.append((now - due) * 1000.0)
             if self.on_note_sent is not None:
-                self.on_note_sent(due, now, channel, pitch, velocity, note_id)
-        else:
-            if note_id in self._dropped:
-                self._dropped.discard(note_id)
-                return
-            key = (channel, pitch)
-            if self._sounding.get(key) == note_id:  # a retrigger may have taken it over
-                del self._sounding[key]
-                self._write([NOTE_OFF | channel, pitch, 0])
+                self.on_note_sent(due, now, event[3], event[4], event[5], event[6])
 
-    def _write(self, message: list[int]) -> None:
+    def _write(self, status: int, data1: int, data2: int) -> bool:
         try:
-            self._send(message)
+            self._send([status, data1, data2])
         except Exception:  # a port error must not kill the sender thread
-            log.exception("cannot send MIDI message %s", message)
+            log.exception("cannot send MIDI message %s", [status, data1, data2])
+        return True  # a message the port refused is not tried again
 
-    # -- stop / panic -----------------------------------------------------------------------
+    # -- stop / panic / transport --------------------------------------------------------------
     def panic(self) -> None:
         """Drop the queue, release every sounding note, All Notes Off on every used channel."""
         with self._cond:
             self._epoch += 1
-            self._queue.clear()
-            self._dropped.clear()
-            sounding, self._sounding = self._sounding, {}
-            for channel, pitch in sounding:
-                self._write([NOTE_OFF | channel, pitch, 0])
-            for channel in sorted(self._channels_used | {c for c, _ in sounding}):
-                self._write([0xB0 | channel, 123, 0])
+            self._queue.panic()
+            self._queue.flush(self._write_message)
+            self._cond.notify()
+
+    def hold(self) -> None:
+        """The transport stopped: release every sounding note, keep the queue, play nothing
+        until :meth:`jump`."""
+        with self._cond:
+            self._epoch += 1
+            self._queue.hold()
+            self._queue.flush(self._write_message)
+            self._cond.notify()
+
+    def jump(self, from_beat: float, to_beat: float, shift: bool) -> None:
+        """A transport jump (see :meth:`NoteQueue.jump`). The tempo map is the caller's: after
+        a shift, the map it gives must be moved the same way (``note_queue.reanchored``) until
+        the clock's next map, so the shifted notes keep their times."""
+        with self._cond:
+            self._epoch += 1
+            self._queue.jump(from_beat, to_beat, shift)
+            self._queue.flush(self._write_message)
+            self._cond.notify()
 
     @property
     def sounding(self) -> int:
-        return len(self._sounding)
+        return self._queue.sounding
+
+    @property
+    def held(self) -> bool:
+        return self._queue.held

@@ -12,10 +12,14 @@ All Notes Off on every channel it used and exits. SIGTERM does the same; SIGINT 
 the daemon, which shuts down in order (Ctrl-C in a terminal reaches both processes).
 
 The daemon talks to it over the sender's stdin, it answers over its stdout: fixed 32-byte
-records (``RECORD``: kind, channel, pitch, velocity, note id, three doubles), all times on
-``time.perf_counter()``'s clock (CLOCK_MONOTONIC on Linux, QueryPerformanceCounter on
-Windows, mach_absolute_time on macOS: the same for every process). Reports never block the
-sender: when the daemon does not read them, they are dropped and counted.
+records (:mod:`ostinato.daemon.protocol` lists them), all times on the sender's time line:
+``time.perf_counter()``'s clock for the rtmidi backends (CLOCK_MONOTONIC on Linux,
+QueryPerformanceCounter on Windows, mach_absolute_time on macOS: the same for every process),
+JACK frame time for the JACK backend, where the sender is a JACK client with a process
+callback of its own (:mod:`ostinato.daemon.jack_io`) that writes every note at its frame and
+can own the input port too, stamping each event with its frame; its SYNC reports let the
+daemon read the current time on that line (:meth:`SenderProcess.now`). Reports never block
+the sender: when the daemon does not read them, they are dropped and counted.
 
 Run as ``python -m ostinato.daemon.sender --backend B [--out NAME] ...``; the daemon starts it.
 """
@@ -28,8 +32,8 @@ import faulthandler
 import gc
 import logging
 import os
+import select
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -37,18 +41,40 @@ import time
 from collections.abc import Callable
 
 from ostinato.daemon.clock import TempoMap
+from ostinato.daemon.note_queue import reanchored
 from ostinato.daemon.ports import MidiPorts, PortError
-from ostinato.daemon.scheduler import Scheduler, SchedulerStats, default_program_channels
+from ostinato.daemon.protocol import (
+    DONE,
+    DROPPED,
+    ERROR,
+    HOLD,
+    INPUT,
+    INPUT_LOST,
+    JUMP,
+    NOTE,
+    PANIC,
+    QUIT,
+    READY,
+    RECORD,
+    SENT,
+    SKIPPED,
+    SYNC,
+    TEMPO,
+    message_of,
+)
+from ostinato.daemon.scheduler import (
+    Scheduler,
+    SchedulerStats,
+    default_program_channels,
+    realtime_thread,
+)
 
 log = logging.getLogger(__name__)
 
-RECORD = struct.Struct("<BBBBIddd")  # 32 bytes: one write is atomic on a pipe
-# daemon → sender
-TEMPO, NOTE, PANIC, QUIT = 1, 2, 3, 4
-# sender → daemon
-READY, SENT, DROPPED, ERROR, DONE = 10, 11, 12, 13, 14
 START_TIMEOUT_S = 20.0
 WEDGED_AFTER_S = 5.0  # the sender's own watchdog (see _watchdog)
+TERM_GRACE_S = 1.0  # a stuck sender gets this long after SIGTERM before SIGKILL
+SYNC_SMOOTHING = 0.1  # weight of a new SYNC in the daemon's estimate of the JACK offset
 
 
 def _set_blocking(fd: int, blocking: bool) -> None:
@@ -61,11 +87,19 @@ class SenderError(PortError):
     """The sender process could not start; the message says why."""
 
 
-# -- the daemon's side ------------------------------------------------------------------------
+# -- the daemon's side -------------------------------------------------------------------------
 class SenderProcess:
     """Starts the sender process and drives it; the same interface as :class:`Scheduler`
-    (``schedule_note``, ``panic``, ``start``, ``stop``, ``stats``, ``realtime``); tempo maps
-    come from the clock as it makes them (:meth:`push_tempo`)."""
+    (``schedule_note``, ``panic``, ``hold``, ``jump``, ``start``, ``stop``, ``stats``,
+    ``realtime``); tempo maps come from the clock as it makes them (:meth:`push_tempo`).
+
+    Every time given or reported is on the sender's time line, which :meth:`now` reads:
+    ``time.perf_counter()`` for the rtmidi backends, JACK frame time in seconds for JACK
+    (``samplerate`` is then the server's rate, None otherwise). ``with_input`` (JACK only):
+    the sender also owns "Ostinato In" (``in_port``: connected to the JACK port of that
+    name); each message comes to ``on_input(t, bytes)`` on the reports thread, stamped with
+    its frame (a SysEx as its status byte alone), and ``input_lost`` counts what could not
+    be delivered."""
 
     def __init__(
         self,
@@ -78,19 +112,34 @@ class SenderProcess:
         program_channels: dict[int, int] | None = None,
         late_tolerance_ms: float = 10.0,
         keep_lateness: int = 100_000,
+        in_port: str | None = None,
+        with_input: bool = False,
+        on_input: Callable[[float, list[int]], None] | None = None,
     ) -> None:
+        if with_input and backend != "jack":
+            raise ValueError("only the JACK sender can own the input port")
         self._tempo_map = tempo_map
         self.program_channels = {**default_program_channels(), **(program_channels or {})}
         self.keep_lateness = keep_lateness
         self.stats = SchedulerStats()
         self.on_note_sent: Callable[[float, float, int, int, int, int], None] | None = None
         self.on_note_dropped: Callable[[float, float, int, bool], None] | None = None
+        self.on_input = on_input  # reports thread; given here, it misses no early input
         self.realtime: bool | None = None
+        self.samplerate: float | None = None  # JACK's; None for rtmidi (perf_counter time)
+        self.blocksize: int | None = None  # JACK's period in frames
+        self.input_lost = 0
+        self.skipped_frames = 0  # JACK frames the sender was not run for (xruns)
+        # called (reports thread) when input may be missing from time t on: an xrun
+        self.on_input_gap: Callable[[float], None] | None = None
         self.lost_reports = 0
+        self.last_error: str | None = None  # the sender's last words after it started
+        self._offset_s: float | None = None  # JACK time − perf_counter(), smoothed
         self._next_id = 0
         self._write_lock = threading.Lock()
         self._last_map: TempoMap | None = None
         self._closed = False
+        self._terminating = False
         command = [
             sys.executable, "-m", "ostinato.daemon.sender", "--backend", backend,
             "--client-name", client_name, "--latency-ms", repr(float(latency_ms)),
@@ -99,6 +148,10 @@ class SenderProcess:
         ]  # fmt: skip
         if out_port is not None:
             command += ["--out", out_port]
+        if with_input:
+            command += ["--with-input"]
+            if in_port is not None:
+                command += ["--in", in_port]
         self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       bufsize=0)  # fmt: skip
         assert self._proc.stdin is not None and self._proc.stdout is not None
@@ -120,25 +173,40 @@ class SenderProcess:
     def alive(self) -> bool:
         return self._proc.poll() is None
 
+    def now(self) -> float:
+        """The current time on the sender's time line (see the class's docstring)."""
+        if self._offset_s is None:
+            return time.perf_counter()
+        return time.perf_counter() + self._offset_s
+
     def _wait_ready(self) -> None:
         # A JACK or ALSA client can take seconds to open on a loaded machine; give up after
         # START_TIMEOUT_S, with the sender's own words when it said any.
         timer = threading.Timer(START_TIMEOUT_S, self._proc.kill)
         timer.start()
         try:
-            record = self._read_record()
-            if record is None:
-                code = self._proc.wait()
-                raise SenderError(f"the note sender did not start (status {code}; after "
-                                  f"{START_TIMEOUT_S:g} s it is stopped)")  # fmt: skip
-            kind, flag, _, _, length, *_ = record
-            if kind == ERROR:
-                message = self._reports.read(length).decode("utf-8", "replace")
-                self._proc.wait()
-                raise SenderError(message)
-            if kind != READY:
-                raise SenderError(f"the note sender said {kind} instead of ready")
-            self.realtime = bool(flag)
+            while True:
+                record = self._read_record()
+                if record is None:
+                    code = self._proc.wait()
+                    raise SenderError(f"the note sender did not start (status {code}; after "
+                                      f"{START_TIMEOUT_S:g} s it is stopped)")  # fmt: skip
+                kind, flag, _, _, number, a, b, _ = record
+                if kind == SYNC:
+                    self._on_sync(a, b)
+                    continue
+                if kind in (INPUT, SKIPPED, INPUT_LOST):
+                    continue  # input before the daemon listens: not heard, as if earlier
+                if kind == ERROR:
+                    message = self._reports.read(number).decode("utf-8", "replace")
+                    self._proc.wait()
+                    raise SenderError(message)
+                if kind != READY:
+                    raise SenderError(f"the note sender said {kind} instead of ready")
+                self.realtime = bool(flag)
+                if a > 0:
+                    self.samplerate, self.blocksize = a, number
+                return
         finally:
             timer.cancel()
 
@@ -151,19 +219,35 @@ class SenderProcess:
             data += chunk
         return RECORD.unpack(data)
 
+    def _on_sync(self, jack_s: float, perf_s: float) -> None:
+        offset = jack_s - perf_s
+        if self._offset_s is None:
+            self._offset_s = offset
+        else:  # JACK's estimate of the current frame jitters a little: average it
+            self._offset_s += SYNC_SMOOTHING * (offset - self._offset_s)
+
     def _read_reports(self) -> None:
-        """Reports thread: every note sent or dropped, until the sender exits."""
+        """Reports thread: every note sent or dropped, every input message, until the
+        sender exits."""
         while True:
             record = self._read_record()
             if record is None:
                 break
             kind, channel, pitch, velocity, note_id, a, b, _ = record
-            if kind == SENT:
+            if kind == INPUT:
+                if self.on_input is not None:
+                    try:
+                        self.on_input(a, message_of(channel, pitch, velocity, note_id))
+                    except Exception:  # the reports must go on (notes sent, SYNC)
+                        log.exception("error handling MIDI input")
+            elif kind == SENT:
                 self.stats.sent_notes += 1
                 if len(self.stats.lateness_ms) < self.keep_lateness:
                     self.stats.lateness_ms.append((b - a) * 1000.0)
                 if self.on_note_sent is not None:
                     self.on_note_sent(a, b, channel, pitch, velocity, note_id)
+            elif kind == SYNC:
+                self._on_sync(a, b)
             elif kind == DROPPED:
                 late = bool(channel)
                 if late:
@@ -172,6 +256,18 @@ class SenderProcess:
                     self.stats.late_wakeups += 1
                 if self.on_note_dropped is not None:
                     self.on_note_dropped(a, b, note_id, late)
+            elif kind == SKIPPED:
+                self.skipped_frames += note_id
+                if self.on_input_gap is not None:
+                    self.on_input_gap(a)
+            elif kind == INPUT_LOST:
+                if note_id > self.input_lost:
+                    log.warning("%d MIDI input messages lost (the daemon read too slowly)",
+                                note_id - self.input_lost)  # fmt: skip
+                self.input_lost = note_id
+            elif kind == ERROR:
+                self.last_error = self._reports.read(note_id).decode("utf-8", "replace")
+                log.error("the note sender: %s", self.last_error)
             elif kind == DONE:
                 self.lost_reports = note_id
         if not self._closed:
@@ -187,35 +283,67 @@ class SenderProcess:
             with self._write_lock:
                 os.write(self._in, RECORD.pack(kind, channel, pitch, velocity, note_id, a, b, c))
         except BlockingIOError:  # 2,048 records not read: the sender is stuck
-            if self.alive:
-                log.error("the note sender stopped reading its commands: stopping it")
-                self._proc.kill()
+            self._stop_stuck()
         except OSError:  # the sender is gone; the reports thread says so once
             pass
 
-    # -- the Scheduler interface ----------------------------------------------------------------
+    def _stop_stuck(self) -> None:
+        """SIGTERM first (the sender still releases its notes on the way out), SIGKILL when
+        it has not exited within TERM_GRACE_S. Never waits: the caller is the session."""
+        if self._terminating or not self.alive:
+            return
+        self._terminating = True
+        log.error("the note sender stopped reading its commands: stopping it")
+        self._proc.terminate()
+
+        def kill_if_alive() -> None:
+            if self.alive:
+                log.error("the note sender did not exit on SIGTERM: killed")
+                self._proc.kill()
+
+        timer = threading.Timer(TERM_GRACE_S, kill_if_alive)
+        timer.daemon = True
+        timer.start()
+
+    # -- the Scheduler interface ---------------------------------------------------------------
     def channel_for(self, program: int) -> int:
         return self.program_channels.get(program, 0)
 
     def push_tempo(self, tempo: TempoMap | None) -> None:
-        """Give the sender a new beat ↔ time map. A listener of the clock: called under its
-        lock for every change, so the sender sees the maps in the order they were made."""
+        """Give the sender a new beat ↔ time map (on its time line). A listener of the
+        clock: called under its lock for every change, so the sender sees the maps in the
+        order they were made."""
         if tempo is None or tempo is self._last_map:
             return
         self._last_map = tempo
         self._send(TEMPO, a=tempo.anchor_time, b=tempo.anchor_beat, c=tempo.seconds_per_beat)
 
     def schedule_note(
-        self, start_beats: float, duration_beats: float, program: int, pitch: int, velocity: int
-    ) -> int:
+        self, start_beats: float, duration_beats: float, program: int, pitch: int, velocity: int,
+        handed_over: float | None = None,
+    ) -> int:  # fmt: skip
+        """Queue a note; ``handed_over``: when generation delivered it (default: :meth:`now`)."""
         note_id, self._next_id = self._next_id, (self._next_id + 1) & 0xFFFFFFFF
         end = start_beats + max(duration_beats, 1 / 64)
+        if handed_over is None:
+            handed_over = self.now()
         self._send(NOTE, self.channel_for(program), pitch, velocity, note_id, start_beats, end,
-                   time.perf_counter())  # fmt: skip
+                   handed_over)  # fmt: skip
         return note_id
 
     def panic(self) -> None:
         self._send(PANIC)
+
+    def hold(self) -> None:
+        """The transport stopped: release every sounding note, keep the queue, play nothing
+        until :meth:`jump`."""
+        self._send(HOLD)
+
+    def jump(self, from_beat: float, to_beat: float, shift: bool) -> None:
+        """A transport jump: release every sounding note; with ``shift`` the queue moves by
+        (to_beat − from_beat) and the sender's map with it (the shifted notes keep their times
+        until the next map), without it the queue is dropped. Ends a hold."""
+        self._send(JUMP, int(bool(shift)), a=from_beat, b=to_beat)
 
     def start(self) -> None:
         """The map the clock has before it had a listener (if any)."""
@@ -236,7 +364,7 @@ class SenderProcess:
         self._reader.join(timeout)
 
 
-# -- the sender's side ------------------------------------------------------------------------
+# -- the sender's side -------------------------------------------------------------------------
 class _Reports:
     """Writes reports to the daemon without ever blocking: a full pipe drops them."""
 
@@ -246,32 +374,75 @@ class _Reports:
         _set_blocking(fd, False)
 
     def write(self, kind: int, channel=0, pitch=0, velocity=0, note_id=0, a=0.0, b=0.0,
-              c=0.0) -> None:  # fmt: skip
+              c=0.0) -> bool:  # fmt: skip
         try:
             os.write(self.fd, RECORD.pack(kind, channel, pitch, velocity, note_id, a, b, c))
-        except BlockingIOError:
-            self.lost += 1
-        except OSError:  # the daemon is gone: the pipe's end tells the reader too
-            self.lost += 1
+        except OSError:  # full (BlockingIOError), or the daemon is gone: the pipe's end
+            self.lost += 1  # tells the reader too
+            return False
+        return True
 
-    def error(self, message: str) -> None:
-        data = message.encode("utf-8")
-        _set_blocking(self.fd, True)
-        os.write(self.fd, RECORD.pack(ERROR, 0, 0, 0, len(data), 0.0, 0.0, 0.0) + data)
+    def error(self, message: str, block: bool = True) -> None:
+        """ERROR and its message in one write (atomic up to the pipe's 4 KiB)."""
+        data = message.encode("utf-8")[:3000]
+        if block:
+            _set_blocking(self.fd, True)
+        with contextlib.suppress(OSError):
+            os.write(self.fd, RECORD.pack(ERROR, 0, 0, 0, len(data), 0.0, 0.0, 0.0) + data)
 
 
-def _watchdog() -> None:
+def _watchdog(priority: int = 0) -> None:
     """Re-arms a timer ten times a second; the timer runs without the interpreter lock. When
     this thread cannot run for WEDGED_AFTER_S, the sender is stuck holding the lock (the one
     known case: python-rtmidi's JACK output spinning on a full buffer after the JACK server
     went away): it exits with status 1 and every thread's traceback on stderr, and the
-    daemon, seeing its sender gone, exits too for a service manager to restart it."""
+    daemon, seeing its sender gone, exits too for a service manager to restart it.
+    ``priority``: SCHED_FIFO for this thread too (JACK: see jack_io's pump)."""
+    realtime_thread(priority)
     while True:
         faulthandler.dump_traceback_later(WEDGED_AFTER_S, exit=True)
         time.sleep(0.1)
 
 
-def _serve(args: argparse.Namespace, reports: _Reports) -> int:
+def _read_commands(handle: Callable[[tuple], None], failed: Callable[[], bool] | None) -> bool:
+    """Read the daemon's records and ``handle`` each until QUIT (True) or the pipe's end
+    (False: the daemon closed it or died). With ``failed``, wait at most 0.1 s at a time and
+    stop (False) as soon as it says so."""
+    commands = sys.stdin.buffer.fileno()
+    pending = b""
+    while True:
+        if failed is not None:
+            while not select.select([commands], [], [], 0.1)[0]:
+                if failed():
+                    return False
+        chunk = os.read(commands, 64 * RECORD.size)
+        if not chunk:
+            return False
+        pending += chunk
+        whole = len(pending) - len(pending) % RECORD.size
+        for offset in range(0, whole, RECORD.size):
+            record = RECORD.unpack_from(pending, offset)
+            if record[0] == QUIT:
+                return True
+            handle(record)
+        pending = pending[whole:]
+
+
+def _freeze_heap(disable: bool) -> None:
+    """Everything loaded so far lives as long as the process: the collector never walks it."""
+    gc.collect()
+    gc.freeze()
+    if disable:
+        gc.disable()
+
+
+def _block_term(block: bool) -> None:
+    if hasattr(signal, "pthread_sigmask"):  # not on Windows
+        signal.pthread_sigmask(signal.SIG_BLOCK if block else signal.SIG_UNBLOCK,
+                               {signal.SIGTERM})  # fmt: skip
+
+
+def _serve_rtmidi(args: argparse.Namespace, reports: _Reports) -> int:
     try:
         ports = MidiPorts(args.backend, out_port=args.out, client_name=args.client_name,
                           with_input=False)  # fmt: skip
@@ -288,42 +459,86 @@ def _serve(args: argparse.Namespace, reports: _Reports) -> int:
     scheduler.on_note_dropped = lambda due, now, nid, late: reports.write(
         DROPPED, int(late), 0, 0, nid, due, now
     )
-    # Everything loaded so far lives as long as the process: the collector never walks it.
-    gc.collect()
-    gc.freeze()
+
+    def handle(record: tuple) -> None:
+        kind, channel, pitch, velocity, note_id, a, b, c = record
+        if kind == NOTE:
+            scheduler.schedule(a, b, channel, pitch, velocity, note_id, handed_over=c)
+        elif kind == TEMPO:
+            tempo[0] = TempoMap(a, b, c)
+            scheduler.retime()
+        elif kind == PANIC:
+            scheduler.panic()
+        elif kind == HOLD:
+            scheduler.hold()
+        elif kind == JUMP:
+            if channel and tempo[0] is not None:  # the shifted notes keep their times
+                tempo[0] = reanchored(tempo[0], a, b)
+            scheduler.jump(a, b, bool(channel))
+
+    _freeze_heap(disable=False)
     threading.Thread(target=_watchdog, name="ostinato-sender-watchdog", daemon=True).start()
     scheduler.start()
     while scheduler.realtime is None:
         time.sleep(0.001)
     reports.write(READY, int(scheduler.realtime))
-    commands = sys.stdin.buffer.fileno()
-    pending = b""
     try:
-        while True:
-            chunk = os.read(commands, 64 * RECORD.size)
-            if not chunk:
-                break  # the daemon closed the pipe or died: release everything
-            pending += chunk
-            whole = len(pending) - len(pending) % RECORD.size
-            for offset in range(0, whole, RECORD.size):
-                kind, channel, pitch, velocity, note_id, a, b, c = RECORD.unpack_from(
-                    pending, offset
-                )
-                if kind == NOTE:
-                    scheduler.schedule(a, b, channel, pitch, velocity, note_id, handed_over=c)
-                elif kind == TEMPO:
-                    tempo[0] = TempoMap(a, b, c)
-                    scheduler.retime()
-                elif kind == PANIC:
-                    scheduler.panic()
-                elif kind == QUIT:
-                    return 0
-            pending = pending[whole:]
+        _read_commands(handle, None)
     finally:
         scheduler.stop()  # all notes off, CC 123 on every channel used
         ports.close()
         reports.write(DONE, note_id=reports.lost)
     return 0
+
+
+def _serve_jack(args: argparse.Namespace, reports: _Reports) -> int:
+    from ostinato.daemon.jack_io import JackSender
+
+    # SIGTERM goes to the main thread only: a libjack thread that takes it sees its read of the
+    # server's socket fail (EINTR) and takes that for the server's end, and then no note would
+    # be released. Threads started while it is blocked (libjack's, ours) keep it blocked.
+    _block_term(True)
+    try:
+        sender = JackSender(reports, args.client_name, in_port=args.in_port,
+                            out_port=args.out, with_input=args.with_input,
+                            latency_ms=args.latency_ms, late_tolerance_ms=args.late_ms,
+                            rt_priority=args.rt_priority)  # fmt: skip
+    except PortError as exc:
+        reports.error(str(exc))
+        return 2
+
+    def handle(record: tuple) -> None:
+        kind, channel, pitch, velocity, note_id, a, b, c = record
+        if kind == NOTE:
+            sender.note(a, b, channel, pitch, velocity, note_id, c)
+        elif kind == TEMPO:
+            sender.tempo(a, b, c)
+        elif kind == PANIC:
+            sender.panic()
+        elif kind == HOLD:
+            sender.hold()
+        elif kind == JUMP:
+            sender.jump(a, b, bool(channel))
+
+    # No collection may run on JACK's thread: none runs at all (this process makes no cycles).
+    _freeze_heap(disable=True)
+    threading.Thread(target=_watchdog, args=(args.rt_priority,), name="ostinato-sender-watchdog",
+                     daemon=True).start()  # fmt: skip
+    realtime_thread(args.rt_priority)  # this thread reads commands under the lock too
+    sender.start_sync()
+    reports.write(READY, int(sender.realtime), note_id=sender.blocksize, a=float(sender.rate))
+    status = 0
+    try:
+        _block_term(False)  # a SIGTERM that came meanwhile is taken here
+        _read_commands(handle, lambda: sender.failed is not None)
+        if sender.failed is not None:
+            reports.error(f"the JACK server shut down ({sender.failed}): no notes go out",
+                          block=False)  # fmt: skip
+            status = 1
+    finally:
+        sender.close()  # all notes off, CC 123 on every channel used
+        reports.write(DONE, note_id=reports.lost)
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,12 +549,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when to stop
 
     def on_term(signum, frame) -> None:
-        raise SystemExit(0)  # unwinds through _serve's finally: notes released
+        raise SystemExit(0)  # unwinds through the serve function's finally: notes released
 
     signal.signal(signal.SIGTERM, on_term)
     parser = argparse.ArgumentParser(prog="ostinato-sender")
     parser.add_argument("--backend", required=True)
     parser.add_argument("--out")
+    parser.add_argument("--in", dest="in_port")
+    parser.add_argument("--with-input", action="store_true", help="JACK: own Ostinato In too")
     parser.add_argument("--client-name", default="ostinato")
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--late-ms", type=float, default=10.0)
@@ -349,10 +566,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s", datefmt="%H:%M:%S")  # fmt: skip
     # The reader thread parses a record and goes back to waiting on the pipe; should the
-    # sender wake while it runs, it gets the interpreter lock within half a millisecond.
+    # sender (or JACK's thread) wake while it runs, it gets the interpreter lock within half
+    # a millisecond.
     sys.setswitchinterval(0.0005)
     reports = _Reports(reports_fd)
-    return _serve(args, reports)
+    if args.backend == "jack":
+        return _serve_jack(args, reports)
+    return _serve_rtmidi(args, reports)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,15 @@ The lookahead adapts to the measured time a whole bar takes (p99 × 1.2 + 20 ms,
 a bar), so the downbeat's notes are all ready when it comes. Notes that would still be late
 are dropped by the scheduler and counted as deadline misses.
 
+Transport. Every start, continue and jump is an epoch (:class:`~ostinato.daemon.clock.
+TransportEvent`). The context is what was heard in time order, bar by bar, whatever the song
+positions (a loop's last bar, then its first bar again). A Stop holds the sender (sounding
+notes end, the queue waits); a jump by whole bars from a bar line (a loop, a relocate by bars)
+keeps what was prepared for the bar after the jump point and plays it at the new position —
+the queued notes, the generation in flight and the recording all move with it, so the pass
+after a loop jump is never silent. Any other jump, and a start after a real stop, drops the
+queue and prepares the bar at the new position (at once, when the jump lands on a bar line).
+
 Modes: ``continue`` answers ``bars`` bars after the musician's phrase (when the phrase has
 lasted ``phrase_bars`` bars, or when a bar passes in silence after playing); ``jam`` plays
 along every bar on the enabled programs; ``loop`` plays along on the musician's own
@@ -27,11 +36,12 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 from symusic import Note, Score, Track
 
-from ostinato.daemon.clock import Clock
+from ostinato.daemon.clock import PPQN, Clock, TransportEvent
 from ostinato.daemon.engine import Engine
 from ostinato.daemon.recorder import RecordedNote, Recorder
 from ostinato.daemon.scheduler import Scheduler
@@ -44,6 +54,7 @@ log = logging.getLogger(__name__)
 
 TPQ = 480
 CONTEXT_BARS = 4  # bars fed after a reset
+MAX_UNCOMMITTED = 16  # bars heard and not yet fed, kept at most (a cycle that fell behind)
 
 
 class Session:
@@ -56,11 +67,15 @@ class Session:
         settings: GenerationSettings,
         beats_per_bar: float = 4.0,
         lookahead_ms: float = 250.0,
+        latency_ms: float = 0.0,
+        now: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.engine, self.clock, self.scheduler, self.recorder = engine, clock, scheduler, recorder
         self.settings = settings
         self.beats_per_bar = beats_per_bar
         self.lookahead_s = lookahead_ms / 1000.0
+        self.latency_s = latency_ms / 1000.0  # notes go out this much earlier: so must bars
+        self.now = now  # the time line of the clock's map (JACK frame time or perf_counter)
         self.min_lookahead_s = 0.03
         self.lock = threading.RLock()  # guards the recorder and the session state
         self._stop = threading.Event()
@@ -71,8 +86,11 @@ class Session:
         self.bar_log: deque[tuple[int, float, float, int, float, float]] = deque(maxlen=4096)
         self.answering_until = -1  # last bar of the current answer (continue mode)
         self.bars_generated = 0
-        self.phrases_answered = 0
-        self._stopped = False
+        self.jumps_followed = 0  # jumps whose prepared bar moved with them
+        self._epoch = recorder.epoch = clock.epoch  # the transport epoch the session plays in
+        self._offset_beats = 0.0  # sum of the whole-bar shifts of the jumps so far
+        self._broken_epoch = -1  # the last epoch whose queued notes were dropped
+        self._urgent_bar: int | None = None  # a bar to prepare at once (after a jump)
         self._reset_context()
         clock.listeners.append(self._on_transport)
 
@@ -81,7 +99,7 @@ class Session:
         self.engine.reset()
         self._committed_len = self.engine.context_length
         self._committed_dropped = self.engine.dropped_front
-        self._committed_bar = -1  # last bar fed and committed
+        self._heard: list[tuple[int, int]] = []  # (bar, epoch) heard, not committed, in order
         self._prepared_bar = -1  # last bar the cycle ran for
 
     def bar_tokens(self, notes: list[RecordedNote], bar: int) -> np.ndarray:
@@ -136,7 +154,6 @@ class Session:
         if run >= self.settings.phrase_bars or phrase_ended:
             start = bar
             self.answering_until = start + self.settings.bars - 1
-            self.phrases_answered += 1
             log.info("answering bars %d-%d (phrase ended at bar %d)", start + 1,
                      self.answering_until + 1, prev + 1)  # fmt: skip
             return True
@@ -145,12 +162,15 @@ class Session:
     def run_cycle(self, next_bar: int, now_beat: float) -> int:
         """Prepare ``next_bar``: commit complete bars, feed the partial one, maybe generate.
         Returns the number of notes scheduled."""
-        t0 = time.perf_counter()
+        t0 = self.now()
         engine = self.engine
         current = next_bar - 1
         with self.lock:  # copy the notes; tokenize outside the lock (Stop must not wait)
-            complete = range(max(self._committed_bar + 1, current - CONTEXT_BARS), current)
-            complete_notes = [(self.recorder.bar_notes(b), b) for b in complete]
+            epoch0, offset0 = self._epoch, self._offset_beats
+            self._prepared_bar = next_bar  # a jump from now on moves it
+            self._hear(current, epoch0)
+            complete_notes = [(self.recorder.bar_notes(b, epoch=e), b) for b, e in self._heard[:-1]]
+            del self._heard[:-1]
             partial_notes = self.recorder.bar_notes(current, now_beat)
             self.recorder.prune(current)
         complete_tokens = [self.bar_tokens(notes, b) for notes, b in complete_notes]
@@ -164,12 +184,10 @@ class Session:
         engine.truncate(committed)
         if complete_tokens:
             engine.feed(np.concatenate(complete_tokens))
-            self._committed_bar = current - 1
         self._committed_len = engine.context_length
         self._committed_dropped = engine.dropped_front
         engine.feed(partial)
-        t_fed = time.perf_counter()
-        self._prepared_bar = next_bar
+        t_fed = self.now()
         if not self.wants_bar(next_bar):
             return 0
         settings = self.settings
@@ -186,17 +204,19 @@ class Session:
         t_first = t_fed
         for note in engine.generate(1, sampler, grammar):
             start = bar_start + note.start_beats
-            with self.lock:  # a Stop between two notes must win: nothing after the panic
-                if self._stopped:
-                    break
+            with self.lock:  # checked per note: a jump may come while the bar is generated
+                if self._epoch != epoch0:
+                    if self._broken_epoch > epoch0:
+                        break  # the queue of the old timeline was dropped: so is the rest
+                    start += self._offset_beats - offset0  # moved with the jump
                 self.scheduler.schedule_note(start, note.duration_beats, note.program,
                                              note.pitch, note.velocity)  # fmt: skip
                 self.recorder.add_generated(start, note.duration_beats, note.pitch,
                                             note.velocity, note.program)  # fmt: skip
             if count == 0:
-                t_first = time.perf_counter()
+                t_first = self.now()
             count += 1
-        done = time.perf_counter()
+        done = self.now()
         self.bar_ms.append((done - t0) * 1000.0)
         tempo = self.clock.snapshot()
         if tempo is not None:
@@ -238,19 +258,66 @@ class Session:
         self._reset_context()
 
     # -- thread ----------------------------------------------------------------------------
-    def _on_transport(self, event: str, beat: float) -> None:
-        """Called on the input thread. Stop silences now; start/continue restart the cycle."""
+    def _hear(self, bar: int, epoch: int) -> None:
+        """``bar`` of ``epoch`` is being heard now: the bars before it are complete."""
+        heard = self._heard
+        if not heard:
+            first = max(0, bar - CONTEXT_BARS)  # after a reset: the last bars as context
+            heard.extend((b, epoch) for b in range(first, bar))
+        elif heard[-1][1] == epoch and heard[-1][0] < bar - 1:  # cycles that did not run
+            heard.extend((b, epoch) for b in range(heard[-1][0] + 1, bar))
+        if not heard or heard[-1] != (bar, epoch):
+            heard.append((bar, epoch))
+        del heard[:-MAX_UNCOMMITTED]
+
+    def _on_transport(self, event: TransportEvent) -> None:
+        """Called on the input thread, before the clock publishes the new position's map."""
         with self.lock:
-            if event == "stop":
-                self._stopped = True
-                self.scheduler.panic()
-            else:
-                if event == "start":
+            if event.kind == "stop":
+                self.scheduler.hold()  # sounding notes end; the queue waits for what comes
+                return
+            if event.kind == "jump" and event.from_beat is not None:
+                self._jump(event.from_beat, event.beat, event.epoch)
+            else:  # a start or continue after a real stop: the old queue is not wanted
+                self.scheduler.jump(event.beat, event.beat, False)
+                if event.kind == "start":
                     self.recorder.clear()
-                self._stopped = False
+                self.recorder.epoch = self._epoch = self._broken_epoch = event.epoch
                 self.answering_until = -1
+                self._urgent_bar = None
                 self._restart = True
+            log.debug("transport %s at beat %.3f (epoch %d)", event.kind, event.beat, event.epoch)
         self._wake.set()
+
+    def _jump(self, from_beat: float, to_beat: float, epoch: int) -> None:
+        """A loop jump or relocate while playing (lock held)."""
+        bpb = self.beats_per_bar
+        tick = 1.5 / PPQN
+        bars = round((to_beat - from_beat) / bpb)
+        aligned = (
+            abs(to_beat - from_beat - bars * bpb) <= tick
+            and abs(from_beat - round(from_beat / bpb) * bpb) <= tick
+        )
+        if aligned:  # bar line to bar line: the prepared bar plays at the new position
+            from_beat = round(from_beat / bpb) * bpb
+            to_beat = from_beat + bars * bpb
+        self.scheduler.jump(from_beat, to_beat, aligned)
+        self.recorder.jump(from_beat, to_beat, epoch, keep_prepared=aligned)
+        self._epoch = epoch
+        to_bar = math.floor(to_beat / bpb + tick / bpb)
+        on_bar_line = abs(to_beat - to_bar * bpb) <= tick
+        if aligned:
+            self._offset_beats += to_beat - from_beat
+            self._prepared_bar += bars
+            if self.answering_until >= 0:
+                self.answering_until += bars
+            self.jumps_followed += 1
+        else:
+            self._broken_epoch = epoch
+            self._prepared_bar = to_bar - 1 if on_bar_line else to_bar  # a partial bar: skip it
+            self.answering_until = -1
+        if self._prepared_bar < to_bar and on_bar_line:
+            self._urgent_bar = to_bar  # nothing prepared for the bar that starts now
 
     def start(self) -> None:
         self._restart = True
@@ -273,13 +340,17 @@ class Session:
             if self._restart:
                 self._restart = False
                 self._reset_context()
-            now = time.perf_counter()
+            now = self.now()
             beat = tempo.beat_at(now)
+            urgent, self._urgent_bar = self._urgent_bar, None
             next_bar = math.floor(beat / self.beats_per_bar) + 1
-            if next_bar <= self._prepared_bar:
+            if urgent is not None and urgent > self._prepared_bar:
+                next_bar = urgent
+            elif next_bar <= self._prepared_bar:
                 next_bar = self._prepared_bar + 1
-            deadline = tempo.time_at(next_bar * self.beats_per_bar) - self.lookahead_s
-            if now < deadline:
+            bar_start = tempo.time_at(next_bar * self.beats_per_bar)
+            deadline = bar_start - self.lookahead_s - self.latency_s
+            if now < deadline and next_bar != urgent:
                 self._wake.wait(min(deadline - now, 0.01))  # re-read the map: tempo may move
                 self._wake.clear()
                 continue
@@ -287,4 +358,4 @@ class Session:
                 self.run_cycle(next_bar, beat)
             except Exception:  # one bad bar must not stop the music
                 log.exception("generation failed for bar %d", next_bar + 1)
-                self._prepared_bar = next_bar
+                self._prepared_bar = max(self._prepared_bar, next_bar)

@@ -347,9 +347,14 @@ class Panel(QMainWindow):
             return
         bpm, bar, beat, running = self.heartbeat[:4]
         source = self.state.get("clock", "?")
-        self.clock.setText(f"clock: {source} · {bpm:.1f} BPM")
+        loop = ""
+        loop_start, loop_end = (float(self.state.get(k, -1)) for k in ("loop_start", "loop_end"))
+        if loop_end > loop_start >= 0:
+            loop = f" · loop {loop_end - loop_start:g} beats from beat {loop_start:g}"
+        self.clock.setText(f"clock: {source} · {bpm:.1f} BPM{loop}")
         if not running or bar < 0:
-            self.position.setText("stopped")
+            known = int(self.state.get("position_known", 1))
+            self.position.setText("stopped" if known else "waiting for Start")
             self.light.set_on(False, downbeat=False)
             return
         beats_per_bar = float(self.state.get("beats_per_bar", 4.0))

@@ -151,6 +151,19 @@ class Vocab:
     def positions_per_bar(self, beats_per_bar: float = 4.0) -> int:
         return round(self.positions_per_beat * beats_per_bar)
 
+    @property
+    def max_beats_per_bar(self) -> float:
+        """The longest bar the Position tokens can hold, in beats (quarter notes)."""
+        return int((self.types == TokenType.POSITION).sum()) / self.positions_per_beat
+
+    def check_meter(self, beats_per_bar: float) -> None:
+        """Refuse a bar the vocabulary cannot hold (its later beats would be cut)."""
+        if beats_per_bar > self.max_beats_per_bar + 1e-9:
+            raise ValueError(
+                f"a bar of {beats_per_bar:g} beats is longer than this model's vocabulary "
+                f"holds ({self.max_beats_per_bar:g} beats: 4/4, 3/4, 2/4, 6/8, 7/8 and shorter)"
+            )
+
     @classmethod
     def from_tokenizer(cls, tokenizer: REMI) -> Vocab:
         vocab: dict[str, int] = tokenizer.vocab

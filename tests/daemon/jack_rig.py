@@ -22,7 +22,8 @@ import jack
 import numpy as np
 
 CLOCK_PORT = "jack_midi_clock:mclk_out"
-DAEMON_IN, DAEMON_OUT = "ostinato-in:Ostinato In", "ostinato-out:Ostinato Out"
+# One JACK client, the daemon's note sender, owns both ports (ostinato/daemon/jack_io.py)
+DAEMON_IN, DAEMON_OUT = "ostinato:Ostinato In", "ostinato:Ostinato Out"
 PPQN = 24
 WRITES_PER_CYCLE = 16  # a Python process callback must stay well inside a 1.33 ms cycle
 
@@ -267,6 +268,23 @@ class ClockGrid:
         k = self.index[-PPQN:]
         slope, intercept = np.polyfit(k, self.ticks[-PPQN:], 1)
         return intercept + slope * beat * PPQN
+
+
+def sounding(notes: list[tuple[float, list[int]]]) -> set[tuple[int, int]]:
+    """(channel, pitch) of every note struck and not released, after ``notes`` in order."""
+    held: set[tuple[int, int]] = set()
+    for _, m in notes:
+        key = (m[0] & 0x0F, m[1])
+        if m[0] & 0xF0 == 0x90 and m[2] > 0:
+            held.add(key)
+        elif m[0] & 0xF0 == 0x80 or m[0] & 0xF0 == 0x90:
+            held.discard(key)
+    return held
+
+
+def sender_ports(client_name: str) -> tuple[str, str]:
+    """The JACK names of a note sender's input and output ports."""
+    return f"{client_name}:Ostinato In", f"{client_name}:Ostinato Out"
 
 
 def daemon_command(*args: str) -> list[str]:

@@ -3,7 +3,10 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from ostinato.daemon.clock import TempoMap
+from ostinato.daemon.note_queue import NOTE_ON, NoteQueue, reanchored
 from ostinato.daemon.scheduler import Scheduler
 
 
@@ -127,3 +130,172 @@ def test_sender_thread_asks_for_real_time_priority() -> None:
         assert _policy_of(plain) == os.SCHED_OTHER and plain.realtime is False
     finally:
         plain.stop()
+
+
+# -- the note queue, with a fake port ---------------------------------------------------------
+class Port:
+    """Takes up to ``room`` messages (None: any number), like a JACK buffer that fills."""
+
+    def __init__(self, room: int | None = None) -> None:
+        self.messages: list[list[int]] = []
+        self.room = room
+
+    def __call__(self, status: int, data1: int, data2: int) -> bool:
+        if self.room is not None:
+            if self.room == 0:
+                return False
+            self.room -= 1
+        self.messages.append([status, data1, data2])
+        return True
+
+
+def play_until(queue: NoteQueue, port: Port, beat: float) -> list[float]:
+    """Play every event before ``beat``; the beats played."""
+    assert queue.flush(port)
+    played = []
+    while (event := queue.peek()) is not None and event[0] < beat:
+        assert queue.play_next(port)
+        played.append(event[0])
+    return played
+
+
+def test_note_queue_plays_in_order_with_every_note_off() -> None:
+    queue, port = NoteQueue(capacity=4), Port()  # grows past its first capacity
+    queue.schedule(1.0, 2.0, 0, 60, 100, note_id=1, handed_over=0.0)
+    queue.schedule(0.0, 3.0, 9, 36, 90, note_id=2, handed_over=0.0)
+    queue.schedule(1.0, 1.5, 0, 64, 80, note_id=3, handed_over=0.0)
+    assert queue.pending == 6
+    assert play_until(queue, port, 1.2) == [0.0, 1.0, 1.0]
+    assert queue.sounding == 3
+    play_until(queue, port, 10.0)
+    assert port.messages == [
+        [0x99, 36, 90], [0x90, 60, 100], [0x90, 64, 80],
+        [0x80, 64, 0], [0x80, 60, 0], [0x89, 36, 0],
+    ]  # fmt: skip
+    assert queue.sounding == 0 and queue.pending == 0 and queue.channels_used() == [0, 9]
+
+
+def test_a_retrigger_releases_first_and_a_dropped_note_has_no_note_off() -> None:
+    queue, port = NoteQueue(), Port()
+    queue.schedule(0.0, 2.0, 0, 60, 100, note_id=1, handed_over=0.0)
+    queue.schedule(1.0, 1.5, 0, 60, 90, note_id=2, handed_over=0.0)  # same pitch, sounding
+    queue.schedule(1.2, 1.4, 0, 62, 90, note_id=3, handed_over=0.0)
+    play_until(queue, port, 1.1)
+    assert port.messages == [[0x90, 60, 100], [0x80, 60, 0], [0x90, 60, 90]]
+    event = queue.peek()
+    assert event is not None and event[2] == NOTE_ON and event[6] == 3
+    queue.drop_next()  # too late: dropped
+    play_until(queue, port, 10.0)
+    # note 1's note-off at beat 2 finds note 2 sounding: skipped; note 3's has nothing to end
+    assert port.messages[3:] == [[0x80, 60, 0]]
+    assert queue.sounding == 0 and queue.pending == 0
+
+
+def test_panic_drops_the_queue_and_sends_all_notes_off_on_used_channels() -> None:
+    queue, port = NoteQueue(), Port()
+    queue.schedule(0.0, 8.0, 0, 60, 100, note_id=1, handed_over=0.0)
+    queue.schedule(0.0, 8.0, 9, 42, 100, note_id=2, handed_over=0.0)
+    queue.schedule(4.0, 5.0, 3, 50, 100, note_id=3, handed_over=0.0)
+    play_until(queue, port, 1.0)
+    port.messages.clear()
+    queue.panic()
+    assert queue.pending == 0 and queue.sounding == 0 and queue.peek() is None
+    assert queue.flush(port)
+    assert sorted(port.messages[:2]) == [[0x80, 60, 0], [0x89, 42, 0]]
+    assert port.messages[2:] == [[0xB0, 123, 0], [0xB9, 123, 0]]  # not channel 4: never used
+
+
+def test_hold_releases_without_all_notes_off_and_waits_for_a_jump() -> None:
+    queue, port = NoteQueue(), Port()
+    queue.schedule(0.0, 6.0, 0, 60, 100, note_id=1, handed_over=0.0)  # sounding at the stop
+    queue.schedule(2.0, 3.0, 0, 62, 100, note_id=2, handed_over=0.0)
+    play_until(queue, port, 1.0)
+    port.messages.clear()
+    queue.hold()
+    assert queue.held and queue.peek() is None and queue.releasing == 1
+    assert queue.flush(port) and port.messages == [[0x80, 60, 0]]  # no CC 123
+    assert queue.pending == 2  # note 2's on and off; note 1's note-off went with the release
+    queue.jump(1.0, 1.0, shift=True)  # Continue where it stopped
+    assert not queue.held
+    assert play_until(queue, port, 10.0) == [2.0, 3.0]
+
+
+def test_a_jump_shifts_the_notes_from_its_beat_and_drops_the_rest() -> None:
+    queue, port = NoteQueue(), Port()
+    queue.schedule(14.0, 17.0, 0, 40, 100, note_id=1, handed_over=0.0)  # sounding at the jump
+    queue.schedule(15.5, 16.5, 0, 41, 100, note_id=2, handed_over=0.0)  # not played yet
+    queue.schedule(16.0 - 1e-9, 16.5, 0, 42, 100, note_id=3, handed_over=0.0)  # on the loop end
+    queue.schedule(17.0, 17.25, 0, 43, 100, note_id=4, handed_over=0.0)
+    play_until(queue, port, 15.0)
+    port.messages.clear()
+    queue.jump(16.0, 0.0, shift=True)  # the loop's end (beat 16) back to its start
+    assert queue.flush(port) and port.messages == [[0x80, 40, 0]]
+    port.messages.clear()
+    beats = play_until(queue, port, 100.0)
+    assert [round(b, 6) for b in beats] == [0.0, 0.5, 1.0, 1.25]
+    assert port.messages == [[0x90, 42, 100], [0x80, 42, 0], [0x90, 43, 100], [0x80, 43, 0]]
+    queue.schedule(5.0, 6.0, 0, 44, 100, note_id=5, handed_over=0.0)
+    queue.jump(3.0, 8.0, shift=False)  # a relocate that does not keep the queue
+    assert queue.pending == 0
+
+
+def test_a_full_port_carries_the_rest_and_never_loses_a_note_off() -> None:
+    queue = NoteQueue()
+    for pitch in range(60, 64):
+        queue.schedule(0.0, 1.0, 0, pitch, 100, note_id=pitch, handed_over=0.0)
+    port = Port(room=3)
+    play_until(queue, Port(), 0.5)
+    queue.panic()
+    assert not queue.flush(port)  # 3 of 4 note-offs and no CC 123 yet
+    port.room = 1
+    assert not queue.flush(port)
+    port.room = 5
+    assert queue.flush(port)
+    assert len(port.messages) == 5 and port.messages[-1] == [0xB0, 123, 0]
+    assert sorted(m[1] for m in port.messages[:4]) == [60, 61, 62, 63]
+    # a retrigger that does not fit: the note-off goes out, the note-on waits
+    queue.schedule(2.0, 3.0, 0, 70, 100, note_id=10, handed_over=0.0)
+    queue.schedule(2.5, 3.0, 0, 70, 90, note_id=11, handed_over=0.0)
+    play_until(queue, Port(), 2.2)
+    port = Port(room=1)
+    assert not queue.play_next(port) and port.messages == [[0x80, 70, 0]]
+    port.room = 1
+    assert queue.play_next(port) and port.messages[-1] == [0x90, 70, 90]
+
+
+def test_a_queue_that_may_not_grow_refuses_notes_when_full() -> None:
+    queue = NoteQueue(capacity=4, growable=False)
+    assert queue.schedule(0.0, 1.0, 0, 60, 100, note_id=1, handed_over=0.0)
+    assert queue.schedule(0.0, 1.0, 0, 61, 100, note_id=2, handed_over=0.0)
+    assert not queue.schedule(0.0, 1.0, 0, 62, 100, note_id=3, handed_over=0.0)
+    assert queue.refused == 1 and queue.pending == 4
+
+
+@pytest.mark.parametrize("shift", [True, False])
+def test_the_sender_thread_holds_and_jumps(shift: bool) -> None:
+    """Stop: the sounding note ends at once, the next does not play. A loop jump with shift:
+    the queue moves with the map, so what was due still plays on time; without: it is gone."""
+    t0 = time.perf_counter() + 0.05
+    sched, cap = make(TempoMap(t0, 0.0, 0.1))
+    sched.schedule_note(0.0, 4.0, 0, 60, 100)
+    sched.schedule_note(2.0, 0.5, 0, 62, 100)  # due at t0 + 0.2
+    time.sleep(0.1)
+    sched.hold()
+    t_hold = time.perf_counter()
+    assert sched.held and sched.sounding == 0
+    time.sleep(0.05)
+    if shift:  # the sender process moves its map with the queue (the map is the caller's)
+        sched.holder["map"] = reanchored(sched.holder["map"], 1.0, 9.0)
+    sched.jump(1.0, 9.0, shift=shift)
+    time.sleep(0.25)
+    t_stop = time.perf_counter()
+    sched.stop()
+    msgs = cap.messages
+    off_60 = next(t for t, m in msgs if m == [0x80, 60, 0])
+    assert off_60 <= t_hold + 0.005
+    assert not [t for t, m in msgs if m == [0xB0, 123, 0] and t < t_stop]  # a hold: no CC 123
+    on_62 = [t for t, m in msgs if m == [0x90, 62, 100]]
+    if shift:
+        assert len(on_62) == 1 and abs(on_62[0] - (t0 + 0.2)) < 0.01
+    else:
+        assert not on_62

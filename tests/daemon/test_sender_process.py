@@ -20,6 +20,7 @@ from tests.daemon.jack_rig import (
     Probe,
     Transport,
     daemon_command,
+    sounding,
 )
 
 
@@ -28,18 +29,6 @@ def jack():
     server = JackServer(f"ostinato-sender-{os.getpid()}")
     yield server
     server.close()
-
-
-def sounding(notes: list[tuple[float, list[int]]]) -> set[tuple[int, int]]:
-    """(channel, pitch) of every note struck and not released, after ``notes`` in order."""
-    held: set[tuple[int, int]] = set()
-    for _, m in notes:
-        key = (m[0] & 0x0F, m[1])
-        if m[0] & 0xF0 == 0x90 and m[2] > 0:
-            held.add(key)
-        elif m[0] & 0xF0 == 0x80 or m[0] & 0xF0 == 0x90:
-            held.discard(key)
-    return held
 
 
 def test_killing_the_daemon_leaves_no_note_hanging(jack: JackServer, tmp_path) -> None:
@@ -112,4 +101,4 @@ def test_an_output_port_that_does_not_exist_is_a_clear_error(jack: JackServer) -
     )  # fmt: skip
     assert result.returncode == 2, result.stderr[-2000:]
     assert "no MIDI output port named 'No Such Synth'" in result.stderr
-    assert not [p for p in jack.ports() if p.startswith("ostinato-")]
+    assert not [p for p in jack.ports() if p.startswith("ostinato")]

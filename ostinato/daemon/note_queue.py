@@ -1,0 +1,306 @@
+"""The notes waiting to be played, in beats, and the notes sounding: the queue both note
+senders play from (the rtmidi sender thread, :mod:`ostinato.daemon.scheduler`, and JACK's
+process callback, :mod:`ostinato.daemon.jack_io`).
+
+Pure bookkeeping, no time, no threads, no port: events stay in beats and a sender turns them
+into time only when they are due, with the clock's *current* map, so a tempo change re-times
+everything still queued. Every sounding note is tracked: each note-on gets its note-off, a
+pitch struck again while sounding is released first, a dropped note-on's note-off is skipped,
+and panic releases everything and sends All Notes Off (CC 123) on every channel used. The
+transport's own moves are :meth:`NoteQueue.hold` (Stop: silence, keep the queue) and
+:meth:`NoteQueue.jump` (a loop jump or relocate: silence, shift or drop the queue).
+
+Its arrays are allocated once, as JACK's thread must not grow a list; only the rtmidi sender
+lets the heap grow when it fills.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ostinato.daemon.clock import TempoMap
+
+NOTE_ON, NOTE_OFF, CONTROL_CHANGE = 0x90, 0x80, 0xB0
+ALL_NOTES_OFF = 123
+KEYS = 16 * 128  # (channel, pitch) pairs, as channel · 128 + pitch
+JUMP_EPSILON_BEATS = 1e-6  # an event this close before a jump's from-beat still moves with it
+
+# An event: (beat, order, kind, channel, pitch, velocity, note id, handed over, note's start
+# beat). Ordered by beat, then by order (unique: a note's on and off get 2n and 2n + 1), so the
+# tuples compare in C and never past the second field.
+Event = tuple[float, int, int, int, int, int, int, float, float]
+# write(status, data 1, data 2) → False when the port cannot take it now (a full JACK buffer):
+# the queue keeps what was not written and tries again on the next call.
+Write = Callable[[int, int, int], bool]
+
+
+def note_events(
+    start_beat: float, end_beat: float, channel: int, pitch: int, velocity: int, note_id: int,
+    handed_over: float, order: int,
+) -> tuple[Event, Event]:  # fmt: skip
+    """A note's on and off events; ``order`` (even, increasing) breaks ties in beat."""
+    return (
+        (start_beat, order, NOTE_ON, channel, pitch, velocity, note_id, handed_over, start_beat),
+        (end_beat, order + 1, NOTE_OFF, channel, pitch, 0, note_id, handed_over, start_beat),
+    )
+
+
+def reanchored(tempo: TempoMap, from_beat: float, to_beat: float) -> TempoMap:
+    """The same map with its beats moved by a jump: what played at ``from_beat`` plays at
+    ``to_beat`` at the same time (the queue shifted by a jump keeps its times)."""
+    return TempoMap(tempo.anchor_time, tempo.anchor_beat + (to_beat - from_beat),
+                    tempo.seconds_per_beat)  # fmt: skip
+
+
+class NoteQueue:
+    """Notes waiting in beats and notes sounding; no time, no threads, no port.
+
+    Not thread-safe: one thread owns it (the rtmidi sender under its condition, JACK's process
+    callback alone). A sender asks :meth:`peek` for the next event, decides when it is due,
+    then :meth:`play_next` (writes it) or :meth:`drop_next` (a late note-on). Releases asked for
+    by :meth:`panic`, :meth:`hold` and :meth:`jump` wait in the queue until :meth:`flush` writes
+    them, which the sender does before anything else.
+    """
+
+    def __init__(self, capacity: int = 4096, growable: bool = True) -> None:
+        self.growable = growable
+        self.refused = 0  # notes not queued: the heap was full and may not grow
+        self.held = False  # the transport stopped: nothing plays until jump()
+        self._heap: list[Event | None] = [None] * capacity  # a binary min-heap of _size events
+        self._size = 0
+        self._order = 0
+        self._note_of = [-1] * KEYS  # key → id of the note sounding on it, or −1
+        self._keys = [0] * KEYS  # the sounding keys, packed in _keys[:_sounding]
+        self._where = [0] * KEYS  # a sounding key's index in _keys
+        self._sounding = 0
+        self._releasing = [0] * KEYS  # keys whose note-off is still to be written
+        self._release_head = self._release_tail = 0
+        self._all_off = [False] * 16  # channels whose CC 123 is still to be written
+        self._all_off_count = 0
+        self._used = [False] * 16  # channels a note-on went out on
+
+    # -- reading -------------------------------------------------------------------------------
+    @property
+    def pending(self) -> int:
+        """Events queued (note-ons and note-offs)."""
+        return self._size
+
+    @property
+    def sounding(self) -> int:
+        return self._sounding
+
+    @property
+    def releasing(self) -> int:
+        """Messages of a release still to be written (note-offs and CC 123)."""
+        return self._release_tail - self._release_head + self._all_off_count
+
+    def channels_used(self) -> list[int]:
+        return [channel for channel in range(16) if self._used[channel]]
+
+    def peek(self) -> Event | None:
+        """The next event to play; None when there is none or the transport is held."""
+        if self.held or self._size == 0:
+            return None
+        return self._heap[0]
+
+    # -- queueing ------------------------------------------------------------------------------
+    def schedule(
+        self, start_beat: float, end_beat: float, channel: int, pitch: int, velocity: int,
+        note_id: int, handed_over: float,
+    ) -> bool:  # fmt: skip
+        """Queue a note; False when the heap is full and may not grow (counted in refused)."""
+        self._order += 2
+        on, off = note_events(start_beat, end_beat, channel, pitch, velocity, note_id,
+                              handed_over, self._order)  # fmt: skip
+        return self.push(on, off)
+
+    def push(self, on: Event, off: Event) -> bool:
+        """Queue a note's two events made by :func:`note_events` (by another thread, so the
+        thread that owns the queue need not build them)."""
+        if self._size + 2 > len(self._heap):
+            if not self.growable:
+                self.refused += 1
+                return False
+            self._heap.extend([None] * len(self._heap))
+        self._sift_in(on)
+        self._sift_in(off)
+        return True
+
+    # -- playing -------------------------------------------------------------------------------
+    def play_next(self, write: Write) -> bool:
+        """Write the next event (the one :meth:`peek` returned) and take it off the queue.
+        A note-on whose pitch still sounds releases it first; a note-off is written only when
+        its own note is the one sounding (a retrigger took it over, or its note-on was
+        dropped: nothing to release). False when ``write`` refused: the event stays."""
+        event = self._heap[0]
+        assert event is not None
+        channel, pitch, note_id = event[3], event[4], event[6]
+        key = channel << 7 | pitch
+        if event[2] == NOTE_ON:
+            if self._note_of[key] >= 0:  # same pitch struck again: release it first
+                if not write(NOTE_OFF | channel, pitch, 0):
+                    return False
+                self._unsound(key)
+            if not write(NOTE_ON | channel, pitch, event[5]):
+                return False
+            self._sound(key, note_id, channel)
+        elif self._note_of[key] == note_id:
+            if not write(NOTE_OFF | channel, pitch, 0):
+                return False
+            self._unsound(key)
+        self._pop()
+        return True
+
+    def drop_next(self) -> None:
+        """Take the next event off without playing it (a note-on too late to play: its note
+        has nothing sounding, so its note-off will be skipped)."""
+        self._pop()
+
+    def flush(self, write: Write) -> bool:
+        """Write the releases asked for by panic, hold and jump: note-offs, then CC 123.
+        False when ``write`` refused one: the rest wait for the next call."""
+        while self._release_head < self._release_tail:
+            key = self._releasing[self._release_head]
+            if not write(NOTE_OFF | key >> 7, key & 0x7F, 0):
+                return False
+            self._release_head += 1
+        self._release_head = self._release_tail = 0
+        if self._all_off_count:
+            for channel in range(16):
+                if self._all_off[channel]:
+                    if not write(CONTROL_CHANGE | channel, ALL_NOTES_OFF, 0):
+                        return False
+                    self._all_off[channel] = False
+                    self._all_off_count -= 1
+        return True
+
+    # -- transport and panic -------------------------------------------------------------------
+    def panic(self) -> None:
+        """Drop the queue, release every sounding note, All Notes Off on every channel used
+        (the hold, if any, stays: only a jump ends it)."""
+        self._clear()
+        for channel in range(16):
+            if self._used[channel] and not self._all_off[channel]:
+                self._all_off[channel] = True
+                self._all_off_count += 1
+        self._release_sounding()
+
+    def hold(self) -> None:
+        """The transport stopped: release every sounding note (no CC 123), keep the queue
+        (less the note-offs of the notes released now), play nothing until :meth:`jump`."""
+        heap, kept = self._heap, 0
+        for i in range(self._size):
+            event = heap[i]
+            heap[i] = None
+            assert event is not None
+            if event[2] == NOTE_OFF and self._note_of[event[3] << 7 | event[4]] == event[6]:
+                continue  # its note is released now
+            heap[kept] = event
+            kept += 1
+        self._size = kept
+        self._heapify()
+        self._release_sounding()
+        self.held = True
+
+    def jump(self, from_beat: float, to_beat: float, shift: bool) -> None:
+        """A transport jump (loop, relocate): release every sounding note; with ``shift``,
+        every note starting at or after ``from_beat`` moves by (to_beat − from_beat), its
+        note-off too, and the rest (notes started before, the note-offs of notes released now)
+        is dropped; without, the whole queue is dropped. Ends a hold."""
+        if shift:
+            moved, lowest = to_beat - from_beat, from_beat - JUMP_EPSILON_BEATS
+            heap, kept = self._heap, 0
+            for i in range(self._size):
+                event = heap[i]
+                heap[i] = None
+                assert event is not None
+                if event[2] == NOTE_OFF and self._note_of[event[3] << 7 | event[4]] == event[6]:
+                    continue  # its note is released now
+                if event[8] >= lowest:
+                    beat, order, kind, channel, pitch, velocity, note_id, handed, start = event
+                    heap[kept] = (beat + moved, order, kind, channel, pitch, velocity, note_id,
+                                  handed, start + moved)  # fmt: skip
+                    kept += 1
+            self._size = kept
+            self._heapify()
+        else:
+            self._clear()
+        self._release_sounding()
+        self.held = False
+
+    # -- the arrays ----------------------------------------------------------------------------
+    def _sound(self, key: int, note_id: int, channel: int) -> None:
+        self._note_of[key] = note_id
+        self._where[key] = self._sounding
+        self._keys[self._sounding] = key
+        self._sounding += 1
+        self._used[channel] = True
+
+    def _unsound(self, key: int) -> None:
+        self._sounding -= 1
+        last = self._keys[self._sounding]
+        index = self._where[key]
+        self._keys[index] = last
+        self._where[last] = index
+        self._note_of[key] = -1
+
+    def _release_sounding(self) -> None:
+        # A key is released at most once before its note-off is written: nothing plays while
+        # releases are pending, so the KEYS slots suffice once the written ones are gone.
+        head, tail = self._release_head, self._release_tail
+        if head:
+            self._releasing[: tail - head] = self._releasing[head:tail]
+            self._release_head, self._release_tail = 0, tail - head
+        for i in range(self._sounding):
+            key = self._keys[i]
+            self._note_of[key] = -1
+            self._releasing[self._release_tail] = key
+            self._release_tail += 1
+        self._sounding = 0
+
+    def _clear(self) -> None:
+        heap = self._heap
+        for i in range(self._size):
+            heap[i] = None
+        self._size = 0
+
+    def _sift_in(self, event: Event) -> None:
+        heap, i = self._heap, self._size
+        self._size = i + 1
+        while i > 0:
+            parent = (i - 1) >> 1
+            above = heap[parent]
+            if not event < above:  # type: ignore[operator]
+                break
+            heap[i] = above
+            i = parent
+        heap[i] = event
+
+    def _pop(self) -> None:
+        heap = self._heap
+        self._size -= 1
+        last = heap[self._size]
+        heap[self._size] = None
+        if self._size:
+            self._sift_down(0, last)
+        else:
+            heap[0] = None
+
+    def _sift_down(self, i: int, event) -> None:
+        heap, size = self._heap, self._size
+        while True:
+            child = 2 * i + 1
+            if child >= size:
+                break
+            right = child + 1
+            if right < size and heap[right] < heap[child]:  # type: ignore[operator]
+                child = right
+            if not heap[child] < event:  # type: ignore[operator]
+                break
+            heap[i] = heap[child]
+            i = child
+        heap[i] = event
+
+    def _heapify(self) -> None:
+        for i in range((self._size >> 1) - 1, -1, -1):
+            self._sift_down(i, self._heap[i])

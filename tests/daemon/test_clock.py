@@ -1,0 +1,244 @@
+"""The clock follower and the transport, driven with simulated clock streams (fake time).
+
+The streams are what the daemon sees from real setups: exact frame stamps (JACK), stamps that
+come a JACK cycle at a time (large periods), tempo steps and ramps, stray 0xF8 bytes, and the
+ways DAWs signal loop jumps. End-to-end checks of the same through a real JACK server live in
+the JACK tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ostinato.daemon.clock import PPQN, Clock, TempoMap, TransportEvent, validate_bpm
+
+RATE = 48000
+
+
+def tick_times(segments: list[tuple[int, float, float]], t0: float = 0.01) -> np.ndarray:
+    """Exact tick times for segments of (ticks, bpm at start, bpm at end): a ramp when the
+    two differ."""
+    times, t = [], t0
+    for count, bpm_from, bpm_to in segments:
+        for i in range(count):
+            times.append(t)
+            bpm = bpm_from + (bpm_to - bpm_from) * i / max(1, count)
+            t += 60.0 / bpm / PPQN
+    return np.array(times)
+
+
+def per_cycle(times: np.ndarray, period_frames: int) -> np.ndarray:
+    """Stamps as a backend that stamps once per cycle gives them: every tick of a cycle gets
+    the time that cycle was processed (the end of the cycle it fell in)."""
+    cycle = period_frames / RATE
+    return (np.floor(times / cycle) + 1) * cycle
+
+
+def feed(clock: Clock, stamps) -> None:
+    for t in stamps:
+        clock.on_tick(float(t))
+
+
+def started(exact: bool = True) -> tuple[Clock, list[TransportEvent]]:
+    clock = Clock(exact_stamps=exact)
+    events: list[TransportEvent] = []
+    clock.listeners.append(events.append)
+    clock.on_start(0.0)
+    return clock, events
+
+
+def beat_error_ticks(clock: Clock, true_time: float, true_beat: float) -> float:
+    return (clock.map.beat_at(true_time) - true_beat) * PPQN
+
+
+@pytest.mark.parametrize("period", [64, 256, 1024, 2048])
+@pytest.mark.parametrize("bpm", [60, 120, 174, 300])
+def test_count_and_tempo_exact_at_any_period(period: int, bpm: float) -> None:
+    """64 beats of ticks, stamped exactly (JACK frames) or a cycle at a time: the count is
+    exact, the beat within a tick, the tempo within 0.1 BPM (0.15 with stamps 43 ms coarse)."""
+    beats = 64
+    true = tick_times([(beats * PPQN + 1, bpm, bpm)])
+    for exact, stamps in ((True, true), (False, per_cycle(true, period))):
+        clock, _ = started(exact)
+        feed(clock, stamps)
+        assert clock.rejected_ticks == 0
+        # stamps a cycle late: the line through the earliest ticks, a little less sure
+        assert clock.map.bpm == pytest.approx(bpm, abs=0.1 if exact else 0.15)
+        last = true[-1]
+        assert abs(beat_error_ticks(clock, last, beats)) < (0.05 if exact else 1.0)
+
+
+@pytest.mark.parametrize(
+    "segments",
+    [
+        [(4 * PPQN, 120, 120), (8 * PPQN + 1, 60, 60)],
+        [(4 * PPQN, 120, 120), (8 * PPQN + 1, 240, 240)],
+        [(4 * PPQN, 140, 140), (4 * PPQN, 90, 90), (8 * PPQN + 1, 60, 60)],
+        [(4 * PPQN, 100, 100), (8 * PPQN, 100, 160), (4 * PPQN + 1, 160, 160)],
+        [(4 * PPQN, 120, 120), (8 * PPQN + 1, 300, 300)],
+    ],
+    ids=["120-60", "120-240", "140-90-60", "ramp-100-160", "120-300"],
+)
+def test_tempo_steps_and_ramps_are_followed_without_a_miscount(segments) -> None:
+    true = tick_times(segments)
+    clock, _ = started(exact=True)
+    bpm_final = segments[-1][2]
+    step_at = sum(c for c, _, _ in segments[:-1])
+    worst_after_a_beat = 0.0
+    for i, t in enumerate(true):
+        clock.on_tick(float(t))
+        if i >= step_at + PPQN and i + 1 < len(true):  # one beat after the last change
+            # the next tick's time predicted by the map, against the truth
+            predicted = clock.map.time_at((i + 1) / PPQN)
+            worst_after_a_beat = max(worst_after_a_beat, abs(predicted - true[i + 1]))
+    assert clock.rejected_ticks == 0
+    assert clock.map.anchor_beat == pytest.approx((len(true) - 1) / PPQN, abs=1e-9)
+    assert clock.map.bpm == pytest.approx(bpm_final, abs=0.1)
+    assert worst_after_a_beat < 0.0005, f"{worst_after_a_beat * 1e3:.3f} ms"
+
+
+def test_stray_clock_bytes_are_rejected_and_the_grid_holds() -> None:
+    """Bursts of stray 0xF8 (random times, sometimes several in one tick, sometimes close to
+    a real tick) never move the count; a beat after the burst the grid is exact again."""
+    rng = np.random.default_rng(11)
+    true = tick_times([(32 * PPQN + 1, 120, 120)])
+    period = true[1] - true[0]
+    arrivals = list(true)
+    strays = 0
+    for burst_at in (200, 380, 600):
+        for _ in range(4):
+            arrivals.append(true[burst_at] + rng.uniform(0.02, 0.98) * period * rng.integers(1, 4))
+            strays += 1
+    arrivals.append(true[450] + 0.0002)  # a second clock byte 0.2 ms after a tick
+    arrivals.append(true[500])  # and one in the same frame as a tick
+    strays += 2
+    clock, _ = started(exact=True)
+    feed(clock, sorted(arrivals))
+    assert clock.rejected_ticks == strays
+    assert clock.map.anchor_beat == pytest.approx(32.0)
+    assert abs(clock.map.time_at(32.5) - (true[-1] + PPQN / 2 * period)) < 0.0002
+
+
+def test_jittery_clock_within_a_tenth_of_a_tick_is_counted_exactly() -> None:
+    """A clock whose ticks wander ±10 % of a tick (jack_midi_clock -J 10)."""
+    rng = np.random.default_rng(2)
+    true = tick_times([(16 * PPQN + 1, 120, 120)])
+    period = true[1] - true[0]
+    stamps = true + rng.uniform(-0.1, 0.1, len(true)) * period
+    clock, _ = started(exact=True)
+    feed(clock, stamps)
+    assert clock.rejected_ticks == 0
+    assert clock.map.anchor_beat == pytest.approx(16.0)
+    assert clock.map.bpm == pytest.approx(120, abs=0.5)
+
+
+def test_late_deliveries_do_not_move_the_grid() -> None:
+    """Ticks arrive late (a process cycle that ran late), never early: the grid stays within
+    0.5 ms of the true one after every tick."""
+    rng = np.random.default_rng(3)
+    clock, _ = started(exact=False)
+    spt = 0.5 / PPQN  # 120 BPM
+    worst = 0.0
+    for i in range(16 * PPQN):
+        late = rng.uniform(0.002, 0.008) if rng.random() < 0.2 or (i % 97) < 3 else 0.0
+        clock.on_tick(0.01 + i * spt + late)
+        if i >= PPQN:
+            worst = max(worst, abs(clock.map.time_at(i / PPQN + 0.5) - (0.01 + i * spt + 0.25)))
+    assert clock.map.anchor_beat == pytest.approx((16 * PPQN - 1) / PPQN)
+    assert worst < 0.0005, f"grid moved {worst * 1e3:.2f} ms"
+
+
+def test_a_lost_tick_counts_only_when_the_backend_reports_it() -> None:
+    clock, _ = started(exact=True)
+    true = tick_times([(4 * PPQN + 1, 120, 120)])
+    feed(clock, true[:50])
+    clock.on_input_lost(true[49])
+    feed(clock, true[52:])  # ticks 50 and 51 were lost with the overflow
+    assert clock.map.anchor_beat == pytest.approx(4.0)
+
+
+def test_loop_jump_stop_then_start_one_tick_later_keeps_the_line() -> None:
+    """Ardour loops from bar 1: Stop, then Start one tick after the last tick, the tick
+    spacing unchanged. That is a jump back to 0, not a stop: one line, a new epoch."""
+    clock, events = started(exact=True)
+    true = tick_times([(3 * 16 * PPQN, 120, 120)])
+    loop = 4 * 4 * PPQN  # 4 bars of 4/4
+    feed(clock, true[:loop])
+    t_jump = true[loop]
+    clock.on_stop(t_jump)
+    clock.on_start(t_jump + 0.0001)
+    jump = events[-1]
+    assert [e.kind for e in events] == ["start", "stop", "jump"]
+    assert jump.from_beat == pytest.approx(16.0) and jump.beat == 0.0
+    # before the next tick, the map is the old line moved back by the loop
+    assert clock.map.time_at(0.0) == pytest.approx(t_jump, abs=1e-6)
+    feed(clock, true[loop : 2 * loop])
+    clock.on_stop(true[2 * loop])
+    clock.on_start(true[2 * loop])
+    assert clock.loop == (0.0, 16.0) and clock.loop_passes == 2
+    feed(clock, true[2 * loop : 2 * loop + PPQN + 1])
+    assert clock.map.anchor_beat == pytest.approx(1.0)
+    assert clock.map.time_at(1.0) == pytest.approx(true[2 * loop + PPQN], abs=1e-6)
+
+
+def test_loop_jump_stop_spp_continue_and_spp_while_running() -> None:
+    clock, events = started(exact=True)
+    true = tick_times([(40 * PPQN, 120, 120)])
+    feed(clock, true[: 8 * PPQN])  # to beat 8
+    clock.on_stop(true[8 * PPQN])
+    clock.on_song_position(true[8 * PPQN], 16)  # bar 2
+    clock.on_continue(true[8 * PPQN])
+    assert events[-1].kind == "jump" and events[-1].from_beat == 8.0 and events[-1].beat == 4.0
+    feed(clock, true[8 * PPQN : 12 * PPQN])  # beats 4..8 again
+    assert clock.map.anchor_beat == pytest.approx(8.0 - 1 / PPQN)
+    # a Song Position Pointer between two ticks while running: the next tick is there
+    clock.on_song_position(true[12 * PPQN] - 0.001, 16)
+    assert events[-1].kind == "jump" and events[-1].from_beat == 8.0
+    feed(clock, true[12 * PPQN : 12 * PPQN + 1])
+    assert clock.map.anchor_beat == pytest.approx(4.0)
+    assert clock.loop == (4.0, 8.0) and clock.loop_passes == 2
+    # a Start without a Stop: a jump to 0
+    feed(clock, true[12 * PPQN + 1 : 14 * PPQN])
+    clock.on_start(true[14 * PPQN] - 0.001)
+    assert events[-1].kind == "jump" and events[-1].beat == 0.0
+    assert len({e.epoch for e in events}) == len(events)  # every event its own epoch
+
+
+def test_a_real_stop_and_a_later_start() -> None:
+    clock, events = started(exact=True)
+    true = tick_times([(8 * PPQN, 120, 120)])
+    feed(clock, true[: 4 * PPQN])
+    clock.on_stop(true[4 * PPQN])
+    assert not clock.running and clock.beat_now(true[4 * PPQN]) is None
+    later = tick_times([(4 * PPQN, 90, 90)], t0=5.0)
+    clock.on_start(later[0] - 0.002)
+    feed(clock, later)
+    assert [e.kind for e in events] == ["start", "stop", "start"]
+    assert clock.map.anchor_beat == pytest.approx((4 * PPQN - 1) / PPQN)
+    assert clock.map.bpm == pytest.approx(90, abs=0.1)
+
+
+def test_clock_without_start_gives_the_tempo_but_no_bar_lines() -> None:
+    clock = Clock(exact_stamps=True)
+    true = tick_times([(8 * PPQN, 132, 132)])
+    feed(clock, true[: 2 * PPQN])
+    assert clock.bpm == pytest.approx(132, abs=0.1)
+    assert not clock.position_known and clock.map is None and clock.beat_now(true[47]) is None
+    clock.on_song_position(true[2 * PPQN] - 0.001, 32)  # bar 3
+    assert clock.running and clock.position_known
+    feed(clock, true[2 * PPQN : 3 * PPQN + 1])
+    assert clock.map.anchor_beat == pytest.approx(9.0)
+
+
+def test_internal_clock() -> None:
+    clock = Clock(bpm=90)
+    clock.start_internal(10.0)
+    assert clock.source == "internal"
+    assert clock.beat_now(10.0 + 2.0) == pytest.approx(3.0)
+
+
+def test_tempo_map_round_trip() -> None:
+    m = TempoMap(5.0, 8.0, 0.5)
+    assert m.time_at(m.beat_at(7.3)) == pytest.approx(7.3)
+    with pytest.raises(ValueError, match="tempo"):
+        validate_bpm(1000)
