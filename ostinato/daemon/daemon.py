@@ -393,6 +393,9 @@ class Daemon:
             log.debug("dropped MIDI message %r", data, exc_info=True)
 
     def handle(self, t: float, data: list[int]) -> None:
+        if data and data[0] == 0xF0:  # SysEx (MMC, device messages): not for us
+            self.ignored += 1
+            return
         if not data or not 0x80 <= data[0] <= 0xFF or any(not 0 <= b <= 0x7F for b in data[1:]):
             self.garbage += 1
             return

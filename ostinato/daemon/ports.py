@@ -107,7 +107,10 @@ class MidiPorts:
         except rtmidi.SystemError as exc:
             raise _backend_error(self.backend, exc) from exc
         if self.midi_in is not None:
-            self.midi_in.ignore_types(sysex=True, timing=False, active_sense=True)
+            # Nothing is filtered inside rtmidi: a message it drops still moves the delta
+            # times it stamps the next one with on some backends; the daemon drops SysEx and
+            # Active Sensing itself, after the time base has seen them.
+            self.midi_in.ignore_types(sysex=False, timing=False, active_sense=False)
             self.midi_in.set_error_callback(self._on_error)
             if in_port is None:
                 self._open_virtual(self.midi_in, IN_NAME)
