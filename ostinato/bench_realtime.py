@@ -1,7 +1,15 @@
 """``ostinato bench --realtime``: the daemon through a real JACK server, in jam mode, for many
-bars at 120 and 180 BPM, driven by jack_midi_clock. Reports deadline misses, the scheduler's
-lateness (actual send − ideal time), the bar-ready margin (bar start − the moment the whole
-bar was generated), and the daemon's CPU use; writes a JSON report and a histogram PNG.
+bars at 120 and 180 BPM and at JACK periods of 64 and 1024 frames (PipeWire's default),
+driven by jack_midi_clock as the DAW.
+
+Judged as a DAW hears it: a JACK client of the bench's own records jack_midi_clock's ticks
+and the daemon's notes, each stamped with its JACK frame. Every note the daemon plays is on a
+clock tick (its positions are 1/8 beats, three ticks), so its error is its frame minus the
+frame of the nearest tick the DAW sent: the DAW's grid, not the daemon's estimate of it. The
+daemon's own count of ticks is checked against the ticks the DAW sent. Also reported:
+deadline misses, the bar-ready margin (bar start − the moment the whole bar was generated),
+cycles JACK did not run the sender for (xruns) and the daemon's CPU use; a JSON report and a
+histogram PNG. Progress is printed while it runs.
 
 Needs Debian's jackd2 and jack-midi-clock; it starts a private JACK server (dummy driver,
 real-time at its default priority 10 where allowed, as musicians run it).
@@ -21,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +37,57 @@ import numpy as np
 
 TOOLS = ("jackd", "jack_lsp", "jack_connect", "jack_midi_clock", "jack_transport")
 SENDER_PRIORITY = 5  # the daemon's default --rt-priority
+PERIODS = (64, 1024)
+DAEMON_IN, DAEMON_OUT = "ostinato:Ostinato In", "ostinato:Ostinato Out"
+CLOCK_OUT = "jack_midi_clock:mclk_out"
+
+
+class FrameRecorder:
+    """A JACK client that keeps every MIDI event it receives with its frame (the cycle's first
+    frame + the event's offset): how a DAW records. Its process callback only appends to a
+    list (the bench process does nothing else meanwhile)."""
+
+    def __init__(self, name: str = "ostinato-bench-ear") -> None:
+        import jack
+
+        self.client = jack.Client(name, no_start_server=True)
+        self.rate = self.client.samplerate
+        self.port = self.client.midi_inports.register("in")
+        self.events: list[tuple[int, bytes]] = []
+        self.lock = threading.Lock()
+        self.client.set_process_callback(self._process)
+        self.client.activate()
+        self.name = f"{self.client.name}:in"
+
+    def _process(self, frames: int) -> None:
+        first = self.client.last_frame_time
+        got = [(first + offset, bytes(data)) for offset, data in self.port.incoming_midi_events()]
+        if got:
+            with self.lock:
+                self.events.extend(got)
+
+    def snapshot(self) -> list[tuple[int, bytes]]:
+        with self.lock:
+            return list(self.events)
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()
+
+
+def grid_errors(events: list[tuple[int, bytes]], rate: int) -> dict:
+    """Note-on frame − the nearest clock tick's frame (ms), and the ticks since the Start."""
+    starts = [i for i, (_, m) in enumerate(events) if m[:1] == b"\xfa"]
+    events = events[starts[-1] :] if starts else events
+    ticks = np.array([f for f, m in events if m == b"\xf8"], dtype=np.int64)
+    ons = np.array([f for f, m in events if len(m) == 3 and m[0] & 0xF0 == 0x90 and m[2]],
+                   dtype=np.int64)  # fmt: skip
+    if len(ticks) < 2 or not len(ons):
+        return {"ticks": len(ticks), "notes": len(ons), "error_ms": []}
+    i = np.clip(np.searchsorted(ticks, ons), 1, len(ticks) - 1)
+    nearest = np.where(ons - ticks[i - 1] <= ticks[i] - ons, ticks[i - 1], ticks[i])
+    return {"ticks": len(ticks), "notes": len(ons),
+            "error_ms": ((ons - nearest) * 1000.0 / rate).tolist()}  # fmt: skip
 
 
 def start_cyclictest(seconds: float) -> subprocess.Popen | None:
@@ -92,10 +152,11 @@ def _percentiles(values: list[float], *qs: float) -> dict:
     return {f"p{q:g}": round(float(np.percentile(arr, q)), 3) for q in qs}
 
 
-def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work: Path) -> dict:
-    stats_path = work / f"stats-{bpm}.json"
+def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work: Path,
+            period: int = 64) -> dict:  # fmt: skip
+    stats_path = work / f"stats-{bpm}-{period}.json"
     lsp = lambda: subprocess.run(["jack_lsp"], env=env, capture_output=True, text=True).stdout  # noqa: E731
-    log_path = work / f"daemon-{bpm}.log"
+    log_path = work / f"daemon-{bpm}-{period}.log"
     log = log_path.open("w")
     daemon = subprocess.Popen(
         [sys.executable, "-m", "ostinato", "run", "--backend", "jack", "--mode", "jam",
@@ -103,14 +164,16 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
          "--seed", "0", "--no-osc"],
         env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    clock = transport = floor = None
+    clock = transport = floor = ear = None
     try:
-        _wait(lambda: "ostinato:Ostinato In" in lsp(), 60, "the daemon's ports")
+        _wait(lambda: DAEMON_IN in lsp(), 60, "the daemon's ports")
         clock = subprocess.Popen(["jack_midi_clock"], env=env, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)  # fmt: skip
-        _wait(lambda: "jack_midi_clock:mclk_out" in lsp(), 10, "jack_midi_clock")
-        subprocess.run(["jack_connect", "jack_midi_clock:mclk_out", "ostinato:Ostinato In"],
-                       env=env, check=True)  # fmt: skip
+        _wait(lambda: CLOCK_OUT in lsp(), 10, "jack_midi_clock")
+        os.environ["JACK_DEFAULT_SERVER"] = env["JACK_DEFAULT_SERVER"]  # the bench's own client
+        ear = FrameRecorder()
+        for a, b in ((CLOCK_OUT, DAEMON_IN), (CLOCK_OUT, ear.name), (DAEMON_OUT, ear.name)):
+            subprocess.run(["jack_connect", a, b], env=env, check=True)
         transport = subprocess.Popen(["jack_transport"], env=env, stdin=subprocess.PIPE,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      text=True)  # fmt: skip
@@ -121,7 +184,14 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         cpu0, t0 = _cpu_seconds(daemon.pid), time.monotonic()
         seconds = bars * 4 * 60 / bpm + 1.0
         floor = start_cyclictest(seconds - 1.0)
-        time.sleep(seconds)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            time.sleep(min(10.0, max(0.0, end - time.monotonic())))
+            heard = grid_errors(ear.snapshot(), ear.rate)
+            late = np.abs(heard["error_ms"]) if heard["error_ms"] else np.zeros(1)
+            print(f"  {bpm} BPM, {period} frames: {heard['ticks'] / 96:.0f} of {bars} bars, "
+                  f"{heard['notes']} notes, worst {late.max():.2f} ms off the clock's grid",
+                  file=sys.stderr, flush=True)  # fmt: skip
         cpu = (_cpu_seconds(daemon.pid) - cpu0) / (time.monotonic() - t0)
         floor_text = floor.communicate(timeout=30)[0] if floor is not None else ""
         transport.stdin.write("stop\n")
@@ -131,7 +201,10 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         code = daemon.wait(20)
         if code != 0:
             raise RuntimeError(f"the daemon exited with {code}: {log_path.read_text()[-2000:]}")
+        heard = grid_errors(ear.snapshot(), ear.rate)
     finally:
+        if ear is not None:
+            ear.close()
         for proc in (floor, transport, clock, daemon):
             if proc is not None and proc.poll() is None:
                 proc.terminate()
@@ -140,20 +213,30 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         if os.environ.get("OSTINATO_BENCH_LOG"):
             print(log_path.read_text())
     stats = json.loads(stats_path.read_text())
-    lateness = [n["sent"] - n["due"] for n in stats["notes"]]
-    lateness_ms = [x * 1000 for x in lateness]
+    lateness_ms = heard["error_ms"]  # against the DAW's grid
+    own_ms = [(n["sent"] - n["due"]) * 1000 for n in stats["notes"]]
     return {
         "bpm": bpm,
+        "jack_period_frames": period,
+        "ticks_sent": heard["ticks"],
+        "ticks_counted": stats["clock"]["ticks_counted"],
+        "clock_bpm": stats["clock"]["bpm"],
+        "skipped_frames": stats.get("skipped_frames", 0),
         "bars_asked": bars,
         "bars_generated": stats["bars_generated"],
         "notes_sent": stats["notes_sent"],
         "deadline_misses": stats["deadline_misses"],
         "late_wakeups": stats.get("late_wakeups", 0),
         "sender_realtime": stats.get("sender_realtime"),
-        "lateness_ms": {
-            **_percentiles(lateness_ms, 50, 99),
-            "max": round(max(lateness_ms), 3) if lateness_ms else None,
+        "grid_error_ms": {  # note frame − the DAW's tick frame
+            **_percentiles(lateness_ms, 1, 50, 99),
+            "abs_p99": _percentiles(np.abs(lateness_ms).tolist(), 99)["p99"],
+            "max_abs": round(float(np.abs(lateness_ms).max()), 3) if lateness_ms else None,
+            "within_1ms": round(float(np.mean(np.abs(lateness_ms) <= 1.0)), 4)
+            if lateness_ms
+            else None,
         },
+        "sender_lateness_ms": {**_percentiles(own_ms, 50, 99)},  # against its own map
         "bar_ready_margin_ms": _percentiles(stats["bar_margin_ms"], 50, 1),
         "bar_generation_ms": _percentiles(stats["bar_ms"], 50, 99),
         "lookahead_ms": round(stats["lookahead_ms"], 1),
@@ -174,7 +257,7 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
 
 def run_realtime_bench(
     model_dir: str | Path, bars: int = 200, tempos=(120, 180), programs: str = "drums,33,4",
-    png: str | Path | None = None,
+    png: str | Path | None = None, periods=PERIODS,
 ) -> dict:  # fmt: skip
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
@@ -183,25 +266,29 @@ def run_realtime_bench(
         )
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        for bpm in tempos:  # a fresh server per tempo: no transport state carried over
-            name = f"ostinato-bench-{os.getpid()}-{bpm}"
+        for period, bpm in ((p, b) for p in periods for b in tempos):
+            # a fresh server per run: no transport state carried over
+            name = f"ostinato-bench-{os.getpid()}-{bpm}-{period}"
             env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_AUDIO_RESERVATION": "1"}
+            print(f"{bpm} BPM at a JACK period of {period} frames, {bars} bars …", file=sys.stderr,
+                  flush=True)  # fmt: skip
             jackd = subprocess.Popen(
-                ["jackd", "--realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p", "64"],
+                ["jackd", "--realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p",
+                 str(period)],
                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )  # fmt: skip
             try:
                 _wait(lambda env=env: subprocess.run(["jack_lsp"], env=env,
                       capture_output=True).returncode == 0, 10, "jackd")  # fmt: skip
-                runs.append(run_one(env, Path(model_dir), bpm, bars, programs, Path(tmp)))
+                runs.append(run_one(env, Path(model_dir), bpm, bars, programs, Path(tmp), period))
             finally:
                 jackd.terminate()
                 jackd.wait(5)
     report = {
         "model": str(model_dir),
         "programs": programs,
-        "jack_period_frames": 64,
+        "jack_periods_frames": list(periods),
         "runs": [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs],
     }
     if png:
@@ -218,8 +305,9 @@ def write_histogram(runs: list[dict], png: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in runs:
-        ax.hist(r["_lateness_ms"], bins=60, alpha=0.6, label=f"{r['bpm']} BPM")
-    ax.set_xlabel("scheduler lateness: actual send − ideal time (ms)")
+        label = f"{r['bpm']} BPM, {r['jack_period_frames']} frames"
+        ax.hist(r["_lateness_ms"], bins=60, alpha=0.6, label=label)
+    ax.set_xlabel("note frame − the DAW's clock tick frame (ms)")
     ax.set_ylabel("notes")
     ax.set_yscale("log")
     ax.legend()
@@ -230,14 +318,17 @@ def write_histogram(runs: list[dict], png: Path) -> None:
 
 
 def format_realtime(report: dict) -> str:
-    lines = [f"real-time through JACK ({report['programs']}, jam mode):"]
+    lines = [f"real-time through JACK ({report['programs']}, jam mode), judged at the DAW:"]
     for r in report["runs"]:
+        g = r["grid_error_ms"]
         lines.append(
-            f"  {r['bpm']} BPM: {r['bars_generated']} bars, {r['notes_sent']} notes, "
-            f"{r['deadline_misses']} deadline misses (generation late), "
-            f"{r.get('late_wakeups', 0)} late wake-ups (sender woken >10 ms late); "
-            f"lateness p50 {r['lateness_ms']['p50']} ms, "
-            f"p99 {r['lateness_ms']['p99']} ms, max {r['lateness_ms']['max']} ms; bar ready "
+            f"  {r['bpm']} BPM, period {r['jack_period_frames']}: {r['bars_generated']} bars, "
+            f"{r['notes_sent']} notes, {r['deadline_misses']} deadline misses (generation "
+            f"late), {r.get('late_wakeups', 0)} late wake-ups; ticks sent {r['ticks_sent']}, "
+            f"counted {r['ticks_counted']}, tempo {r['clock_bpm']:.3f} BPM; off the DAW's grid "
+            f"p50 {g['p50']} ms, |p99| {g['abs_p99']} ms, max {g['max_abs']} ms "
+            f"({100 * (g['within_1ms'] or 0):.1f}% within 1 ms); {r['skipped_frames']} frames "
+            f"skipped by JACK; bar ready "
             f"{r['bar_ready_margin_ms']['p50']} ms before it starts (p1 "
             f"{r['bar_ready_margin_ms']['p1']} ms); CPU {r['cpu_percent_of_one_core']}% of a core; "
             f"sender {'SCHED_FIFO' if r.get('sender_realtime') else 'normal priority'}"

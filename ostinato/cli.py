@@ -185,6 +185,16 @@ def _tempos(text: str) -> tuple[int, ...]:
     return tempos
 
 
+def _periods(text: str) -> tuple[int, ...]:
+    try:
+        periods = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"periods are frames, e.g. 64,1024: {text!r}") from None
+    if not periods or not all(16 <= p <= 8192 and p & (p - 1) == 0 for p in periods):
+        raise argparse.ArgumentTypeError(f"JACK periods are powers of two, 16..8192: {text!r}")
+    return periods
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ostinato.bench import format_report, run_bench
 
@@ -192,7 +202,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from ostinato.bench_realtime import format_realtime, run_realtime_bench
 
         model = Path(args.model) if args.model else Path(str(default_model_dir()))
-        report = run_realtime_bench(model, bars=args.bars, png=args.png, tempos=args.tempos)
+        report = run_realtime_bench(model, bars=args.bars, png=args.png, tempos=args.tempos,
+                                    periods=args.periods)  # fmt: skip
         print(format_realtime(report))
     else:
         report = run_bench(
@@ -482,6 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--bars", type=int, default=200, help="bars per tempo with --realtime")
     bench.add_argument("--tempos", type=_tempos, default=(120, 180), metavar="BPM[,BPM…]",
                        help="tempos with --realtime (default 120,180)")  # fmt: skip
+    bench.add_argument("--periods", type=_periods, default=(64, 1024),
+                       metavar="FRAMES[,FRAMES…]",
+                       help="JACK periods with --realtime (default 64,1024)")  # fmt: skip
     bench.add_argument("--png", help="lateness histogram with --realtime")  # fmt: skip
     bench.set_defaults(func=_cmd_bench)
     return parser

@@ -91,6 +91,7 @@ class Session:
         self._offset_beats = 0.0  # sum of the whole-bar shifts of the jumps so far
         self._broken_epoch = -1  # the last epoch whose queued notes were dropped
         self._urgent_bar: int | None = None  # a bar to prepare at once (after a jump)
+        self._prepared_bar = -1  # last bar the cycle ran for
         self._reset_context()
         clock.listeners.append(self._on_transport)
 
@@ -100,7 +101,6 @@ class Session:
         self._committed_len = self.engine.context_length
         self._committed_dropped = self.engine.dropped_front
         self._heard: list[tuple[int, int]] = []  # (bar, epoch) heard, not committed, in order
-        self._prepared_bar = -1  # last bar the cycle ran for
 
     def bar_tokens(self, notes: list[RecordedNote], bar: int) -> np.ndarray:
         """Tokens of one bar (starting with its Bar token) from recorded notes."""
@@ -285,6 +285,8 @@ class Session:
                 self.recorder.epoch = self._epoch = self._broken_epoch = event.epoch
                 self.answering_until = -1
                 self._urgent_bar = None
+                # the bar it starts in is under way: the first one prepared is the next
+                self._prepared_bar = math.floor(event.beat / self.beats_per_bar + 1e-9)
                 self._restart = True
             log.debug("transport %s at beat %.3f (epoch %d)", event.kind, event.beat, event.epoch)
         self._wake.set()
