@@ -47,3 +47,19 @@ def test_a_real_cyclictest_run_parses() -> None:
     floor = parse_cyclictest(text)
     assert floor is not None and 500 <= floor["wakeups"] <= 1100, text[-500:]
     assert 0 <= floor["p50_ms"] <= floor["p99_ms"] <= floor["max_ms"]
+
+
+def test_grid_errors_measure_notes_against_the_clock_ticks_since_the_start() -> None:
+    """Note frame − the nearest tick frame the DAW sent, in ms; ticks before the last Start
+    are not the grid."""
+    from ostinato.bench_realtime import grid_errors
+
+    rate, tick = 48000, 1000
+    events = [(0, b"\xf8"), (500, b"\xfa")]
+    events += [(1000 + k * tick, b"\xf8") for k in range(10)]
+    events += [(1000 + 3 * tick + 48, bytes([0x99, 36, 100]))]  # 1 ms late
+    events += [(1000 + 6 * tick - 24, bytes([0x90, 60, 90]))]  # 0.5 ms early
+    events += [(1000 + 6 * tick, bytes([0x90, 60, 0]))]  # a note-off: not judged
+    got = grid_errors(sorted(events), rate)
+    assert got["ticks"] == 10 and got["notes"] == 2
+    assert got["error_ms"] == pytest.approx([1.0, -0.5])
