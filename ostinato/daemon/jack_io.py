@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from typing import Protocol
@@ -164,7 +165,7 @@ class ReportRing:
         return report
 
 
-_PANIC, _HOLD, _QUIT = (PANIC,), (HOLD,), (QUIT,)
+_PANIC, _QUIT = (PANIC,), (QUIT,)
 
 
 class JackCycle:
@@ -267,7 +268,7 @@ class JackCycle:
         elif kind == PANIC:
             self.queue.panic()
         elif kind == HOLD:
-            self.queue.hold()
+            self.queue.hold(command[1])
         elif kind == JUMP:
             self.queue.jump(command[1], command[2], command[3])
             if command[4] is not None:
@@ -432,8 +433,8 @@ class JackSender:
     def panic(self) -> None:
         self._submit(_PANIC)
 
-    def hold(self) -> None:
-        self._submit(_HOLD)
+    def hold(self, keep_from: float = math.inf) -> None:
+        self._submit((HOLD, keep_from))
 
     def jump(self, from_beat: float, to_beat: float, shift: bool) -> None:
         """The map is moved with a shifted queue (made here, not on JACK's thread): the

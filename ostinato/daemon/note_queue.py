@@ -16,6 +16,7 @@ lets the heap grow when it fills.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from ostinato.daemon.clock import TempoMap
@@ -70,6 +71,7 @@ class NoteQueue:
         self._size = 0
         self._order = 0
         self._note_of = [-1] * KEYS  # key → id of the note sounding on it, or −1
+        self._start_of = [0.0] * KEYS  # key → the start beat of the note sounding on it
         self._keys = [0] * KEYS  # the sounding keys, packed in _keys[:_sounding]
         self._where = [0] * KEYS  # a sounding key's index in _keys
         self._sounding = 0
@@ -143,7 +145,7 @@ class NoteQueue:
                 self._unsound(key)
             if not write(NOTE_ON | channel, pitch, event[5]):
                 return False
-            self._sound(key, note_id, channel)
+            self._sound(key, note_id, channel, event[8])
         elif self._note_of[key] == note_id:
             if not write(NOTE_OFF | channel, pitch, 0):
                 return False
@@ -185,21 +187,25 @@ class NoteQueue:
                 self._all_off_count += 1
         self._release_sounding()
 
-    def hold(self) -> None:
+    def hold(self, keep_from: float = math.inf) -> None:
         """The transport stopped: release every sounding note (no CC 123), keep the queue
-        (less the note-offs of the notes released now), play nothing until :meth:`jump`."""
+        (less the note-offs of the notes released now), play nothing until :meth:`jump`.
+        Notes that started at or after ``keep_from`` keep sounding: a loop's downbeat may
+        already have gone out in the cycle the DAW's Stop came in, and the jump that follows
+        a tick later moves it. A second hold (with the default) releases them too."""
+        keep = keep_from - JUMP_EPSILON_BEATS
         heap, kept = self._heap, 0
         for i in range(self._size):
             event = heap[i]
             heap[i] = None
             assert event is not None
-            if event[2] == NOTE_OFF and self._note_of[event[3] << 7 | event[4]] == event[6]:
-                continue  # its note is released now
+            if self._released_now(event, keep):
+                continue
             heap[kept] = event
             kept += 1
         self._size = kept
         self._heapify()
-        self._release_sounding()
+        self._release_sounding(keep)
         self.held = True
 
     def jump(self, from_beat: float, to_beat: float, shift: bool) -> None:
@@ -207,15 +213,16 @@ class NoteQueue:
         every note starting at or after ``from_beat`` moves by (to_beat − from_beat), its
         note-off too, and the rest (notes started before, the note-offs of notes released now)
         is dropped; without, the whole queue is dropped. Ends a hold."""
+        lowest = from_beat - JUMP_EPSILON_BEATS if shift else math.inf
         if shift:
-            moved, lowest = to_beat - from_beat, from_beat - JUMP_EPSILON_BEATS
+            moved = to_beat - from_beat
             heap, kept = self._heap, 0
             for i in range(self._size):
                 event = heap[i]
                 heap[i] = None
                 assert event is not None
-                if event[2] == NOTE_OFF and self._note_of[event[3] << 7 | event[4]] == event[6]:
-                    continue  # its note is released now
+                if self._released_now(event, lowest):
+                    continue
                 if event[8] >= lowest:
                     beat, order, kind, channel, pitch, velocity, note_id, handed, start = event
                     heap[kept] = (beat + moved, order, kind, channel, pitch, velocity, note_id,
@@ -225,12 +232,22 @@ class NoteQueue:
             self._heapify()
         else:
             self._clear()
-        self._release_sounding()
+        self._release_sounding(lowest)
+        if shift:
+            for i in range(self._sounding):  # notes of the bar after the jump point sound on
+                self._start_of[self._keys[i]] += moved
         self.held = False
 
+    def _released_now(self, event: Event, keep_from: float) -> bool:
+        """A note-off whose note sounds and is released now (it started before keep_from)."""
+        key = event[3] << 7 | event[4]
+        return (event[2] == NOTE_OFF and self._note_of[key] == event[6]
+                and self._start_of[key] < keep_from)  # fmt: skip
+
     # -- the arrays ----------------------------------------------------------------------------
-    def _sound(self, key: int, note_id: int, channel: int) -> None:
+    def _sound(self, key: int, note_id: int, channel: int, start_beat: float) -> None:
         self._note_of[key] = note_id
+        self._start_of[key] = start_beat
         self._where[key] = self._sounding
         self._keys[self._sounding] = key
         self._sounding += 1
@@ -244,19 +261,26 @@ class NoteQueue:
         self._where[last] = index
         self._note_of[key] = -1
 
-    def _release_sounding(self) -> None:
+    def _release_sounding(self, keep_from: float = math.inf) -> None:
+        """Release every sounding note that started before ``keep_from``."""
         # A key is released at most once before its note-off is written: nothing plays while
         # releases are pending, so the KEYS slots suffice once the written ones are gone.
         head, tail = self._release_head, self._release_tail
         if head:
             self._releasing[: tail - head] = self._releasing[head:tail]
             self._release_head, self._release_tail = 0, tail - head
+        kept = 0
         for i in range(self._sounding):
             key = self._keys[i]
+            if self._start_of[key] >= keep_from:
+                self._keys[kept] = key
+                self._where[key] = kept
+                kept += 1
+                continue
             self._note_of[key] = -1
             self._releasing[self._release_tail] = key
             self._release_tail += 1
-        self._sounding = 0
+        self._sounding = kept
 
     def _clear(self) -> None:
         heap = self._heap

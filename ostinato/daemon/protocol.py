@@ -10,8 +10,8 @@ daemon → sender
     ``NOTE``   channel, pitch, velocity, note id; a = start beat, b = end beat,
                c = when generation handed it over
     ``PANIC``  drop the queue, release every sounding note, All Notes Off on used channels
-    ``HOLD``   the transport stopped: release every sounding note, keep the queue, play
-               nothing until ``JUMP``
+    ``HOLD``   the transport stopped: release every sounding note but those started at or
+               after beat a (inf: all of them), keep the queue, play nothing until ``JUMP``
     ``JUMP``   a = from beat, b = to beat, channel = 1 to shift the queue by (b − a), 0 to
                drop it; releases every sounding note and ends a hold
     ``QUIT``   release everything and exit

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -231,12 +232,12 @@ class Scheduler:
             self._queue.flush(self._write_message)
             self._cond.notify()
 
-    def hold(self) -> None:
-        """The transport stopped: release every sounding note, keep the queue, play nothing
-        until :meth:`jump`."""
+    def hold(self, keep_from: float = math.inf) -> None:
+        """The transport stopped: release every sounding note (but those started at or after
+        ``keep_from``), keep the queue, play nothing until :meth:`jump`."""
         with self._cond:
             self._epoch += 1
-            self._queue.hold()
+            self._queue.hold(keep_from)
             self._queue.flush(self._write_message)
             self._cond.notify()
 

@@ -31,6 +31,7 @@ import contextlib
 import faulthandler
 import gc
 import logging
+import math
 import os
 import select
 import signal
@@ -334,10 +335,10 @@ class SenderProcess:
     def panic(self) -> None:
         self._send(PANIC)
 
-    def hold(self) -> None:
-        """The transport stopped: release every sounding note, keep the queue, play nothing
-        until :meth:`jump`."""
-        self._send(HOLD)
+    def hold(self, keep_from: float = math.inf) -> None:
+        """The transport stopped: release every sounding note (but those started at or after
+        ``keep_from``), keep the queue, play nothing until :meth:`jump`."""
+        self._send(HOLD, a=keep_from)
 
     def jump(self, from_beat: float, to_beat: float, shift: bool) -> None:
         """A transport jump: release every sounding note; with ``shift`` the queue moves by
@@ -470,7 +471,7 @@ def _serve_rtmidi(args: argparse.Namespace, reports: _Reports) -> int:
         elif kind == PANIC:
             scheduler.panic()
         elif kind == HOLD:
-            scheduler.hold()
+            scheduler.hold(a)
         elif kind == JUMP:
             if channel and tempo[0] is not None:  # the shifted notes keep their times
                 tempo[0] = reanchored(tempo[0], a, b)
@@ -516,7 +517,7 @@ def _serve_jack(args: argparse.Namespace, reports: _Reports) -> int:
         elif kind == PANIC:
             sender.panic()
         elif kind == HOLD:
-            sender.hold()
+            sender.hold(a)
         elif kind == JUMP:
             sender.jump(a, b, bool(channel))
 

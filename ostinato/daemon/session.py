@@ -91,6 +91,7 @@ class Session:
         self._offset_beats = 0.0  # sum of the whole-bar shifts of the jumps so far
         self._broken_epoch = -1  # the last epoch whose queued notes were dropped
         self._urgent_bar: int | None = None  # a bar to prepare at once (after a jump)
+        self._release_held_at: float | None = None  # when notes kept at a Stop must end
         self._prepared_bar = -1  # last bar the cycle ran for
         self._reset_context()
         clock.listeners.append(self._on_transport)
@@ -274,8 +275,9 @@ class Session:
         """Called on the input thread, before the clock publishes the new position's map."""
         with self.lock:
             if event.kind == "stop":
-                self.scheduler.hold()  # sounding notes end; the queue waits for what comes
+                self._hold(event)
                 return
+            self._release_held_at = None
             if event.kind == "jump" and event.from_beat is not None:
                 self._jump(event.from_beat, event.beat, event.epoch)
             else:  # a start or continue after a real stop: the old queue is not wanted
@@ -290,6 +292,21 @@ class Session:
                 self._restart = True
             log.debug("transport %s at beat %.3f (epoch %d)", event.kind, event.beat, event.epoch)
         self._wake.set()
+
+    def _hold(self, event: TransportEvent) -> None:
+        """A Stop (lock held): sounding notes end, the queue waits for what comes. At a bar
+        line the bar after it may already have begun (its downbeat went out in the cycle the
+        Stop came in): if a loop jump follows within a tick it goes on at the loop's start;
+        if not, it is released a few ticks later (see _run)."""
+        bpb = self.beats_per_bar
+        bar_line = round(event.beat / bpb) * bpb
+        tempo = self.clock.snapshot()
+        tick_s = (tempo.seconds_per_beat if tempo else 0.5) / PPQN
+        if abs(event.beat - bar_line) <= 1.5 / PPQN:
+            self.scheduler.hold(bar_line)
+            self._release_held_at = event.time + 3 * tick_s
+        else:
+            self.scheduler.hold()
 
     def _jump(self, from_beat: float, to_beat: float, epoch: int) -> None:
         """A loop jump or relocate while playing (lock held)."""
@@ -332,10 +349,20 @@ class Session:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def _release_if_stopped(self) -> None:
+        """A Stop at a bar line that was not a loop jump after all: what it kept ends now."""
+        if self._release_held_at is None or self.now() < self._release_held_at:
+            return
+        with self.lock:
+            if self._release_held_at is not None and not self.clock.running:
+                self.scheduler.hold()
+            self._release_held_at = None
+
     def _run(self) -> None:
         while not self._stop.is_set():
             tempo = self.clock.snapshot()
             if tempo is None or not self.clock.running:
+                self._release_if_stopped()
                 self._wake.wait(0.02)
                 self._wake.clear()
                 continue

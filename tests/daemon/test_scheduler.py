@@ -239,6 +239,33 @@ def test_a_jump_shifts_the_notes_from_its_beat_and_drops_the_rest() -> None:
     assert queue.pending == 0
 
 
+def test_the_loop_downbeat_played_before_the_stop_sounds_on_through_the_jump() -> None:
+    """The bar after the loop's end begins in the cycle the DAW's Stop comes in: its downbeat
+    is out before the Stop is heard. A Stop at that bar line keeps it sounding; the loop jump
+    a tick later moves it (and its note-off) to the loop's start: a held bass note is not
+    cut to a stab on every pass. Without a jump, a second hold releases it."""
+    queue, port = NoteQueue(), Port()
+    queue.schedule(14.0, 16.0, 0, 40, 100, note_id=1, handed_over=0.0)
+    queue.schedule(16.0, 18.0, 0, 45, 100, note_id=2, handed_over=0.0)  # the pass's downbeat
+    queue.schedule(17.0, 17.5, 0, 47, 100, note_id=3, handed_over=0.0)
+    play_until(queue, port, 16.01)
+    port.messages.clear()
+    queue.hold(16.0)
+    assert queue.flush(port) and port.messages == [] and queue.sounding == 1
+    queue.jump(16.0, 0.0, shift=True)
+    assert queue.flush(port) and port.messages == [] and queue.sounding == 1
+    assert [round(b, 6) for b in play_until(queue, port, 100.0)] == [1.0, 1.5, 2.0]
+    assert port.messages == [[0x90, 47, 100], [0x80, 47, 0], [0x80, 45, 0]]
+    # a real Stop at a bar line: kept for a moment, then released with the second hold
+    queue.schedule(4.0, 8.0, 0, 50, 100, note_id=4, handed_over=0.0)
+    play_until(queue, port, 4.01)
+    port.messages.clear()
+    queue.hold(4.0)
+    assert queue.flush(port) and port.messages == []
+    queue.hold()
+    assert queue.flush(port) and port.messages == [[0x80, 50, 0]] and queue.pending == 0
+
+
 def test_a_full_port_carries_the_rest_and_never_loses_a_note_off() -> None:
     queue = NoteQueue()
     for pitch in range(60, 64):

@@ -4,6 +4,8 @@ Driven bar by bar with fake time: no ports, no threads."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from ostinato.daemon.clock import PPQN, Clock
@@ -32,9 +34,9 @@ class RecordingScheduler(Scheduler):
             self.after_note(len([c for c in self.calls if c[0] == "note"]))
         return note_id
 
-    def hold(self):
-        self.calls.append(("hold",))
-        super().hold()
+    def hold(self, keep_from=math.inf):
+        self.calls.append(("hold", keep_from))
+        super().hold(keep_from)
 
     def jump(self, from_beat, to_beat, shift):
         self.calls.append(("jump", from_beat, to_beat, shift))
@@ -71,7 +73,7 @@ def test_a_loop_jump_plays_the_prepared_bar_at_the_loop_start(rig) -> None:
     t_jump = 0.01 + 16 * PPQN * SPT  # where the next tick would be
     clock.on_stop(t_jump)  # Ardour: Stop, then Start one tick after the last tick
     clock.on_start(t_jump)
-    assert ("hold",) in scheduler.calls
+    assert ("hold", 16.0) in scheduler.calls  # the downbeat after the Stop may sound on
     assert scheduler.calls[-1] == ("jump", 16.0, 0.0, True)
     assert session._prepared_bar == 0  # bar 5 became the first bar of the next pass
     moved = [n for n in recorder.notes if n.source == OSTINATO and n.epoch == clock.epoch]
