@@ -37,6 +37,7 @@ bar lines, only comes with the next Start or Song Position Pointer.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections import deque
@@ -50,6 +51,7 @@ PPQN = 24
 MIN_BPM, MAX_BPM = 20.0, 400.0
 EARLY_TICKS = 0.25  # an arrival this much (in ticks) before the line's next tick is suspect
 REGULAR = 0.15  # intervals within this fraction of their median make a regular pulse
+FASTER = 0.9  # a regular pulse this much faster than the line is a faster clock
 STEP = 0.08  # three agreeing intervals this far from the line's: a tempo step
 MAX_PENDING = 8  # undecided arrivals held at most (a clock many times faster)
 EARLY_PERCENTILE = 20  # coarse stamps: the line through the earliest fifth of the ticks
@@ -130,6 +132,7 @@ class TickFollower:
         self._window.clear()
         self._pending.clear()
         self.last_arrival = None
+        self._lost_reported = False  # a loss while stopped is no gap in the new line
 
     def lost(self) -> None:
         """The backend lost input: the next gap of whole ticks counts them."""
@@ -159,11 +162,11 @@ class TickFollower:
                 counted.append(self._count(self._pending.pop(0)))
         return counted
 
-    def flush(self) -> list[tuple[int, float]]:
-        """Count what still waits (undecidable: a virtual port loses nothing)."""
-        counted = [self._count(t) for t in self._pending]
+    def drop_pending(self) -> None:
+        """The transport stopped: arrivals still undecided (early ones) were strays; a loop
+        jump's position must not count them."""
+        self.rejected += len(self._pending)
         self._pending.clear()
-        return counted
 
     def _rejecting(self) -> bool:
         if self.period is None or self.last_arrival is None or len(self._window) < 3:
@@ -172,7 +175,8 @@ class TickFollower:
 
     def _decide(self) -> tuple[int, int] | None:
         """(strays to drop from the front of the pending list, arrivals to count next), or
-        None to wait for more arrivals."""
+        None to wait for more arrivals; (0, 0) after it rejected one stray inside the list
+        itself (decide again)."""
         pending = self._pending
         if not self._rejecting():
             return 0, 1
@@ -191,16 +195,28 @@ class TickFollower:
                 return 0, len(pending)  # a clock many times faster
             return 1, 0
         k = on_or_after
+        slack = self.slack or 0.0
         if errors[k] > tolerance:
-            # past the next tick's place: that tick is among the early ones, the latest of them
+            # Past the next tick's place. A slower tempo with strays before it (the gap from
+            # the last tick goes on), or a faster one (the latest early arrival is the tick).
+            if len(pending) == k + 1:
+                return None
+            gap = pending[k] - self.last_arrival
+            if abs(pending[k + 1] - pending[k] - gap) <= REGULAR * gap + slack:
+                return k, 0
             return k - 1, 1
         pulse = [self.last_arrival, *pending[: k + 1]]
         if not self._regular(pulse):
+            for j in range(k):  # one stray in a faster pulse: drop just that one
+                if k > 1 and self._regular(pulse[: j + 1] + pulse[j + 2 :]):
+                    del pending[j]
+                    self.rejected += 1
+                    return 0, 0  # decide again without it
             return k, 0  # the early ones were strays; pending[k] is the tick
         if len(pending) == k + 1:
             return None  # a faster pulse or strays that happen to split the tick evenly
         step = (pulse[-1] - pulse[0]) / (len(pulse) - 1)
-        if abs(pending[k + 1] - pending[k] - step) <= REGULAR * step + (self.slack or 0.0):
+        if abs(pending[k + 1] - pending[k] - step) <= REGULAR * step + slack:
             return 0, k + 2  # the pulse goes on: the tempo went up
         return k, 0
 
@@ -208,7 +224,7 @@ class TickFollower:
         intervals = np.diff(times)
         median = float(np.median(intervals))
         assert self.period is not None
-        if median <= 0 or median > (1 - EARLY_TICKS) * self.period:
+        if median <= 0 or median > FASTER * self.period:
             return False
         spread = REGULAR * median + (self.slack or 0.0)
         return bool(np.all(np.abs(intervals - median) <= spread))
@@ -232,23 +248,23 @@ class TickFollower:
             index, t = window[-1]
             self.ref_index, self.ref_time = index, t
             return
-        ticks = np.fromiter((k for k, _ in window), dtype=np.float64, count=n)
-        times = np.fromiter((s for _, s in window), dtype=np.float64, count=n)
         fine = (
             self.slack is not None and self.period is not None and (self.slack < 0.1 * self.period)
         )
+        keep = PPQN + 1 if fine else COARSE_WINDOW
+        tail = list(itertools.islice(window, max(0, n - keep), n))  # only what is fitted
+        n = len(tail)
+        ticks = np.fromiter((k for k, _ in tail), dtype=np.float64, count=n)
+        times = np.fromiter((s for _, s in tail), dtype=np.float64, count=n)
         if n >= 4 and fine:
             # a tempo step: the newest three intervals agree with each other, not the line
             intervals = np.diff(times[-4:]) / np.diff(ticks[-4:])
             median = float(np.median(intervals))
             agree = np.all(np.abs(intervals - median) <= 0.1 * median + (self.slack or 0.0))
             if agree and abs(median - self.period) > STEP * self.period:
-                for _ in range(n - 4):
+                for _ in range(len(window) - 4):
                     window.popleft()
                 ticks, times, n = ticks[-4:], times[-4:], 4
-        keep = PPQN + 1 if fine else COARSE_WINDOW
-        if n > keep:
-            ticks, times = ticks[-keep:], times[-keep:]
         x = ticks - ticks[-1]
         if len(x) == 2:
             slope = (times[1] - times[0]) / (x[1] - x[0])
@@ -358,7 +374,8 @@ class Clock:
         was_running = self.running and self.source == "midi"
         just_stopped = (
             not self.running and self._stopped_at is not None and period is not None
-            and t - self._stopped_at <= JUMP_TICKS * period and follower.last_arrival is not None
+            and t - self._stopped_at <= JUMP_TICKS * period + (follower.slack or 0.0)
+            and follower.last_arrival is not None
         )  # fmt: skip
         if was_running:
             from_ticks = self._next_song_tick()
@@ -388,8 +405,7 @@ class Clock:
 
     def on_stop(self, t: float) -> None:
         with self._lock:
-            for index, tick_time in self.follower.flush():
-                self._on_counted(index, tick_time)
+            self.follower.drop_pending()
             was_running = self.running and self.source == "midi"
             self.running = False
             if not was_running:
@@ -487,6 +503,12 @@ class Clock:
     # -- reading ----------------------------------------------------------------------------
     def snapshot(self) -> TempoMap | None:
         return self._map
+
+    def state(self) -> tuple[TempoMap | None, int, bool]:
+        """(map, epoch, running) read together: never a new epoch with the old map. Never
+        called with a listener's lock held (listeners run under the clock's lock)."""
+        with self._lock:
+            return self._map, self.epoch, self.running
 
     def beat_now(self, t: float) -> float | None:
         m = self._map

@@ -265,6 +265,8 @@ class SenderProcess:
                 if note_id > self.input_lost:
                     log.warning("%d MIDI input messages lost (the daemon read too slowly)",
                                 note_id - self.input_lost)  # fmt: skip
+                    if self.on_input_gap is not None:  # clock ticks may be among them
+                        self.on_input_gap(self.now())
                 self.input_lost = note_id
             elif kind == ERROR:
                 self.last_error = self._reports.read(note_id).decode("utf-8", "replace")

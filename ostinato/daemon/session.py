@@ -91,6 +91,7 @@ class Session:
         self._offset_beats = 0.0  # sum of the whole-bar shifts of the jumps so far
         self._broken_epoch = -1  # the last epoch whose queued notes were dropped
         self._urgent_bar: int | None = None  # a bar to prepare at once (after a jump)
+        self._landing_bar = -1  # the bar the last jump or start landed in
         self._release_held_at: float | None = None  # when notes kept at a Stop must end
         self._prepared_bar = -1  # last bar the cycle ran for
         self._reset_context()
@@ -160,22 +161,31 @@ class Session:
             return True
         return False
 
-    def run_cycle(self, next_bar: int, now_beat: float) -> int:
+    def run_cycle(self, next_bar: int, now_beat: float, epoch: int | None = None) -> int:
         """Prepare ``next_bar``: commit complete bars, feed the partial one, maybe generate.
-        Returns the number of notes scheduled."""
+        ``epoch``: the transport epoch ``next_bar`` was planned in (a jump since then: nothing
+        is done, the caller plans again). Returns the number of notes scheduled."""
         t0 = self.now()
         engine = self.engine
         current = next_bar - 1
         with self.lock:  # copy the notes; tokenize outside the lock (Stop must not wait)
+            if epoch is not None and epoch != self._epoch:
+                return 0
             epoch0, offset0 = self._epoch, self._offset_beats
             self._prepared_bar = next_bar  # a jump from now on moves it
-            self._hear(current, epoch0)
-            complete_notes = [(self.recorder.bar_notes(b, epoch=e), b) for b, e in self._heard[:-1]]
-            del self._heard[:-1]
-            partial_notes = self.recorder.bar_notes(current, now_beat)
+            # a bar prepared at the moment of a jump has no bar of the new pass before it:
+            # what was heard before the jump is all complete, nothing is partial
+            landed = current < self._landing_bar
+            if not landed:
+                self._hear(current, epoch0)
+            done = len(self._heard) - (0 if landed else 1)
+            complete_notes = [(self.recorder.bar_notes(b, epoch=e), b)
+                              for b, e in self._heard[:done]]  # fmt: skip
+            del self._heard[:done]
+            partial_notes = None if landed else self.recorder.bar_notes(current, now_beat)
             self.recorder.prune(current)
         complete_tokens = [self.bar_tokens(notes, b) for notes, b in complete_notes]
-        partial = self.bar_tokens(partial_notes, current)
+        partial = None if partial_notes is None else self.bar_tokens(partial_notes, current)
         # Where the committed tokens end now: the window may have slid since (dropping the
         # oldest bars from the front) while the last cycle fed and generated.
         committed = self._committed_len - (engine.dropped_front - self._committed_dropped)
@@ -187,7 +197,8 @@ class Session:
             engine.feed(np.concatenate(complete_tokens))
         self._committed_len = engine.context_length
         self._committed_dropped = engine.dropped_front
-        engine.feed(partial)
+        if partial is not None:
+            engine.feed(partial)
         t_fed = self.now()
         if not self.wants_bar(next_bar):
             return 0
@@ -289,6 +300,7 @@ class Session:
                 self._urgent_bar = None
                 # the bar it starts in is under way: the first one prepared is the next
                 self._prepared_bar = math.floor(event.beat / self.beats_per_bar + 1e-9)
+                self._landing_bar = self._prepared_bar
                 self._restart = True
             log.debug("transport %s at beat %.3f (epoch %d)", event.kind, event.beat, event.epoch)
         self._wake.set()
@@ -321,10 +333,14 @@ class Session:
             from_beat = round(from_beat / bpb) * bpb
             to_beat = from_beat + bars * bpb
         self.scheduler.jump(from_beat, to_beat, aligned)
+        # the bars heard up to the jump point belong to the old pass, even if no cycle ran
+        # after the last of them began (a late jump): they are committed before the new ones
+        self._hear(math.ceil(from_beat / bpb - tick / bpb) - 1, self._epoch)
         self.recorder.jump(from_beat, to_beat, epoch, keep_prepared=aligned)
         self._epoch = epoch
         to_bar = math.floor(to_beat / bpb + tick / bpb)
         on_bar_line = abs(to_beat - to_bar * bpb) <= tick
+        self._landing_bar = to_bar
         if aligned:
             self._offset_beats += to_beat - from_beat
             self._prepared_bar += bars
@@ -360,8 +376,8 @@ class Session:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            tempo = self.clock.snapshot()
-            if tempo is None or not self.clock.running:
+            tempo, epoch, running = self.clock.state()
+            if tempo is None or not running:
                 self._release_if_stopped()
                 self._wake.wait(0.02)
                 self._wake.clear()
@@ -371,7 +387,8 @@ class Session:
                 self._reset_context()
             now = self.now()
             beat = tempo.beat_at(now)
-            urgent, self._urgent_bar = self._urgent_bar, None
+            with self.lock:
+                urgent = self._urgent_bar if epoch == self._epoch else None
             next_bar = math.floor(beat / self.beats_per_bar) + 1
             if urgent is not None and urgent > self._prepared_bar:
                 next_bar = urgent
@@ -383,8 +400,14 @@ class Session:
                 self._wake.wait(min(deadline - now, 0.01))  # re-read the map: tempo may move
                 self._wake.clear()
                 continue
+            if urgent is not None:
+                with self.lock:
+                    if self._urgent_bar == urgent:
+                        self._urgent_bar = None
             try:
-                self.run_cycle(next_bar, beat)
+                self.run_cycle(next_bar, beat, epoch)
             except Exception:  # one bad bar must not stop the music
                 log.exception("generation failed for bar %d", next_bar + 1)
-                self._prepared_bar = max(self._prepared_bar, next_bar)
+                with self.lock:
+                    if self._epoch == epoch:  # (a jump meanwhile has set it already)
+                        self._prepared_bar = next_bar

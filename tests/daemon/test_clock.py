@@ -76,8 +76,12 @@ def test_count_and_tempo_exact_at_any_period(period: int, bpm: float) -> None:
         [(4 * PPQN, 140, 140), (4 * PPQN, 90, 90), (8 * PPQN + 1, 60, 60)],
         [(4 * PPQN, 100, 100), (8 * PPQN, 100, 160), (4 * PPQN + 1, 160, 160)],
         [(4 * PPQN, 120, 120), (8 * PPQN + 1, 300, 300)],
+        [(4 * PPQN, 120, 120), (8 * PPQN + 1, 150, 150)],
+        [(4 * PPQN, 120, 120), (8 * PPQN + 1, 160, 160)],
+        [(4 * PPQN, 120, 120), (8 * PPQN + 1, 90, 90)],
     ],
-    ids=["120-60", "120-240", "140-90-60", "ramp-100-160", "120-300"],
+    ids=["120-60", "120-240", "140-90-60", "ramp-100-160", "120-300", "120-150", "120-160",
+         "120-90"],  # fmt: skip
 )
 def test_tempo_steps_and_ramps_are_followed_without_a_miscount(segments) -> None:
     true = tick_times(segments)
@@ -242,3 +246,27 @@ def test_tempo_map_round_trip() -> None:
     assert m.time_at(m.beat_at(7.3)) == pytest.approx(7.3)
     with pytest.raises(ValueError, match="tempo"):
         validate_bpm(1000)
+
+
+def test_a_stray_waiting_at_a_loop_stop_does_not_move_the_next_pass() -> None:
+    clock, events = started(exact=True)
+    true = tick_times([(32 * PPQN + 1, 120, 120)])
+    loop = 16 * PPQN
+    feed(clock, true[:loop])
+    clock.on_tick(true[loop - 1] + 0.3 * (true[1] - true[0]))  # a stray, still undecided
+    clock.on_stop(true[loop])
+    clock.on_start(true[loop])
+    feed(clock, true[loop : 2 * loop + 1])
+    assert events[-1].kind == "jump" and events[-1].from_beat == 16.0
+    assert clock.map.anchor_beat == pytest.approx(16.0) and clock.rejected_ticks == 1
+
+
+def test_input_lost_while_stopped_is_no_gap_after_a_slower_start() -> None:
+    clock, _ = started(exact=True)
+    feed(clock, tick_times([(4 * PPQN, 180, 180)]))
+    clock.on_stop(2.0)
+    clock.on_input_lost(2.5)  # an xrun while nothing plays
+    later = tick_times([(4 * PPQN + 1, 90, 90)], t0=5.0)
+    clock.on_start(later[0] - 0.002)
+    feed(clock, later)
+    assert clock.map.anchor_beat == pytest.approx(4.0)

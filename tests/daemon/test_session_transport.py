@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from ostinato.daemon.clock import PPQN, Clock
@@ -120,3 +121,27 @@ def test_a_jump_off_the_bar_lines_drops_the_queue_and_prepares_the_new_bar(rig) 
     # a relocate that lands on a bar line: that bar is prepared at once
     clock.on_song_position(0.01 + 3 * PPQN * SPT + 0.001, 32)  # from beat 6 to beat 8
     assert session._urgent_bar == 2
+
+
+def test_a_jump_before_the_bar_was_prepared_prepares_it_at_once_after_the_loop(rig) -> None:
+    """The cycle for the bar after the loop's end had not run when the loop jumped (a slow
+    bar): the loop's first bar is prepared at once, with the loop's last bar committed before
+    it and no empty bar of the new pass in between."""
+    clock, _scheduler, recorder, session = rig
+    clock.on_start(0.0)
+    play_ticks(clock, 0, 16 * PPQN)
+    for bar in range(1, 4):  # bars 1..3 prepared; bar 4 (after the loop's end) never was
+        session.run_cycle(bar, bar * 4.0 - 0.5)
+    t_jump = 0.01 + 16 * PPQN * SPT
+    clock.on_stop(t_jump)
+    clock.on_start(t_jump)
+    assert session._urgent_bar == 0 and session._prepared_bar == -1
+    generated = session.bars_generated
+    session.run_cycle(0, 0.0, clock.epoch)  # bar 1 of the new pass, played now
+    assert session.bars_generated == generated + 1 and session._prepared_bar == 0
+    assert session._heard == []  # the loop's last bar was committed; nothing partial
+    committed = session._committed_len - (session.engine.dropped_front - session._committed_dropped)
+    last_bar = session.bar_tokens(recorder.bar_notes(3, epoch=clock.epoch - 2), 3)
+    context = session.engine.context_tokens()
+    np.testing.assert_array_equal(context[committed - len(last_bar) : committed], last_bar)
+    assert session.run_cycle(1, 3.5, clock.epoch - 1) == 0  # planned before a jump: nothing
