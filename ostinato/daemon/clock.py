@@ -266,19 +266,31 @@ class TickFollower:
                     window.popleft()
                 ticks, times, n = ticks[-4:], times[-4:], 4
         x = ticks - ticks[-1]
+        # A tempo that is moving (a ramp) bends the ticks' times: with fine stamps a second
+        # order fit follows it, and the map takes the tempo at the newest tick.
+        degree = 2 if fine and len(x) >= 6 else 1
         if len(x) == 2:
             slope = (times[1] - times[0]) / (x[1] - x[0])
             intercept = times[1]
         else:
-            slope, intercept = np.polyfit(x, times, 1)
-            residual = times - (slope * x + intercept)
+            coefficients = np.polyfit(x, times, degree)
+            residual = times - np.polyval(coefficients, x)
             if self.exact_stamps:
                 # exact stamps sit on the line: only a stray taken for a tick stands out
                 off = np.abs(residual)
                 kept = off <= max(2e-5, 3.0 * float(np.median(off)))
-                if 3 <= kept.sum() < len(x):
-                    slope, intercept = np.polyfit(x[kept], times[kept], 1)
-            elif len(x) >= 8:
+                if 3 + degree <= kept.sum() < len(x):
+                    coefficients = np.polyfit(x[kept], times[kept], degree)
+                    residual = residual[kept]
+                consecutive = np.diff(ticks) == 1
+                if len(x) >= 8 and consecutive.all():
+                    # The clock's own jitter (jack_midi_clock -J, a hardware box), from how
+                    # much each interval differs from the last: a tempo step or ramp moves
+                    # only one or none of them, so the median ignores it.
+                    bend = np.abs(np.diff(times, 2))
+                    self.slack = max(0.99 * (self.slack or 0.0), 2.0 * float(np.median(bend)))
+            slope, intercept = coefficients[-2], coefficients[-1]
+            if not self.exact_stamps and len(x) >= 8:
                 self._measure_slack(residual)
                 early = residual <= np.percentile(residual, EARLY_PERCENTILE)
                 slope, intercept = np.polyfit(x[early], times[early], 1)
