@@ -53,7 +53,8 @@ EARLY_TICKS = 0.25  # an arrival this much (in ticks) before the line's next tic
 REGULAR = 0.15  # intervals within this fraction of their median make a regular pulse
 FASTER = 0.9  # a regular pulse this much faster than the line is a faster clock
 STEP = 0.08  # three agreeing intervals this far from the line's: a tempo step
-MAX_PENDING = 8  # undecided arrivals held at most (a clock many times faster)
+MAX_PENDING = 12  # undecided arrivals held at most (a clock many times faster)
+FASTER_CONFIRM = 8  # intervals of a faster pulse before it is believed (a sixth of a beat)
 EARLY_PERCENTILE = 20  # coarse stamps: the line through the earliest fifth of the ticks
 COARSE_WINDOW = 8 * PPQN + 1  # ticks fitted when stamps come a cycle at a time
 JUMP_TICKS = 1.5  # Stop → Start/Continue within this many ticks: a loop jump
@@ -213,12 +214,18 @@ class TickFollower:
                     self.rejected += 1
                     return 0, 0  # decide again without it
             return k, 0  # the early ones were strays; pending[k] is the tick
-        if len(pending) == k + 1:
-            return None  # a faster pulse or strays that happen to split the tick evenly
+        # A faster clock, or strays that split the ticks evenly (a burst of garbage can put
+        # one half-way between several ticks in a row): only a pulse that goes on for
+        # FASTER_CONFIRM intervals is a faster clock; one that breaks off was strays.
         step = (pulse[-1] - pulse[0]) / (len(pulse) - 1)
-        if abs(pending[k + 1] - pending[k] - step) <= REGULAR * step + slack:
-            return 0, k + 2  # the pulse goes on: the tempo went up
-        return k, 0
+        intervals = k + 1
+        for before, after in zip(pending[k:], pending[k + 1 :], strict=False):
+            if abs(after - before - step) > REGULAR * step + slack:
+                return k, 0
+            intervals += 1
+        if intervals >= FASTER_CONFIRM:
+            return 0, len(pending)
+        return None
 
     def _regular(self, times: list[float]) -> bool:
         intervals = np.diff(times)

@@ -270,3 +270,16 @@ def test_input_lost_while_stopped_is_no_gap_after_a_slower_start() -> None:
     clock.on_start(later[0] - 0.002)
     feed(clock, later)
     assert clock.map.anchor_beat == pytest.approx(4.0)
+
+
+def test_strays_half_way_between_several_ticks_in_a_row_are_not_a_faster_clock() -> None:
+    """A burst of garbage can put a stray 0xF8 half-way between several ticks in a row: for a
+    moment that looks like a clock twice as fast. It is believed only when it goes on."""
+    clock, _ = started(exact=True)
+    true = tick_times([(16 * PPQN + 1, 120, 120)])
+    half = (true[1] - true[0]) / 2
+    strays = [true[k] + half for k in (200, 201, 202, 204, 205, 209)]
+    feed(clock, sorted([*true, *strays]))
+    assert clock.rejected_ticks == len(strays)
+    assert clock.map.anchor_beat == pytest.approx(16.0)
+    assert clock.map.bpm == pytest.approx(120, abs=0.01)
