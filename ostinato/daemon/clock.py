@@ -12,17 +12,24 @@ is off the tempo line is not (a stray 0xF8 in a burst of garbage, a second clock
 on the line is counted at once (on time, late, or a slower tempo); one that comes early by
 more than a quarter of a tick (plus the stamps' own jitter) waits for the arrivals after it.
 If an arrival then lands on the line's next tick and the early ones do not make a regular
-pulse with it, they were strays: rejected and counted. If they do make a regular pulse that
-the next arrival continues, the tempo went up: all are ticks. A tick is never inferred from a
-gap, except right after the backend reported that input was lost (:meth:`Clock.on_input_lost`).
+pulse with it, they were strays: rejected and counted (one stray inside a faster pulse is
+rejected alone). If they make a regular pulse that goes on for a sixth of a beat, the tempo
+went up: all are ticks (a burst of garbage can put strays half-way between a few ticks in a
+row, which looks like a clock twice as fast until it breaks off). A tick is never inferred
+from a gap, except right after the backend reported that input was lost
+(:meth:`Clock.on_input_lost`). A stray that coincides with a tempo step within a tick can
+still be taken for the step's first tick: the two cannot be told apart when they happen.
 
-Tempo and phase. A least-squares line through the last beat of ticks, fitted again through the
-ticks on or before the first line: a tick can be delivered late but never early, so the earlier
-ticks measure best when they were sent (with JACK's frame stamps both fits agree). When three
-intervals in a row agree with each other and not with the line (a tempo step), the line starts
-again from them: a step is followed within a few ticks, a ramp within a beat. Stamps that come
-a cycle at a time (a large period) are slack the follower measures; while they are looser than
-a quarter of a tick it counts every byte and fits over four beats instead.
+Tempo and phase. With exact stamps (JACK frames), a second-order least-squares fit through the
+last beat of ticks, its slope at the newest tick as the tempo (a ramp is followed tick by
+tick); a tick far off it (a stray taken for a tick) is left out. When three intervals in a
+row agree with each other and not with the line (a tempo step), the fit starts again from
+them: a step is followed within a few ticks. A clock that jitters by itself (a hardware box,
+jack_midi_clock -J) is measured from how much each interval differs from the last (a step
+moves one of them, jitter all) and fitted over eight beats. Stamps that come a cycle at a
+time (rtmidi backends behind a large period) are always late, never early: the line goes
+through the earliest fifth of the ticks of eight beats, and while the stamps are looser than
+a quarter of a tick the follower counts every byte.
 
 Transport (how DAWs send it). Start: song position 0 at the next tick. Continue: the position
 from the last Song Position Pointer (or where it stopped). A Stop followed within about a tick
