@@ -124,6 +124,7 @@ class TickFollower:
         self._window: deque[tuple[int, float]] = deque(maxlen=COARSE_WINDOW)
         self._pending: list[float] = []
         self._lost_reported = False
+        self._lost_window: tuple[float, float] | None = None  # when input was lost, if known
 
     # -- reading ----------------------------------------------------------------------------
     def line_time(self, index: float) -> float:
@@ -142,9 +143,10 @@ class TickFollower:
         self.last_arrival = None
         self._lost_reported = False  # a loss while stopped is no gap in the new line
 
-    def lost(self) -> None:
+    def lost(self, since: float | None = None, until: float | None = None) -> None:
         """The backend lost input: the next gap of whole ticks counts them."""
         self._lost_reported = True
+        self._lost_window = None if since is None or until is None else (since, until)
 
     # -- feeding ----------------------------------------------------------------------------
     def feed(self, t: float) -> list[tuple[int, float]]:
@@ -247,13 +249,30 @@ class TickFollower:
         step = 1
         if self._lost_reported and self.period is not None and self.last_arrival is not None:
             self._lost_reported = False
-            step = max(1, round((t - self.line_time(self.count)) / self.period) + 1)
+            step += self._ticks_lost_before(t)
         index = self.count + step - 1
         self.count = index + 1
         self.last_arrival = t
         self._window.append((index, t))
         self._fit()
         return index, t
+
+    def _ticks_lost_before(self, t: float) -> int:
+        """Ticks the backend lost before the arrival at ``t``: the line's ticks that fell in
+        the window it lost (an xrun's frames), else whole ticks missing from the gap."""
+        assert self.period is not None
+        missing = (t - self.line_time(self.count)) / self.period  # ticks' worth before t
+        if self._lost_window is None:
+            return max(0, round(missing)) if missing >= 0.75 else 0
+        since, until = self._lost_window
+        margin = 0.25 * self.period
+        lost = 0
+        while lost < missing - 0.5:
+            slot = self.line_time(self.count + lost)
+            if not since - margin <= slot <= until + margin:
+                break
+            lost += 1
+        return lost
 
     def _fit(self) -> None:
         window = self._window
@@ -460,10 +479,11 @@ class Clock:
             if not self.position_known and ticking and self._stopped_at is None:
                 self._resume(t, position, "continue")
 
-    def on_input_lost(self, t: float) -> None:
-        """The backend lost input (an overflow, an xrun): the next gap may hold lost ticks."""
+    def on_input_lost(self, t: float, until: float | None = None) -> None:
+        """The backend lost input (an overflow, an xrun) from ``t`` (to ``until`` when it
+        knows): ticks the line puts in that time are counted with the next tick."""
         with self._lock:
-            self.follower.lost()
+            self.follower.lost(t, until)
             self.input_gaps += 1
         if self.input_gaps == 1:
             log.warning("MIDI input was lost by the backend (the next clock gap is counted as "

@@ -132,7 +132,7 @@ class SenderProcess:
         self.input_lost = 0
         self.skipped_frames = 0  # JACK frames the sender was not run for (xruns)
         # called (reports thread) when input may be missing from time t on: an xrun
-        self.on_input_gap: Callable[[float], None] | None = None
+        self.on_input_gap: Callable[[float, float | None], None] | None = None
         self.lost_reports = 0
         self.last_error: str | None = None  # the sender's last words after it started
         self._offset_s: float | None = None  # JACK time − perf_counter(), smoothed
@@ -259,14 +259,14 @@ class SenderProcess:
                     self.on_note_dropped(a, b, note_id, late)
             elif kind == SKIPPED:
                 self.skipped_frames += note_id
-                if self.on_input_gap is not None:
-                    self.on_input_gap(a)
+                if self.on_input_gap is not None and self.samplerate:
+                    self.on_input_gap(a, a + note_id / self.samplerate)
             elif kind == INPUT_LOST:
                 if note_id > self.input_lost:
                     log.warning("%d MIDI input messages lost (the daemon read too slowly)",
                                 note_id - self.input_lost)  # fmt: skip
                     if self.on_input_gap is not None:  # clock ticks may be among them
-                        self.on_input_gap(self.now())
+                        self.on_input_gap(self.now(), None)
                 self.input_lost = note_id
             elif kind == ERROR:
                 self.last_error = self._reports.read(note_id).decode("utf-8", "replace")

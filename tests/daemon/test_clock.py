@@ -283,3 +283,18 @@ def test_strays_half_way_between_several_ticks_in_a_row_are_not_a_faster_clock()
     assert clock.rejected_ticks == len(strays)
     assert clock.map.anchor_beat == pytest.approx(16.0)
     assert clock.map.bpm == pytest.approx(120, abs=0.01)
+
+
+def test_an_xrun_counts_only_the_ticks_that_fell_in_its_frames() -> None:
+    """JACK skipped the sender for a cycle: a tick due in that cycle is gone and is counted;
+    one that was not due there is not, even when a tempo drop right after it makes the next
+    gap long."""
+    true = tick_times([(4 * PPQN, 120, 120), (4 * PPQN + 1, 80, 80)])
+    period = true[1] - true[0]
+    clock, _ = started(exact=True)
+    feed(clock, true[:60])
+    clock.on_input_lost(true[60] - 0.002, true[60] + 0.002)  # tick 60 was in the skipped cycle
+    feed(clock, true[61 : 4 * PPQN])
+    clock.on_input_lost(true[4 * PPQN - 1] + 0.3 * period, true[4 * PPQN - 1] + 0.5 * period)
+    feed(clock, true[4 * PPQN :])  # 80 BPM from here: a gap of 1.5 ticks, nothing lost
+    assert clock.map.anchor_beat == pytest.approx(8.0)
