@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ostinato import __version__
+from ostinato.config import default_model_dir
 
 log = logging.getLogger("ostinato")
 
@@ -95,19 +96,6 @@ def _add_train(sub) -> None:
     p.set_defaults(func=_cmd_train)
 
 
-def _parse_programs(text: str | None) -> tuple[int, ...] | None:
-    if not text:
-        return None
-    try:
-        return tuple(
-            sorted({-1 if x.strip().lower() == "drums" else int(x) for x in text.split(",")})
-        )
-    except ValueError as exc:
-        raise CommandError(
-            f"--programs takes comma-separated GM programs and 'drums' (= -1): {text}"
-        ) from exc
-
-
 def _settings_from(args: argparse.Namespace):
     from ostinato.model.sampling import SamplingSettings
 
@@ -119,35 +107,57 @@ def _settings_from(args: argparse.Namespace):
     )
 
 
+def _setting_type(name: str) -> Callable[[str], object]:
+    """argparse ``type=`` for a setting: the schema reads and checks the text."""
+    from ostinato.settings import SETTINGS, SettingError
+
+    def read(text: str) -> object:
+        try:
+            return SETTINGS[name].from_text(text)
+        except SettingError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    read.__name__ = name
+    return read
+
+
+def _add_setting(
+    group, name: str, *, default: object = argparse.SUPPRESS, help: str | None = None
+) -> None:
+    """One option of the schema's setting ``name``. With the default SUPPRESS an option not
+    given is absent from the namespace, so it overrides nothing from a config file."""
+    from ostinato.settings import SETTINGS, shown
+
+    s = SETTINGS[name]
+    text = help or s.help
+    if s.default is not None:
+        value = f"{s.default:g}" if s.kind == "float" else shown(s.default).strip("'")
+        text += f" (default {value}{' ' + s.unit if s.unit else ''})"
+    if s.kind == "bool":
+        group.add_argument(s.flag, dest=name, action=argparse.BooleanOptionalAction,
+                           default=default, help=text)  # fmt: skip
+        return
+    metavar = "{" + ",".join(s.choices) + "}" if s.choices else name.upper()
+    group.add_argument(s.flag, dest=name, type=_setting_type(name), default=default,
+                       metavar=metavar, help=text)  # fmt: skip
+
+
 def _add_generation_options(
     p: argparse.ArgumentParser,
     *,
-    with_defaults: bool = True,
     programs_help: str | None = "enabled instruments, e.g. drums,33,4 (default: the input's)",
     seed: int | None = None,
 ) -> None:
-    """The sampling options every generating command takes. ``with_defaults=False`` leaves
-    unset options as None, so a config file's values are not overridden."""
-    from ostinato.settings import GenerationSettings
+    """The sampling options every offline generating command takes, from the schema."""
+    from ostinato.settings import SETTINGS
 
-    base = GenerationSettings()  # one set of defaults for the daemon and every command
-    names = ("temperature", "top_k", "top_p", "repetition_penalty", "key_lock")
-    defaults = {name: getattr(base, name) for name in names}
-    d = defaults if with_defaults else dict.fromkeys(defaults)
     g = p.add_argument_group("generation")
-    g.add_argument("--temperature", type=float, default=d["temperature"],
-                   help="0 = greedy; low = repetitive, high = adventurous")  # fmt: skip
-    g.add_argument("--top-k", type=int, default=d["top_k"],
-                   help="sample among the k likeliest (0 = off)")  # fmt: skip
-    g.add_argument("--top-p", type=float, default=d["top_p"], help="nucleus sampling mass")
-    g.add_argument("--repetition-penalty", type=float, default=d["repetition_penalty"],
-                   help="1 = off")  # fmt: skip
-    g.add_argument("--key-lock", action=argparse.BooleanOptionalAction, default=d["key_lock"],
-                   help="keep pitched notes to the key of the context plus the notes it used "
-                   "(default on)")  # fmt: skip
+    for name in ("temperature", "top_k", "top_p", "repetition_penalty", "key_lock"):
+        _add_setting(g, name, default=SETTINGS[name].default)
     if programs_help:
-        g.add_argument("--programs", help=programs_help)
-    g.add_argument("--seed", type=int, default=seed)
+        _add_setting(g, "programs", default=None, help=programs_help)
+    seed_help = "random seed" + (f" (default {seed})" if seed is not None else "")
+    _add_setting(g, "seed", default=seed, help=seed_help)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -166,7 +176,7 @@ def _cmd_continue(args: argparse.Namespace) -> int:
     engine = Engine(args.model or default_model_dir(), device=args.device)
     result = continue_file(
         engine, args.input, args.output, args.bars, _settings_from(args),
-        _parse_programs(args.programs), args.seed, key_lock=args.key_lock,
+        args.programs, args.seed, key_lock=args.key_lock,
     )  # fmt: skip
     print(
         f"{args.output}: {result.input_bars} bars in, {args.bars} bars generated "
@@ -231,87 +241,27 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ostinato.daemon.daemon import DaemonConfig, parse_meter, run_daemon
-    from ostinato.settings import GenerationSettings
+    """Defaults, then the config file, then the options given: each checked by the schema."""
+    from ostinato.config import default_config_path, load_config
+    from ostinato.daemon.daemon import DaemonConfig, run_daemon
+    from ostinato.settings import DAEMON, GENERATION, SETTINGS, GenerationSettings, parse_meter
 
-    file_settings: dict = {}
     config_path = Path(args.config) if args.config else default_config_path()
-    if args.config or config_path.exists():
-        file_settings = _read_config(str(config_path))
-    cc_map = _parse_cc_table(file_settings.get("cc", {}), config_path)
-    settings = GenerationSettings().replace(
-        **{k: v for k, v in file_settings.items() if k in GenerationSettings.__dataclass_fields__}
-    )
-    cli = {
-        "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-        "repetition_penalty": args.repetition_penalty, "mode": args.mode, "bars": args.bars,
-        "phrase_bars": args.phrase_bars, "seed": args.seed, "key_lock": args.key_lock,
-        "programs": _parse_programs(args.programs),
-    }  # fmt: skip
-    settings = settings.replace(**{k: v for k, v in cli.items() if v is not None})
-    daemon_keys = {"backend", "in_port", "out_port", "clock", "bpm", "device", "latency_ms",
-                   "stats_json", "osc_host", "osc_port", "osc_allow_remote",
-                   "rt_priority"}  # fmt: skip
-    options = {k: v for k, v in file_settings.items() if k in daemon_keys}
-    for key in daemon_keys:
-        value = getattr(args, key)
-        if value is not None:
-            options[key] = value
-    if args.no_osc:
-        options["osc_port"] = None
-    rt = options.get("rt_priority", 5)
-    if type(rt) is not int or not 0 <= rt <= 98:
-        raise CommandError(f"rt_priority must be a whole number from 0 (off) to 98, got {rt!r}")
-    config = DaemonConfig(
-        model_dir=Path(args.model) if args.model else Path(str(default_model_dir())),
-        beats_per_bar=parse_meter(args.meter),
-        settings=settings,
+    config = load_config(config_path, missing_ok=not args.config)
+    given = {k: v for k, v in vars(args).items() if k in SETTINGS}
+    values = {name: s.default for name, s in SETTINGS.items()} | config.values | given
+    daemon = {k: values[k] for k in DAEMON if k not in ("model", "meter", "osc")}
+    if not values["osc"]:
+        daemon["osc_port"] = None
+    daemon_config = DaemonConfig(
+        model_dir=values["model"] or Path(str(default_model_dir())),
+        beats_per_bar=parse_meter(values["meter"]),
+        settings=GenerationSettings(**{k: values[k] for k in GENERATION}),
         config_path=config_path,
-        cc_map=cc_map,
-        **options,
+        cc_map=config.cc_map,
+        **daemon,
     )
-    from ostinato.daemon.clock import validate_bpm
-
-    validate_bpm(config.bpm)
-    return run_daemon(config)
-
-
-def default_config_path() -> Path:
-    """$XDG_CONFIG_HOME/ostinato/config.toml (~/.config/… when unset): read by `ostinato run`
-    when it exists, and where MIDI CC learn saves its map when no --config is given."""
-    import os
-
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "ostinato" / "config.toml"
-
-
-def _parse_cc_table(table, path: Path) -> dict[int, str]:
-    from ostinato.daemon.control import KNOBS
-
-    if not isinstance(table, dict):
-        raise CommandError(f"{path}: [cc] must be a table of CC number = setting")
-    out = {}
-    for key, name in table.items():
-        if not str(key).isdigit() or not 0 <= int(key) <= 127:
-            raise CommandError(f"{path}: [cc] key {key!r} is not a CC number 0..127")
-        if name not in KNOBS:
-            raise CommandError(f"{path}: [cc] {key} = {name!r}: a CC can drive {', '.join(KNOBS)}")
-        out[int(key)] = name
-    return out
-
-
-def _read_config(path: str) -> dict:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except OSError as exc:
-        raise CommandError(f"cannot read config file {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise CommandError(f"config file {path} is not valid TOML: {exc}") from exc
+    return run_daemon(daemon_config)
 
 
 def _cmd_gui(args: argparse.Namespace) -> int:
@@ -353,18 +303,11 @@ def _cmd_ports(args: argparse.Namespace) -> int:
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from ostinato.doctor import run_doctor
 
-    model = Path(args.model) if args.model else Path(str(default_model_dir()))
-    checks, status = run_doctor(model, args.config)
+    checks, status = run_doctor(Path(args.model) if args.model else None, args.config)
     for check in checks:
         print(check.line())
     print("ready to run" if status == 0 else "something blocks `ostinato run` (see FAIL above)")
     return status
-
-
-def default_model_dir():
-    from importlib.resources import files
-
-    return files("ostinato") / "assets" / "default"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -417,36 +360,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_options(cont)
     cont.set_defaults(func=_cmd_continue)
 
-    run = sub.add_parser("run", help="start the daemon (virtual ports Ostinato In / Out)")
-    run.add_argument("--model", help="model folder (default: the bundled model)")
-    run.add_argument("--backend", choices=["alsa", "jack", "coremidi", "winmm"],
-                     help="MIDI backend (default: the platform's)")  # fmt: skip
-    run.add_argument("--in", dest="in_port", help="open this existing input port instead")
-    run.add_argument("--out", dest="out_port", help="open this existing output port instead")
-    run.add_argument("--clock", choices=["midi", "auto", "internal"],
-                     help="tempo source: midi (only the DAW's clock; default), auto (--bpm "
-                     "until MIDI clock comes), internal (--bpm)")  # fmt: skip
-    run.add_argument("--bpm", type=float, help="internal tempo (default 120)")
-    run.add_argument("--meter", default="4/4", help="4/4, 3/4, 6/8, 7/8 …")
-    run.add_argument("--mode", choices=["continue", "jam", "loop"])
-    run.add_argument("--bars", type=int, help="bars of answer in continue mode")
-    run.add_argument("--phrase-bars", type=int, help="answer a phrase after this many bars")
-    run.add_argument("--latency-ms", type=float, help="output offset (may be negative)")
-    run.add_argument("--device", choices=["auto", "cuda", "cpu"])
-    run.add_argument("--rt-priority", type=int, help="real-time (SCHED_FIFO) priority of "
-                     "the note sender, below JACK's 10 (default 5; 0 = off)")  # fmt: skip
+    run = sub.add_parser(
+        "run",
+        help="start the daemon (virtual ports Ostinato In / Out)",
+        description="Every option can also be set in the config file, under its name with "
+        "underscores (top_k = 40); an option given here wins over the file.",
+    )
     run.add_argument("--config", help="TOML file with any of these settings (default: "
                      "~/.config/ostinato/config.toml when it exists)")  # fmt: skip
-    run.add_argument("--stats-json", type=Path, help="write timing statistics here on exit")
-    run.add_argument("--osc-port", type=int, help="OSC control port (default 9000)")
-    run.add_argument("--osc-host", help="OSC address to listen on (default 127.0.0.1)")
-    run.add_argument("--osc-allow-remote", action="store_true", default=None,
-                     help="allow --osc-host to be reachable from other machines")  # fmt: skip
-    run.add_argument("--no-osc", action="store_true", help="no OSC control server")
-    _add_generation_options(
-        run, with_defaults=False,
-        programs_help="instruments Ostinato plays, e.g. drums,33 (GM programs; drums = -1)",
-    )  # fmt: skip
+    from ostinato.settings import DAEMON, GENERATION
+
+    for title, names in (("daemon", DAEMON), ("generation", GENERATION)):
+        group = run.add_argument_group(title)
+        for name in names:
+            _add_setting(group, name)
     run.set_defaults(func=_cmd_run)
 
     gui = sub.add_parser("gui", help="the control panel (starts a daemon if none answers)")

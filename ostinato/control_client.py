@@ -84,7 +84,9 @@ class ControlClient:
                     continue
                 if reply == f"{PREFIX}/error" and reply_args and reply_args[0] == address:
                     raise ControlError(str(reply_args[1]) if len(reply_args) > 1 else "refused")
-                if reply == expect:
+                if reply == expect and (
+                    expect != f"{PREFIX}/ok" or (reply_args and reply_args[0] == address)
+                ):  # an /ok names what it answers: another request's /ok is not this one's
                     return reply, reply_args
 
     def set(self, name: str, *args) -> None:

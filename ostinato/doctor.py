@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from ostinato.config import Config, default_model_dir
+from ostinato.settings import SETTINGS
+
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
 
@@ -122,26 +125,21 @@ def check_model(model_dir: Path) -> list[Check]:
     return out
 
 
-def check_config(path: str | None) -> list[Check]:
-    from ostinato.cli import CommandError, _parse_cc_table, _read_config, default_config_path
+def check_config(path: str | None) -> tuple[list[Check], Config]:
+    """The config file ``ostinato run`` would read (or ``path``), checked by the schema."""
+    from ostinato.config import ConfigError, default_config_path, load_config
 
     if not path:
         default = default_config_path()
         if not default.exists():
             return [Check(OK, "config", f"none (defaults; `ostinato run` reads {default} "
-                                        "when it exists)")]  # fmt: skip
+                                        "when it exists)")], Config()  # fmt: skip
         path = str(default)
-    from ostinato.settings import GenerationSettings
-
     try:
-        data = _read_config(path)
-        _parse_cc_table(data.get("cc", {}), Path(path))
-        GenerationSettings().replace(
-            **{k: v for k, v in data.items() if k in GenerationSettings.__dataclass_fields__}
-        )
-    except (CommandError, ValueError) as exc:
-        return [Check(FAIL, "config", str(exc), "fix the file")]
-    return [Check(OK, "config", f"{path} is valid")]
+        config = load_config(path)
+    except ConfigError as exc:
+        return [Check(FAIL, "config", str(exc), "fix the file")], Config()
+    return [Check(OK, "config", f"{path} is valid")], config
 
 
 def check_osc_port(host: str = "127.0.0.1", port: int = 9000) -> list[Check]:
@@ -161,6 +159,9 @@ def check_realtime(priority: int = 5) -> list[Check]:
 
     if not hasattr(os, "sched_setscheduler"):
         return [Check(OK, "real-time", "not available on this platform: normal priority")]
+    if priority == 0:
+        return [Check(OK, "real-time", "off (rt_priority = 0): the note sender runs at "
+                      "normal priority")]  # fmt: skip
     result: dict = {}
 
     def attempt() -> None:
@@ -180,9 +181,17 @@ def check_realtime(priority: int = 5) -> list[Check]:
                   "allow rtprio as for JACK, e.g. add yourself to the audio group")]  # fmt: skip
 
 
-def run_doctor(model_dir: Path, config: str | None = None) -> tuple[list[Check], int]:
+def run_doctor(
+    model_dir: Path | None = None, config_path: str | None = None
+) -> tuple[list[Check], int]:
+    """Every check; ``model_dir`` None: the config file's model, else the bundled one."""
+    config_checks, config = check_config(config_path)
+    values = {name: SETTINGS[name].default for name in SETTINGS} | config.values
+    model = model_dir or values["model"] or Path(str(default_model_dir()))
     checks = check_python()
     midi, _ = check_midi()
-    checks += midi + check_model(model_dir) + check_config(config) + check_osc_port()
-    checks += check_realtime()
+    checks += midi + check_model(model) + config_checks
+    if values["osc"]:
+        checks += check_osc_port(values["osc_host"], values["osc_port"])
+    checks += check_realtime(values["rt_priority"])
     return checks, 1 if any(c.status == FAIL for c in checks) else 0

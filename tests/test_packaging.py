@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from ostinato.cli import _parse_cc_table, _read_config, main
+from ostinato.cli import main
+from ostinato.config import default_config_path, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGING = REPO / "packaging"
@@ -100,15 +101,13 @@ def test_desktop_entry_is_valid():
 
 def test_example_config_is_accepted(capsys):
     path = PACKAGING / "config.toml"
-    data = _read_config(str(path))
-    assert _parse_cc_table(data.get("cc", {}), path) == {}
+    config = load_config(path)
+    assert config.cc_map == {} and config.values["temperature"] == 0.8
     assert main(["doctor", "--config", str(path)]) in (0, 1)  # 1: no MIDI backend here
     assert f"{path} is valid" in capsys.readouterr().out
 
 
 def test_the_units_use_the_config_path_the_daemon_reads(monkeypatch, tmp_path):
-    from ostinato.cli import default_config_path
-
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     assert default_config_path() == tmp_path / "ostinato" / "config.toml"
     monkeypatch.delenv("XDG_CONFIG_HOME")

@@ -1,11 +1,14 @@
-"""OSC control: every field of :class:`GenerationSettings` is an address, plus panic, status,
-subscribe and MIDI CC learn. The GUI is one OSC client among others (TouchOSC, Max, Pd, a
-DAW's OSC output), so the daemon runs headless and the panel can come and go.
+"""OSC control: every live setting of :mod:`ostinato.settings` is an address (checked there,
+as the config file and the CLI are), plus panic, status, subscribe and MIDI CC learn. The
+GUI is one OSC client among others (TouchOSC, Max, Pd, a DAW's OSC output), so the daemon
+runs headless and the panel can come and go.
 
 The server runs on its own thread and never takes a lock the real-time path holds for
 longer than a copy: a change builds a new frozen settings object and swaps it in, which the
 session reads at the start of its next bar. Every request that changes nothing because it
-is wrong gets ``/ostinato/error <address> <reason>`` back.
+is wrong gets ``/ostinato/error <address> <reason>`` back. Bundles are dispatched at once,
+their timetags ignored (see :class:`ImmediateDispatcher`): nothing a client sends can make
+the server thread wait.
 
 Replies and pushes (to the sender of a request, or to subscribers):
 
@@ -21,113 +24,45 @@ Replies and pushes (to the sender of a request, or to subscribers):
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_message_builder import OscMessageBuilder
+from pythonosc.osc_packet import OscPacket, ParseError
 from pythonosc.osc_server import BlockingOSCUDPServer
 
-from ostinato.settings import MODES, GenerationSettings
+from ostinato.settings import KNOBS, LIVE, OSC_PREFIX, SETTINGS
 
 log = logging.getLogger(__name__)
 
-PREFIX = "/ostinato"
+PREFIX = OSC_PREFIX
 SUBSCRIPTION_S = 30.0  # a subscriber renews within this, or is dropped
 HEARTBEAT_S = 0.1
 ROLL_BARS = 5  # the panel shows the last bars and the one generated ahead
 
 
-@dataclass(frozen=True)
-class Knob:
-    """A setting a MIDI CC can drive: CC 0..127 maps linearly onto lo..hi."""
-
-    lo: float
-    hi: float
-    integer: bool = False
-
-    def value(self, cc_value: int) -> float | int:
-        x = self.lo + (self.hi - self.lo) * cc_value / 127.0
-        return round(x) if self.integer else round(x, 3)
-
-
-KNOBS = {
-    "temperature": Knob(0.1, 2.0),
-    "top_p": Knob(0.05, 1.0),
-    "top_k": Knob(0, 64, integer=True),
-    "repetition_penalty": Knob(1.0, 2.0),
-    "bars": Knob(1, 16, integer=True),
-    "phrase_bars": Knob(1, 8, integer=True),
-}
-FLOAT_SETTINGS = {"temperature", "top_p", "repetition_penalty"}
-INT_SETTINGS = {"top_k", "bars", "phrase_bars"}
-
-
-def format_programs(programs: tuple[int, ...] | None) -> str:
-    if programs is None:
-        return "auto"
-    return ",".join("drums" if p == -1 else str(p) for p in programs)
-
-
-def parse_programs(args: tuple) -> tuple[int, ...] | None:
-    """``"auto"`` (what the musician plays), ``"drums,33"``, or the numbers as OSC ints."""
-    if len(args) == 1 and isinstance(args[0], str):
-        text = args[0].strip().lower()
-        if text in ("auto", ""):
-            return None
-        parts = [p.strip() for p in text.split(",")]
-        try:
-            return tuple(-1 if p == "drums" else int(p) for p in parts)
-        except ValueError:
-            raise ValueError(
-                f"programs must be 'auto' or like 'drums,33', got {args[0]!r}"
-            ) from None
-    if args and all(isinstance(a, int) and not isinstance(a, bool) for a in args):
-        return tuple(args)
-    raise ValueError("programs takes 'auto', a string like 'drums,33', or GM program ints")
-
-
 def convert(name: str, args: tuple):
-    """The OSC arguments of a setting address → the Python value, or ValueError."""
-    if name == "programs":
-        return parse_programs(args)
-    if len(args) != 1:
-        raise ValueError(f"{name} takes one argument, got {len(args)}")
-    (value,) = args
-    if name in FLOAT_SETTINGS:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{name} takes a number, got {type(value).__name__}")
-        if not math.isfinite(value):
-            raise ValueError(f"{name} must be finite")
-        return round(float(value), 6)  # OSC floats are 32-bit: 0.55 arrives as 0.550000011
-    if name in INT_SETTINGS:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{name} takes an integer, got {type(value).__name__}")
-        return value
-    if name == "mode":
-        if not isinstance(value, str):
-            raise ValueError(f"mode takes a string ({', '.join(MODES)})")
-        return value
-    if name == "key_lock":
-        if isinstance(value, str) and value.lower() in ("on", "true", "yes", "off", "false", "no"):
-            return value.lower() in ("on", "true", "yes")
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or value in (0, 1):
-            return bool(value)
-        raise ValueError("key_lock takes 1 or 0 (on or off)")
-    if name == "seed":
-        if isinstance(value, str) and value.lower() in ("none", "random", ""):
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError("seed takes an integer, or 'none' for a new seed every bar")
-        return None if value < 0 else value
-    raise ValueError(f"unknown setting {name}")
+    """The OSC arguments of a setting address → the value, or SettingError (a ValueError)."""
+    return SETTINGS[name].from_osc(args)
+
+
+class ImmediateDispatcher(Dispatcher):
+    """Dispatches every message of a packet as it arrives. python-osc's own dispatcher
+    sleeps on the server thread until a bundle's timetag: a bundle stamped an hour ahead
+    (a client's wrong clock, or a hostile one) would hold panic and every setting back for
+    that hour. Timetags are ignored here; a client that wants timing sends at the time."""
+
+    def call_handlers_for_packet(self, data: bytes, client_address: tuple[str, int]) -> list:
+        try:
+            packet = OscPacket(data)
+        except ParseError:
+            return []
+        for timed in packet.messages:
+            for handler in self.handlers_for_address(timed.message.address):
+                handler.invoke(client_address, timed.message)
+        return []
 
 
 class ControlServer:
@@ -136,8 +71,8 @@ class ControlServer:
 
     def __init__(self, daemon, host: str = "127.0.0.1", port: int = 9000) -> None:
         self.daemon = daemon
-        dispatcher = Dispatcher()
-        for name in GenerationSettings.__dataclass_fields__:
+        dispatcher = ImmediateDispatcher()
+        for name in LIVE:
             dispatcher.map(f"{PREFIX}/{name}", self._on_setting, name, needs_reply_address=True)
         handlers: dict[str, Callable] = {
             "panic": self._on_panic,

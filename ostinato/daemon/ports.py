@@ -151,9 +151,12 @@ class MidiPorts:
         to now, so ``now − elapsed`` after it bounds the offset from above; stamping each
         message as it is read would put a backlog (ticks queued while the daemon was still
         loading) all at the moment of the poll."""
+        midi_in = self.midi_in
+        if midi_in is None:
+            raise PortError("these ports were opened without an input")
         batch = []
         while True:
-            event = self.midi_in.get_message()
+            event = midi_in.get_message()
             if event is None:
                 break
             message, delta = event
@@ -170,6 +173,8 @@ class MidiPorts:
         log.warning("MIDI input error: %s", message)
 
     def send(self, message: list[int]) -> None:
+        if self.midi_out is None:
+            raise PortError("these ports were opened without an output")
         self.midi_out.send_message(message)
 
     def close(self) -> None:

@@ -63,7 +63,7 @@ def export_graph(model: Decoder, path: Path, fp16: bool = False, decode: bool = 
     """Write the prefill graph (dynamic new-token count T and buffer length S) or, with
     ``decode``, the one-token decode graph (dynamic S)."""
     dtype = torch.float16 if fp16 else torch.float32
-    graph = (DecodeGraph if decode else StepGraph)(model.float()).eval()
+    graph: torch.nn.Module = (DecodeGraph if decode else StepGraph)(model.float()).eval()
     graph = _to_dtype_keeping_angles(graph, dtype)
     L = model.config.n_layer
     if decode:
@@ -96,6 +96,8 @@ def export_graph(model: Decoder, path: Path, fp16: bool = False, decode: bool = 
             optimize=True,
             verbose=False,
         )
+    if program is None:  # only the TorchScript exporter (dynamo=False) returns nothing
+        raise RuntimeError("torch.onnx.export returned no ONNX program")
     program.save(str(path))
     model.float()
 

@@ -61,6 +61,9 @@ class StepGraph(nn.Module):
 class DecodeGraph(nn.Module):
     """One token over the KV window: the same function as :class:`StepGraph` at T = 1."""
 
+    inv_freq: torch.Tensor  # buffers (register_buffer)
+    sign: torch.Tensor
+
     def __init__(self, model: Decoder) -> None:
         super().__init__()
         self.model = model.eval()
@@ -75,7 +78,7 @@ class DecodeGraph(nn.Module):
         self.register_buffer("sign", torch.where(within < half, -1.0, 1.0), persistent=False)
         scale = 1.0 / math.sqrt(D)
         weights = []
-        for block in model.blocks:
+        for block in model.layers():
             w = block.attn.qkv.weight.detach().clone()
             w[:C] *= scale
             weights.append(nn.Parameter(w.t().contiguous(), requires_grad=False))
@@ -88,7 +91,7 @@ class DecodeGraph(nn.Module):
         cos = angles.cos().to(x.dtype)
         sin = (angles.sin() * self.sign).to(x.dtype)
         ks, vs = [], []
-        for i, block in enumerate(m.blocks):
+        for i, block in enumerate(m.layers()):
             qk, v = (block.ln1(x) @ self.qkv[i]).split([2 * C, C], dim=-1)
             swapped = qk.view(2 * H, 2, D // 2).flip(1).reshape(1, 1, 2 * C)
             q, k = (qk * cos + swapped * sin).view(2, H, 1, D).split(1, dim=0)

@@ -4,17 +4,24 @@ Qt work stays on the GUI thread. OSC traffic runs on the client's own thread, wh
 emits a Qt signal per message (delivered queued to the GUI thread); the panel never waits
 for a reply, so a slow or absent daemon cannot freeze it. Changes go out as the controls
 move; the daemon's pushed state moves the controls back (without echoing), so two panels or
-a hardware knob (MIDI CC learn) stay in step.
+a hardware knob (MIDI CC learn) stay in step. The controls' ranges come from the settings
+schema (:mod:`ostinato.settings`), the one the daemon checks against.
+
+Panic is the one request the panel waits for: it shows "panic sent" until the daemon
+answers ``/ostinato/ok /ostinato/panic``, sends it again every 250 ms meanwhile (releasing
+notes twice is harmless; a lost datagram is not), and says so when no answer comes.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
-from PyQt6.QtCore import QObject, QSettings, Qt, QTimer, pyqtSignal
+from PyQt6.QtCore import QObject, QRect, QSettings, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QAction, QColor, QKeySequence, QPainter, QPen, QShortcut
 from PyQt6.QtWidgets import (
     QApplication,
@@ -30,11 +37,13 @@ from PyQt6.QtWidgets import (
     QPushButton,
     QSlider,
     QSpinBox,
+    QStatusBar,
     QVBoxLayout,
     QWidget,
 )
 
 from ostinato.control_client import PREFIX, ControlClient, state_dict
+from ostinato.settings import MODES, SETTINGS
 
 INSTRUMENTS = [  # (label, GM program; -1 = drums): what the bundled model knows best
     ("Drums", -1), ("Bass", 33), ("Synth bass", 38), ("Piano", 0), ("E. piano", 4),
@@ -43,6 +52,8 @@ INSTRUMENTS = [  # (label, GM program; -1 = drums): what the bundled model knows
 TEMPERATURE_SCALE = 100  # slider steps per unit
 HUMAN_COLOUR, GENERATED_COLOUR = QColor("#3d8bfd"), QColor("#fd7e14")
 STALE_AFTER_S = 1.5  # no heartbeat for this long: disconnected
+PANIC_RETRY_MS = 250  # panic is sent again until the daemon acknowledges it …
+PANIC_TRIES = 8  # … this many times (2 s), then the panel says it was not acknowledged
 
 
 class Bridge(QObject):
@@ -73,15 +84,36 @@ class PianoRoll(QWidget):
         ]
         self.update()
 
+    def _span(self) -> tuple[float, float]:
+        """The beats shown: the last bars up to the end of the next one (Ostinato's notes are
+        there ahead of time, generated before their bar starts)."""
+        span = self.bars * self.beats_per_bar
+        end = (math.floor(self.now / self.beats_per_bar) + 2) * self.beats_per_bar
+        return end - span, span
+
+    def note_rects(self) -> list[tuple[QRect, bool]]:
+        """Where each note is drawn, and whether Ostinato played it."""
+        if not self.notes:
+            return []
+        start, span = self._span()
+        w, h = self.width(), self.height()
+        pitches = [p for _, _, p, _ in self.notes]
+        lo, hi = min(pitches) - 2, max(pitches) + 2
+        row = h / max(12, hi - lo)
+        rects = []
+        for begin, length, pitch, generated in self.notes:
+            x = (begin - start) / span * w
+            width = max(2.0, length / span * w)
+            y = h - (pitch - lo) * row
+            rects.append((QRect(int(x), int(y - row), int(width), max(2, int(row - 1))),
+                          generated))  # fmt: skip
+        return rects
+
     def paintEvent(self, event) -> None:
         painter = QPainter(self)
         w, h = self.width(), self.height()
         painter.fillRect(0, 0, w, h, QColor("#1e1e24"))
-        # The last bars up to the end of the next one: Ostinato's notes are there ahead of
-        # time (generated before their bar starts), the playhead shows where the music is.
-        span = self.bars * self.beats_per_bar
-        end = (math.floor(self.now / self.beats_per_bar) + 2) * self.beats_per_bar
-        start = end - span
+        start, span = self._span()
         painter.setPen(QPen(QColor("#44444f"), 1))
         first_bar = int(start // self.beats_per_bar) + 1
         for k in range(first_bar, first_bar + self.bars + 1):
@@ -94,15 +126,22 @@ class PianoRoll(QWidget):
             painter.setPen(QColor("#888"))
             painter.drawText(8, 18, "no notes yet")
             return
-        pitches = [p for _, _, p, _ in self.notes]
-        lo, hi = min(pitches) - 2, max(pitches) + 2
-        row = h / max(12, hi - lo)
-        for begin, length, pitch, generated in self.notes:
-            x = (begin - start) / span * w
-            width = max(2.0, length / span * w)
-            y = h - (pitch - lo) * row
-            colour = GENERATED_COLOUR if generated else HUMAN_COLOUR
-            painter.fillRect(int(x), int(y - row), int(width), max(2, int(row - 1)), colour)
+        for rect, generated in self.note_rects():
+            painter.fillRect(rect, GENERATED_COLOUR if generated else HUMAN_COLOUR)
+
+
+def _spin_box(lo: int, hi: int) -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(lo, hi)
+    return box
+
+
+def _double_spin_box(lo: float, hi: float, step: float) -> QDoubleSpinBox:
+    box = QDoubleSpinBox()
+    box.setDecimals(2)
+    box.setRange(lo, hi)
+    box.setSingleStep(step)
+    return box
 
 
 class BeatLight(QLabel):
@@ -135,13 +174,22 @@ class Panel(QMainWindow):
         geometry = self.settings.value("geometry")
         if geometry is not None:
             self.restoreGeometry(geometry)
-        self._subscribe_timer = QTimer(self, interval=5000, timeout=self._subscribe)
+        self._subscribe_timer = self._timer(5000, self._subscribe)
         self._subscribe_timer.start()
-        self._tick_timer = QTimer(self, interval=30, timeout=self._tick)
+        self._tick_timer = self._timer(30, self._tick)
         self._tick_timer.start()
-        self._roll_timer = QTimer(self, interval=250, timeout=self._ask_roll)
+        self._roll_timer = self._timer(250, self._ask_roll)
         self._roll_timer.start()
+        self.panic_status = ""  # "sent" (waiting), "done" (acknowledged) or "failed"
+        self.panic_tries = 0
+        self._panic_timer = self._timer(PANIC_RETRY_MS, self._panic_retry)
         self._subscribe()
+
+    def _timer(self, interval_ms: int, slot) -> QTimer:
+        timer = QTimer(self)
+        timer.setInterval(interval_ms)
+        timer.timeout.connect(slot)
+        return timer
 
     # -- layout ------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -180,12 +228,18 @@ class Panel(QMainWindow):
         self.temperature.valueChanged.connect(self._temperature_moved)
 
         form = QFormLayout()
-        self.top_k = QSpinBox(minimum=0, maximum=128, specialValueText="off")
-        self.top_p = QDoubleSpinBox(minimum=0.05, maximum=1.0, singleStep=0.01, decimals=2)
-        self.penalty = QDoubleSpinBox(minimum=1.0, maximum=3.0, singleStep=0.05, decimals=2)
+        top_p, penalty, bars = SETTINGS["top_p"], SETTINGS["repetition_penalty"], SETTINGS["bars"]
+        self.top_k = _spin_box(0, 128)
+        self.top_k.setSpecialValueText("off")
+        self.top_p = _double_spin_box(0.05, top_p.hi or 1.0, 0.01)
+        self.penalty = _double_spin_box(penalty.lo or 1.0, penalty.hi or 3.0, 0.05)
         self.mode = QComboBox()
-        self.mode.addItems(["continue", "jam", "loop"])
-        self.bars = QSpinBox(minimum=1, maximum=64)
+        self.mode.addItems(list(MODES))
+        self.bars = _spin_box(int(bars.lo or 1), int(bars.hi or 64))
+        for widget, name in ((self.top_k, "top_k"), (self.top_p, "top_p"),
+                             (self.penalty, "repetition_penalty"), (self.mode, "mode"),
+                             (self.bars, "bars")):  # fmt: skip
+            widget.setToolTip(SETTINGS[name].help)
         self.key_lock = QCheckBox("stay in the key of what is playing")
         self.key_lock.setToolTip(
             "pitched notes keep to the key heard in the context, plus any note it used"
@@ -233,17 +287,25 @@ class Panel(QMainWindow):
         )
         layout.addWidget(legend)
         self.setCentralWidget(root)
-        self.statusBar().showMessage(f"OSC {self.host}:{self.port}")
+        self.status = QStatusBar()
+        self.setStatusBar(self.status)
+        self.status.showMessage(f"OSC {self.host}:{self.port}")
         self.resize(560, 720)
 
     def _shortcuts(self) -> None:
         # The panel is the application's only window: its keys work whatever has the focus.
         app_wide = Qt.ShortcutContext.ApplicationShortcut
-        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=self.panic, context=app_wide)
+        keys_and_slots: list[tuple[QKeySequence, Callable[[], None]]] = [
+            (QKeySequence(Qt.Key.Key_Escape), self.panic)
+        ]
         for keys, step in (("]", 5), ("Ctrl+Up", 5), ("[", -5), ("Ctrl+Down", -5)):
-            QShortcut(QKeySequence(keys), self, activated=lambda s=step: self._nudge(s),
-                      context=app_wide)  # fmt: skip
-        quit_action = QAction("Quit", self, shortcut=QKeySequence.StandardKey.Quit)
+            keys_and_slots.append((QKeySequence(keys), functools.partial(self._nudge, step)))
+        for sequence, slot in keys_and_slots:
+            shortcut = QShortcut(sequence, self)
+            shortcut.setContext(app_wide)
+            shortcut.activated.connect(slot)
+        quit_action = QAction("Quit", self)
+        quit_action.setShortcut(QKeySequence(QKeySequence.StandardKey.Quit))
         quit_action.triggered.connect(self.close)
         self.addAction(quit_action)
 
@@ -257,7 +319,7 @@ class Panel(QMainWindow):
         try:
             self.client.send(address, *args)
         except OSError as exc:  # no network route, a host that does not resolve …
-            self.statusBar().showMessage(f"cannot reach {self.host}:{self.port}: {exc}", 5000)
+            self.status.showMessage(f"cannot reach {self.host}:{self.port}: {exc}", 5000)
 
     def _temperature_moved(self, value: int) -> None:
         self.temperature_value.setText(f"{value / TEMPERATURE_SCALE:.2f}")
@@ -279,8 +341,27 @@ class Panel(QMainWindow):
             self._set("programs", ",".join("drums" if p == -1 else str(p) for p in chosen))
 
     def panic(self) -> None:
+        """Send panic until the daemon acknowledges it (see the module docstring)."""
+        self.panic_tries = 0
+        self._send_panic()
+        self._panic_timer.start()
+
+    def _send_panic(self) -> None:
+        self.panic_tries += 1
+        self.panic_status = "sent"
         self._send(f"{PREFIX}/panic")
-        self.statusBar().showMessage("panic sent", 2000)
+        self.status.showMessage(f"panic sent, waiting for the daemon (try {self.panic_tries})")
+
+    def _panic_retry(self) -> None:
+        if self.panic_tries < PANIC_TRIES:
+            self._send_panic()
+            return
+        self._panic_timer.stop()
+        self.panic_status = "failed"
+        self.status.showMessage(
+            f"panic NOT acknowledged: no answer from {self.host}:{self.port} after "
+            f"{self.panic_tries} tries"
+        )
 
     def _subscribe(self) -> None:
         self._send(f"{PREFIX}/subscribe")
@@ -305,9 +386,14 @@ class Panel(QMainWindow):
             self._show_state(state_dict(args))
         elif address == f"{PREFIX}/roll":
             self.roll.set_roll(args)
+        elif address == f"{PREFIX}/ok" and args and args[0] == f"{PREFIX}/panic":
+            if self.panic_status == "sent":
+                self._panic_timer.stop()
+                self.panic_status = "done"
+                self.status.showMessage("panic done: every note released", 3000)
         elif address == f"{PREFIX}/error" and len(args) >= 2:
             self.last_error = f"{args[0]}: {args[1]}"
-            self.statusBar().showMessage(f"refused {self.last_error}", 5000)
+            self.status.showMessage(f"refused {self.last_error}", 5000)
 
     def _show_state(self, state: dict) -> None:
         self.state = state
@@ -367,7 +453,8 @@ class Panel(QMainWindow):
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("host", self.host)
         self.settings.setValue("port", self.port)
-        for timer in (self._subscribe_timer, self._tick_timer, self._roll_timer):
+        for timer in (self._subscribe_timer, self._tick_timer, self._roll_timer,
+                      self._panic_timer):  # fmt: skip
             timer.stop()
         self._send(f"{PREFIX}/unsubscribe")
         self.client.close()

@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -155,6 +156,14 @@ def _sample_bars(
     return np.asarray(out[:-1], dtype=np.int64)  # without the closing Bar
 
 
+class Continuer(Protocol):
+    """Continues a context by ``bars`` bars (token ids, starting with a Bar)."""
+
+    name: str
+
+    def __call__(self, context: np.ndarray, bars: int, programs, seed: int) -> np.ndarray: ...
+
+
 class ModelContinuer:
     name = "model"
 
@@ -281,7 +290,7 @@ def evaluate(
     }
 
     # (b, c) continuation
-    continuers = [
+    continuers: list[Continuer] = [
         ModelContinuer(engine, settings, key_lock),
         NGramContinuer(ngram, vocab, settings, key_lock),
         RepeatContinuer(vocab),

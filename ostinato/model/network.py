@@ -139,6 +139,8 @@ class Block(nn.Module):
 
 
 class Decoder(nn.Module):
+    inv_freq: torch.Tensor  # a buffer (register_buffer), rebuilt from the config on load
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.config = cfg
@@ -154,6 +156,10 @@ class Decoder(nn.Module):
         for name, p in self.named_parameters():  # GPT-2 scaled init of residual projections
             if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    def layers(self) -> list[Block]:
+        """The blocks, typed (an nn.ModuleList iterates as plain Modules)."""
+        return [block for block in self.blocks if isinstance(block, Block)]
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

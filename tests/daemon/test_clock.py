@@ -80,8 +80,16 @@ def test_count_and_tempo_exact_at_any_period(period: int, bpm: float) -> None:
         [(4 * PPQN, 120, 120), (8 * PPQN + 1, 160, 160)],
         [(4 * PPQN, 120, 120), (8 * PPQN + 1, 90, 90)],
     ],
-    ids=["120-60", "120-240", "140-90-60", "ramp-100-160", "120-300", "120-150", "120-160",
-         "120-90"],  # fmt: skip
+    ids=[
+        "120-60",
+        "120-240",
+        "140-90-60",
+        "ramp-100-160",
+        "120-300",
+        "120-150",
+        "120-160",
+        "120-90",
+    ],
 )
 def test_tempo_steps_and_ramps_are_followed_without_a_miscount(segments) -> None:
     true = tick_times(segments)

@@ -55,8 +55,11 @@ def test_all_notes_off_closes_held_notes_and_is_never_learned(daemon: Daemon) ->
     daemon.handle(beat_time(1.6), [0xB0, 123, 0])
     daemon.handle(beat_time(1.6), [0xB3, 120, 0])
     assert daemon._learning == "temperature"  # channel-mode CCs are not knobs
-    daemon.handle(beat_time(1.7), [0xB0, 21, 64])
-    assert daemon.cc_map == {21: "temperature"} and daemon._learning is None
+    daemon.handle(beat_time(1.7), [0xB2, 21, 64])  # learned with its channel (3)
+    assert daemon.cc_map == {(2, 21): "temperature"} and daemon._learning is None
+    temperature = daemon.session.settings.temperature
+    daemon.handle(beat_time(1.8), [0xB0, 21, 0])  # CC 21 on channel 1: another knob
+    assert daemon.session.settings.temperature == temperature
 
 
 def test_a_meter_the_vocabulary_cannot_hold_is_refused(tiny_model_dir) -> None:

@@ -2,9 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from ostinato.daemon.daemon import parse_meter
 from ostinato.daemon.recorder import HUMAN, OSTINATO, Recorder
-from ostinato.settings import GenerationSettings
+from ostinato.settings import GenerationSettings, parse_meter
 
 
 def test_recorder_pairs_notes_and_handles_edge_cases() -> None:

@@ -1,19 +1,30 @@
 """The panel in a real Qt window against a real daemon (JACK dummy server, OSC on a free
 port): moving the temperature slider changes the running daemon's temperature, panic reaches
-it, a daemon's change moves the panel, and a screenshot of the panel is written."""
+it and is shown done only when acknowledged (retried against a daemon that does not answer),
+a daemon's change moves the panel, and the screenshot shows the temperature and the notes."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 from PyQt6.QtCore import Qt
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
 
 from ostinato.control_client import ControlClient
-from ostinato.gui.panel import INSTRUMENTS, Panel
+from ostinato.gui.panel import (
+    GENERATED_COLOUR,
+    HUMAN_COLOUR,
+    INSTRUMENTS,
+    PANIC_TRIES,
+    Panel,
+)
 from tests.daemon.jack_rig import DAEMON_IN, REPO, JackServer, daemon_command
 from tests.daemon.test_osc import free_udp_port
 
@@ -86,15 +97,71 @@ def test_panic_button_reaches_the_daemon(qtbot, panel, daemon):
     _, log_path = daemon
     before = log_path.read_text().count("panic: every note released")
     qtbot.mouseClick(panel.panic_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(
-        lambda: log_path.read_text().count("panic: every note released") == before + 1,
-        timeout=5000,
-    )
+    assert panel.panic_status == "sent"
+    qtbot.waitUntil(lambda: panel.panic_status == "done", timeout=5000)
+    assert panel.statusBar().currentMessage() == "panic done: every note released"
+    first = log_path.read_text().count("panic: every note released")
+    assert first >= before + 1
     qtbot.keyClick(panel.temperature, Qt.Key.Key_Escape)  # the shortcut
-    qtbot.waitUntil(
-        lambda: log_path.read_text().count("panic: every note released") == before + 2,
-        timeout=5000,
-    )
+    assert panel.panic_status == "sent"
+    qtbot.waitUntil(lambda: panel.panic_status == "done", timeout=5000)
+    assert log_path.read_text().count("panic: every note released") >= first + 1
+
+
+class SilentDaemon:
+    """A UDP socket where a daemon would be: counts the panics it gets and acknowledges
+    only the ``answer_on``-th one (never, with 0)."""
+
+    def __init__(self, answer_on: int = 0) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.answer_on = answer_on
+        self.panics = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, sender = self.sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            if OscMessage(data).address != "/ostinato/panic":
+                continue
+            self.panics += 1
+            if self.panics == self.answer_on:
+                ok = OscMessageBuilder("/ostinato/ok")
+                ok.add_arg("/ostinato/panic")
+                self.sock.sendto(ok.build().dgram, sender)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(1.0)
+        self.sock.close()
+
+
+@pytest.mark.parametrize("answer_on", [0, 3])
+def test_panic_is_retried_until_acknowledged(qtbot, tmp_path, monkeypatch, answer_on):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    silent = SilentDaemon(answer_on)
+    window = Panel("127.0.0.1", silent.port)
+    qtbot.addWidget(window)
+    try:
+        window.panic()
+        if answer_on:
+            qtbot.waitUntil(lambda: window.panic_status == "done", timeout=5000)
+            qtbot.wait(600)  # no more tries after the acknowledgement
+            assert silent.panics == answer_on == window.panic_tries
+        else:
+            qtbot.waitUntil(lambda: window.panic_status == "failed", timeout=5000)
+            assert silent.panics == PANIC_TRIES == window.panic_tries
+            assert "panic NOT acknowledged" in window.statusBar().currentMessage()
+    finally:
+        window.close()
+        silent.close()
 
 
 def test_controls_follow_the_daemon_and_send_their_changes(qtbot, panel, daemon):
@@ -120,13 +187,36 @@ def test_controls_follow_the_daemon_and_send_their_changes(qtbot, panel, daemon)
         client.close()
 
 
-def test_screenshot_of_the_running_panel(qtbot, panel):
+def test_screenshot_shows_the_temperature_and_the_notes(qtbot, panel, daemon):
+    port, _ = daemon
     # the daemon plays (jam mode, internal clock): wait until the roll has its notes
     qtbot.waitUntil(lambda: len(panel.roll.notes) > 8, timeout=30000)
     qtbot.waitUntil(lambda: panel.position.text() not in ("–", "stopped"), timeout=5000)
+    client = ControlClient(port=port)
+    try:
+        client.set("temperature", 1.37)
+        qtbot.waitUntil(lambda: panel.temperature_value.text() == "1.37", timeout=5000)
+        assert panel.temperature.value() == 137
+    finally:
+        client.close()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / "panel.png"
     image = panel.grab()
-    assert image.save(str(path))
-    assert path.stat().st_size > 10_000
+    assert image.save(str(ARTIFACTS / "panel.png"))
     assert image.width() >= 500 and image.height() >= 600
+    # the roll, drawn as the screenshot draws it: each note in its colour where it belongs
+    rects = panel.roll.note_rects()
+    roll = panel.roll.grab().toImage()
+    scale = roll.devicePixelRatio()
+    colours = {True: GENERATED_COLOUR.rgb(), False: HUMAN_COLOUR.rgb()}
+    inside = [(r, g) for r, g in rects if r.left() >= 0 and r.right() < panel.roll.width()]
+    assert len(inside) >= 4, rects
+    for rect, generated in inside:
+        centre = rect.center()
+        pixel = roll.pixel(int(centre.x() * scale), int(centre.y() * scale))
+        assert pixel == colours[generated], (rect, hex(pixel))
+    orange = sum(
+        roll.pixel(x, y) == GENERATED_COLOUR.rgb()
+        for x in range(0, roll.width(), 2)
+        for y in range(0, roll.height(), 2)
+    )
+    assert orange > 20  # jam mode on drums and bass: Ostinato's notes, in orange

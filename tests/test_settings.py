@@ -1,0 +1,247 @@
+"""The settings schema: property tests (any valid value survives a trip through a TOML file;
+any value out of range or of the wrong type is refused naming the key), the three ways a
+value is read (file, command line, OSC), and the schema agreeing with the code it serves."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from pathlib import Path
+
+import pytest
+import tomlkit
+import tomllib
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ostinato.config import ConfigError, parse_config
+from ostinato.model.sampling import SamplingSettings
+from ostinato.settings import (
+    DAEMON,
+    GENERATION,
+    KNOBS,
+    LIVE,
+    SCHEMA,
+    SETTINGS,
+    GenerationSettings,
+    Setting,
+    SettingError,
+    setting,
+)
+
+TOML_INT_MAX = 2**63 - 1
+METERS = ["2/4", "3/4", "4/4", "5/4", "6/8", "7/8", "9/8", "12/8", "5/16", "2/2"]
+
+
+def valid(s: Setting) -> st.SearchStrategy:
+    """Values a config file may hold for ``s``, as TOML would give them back."""
+    if s.kind == "float":
+        return st.floats(s.lo, s.hi, exclude_min=s.lo_open, allow_nan=False)
+    if s.kind in ("int", "seed"):
+        return st.integers(int(s.lo or 0), int(s.hi) if s.hi is not None else TOML_INT_MAX)
+    if s.kind == "bool":
+        return st.booleans()
+    if s.kind == "choice":
+        return st.sampled_from(s.choices)
+    if s.kind == "programs":
+        return st.lists(st.integers(-1, 127), min_size=1, max_size=8)
+    if s.kind == "meter":
+        return st.sampled_from(METERS)
+    if s.kind == "path":
+        part = st.text(st.characters(codec="utf-8", exclude_characters="/\x00~"), min_size=1)
+        return st.lists(part, min_size=1, max_size=3).map(lambda parts: "/" + "/".join(parts))
+    return st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1)
+
+
+def normalized(s: Setting, value):
+    if s.kind == "float":
+        return float(value)
+    if s.kind == "programs":
+        return tuple(sorted(set(value)))
+    if s.kind == "path":
+        return Path(value)
+    return value
+
+
+def out_of_range(s: Setting) -> st.SearchStrategy:
+    below = st.nothing()
+    if s.lo is not None:
+        if s.kind == "float":
+            below = st.floats(max_value=s.lo, exclude_max=not s.lo_open, allow_nan=False,
+                              allow_infinity=False)  # fmt: skip
+        else:
+            below = st.integers(-TOML_INT_MAX, int(s.lo) - 1)
+    above = st.nothing()
+    if s.hi is not None:
+        if s.kind == "float":
+            above = st.floats(min_value=s.hi, exclude_min=True, allow_nan=False,
+                              allow_infinity=False)  # fmt: skip
+        else:
+            above = st.integers(int(s.hi) + 1, TOML_INT_MAX)
+    return below | above
+
+
+NUMERIC = [s.name for s in SCHEMA if s.kind in ("float", "int", "seed")]
+
+
+def toml_text(name: str, value) -> str:
+    text = tomlkit.dumps({name: list(value) if isinstance(value, tuple) else value})
+    assert tomllib.loads(text)[name] is not None
+    return text
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+@given(data=st.data())
+def test_any_valid_value_comes_back_from_a_toml_file_as_itself(name, data):
+    s = SETTINGS[name]
+    value = data.draw(valid(s), label=name)
+    config = parse_config(tomllib.loads(toml_text(name, value)))
+    assert config.values == {name: normalized(s, value)}
+    assert s.check(config.values[name]) == config.values[name]  # a fixed point
+
+
+@pytest.mark.parametrize("name", NUMERIC)
+@given(data=st.data())
+def test_any_value_out_of_range_is_refused_naming_the_key(name, data):
+    s = SETTINGS[name]
+    value = data.draw(out_of_range(s), label=name)
+    with pytest.raises(ConfigError) as refused:
+        parse_config(tomllib.loads(toml_text(name, value)))
+    message = str(refused.value)
+    assert message.startswith(f"{name} must be {s.expects()}, got "), message
+    assert str(value) in message or f"{value:g}" in message or repr(value) in message
+
+
+@pytest.mark.parametrize("name", [s.name for s in SCHEMA if s.kind != "str"])
+@given(value=st.one_of(st.lists(st.integers(200, 300), min_size=1), st.text(min_size=1),
+                       st.booleans(), st.floats(allow_nan=False)))  # fmt: skip
+def test_a_wrong_type_is_refused_naming_the_key(name, value):
+    s = SETTINGS[name]
+    try:
+        s.check(value)
+    except SettingError as exc:
+        assert str(exc).startswith(f"{name} must be "), str(exc)
+        return
+    # accepted: then it is a value of the setting's own type
+    kinds = {"float": float, "int": int, "seed": int, "bool": bool, "choice": str,
+             "meter": str, "path": str, "programs": (list, str)}  # fmt: skip
+    # (programs: a list, or the text form "drums,33" the command line and OSC take too)
+    assert isinstance(value, kinds[s.kind]), (name, value)
+    assert type(value) is not bool or s.kind == "bool"
+
+
+@given(word=st.text(min_size=3, max_size=20))
+def test_unknown_keys_are_refused_with_a_did_you_mean(word):
+    if word in SETTINGS:
+        return
+    with pytest.raises(ConfigError, match="unknown setting"):
+        parse_config({word: 1})
+
+
+def test_a_typo_gets_the_setting_it_meant():
+    for typo, meant in (("temprature", "temperature"), ("topk", "top_k"),
+                        ("repetition_penality", "repetition_penalty"), ("bmp", "bpm"),
+                        ("key-lock", "key_lock"), ("osc_prot", "osc_port")):  # fmt: skip
+        with pytest.raises(SettingError, match=f"did you mean '{meant}'"):
+            setting(typo)
+
+
+# -- the command line and OSC read through the same checks -------------------------------------
+def test_text_from_the_command_line():
+    assert SETTINGS["top_k"].from_text("40") == 40
+    assert SETTINGS["programs"].from_text("drums,33,33") == (-1, 33)
+    assert SETTINGS["programs"].from_text("auto") is None
+    assert SETTINGS["seed"].from_text("none") is None
+    assert SETTINGS["meter"].from_text("7/8") == "7/8"
+    for name, text, message in (
+        ("top_k", "2.0", "top_k must be a whole number ≥ 0, got '2.0'"),
+        ("rt_priority", "99", "rt_priority must be a whole number from 0 to 98, got 99"),
+        ("bpm", "fast", "bpm must be a number from 20 to 400 BPM, got 'fast'"),
+        ("clock", "daw", "clock must be one of midi, auto, internal, got 'daw'"),
+        ("programs", "drums,piano", "programs must be a list of GM programs"),
+    ):
+        with pytest.raises(SettingError) as refused:
+            SETTINGS[name].from_text(text)
+        assert str(refused.value).startswith(message), str(refused.value)
+
+
+def test_osc_arguments():
+    assert SETTINGS["temperature"].from_osc((0.550000011920929,)) == 0.55
+    assert SETTINGS["top_k"].from_osc((12.0,)) == 12  # controllers that send only floats
+    assert SETTINGS["key_lock"].from_osc(("off",)) is False
+    assert SETTINGS["key_lock"].from_osc((1,)) is True
+    assert SETTINGS["seed"].from_osc(("none",)) is None
+    assert SETTINGS["seed"].from_osc((-1,)) is None
+    assert SETTINGS["programs"].from_osc((33, -1)) == (-1, 33)
+    assert SETTINGS["programs"].from_osc(("auto",)) is None
+    for name, args in (("temperature", (True,)), ("top_k", (2.5,)), ("mode", (1,)),
+                       ("key_lock", (0.5,)), ("programs", ()), ("bars", (1, 2))):  # fmt: skip
+        with pytest.raises(SettingError, match=f"^{name} "):
+            SETTINGS[name].from_osc(args)
+
+
+# -- the schema agrees with the code it describes ----------------------------------------------
+def test_generation_settings_are_the_generation_group():
+    assert [f.name for f in dataclasses.fields(GenerationSettings)] == [
+        n for n in GenerationSettings.__dataclass_fields__
+    ]
+    assert set(GenerationSettings.__dataclass_fields__) == set(GENERATION) == set(LIVE)
+    defaults = GenerationSettings()
+    for name in GENERATION:
+        assert getattr(defaults, name) == SETTINGS[name].default
+
+
+def test_every_daemon_setting_reaches_the_daemon_config():
+    from ostinato.daemon.daemon import DaemonConfig
+
+    fields = {f.name: f for f in dataclasses.fields(DaemonConfig)}
+    for name in DAEMON:
+        target = {"model": "model_dir", "meter": "beats_per_bar", "osc": "osc_port"}.get(name, name)
+        assert target in fields, name
+        if target == name and SETTINGS[name].default is not None:
+            assert fields[name].default == SETTINGS[name].default, name
+
+
+def test_the_schema_and_the_sampler_agree_on_the_edges():
+    for name in ("temperature", "top_p", "repetition_penalty"):
+        s = SETTINGS[name]
+        edges = [x for x in (s.lo, s.hi) if x is not None and not (x == s.lo and s.lo_open)]
+        for edge in edges:
+            SamplingSettings(**{name: edge})  # accepted by both
+        for beyond in (math.nextafter(s.hi, math.inf), math.nextafter(s.lo, -math.inf)):
+            with pytest.raises(ValueError):
+                SamplingSettings(**{name: beyond})
+            with pytest.raises(SettingError):
+                s.check(beyond)
+
+
+def test_the_tempo_range_is_the_clocks():
+    from ostinato.daemon.clock import MAX_BPM, MIN_BPM
+
+    assert (SETTINGS["bpm"].lo, SETTINGS["bpm"].hi) == (MIN_BPM, MAX_BPM)
+
+
+def test_knobs_stay_inside_their_settings():
+    for name, knob in KNOBS.items():
+        for cc_value in (0, 64, 127):
+            SETTINGS[name].check(knob.value(cc_value))
+
+
+def test_flags_are_unique_and_every_live_setting_is_in_the_readme():
+    flags = [s.flag for s in SCHEMA]
+    assert len(flags) == len(set(flags))
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name in LIVE:
+        assert f"`{SETTINGS[name].osc_address}`" in readme, name
+
+
+def test_generation_settings_refuse_and_change_nothing():
+    s = GenerationSettings()
+    with pytest.raises(SettingError, match=re.escape("top_k must be a whole number ≥ 0, got 2.0")):
+        s.replace(top_k=2.0)
+    with pytest.raises(SettingError, match="unknown setting 'temprature'"):
+        s.replace(temprature=0.5)
+    with pytest.raises(SettingError, match="bpm is not a generation setting"):
+        s.replace(bpm=100.0)
+    assert s == GenerationSettings()
