@@ -23,6 +23,22 @@ Who runs what.
   it was handed over after its time, else a *late wake-up*); one less late goes out at offset
   0 and its lateness is reported. When the port's buffer is full (JACK2's holds ~2,700 short
   events, whatever the period), whatever did not fit (a note-off too) waits for the next cycle.
+- The Stop reflex, on the same thread. The daemon hears the DAW's Stop from us and answers
+  with ``HOLD`` a cycle or two later, but a DAW wants silence from its Stop's frame on; the
+  input of a cycle is read before its output is written, so the cycle acts at once. A
+  standalone Stop (0xFC, one event; one inside another message comes out as 0xFD and moves
+  nothing) at frame f while playing: the notes due before f are written, none from f on, and
+  every sounding note is released at f (after them: offsets never fall); the queue is kept,
+  as ``HOLD`` keeps it. A Start or Continue within 1.5 ticks of it (on the current map, in
+  the same cycle or a later one) is a loop jump as DAWs send it: the queue plays on from its
+  frame on the current map, as if nothing had stopped (a note-on due in between, less late
+  than the tolerance, goes out at the Start's frame; a later one is skipped unreported), and
+  the daemon's ``JUMP`` that follows moves the queue and the map by whole bars without moving
+  any time. A later Start leaves it stopped until that ``JUMP``. The daemon's answers then
+  keep what the reflex did: its ``HOLD`` for a Stop that turned into a loop jump here releases
+  only what it would not keep and stops nothing; a ``JUMP`` from before the Stop (no Start
+  since) moves the queue and leaves it stopped. A Stop the daemon has not answered within
+  ``ANSWER_S`` (its clock is internal, not the DAW's) is let go: the queue plays on.
 - The sender's main thread reads the daemon's records from the pipe, builds the note events
   and tempo maps there, and hands them to the process thread through the command ring.
 - The pump thread (normal priority) drains the report ring into the pipe every millisecond,
@@ -33,14 +49,15 @@ Who runs what.
 What must not happen on JACK's thread: no system call (no pipe write, no sleep, no logging,
 no print), no lock it could wait for (the rings are single-producer single-consumer: each
 index is written by one thread only, and the interpreter lock makes each store atomic), no
-list that grows (the note heap, the sounding notes and both rings are allocated once; a full
-ring is counted, never waited on) and no garbage collection (the collector is frozen and
-disabled in this process). Said honestly, that is as far as Python goes: CPython still
-allocates small objects on that thread (floats, ints, tuples, the generator over the input
-events) from its own pools, which ask the OS for memory only when a pool runs out, and the
-callback must take the interpreter lock, which another thread of this process may hold for
-up to the switch interval (0.5 ms; the threads here hold it for microseconds at a time).
-And libjack itself prints a line from that thread when a port's buffer overflows.
+list that grows (the note heap, the sounding notes, both rings and the cycle's transport
+marks are allocated once; a full ring is counted, never waited on) and no garbage collection
+(the collector is frozen and disabled in this process). Said honestly, that is as far as
+Python goes: CPython still allocates small objects on that thread (floats, ints, tuples, the
+generator over the input events) from its own pools, which ask the OS for memory only when
+a pool runs out, and the callback must take the interpreter lock, which another thread of
+this process may hold for up to the switch interval (0.5 ms; the threads here hold it for
+microseconds at a time). And libjack itself prints a line from that thread when a port's
+buffer overflows.
 """
 
 from __future__ import annotations
@@ -52,7 +69,7 @@ import threading
 import time
 from typing import Protocol
 
-from ostinato.daemon.clock import TempoMap
+from ostinato.daemon.clock import JUMP_TICKS, PPQN, TempoMap
 from ostinato.daemon.note_queue import NOTE_ON, NoteQueue, note_events, reanchored
 from ostinato.daemon.ports import IN_NAME, OUT_NAME, PortError, _backend_error, _find
 from ostinato.daemon.protocol import (
@@ -80,9 +97,16 @@ SYNC_S = 0.05  # a SYNC report this often
 PUMP_S = 0.001  # the pump drains the report ring this often
 START_S = 5.0  # the process callback must have run once within this
 RELEASE_S = 0.5  # on quit, wait this long (at least 4 cycles) for the releases to go out
+ANSWER_S = 1.0  # a Stop acted on here that the daemon has not answered by then is let go
+TRANSPORT_MARKS = 64  # Start, Continue and Stop messages acted on per cycle at most
 
 
 UNTRUSTED = 0xFD  # an undefined status byte: what the daemon counts as a bad message
+START, CONTINUE, STOP = 0xFA, 0xFB, 0xFC
+TRANSPORT = frozenset((START, CONTINUE, STOP))
+# The Stop reflex (see the module's docstring): nothing the daemon has to answer; stopped at a
+# Stop; playing on after a Stop and a Start that make a loop jump.
+PLAYING, STOPPED, LOOPED = 0, 1, 2
 
 
 class Reports(Protocol):
@@ -173,7 +197,8 @@ class JackCycle:
     its own so that tests can drive it with a fake port. ``out`` has JACK-Client's
     ``clear_buffer()`` and ``write_midi_event(offset, data)``, which raises ``full_error``
     when the buffer is full; ``inp`` (or None) has ``incoming_midi_events()``. Commands come in
-    through :attr:`commands`, reports go out through :attr:`reports`."""
+    through :attr:`commands`, reports go out through :attr:`reports`. A Start, Continue or
+    Stop in the input acts in the cycle it comes in, at its frame (the Stop reflex)."""
 
     def __init__(self, out, inp, rate: int, latency_ms: float = 0.0,
                  late_tolerance_ms: float = 10.0,
@@ -192,6 +217,17 @@ class JackCycle:
         self._at = 0  # offset of the last message written in this cycle (offsets never fall)
         self._quitting = False
         self._taken: list[tuple[int, bytes]] = []  # input taken in this cycle (see run)
+        # the standalone Start, Continue and Stop messages of this cycle, in order
+        self._mark_frame = [0] * TRANSPORT_MARKS
+        self._mark_status = [0] * TRANSPORT_MARKS
+        self._marks = 0
+        # the Stop reflex: what the transport did here that the daemon has not answered yet
+        self._reflex = PLAYING
+        self._stopped_at = 0  # the frame of the Stop acted on
+        self._answered = False  # the daemon's HOLD for that Stop came
+        self._started = False  # a Start or Continue too late for a loop jump came since
+        self._answer_by = 0  # the frame by which the daemon answers, or the reflex is let go
+        self._answer_frames = round(ANSWER_S * rate)
         # -- written by the process thread, read by others ---------------------------------
         self.released = False  # after quit: every release is out
         self.input_lost = 0  # input events the report ring had no room for
@@ -199,17 +235,21 @@ class JackCycle:
 
     def run(self, first: int, frames: int, repeated: bool = False, skipped: int = 0) -> None:
         """The cycle of ``frames`` frames starting at frame ``first``: commands, input,
-        releases, then the notes due. ``repeated``: JACK runs the same cycle again (a late
+        releases, then the notes due, stopping and starting again at the frames of the
+        transport messages in the input. ``repeated``: JACK runs the same cycle again (a late
         server); input already taken in it is not taken twice, input new to it is taken.
         ``skipped``: frames JACK did not run us for just before this cycle (an xrun): said in
         order with the input, so the daemon's clock knows the gap may hide ticks."""
         self.out.clear_buffer()
         self._at = 0
+        self._marks = 0
         while True:
             command = self.commands.get()
             if command is None:
                 break
             self._apply(command)  # type: ignore[arg-type]
+        if self._reflex != PLAYING and first >= self._answer_by:
+            self._let_go()
         if skipped and not self.reports.push(SKIPPED, 0, 0, 0, skipped, first - skipped, 0.0):
             self.input_lost += 1
         if self.inp is not None:
@@ -223,38 +263,104 @@ class JackCycle:
                 taken.append(event)
                 self._take_input(*event)
         queue = self.queue
-        if not queue.flush(self._write_message):
-            return  # the buffer is full: the rest of the releases, and the notes, next cycle
+        # a full buffer: the rest of the releases, and the notes, wait for the next cycle
+        full = not queue.flush(self._write_message)
         if self._quitting:
-            self.released = True
+            if not full:
+                self.released = True
             return
         tempo = self.tempo
         if tempo is None:
-            return
-        rate, end, latency_s = self.rate, first + frames, self.latency_s
+            return  # nothing has played yet: nothing to stop
+        start = quiet = first  # notes due before start are late; skipped, from quiet on
+        i = 0
+        while i < self._marks:
+            frame, status = self._mark_frame[i], self._mark_status[i]
+            i += 1
+            if not full:
+                full = not self._play(tempo, first, frame, start, quiet)
+            if status == STOP:
+                if self._stop(frame) and not full:
+                    if frame - first > self._at:
+                        self._at = frame - first
+                    full = not queue.flush(self._write_message)
+            elif self._start(tempo, frame):
+                start, quiet = frame, self._stopped_at
+                if frame - first > self._at:
+                    self._at = frame - first
+        if not full:
+            self._play(tempo, first, first + frames, start, quiet)
+
+    def _play(self, tempo: TempoMap, first: int, limit: int, start: int, quiet: int) -> bool:
+        """Write the notes due before frame ``limit``, each at its offset from ``first``. A
+        note-on due more than the late tolerance before frame ``start`` is dropped: reported
+        when due before frame ``quiet``, silently from there on (the transport was stopped
+        then: it is skipped, not late). False when the buffer is full."""
+        queue, rate, latency_s = self.queue, self.rate, self.latency_s
         while True:
             event = queue.peek()
             if event is None:
-                break
+                return True
             due = tempo.time_at(event[0]) - latency_s
             frame = round(due * rate)
-            if frame >= end:
-                break
-            offset = frame - first
-            if offset < 0 and event[2] == NOTE_ON and -offset > self.late_frames:
+            if frame >= limit:
+                return True
+            if frame < start and event[2] == NOTE_ON and start - frame > self.late_frames:
                 queue.drop_next()
-                if not self.reports.push(DROPPED, int(event[7] >= due), 0, 0, event[6], due,
-                                         first / rate):  # fmt: skip
+                if frame < quiet and not self.reports.push(
+                    DROPPED, int(event[7] >= due), 0, 0, event[6], due, start / rate
+                ):
                     self.reports_lost += 1
                 continue
+            offset = frame - first
             if offset > self._at:
                 self._at = offset
             if not queue.play_next(self._write_message):
-                break  # the buffer is full: the rest next cycle
+                return False  # the buffer is full: the rest next cycle
             if event[2] == NOTE_ON and not self.reports.push(
                 SENT, event[3], event[4], event[5], event[6], due, (first + self._at) / rate
             ):
                 self.reports_lost += 1
+
+    # -- the Stop reflex -----------------------------------------------------------------------
+    def _stop(self, frame: int) -> bool:
+        """A Stop at ``frame``: unless already stopped, every sounding note is released there
+        (True: the caller writes the releases) and the queue is kept, as the daemon's HOLD
+        keeps it; that HOLD, and a JUMP, follow a cycle or two later."""
+        queue = self.queue
+        if queue.held:  # stopped already (by the daemon, or here)
+            if self._reflex == STOPPED:
+                # stopped again after a late Start: the daemon's JUMP for that Start comes
+                # before its HOLD for this Stop and must not start the queue
+                self._started = False
+            return False
+        queue.hold()
+        self._reflex, self._stopped_at = STOPPED, frame
+        self._answered = self._started = False
+        self._answer_by = frame + self._answer_frames
+        return True
+
+    def _start(self, tempo: TempoMap, frame: int) -> bool:
+        """A Start or Continue at ``frame``: within 1.5 ticks of the Stop acted on, a loop
+        jump as DAWs send it, and the queue plays on from this frame (True); the daemon's
+        JUMP that follows moves the queue and the map by whole bars, not in time. Later: the
+        transport stays stopped until the daemon's JUMP."""
+        if self._reflex != STOPPED or not self.queue.held:
+            return False
+        if frame - self._stopped_at <= JUMP_TICKS * tempo.seconds_per_beat / PPQN * self.rate:
+            self.queue.resume()
+            self._reflex = LOOPED
+            self._answer_by = frame + self._answer_frames
+            return True
+        self._started = True
+        return False
+
+    def _let_go(self) -> None:
+        """The daemon did not answer in time: its clock does not follow the DAW's transport
+        (an internal clock), so a Stop it never answered stops nothing."""
+        if self._reflex == STOPPED and not self._answered:
+            self.queue.resume()
+        self._reflex = PLAYING
 
     def _apply(self, command: tuple) -> None:
         kind = command[0]
@@ -269,10 +375,19 @@ class JackCycle:
             self.queue.panic()
         elif kind == HOLD:
             self.queue.hold(command[1])
+            if self._reflex == LOOPED and not self._answered:
+                # the Stop it answers was a loop jump, seen here: the transport runs again and
+                # the JUMP follows; only the notes the daemon would not keep end
+                self.queue.resume()
+            self._answered = True
         elif kind == JUMP:
             self.queue.jump(command[1], command[2], command[3])
             if command[4] is not None:
                 self.tempo = command[4]
+            if self._reflex == STOPPED and not self._started:
+                self.queue.hold()  # a jump from before the Stop acted on: still stopped
+            else:
+                self._reflex = PLAYING
         elif kind == QUIT:
             self.queue.panic()
             self._quitting = True
@@ -295,7 +410,12 @@ class JackCycle:
         if length == 0:
             return
         if length == 1 or max(data) < 0xF8:
-            self._input(frame, data[0], data[1] if length > 1 else 0,
+            status = data[0]
+            if length == 1 and status in TRANSPORT and self._marks < TRANSPORT_MARKS:
+                self._mark_frame[self._marks] = frame
+                self._mark_status[self._marks] = status
+                self._marks += 1
+            self._input(frame, status, data[1] if length > 1 else 0,
                         data[2] if length > 2 else 0, length)  # fmt: skip
             return
         status = data1 = data2 = length = 0

@@ -7,8 +7,9 @@ into time only when they are due, with the clock's *current* map, so a tempo cha
 everything still queued. Every sounding note is tracked: each note-on gets its note-off, a
 pitch struck again while sounding is released first, a dropped note-on's note-off is skipped,
 and panic releases everything and sends All Notes Off (CC 123) on every channel used. The
-transport's own moves are :meth:`NoteQueue.hold` (Stop: silence, keep the queue) and
-:meth:`NoteQueue.jump` (a loop jump or relocate: silence, shift or drop the queue).
+transport's own moves are :meth:`NoteQueue.hold` (Stop: silence, keep the queue),
+:meth:`NoteQueue.jump` (a loop jump or relocate: silence, shift or drop the queue) and
+:meth:`NoteQueue.resume` (a hold ended where it is).
 
 Its arrays are allocated once, as JACK's thread must not grow a list; only the rtmidi sender
 lets the heap grow when it fills.
@@ -66,7 +67,7 @@ class NoteQueue:
     def __init__(self, capacity: int = 4096, growable: bool = True) -> None:
         self.growable = growable
         self.refused = 0  # notes not queued: the heap was full and may not grow
-        self.held = False  # the transport stopped: nothing plays until jump()
+        self.held = False  # the transport stopped: nothing plays until jump() or resume()
         self._heap: list[Event | None] = [None] * capacity  # a binary min-heap of _size events
         self._size = 0
         self._order = 0
@@ -207,6 +208,12 @@ class NoteQueue:
         self._heapify()
         self._release_sounding(keep)
         self.held = True
+
+    def resume(self) -> None:
+        """End a hold without a jump: the queue plays on, on the current map (the JACK sender
+        stopped at a Stop's own frame and the Start a tick later made it a loop jump; the
+        daemon's jump that follows moves what is left)."""
+        self.held = False
 
     def jump(self, from_beat: float, to_beat: float, shift: bool) -> None:
         """A transport jump (loop, relocate): release every sounding note; with ``shift``,

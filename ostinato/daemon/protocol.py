@@ -14,6 +14,10 @@ daemon → sender
                after beat a (inf: all of them), keep the queue, play nothing until ``JUMP``
     ``JUMP``   a = from beat, b = to beat, channel = 1 to shift the queue by (b − a), 0 to
                drop it; releases every sounding note and ends a hold
+               (JACK with input: the sender stopped at the Stop's own frame already, and
+               played on from a Start within 1.5 ticks of it; the ``HOLD`` then stops
+               nothing, and a ``JUMP`` from before that Stop does not start the queue: see
+               :mod:`.jack_io`)
     ``QUIT``   release everything and exit
 
 sender → daemon

@@ -8,6 +8,7 @@ period off)."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -18,8 +19,8 @@ import pytest
 
 from ostinato.daemon.clock import TempoMap
 from ostinato.daemon.jack_io import JackCycle
-from ostinato.daemon.note_queue import note_events
-from ostinato.daemon.protocol import DROPPED, INPUT, NOTE, PANIC, QUIT, SENT, TEMPO
+from ostinato.daemon.note_queue import note_events, reanchored
+from ostinato.daemon.protocol import DROPPED, HOLD, INPUT, JUMP, NOTE, PANIC, QUIT, SENT, TEMPO
 from ostinato.daemon.sender import SenderError, SenderProcess
 from tests.daemon.jack_rig import REPO, JackServer, Probe, sender_ports, sounding
 
@@ -173,6 +174,234 @@ def test_quit_releases_everything_then_says_so() -> None:
     assert not cycle.released  # two note-offs and a CC 123, one a cycle
     run(cycle, out, first=768, cycles=2)
     assert cycle.released and [m for _, m in out.written][-1] == [0xB0, 123, 0]
+
+
+# -- the Stop reflex: the transport acted on in the cycle it comes in ------------------------
+STOP, START = [0xFC], [0xFA]
+TICK = 1000  # frames of a clock tick at 120 BPM and 48 kHz (TempoMap(0, 0, 0.5))
+
+
+def play_into(cycle: JackCycle, out: FakeOut, first: int, until: int,
+              inputs: dict[int, list[int]] | None = None,
+              commands: dict[int, list[tuple]] | None = None) -> None:  # fmt: skip
+    """Cycles from frame ``first`` to ``until``; ``inputs``: a message at each frame;
+    ``commands``: put before the cycle that starts at each frame (the daemon's answers)."""
+    inputs, commands = dict(inputs or {}), dict(commands or {})
+    while first < until:
+        for command in commands.pop(first, []):
+            assert cycle.commands.put(command)
+        assert cycle.inp is not None
+        end = first + out.frames
+        cycle.inp.events = [
+            (frame - first, bytes(message))
+            for frame, message in sorted(inputs.items())
+            if first <= frame < end
+        ]
+        out.first = first
+        cycle.run(first, out.frames)
+        first += out.frames
+    assert not commands, f"commands never sent: {commands}"
+
+
+def messages(out: FakeOut) -> list[tuple[int, list[int]]]:
+    return [(frame, m) for frame, m in out.written]
+
+
+def test_a_stop_silences_the_cycle_from_its_own_frame() -> None:
+    """A Stop inside a 1024-frame cycle: the notes due before it go out, none from its frame
+    on, and every sounding note ends exactly on that frame, after them."""
+    cycle, out = make_cycle(frames=1024)
+    cycle.commands.put((TEMPO, TempoMap(0.0, 0.0, 0.5)))  # beat b at frame 24,000 b
+    add_note(cycle, 3.0, 6.0, 60, note_id=1)  # sounding at the Stop
+    add_note(cycle, 4.0, 4.25, 62, note_id=2)  # frame 96,000: before the Stop, same cycle
+    add_note(cycle, 4.0125, 5.0, 64, note_id=3)  # frame 96,300: the Stop's own frame
+    add_note(cycle, 4.02, 5.0, 65, note_id=4)  # frame 96,480: after it, same cycle
+    add_note(cycle, 8.0, 9.0, 67, note_id=5)  # later
+    first = 95_500  # the cycle [95,500, 96,524) holds the Stop at offset 800
+    play_into(cycle, out, 70_000, first)
+    out.written.clear()
+    play_into(cycle, out, first, first + 1024, inputs={96_300: STOP})
+    assert out.cycle == [(500, [0x90, 62, 100]), (800, [0x80, 60, 0]), (800, [0x80, 62, 0])]
+    assert [(r[1], r[5]) for r in reports(cycle) if r[0] == INPUT] == [(0xFC, 96_300)]
+    # the daemon's answers come later: its HOLD keeps the notes that began on the bar line
+    # (none sound here any more), and 3 ticks later releases them too: nothing audible
+    answers = {first + 2048: [(HOLD, 4.0)], first + 5 * 1024: [(HOLD, math.inf)]}
+    play_into(cycle, out, first + 1024, 300_000, commands=answers)
+    assert len(out.written) == 3, out.written
+    assert cycle.queue.held and not cycle.queue.sounding
+    assert cycle.queue.pending == 6  # the queue is kept for the JUMP that may follow
+    assert not [r for r in reports(cycle) if r[0] == DROPPED]
+
+
+def test_a_transport_byte_inside_another_message_stops_nothing() -> None:
+    cycle, out = make_cycle(frames=256)
+    cycle.commands.put((TEMPO, TempoMap(0.0, 0.0, 0.5)))
+    add_note(cycle, 1.0, 1.5, 60, note_id=1)  # frame 24,000
+    play_into(cycle, out, 23_040, 40_000, inputs={
+        23_500: [0xF0, 1, 0xFC, 2, 0xF7], 23_600: [0x90, 61, 0xFC, 100], 23_700: [0xFC, 0xFC],
+    })  # fmt: skip
+    assert messages(out) == [(24_000, [0x90, 60, 100]), (36_000, [0x80, 60, 0])]
+    assert not cycle.queue.held
+
+
+@pytest.mark.parametrize("hold_before_start", [False, True], ids=["hold-after", "hold-before"])
+def test_a_loop_jump_plays_the_next_bar_on_time(hold_before_start: bool) -> None:
+    """Ardour's loop jump at a long period: Stop, then Start 2/3 of a tick later in the next
+    cycle. The bar prepared for after the loop's end plays from the Start on, on its frames;
+    the daemon's HOLD (at the bar line) and JUMP (by whole bars, with the map) that follow
+    keep it sounding and move the rest without moving any time; the note that sounded before
+    the Stop ends on the Stop's frame, once."""
+    cycle, out = make_cycle(frames=1024)
+    tempo = TempoMap(0.0, 0.0, 0.5)
+    cycle.commands.put((TEMPO, tempo))
+    add_note(cycle, 15.0, 17.0, 60, note_id=1)  # sounding at the Stop; its note-off after it
+    add_note(cycle, 15.965, 16.5, 61, note_id=2)  # frame 383,160: stopped, 607 frames late
+    add_note(cycle, 15.98, 16.5, 63, note_id=3)  # frame 383,520: stopped, 247 frames late
+    add_note(cycle, 16.0, 17.0, 62, note_id=4)  # the downbeat, frame 384,000
+    add_note(cycle, 16.05, 16.3, 64, note_id=5)  # frame 385,200: between HOLD and JUMP
+    add_note(cycle, 18.0, 18.5, 65, note_id=6)  # beat 2 after the jump: frame 432,000
+    stop, start = 383_100, 383_100 + round(2 * TICK / 3)
+    first = 382_500  # cycles [382,500, 383,524) (the Stop), [383,524, 384,548) (the Start)
+    play_into(cycle, out, 300_028, first)
+    assert messages(out) == [(360_000, [0x90, 60, 100])]
+    out.written.clear()
+    reports(cycle)
+    hold_at = first + (1024 if hold_before_start else 2048)
+    play_into(cycle, out, first, 460_000, inputs={stop: STOP, start: START}, commands={
+        hold_at: [(HOLD, 16.0)],
+        first + 3 * 1024: [(JUMP, 16.0, 0.0, True, reanchored(tempo, 16.0, 0.0))],
+        first + 5 * 1024: [(TEMPO, TempoMap(8.0, 0.0, 0.5))],  # the clock's map after it
+    })  # fmt: skip
+    # the note at beat 15.98 (less late than the tolerance) goes out at the Start; the Stop
+    # kept nothing of what began before the bar line: the daemon's HOLD, or else its JUMP,
+    # ends it at the start of the cycle it comes in
+    released_63 = first + 3 * 1024 if hold_before_start else first + 2048
+    expected = [
+        (stop, [0x80, 60, 0]),
+        (start, [0x90, 63, 100]),
+        (384_000, [0x90, 62, 100]),
+        (released_63, [0x80, 63, 0]),
+        (385_200, [0x90, 64, 100]),
+        (391_200, [0x80, 64, 0]),  # beat 16.3, moved to 0.3: the same frame
+        (408_000, [0x80, 62, 0]),  # the downbeat ends at its own note-off
+        (432_000, [0x90, 65, 100]),
+        (444_000, [0x80, 65, 0]),
+    ]
+    assert messages(out) == sorted(expected, key=lambda e: e[0])
+    sent = {r[2]: r for r in reports(cycle) if r[0] in (SENT, DROPPED)}
+    assert sorted(sent) == [62, 63, 64, 65]  # 61, stopped over, is skipped, not reported late
+    assert round(sent[62][6] * 48000) == 384_000 and abs(sent[62][6] - sent[62][5]) < 1 / 48000
+    assert not cycle.queue.held and not cycle.queue.sounding and not cycle.queue.pending
+
+
+def test_stop_and_start_in_one_cycle() -> None:
+    """Stop and Start 150 frames apart in one 2048-frame cycle: silence in between, then
+    the queue plays on (what fell due in between, less late than the tolerance, at the
+    Start's frame)."""
+    cycle, out = make_cycle(frames=2048)
+    cycle.commands.put((TEMPO, TempoMap(0.0, 0.0, 0.5)))
+    add_note(cycle, 3.5, 8.0, 60, note_id=1)  # frame 84,000
+    add_note(cycle, 3.99, 4.5, 61, note_id=2)  # frame 95,760: before the Stop
+    add_note(cycle, 3.9975, 4.5, 62, note_id=3)  # frame 95,940: in between
+    add_note(cycle, 4.0, 4.5, 63, note_id=4)  # frame 96,000: after the Start
+    add_note(cycle, 3.994, 4.5, 64, note_id=5)  # frame 95,856: in between
+    # the cycle [94,336, 96,384) holds both
+    play_into(cycle, out, 80_000, 110_000, inputs={95_800: STOP, 95_950: START})
+    assert messages(out) == [
+        (84_000, [0x90, 60, 100]),
+        (95_760, [0x90, 61, 100]),
+        (95_800, [0x80, 60, 0]),
+        (95_800, [0x80, 61, 0]),
+        (95_950, [0x90, 64, 100]),
+        (95_950, [0x90, 62, 100]),
+        (96_000, [0x90, 63, 100]),
+        (108_000, [0x80, 62, 0]),
+        (108_000, [0x80, 63, 0]),
+        (108_000, [0x80, 64, 0]),
+    ]
+
+
+def test_a_start_long_after_the_stop_plays_nothing_until_the_jump() -> None:
+    cycle, out = make_cycle(frames=1024)
+    cycle.commands.put((TEMPO, TempoMap(0.0, 0.0, 0.5)))
+    add_note(cycle, 3.0, 6.0, 60, note_id=1)
+    for i in range(20):
+        add_note(cycle, 4.0 + i, 4.5 + i, 70 + i, note_id=10 + i)
+    first = 95_500
+    play_into(cycle, out, 70_000, first)
+    out.written.clear()
+    stop, start = 95_900, 95_900 + 5 * 48_000
+    jump_at = first + 240 * 1024  # two cycles after the Start's
+    answers = {
+        first + 2048: [(HOLD, math.inf)],
+        jump_at: [  # a Start after a real stop: the queue is dropped, a new pass begins
+            (JUMP, 8.0, 0.0, False, None),
+            (TEMPO, TempoMap(jump_at / 48000 + 0.1, 0.0, 0.5)),
+            (NOTE, *note_events(1.0, 1.5, 0, 50, 100, 50, 0.0, 100)),
+        ],
+    }
+    play_into(cycle, out, first, first + 300 * 1024, inputs={stop: STOP, start: START},
+              commands=answers)  # fmt: skip
+    # the queue waited, then was dropped; the new pass plays
+    assert messages(out) == [
+        (stop, [0x80, 60, 0]),
+        (jump_at + 4800 + 24_000, [0x90, 50, 100]),
+        (jump_at + 4800 + 36_000, [0x80, 50, 0]),
+    ]
+    assert not [r for r in reports(cycle) if r[0] == DROPPED]
+
+
+def test_answers_from_before_a_stop_start_nothing() -> None:
+    """The daemon's commands come a cycle or two after the input they answer. A JUMP for a
+    Song Position Pointer just before the Stop (no Start since) moves the queue and leaves
+    it stopped; a Stop right after a loop jump, before the daemon answered that jump, stays
+    a Stop through the HOLD, JUMP and HOLD that follow."""
+    cycle, out = make_cycle(frames=1024)
+    tempo = TempoMap(0.0, 0.0, 0.5)
+    cycle.commands.put((TEMPO, tempo))
+    for i in range(40):
+        add_note(cycle, 14.0 + i / 2, 14.4 + i / 2, 40 + i, note_id=i + 1)
+    first = 382_500
+    play_into(cycle, out, 300_028, first)
+    out.written.clear()
+    stop, start, stop_again = 383_100, 383_767, 385_000
+    play_into(cycle, out, first, 600_000, inputs={stop: STOP, start: START, stop_again: STOP},
+              commands={
+                  first + 3 * 1024: [(HOLD, 16.0)],
+                  first + 4 * 1024: [(JUMP, 16.0, 0.0, True, reanchored(tempo, 16.0, 0.0))],
+                  first + 5 * 1024: [(HOLD, 0.0)],
+              })  # fmt: skip
+    assert messages(out) == [
+        (384_000, [0x90, 44, 100]),  # the downbeat, after the Start
+        (stop_again, [0x80, 44, 0]),
+    ]
+    assert cycle.queue.held
+    # an SPP jump answered after a Stop: the queue moves, the transport stays stopped
+    cycle, out = make_cycle(frames=1024)
+    cycle.commands.put((TEMPO, tempo))
+    for i in range(40):
+        add_note(cycle, 14.0 + i / 2, 15.99 + i / 2, 40 + i, note_id=i + 1)
+    play_into(cycle, out, 300_028, first)
+    out.written.clear()
+    play_into(cycle, out, first, 600_000, inputs={stop: STOP}, commands={
+        first + 1024: [(JUMP, 15.0, 7.0, True, reanchored(tempo, 15.0, 7.0))],
+        first + 2 * 1024: [(HOLD, math.inf)],
+    })  # fmt: skip
+    assert sorted(messages(out)) == [(stop, [0x80, pitch, 0]) for pitch in range(40, 44)]
+    assert cycle.queue.held and cycle.queue.pending
+
+
+def test_a_stop_the_daemon_does_not_answer_is_let_go() -> None:
+    """An internal clock does not follow the DAW's transport: the daemon sends no HOLD, and
+    after ANSWER_S the queue plays on (what fell due meanwhile is dropped, as late)."""
+    cycle, out = make_cycle(frames=1024)
+    cycle.commands.put((TEMPO, TempoMap(0.0, 0.0, 0.5)))
+    add_note(cycle, 4.1, 4.2, 60, note_id=1)  # frame 98,400: after the Stop
+    add_note(cycle, 8.0, 8.5, 61, note_id=2)  # frame 192,000: after ANSWER_S
+    play_into(cycle, out, 0, 300_000, inputs={96_000: STOP})
+    assert messages(out) == [(192_000, [0x90, 61, 100]), (204_000, [0x80, 61, 0])]
+    assert [r[4] for r in reports(cycle) if r[0] == DROPPED] == [1]
+    assert not cycle.queue.held
 
 
 # -- through a real JACK server ----------------------------------------------------------------
@@ -345,6 +574,36 @@ def test_hold_and_jump(rig: Rig) -> None:
     rig.jack.wait_for(lambda: rig.recorder.now() > t1 + 3.2 * spb, 3, "")
     assert not rig.note_ons(67)
     assert not [m for _, m in rig.recorder.snapshot() if m[0] & 0xF0 == 0xB0]  # no CC 123
+
+
+def test_a_stop_silences_the_output_from_its_own_frame(rig: Rig) -> None:
+    """The DAW's Stop on a frame amid notes every 1/16 beat: every note due before it is
+    heard, none from it on, and the notes sounding end on that very frame, at any period;
+    the daemon's HOLD, sent once the Stop is heard, changes nothing audible."""
+    spb, latency_s = 0.25, LATENCY_MS / 1000
+    beats = [i / 16 for i in range(64)]
+    for i, beat in enumerate(beats):  # they wait for a map
+        rig.sender.schedule_note(beat, 0.2, BASS, 40 + i, 100)
+    t0 = rig.sender.now() + 0.5
+    tempo = TempoMap(t0, 0.0, spb)
+    rig.sender.push_tempo(tempo)
+    stop = rig.frame(tempo.time_at(2.03))  # between the notes at beats 2.0 and 2.0625
+    rig.player.play_at(stop / rig.rate, [0xFC])
+    rig.wait(lambda: any(m == [0xFC] for _, m in rig.heard), "the Stop was not heard")
+    rig.sender.hold()  # what the daemon answers
+    rig.jack.wait_for(lambda: rig.recorder.now() > stop / rig.rate + 1.5, 3, "")  # > ANSWER_S
+    ons = {m[1]: rig.frame(t) for t, m in rig.note_ons()}
+    offs = {m[1]: rig.frame(t) for t, m in rig.recorder.notes() if m[0] & 0xF0 == 0x80}
+    due = {40 + i: rig.frame(tempo.time_at(b) - latency_s) for i, b in enumerate(beats)}
+    ends = {40 + i: rig.frame(tempo.time_at(b + 0.2) - latency_s) for i, b in enumerate(beats)}
+    before = {pitch for pitch, frame in due.items() if frame < stop}
+    assert rig.recorder.missed or set(ons) == before
+    assert {p: ons[p] - due[p] for p in ons if ons[p] != due[p]} == {}
+    assert rig.recorder.missed or set(offs) == before
+    assert {pitch: offs[pitch] for pitch in offs if ends[pitch] >= stop} == {
+        pitch: stop for pitch in before if ends[pitch] >= stop
+    }
+    assert len([m for _, m in rig.recorder.notes() if m[0] & 0xF0 == 0x80]) == len(offs)
 
 
 KILLED_DAEMON = """
