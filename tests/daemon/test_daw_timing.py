@@ -290,6 +290,7 @@ def verdict(problems: list[str], detail: str, run: Run) -> None:
     if rig:  # what the daemon heard was not what was planned: its numbers do not count
         pytest.fail(f"the DAW stand-in itself went wrong (not the daemon): {rig} "
                     f"{run.log['health']}")  # fmt: skip
+    print(detail)  # the figures, also when it passes (pytest -rP shows them)
     assert not problems, "\n".join(problems) + "\n" + detail + "\ndaemon log:\n" + run.tail()
 
 
