@@ -64,6 +64,7 @@ MAX_PENDING = 12  # undecided arrivals held at most (a clock many times faster)
 FASTER_CONFIRM = 8  # intervals of a faster pulse before it is believed (a sixth of a beat)
 EARLY_PERCENTILE = 20  # coarse stamps: the line through the earliest fifth of the ticks
 COARSE_WINDOW = 8 * PPQN + 1  # ticks fitted when stamps come a cycle at a time
+SILENCE_TICKS, SILENCE_MIN_S = 6, 0.15  # no tick for this long while running: stopped
 JUMP_TICKS = 1.5  # Stop → Start/Continue within this many ticks: a loop jump
 
 
@@ -359,6 +360,7 @@ class Clock:
         self.epoch = 0
         self.jumps = 0
         self.input_gaps = 0  # times the backend said input was lost
+        self._silence_said = False
         self.loop: tuple[float, float] | None = None  # (start beat, end beat) from jumps
         self.loop_passes = 0  # jumps seen over the same loop in a row
         self.map_listeners: list = []
@@ -488,6 +490,24 @@ class Clock:
         if self.input_gaps == 1:
             log.warning("MIDI input was lost by the backend (the next clock gap is counted as "
                         "ticks); further losses are counted in the status")  # fmt: skip
+
+    def check_silence(self, now: float) -> bool:
+        """While running on MIDI clock a DAW sends ticks without pause; when they stop coming
+        (six ticks' worth, at least 150 ms) it stopped and its Stop was lost (an xrun ate
+        it, a cable was pulled): stop here too, so nothing goes on sounding. True if so."""
+        with self._lock:
+            follower = self.follower
+            if not (self.running and self.source == "midi") or follower.period is None:
+                return False
+            last = follower.last_arrival
+            if last is None or now - last <= max(SILENCE_TICKS * follower.period, SILENCE_MIN_S):
+                return False
+            stopped_at = last + follower.period
+        if not self._silence_said:
+            self._silence_said = True
+            log.warning("the MIDI clock stopped without a Stop (lost on the way?): stopping")
+        self.on_stop(stopped_at)
+        return True
 
     def on_tick(self, t: float) -> None:
         with self._lock:

@@ -376,6 +376,8 @@ class Session:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if self.clock.check_silence(self.now()):  # a Stop that never came
+                continue
             tempo, epoch, running = self.clock.state()
             if tempo is None or not running:
                 self._release_if_stopped()

@@ -306,3 +306,16 @@ def test_an_xrun_counts_only_the_ticks_that_fell_in_its_frames() -> None:
     clock.on_input_lost(true[4 * PPQN - 1] + 0.3 * period, true[4 * PPQN - 1] + 0.5 * period)
     feed(clock, true[4 * PPQN :])  # 80 BPM from here: a gap of 1.5 ticks, nothing lost
     assert clock.map.anchor_beat == pytest.approx(8.0)
+
+
+def test_ticks_that_stop_coming_stop_the_transport() -> None:
+    """An xrun can eat the DAW's Stop: ticks that stop coming while running stop it too."""
+    clock, events = started(exact=True)
+    true = tick_times([(2 * PPQN, 120, 120)])
+    feed(clock, true)
+    period = true[1] - true[0]
+    assert not clock.check_silence(true[-1] + 3 * period)  # a pause that is no stop
+    assert clock.check_silence(true[-1] + 0.2)
+    assert not clock.running and events[-1].kind == "stop"
+    assert events[-1].beat == pytest.approx(2.0, abs=0.01)
+    assert not clock.check_silence(true[-1] + 5.0)  # said once
