@@ -180,7 +180,10 @@ def test_daemon_through_jack(jack: JackServer, tmp_path) -> None:
     # On the grid of the clock (local fit: follows the tempo change).
     errors = []
     for (t, _), beat in zip(ons, beats, strict=True):
-        nearest = round(beat * GRID) / GRID
+        # On the clock's ticks: this probe both feeds the daemon and records it (a loop in
+        # JACK's graph, so one side is a cycle late) and its own grid can miss a tick when
+        # JACK skips it; beat-exact timing is judged by test_daw_timing's DAW stand-in.
+        nearest = round(beat * 24) / 24
         errors.append(abs(t - grid.time_at(nearest, near=t)))
     errors_ms = np.array(errors) * 1e3
     detail = [(round(b, 3), round(e, 2)) for b, e in zip(beats, errors_ms, strict=True)]
