@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ostinato.daemon.engine import Engine
+from ostinato.engine.engine import Engine
 from ostinato.model.grammar import GrammarConfig
 from ostinato.model.sampling import SamplingSettings
 from ostinato.model.tokens import DRUM_PROGRAM, score_to_ids, split_bars

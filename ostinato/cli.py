@@ -170,8 +170,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_continue(args: argparse.Namespace) -> int:
-    from ostinato.daemon.engine import Engine
-    from ostinato.daemon.offline import continue_file
+    from ostinato.engine.engine import Engine
+    from ostinato.engine.offline import continue_file
 
     engine = Engine(args.model or default_model_dir(), device=args.device)
     result = continue_file(
@@ -436,8 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    from ostinato.daemon.engine import ModelError
     from ostinato.daemon.ports import PortError
+    from ostinato.engine.engine import ModelError
 
     func: Callable[[argparse.Namespace], int] = args.func
     try:

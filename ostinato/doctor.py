@@ -97,7 +97,7 @@ def check_midi() -> tuple[list[Check], bool]:
 
 
 def check_model(model_dir: Path) -> list[Check]:
-    from ostinato.daemon.engine import CARD_FILE, MODEL_FILE, Engine, ModelError
+    from ostinato.engine.engine import CARD_FILE, MODEL_FILE, Engine, ModelError
 
     try:
         card = json.loads((model_dir / CARD_FILE).read_text())

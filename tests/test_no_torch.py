@@ -18,13 +18,13 @@ RUNTIME_MODULES = [
     "ostinato.model.ngram",
     "ostinato.model.evaluate",
     "ostinato.loops.generate",
-    "ostinato.daemon.engine",
+    "ostinato.engine.engine",
     "ostinato.daemon.clock",
     "ostinato.daemon.recorder",
     "ostinato.daemon.scheduler",
     "ostinato.daemon.session",
     "ostinato.daemon.ports",
-    "ostinato.daemon.offline",
+    "ostinato.engine.offline",
     "ostinato.daemon.daemon",
 ]
 
@@ -45,8 +45,8 @@ for argv in (["--help"], ["run", "--help"], ["continue", "--help"]):
     except SystemExit as exc:
         assert exc.code == 0
 from pathlib import Path
-from ostinato.daemon.engine import Engine
-from ostinato.daemon.offline import continue_score
+from ostinato.engine.engine import Engine
+from ostinato.engine.offline import continue_score
 from ostinato.model.sampling import SamplingSettings
 from symusic import Note, Score, Track
 score = Score(480)

@@ -31,11 +31,11 @@ import numpy as np
 from ostinato.config import CcMap, ConfigError, format_cc_map, save_cc_map
 from ostinato.daemon.clock import Clock
 from ostinato.daemon.control import ControlServer
-from ostinato.daemon.engine import Engine
 from ostinato.daemon.ports import MidiPorts, default_backend
 from ostinato.daemon.recorder import HUMAN, Recorder
 from ostinato.daemon.sender import SenderProcess
 from ostinato.daemon.session import Session
+from ostinato.engine.engine import Engine
 from ostinato.settings import KNOBS, GenerationSettings, format_programs
 
 log = logging.getLogger(__name__)

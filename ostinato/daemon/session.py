@@ -42,9 +42,9 @@ import numpy as np
 from symusic import Note, Score, Track
 
 from ostinato.daemon.clock import PPQN, Clock, TransportEvent
-from ostinato.daemon.engine import Engine
 from ostinato.daemon.recorder import RecordedNote, Recorder
 from ostinato.daemon.scheduler import Scheduler
+from ostinato.engine.engine import Engine
 from ostinato.model.grammar import GrammarConfig
 from ostinato.model.key import key_lock_classes
 from ostinato.model.tokens import DRUM_PROGRAM, score_to_ids

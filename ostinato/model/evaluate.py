@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
-from ostinato.daemon.engine import Engine
+from ostinato.engine.engine import Engine
 from ostinato.model.corpus import CorpusSplit
 from ostinato.model.grammar import Grammar, GrammarConfig
 from ostinato.model.key import key_lock_classes, scale_of

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from ostinato.daemon.clock import Clock
-from ostinato.daemon.engine import Engine
 from ostinato.daemon.recorder import Recorder
 from ostinato.daemon.scheduler import Scheduler
 from ostinato.daemon.session import Session
+from ostinato.engine.engine import Engine
 from ostinato.model.tokens import DRUM_PROGRAM
 from ostinato.settings import GenerationSettings
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from ostinato.daemon.clock import PPQN, Clock
-from ostinato.daemon.engine import Engine
 from ostinato.daemon.recorder import OSTINATO, Recorder
 from ostinato.daemon.scheduler import Scheduler
 from ostinato.daemon.session import Session
+from ostinato.engine.engine import Engine
 from ostinato.model.tokens import DRUM_PROGRAM
 from ostinato.settings import GenerationSettings
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 from symusic import Note, Score, Track
 
-from ostinato.daemon.engine import Engine
+from ostinato.engine.engine import Engine
 from ostinato.model.evaluate import parse_notes
 from ostinato.model.key import key_lock_classes, pitch_class_histogram, scale_of
 from ostinato.model.tokens import DRUM_PROGRAM, score_to_ids
@@ -53,7 +53,7 @@ def test_the_lock_is_the_key_plus_the_notes_the_context_used(tokenizer, vocab) -
 
 def test_locked_generation_stays_in_the_key(tiny_model_dir, tokenizer) -> None:
     """A random-weight model wanders all over the chromatic scale; locked, it cannot."""
-    from ostinato.daemon.offline import continue_score
+    from ostinato.engine.offline import continue_score
     from ostinato.model.sampling import SamplingSettings
     from ostinato.model.tokens import split_bars
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from symusic import Note, Score, Track
 
-from ostinato.daemon.engine import Engine, GeneratedNote
+from ostinato.engine.engine import Engine, GeneratedNote
 from ostinato.model.grammar import GrammarConfig
 from ostinato.model.key import key_lock_classes
 from ostinato.model.sampling import SamplingSettings

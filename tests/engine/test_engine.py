@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ostinato.daemon.engine import Engine, ModelError
+from ostinato.engine.engine import Engine, ModelError
 from ostinato.model.grammar import GrammarConfig, default_pitch_range
 from ostinato.model.network import Decoder, ModelConfig
 from ostinato.model.sampling import SamplingSettings
@@ -171,7 +171,7 @@ def test_positions_start_again_before_the_rotary_angles_lose_precision(
 ) -> None:
     """Past POSITION_LIMIT the kept context is prefilled again from position 0: the same
     tokens stay, and the logits are the network's on them."""
-    import ostinato.daemon.engine as engine_module
+    import ostinato.engine.engine as engine_module
 
     monkeypatch.setattr(engine_module, "POSITION_LIMIT", 600)
     engine = Engine(tiny_model_dir, device="cpu")
