@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from ostinato.engine.copy import CopyPrior
 from ostinato.model.grammar import Grammar, GrammarConfig
 from ostinato.model.sampling import Sampler, SamplingSettings
 from ostinato.model.tokens import TOKENIZER_FILE, TokenType, Vocab, load_tokenizer
@@ -363,13 +364,15 @@ class Engine:
         sampler: Sampler,
         grammar_config: GrammarConfig | None = None,
         tokens_out: list[int] | None = None,
+        prior: CopyPrior | None = None,
     ) -> Iterator[GeneratedNote]:
         """Generate ``bars`` bars after the context, yielding each note when it is complete.
 
         The context is closed with a ``Bar`` token first if it does not end with one. The
         ``Bar`` that ends the last generated bar is fed too, so the next call (or the next
         bars of the musician) extend the context where this one stopped. Every sampled token
-        (that closing ``Bar`` included) is appended to ``tokens_out`` when given.
+        (that closing ``Bar`` included) is appended to ``tokens_out`` when given. ``prior``:
+        the reference bars each generated bar varies (see :mod:`ostinato.engine.copy`).
         """
         if bars < 1:
             raise ValueError("bars must be ≥ 1")
@@ -378,6 +381,8 @@ class Engine:
             self.feed([vocab.bar_id])
         grammar = self.grammar(grammar_config or GrammarConfig())
         grammar.reset(at_bar_start=True)
+        if prior is not None:
+            prior.begin_bar(0)
         ppb, beats_per_bar = vocab.positions_per_beat, grammar.config.beats_per_bar
         types, values = vocab.types, vocab.values
         bar_only = np.zeros(vocab.size, dtype=bool)
@@ -388,9 +393,18 @@ class Engine:
             mask = grammar.mask()
             if tokens_in_bar >= MAX_TOKENS_PER_BAR and mask[vocab.bar_id]:
                 mask = bar_only
-            recent = self._history[max(0, self._history_len - 256) : self._history_len]
-            token = sampler.sample(self.last_logits, mask, recent)
+            token = -1
+            if prior is not None:
+                token, mask = prior.choose(mask, sampler.rng)
+            if token < 0:
+                recent = self._history[max(0, self._history_len - 256) : self._history_len]
+                token = sampler.sample(self.last_logits, mask, recent)
             grammar.advance(token)
+            if prior is not None:
+                if token == vocab.bar_id:
+                    prior.begin_bar(grammar.bars_completed)
+                else:
+                    prior.observe(token)
             if tokens_out is not None:
                 tokens_out.append(token)
             kind = types[token]

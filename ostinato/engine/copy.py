@@ -1,0 +1,161 @@
+"""Variation by a copy prior: decode a bar as a blend of "play what was there" and the model.
+
+A loop's worth is in the groove and harmony it keeps and the details it changes. While the
+engine decodes bar *k* of a pass, :class:`CopyPrior` follows one or more *reference* bars — bar
+*k* of Ostinato's previous pass, then bar *k* of the musician's loop (or, for an answer, bar *k*
+of the phrase) — with a pointer into each: the reference's next token is the token that
+"continues" the reference from where the decoded bar stands.
+
+Each token is then chosen as a mixture, with ``v`` the variation:
+
+* with probability ``v²`` the model samples as usual (every setting of the sampler, the
+  grammar's mask): it may add, drop or move an onset, or end the bar;
+* otherwise, where the reference's next token says *where* (a ``Position``, or ``Bar`` at its
+  end), it is taken: the onsets stay;
+* where it says *what* (a ``Program``, ``Pitch``, ``Velocity`` or ``Duration``), it is taken
+  with probability ``1 − v``; otherwise the model samples a token of that same kind (another
+  pitch, accent or length for that note).
+
+So the groove changes with ``v²`` and the notes on it with ``v``:
+
+* ``0`` plays the reference again token for token: the previous pass, note for note;
+* ``1`` is the model alone, exactly as without a prior;
+* in between, most notes keep their place, pitch, velocity and length, and where the model
+  chooses differently (another pitch, an extra note, a skipped onset) the pointer realigns:
+
+  - a ``Position`` moves the pointer to that position in the reference (or to the reference's
+    next onset after it, which the grammar may then allow),
+  - a ``Program`` or ``Pitch`` the reference also has at this onset moves the pointer to it
+    (a chord tone played in another order); one it lacks replaces the reference's note, so the
+    velocity and duration that follow still come from the reference: a changed pitch keeps
+    its rhythm and accent,
+  - a different ``Velocity`` or ``Duration`` replaces the reference's one and the note goes on.
+
+A mixture rather than a logit bonus: it gives the same behaviour at any temperature, reaches
+both ends exactly, and keeps the model's own choices where it takes them. The draw uses the
+sampler's random generator, so a seeded run stays reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ostinato.model.tokens import TokenType, Vocab
+
+
+@dataclass
+class _Pointer:
+    tokens: np.ndarray  # one reference bar without its Bar token
+    index: int = 0
+
+
+class CopyPrior:
+    """References and variation for the bars one :meth:`Engine.generate` call decodes.
+
+    ``references[k]``: the reference bars for generated bar ``k`` (token ids; a leading ``Bar``
+    is dropped), best first; a bar with none is decoded freely. ``variation``: one value for
+    every bar, or one per bar (a fill on a loop's last bar is ``1.0`` there).
+    """
+
+    def __init__(
+        self,
+        vocab: Vocab,
+        references: Sequence[Sequence[np.ndarray]],
+        variation: float | Sequence[float],
+    ) -> None:
+        n = len(references)
+        variations = (
+            [float(variation)] * n if isinstance(variation, (int, float)) else list(variation)
+        )
+        if len(variations) != n:
+            raise ValueError("give one variation per bar or one for all")
+        for v in variations:
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"variation must be in [0, 1], got {v}")
+        self.vocab = vocab
+        self._bar_id = vocab.bar_id
+        self._types = vocab.types
+        self._values = vocab.values
+        self._refs = [
+            [np.asarray(r, dtype=np.int64)[1:] if len(r) and r[0] == vocab.bar_id
+             else np.asarray(r, dtype=np.int64) for r in refs]
+            for refs in references
+        ]  # fmt: skip
+        self._variations = variations
+        self._pointers: list[_Pointer] = []
+        self._variation = 1.0
+        self.copied = 0  # tokens taken from a reference
+        self._kind_mask = np.zeros(vocab.size, dtype=bool)
+        self.begin_bar(0)
+
+    def begin_bar(self, k: int) -> None:
+        """Decoding moves on to generated bar ``k`` (its ``Bar`` token has just been fed)."""
+        if k < len(self._refs):
+            self._pointers = [_Pointer(r) for r in self._refs[k]]
+            self._variation = self._variations[k]
+        else:
+            self._pointers, self._variation = [], 1.0
+
+    def expected(self) -> list[int]:
+        """The token each reference would continue with (its end: ``Bar``), best first."""
+        return [
+            int(p.tokens[p.index]) if p.index < len(p.tokens) else self._bar_id
+            for p in self._pointers
+        ]
+
+    def choose(self, mask: np.ndarray, rng: np.random.Generator) -> tuple[int, np.ndarray]:
+        """``(token, mask)``: the copied token, or ``-1`` and the mask the model samples under
+        (the grammar's, or the part of it of the reference's kind of token)."""
+        if not self._pointers or self._variation >= 1.0:
+            return -1, mask
+        expected = self.expected()
+        v = self._variation
+        kind = self._types[expected[0]]
+        structure = kind == TokenType.POSITION or kind == TokenType.BAR
+        u = rng.random() if v > 0.0 else 1.0
+        if u < v * v:
+            return -1, mask  # the model alone: it may add, drop or move an onset
+        if structure or u >= v:
+            for token in expected:
+                if mask[token]:
+                    self.copied += 1
+                    return token, mask
+            return -1, mask
+        np.logical_and(mask, self._types == kind, out=self._kind_mask)
+        return -1, (self._kind_mask if self._kind_mask.any() else mask)
+
+    def observe(self, token: int) -> None:
+        """``token`` was decoded (copied or sampled): move every pointer past it."""
+        kind = self._types[token]
+        if kind == TokenType.BAR:
+            return  # the caller starts the next bar
+        for p in self._pointers:
+            self._advance(p, token, kind)
+
+    def _advance(self, p: _Pointer, token: int, kind: int) -> None:
+        ref, i = p.tokens, p.index
+        if i < len(ref) and ref[i] == token:
+            p.index = i + 1
+            return
+        types = self._types
+        if kind == TokenType.POSITION:
+            value = self._values[token]
+            for j in range(len(ref)):
+                if types[ref[j]] == TokenType.POSITION and self._values[ref[j]] >= value:
+                    p.index = j + 1 if ref[j] == token else j
+                    return
+            p.index = len(ref)  # past the reference's last onset: it ends the bar next
+            return
+        if kind in (TokenType.PROGRAM, TokenType.PITCH, TokenType.PITCH_DRUM):
+            j = i
+            while j < len(ref) and types[ref[j]] != TokenType.POSITION:
+                if ref[j] == token:  # the same note at this onset, further on
+                    p.index = j + 1
+                    return
+                j += 1
+        # a different token in the reference's place: it replaces that one
+        if i < len(ref) and types[ref[i]] == kind:
+            p.index = i + 1

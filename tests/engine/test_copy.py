@@ -1,0 +1,121 @@
+"""The copy prior: variation 0 plays the reference again, 1 is the model alone, and the
+pointer follows the decoded bar when the model chooses differently."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ostinato.engine.copy import CopyPrior
+from ostinato.engine.engine import Engine
+from ostinato.model.evaluate import parse_notes
+from ostinato.model.grammar import GrammarConfig
+from ostinato.model.sampling import SamplingSettings
+from ostinato.model.tokens import TokenType, score_to_ids, split_bars
+from tests.conftest import make_band_score
+
+PROGRAMS = (-1, 4, 33, 81)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir) -> Engine:
+    return Engine(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def bars(engine) -> list[np.ndarray]:
+    ids = score_to_ids(engine.tokenizer, make_band_score(bars=6)).astype(np.int64)
+    return split_bars(ids, engine.vocab.bar_id)
+
+
+def _generate(engine, bars, n, variation, seed, refs=None):
+    engine.reset()
+    engine.feed(np.concatenate(bars[:4]))
+    refs = refs if refs is not None else [[bars[k]] for k in range(n)]
+    prior = CopyPrior(engine.vocab, refs, variation)
+    tokens: list[int] = []
+    sampler = engine.sampler(SamplingSettings(temperature=1.0), seed)
+    notes = list(engine.generate(n, sampler, GrammarConfig(programs=PROGRAMS), tokens, prior))
+    return np.asarray(tokens[:-1]), notes, prior
+
+
+def test_variation_zero_plays_the_reference_token_for_token(engine, bars) -> None:
+    tokens, notes, prior = _generate(engine, bars, 2, 0.0, seed=1)
+    expected = np.concatenate([bars[0][1:], [engine.vocab.bar_id], bars[1][1:]])
+    np.testing.assert_array_equal(tokens, expected)
+    assert len(notes) == int((engine.vocab.types[expected] == TokenType.DURATION).sum())
+    assert prior.copied == len(expected) + 1  # the closing Bar too
+
+
+def test_variation_one_is_the_model_alone(engine, bars) -> None:
+    free, _, prior = _generate(engine, bars, 2, 1.0, seed=7)
+    engine.reset()
+    engine.feed(np.concatenate(bars[:4]))
+    tokens: list[int] = []
+    sampler = engine.sampler(SamplingSettings(temperature=1.0), 7)
+    list(engine.generate(2, sampler, GrammarConfig(programs=PROGRAMS), tokens))
+    np.testing.assert_array_equal(free, tokens[:-1])
+    assert prior.copied == 0
+
+
+def test_variation_in_between_keeps_more_of_the_reference_the_lower_it_is(engine, bars) -> None:
+    """Even a model of random weights (whose own choices keep nothing) keeps most of the
+    reference at a low variation, less as it rises, and changes something in every bar."""
+    vocab = engine.vocab
+    key = lambda toks: {(n.bar, n.position, n.program, n.pitch) for n in parse_notes(vocab, toks)}  # noqa: E731
+    ref = key(np.concatenate([bars[0], bars[1]]))
+    kept = {}
+    for v in (0.1, 0.5, 1.0):
+        share, changed = [], 0
+        for seed in range(6):
+            tokens, _, _ = _generate(engine, bars, 2, v, seed=seed)
+            got = key(np.concatenate([[vocab.bar_id], tokens]))
+            share.append(len(got & ref) / len(ref))
+            changed += got != ref
+        kept[v] = float(np.mean(share))
+        assert changed >= 5, v  # never a plain copy
+    assert kept[0.1] > 0.5, kept
+    assert kept[0.1] > kept[0.5] > kept[1.0], kept
+
+
+def test_a_bar_without_reference_is_free_and_a_fill_is_free(engine, bars) -> None:
+    refs = [[bars[0]], [bars[1]]]
+    prior = CopyPrior(engine.vocab, refs, [0.0, 1.0])
+    prior.begin_bar(1)
+    assert prior.choose(np.ones(engine.vocab.size, bool), np.random.default_rng(0))[0] == -1
+    prior.begin_bar(2)  # past the references
+    assert prior.expected() == []
+
+
+def test_pointer_realigns_on_a_position_the_model_chose(engine, bars) -> None:
+    vocab = engine.vocab
+    ref = bars[0]
+    prior = CopyPrior(vocab, [[ref]], 0.5)
+    positions = [t for t in ref if vocab.types[t] == TokenType.POSITION]
+    later = positions[2]
+    prior.observe(int(later))  # the model skipped the first two onsets
+    i = int(np.flatnonzero(ref == later)[0])
+    assert prior.expected() == [int(ref[i + 1])]  # the notes of that onset come next
+    prior.observe(int(ref[i + 1]))
+    assert prior.expected() == [int(ref[i + 2])]
+
+
+def test_a_changed_pitch_keeps_the_reference_velocity_and_duration(engine, bars) -> None:
+    vocab = engine.vocab
+    ref = bars[0][1:]
+    prior = CopyPrior(vocab, [[ref]], 0.5)
+    prior.observe(int(ref[0]))  # Position
+    prior.observe(int(ref[1]))  # Program
+    pitch = int(ref[2])
+    other = next(t for t in range(vocab.size)
+                 if vocab.types[t] == vocab.types[pitch] and t not in ref)  # fmt: skip
+    prior.observe(other)
+    assert prior.expected() == [int(ref[3])]  # the reference's velocity
+    assert vocab.types[ref[3]] == TokenType.VELOCITY
+
+
+def test_variation_out_of_range_is_refused(engine, bars) -> None:
+    with pytest.raises(ValueError, match="variation"):
+        CopyPrior(engine.vocab, [[bars[0]]], 1.5)
+    with pytest.raises(ValueError, match="one variation per bar"):
+        CopyPrior(engine.vocab, [[bars[0]], [bars[1]]], [0.1])
