@@ -79,6 +79,7 @@ class Setting:
     flag: str | None = None  # default: --name-with-dashes
     knob: Knob | None = None
     hint: str = ""  # said after a refusal of a string where the file needs something else
+    auto: bool = False  # None is spelled "auto" (in the file, on the command line, by OSC)
 
     def __post_init__(self) -> None:
         assert self.kind in KINDS, self.kind
@@ -93,6 +94,8 @@ class Setting:
     def expects(self, osc: bool = False) -> str:
         """What a valid value is, as said after "must be"."""
         unit = f" {self.unit}" if self.unit else ""
+        if self.auto:
+            return dataclasses.replace(self, auto=False).expects(osc) + " or auto"
         if self.kind in ("float", "int", "seed"):
             what = "a number" if self.kind == "float" else "a whole number"
             if self.lo is not None and self.hi is not None:
@@ -133,8 +136,8 @@ class Setting:
     # -- reading -------------------------------------------------------------------------------
     def check(self, value: Any) -> Any:
         """A value from a config file or Python → the normalized value, or SettingError."""
-        if value is None:
-            if self.optional:
+        if value is None or (self.auto and isinstance(value, str) and value == "auto"):
+            if self.optional or self.auto:
                 return None
             raise self.refuse(value)
         kind = self.kind
@@ -188,6 +191,8 @@ class Setting:
     def _read_text(self, text: str) -> Any:
         """Text → a value of the setting's type (not yet range-checked), or ValueError."""
         kind, word = self.kind, text.strip().lower()
+        if self.auto and word == "auto":
+            return None
         if kind == "float":
             return float(text)
         if kind == "int" or (kind == "seed" and word not in ("none", "random")):
@@ -215,6 +220,8 @@ class Setting:
             raise SettingError(f"{self.name} takes one argument, got {len(args)}")
         (value,) = args
         kind = self.kind
+        if self.auto and isinstance(value, str) and value.strip().lower() == "auto":
+            return None
         if kind == "float" and type(value) in (int, float):
             value = round(float(value), 6)  # OSC floats are 32-bit: 0.55 comes as 0.550000011
         elif kind in ("int", "seed", "bool") and type(value) is float and value.is_integer():
@@ -308,8 +315,15 @@ SCHEMA: tuple[Setting, ...] = (
                 lo=1.0, hi=3.0, knob=Knob(1.0, 2.0)),
     _generation("mode", "choice", "continue", "continue (answer a phrase), jam (play along "
                 "every bar on the programs) or loop (vary your loop)", choices=MODES),
-    _generation("bars", "int", 4, "bars of answer in continue mode", lo=1, hi=64, unit="bars",
-                knob=Knob(1, 16, integer=True)),
+    _generation("bars", "int", 4, "bars of answer in continue mode (auto: as long as the "
+                "phrase)", lo=1, hi=64, unit="bars", knob=Knob(1, 16, integer=True), auto=True),
+    _generation("variation", "float", 0.3, "how much each pass (loop) or answer (continue) "
+                "changes: 0 = the previous pass note for note, 1 = free continuation",
+                lo=0.0, hi=1.0, knob=Knob(0.0, 1.0)),
+    _generation("loop_bars", "int", None, "loop length in bars (auto: from the DAW's loop "
+                "jumps, or from the repetition in what you play)", lo=1, hi=64, unit="bars",
+                knob=Knob(1, 16, integer=True), auto=True),
+    _generation("fill", "bool", False, "play a fill (free variation) on the loop's last bar"),
     _generation("phrase_bars", "int", 2, "answer a phrase once it is this long, without "
                 "waiting for a silent bar", lo=1, hi=64, unit="bars",
                 knob=Knob(1, 8, integer=True)),
@@ -383,7 +397,10 @@ class GenerationSettings:
     top_p: float = 0.95
     repetition_penalty: float = 1.0
     programs: tuple[int, ...] | None = None  # None: the instruments the musician plays
-    bars: int = 4  # bars of answer in continue mode
+    bars: int | None = 4  # bars of answer in continue mode (None: as long as the phrase)
+    variation: float = 0.3  # 0 = the previous pass again, 1 = free (see ostinato.engine.copy)
+    loop_bars: int | None = None  # None: from the DAW's loop jumps or the musician's repetition
+    fill: bool = False  # the loop's last bar varies freely
     phrase_bars: int = 2  # a phrase this long is answered without waiting for silence
     mode: str = "continue"
     seed: int | None = None
