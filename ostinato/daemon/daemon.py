@@ -234,11 +234,17 @@ class Daemon:
         bar_ms = list(self.session.bar_ms)[-64:]
         clock = self.clock
         heard_bpm = clock.bpm
+        loop = self.session.loop
         state = {
             "temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p,
-            "repetition_penalty": s.repetition_penalty, "mode": s.mode, "bars": s.bars,
+            "repetition_penalty": s.repetition_penalty, "mode": s.mode,
+            "bars": "auto" if s.bars is None else s.bars,
             "phrase_bars": s.phrase_bars, "programs": format_programs(s.programs),
             "seed": s.seed, "key_lock": int(s.key_lock),
+            "variation": s.variation, "fill": int(s.fill),
+            "loop_bars": "auto" if s.loop_bars is None else s.loop_bars,
+            "loop_length": loop.bars if loop else 0, "loop_first_bar": loop.start if loop else -1,
+            "loop_from": loop.source if loop else "", "fallbacks": self.session.fallbacks,
             "running": clock.running, "clock": clock.source,
             "bpm": round(heard_bpm if heard_bpm else tempo.bpm if tempo else self.config.bpm, 3),
             "position_known": int(clock.position_known),

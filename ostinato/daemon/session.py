@@ -37,6 +37,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from symusic import Note, Score, Track
@@ -55,6 +56,21 @@ log = logging.getLogger(__name__)
 TPQ = 480
 CONTEXT_BARS = 4  # bars fed after a reset
 MAX_UNCOMMITTED = 16  # bars heard and not yet fed, kept at most (a cycle that fell behind)
+
+
+@dataclass(frozen=True)
+class LoopInfo:
+    """The loop the session plays over: ``bars`` bars from bar ``start`` (0-based, song bars),
+    known from ``source``: "set" (loop_bars), "daw" (the DAW's loop jumps) or "repetition"
+    (what the musician plays repeats)."""
+
+    start: int
+    bars: int
+    source: str
+
+    def index(self, bar: int) -> int:
+        """Where ``bar`` falls in the loop (0 = its first bar)."""
+        return (bar - self.start) % self.bars
 
 
 class Session:
@@ -86,6 +102,8 @@ class Session:
         self.bar_log: deque[tuple[int, float, float, int, float, float]] = deque(maxlen=4096)
         self.answering_until = -1  # last bar of the current answer (continue mode)
         self.bars_generated = 0
+        self.fallbacks = 0  # bars played from an earlier bar because generation was late
+        self.loop: LoopInfo | None = None
         self.jumps_followed = 0  # jumps whose prepared bar moved with them
         self._epoch = recorder.epoch = clock.epoch  # the transport epoch the session plays in
         self._offset_beats = 0.0  # sum of the whole-bar shifts of the jumps so far
