@@ -37,14 +37,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 from symusic import Note, Score, Track
 
 from ostinato.daemon.clock import PPQN, Clock, TransportEvent
-from ostinato.daemon.recorder import RecordedNote, Recorder
+from ostinato.daemon.loop import LoopFollower, LoopInfo, PassMemory, PlayedBar
+from ostinato.daemon.recorder import HUMAN, RecordedNote, Recorder
 from ostinato.daemon.scheduler import Scheduler
+from ostinato.engine.copy import CopyPrior
 from ostinato.engine.engine import Engine
 from ostinato.model.grammar import GrammarConfig
 from ostinato.model.key import key_lock_classes
@@ -56,21 +57,8 @@ log = logging.getLogger(__name__)
 TPQ = 480
 CONTEXT_BARS = 4  # bars fed after a reset
 MAX_UNCOMMITTED = 16  # bars heard and not yet fed, kept at most (a cycle that fell behind)
-
-
-@dataclass(frozen=True)
-class LoopInfo:
-    """The loop the session plays over: ``bars`` bars from bar ``start`` (0-based, song bars),
-    known from ``source``: "set" (loop_bars), "daw" (the DAW's loop jumps) or "repetition"
-    (what the musician plays repeats)."""
-
-    start: int
-    bars: int
-    source: str
-
-    def index(self, bar: int) -> int:
-        """Where ``bar`` falls in the loop (0 = its first bar)."""
-        return (bar - self.start) % self.bars
+AUTO_ANSWER_MAX = 16  # bars auto: a phrase this long is answered without waiting for silence
+FALLBACK_MARGIN_S = 0.005  # a note due sooner than this cannot reach the sender in time
 
 
 class Session:
@@ -103,7 +91,10 @@ class Session:
         self.answering_until = -1  # last bar of the current answer (continue mode)
         self.bars_generated = 0
         self.fallbacks = 0  # bars played from an earlier bar because generation was late
-        self.loop: LoopInfo | None = None
+        self.loop: LoopInfo | None = None  # the loop played over (see ostinato.daemon.loop)
+        self.loops = LoopFollower(beats_per_bar)
+        self.passes = PassMemory()
+        self._answer: tuple[int, list[PlayedBar]] | None = None  # first bar, the phrase's bars
         self.jumps_followed = 0  # jumps whose prepared bar moved with them
         self._epoch = recorder.epoch = clock.epoch  # the transport epoch the session plays in
         self._offset_beats = 0.0  # sum of the whole-bar shifts of the jumps so far
@@ -161,23 +152,78 @@ class Session:
         if bar <= self.answering_until:
             return True
         with self.lock:
-            prev = bar - 1
             played = [self.recorder.human_played_in(b) for b in range(max(0, bar - 64), bar)]
         if not any(played):
             return False
+        last = len(played) - 1 - played[::-1].index(True)  # the phrase's last bar, in played
         run = 0
-        for p in reversed(played):
-            if not p:
-                break
+        while run <= last and played[last - run]:
             run += 1
-        phrase_ended = not played[-1] and len(played) > 1 and played[-2]
-        if run >= self.settings.phrase_bars or phrase_ended:
-            start = bar
-            self.answering_until = start + self.settings.bars - 1
-            log.info("answering bars %d-%d (phrase ended at bar %d)", start + 1,
-                     self.answering_until + 1, prev + 1)  # fmt: skip
-            return True
-        return False
+        first_bar = bar - len(played) + last - run + 1
+        auto = self.settings.bars is None
+        phrase_ended = last == len(played) - 2  # a bar in silence after it
+        long_enough = last == len(played) - 1 and run >= (
+            AUTO_ANSWER_MAX if auto else self.settings.phrase_bars
+        )
+        if not (phrase_ended or long_enough):
+            return False
+        length = run if auto else self.settings.bars
+        self.answering_until = bar + length - 1
+        with self.lock:
+            phrase = [self.recorder.bar_notes(b, bar * self.beats_per_bar) for b in
+                      range(first_bar, first_bar + run)]  # fmt: skip
+        self._answer = (bar, [self._played_bar([n for n in notes if n.source == HUMAN], b)
+                              for notes, b in zip(phrase, range(first_bar, first_bar + run),
+                                                  strict=True)])  # fmt: skip
+        log.info("answering bars %d-%d (a phrase of %d bars from bar %d)", bar + 1,
+                 self.answering_until + 1, run, first_bar + 1)  # fmt: skip
+        return True
+
+    def _played_bar(self, notes: list[RecordedNote], bar: int) -> PlayedBar:
+        start = bar * self.beats_per_bar
+        return PlayedBar(self.bar_tokens(notes, bar), [
+            (n.start_beats - start, n.duration_beats, n.program, n.pitch, n.velocity)
+            for n in notes
+        ])  # fmt: skip
+
+    def _references(self, bar: int) -> tuple[list[np.ndarray], float]:
+        """The bars ``bar`` varies (best first) and its variation (see engine/copy.py)."""
+        settings, loop = self.settings, self.loop
+        variation = settings.variation
+        if settings.mode == "continue":
+            if self._answer is None or not self._answer[1]:
+                return [], variation
+            first, phrase = self._answer
+            return [phrase[(bar - first) % len(phrase)].tokens], variation
+        if loop is None:
+            return [], variation
+        if settings.fill and loop.is_last(bar):
+            variation = 1.0
+        refs = []
+        own = self.passes.at(loop, bar)
+        if own is not None:
+            refs.append(own.tokens)
+        if settings.mode == "loop":
+            human = self.passes.at(loop, bar, human=True)
+            if human is not None:
+                refs.append(human.tokens)
+        return refs, variation
+
+    def _fallback_source(self, bar: int) -> PlayedBar | None:
+        """What a bar that cannot be generated in time plays: the previous pass's bar there,
+        the musician's (loop mode), the answer's phrase bar, or the last bar played."""
+        loop = self.loop
+        if loop is not None and self.settings.mode != "continue":
+            found = self.passes.at(loop, bar)
+            if found is None and self.settings.mode == "loop":
+                found = self.passes.at(loop, bar, human=True)
+            if found is not None:
+                return found
+        last = self.passes.last_own()
+        if last is None and self._answer is not None and self._answer[1]:
+            first, phrase = self._answer
+            return phrase[(bar - first) % len(phrase)]
+        return last
 
     def run_cycle(self, next_bar: int, now_beat: float, epoch: int | None = None) -> int:
         """Prepare ``next_bar``: commit complete bars, feed the partial one, maybe generate.
@@ -197,12 +243,12 @@ class Session:
             if not landed:
                 self._hear(current, epoch0)
             done = len(self._heard) - (0 if landed else 1)
-            complete_notes = [(self.recorder.bar_notes(b, epoch=e), b)
+            complete_notes = [(self.recorder.bar_notes(b, epoch=e), b, e)
                               for b, e in self._heard[:done]]  # fmt: skip
             del self._heard[:done]
             partial_notes = None if landed else self.recorder.bar_notes(current, now_beat)
             self.recorder.prune(current)
-        complete_tokens = [self.bar_tokens(notes, b) for notes, b in complete_notes]
+        complete_tokens = [self.bar_tokens(notes, b) for notes, b, _ in complete_notes]
         partial = None if partial_notes is None else self.bar_tokens(partial_notes, current)
         # Where the committed tokens end now: the window may have slid since (dropping the
         # oldest bars from the front) while the last cycle fed and generated.
@@ -217,6 +263,7 @@ class Session:
         self._committed_dropped = engine.dropped_front
         if partial is not None:
             engine.feed(partial)
+        self._follow_loop(complete_notes)
         t_fed = self.now()
         if not self.wants_bar(next_bar):
             return 0
@@ -229,23 +276,47 @@ class Session:
         )
         seed = None if settings.seed is None else settings.seed + next_bar
         sampler = engine.sampler(settings.sampling, seed)
+        refs, variation = self._references(next_bar)
+        prior = CopyPrior(engine.vocab, [refs], variation) if refs else None
         bar_start = next_bar * self.beats_per_bar
         count = 0
         t_first = t_fed
-        for note in engine.generate(1, sampler, grammar):
+        tokens: list[int] = []
+        played: list[RecordedNote] = []
+        late_at: float | None = None  # where in the bar generation fell behind the playhead
+        shift = 0.0
+        margin = FALLBACK_MARGIN_S + self.latency_s
+        notes = engine.generate(1, sampler, grammar, tokens, prior)
+        for note in notes:
             start = bar_start + note.start_beats
             with self.lock:  # checked per note: a jump may come while the bar is generated
                 if self._epoch != epoch0:
                     if self._broken_epoch > epoch0:
                         break  # the queue of the old timeline was dropped: so is the rest
-                    start += self._offset_beats - offset0  # moved with the jump
+                    shift = self._offset_beats - offset0  # moved with the jump
+                    start += shift
+                tempo = self.clock.snapshot()
+                if tempo is not None and self.now() > tempo.time_at(start) - margin:
+                    late_at = note.start_beats  # it cannot be sent in time: fall back
+                    break
                 self.scheduler.schedule_note(start, note.duration_beats, note.program,
                                              note.pitch, note.velocity)  # fmt: skip
                 self.recorder.add_generated(start, note.duration_beats, note.pitch,
                                             note.velocity, note.program)  # fmt: skip
+                played.append(RecordedNote(start - shift, note.duration_beats, note.pitch,
+                                           note.velocity, note.program, "ostinato"))  # fmt: skip
             if count == 0:
                 t_first = self.now()
             count += 1
+        notes.close()
+        if late_at is not None:
+            count += self._fall_back(next_bar, epoch0, offset0, late_at, played)
+        elif tokens and tokens[-1] == engine.vocab.bar_id:
+            self.passes.played(next_bar, epoch0, PlayedBar(
+                np.asarray([engine.vocab.bar_id, *tokens[:-1]], dtype=np.int64),
+                [(n.start_beats - bar_start, n.duration_beats, n.program, n.pitch, n.velocity)
+                 for n in played],
+            ))  # fmt: skip
         done = self.now()
         self.bar_ms.append((done - t0) * 1000.0)
         tempo = self.clock.snapshot()
@@ -257,15 +328,61 @@ class Session:
             first_margin = (tempo.time_at(bar_start) - t_first) * 1000.0
             self.bar_log.append((next_bar, (t_fed - t0) * 1000.0, (done - t_fed) * 1000.0,
                                  count, margin, first_margin))  # fmt: skip
-            if margin < 0:
+            if margin < 0 and late_at is None:
                 log.info(
                     "bar %d was ready %.0f ms after it began (hand-over %.0f ms, %d notes in "
-                    "%.0f ms, started %.0f ms ahead): notes due before then are dropped",
+                    "%.0f ms, started %.0f ms ahead)",
                     next_bar + 1, -margin, (t_fed - t0) * 1000.0, count,
                     (done - t_fed) * 1000.0, (tempo.time_at(bar_start) - t0) * 1000.0,
                 )  # fmt: skip
         self.bars_generated += 1
         self._adapt_lookahead()
+        return count
+
+    def _follow_loop(self, complete: list[tuple[list[RecordedNote], int, int]]) -> None:
+        """Complete bars heard: the musician's part of each, and the loop they make."""
+        for notes, bar, epoch in complete:
+            human = [n for n in notes if n.source == HUMAN]
+            self.loops.heard(bar, epoch, human)
+            if self.settings.mode == "loop":
+                self.passes.heard(bar, epoch, self._played_bar(human, bar))
+        loop = self.loops.update(self.clock.loop, self.settings.loop_bars)
+        if loop != self.loop:
+            log.info("loop: %s", "none" if loop is None else
+                     f"{loop.bars} bars from bar {loop.start + 1} ({loop.source})")  # fmt: skip
+        self.loop = loop
+
+    def _fall_back(self, bar: int, epoch: int, offset: float, late_at: float,
+                   played: list[RecordedNote]) -> int:  # fmt: skip
+        """Generation of ``bar`` fell behind the playhead at ``late_at`` beats into the bar:
+        the rest of it is played from :meth:`_fallback_source`. Returns the notes scheduled."""
+        source = self._fallback_source(bar)
+        bar_start = bar * self.beats_per_bar
+        count = 0
+        margin = FALLBACK_MARGIN_S + self.latency_s
+        with self.lock:
+            if self._epoch != epoch and self._broken_epoch > epoch:
+                return 0
+            shift = self._offset_beats - offset
+            tempo = self.clock.snapshot()
+            for off, duration, program, pitch, velocity in source.notes if source else ():
+                start = bar_start + off + shift
+                if off < late_at - 1e-9 or tempo is None:
+                    continue
+                if self.now() > tempo.time_at(start) - margin:
+                    continue  # already gone by
+                self.scheduler.schedule_note(start, duration, program, pitch, velocity)
+                self.recorder.add_generated(start, duration, pitch, velocity, program)
+                played.append(RecordedNote(start - shift, duration, pitch, velocity, program,
+                                           "ostinato"))  # fmt: skip
+                count += 1
+            self.fallbacks += 1
+        log.warning(
+            "bar %d: generation fell behind %.2f beats into the bar; played the rest from %s "
+            "(%d notes)", bar + 1, late_at,
+            "an earlier bar" if source else "nothing (no bar played yet)", count,
+        )  # fmt: skip
+        self.passes.played(bar, epoch, self._played_bar(played, bar))
         return count
 
     def _adapt_lookahead(self) -> None:
@@ -409,6 +526,10 @@ class Session:
             beat = tempo.beat_at(now)
             with self.lock:
                 urgent = self._urgent_bar if epoch == self._epoch else None
+                offset = self._offset_beats
+            under_way = math.floor(beat / self.beats_per_bar)
+            if urgent is None and 0 <= self._prepared_bar < under_way and self.bars_generated:
+                self._missed(under_way, beat, epoch, offset)  # the last cycle ran over it
             next_bar = math.floor(beat / self.beats_per_bar) + 1
             if urgent is not None and urgent > self._prepared_bar:
                 next_bar = urgent
@@ -429,5 +550,17 @@ class Session:
             except Exception:  # one bad bar must not stop the music
                 log.exception("generation failed for bar %d", next_bar + 1)
                 with self.lock:
-                    if self._epoch == epoch:  # (a jump meanwhile has set it already)
-                        self._prepared_bar = next_bar
+                    if self._epoch != epoch:  # (a jump meanwhile has set it already)
+                        continue
+                    self._prepared_bar = next_bar
+                self._fall_back(next_bar, epoch, offset, 0.0, [])
+
+    def _missed(self, bar: int, beat: float, epoch: int, offset: float) -> None:
+        """``bar`` began and no cycle prepared it (the one before ran over it): what is left
+        of it plays from its fallback, not silence."""
+        with self.lock:
+            if self._epoch != epoch or self._prepared_bar >= bar:
+                return
+            self._prepared_bar = bar
+        if self.wants_bar(bar):
+            self._fall_back(bar, epoch, offset, beat - bar * self.beats_per_bar, [])
