@@ -5,6 +5,9 @@ note-on of a sounding pitch closes the first, an unmatched note-off is ignored; 
 (CC 123, and CC 120) closes a channel's held notes. Notes still held are reported as lasting
 until "now", so a chord held across a bar line is heard.
 
+A musician's note a hair before a bar line belongs to the next bar (players push the
+downbeat); Ostinato's notes are on time and belong to the bar they are in.
+
 Notes are kept by position in the song *and* by transport epoch (:attr:`Recorder.epoch`, set
 on every start, continue and jump): a loop pass does not stack on the last one, it is read as
 a pass of its own. At a jump, the notes at or after the jump point (what was prepared for the
@@ -117,7 +120,12 @@ class Recorder:
         held ones lasting until ``now_beat``."""
         lo, hi = self._bounds(bar)
         epoch = self.epoch if epoch is None else epoch
-        out = [n for n in self.notes if lo <= n.start_beats < hi and n.epoch == epoch]
+        exact_lo, exact_hi = lo + EARLY_BEATS - 1e-6, hi + EARLY_BEATS - 1e-6  # ours: on time
+        out = [
+            n for n in self.notes
+            if n.epoch == epoch and (lo <= n.start_beats < hi if n.source == HUMAN
+                                     else exact_lo <= n.start_beats < exact_hi)
+        ]  # fmt: skip
         if now_beat is not None and epoch == self.epoch:
             for (channel, pitch), (start, velocity) in self._open.items():
                 if lo <= start < hi:

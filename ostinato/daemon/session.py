@@ -286,6 +286,8 @@ class Session:
         late_at: float | None = None  # where in the bar generation fell behind the playhead
         shift = 0.0
         margin = FALLBACK_MARGIN_S + self.latency_s
+        fallback = self._fallback_source(next_bar)
+        t_gen = self.now()
         notes = engine.generate(1, sampler, grammar, tokens, prior)
         for note in notes:
             start = bar_start + note.start_beats
@@ -296,7 +298,8 @@ class Session:
                     shift = self._offset_beats - offset0  # moved with the jump
                     start += shift
                 tempo = self.clock.snapshot()
-                if tempo is not None and self.now() > tempo.time_at(start) - margin:
+                now = self.now()
+                if tempo is not None and now > tempo.time_at(start) - margin:
                     late_at = note.start_beats  # it cannot be sent in time: fall back
                     break
                 self.scheduler.schedule_note(start, note.duration_beats, note.program,
@@ -306,8 +309,18 @@ class Session:
                 played.append(RecordedNote(start - shift, note.duration_beats, note.pitch,
                                            note.velocity, note.program, "ostinato"))  # fmt: skip
             if count == 0:
-                t_first = self.now()
+                t_first = now
             count += 1
+            if fallback is not None and tempo is not None:
+                # falling behind: the fallback's next note would be missed at this pace
+                per_note = 1.5 * (now - t_gen) / count
+                following = [off for off, *_ in fallback.notes if off > note.start_beats + 1e-9]
+                if (
+                    following
+                    and now + per_note > tempo.time_at(bar_start + following[0] + shift) - margin
+                ):
+                    late_at = note.start_beats + 1e-6
+                    break
         notes.close()
         if late_at is not None:
             count += self._fall_back(next_bar, epoch0, offset0, late_at, played)

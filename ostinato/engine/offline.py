@@ -1,4 +1,9 @@
-"""``ostinato continue``: the daemon's tokens → engine → tokens path on a MIDI file."""
+"""``ostinato continue``: the daemon's tokens → engine → tokens path on a MIDI file.
+
+The continuation answers the file's last phrase the way the daemon's continue mode does: bar
+*k* of the answer varies bar *k* of the phrase by the copy prior (``variation`` 0: the phrase's
+shape again, 1: free; see :mod:`ostinato.engine.copy`), and ``bars=None`` answers with as many
+bars as the phrase (the bars of the file the context holds, at most ``AUTO_BARS_MAX``)."""
 
 from __future__ import annotations
 
@@ -8,11 +13,14 @@ from pathlib import Path
 import numpy as np
 from symusic import Note, Score, Track
 
+from ostinato.engine.copy import CopyPrior
 from ostinato.engine.engine import Engine, GeneratedNote
 from ostinato.model.grammar import GrammarConfig
 from ostinato.model.key import key_lock_classes
 from ostinato.model.sampling import SamplingSettings
 from ostinato.model.tokens import DRUM_PROGRAM, load_score, score_to_ids, split_bars
+
+AUTO_BARS_MAX = 16
 
 
 @dataclass(frozen=True)
@@ -32,14 +40,16 @@ def programs_in(score: Score) -> tuple[int, ...]:
 def continue_score(
     engine: Engine,
     score: Score,
-    bars: int,
+    bars: int | None,
     settings: SamplingSettings,
     programs: tuple[int, ...] | None = None,
     seed: int | None = None,
     context_tokens: int | None = None,
     key_lock: bool = True,
+    variation: float = 1.0,
 ) -> Continuation:
-    """Continue ``score`` by ``bars`` bars of 4/4 after its last bar."""
+    """Continue ``score`` by ``bars`` bars of 4/4 after its last bar (None: as many as the
+    phrase), each varying the phrase's bar by ``variation``."""
     ids = score_to_ids(engine.tokenizer, score)
     if len(ids) == 0:
         raise ValueError("the input has no notes to continue")
@@ -56,7 +66,13 @@ def continue_score(
     programs = programs or programs_in(score)
     scale = key_lock_classes(engine.vocab, context_ids) if key_lock else None
     grammar = GrammarConfig(programs=programs, scale_pitch_classes=scale)
-    notes = list(engine.generate(bars, engine.sampler(settings, seed), grammar))
+    phrase = context[-AUTO_BARS_MAX:]
+    if bars is None:
+        bars = len(phrase)
+    prior = None
+    if variation < 1.0:
+        prior = CopyPrior(engine.vocab, [[phrase[k % len(phrase)]] for k in range(bars)], variation)
+    notes = list(engine.generate(bars, engine.sampler(settings, seed), grammar, prior=prior))
 
     tpq = score.ticks_per_quarter
     offset_beats = 4 * len(all_bars)
@@ -81,11 +97,13 @@ def continue_score(
 
 
 def continue_file(
-    engine: Engine, src: str | Path, dst: str | Path, bars: int, settings: SamplingSettings,
-    programs: tuple[int, ...] | None = None, seed: int | None = None, key_lock: bool = True,
+    engine: Engine, src: str | Path, dst: str | Path, bars: int | None,
+    settings: SamplingSettings, programs: tuple[int, ...] | None = None,
+    seed: int | None = None, key_lock: bool = True, variation: float = 1.0,
 ) -> Continuation:  # fmt: skip
     result = continue_score(
-        engine, load_score(src), bars, settings, programs, seed, key_lock=key_lock
-    )
+        engine, load_score(src), bars, settings, programs, seed, key_lock=key_lock,
+        variation=variation,
+    )  # fmt: skip
     result.score.dump_midi(str(dst))
     return result
