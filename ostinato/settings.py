@@ -136,7 +136,7 @@ class Setting:
     # -- reading -------------------------------------------------------------------------------
     def check(self, value: Any) -> Any:
         """A value from a config file or Python → the normalized value, or SettingError."""
-        if value is None or (self.auto and isinstance(value, str) and value == "auto"):
+        if value is None or (self.auto and isinstance(value, str) and is_auto(value)):
             if self.optional or self.auto:
                 return None
             raise self.refuse(value)
@@ -220,7 +220,7 @@ class Setting:
             raise SettingError(f"{self.name} takes one argument, got {len(args)}")
         (value,) = args
         kind = self.kind
-        if self.auto and isinstance(value, str) and value.strip().lower() == "auto":
+        if self.auto and isinstance(value, str) and is_auto(value):
             return None
         if kind == "float" and type(value) in (int, float):
             value = round(float(value), 6)  # OSC floats are 32-bit: 0.55 comes as 0.550000011
@@ -239,6 +239,11 @@ class Setting:
             if not isinstance(value, bool):
                 raise self.refuse(value, osc=True)
         return self.check(value)
+
+
+def is_auto(text: str) -> bool:
+    """``"auto"`` in any case, with any spaces around it (the None of an ``auto`` setting)."""
+    return text.strip().lower() == "auto"
 
 
 TRUE_WORDS = ("1", "on", "true", "yes")

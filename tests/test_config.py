@@ -35,9 +35,47 @@ CONFIG_MISTAKES = [
 ]  # fmt: skip
 MISTAKE_IDS = ["seed-none", "top_k-float", "bpm-string", "misspelt-key", "key_lock-string"]
 
+# The loop and answer settings: their mistakes, each with its one line (after "<file>: ").
+LOOP_MISTAKES = [
+    ("variation = 1.5", "variation must be a number from 0 to 1, got 1.5"),
+    ('variation = "auto"', "variation must be a number from 0 to 1, got 'auto'"),
+    ("loop_bars = 0", "loop_bars must be a whole number from 1 to 64 bars or auto, got 0"),
+    ('loop_bars = "8"',
+     "loop_bars must be a whole number from 1 to 64 bars or auto, got '8' (a string: write it "
+     "without quotes)"),
+    ("loop_bars = 4.0", "loop_bars must be a whole number from 1 to 64 bars or auto, got 4.0"),
+    ('fill = "yes"',
+     "fill must be true or false, got 'yes' (a string: write true or false without quotes)"),
+    ('bars = "forever"', "bars must be a whole number from 1 to 64 bars or auto, got 'forever'"),
+]  # fmt: skip
+LOOP_MISTAKE_IDS = ["variation-high", "variation-auto", "loop_bars-0", "loop_bars-string",
+                    "loop_bars-float", "fill-string", "bars-word"]  # fmt: skip
+
 
 @pytest.mark.parametrize(("line", "message"), CONFIG_MISTAKES, ids=MISTAKE_IDS)
 def test_each_mistake_is_refused_naming_the_key_and_the_value(tmp_path, line, message):
+    path = tmp_path / "config.toml"
+    path.write_text(f"temperature = 0.7\n{line}\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert str(refused.value) == f"{path}: {message}"
+
+
+def test_the_loop_and_answer_settings(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('variation = 0.2\nloop_bars = "auto"\nfill = true\nbars = "auto"\n')
+    config = load_config(path)
+    assert config.values == {"variation": 0.2, "loop_bars": None, "fill": True, "bars": None}
+    assert config.generation() == config.values
+    path.write_text("variation = 0\nloop_bars = 8\nfill = false\nbars = 16\n")
+    assert load_config(path).values == {"variation": 0.0, "loop_bars": 8, "fill": False,
+                                        "bars": 16}  # fmt: skip
+    path.write_text('[cc]\n21 = "variation"\n"2:22" = "loop_bars"\n')  # knobs, as learned
+    assert load_config(path).cc_map == {(None, 21): "variation", (1, 22): "loop_bars"}
+
+
+@pytest.mark.parametrize(("line", "message"), LOOP_MISTAKES, ids=LOOP_MISTAKE_IDS)
+def test_loop_and_answer_mistakes_are_refused_in_one_line(tmp_path, line, message):
     path = tmp_path / "config.toml"
     path.write_text(f"temperature = 0.7\n{line}\n")
     with pytest.raises(ConfigError) as refused:
@@ -66,6 +104,7 @@ def test_each_mistake_is_refused_naming_the_key_and_the_value(tmp_path, line, me
         ("[cc]\nknob = 'temperature'", "[cc] key 'knob' must be a CC number, or channel:CC"),
         ("[cc]\n21 = 'temprature'", "[cc] 21 = 'temprature': a CC can drive temperature, top_k,"),
         ("[cc]\n21 = 'mode'", "[cc] 21 = 'mode': a CC can drive"),
+        ("[cc]\n21 = 'fill'", "[cc] 21 = 'fill': a CC can drive"),
     ],
 )  # fmt: skip
 def test_more_mistakes(tmp_path, text, message):
@@ -198,7 +237,8 @@ def test_save_writes_through_a_symlink_and_refuses_a_broken_file(tmp_path):
 
 
 cc_keys = st.tuples(st.none() | st.integers(0, 15), st.integers(0, 119))
-knobs = st.sampled_from(["temperature", "top_p", "top_k", "repetition_penalty", "bars"])
+knobs = st.sampled_from(["temperature", "top_p", "top_k", "repetition_penalty", "bars",
+                         "variation", "loop_bars"])  # fmt: skip
 
 
 @given(cc_map=st.dictionaries(cc_keys, knobs, max_size=12))

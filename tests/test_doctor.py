@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon.jack_rig import JackServer
-from tests.test_config import CONFIG_MISTAKES, MISTAKE_IDS
+from tests.test_config import CONFIG_MISTAKES, LOOP_MISTAKES, MISTAKE_IDS
 
 MODEL = Path(__file__).resolve().parents[1] / "ostinato" / "assets" / "default"
 
@@ -97,3 +97,19 @@ def test_doctor_refuses_each_config_mistake_in_one_line(tmp_path, line, message)
     failed = [x for x in result.stdout.splitlines() if x.startswith("[FAIL] config")]
     assert failed == [f"[FAIL] config: {config}: {message} — fix the file"], result.stdout
     assert "is valid" not in result.stdout and "Traceback" not in result.stderr
+
+
+def test_doctor_checks_the_loop_and_answer_settings(tmp_path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('variation = 0.2\nloop_bars = "auto"\nfill = true\nbars = "auto"\n')
+    result = doctor(home_env(tmp_path), "--config", str(config))
+    assert f"[  ok] config: {config} is valid" in result.stdout, result.stdout
+    config.write_text("loop_bars = 8\n")
+    result = doctor(home_env(tmp_path), "--config", str(config))
+    assert f"[  ok] config: {config} is valid" in result.stdout, result.stdout
+    for line, message in LOOP_MISTAKES[::2]:  # one doctor each: a few are enough here
+        config.write_text(f"{line}\n")
+        result = doctor(home_env(tmp_path), "--config", str(config))
+        assert result.returncode == 1
+        failed = [x for x in result.stdout.splitlines() if x.startswith("[FAIL] config")]
+        assert failed == [f"[FAIL] config: {config}: {message} — fix the file"], result.stdout

@@ -123,7 +123,9 @@ def test_a_wrong_type_is_refused_naming_the_key(name, value):
     except SettingError as exc:
         assert str(exc).startswith(f"{name} must be "), str(exc)
         return
-    # accepted: then it is a value of the setting's own type
+    # accepted: then it is a value of the setting's own type (or "auto", in any case)
+    if s.auto and isinstance(value, str) and value.strip().lower() == "auto":
+        return
     kinds = {"float": float, "int": int, "seed": int, "bool": bool, "choice": str,
              "meter": str, "path": str, "programs": (list, str)}  # fmt: skip
     # (programs: a list, or the text form "drums,33" the command line and OSC take too)
@@ -179,6 +181,33 @@ def test_osc_arguments():
                        ("key_lock", (0.5,)), ("programs", ()), ("bars", (1, 2))):  # fmt: skip
         with pytest.raises(SettingError, match=f"^{name} "):
             SETTINGS[name].from_osc(args)
+
+
+def test_auto_is_none_from_every_source():
+    for name in ("bars", "loop_bars"):
+        s = SETTINGS[name]
+        assert s.check("auto") is None and s.check(" Auto ") is None and s.check(None) is None
+        assert s.from_text("auto") is None and s.from_text("AUTO") is None
+        assert s.from_osc(("auto",)) is None
+        assert s.check(8) == s.from_text("8") == s.from_osc((8.0,)) == 8
+        assert s.expects() == "a whole number from 1 to 64 bars or auto"
+    assert GenerationSettings(bars="auto", loop_bars="auto") == GenerationSettings(
+        bars=None, loop_bars=None
+    )
+    for name in ("variation", "fill"):  # no auto: "auto" is refused
+        with pytest.raises(SettingError, match=f"^{name} must be .*, got 'auto'$"):
+            SETTINGS[name].check("auto")
+        with pytest.raises(SettingError, match=f"^{name} must be .*, got 'auto'$"):
+            SETTINGS[name].from_osc(("auto",))
+    assert SETTINGS["variation"].from_osc((0.699999988079071,)) == 0.7
+    assert SETTINGS["fill"].from_osc(("on",)) is True and SETTINGS["fill"].from_text("no") is False
+
+
+def test_variation_and_loop_bars_are_knobs():
+    assert KNOBS["variation"].value(0) == 0.0 and KNOBS["variation"].value(127) == 1.0
+    assert KNOBS["loop_bars"].value(0) == 1 and KNOBS["loop_bars"].value(127) == 16
+    assert isinstance(KNOBS["loop_bars"].value(64), int)
+    assert "fill" not in KNOBS  # a switch, not a knob
 
 
 # -- the schema agrees with the code it describes ----------------------------------------------

@@ -50,6 +50,9 @@ INSTRUMENTS = [  # (label, GM program; -1 = drums): what the bundled model knows
     ("Pad", 89), ("Lead", 80), ("Vibes", 11),
 ]  # fmt: skip
 TEMPERATURE_SCALE = 100  # slider steps per unit
+VARIATION_SCALE = 100  # slider steps per unit (0 … 1)
+AUTO = 0  # the spin boxes' value shown as "auto" (bars, loop bars): sent as "auto"
+LOOP_SOURCES = {"set": "set", "daw": "DAW", "repetition": "repetition"}  # state's loop_from
 HUMAN_COLOUR, GENERATED_COLOUR = QColor("#3d8bfd"), QColor("#fd7e14")
 STALE_AFTER_S = 1.5  # no heartbeat for this long: disconnected
 PANIC_RETRY_MS = 250  # panic is sent again until the daemon acknowledges it …
@@ -128,6 +131,31 @@ class PianoRoll(QWidget):
             return
         for rect, generated in self.note_rects():
             painter.fillRect(rect, GENERATED_COLOUR if generated else HUMAN_COLOUR)
+
+
+def loop_status(state: dict) -> str:
+    """The status bar's permanent text: "loop 4 bars (DAW) · fallbacks 2" (each part only
+    when there is one: a loop being played over, bars played late from an earlier bar)."""
+    parts = []
+    length = int(state.get("loop_length", 0) or 0)
+    if length > 0:
+        source = str(state.get("loop_from", ""))
+        where = f" ({LOOP_SOURCES.get(source, source)})" if source else ""
+        parts.append(f"loop {length} bar{'s' if length != 1 else ''}{where}")
+    fallbacks = int(state.get("fallbacks", 0) or 0)
+    if fallbacks > 0:
+        parts.append(f"fallbacks {fallbacks}")
+    return " · ".join(parts)
+
+
+def _bars_value(value) -> int:
+    """A state's "auto" or bar count → the spin box's value (AUTO shows "auto")."""
+    return AUTO if str(value) in ("auto", "none") else int(value)
+
+
+def _bars_arg(value: int) -> int | str:
+    """A spin box's value → the OSC argument."""
+    return "auto" if value == AUTO else int(value)
 
 
 def _spin_box(lo: int, hi: int) -> QSpinBox:
@@ -212,6 +240,7 @@ class Panel(QMainWindow):
         top.addWidget(self.position, 0, 3, 2, 1)
         layout.addLayout(top)
 
+        sliders = QHBoxLayout()
         box = QGroupBox("Temperature")
         row = QHBoxLayout(box)
         self.temperature = QSlider(Qt.Orientation.Horizontal)
@@ -224,8 +253,25 @@ class Panel(QMainWindow):
         self.temperature_value.setMinimumWidth(70)
         row.addWidget(self.temperature, 1)
         row.addWidget(self.temperature_value)
-        layout.addWidget(box)
+        sliders.addWidget(box, 3)
         self.temperature.valueChanged.connect(self._temperature_moved)
+
+        box = QGroupBox("Variation")
+        box.setToolTip(SETTINGS["variation"].help)
+        row = QHBoxLayout(box)
+        self.variation = QSlider(Qt.Orientation.Horizontal)
+        self.variation.setRange(0, VARIATION_SCALE)  # 0.00 … 1.00
+        self.variation.setPageStep(10)
+        self.variation.setMinimumHeight(36)
+        self.variation.setToolTip("0 = the previous pass note for note, 1 = free")
+        self.variation_value = QLabel("–")
+        self.variation_value.setStyleSheet("font-size: 20px; font-weight: bold;")
+        self.variation_value.setMinimumWidth(50)
+        row.addWidget(self.variation, 1)
+        row.addWidget(self.variation_value)
+        sliders.addWidget(box, 2)
+        self.variation.valueChanged.connect(self._variation_moved)
+        layout.addLayout(sliders)
 
         form = QFormLayout()
         top_p, penalty, bars = SETTINGS["top_p"], SETTINGS["repetition_penalty"], SETTINGS["bars"]
@@ -235,11 +281,16 @@ class Panel(QMainWindow):
         self.penalty = _double_spin_box(penalty.lo or 1.0, penalty.hi or 3.0, 0.05)
         self.mode = QComboBox()
         self.mode.addItems(list(MODES))
-        self.bars = _spin_box(int(bars.lo or 1), int(bars.hi or 64))
+        self.bars = _spin_box(AUTO, int(bars.hi or 64))
+        self.bars.setSpecialValueText("auto")
+        self.loop_bars = _spin_box(AUTO, int(SETTINGS["loop_bars"].hi or 64))
+        self.loop_bars.setSpecialValueText("auto")
         for widget, name in ((self.top_k, "top_k"), (self.top_p, "top_p"),
                              (self.penalty, "repetition_penalty"), (self.mode, "mode"),
-                             (self.bars, "bars")):  # fmt: skip
+                             (self.bars, "bars"), (self.loop_bars, "loop_bars")):  # fmt: skip
             widget.setToolTip(SETTINGS[name].help)
+        self.fill = QCheckBox("a fill on the loop's last bar")
+        self.fill.setToolTip(SETTINGS["fill"].help)
         self.key_lock = QCheckBox("stay in the key of what is playing")
         self.key_lock.setToolTip(
             "pitched notes keep to the key heard in the context, plus any note it used"
@@ -249,12 +300,16 @@ class Panel(QMainWindow):
         form.addRow("repetition penalty", self.penalty)
         form.addRow("mode", self.mode)
         form.addRow("bars of answer", self.bars)
+        form.addRow("loop bars", self.loop_bars)
+        form.addRow("fill", self.fill)
         form.addRow("key lock", self.key_lock)
         self.top_k.valueChanged.connect(lambda v: self._set("top_k", int(v)))
         self.top_p.valueChanged.connect(lambda v: self._set("top_p", float(v)))
         self.penalty.valueChanged.connect(lambda v: self._set("repetition_penalty", float(v)))
         self.mode.currentTextChanged.connect(lambda v: self._set("mode", v))
-        self.bars.valueChanged.connect(lambda v: self._set("bars", int(v)))
+        self.bars.valueChanged.connect(lambda v: self._set("bars", _bars_arg(v)))
+        self.loop_bars.valueChanged.connect(lambda v: self._set("loop_bars", _bars_arg(v)))
+        self.fill.toggled.connect(lambda on: self._set("fill", int(on)))
         self.key_lock.toggled.connect(lambda on: self._set("key_lock", int(on)))
         layout.addLayout(form)
 
@@ -289,6 +344,13 @@ class Panel(QMainWindow):
         self.setCentralWidget(root)
         self.status = QStatusBar()
         self.setStatusBar(self.status)
+        self.loop_status = QLabel("")  # the loop played over, and late bars (kept in view)
+        self.loop_status.setToolTip(
+            "the loop Ostinato plays over (set by loop bars, from the DAW's loop jumps or "
+            "from your repetition); fallbacks: bars played again from an earlier bar because "
+            "generation was late"
+        )
+        self.status.addPermanentWidget(self.loop_status)
         self.status.showMessage(f"OSC {self.host}:{self.port}")
         self.resize(560, 720)
 
@@ -324,6 +386,10 @@ class Panel(QMainWindow):
     def _temperature_moved(self, value: int) -> None:
         self.temperature_value.setText(f"{value / TEMPERATURE_SCALE:.2f}")
         self._set("temperature", value / TEMPERATURE_SCALE)
+
+    def _variation_moved(self, value: int) -> None:
+        self.variation_value.setText(f"{value / VARIATION_SCALE:.2f}")
+        self._set("variation", value / VARIATION_SCALE)
 
     def _nudge(self, step: int) -> None:
         self.temperature.setValue(self.temperature.value() + step)
@@ -406,7 +472,13 @@ class Panel(QMainWindow):
             self.top_p.setValue(float(state["top_p"]))
             self.penalty.setValue(float(state["repetition_penalty"]))
             self.mode.setCurrentText(str(state["mode"]))
-            self.bars.setValue(int(state["bars"]))
+            if not self.variation.isSliderDown() and "variation" in state:
+                variation = float(state["variation"])
+                self.variation.setValue(round(variation * VARIATION_SCALE))
+                self.variation_value.setText(f"{variation:.2f}")
+            self.bars.setValue(_bars_value(state["bars"]))
+            self.loop_bars.setValue(_bars_value(state.get("loop_bars", "auto")))
+            self.fill.setChecked(bool(int(state.get("fill", 0))))
             self.key_lock.setChecked(bool(int(state.get("key_lock", 1))))
             programs = str(state["programs"])
             self.follow.setChecked(programs == "auto")
@@ -421,6 +493,7 @@ class Panel(QMainWindow):
             f"in: {state.get('in_port', '?')} · out: {state.get('out_port', '?')} "
             f"({state.get('backend', '?')}, {state.get('device', '?')})"
         )
+        self.loop_status.setText(loop_status(state))
 
     def _tick(self) -> None:
         """30 ms: connection, clock and the beat light, extrapolated from the heartbeat."""

@@ -112,7 +112,8 @@ def plan_seconds(plan: Plan) -> float:
     return compile_plan(plan, RATE).end / RATE + plan.lead_in_s + plan.tail_s
 
 
-def play(server: JackServer, plan: Plan, workdir: Path, queries: tuple[str, ...] = ()) -> Run:
+def play(server: JackServer, plan: Plan, workdir: Path, queries: tuple[str, ...] = (),
+         daemon_args: tuple[str, ...] = DAEMON_ARGS) -> Run:  # fmt: skip
     """A daemon of its own, the stand-in playing ``plan`` into it; at each mark in ``queries``
     the daemon's status is read. The daemon is stopped (SIGTERM) once the plan is over and the
     stand-in has recorded what it played on the way out."""
@@ -122,7 +123,7 @@ def play(server: JackServer, plan: Plan, workdir: Path, queries: tuple[str, ...]
     log_path = workdir / "daemon.log"
     with log_path.open("w") as out:
         daemon = server.spawn(
-            daemon_command(*DAEMON_ARGS, "--osc-port", str(port), "--stats-json", str(stats_path)),
+            daemon_command(*daemon_args, "--osc-port", str(port), "--stats-json", str(stats_path)),
             stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
         )  # fmt: skip
     osc = Osc(port)
@@ -175,9 +176,10 @@ def jack_server(period: int):
         server.close()
 
 
-def session(period: int, plan: Plan, tmp_path: Path, queries: tuple[str, ...] = ()) -> Run:
+def session(period: int, plan: Plan, tmp_path: Path, queries: tuple[str, ...] = (),
+            daemon_args: tuple[str, ...] = DAEMON_ARGS) -> Run:  # fmt: skip
     with jack_server(period) as server:
-        return play(server, plan, tmp_path, queries)
+        return play(server, plan, tmp_path, queries, daemon_args)
 
 
 # -- judging -------------------------------------------------------------------------------------
@@ -449,6 +451,26 @@ def test_loop(style: str, start_bar: int, tmp_path) -> None:
     epochs = [p.epoch for p in run.timeline.passes]
     assert len(epochs) == LOOP_PASSES, epochs  # the stand-in's own account
     problems, detail = judge(run, epochs)
+    verdict(problems, detail, run)
+
+
+def test_loop_mode_plays_every_bar_of_ten_passes(tmp_path) -> None:
+    """Loop mode over a DAW's 4-bar drum loop (Ardour's Stop–Start), ten passes, at a period
+    PipeWire uses: the loop is known from the jumps, every bar of every pass after the first
+    has notes (a bar generation cannot finish in time plays the previous pass's), nothing
+    hangs, onsets exact."""
+    plan = Plan(bpm=LOOP_BPM).drum_phrase(range(LOOP_BARS))
+    plan.loop("c", LOOP_BARS, 10)
+    args = ("--clock", "midi", "--mode", "loop", "--seed", "1", "--variation", "0.3")
+    run = session(1024, plan, tmp_path, queries=("pass-9",), daemon_args=args)
+    epochs = [p.epoch for p in run.timeline.passes]
+    assert len(epochs) == 10, epochs
+    problems, detail = judge(run, epochs)
+    state = run.status["pass-9"].state
+    if (state.get("loop_length"), state.get("loop_from")) != (LOOP_BARS, "daw"):
+        problems.append(f"the daemon's loop: {state.get('loop_length')} bars from "
+                        f"{state.get('loop_from')!r}, the DAW loops {LOOP_BARS} bars")  # fmt: skip
+    print(f"fallbacks: {state.get('fallbacks')}")
     verdict(problems, detail, run)
 
 

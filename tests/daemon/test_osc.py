@@ -73,6 +73,16 @@ GOOD = [
     ("programs", (33, -1),  "programs", "drums,33"),
     ("programs", ("auto",), "programs", "auto"),
     ("bars", (8,), "bars", 8),
+    ("bars", ("auto",), "bars", "auto"),
+    ("bars", (4.0,), "bars", 4),  # controllers that send only floats
+    ("variation", (0.7,), "variation", 0.7),
+    ("variation", (0,), "variation", 0.0),
+    ("variation", (0.3,), "variation", 0.3),
+    ("loop_bars", (8,), "loop_bars", 8),
+    ("loop_bars", (2.0,), "loop_bars", 2),
+    ("loop_bars", ("auto",), "loop_bars", "auto"),
+    ("fill", (1,), "fill", 1),
+    ("fill", ("off",), "fill", 0),
     ("phrase_bars", (4,), "phrase_bars", 4),
     ("seed", (5,), "seed", 5),
     ("seed", ("none",), "seed", "none"),
@@ -107,7 +117,17 @@ BAD = [  # the whole reason, as the schema words it (the config file's words, OS
     ("programs", ("drums,piano",), "programs must be 'auto', a list like 'drums,33', or GM "
                                    "program numbers (-1 = drums), got 'drums,piano'"),
     ("programs", (200,), "programs must be .*, got \\[200\\]"),
-    ("bars", (0,), "bars must be a whole number from 1 to 64 bars, got 0"),
+    ("bars", (0,), "bars must be a whole number from 1 to 64 bars or auto, got 0"),
+    ("bars", ("forever",), "bars must be a whole number from 1 to 64 bars or auto, got 'forever'"),
+    ("variation", (1.5,), "variation must be a number from 0 to 1, got 1.5"),
+    ("variation", (-0.1,), "variation must be a number from 0 to 1, got -0.1"),
+    ("variation", ("auto",), "variation must be a number from 0 to 1, got 'auto'"),
+    ("loop_bars", (0,), "loop_bars must be a whole number from 1 to 64 bars or auto, got 0"),
+    ("loop_bars", (65,), "loop_bars must be a whole number from 1 to 64 bars or auto, got 65"),
+    ("loop_bars", (2.5,), "loop_bars must be a whole number from 1 to 64 bars or auto, got 2.5"),
+    ("loop_bars", (4, 4), "loop_bars takes one argument, got 2"),
+    ("fill", (2,), "fill must be 1 or 0 (on or off), got 2"),
+    ("fill", ("maybe",), "fill must be 1 or 0 (on or off), got 'maybe'"),
     ("phrase_bars", (100,), "phrase_bars must be a whole number from 1 to 64 bars, got 100"),
     ("seed", (1.5,), "seed must be a whole number ≥ 0, got 1.5"),
 ]  # fmt: skip
@@ -121,7 +141,8 @@ def test_bad_values_get_an_error_and_change_nothing(daemon, address, args, reaso
         client.set(address, *args)
     after = client.status()
     settings = ("temperature", "top_k", "top_p", "repetition_penalty", "mode", "programs",
-                "bars", "phrase_bars", "seed", "key_lock")  # fmt: skip
+                "bars", "phrase_bars", "seed", "key_lock", "variation", "loop_bars",
+                "fill")  # fmt: skip
     assert {k: after[k] for k in settings} == {k: before[k] for k in settings}
 
 
@@ -145,7 +166,8 @@ def test_status_has_the_whole_state(daemon):
     for key in ("temperature", "top_k", "top_p", "repetition_penalty", "mode", "programs",
                 "bars", "phrase_bars", "seed", "running", "clock", "bpm", "beat",
                 "beats_per_bar", "bar_ms_p99", "deadline_misses", "notes_sent", "in_port",
-                "out_port", "backend", "device", "cc"):  # fmt: skip
+                "out_port", "backend", "device", "cc", "variation", "fill", "loop_bars",
+                "loop_length", "loop_first_bar", "loop_from", "fallbacks"):  # fmt: skip
         assert key in state, key
     assert state["clock"] == "internal" and state["running"] == 1
     assert state["bpm"] == pytest.approx(120.0)
@@ -270,4 +292,30 @@ def test_midi_cc_learn_drives_a_setting_and_is_saved(daemon):
         client.request("/ostinato/unlearn", "top_p")
         assert tomllib.loads(config.read_text())["cc"] == {"1:21": "temperature"}
     finally:
+        probe.close()
+
+
+def test_midi_cc_learn_drives_variation_and_loop_bars(daemon):
+    server, _, client, config, _ = daemon
+    probe = Probe("cc-probe-loop")
+    try:
+        server.connect(probe.out_port, DAEMON_IN)
+        time.sleep(0.2)
+        for setting, cc, values in (("variation", 25, [(0, 0.0), (127, 1.0), (64, 0.504)]),
+                                    ("loop_bars", 26, [(127, 16), (0, 1), (64, 9)])):  # fmt: skip
+            client.request("/ostinato/learn", setting)
+            assert client.status()["learning"] == setting
+            for value, expected in values:
+                probe.send([0xB2, cc, value])  # channel 3
+                time.sleep(0.3)
+                assert client.status()[setting] == pytest.approx(expected), (setting, value)
+            assert f"3:{cc}:{setting}" in client.status()["cc"].split(",")
+        saved = tomllib.loads(config.read_text())["cc"]
+        assert saved["3:25"] == "variation" and saved["3:26"] == "loop_bars"
+        for setting in ("variation", "loop_bars"):
+            client.request("/ostinato/unlearn", setting)
+        assert not {"3:25", "3:26"} & set(tomllib.loads(config.read_text()).get("cc", {}))
+    finally:
+        client.set("loop_bars", "auto")
+        client.set("variation", 0.3)
         probe.close()

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from PyQt6.QtCore import Qt
+from PyQt6.QtCore import QPoint, Qt
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
@@ -24,6 +24,7 @@ from ostinato.gui.panel import (
     INSTRUMENTS,
     PANIC_TRIES,
     Panel,
+    loop_status,
 )
 from tests.daemon.jack_rig import DAEMON_IN, REPO, JackServer, daemon_command
 from tests.daemon.test_osc import free_udp_port
@@ -185,6 +186,158 @@ def test_controls_follow_the_daemon_and_send_their_changes(qtbot, panel, daemon)
         qtbot.waitUntil(lambda: client.status()["programs"] == "drums,33", timeout=5000)
     finally:
         client.close()
+
+
+def test_variation_loop_bars_fill_and_bars_auto_reach_the_daemon(qtbot, panel, daemon):
+    port, _ = daemon
+    client = ControlClient(port=port)
+    try:
+        assert panel.variation_value.text() == "0.30"  # the daemon's default, shown
+        slider = panel.variation
+        slider.setFocus()
+        qtbot.keyClick(slider, Qt.Key.Key_PageUp)  # one page: +0.10
+        qtbot.waitUntil(lambda: client.status()["variation"] == pytest.approx(0.4), timeout=5000)
+        assert panel.variation_value.text() == "0.40"
+        assert panel.loop_bars.text() == "auto"
+        panel.loop_bars.setFocus()
+        qtbot.keyClick(panel.loop_bars, Qt.Key.Key_Up)  # auto → 1
+        qtbot.waitUntil(lambda: client.status()["loop_bars"] == 1, timeout=5000)
+        panel.loop_bars.setValue(8)
+        qtbot.waitUntil(lambda: client.status()["loop_bars"] == 8, timeout=5000)
+        qtbot.keyClick(panel.loop_bars, Qt.Key.Key_Down)
+        qtbot.waitUntil(lambda: client.status()["loop_bars"] == 7, timeout=5000)
+        panel.loop_bars.setValue(0)  # the special value
+        assert panel.loop_bars.text() == "auto"
+        qtbot.waitUntil(lambda: client.status()["loop_bars"] == "auto", timeout=5000)
+        box = QPoint(8, panel.fill.height() // 2)  # on the box (the widget is wider)
+        qtbot.mouseClick(panel.fill, Qt.MouseButton.LeftButton, pos=box)
+        assert panel.fill.isChecked()
+        qtbot.waitUntil(lambda: client.status()["fill"] == 1, timeout=5000)
+        panel.bars.setValue(0)
+        assert panel.bars.text() == "auto"
+        qtbot.waitUntil(lambda: client.status()["bars"] == "auto", timeout=5000)
+        panel.bars.setValue(6)
+        qtbot.waitUntil(lambda: client.status()["bars"] == 6, timeout=5000)
+
+        # another client's changes move the panel (and are not sent back)
+        client.set("variation", 0.85)
+        client.set("loop_bars", 12)
+        client.set("fill", 0)
+        client.set("bars", "auto")
+        qtbot.waitUntil(lambda: panel.variation_value.text() == "0.85", timeout=5000)
+        qtbot.waitUntil(lambda: panel.loop_bars.value() == 12, timeout=5000)
+        qtbot.waitUntil(lambda: not panel.fill.isChecked(), timeout=5000)
+        qtbot.waitUntil(lambda: panel.bars.text() == "auto", timeout=5000)
+        assert panel.variation.value() == 85
+        client.set("loop_bars", "auto")
+        qtbot.waitUntil(lambda: panel.loop_bars.text() == "auto", timeout=5000)
+        state = client.status()
+        assert (state["variation"], state["loop_bars"], state["fill"], state["bars"]) == (
+            pytest.approx(0.85),
+            "auto",
+            0,
+            "auto",
+        )
+        assert panel.last_error == ""  # nothing the panel sent was refused
+    finally:
+        for name, value in (("variation", 0.3), ("loop_bars", "auto"), ("fill", 0),
+                            ("bars", 4)):  # fmt: skip
+            client.set(name, value)
+        client.close()
+
+
+class StateDaemon:
+    """A UDP socket where a daemon would be: answers each subscribe with ``state`` (as a
+    daemon's ``/ostinato/state``), and records the settings the panel sends."""
+
+    def __init__(self, state: dict) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.state = state
+        self.received: list[tuple[str, list]] = []
+        self.panel: tuple[str, int] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def push(self, **changes) -> None:
+        self.state = self.state | changes
+        if self.panel is not None:
+            self._send_state(self.panel)
+
+    def _send_state(self, to: tuple[str, int]) -> None:
+        message = OscMessageBuilder("/ostinato/state")
+        for key, value in self.state.items():
+            message.add_arg(key)
+            message.add_arg(value)
+        self.sock.sendto(message.build().dgram, to)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, sender = self.sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            message = OscMessage(data)
+            self.received.append((message.address, list(message.params)))
+            if message.address == "/ostinato/subscribe":
+                self.panel = sender
+                self._send_state(sender)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(1.0)
+        self.sock.close()
+
+
+STATE = {
+    "temperature": 0.8, "top_k": 0, "top_p": 0.95, "repetition_penalty": 1.0, "mode": "loop",
+    "bars": "auto", "phrase_bars": 2, "programs": "auto", "seed": "none", "key_lock": 1,
+    "variation": 0.25, "fill": 1, "loop_bars": "auto", "loop_length": 4, "loop_first_bar": 8,
+    "loop_from": "daw", "fallbacks": 0, "clock": "midi", "beats_per_bar": 4.0,
+}  # fmt: skip
+
+
+def test_status_line_shows_the_loop_and_the_fallbacks(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    fake = StateDaemon(STATE)
+    window = Panel("127.0.0.1", fake.port)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    try:
+        qtbot.waitUntil(lambda: bool(window.state), timeout=5000)
+        assert window.loop_status.text() == "loop 4 bars (DAW)"
+        assert window.loop_status.isVisible()
+        assert window.variation_value.text() == "0.25" and window.variation.value() == 25
+        assert window.fill.isChecked()
+        assert window.bars.text() == "auto" and window.loop_bars.text() == "auto"
+        fake.push(fallbacks=3)
+        qtbot.waitUntil(lambda: "fallbacks 3" in window.loop_status.text(), timeout=5000)
+        assert window.loop_status.text() == "loop 4 bars (DAW) · fallbacks 3"
+        window.status.showMessage("refused something", 5000)  # a passing message …
+        assert window.loop_status.isVisible()  # … leaves the loop in view
+        fake.push(loop_length=8, loop_from="set", loop_bars=8)
+        qtbot.waitUntil(lambda: window.loop_status.text().startswith("loop 8 bars (set)"),
+                        timeout=5000)  # fmt: skip
+        assert window.loop_bars.value() == 8
+        fake.push(loop_length=0, loop_from="", fallbacks=0)
+        qtbot.waitUntil(lambda: window.loop_status.text() == "", timeout=5000)
+        # the state moved the controls: nothing was sent back to the daemon
+        sent = {address for address, _ in fake.received}
+        assert sent <= {"/ostinato/subscribe", "/ostinato/roll", "/ostinato/unsubscribe"}, sent
+    finally:
+        window.close()
+        fake.close()
+
+
+def test_loop_status_words():
+    assert loop_status({}) == ""
+    assert loop_status({"loop_length": 1, "loop_from": "repetition"}) == "loop 1 bar (repetition)"
+    assert loop_status({"loop_length": 2, "loop_from": "set"}) == "loop 2 bars (set)"
+    assert loop_status({"loop_length": 0, "fallbacks": 2}) == "fallbacks 2"
 
 
 def test_screenshot_shows_the_temperature_and_the_notes(qtbot, panel, daemon):
