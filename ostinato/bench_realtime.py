@@ -95,6 +95,23 @@ def grid_errors(events: list[tuple[int, bytes]], rate: int) -> dict:
             "error_ms": ((ons - nearest) * 1000.0 / rate).tolist()}  # fmt: skip
 
 
+def silent_bars(events: list[tuple[int, bytes]], beats_per_bar: int = 4) -> list[int]:
+    """Bars (0-based, counted by the clock's ticks since the Start) in which no note began,
+    from the second bar (the first one Ostinato can prepare) to the last complete one."""
+    starts = [i for i, (_, m) in enumerate(events) if m[:1] == b"\xfa"]
+    events = events[starts[-1] :] if starts else events
+    ticks = np.array([f for f, m in events if m == b"\xf8"], dtype=np.int64)
+    ons = np.array([f for f, m in events if len(m) == 3 and m[0] & 0xF0 == 0x90 and m[2]],
+                   dtype=np.int64)  # fmt: skip
+    per_bar = 24 * beats_per_bar
+    lines = ticks[::per_bar]
+    silent = []
+    for bar in range(1, len(lines) - 1):
+        if not np.any((ons >= lines[bar]) & (ons < lines[bar + 1])):
+            silent.append(bar)
+    return silent
+
+
 def start_cyclictest(seconds: float) -> subprocess.Popen | None:
     """cyclictest at the sender's priority for ``seconds`` (None where it is not installed)."""
     if shutil.which("cyclictest") is None:
@@ -206,8 +223,10 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         code = daemon.wait(20)
         if code != 0:
             raise RuntimeError(f"the daemon exited with {code}: {log_path.read_text()[-2000:]}")
-        heard = grid_errors(ear.snapshot(), ear.rate)
+        events = ear.snapshot()
+        heard = grid_errors(events, ear.rate)
         heard["skipped_frames"] = ear.skipped_frames
+        heard["silent_bars"] = silent_bars(events)
     finally:
         if ear is not None:
             ear.close()
@@ -219,6 +238,7 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         if os.environ.get("OSTINATO_BENCH_LOG"):
             print(log_path.read_text())
     stats = json.loads(stats_path.read_text())
+    generated_notes = {b["bar"]: b["notes"] for b in stats.get("bars", [])}
     lateness_ms = heard["error_ms"]  # against the DAW's grid
     own_ms = [(n["sent"] - n["due"]) * 1000 for n in stats["notes"]]
     return {
@@ -233,6 +253,17 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         "bars_generated": stats["bars_generated"],
         "notes_sent": stats["notes_sent"],
         "deadline_misses": stats["deadline_misses"],
+        "fallbacks": stats.get("fallbacks", 0),
+        # bars with no note at the DAW; "by time": the session had notes for the bar (or
+        # never ran for it), so the silence came from generation time, not the model's choice
+        "silent_bars": len(heard["silent_bars"]),
+        "silent_bars_by_time": len(
+            [
+                b
+                for b in heard["silent_bars"]
+                if generated_notes.get(b) is None or generated_notes[b] > 0
+            ]
+        ),
         "late_wakeups": stats.get("late_wakeups", 0),
         "sender_realtime": stats.get("sender_realtime"),
         "grid_error_ms": {  # note frame − the DAW's tick frame
@@ -331,7 +362,10 @@ def format_realtime(report: dict) -> str:
         lines.append(
             f"  {r['bpm']} BPM, period {r['jack_period_frames']}: {r['bars_generated']} bars, "
             f"{r['notes_sent']} notes, {r['deadline_misses']} deadline misses (generation "
-            f"late), {r.get('late_wakeups', 0)} late wake-ups; ticks sent {r['ticks_sent']}, "
+            f"late), {r.get('fallbacks', 0)} bars finished from the previous one, "
+            f"{r.get('silent_bars_by_time', 0)} silent for lack of time (of "
+            f"{r.get('silent_bars', 0)} silent), {r.get('late_wakeups', 0)} late wake-ups; "
+            f"ticks sent {r['ticks_sent']}, "
             f"counted {r['ticks_counted']} (the bench's ear skipped {r['ear_skipped_frames']} "
             f"frames), tempo {r['clock_bpm']:.3f} BPM; off the DAW's grid "
             f"p50 {g['p50']} ms, |p99| {g['abs_p99']} ms, max {g['max_abs']} ms "

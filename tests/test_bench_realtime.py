@@ -63,3 +63,17 @@ def test_grid_errors_measure_notes_against_the_clock_ticks_since_the_start() -> 
     got = grid_errors(sorted(events), rate)
     assert got["ticks"] == 10 and got["notes"] == 2
     assert got["error_ms"] == pytest.approx([1.0, -0.5])
+
+
+def test_silent_bars_are_counted_on_the_clock_ticks() -> None:
+    """A bar (96 ticks in 4/4 since the last Start) with no note-on is silent; the first bar
+    (Ostinato cannot prepare it) and an unfinished last bar are not judged."""
+    from ostinato.bench_realtime import silent_bars
+
+    tick = 100
+    events = [(0, b"\xfa")] + [(10 + k * tick, b"\xf8") for k in range(96 * 5 + 10)]
+    bar = lambda b: 10 + b * 96 * tick  # noqa: E731
+    events += [(bar(1) + 5, bytes([0x90, 36, 100])), (bar(3), bytes([0x99, 42, 80]))]
+    events += [(bar(2) + 50, bytes([0x90, 36, 0]))]  # a note-off is not a note
+    events += [(bar(5) + 10, bytes([0x90, 36, 100]))]
+    assert silent_bars(sorted(events)) == [2, 4]

@@ -346,6 +346,7 @@ class Daemon:
                 for b, h, g, n, m, f in self.session.bar_log
             ],
             "bars_generated": self.session.bars_generated,
+            "fallbacks": self.session.fallbacks,
             "lookahead_ms": self.session.lookahead_s * 1000,
             "bad_messages": self.garbage,
             "ignored_messages": self.ignored,
