@@ -57,6 +57,14 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_loops(args: argparse.Namespace) -> int:
+    from ostinato.loops.heldout import write_held_out
+
+    summary = write_held_out(args.held_out, args.count, seed=args.seed, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from ostinato.model.train import Trainer, train_config_from_args
 
@@ -133,11 +141,15 @@ def _add_setting(
     if s.default is not None:
         value = f"{s.default:g}" if s.kind == "float" else shown(s.default).strip("'")
         text += f" (default {value}{' ' + s.unit if s.unit else ''})"
+    elif s.auto:
+        text += " (default auto)"
     if s.kind == "bool":
         group.add_argument(s.flag, dest=name, action=argparse.BooleanOptionalAction,
                            default=default, help=text)  # fmt: skip
         return
     metavar = "{" + ",".join(s.choices) + "}" if s.choices else name.upper()
+    if s.auto:
+        metavar += "|auto"
     group.add_argument(s.flag, dest=name, type=_setting_type(name), default=default,
                        metavar=metavar, help=text)  # fmt: skip
 
@@ -175,11 +187,13 @@ def _cmd_continue(args: argparse.Namespace) -> int:
 
     engine = Engine(args.model or default_model_dir(), device=args.device)
     result = continue_file(
-        engine, args.input, args.output, args.bars, _settings_from(args),
-        args.programs, args.seed, key_lock=args.key_lock,
+        engine, args.input, args.output, bars=args.bars, settings=_settings_from(args),
+        programs=args.programs, seed=args.seed, key_lock=args.key_lock,
+        variation=args.variation,
     )  # fmt: skip
+    answer = "an answer as long as the phrase" if args.bars is None else f"{args.bars} bars"
     print(
-        f"{args.output}: {result.input_bars} bars in, {args.bars} bars generated "
+        f"{args.output}: {result.input_bars} bars in, {answer} generated "
         f"({len(result.notes)} notes, context {result.context_bars} bars)"
     )
     return 0
@@ -226,14 +240,34 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _variations(text: str) -> tuple[float, ...]:
+    try:
+        variations = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"variations are numbers, e.g. 0,0.3: {text!r}") from None
+    if not all(0.0 <= v <= 1.0 for v in variations):
+        raise argparse.ArgumentTypeError(f"variations must be in [0, 1]: {text!r}")
+    return variations
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from ostinato.model.evaluate import evaluate, format_table
 
-    report = evaluate(
-        args.model, args.data_dir, windows=args.windows, nll_windows_count=args.nll_windows,
-        seed=args.seed, settings=_settings_from(args), key_lock=args.key_lock,
-        progress=not args.quiet,
+    common = dict(
+        windows=args.windows, nll_windows_count=args.nll_windows, seed=args.seed,
+        settings=_settings_from(args), key_lock=args.key_lock, progress=not args.quiet,
     )  # fmt: skip
+    if args.mode == "loop":
+        from ostinato.model.evaluate_loop import DEFAULT_VARIATIONS, evaluate_loop
+
+        report = evaluate_loop(
+            args.model, args.data_dir, corpus=args.corpus,
+            variations=args.variation or DEFAULT_VARIATIONS, **common,
+        )  # fmt: skip
+    else:
+        if args.corpus or args.variation:
+            raise CommandError("--corpus and --variation are for --mode loop")
+        report = evaluate(args.model, args.data_dir, **common)
     print(format_table(report))
     if args.json:
         _write_json(report, args.json)
@@ -343,6 +377,16 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--styles", help="comma-separated subset of the styles")
     synth.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(func=_cmd_data_synth)
+    loops = data_sub.add_parser(
+        "loops", help="write a held-out loop set (progressions, instruments and tempos the "
+        "synth generator never uses) for `ostinato eval --mode loop`",
+    )  # fmt: skip
+    loops.add_argument("--held-out", required=True, metavar="OUT_DIR",
+                       help="output folder (16-bar MIDI files, heldout.csv)")  # fmt: skip
+    loops.add_argument("--count", type=int, default=24, help="how many loops (default 24)")
+    loops.add_argument("--seed", type=int, default=0)
+    loops.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    loops.set_defaults(func=_cmd_data_loops)
     _add_train(sub)
 
     export = sub.add_parser("export", help="export a checkpoint to an ONNX model folder")
@@ -351,13 +395,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--fp16", action="store_true", help="half precision (CUDA only)")
     export.set_defaults(func=_cmd_export)
 
+    from ostinato.settings import DAEMON, GENERATION, SETTINGS
+
     cont = sub.add_parser("continue", help="continue a MIDI file offline")
     cont.add_argument("input", help="MIDI file to continue")
     cont.add_argument("-o", "--output", required=True, help="MIDI file to write")
-    cont.add_argument("--bars", type=int, default=4, help="bars to generate")
     cont.add_argument("--model", help="model folder (default: the bundled model)")
     cont.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     _add_generation_options(cont)
+    answer = cont.add_argument_group("answer")
+    _add_setting(answer, "bars", default=SETTINGS["bars"].default,
+                 help="bars to generate (auto: as long as the phrase it continues)")  # fmt: skip
+    _add_setting(answer, "variation", default=SETTINGS["variation"].default,
+                 help="how much the answer varies the phrase it continues: 0 = the phrase "
+                 "again, 1 = free continuation")  # fmt: skip
     cont.set_defaults(func=_cmd_continue)
 
     run = sub.add_parser(
@@ -368,8 +419,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", help="TOML file with any of these settings (default: "
                      "~/.config/ostinato/config.toml when it exists)")  # fmt: skip
-    from ostinato.settings import DAEMON, GENERATION
-
     for title, names in (("daemon", DAEMON), ("generation", GENERATION)):
         group = run.add_argument_group(title)
         for name in names:
@@ -398,7 +447,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="likelihood and continuation metrics against baselines")
     ev.add_argument("model", help="model folder")
-    ev.add_argument("data_dir", help="corpus folder made by `ostinato data build`")
+    ev.add_argument("data_dir", help="corpus folder made by `ostinato data build` (loop "
+                    "mode: or MIDI files, e.g. from `ostinato data loops --held-out`)")  # fmt: skip
+    ev.add_argument("--mode", choices=["continuation", "loop"], default="continuation",
+                    help="continuation: 4 bars → the next 4; loop: one pass of each loop → "
+                    "the next pass, varied by the copy prior (default continuation)")  # fmt: skip
+    ev.add_argument("--corpus", help="loop mode, MIDI files as DATA_DIR: corpus folder whose "
+                    "train split fits the n-gram (default: the model's, if known)")  # fmt: skip
+    ev.add_argument("--variation", type=_variations, metavar="V[,V…]",
+                    help="loop mode: copy-prior variations (default 0,0.3,0.6,1)")  # fmt: skip
     ev.add_argument("--windows", type=int, default=48, help="held-out continuation windows")
     ev.add_argument("--nll-windows", type=int, default=32, help="likelihood windows")
     ev.add_argument("--json", help="also write the report to this JSON file")

@@ -133,3 +133,71 @@ def test_options_win_over_the_file_and_everything_is_checked(tmp_path, monkeypat
     assert (daemon.rt_priority, daemon.lookahead_ms, daemon.osc_port) == (0, 400.0, None)
     assert daemon.cc_map == {(None, 21): "temperature", (1, 22): "top_p"}
     assert daemon.config_path == config and daemon.model_dir.name == "default"
+
+
+def test_run_takes_the_loop_and_answer_options(tmp_path, monkeypatch) -> None:
+    """--variation, --loop-bars N|auto, --fill/--no-fill and --bars auto, over the file's."""
+    import ostinato.daemon.daemon as daemon_module
+
+    config = tmp_path / "config.toml"
+    config.write_text("variation = 0.6\nloop_bars = 8\nfill = true\nbars = 2\n")
+    got = []
+    monkeypatch.setattr(daemon_module, "run_daemon", lambda config: got.append(config) or 0)
+    assert main(["run", "--config", str(config), "--no-osc"]) == 0
+    assert main(["run", "--config", str(config), "--no-osc", "--variation", "0.25",
+                 "--loop-bars", "auto", "--no-fill", "--bars", "auto"]) == 0  # fmt: skip
+    assert main(["run", "--config", str(config), "--no-osc", "--loop-bars", "4", "--fill",
+                 "--variation", "0", "--bars", "6"]) == 0  # fmt: skip
+    file, auto, given = (c.settings for c in got)
+    assert file == GenerationSettings(variation=0.6, loop_bars=8, fill=True, bars=2)
+    assert auto == GenerationSettings(variation=0.25, loop_bars=None, fill=False, bars=None)
+    assert given == GenerationSettings(variation=0.0, loop_bars=4, fill=True, bars=6)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--loop-bars", "0"],
+         "argument --loop-bars: loop_bars must be a whole number from 1 to 64 bars or auto, "
+         "got 0"),
+        (["--loop-bars", "often"], "loop_bars must be a whole number from 1 to 64 bars or auto, "
+                                   "got 'often'"),
+        (["--variation", "1.5"], "argument --variation: variation must be a number from 0 to 1"),
+        (["--variation", "auto"], "variation must be a number from 0 to 1, got 'auto'"),
+        (["--bars", "0"], "argument --bars: bars must be a whole number from 1 to 64 bars or "
+                          "auto, got 0"),
+        (["--fill", "1"], "unrecognized arguments: 1"),
+    ],
+)  # fmt: skip
+def test_bad_loop_and_answer_options_are_refused(args, message, capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--no-osc", *args])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_continue_takes_variation_and_bars(tmp_path, monkeypatch, capsys) -> None:
+    """`ostinato continue` hands --variation and --bars (None for auto) to continue_file."""
+    from types import SimpleNamespace
+
+    import ostinato.engine.engine as engine_module
+    import ostinato.engine.offline as offline
+
+    calls = []
+
+    def continue_file(engine, src, dst, **options):
+        calls.append(options)
+        return SimpleNamespace(input_bars=2, notes=[], context_bars=2)
+
+    monkeypatch.setattr(engine_module, "Engine", lambda *args, **kwargs: "engine")
+    monkeypatch.setattr(offline, "continue_file", continue_file)
+    src, dst = str(tmp_path / "in.mid"), str(tmp_path / "out.mid")
+    assert main(["continue", src, "-o", dst]) == 0
+    assert main(["continue", src, "-o", dst, "--variation", "0.7", "--bars", "auto"]) == 0
+    assert main(["continue", src, "-o", dst, "--variation", "0", "--bars", "8"]) == 0
+    assert [(c["variation"], c["bars"]) for c in calls] == [(0.3, 4), (0.7, None), (0.0, 8)]
+    out = capsys.readouterr().out.splitlines()
+    assert "4 bars generated" in out[0] and "an answer as long as the phrase generated" in out[1]
+    with pytest.raises(SystemExit):
+        main(["continue", src, "-o", dst, "--variation", "2"])
+    assert "variation must be a number from 0 to 1" in capsys.readouterr().err

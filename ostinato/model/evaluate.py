@@ -9,12 +9,17 @@
     novelty (share of generated bars that are not a copy of a context bar).
 (c) The same for two baselines: repeat the last context bar, and a token n-gram fitted on the
     training split, sampled under the same grammar and settings.
+
+``--mode loop`` (:mod:`ostinato.model.evaluate_loop`) asks the same of the loop mode: one
+pass of a loop as context, its next pass generated under the copy prior at several
+variations, with the same metrics and baselines.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -22,6 +27,7 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
+from ostinato.engine.copy import CopyPrior
 from ostinato.engine.engine import Engine
 from ostinato.model.corpus import CorpusSplit
 from ostinato.model.grammar import Grammar, GrammarConfig
@@ -157,27 +163,48 @@ def _sample_bars(
 
 
 class Continuer(Protocol):
-    """Continues a context by ``bars`` bars (token ids, starting with a Bar)."""
+    """Continues a context by ``bars`` bars (token ids, starting with a Bar). ``references``:
+    a bar the copy prior varies for each generated bar (loop mode), ignored by the others."""
 
     name: str
 
-    def __call__(self, context: np.ndarray, bars: int, programs, seed: int) -> np.ndarray: ...
+    def __call__(
+        self, context: np.ndarray, bars: int, programs, seed: int, references=None
+    ) -> np.ndarray: ...
 
 
 class ModelContinuer:
+    """The model through the engine; with a ``variation``, under the copy prior that varies
+    the ``references`` given (see :mod:`ostinato.engine.copy`)."""
+
     name = "model"
 
-    def __init__(self, engine: Engine, settings: SamplingSettings, key_lock: bool) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: SamplingSettings,
+        key_lock: bool,
+        variation: float | None = None,
+        name: str | None = None,
+    ) -> None:
         self.engine, self.settings, self.key_lock = engine, settings, key_lock
+        self.variation = variation
+        self.name = name or self.name
 
-    def __call__(self, context: np.ndarray, bars: int, programs, seed: int) -> np.ndarray:
+    def __call__(
+        self, context: np.ndarray, bars: int, programs, seed: int, references=None
+    ) -> np.ndarray:
         e = self.engine
         e.reset()
         e.feed(context)
         tokens: list[int] = []
         scale = key_lock_classes(e.vocab, context) if self.key_lock else None
         grammar = GrammarConfig(programs=programs, scale_pitch_classes=scale)
-        list(e.generate(bars, e.sampler(self.settings, seed), grammar, tokens_out=tokens))
+        prior = None
+        if self.variation is not None and references is not None:
+            prior = CopyPrior(e.vocab, [[bar] for bar in references], self.variation)
+        sampler = e.sampler(self.settings, seed)
+        list(e.generate(bars, sampler, grammar, tokens_out=tokens, prior=prior))
         return np.asarray([e.vocab.bar_id, *tokens[:-1]], dtype=np.int64)
 
 
@@ -189,7 +216,9 @@ class NGramContinuer:
     ) -> None:
         self.ngram, self.vocab, self.settings, self.key_lock = ngram, vocab, settings, key_lock
 
-    def __call__(self, context: np.ndarray, bars: int, programs, seed: int) -> np.ndarray:
+    def __call__(
+        self, context: np.ndarray, bars: int, programs, seed: int, references=None
+    ) -> np.ndarray:
         hist = [*context.tolist(), self.vocab.bar_id]
         scale = key_lock_classes(self.vocab, context) if self.key_lock else None
         grammar = Grammar(self.vocab, GrammarConfig(programs=programs, scale_pitch_classes=scale))
@@ -208,7 +237,9 @@ class RepeatContinuer:
     def __init__(self, vocab: Vocab) -> None:
         self.vocab = vocab
 
-    def __call__(self, context: np.ndarray, bars: int, programs, seed: int) -> np.ndarray:
+    def __call__(
+        self, context: np.ndarray, bars: int, programs, seed: int, references=None
+    ) -> np.ndarray:
         last = _bars_of(context, self.vocab.bar_id)[-1]
         return np.concatenate([last] * bars)
 
@@ -244,6 +275,88 @@ def continuation_windows(split: CorpusSplit, bar_id: int, n: int, seed: int):
     return pairs
 
 
+def likelihood(
+    engine: Engine,
+    split: CorpusSplit,
+    ngram: NGramModel | None,
+    count: int,
+    length: int,
+    seed: int,
+    progress: bool = True,
+) -> dict:
+    """Bits per token and per bar of ``count`` windows of ``split``, token by token through
+    the engine's decode path (and the n-gram's, when given; its keys are None otherwise)."""
+    length = min(length, engine.window - 2)
+    model_bits = ngram_bits = 0.0
+    n_tokens = n_bars = 0
+    for window in tqdm(
+        nll_windows(split, count, length, seed), desc="likelihood", disable=not progress
+    ):
+        engine.reset()
+        for i, token in enumerate(window):
+            logits = engine.last_logits.astype(np.float64)
+            log_z = logits.max() + math.log(np.exp(logits - logits.max()).sum())
+            model_bits += (log_z - logits[token]) / math.log(2)
+            if ngram is not None:
+                ngram_bits += -math.log2(ngram.distribution(window[max(0, i - 8) : i])[token])
+            engine.feed([int(token)])
+        n_tokens += len(window)
+        n_bars += int((window == engine.vocab.bar_id).sum())
+    has_ngram = ngram is not None
+    return {
+        "tokens": n_tokens,
+        "bars": n_bars,
+        "model_bits_per_token": model_bits / max(1, n_tokens),
+        "ngram_bits_per_token": ngram_bits / max(1, n_tokens) if has_ngram else None,
+        "model_bits_per_bar": model_bits / max(1, n_bars),
+        "ngram_bits_per_bar": ngram_bits / max(1, n_bars) if has_ngram else None,
+        "ngram_order": ngram.order if has_ngram else None,
+    }
+
+
+def score_continuations(
+    continuers: Sequence[Continuer],
+    pairs: Sequence[tuple[list[np.ndarray], list[np.ndarray]]],
+    vocab: Vocab,
+    tokenizer,
+    seed: int,
+    progress: bool = True,
+    desc: str = "continuation",
+    references: Sequence[list[np.ndarray]] | None = None,
+) -> dict[str, dict]:
+    """Each continuer's mean metrics over the (context bars, real bars) pairs; it generates
+    as many bars as the real continuation has, with seed ``seed + window index`` (and the
+    window's ``references`` for the copy prior, when given)."""
+    rows: dict[str, list[dict]] = {c.name: [] for c in continuers}
+    for k, (context_bars, real_bars) in enumerate(tqdm(pairs, desc=desc, disable=not progress)):
+        refs = references[k] if references is not None else None
+        context = np.concatenate(context_bars)
+        real = np.concatenate(real_bars)
+        context_notes = parse_notes(vocab, context)
+        programs = tuple(sorted({n.program for n in context_notes})) or (DRUM_PROGRAM,)
+        for c in continuers:
+            generated = c(context, len(real_bars), programs, seed + k, refs)
+            rows[c.name].append(
+                continuation_metrics(
+                    context_notes, parse_notes(vocab, real), parse_notes(vocab, generated),
+                    _bars_of(generated, vocab.bar_id), context_bars, vocab, tokenizer,
+                )
+            )  # fmt: skip
+    return {name: summarize(metrics) for name, metrics in rows.items()}
+
+
+def summarize(metrics: list[dict]) -> dict:
+    """Mean of each metric over windows (NaN ones left out) and the mean of the overlaps."""
+    keys = metrics[0].keys() if metrics else []
+    with warnings.catch_warnings():  # a metric NaN in every window stays NaN, quietly
+        warnings.simplefilter("ignore", RuntimeWarning)
+        summary = {k: float(np.nanmean([m[k] for m in metrics])) for k in keys}
+        summary["overlap_mean"] = float(
+            np.nanmean([summary.get(k, np.nan) for k in OVERLAP_METRICS])
+        )
+    return summary
+
+
 def evaluate(
     model_dir: str | Path,
     data_dir: str | Path,
@@ -264,30 +377,7 @@ def evaluate(
     ngram = NGramModel(ngram_order, vocab.size).fit(train.tokens, train.files[:, 0])
 
     # (a) likelihood, token by token through the engine's decode path
-    length = min(nll_length, engine.window - 2)
-    model_bits = ngram_bits = 0.0
-    n_tokens = n_bars = 0
-    for window in tqdm(
-        nll_windows(val, nll_windows_count, length, seed), desc="likelihood", disable=not progress
-    ):
-        engine.reset()
-        for i, token in enumerate(window):
-            logits = engine.last_logits.astype(np.float64)
-            log_z = logits.max() + math.log(np.exp(logits - logits.max()).sum())
-            model_bits += (log_z - logits[token]) / math.log(2)
-            ngram_bits += -math.log2(ngram.distribution(window[max(0, i - 8) : i])[token])
-            engine.feed([int(token)])
-        n_tokens += len(window)
-        n_bars += int((window == vocab.bar_id).sum())
-    likelihood = {
-        "tokens": n_tokens,
-        "bars": n_bars,
-        "model_bits_per_token": model_bits / max(1, n_tokens),
-        "ngram_bits_per_token": ngram_bits / max(1, n_tokens),
-        "model_bits_per_bar": model_bits / max(1, n_bars),
-        "ngram_bits_per_bar": ngram_bits / max(1, n_bars),
-        "ngram_order": ngram_order,
-    }
+    lk = likelihood(engine, val, ngram, nll_windows_count, nll_length, seed, progress)
 
     # (b, c) continuation
     continuers: list[Continuer] = [
@@ -295,33 +385,12 @@ def evaluate(
         NGramContinuer(ngram, vocab, settings, key_lock),
         RepeatContinuer(vocab),
     ]
-    rows: dict[str, list[dict]] = {c.name: [] for c in continuers}
     pairs = continuation_windows(val, vocab.bar_id, windows, seed)
     if not pairs:
         raise ValueError("the validation split has no file of 8 bars or more to continue")
-    for k, (context_bars, real_bars) in enumerate(
-        tqdm(pairs, desc="continuation", disable=not progress)
-    ):
-        context = np.concatenate(context_bars)
-        real = np.concatenate(real_bars)
-        context_notes = parse_notes(vocab, context)
-        programs = tuple(sorted({n.program for n in context_notes})) or (DRUM_PROGRAM,)
-        for c in continuers:
-            generated = c(context, 4, programs, seed + k)
-            rows[c.name].append(
-                continuation_metrics(
-                    context_notes, parse_notes(vocab, real), parse_notes(vocab, generated),
-                    _bars_of(generated, vocab.bar_id), context_bars, vocab, tokenizer,
-                )
-            )  # fmt: skip
-    summary = {}
-    for name, metrics in rows.items():
-        keys = metrics[0].keys() if metrics else []
-        summary[name] = {k: float(np.nanmean([m[k] for m in metrics])) for k in keys}
-        summary[name]["overlap_mean"] = float(
-            np.nanmean([summary[name][k] for k in OVERLAP_METRICS])
-        )
+    summary = score_continuations(continuers, pairs, vocab, tokenizer, seed, progress)
     return {
+        "mode": "continuation",
         "model": str(model_dir),
         "data": str(data_dir),
         "windows": len(pairs),
@@ -330,34 +399,50 @@ def evaluate(
             "top_p": settings.top_p,
             "key_lock": key_lock,
         },
-        "likelihood": likelihood,
+        "likelihood": lk,
         "continuation": summary,
     }
 
 
+TABLE_COLUMNS = (
+    ("pitch_class_overlap", "pc-ovl"),
+    ("onset_overlap", "onset-ovl"),
+    ("drum_onset_f1", "drum-F1"),
+    ("overlap_mean", "ovl-mean"),
+    ("density_ratio", "density"),
+    ("in_key", "in-key"),
+    ("decodes", "decodes"),
+    ("novelty", "novelty"),
+)
+
+
 def format_table(report: dict) -> str:
     lk = report["likelihood"]
+    loop = report.get("mode") == "loop"
+    where = f"likelihood on the {report['likelihood_data']}" if loop else "validation likelihood"
     lines = [
-        f"validation likelihood ({lk['tokens']} tokens, {lk['bars']} bars):",
+        f"{where} ({lk['tokens']} tokens, {lk['bars']} bars):",
         f"  model   {lk['model_bits_per_token']:.3f} bits/token  "
         f"{lk['model_bits_per_bar']:.1f} bits/bar",
-        f"  {lk['ngram_order']}-gram  {lk['ngram_bits_per_token']:.3f} bits/token  "
-        f"{lk['ngram_bits_per_bar']:.1f} bits/bar",
-        f"continuation of {report['windows']} held-out windows (4 bars → 4 bars):",
     ]
-    cols = ["pitch_class_overlap", "onset_overlap", "drum_onset_f1", "overlap_mean",
-            "density_ratio", "in_key", "decodes", "novelty"]  # fmt: skip
-    heads = [
-        "pc-ovl",
-        "onset-ovl",
-        "drum-F1",
-        "ovl-mean",
-        "density",
-        "in-key",
-        "decodes",
-        "novelty",
-    ]
-    lines.append(f"  {'':16s}" + "".join(f"{h:>10s}" for h in heads))
-    for name, m in report["continuation"].items():
-        lines.append(f"  {name:16s}" + "".join(f"{m[c]:10.3f}" for c in cols))
+    if lk.get("ngram_bits_per_token") is not None:
+        lines.append(
+            f"  {lk['ngram_order']}-gram  {lk['ngram_bits_per_token']:.3f} bits/token  "
+            f"{lk['ngram_bits_per_bar']:.1f} bits/bar"
+        )
+    if loop:
+        lengths = ", ".join(f"{k}: {v}" for k, v in report["loop_bars"].items())
+        lines.append(
+            f"loop continuation of {report['windows']} windows (one pass of the loop → the "
+            f"next pass; loop lengths in bars {lengths}); model = copy prior, v = variation:"
+        )
+        rows = {f"model v={v}": m for v, m in report["variations"].items()}
+        rows |= {k: m for k, m in report["continuation"].items() if k != "model"}
+    else:
+        lines.append(f"continuation of {report['windows']} held-out windows (4 bars → 4 bars):")
+        rows = report["continuation"]
+    lines.append(f"  {'':16s}" + "".join(f"{head:>10s}" for _, head in TABLE_COLUMNS))
+    for name, m in rows.items():
+        lines.append(f"  {name:16s}" + "".join(f"{m[key]:10.3f}" for key, _ in TABLE_COLUMNS))
+    lines.extend(f"note: {note}" for note in report.get("notes", []))
     return "\n".join(lines)
