@@ -9,14 +9,15 @@ of the phrase) — with a pointer into each: the reference's next token is the t
 Each token is then chosen as a mixture, with ``v`` the variation:
 
 * with probability ``v²`` the model samples as usual (every setting of the sampler, the
-  grammar's mask): it may add, drop or move an onset, or end the bar;
-* otherwise, where the reference's next token says *where* (a ``Position``, or ``Bar`` at its
-  end), it is taken: the onsets stay;
-* where it says *what* (a ``Program``, ``Pitch``, ``Velocity`` or ``Duration``), it is taken
-  with probability ``1 − v``; otherwise the model samples a token of that same kind (another
-  pitch, accent or length for that note).
+  grammar's mask): it may add, drop or move an onset, end the bar, pick another instrument;
+* otherwise, where the reference's next token says *where* or *who* — a ``Position``, ``Bar``
+  at its end, a ``Program``, or a drum (a drum's pitch is its instrument) — it is taken: the
+  onsets and the instruments stay;
+* where it says *what* a pitched note plays — ``Pitch``, ``Velocity``, ``Duration`` — it is
+  taken with probability ``1 − v``; otherwise the model samples a token of that same kind
+  (another pitch, accent or length for that note).
 
-So the groove changes with ``v²`` and the notes on it with ``v``:
+So the groove and the parts change with ``v²`` and the notes on them with ``v``:
 
 * ``0`` plays the reference again token for token: the previous pass, note for note;
 * ``1`` is the model alone, exactly as without a prior;
@@ -30,6 +31,11 @@ So the groove changes with ``v²`` and the notes on it with ``v``:
     velocity and duration that follow still come from the reference: a changed pitch keeps
     its rhythm and accent,
   - a different ``Velocity`` or ``Duration`` replaces the reference's one and the note goes on.
+
+Measured on loops the model never saw (``ostinato eval --mode loop``, docs/benchmarks): at
+0.3 the overlap with the loop's real next pass is above repeating its last bar, with every
+bar new; letting the model re-pick instruments and drums at ``v`` instead lost a third of
+the drum hits and a tenth of the notes (overlap 0.75 against repeat-last-bar's 0.81).
 
 A mixture rather than a logit bonus: it gives the same behaviour at any temperature, reaches
 both ends exactly, and keeps the model's own choices where it takes them. The draw uses the
@@ -89,6 +95,9 @@ class CopyPrior:
         self._variation = 1.0
         self.copied = 0  # tokens taken from a reference
         self._kind_mask = np.zeros(vocab.size, dtype=bool)
+        self._structure = np.zeros(max(TokenType) + 1, dtype=bool)
+        self._structure[[TokenType.POSITION, TokenType.BAR, TokenType.PROGRAM,
+                         TokenType.PITCH_DRUM]] = True  # fmt: skip
         self.begin_bar(0)
 
     def begin_bar(self, k: int) -> None:
@@ -114,7 +123,7 @@ class CopyPrior:
         expected = self.expected()
         v = self._variation
         kind = self._types[expected[0]]
-        structure = kind == TokenType.POSITION or kind == TokenType.BAR
+        structure = self._structure[kind]
         u = rng.random() if v > 0.0 else 1.0
         if u < v * v:
             return -1, mask  # the model alone: it may add, drop or move an onset
