@@ -1,1 +1,2 @@
-"""The real-time daemon: ports, clock, recorder, engine, scheduler, session, control."""
+"""The real-time daemon: ports, clock, input router, recorder, scheduler, session, control,
+telemetry."""

@@ -288,22 +288,19 @@ class TickFollower:
         # and its stamps step by whole cycles for 37 ticks in a row: a beat of them has the
         # slope of the cycles, 93.75 BPM). Exact stamps spread only by the clock's jitter.
         limit = 0.1 if self.exact_stamps else 0.02
-        fine = (
-            self.slack is not None
-            and self.period is not None
-            and (self.slack < limit * self.period)
-        )
+        period = self.period
+        fine = self.slack is not None and period is not None and self.slack < limit * period
         keep = PPQN + 1 if fine else COARSE_WINDOW
         tail = list(itertools.islice(window, max(0, n - keep), n))  # only what is fitted
         n = len(tail)
         ticks = np.fromiter((k for k, _ in tail), dtype=np.float64, count=n)
         times = np.fromiter((s for _, s in tail), dtype=np.float64, count=n)
-        if n >= 4 and fine:
+        if n >= 4 and fine and period is not None:
             # a tempo step: the newest three intervals agree with each other, not the line
             intervals = np.diff(times[-4:]) / np.diff(ticks[-4:])
             median = float(np.median(intervals))
             agree = np.all(np.abs(intervals - median) <= 0.1 * median + (self.slack or 0.0))
-            if agree and abs(median - self.period) > STEP * self.period:
+            if agree and abs(median - period) > STEP * period:
                 for _ in range(len(window) - 4):
                     window.popleft()
                 ticks, times, n = ticks[-4:], times[-4:], 4

@@ -66,8 +66,9 @@ class ImmediateDispatcher(Dispatcher):
 
 
 class ControlServer:
-    """OSC over UDP. ``daemon`` supplies ``session``, ``scheduler``, ``clock``, ``recorder``,
-    ``panic()``, ``state()`` and the CC map (see :class:`ostinato.daemon.daemon.Daemon`)."""
+    """OSC over UDP. ``daemon`` supplies ``apply(**settings)``, ``panic()``, ``learn(setting)``,
+    ``unlearn(setting)``, ``state()``, ``heartbeat()`` and ``roll(bars)`` (see
+    :class:`ostinato.daemon.daemon.Daemon`)."""
 
     def __init__(self, daemon, host: str = "127.0.0.1", port: int = 9000) -> None:
         self.daemon = daemon

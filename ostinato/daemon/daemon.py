@@ -1,12 +1,13 @@
-"""``ostinato run``: ports + clock + recorder + engine + scheduler + session, and a clean exit.
+"""``ostinato run``: the daemon's pieces wired together, its life cycle, and a clean exit.
 
-Input arrives on one thread: for JACK, the sender process owns both ports and forwards every
-input event with its exact frame time (its reports thread calls :meth:`Daemon.handle`); for
-ALSA, CoreMIDI and WinMM an input worker drains python-rtmidi's queue. Either way every message
-is checked here, the same for every backend: real-time bytes (clock, transport) go to the
-clock first; garbage, truncated messages, stray data bytes, Active Sensing, SysEx and other
-messages that are neither notes, All-Notes-Off nor clock are counted and dropped after the time
-base has seen them. SIGINT/SIGTERM stop everything and send note-offs for every sounding note
+:class:`Daemon` makes the pieces and connects them: the engine, the clock, the recorder, the
+note sender (:class:`~ostinato.daemon.sender.SenderProcess`, which owns the output port, and
+for JACK the input port too) and the session that plays; the input router
+(:mod:`ostinato.daemon.input_router`: bytes → clock, recorder, CCs), MIDI learn
+(:mod:`ostinato.daemon.cc_learner`), the telemetry (:mod:`ostinato.daemon.telemetry`: the
+panel's state, the stats) and the OSC control server, which reaches them through the daemon.
+It starts them, watches for a missing clock and a lost sender (:meth:`Daemon.poll`), and shuts
+them down in order. SIGINT/SIGTERM stop everything and send note-offs for every sounding note
 plus All Notes Off on every channel used.
 
 With ``clock = "midi"`` Ostinato plays only on the DAW's clock; ``"auto"`` falls back to the
@@ -26,17 +27,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from ostinato.config import CcMap, ConfigError, format_cc_map, save_cc_map
+from ostinato.config import CcMap
+from ostinato.daemon.cc_learner import CcLearner
 from ostinato.daemon.clock import Clock
 from ostinato.daemon.control import ControlServer
+from ostinato.daemon.input_router import InputRouter
 from ostinato.daemon.ports import MidiPorts, default_backend
-from ostinato.daemon.recorder import HUMAN, Recorder
+from ostinato.daemon.recorder import Recorder
+from ostinato.daemon.scheduling import NoteScheduler
 from ostinato.daemon.sender import SenderProcess
 from ostinato.daemon.session import Session
+from ostinato.daemon.telemetry import Telemetry
 from ostinato.engine.engine import Engine
-from ostinato.settings import KNOBS, GenerationSettings, format_programs
+from ostinato.settings import KNOBS, GenerationSettings
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +74,6 @@ class DaemonConfig:
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
-_DATA_LEN = {0x80: 2, 0x90: 2, 0xA0: 2, 0xB0: 2, 0xC0: 1, 0xD0: 1, 0xE0: 2}
-ALL_NOTES_OFF_CCS = (120, 123)  # All Sound Off, All Notes Off
-IGNORED_SYSTEM = {0xF0, 0xF1, 0xF3, 0xF6, 0xF7, 0xFE, 0xFF}
-
-
 class Daemon:
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
@@ -86,21 +84,17 @@ class Daemon:
         # JACK stamps every event with its own frame: the clock can tell a stray byte
         self.clock = Clock(bpm=config.bpm, exact_stamps=jack)
         self.recorder = Recorder(beats_per_bar=config.beats_per_bar)
-        self.garbage = 0  # malformed messages dropped
-        self.ignored = 0  # well-formed messages that are not for us (SysEx, Active Sensing…)
-        self._stop = threading.Event()
-        self.input_log: list[tuple[float, list[int]]] = []  # beat and bytes of notes heard
-        self.tick_log: list[float] = []  # arrival time of every clock tick
         # The output port belongs to the sender process (see sender.py for why); it opens
         # first, so the input is read from the moment it exists. For JACK it owns the input
         # port too, and its process callback stamps each event with its frame.
-        self.scheduler = SenderProcess(
+        sender = SenderProcess(
             self.clock.snapshot, self.backend, config.out_port, config.client_name,
             latency_ms=config.latency_ms, rt_priority=config.rt_priority, with_input=jack,
-            in_port=config.in_port, on_input=self._on_input if jack else None,
+            in_port=config.in_port,
         )  # fmt: skip
-        self.now = self.scheduler.now  # the time line of input stamps and the clock's map
-        self.scheduler.on_input_gap = self.clock.on_input_lost  # an xrun: ticks may be gone
+        sender.on_input_gap = self.clock.on_input_lost  # an xrun: ticks may be gone
+        # its time line (now()) is the one of the input stamps and of the clock's map
+        self.scheduler: NoteScheduler = sender
         self.ports: MidiPorts | None = None
         if not jack:
             try:
@@ -108,40 +102,39 @@ class Daemon:
                                        client_name=config.client_name,
                                        with_output=False)  # fmt: skip
             except Exception:
-                self.scheduler.stop()
+                sender.stop()
                 raise
-        self.clock.map_listeners.append(self.scheduler.push_tempo)
-        # SenderProcess offers the Scheduler's interface; the one Protocol both will share is
-        # being written (issue 18): mypy reports this ignore as unused once it lands.
+        self.clock.map_listeners.append(sender.push_tempo)
         self.session = Session(
-            self.engine, self.clock, self.scheduler,  # type: ignore[arg-type]
-            self.recorder, config.settings, config.beats_per_bar, config.lookahead_ms,
-            config.latency_ms, now=self.now,
+            self.engine, self.clock, self.scheduler, self.recorder, config.settings,
+            config.beats_per_bar, config.lookahead_ms, config.latency_ms, now=sender.now,
         )  # fmt: skip
         self._settings_lock = threading.Lock()  # OSC and CC changes apply one at a time
-        self.sent_log: list[tuple[float, float, float, int]] = []  # beat, due, sent, note
+        self.learner = CcLearner(config.cc_map, config.config_path, self.apply, self._changed)
+        self.inputs = InputRouter(self.clock, self.recorder, self.session.lock,
+                                  self.learner.on_cc)  # fmt: skip
+        self.telemetry = Telemetry(config, self.backend, self.engine, self.clock, self.recorder,
+                                   self.session, self.scheduler, self.inputs,
+                                   self.learner)  # fmt: skip
         if config.stats_json is not None:
-            self.scheduler.on_note_sent = self._log_note
-        self.scheduler.on_note_dropped = self._log_drop
-        self.drop_log: list[tuple[float, float, float, bool]] = []  # beat, due, when, why
-        self._last_drop_bar = -1
+            sender.on_note_sent = self.telemetry.note_sent
+            self.inputs.on_note = self.telemetry.heard_note
+            self.inputs.on_tick = self.telemetry.heard_tick
+        sender.on_note_dropped = self.telemetry.note_dropped
         self._waiting_said = False
-        self._accepting = False
-        self._input_thread = threading.Thread(target=self._input_loop, name="ostinato-input",
-                                              daemon=True)  # fmt: skip
-        self.cc_map: CcMap = dict(config.cc_map)
-        self._learning: str | None = None
-        self._save_lock = threading.Lock()  # one write of the config file at a time
+        self._started_at = time.perf_counter()
         self.control: ControlServer | None = None
         if config.osc_port is not None:
             self.control = self._open_control(config.osc_port)
-        # Input is polled from now on: clock ticks left queued in rtmidi while the model
-        # warms up would come out as one backlog whose arrival times can only be estimated
-        # afterwards, an estimate later polls correct by up to a tick, which reads as a
-        # duplicate tick and leaves the beat count one behind.
-        self._accepting = True  # input is handled from now on (JACK: the sender's reports)
+        # Input is handled from now on (JACK: the sender's reports; what came before is
+        # dropped): clock ticks left queued in rtmidi while the model warms up would come out
+        # as one backlog whose arrival times can only be estimated afterwards, an estimate
+        # later polls correct by up to a tick, which reads as a duplicate tick and leaves the
+        # beat count one behind.
         if self.ports is not None:
-            self._input_thread.start()
+            self.inputs.poll(self.ports)
+        else:
+            sender.on_input = self.inputs.on_input
 
     # -- control (OSC thread, input thread) -------------------------------------------------
     def _open_control(self, port: int) -> ControlServer | None:
@@ -163,6 +156,11 @@ class Daemon:
             log.warning("OSC control listens on %s: anyone on the network can drive it", host)
         return control
 
+    def _changed(self) -> None:
+        """Something the panel shows changed: subscribers get the new state."""
+        if self.control is not None:
+            self.control.changed()
+
     def apply(self, **changes) -> None:
         """Change settings (validated; ValueError changes nothing). The session reads the
         new object at its next bar; the real-time path never waits for this. Knob settings
@@ -173,281 +171,27 @@ class Daemon:
         (log.debug if quiet else log.info)(
             "settings: %s", ", ".join(f"{k}={v}" for k, v in changes.items())
         )
-        if self.control is not None:
-            self.control.changed()
+        self._changed()
 
     def panic(self) -> None:
         self.scheduler.panic()
         log.info("panic: every note released")
 
+    # what the control server asks of the daemon
     def learn(self, setting: str) -> None:
-        self._learning = setting
-        log.info("MIDI learn: move a knob to drive %s", setting)
-        if self.control is not None:
-            self.control.changed()
+        self.learner.learn(setting)
 
     def unlearn(self, setting: str) -> None:
-        self.cc_map = {cc: name for cc, name in self.cc_map.items() if name != setting}
-        self._save_cc_map()
-
-    def _on_cc(self, channel: int, cc: int, value: int) -> None:
-        learning = self._learning
-        if learning is not None and cc < 120:  # channel-mode CCs (a DAW's Stop) never learn
-            self._learning = None
-            mapped = {c: n for c, n in self.cc_map.items() if n != learning}
-            mapped[(channel, cc)] = learning  # the knob's own channel: CC 21 elsewhere is not it
-            self.cc_map = mapped
-            log.info("MIDI learn: CC %d on channel %d drives %s", cc, channel + 1, learning)
-            # this is the MIDI input thread: the file is written off it, clock ticks keep coming
-            threading.Thread(target=self._save_cc_map, name="ostinato-save-cc").start()
-        name = self.cc_map.get((channel, cc)) or self.cc_map.get((None, cc))
-        if name is None:
-            return
-        try:
-            self.apply(**{name: KNOBS[name].value(value)})
-        except ValueError as exc:
-            log.warning("CC %d → %s: %s", cc, name, exc)
-
-    def _save_cc_map(self) -> None:
-        with self._save_lock:
-            self._write_cc_map()
-
-    def _write_cc_map(self) -> None:
-        if self.control is not None:
-            self.control.changed()
-        path = self.config.config_path
-        if path is None:
-            log.info("MIDI learn is not saved: no config file (--config)")
-            return
-        try:
-            save_cc_map(path, self.cc_map)
-        except OSError as exc:
-            log.error("cannot save the CC map to %s: %s", path, exc.strerror)
-        except ConfigError as exc:
-            log.error("%s", exc)
+        self.learner.unlearn(setting)
 
     def state(self) -> dict:
-        """Everything a panel shows, as flat key → value."""
-        s = self.session.settings
-        tempo = self.clock.snapshot()
-        beat = self.clock.beat_now(self.now())
-        bar_ms = list(self.session.bar_ms)[-64:]
-        clock = self.clock
-        heard_bpm = clock.bpm
-        loop = self.session.loop
-        state = {
-            "temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p,
-            "repetition_penalty": s.repetition_penalty, "mode": s.mode,
-            "bars": "auto" if s.bars is None else s.bars,
-            "phrase_bars": s.phrase_bars, "programs": format_programs(s.programs),
-            "seed": s.seed, "key_lock": int(s.key_lock),
-            "variation": s.variation, "fill": int(s.fill),
-            "loop_bars": "auto" if s.loop_bars is None else s.loop_bars,
-            "loop_length": loop.bars if loop else 0, "loop_first_bar": loop.start if loop else -1,
-            "loop_from": loop.source if loop else "", "fallbacks": self.session.fallbacks,
-            "running": clock.running, "clock": clock.source,
-            "bpm": round(heard_bpm if heard_bpm else tempo.bpm if tempo else self.config.bpm, 3),
-            "position_known": int(clock.position_known),
-            "loop_start": -1.0 if clock.loop is None else clock.loop[0],
-            "loop_end": -1.0 if clock.loop is None else clock.loop[1],
-            "loop_passes": clock.loop_passes, "jumps": clock.jumps,
-            "rejected_ticks": clock.rejected_ticks,
-            "ignored_messages": self.ignored,
-            "input_lost": getattr(self.scheduler, "input_lost", 0),
-            "beats_per_bar": self.config.beats_per_bar,
-            "beat": -1.0 if beat is None else round(beat, 3),
-            "bar_ms_p99": round(float(np.percentile(bar_ms, 99)), 2) if bar_ms else 0.0,
-            "lookahead_ms": round(self.session.lookahead_s * 1000, 1),
-            "deadline_misses": self.scheduler.stats.deadline_misses,
-            "late_wakeups": self.scheduler.stats.late_wakeups,
-            "notes_sent": self.scheduler.stats.sent_notes,
-            "bad_messages": self.garbage,
-            "backend": self.backend,
-            "in_port": self.config.in_port or "Ostinato In",
-            "out_port": self.config.out_port or "Ostinato Out",
-            "device": self.engine.device, "model": str(self.config.model_dir),
-            "learning": self._learning or "",
-            "cc": format_cc_map(self.cc_map),
-        }  # fmt: skip
-        return state
+        return self.telemetry.state()
 
     def heartbeat(self) -> tuple:
-        tempo = self.clock.snapshot()
-        beat = self.clock.beat_now(self.now())
-        bpb = self.config.beats_per_bar
-        bar_ms = self.session.bar_ms[-1] if self.session.bar_ms else 0.0
-        return (
-            float(tempo.bpm if tempo else self.config.bpm),
-            -1 if beat is None else int(beat // bpb),
-            -1.0 if beat is None else float(beat % bpb),
-            int(self.clock.running),
-            float(bar_ms),
-            int(self.scheduler.stats.deadline_misses),
-        )
+        return self.telemetry.heartbeat()
 
     def roll(self, bars: int) -> tuple[float, float, list[tuple[float, float, int, bool]]]:
-        """The notes heard and played in the last ``bars`` bars (for the panel's roll)."""
-        beat = self.clock.beat_now(self.now())
-        with self.session.lock:
-            notes = list(self.recorder.notes)
-        now = beat if beat is not None else (notes[-1].start_beats if notes else 0.0)
-        since = now - bars * self.config.beats_per_bar
-        rows = [(n.start_beats, n.duration_beats, n.pitch, n.source != HUMAN)
-                for n in notes if n.start_beats >= since]  # fmt: skip
-        return self.config.beats_per_bar, now, rows
-
-    def _log_note(
-        self, due: float, sent: float, channel: int, pitch: int, velocity: int, note_id: int
-    ) -> None:
-        tempo = self.clock.snapshot()
-        beat = tempo.beat_at(due) if tempo else float("nan")
-        self.sent_log.append((beat, due, sent, pitch))
-
-    def _log_drop(self, due: float, when: float, note_id: int, handed_over_late: bool) -> None:
-        """A note-on the sender dropped: said once per bar in the log (reports thread)."""
-        tempo = self.clock.snapshot()
-        beat = tempo.beat_at(due) if tempo else float("nan")
-        if self.config.stats_json is not None and len(self.drop_log) < 100_000:
-            self.drop_log.append((beat, due, when, handed_over_late))
-        bar = int(beat // self.config.beats_per_bar) if tempo else -1
-        if bar != self._last_drop_bar:
-            self._last_drop_bar = bar
-            log.warning(
-                "bar %d: a note %.0f ms late was dropped (%s)", bar + 1, (when - due) * 1000,
-                "generated after its time" if handed_over_late else "the sender woke late",
-            )  # fmt: skip
-
-    def stats(self) -> dict:
-        s = self.scheduler.stats
-        return {
-            "notes_sent": s.sent_notes,
-            "deadline_misses": s.deadline_misses,
-            "late_wakeups": s.late_wakeups,
-            "sender_realtime": self.scheduler.realtime,
-            "sender_pid": self.scheduler.pid,
-            "lost_reports": self.scheduler.lost_reports,
-            "dropped": [
-                {"beat": b, "due": d, "at": t, "handed_over_late": late}
-                for b, d, t, late in self.drop_log
-            ],
-            "gc_frozen_objects": gc.get_freeze_count(),
-            "lateness_ms": s.lateness_ms,
-            "bar_ms": list(self.session.bar_ms),
-            "bar_margin_ms": list(self.session.bar_margin_ms),
-            "bars": [
-                {
-                    "bar": b,
-                    "hand_over_ms": h,
-                    "generate_ms": g,
-                    "notes": n,
-                    "margin_ms": m,
-                    "first_note_margin_ms": f,
-                }
-                for b, h, g, n, m, f in self.session.bar_log
-            ],
-            "bars_generated": self.session.bars_generated,
-            "fallbacks": self.session.fallbacks,
-            "lookahead_ms": self.session.lookahead_s * 1000,
-            "bad_messages": self.garbage,
-            "ignored_messages": self.ignored,
-            "clock": {
-                "bpm": self.clock.bpm,
-                "ticks_counted": self.clock.follower.count,
-                "rejected_ticks": self.clock.rejected_ticks,
-                "jumps": self.clock.jumps,
-                "jumps_followed": self.session.jumps_followed,
-                "loop": self.clock.loop,
-                "loop_passes": self.clock.loop_passes,
-                "position_known": self.clock.position_known,
-                "input_gaps": self.clock.input_gaps,
-            },
-            "skipped_frames": getattr(self.scheduler, "skipped_frames", 0),
-            "input_lost": getattr(self.scheduler, "input_lost", 0),
-            "clock_ticks": self.tick_log,
-            "notes_heard": [{"beat": b, "message": m} for b, m in self.input_log],
-            "notes": [{"beat": b, "due": d, "sent": t, "pitch": p} for b, d, t, p in self.sent_log],
-        }
-
-    # -- input ------------------------------------------------------------------------------
-    def _input_loop(self) -> None:
-        """Input worker thread (python-rtmidi backends): drain rtmidi's queue every
-        millisecond, parse, dispatch. Timestamps come from the backend, so a late poll does not
-        move any event in time; polling more often would only take CPU from the MIDI
-        backend's own threads."""
-        assert self.ports is not None
-        while not self._stop.is_set():
-            events = self.ports.poll()
-            if not events:
-                time.sleep(0.001)
-                continue
-            for t, data in events:
-                self._on_input(t, data)
-
-    def _on_input(self, t: float, data: list[int]) -> None:
-        """One message with its time (the input worker, or the JACK sender's reports)."""
-        if not self._accepting:
-            return
-        try:
-            self.handle(t, data)
-        except Exception:  # a bad message must never stop the input
-            self.garbage += 1
-            log.debug("dropped MIDI message %r", data, exc_info=True)
-
-    def handle(self, t: float, data: list[int]) -> None:
-        if data and data[0] == 0xF0:  # SysEx (MMC, device messages): not for us
-            self.ignored += 1
-            return
-        if not data or not 0x80 <= data[0] <= 0xFF or any(not 0 <= b <= 0x7F for b in data[1:]):
-            self.garbage += 1
-            return
-        status = data[0]
-        if status >= 0xF0:
-            self._system(t, status, data)
-            return
-        kind, channel = status & 0xF0, status & 0x0F
-        if len(data) != 1 + _DATA_LEN[kind]:
-            self.garbage += 1
-            return
-        if kind == 0xB0:
-            if data[1] in ALL_NOTES_OFF_CCS:  # DAWs send these at a stop or a loop jump
-                beat = self.clock.beat_now(t)
-                if beat is not None:
-                    with self.session.lock:
-                        self.recorder.all_notes_off(beat, channel)
-            self._on_cc(channel, data[1], data[2])
-            return
-        if kind not in (0x80, 0x90):
-            self.ignored += 1  # program change, pitch bend, pressure: not for the model
-            return
-        beat = self.clock.beat_now(t)
-        if beat is None:
-            return
-        if self.config.stats_json is not None and len(self.input_log) < 100_000:
-            self.input_log.append((beat, list(data)))
-        with self.session.lock:
-            if kind == 0x90:
-                self.recorder.note_on(beat, channel, data[1], data[2])
-            else:
-                self.recorder.note_off(beat, channel, data[1])
-
-    def _system(self, t: float, status: int, data: list[int]) -> None:
-        """Clock and transport to the clock; the rest of the system messages are dropped."""
-        if status == 0xF8:
-            if self.config.stats_json is not None and len(self.tick_log) < 100_000:
-                self.tick_log.append(t)
-            self.clock.on_tick(t)
-        elif status == 0xFA:
-            self.clock.on_start(t)
-        elif status == 0xFB:
-            self.clock.on_continue(t)
-        elif status == 0xFC:
-            self.clock.on_stop(t)
-        elif status == 0xF2 and len(data) == 3:
-            self.clock.on_song_position(t, data[1] | (data[2] << 7))
-        elif status in IGNORED_SYSTEM and len(data) >= 1:
-            self.ignored += 1  # SysEx (MMC), Active Sensing, MTC, song select, tune, reset
-        else:
-            self.garbage += 1  # undefined status bytes, a truncated song position
+        return self.telemetry.roll(bars)
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -459,7 +203,7 @@ class Daemon:
         gc.freeze()
         self._started_at = time.perf_counter()
         if self.config.clock == "internal":
-            self.clock.start_internal(self.now() + 0.2, self.config.bpm)
+            self.clock.start_internal(self.scheduler.now() + 0.2, self.config.bpm)
         self.scheduler.start()
         self.session.start()
         if self.control is not None:
@@ -488,7 +232,7 @@ class Daemon:
                 "no MIDI clock seen on the input: playing at the internal tempo of %g BPM "
                 "(send MIDI clock to follow the DAW)", self.config.bpm,
             )  # fmt: skip
-            clock.start_internal(self.now(), self.config.bpm)
+            clock.start_internal(self.scheduler.now(), self.config.bpm)
         elif heard is not None:
             self._waiting_said = True
             log.info("MIDI clock at %.1f BPM but no Start or Song Position yet: the bar lines "
@@ -500,20 +244,19 @@ class Daemon:
         return True
 
     def shutdown(self) -> None:
-        self._stop.set()
+        self.inputs.close()  # the input worker (rtmidi); JACK's input ends with the sender
         if self.control is not None:
             self.control.close()
         self.session.stop()
         self.scheduler.stop()  # releases every sounding note, CC 123 on used channels
         if self.ports is not None:
-            self._input_thread.join(1.0)
             self.ports.close()
         if self.config.stats_json is not None:
-            self.config.stats_json.write_text(json.dumps(self.stats()))
+            self.config.stats_json.write_text(json.dumps(self.telemetry.stats()))
         s = self.scheduler.stats
         log.info("stopped: %d notes sent, %d deadline misses, %d late wake-ups, %d bad "
                  "messages dropped, %d stray clock bytes ignored", s.sent_notes,
-                 s.deadline_misses, s.late_wakeups, self.garbage,
+                 s.deadline_misses, s.late_wakeups, self.inputs.garbage,
                  self.clock.rejected_ticks)  # fmt: skip
 
 

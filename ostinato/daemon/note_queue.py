@@ -31,6 +31,7 @@ JUMP_EPSILON_BEATS = 1e-6  # an event this close before a jump's from-beat still
 # beat). Ordered by beat, then by order (unique: a note's on and off get 2n and 2n + 1), so the
 # tuples compare in C and never past the second field.
 Event = tuple[float, int, int, int, int, int, int, float, float]
+_EMPTY: Event = (math.inf, -1, 0, 0, 0, 0, -1, 0.0, 0.0)  # a heap slot past the last event
 # write(status, data 1, data 2) → False when the port cannot take it now (a full JACK buffer):
 # the queue keeps what was not written and tries again on the next call.
 Write = Callable[[int, int, int], bool]
@@ -68,7 +69,7 @@ class NoteQueue:
         self.growable = growable
         self.refused = 0  # notes not queued: the heap was full and may not grow
         self.held = False  # the transport stopped: nothing plays until jump() or resume()
-        self._heap: list[Event | None] = [None] * capacity  # a binary min-heap of _size events
+        self._heap: list[Event] = [_EMPTY] * capacity  # a binary min-heap of _size events
         self._size = 0
         self._order = 0
         self._note_of = [-1] * KEYS  # key → id of the note sounding on it, or −1
@@ -124,7 +125,7 @@ class NoteQueue:
             if not self.growable:
                 self.refused += 1
                 return False
-            self._heap.extend([None] * len(self._heap))
+            self._heap.extend([_EMPTY] * len(self._heap))
         self._sift_in(on)
         self._sift_in(off)
         return True
@@ -136,7 +137,6 @@ class NoteQueue:
         its own note is the one sounding (a retrigger took it over, or its note-on was
         dropped: nothing to release). False when ``write`` refused: the event stays."""
         event = self._heap[0]
-        assert event is not None
         channel, pitch, note_id = event[3], event[4], event[6]
         key = channel << 7 | pitch
         if event[2] == NOTE_ON:
@@ -198,8 +198,7 @@ class NoteQueue:
         heap, kept = self._heap, 0
         for i in range(self._size):
             event = heap[i]
-            heap[i] = None
-            assert event is not None
+            heap[i] = _EMPTY
             if self._released_now(event, keep):
                 continue
             heap[kept] = event
@@ -226,8 +225,7 @@ class NoteQueue:
             heap, kept = self._heap, 0
             for i in range(self._size):
                 event = heap[i]
-                heap[i] = None
-                assert event is not None
+                heap[i] = _EMPTY
                 if self._released_now(event, lowest):
                     continue
                 if event[8] >= lowest:
@@ -292,7 +290,7 @@ class NoteQueue:
     def _clear(self) -> None:
         heap = self._heap
         for i in range(self._size):
-            heap[i] = None
+            heap[i] = _EMPTY
         self._size = 0
 
     def _sift_in(self, event: Event) -> None:
@@ -301,7 +299,7 @@ class NoteQueue:
         while i > 0:
             parent = (i - 1) >> 1
             above = heap[parent]
-            if not event < above:  # type: ignore[operator]
+            if not event < above:
                 break
             heap[i] = above
             i = parent
@@ -311,22 +309,20 @@ class NoteQueue:
         heap = self._heap
         self._size -= 1
         last = heap[self._size]
-        heap[self._size] = None
+        heap[self._size] = _EMPTY
         if self._size:
             self._sift_down(0, last)
-        else:
-            heap[0] = None
 
-    def _sift_down(self, i: int, event) -> None:
+    def _sift_down(self, i: int, event: Event) -> None:
         heap, size = self._heap, self._size
         while True:
             child = 2 * i + 1
             if child >= size:
                 break
             right = child + 1
-            if right < size and heap[right] < heap[child]:  # type: ignore[operator]
+            if right < size and heap[right] < heap[child]:
                 child = right
-            if not heap[child] < event:  # type: ignore[operator]
+            if not heap[child] < event:
                 break
             heap[i] = heap[child]
             i = child

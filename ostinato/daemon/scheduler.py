@@ -1,7 +1,9 @@
 """Sending notes on time through python-rtmidi: the sender thread of the ALSA, CoreMIDI and
 WinMM backends, run by the sender process (:mod:`ostinato.daemon.sender`, which owns the output
 port). It plays a :class:`~ostinato.daemon.note_queue.NoteQueue` (the JACK backend plays the
-same queue from JACK's process callback, :mod:`ostinato.daemon.jack_io`).
+same queue from JACK's process callback, :mod:`ostinato.daemon.jack_io`) and offers the
+:class:`~ostinato.daemon.scheduling.NoteScheduler` interface, as the daemon's front end of the
+sender process does.
 
 The sender sleeps until about 1 ms before an event (0.3 ms at real-time priority), then spins
 to it, and converts beats to ``time.perf_counter()`` with the clock's current map when the
@@ -26,30 +28,15 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from ostinato.daemon.clock import TempoMap
 from ostinato.daemon.note_queue import NOTE_ON, Event, NoteQueue
+from ostinato.daemon.scheduling import NoteScheduler
 
 log = logging.getLogger(__name__)
 
 SPIN_S = 0.001  # busy-wait this long before an event instead of trusting sleep()
 SPIN_S_REALTIME = 0.0003  # at SCHED_FIFO a timed wait wakes within ~0.1 ms: spin less
-
-
-def default_program_channels() -> dict[int, int]:
-    """Program → output channel (0-based): drums on channel 10, the rest on channel 1."""
-    from ostinato.model.tokens import DRUM_PROGRAM  # here: the sender process never needs it
-
-    return {DRUM_PROGRAM: 9}
-
-
-@dataclass
-class SchedulerStats:
-    sent_notes: int = 0
-    deadline_misses: int = 0  # note-ons dropped: handed over after their time
-    late_wakeups: int = 0  # note-ons dropped: queued in time, the sender ran too late
-    lateness_ms: list[float] = field(default_factory=list)  # actual send − ideal, note-ons
 
 
 def realtime_thread(priority: int) -> bool:
@@ -72,7 +59,7 @@ def realtime_thread(priority: int) -> bool:
     return True
 
 
-class Scheduler:
+class Scheduler(NoteScheduler):
     """The rtmidi sender: ``send(bytes)`` writes one MIDI message; ``tempo_map()`` returns the
     clock's map (times on ``time.perf_counter()``'s clock)."""
 
@@ -86,15 +73,12 @@ class Scheduler:
         keep_lateness: int = 100_000,
         rt_priority: int = 0,
     ) -> None:
+        super().__init__(program_channels, keep_lateness)
         self._send = send
         self._tempo_map = tempo_map
-        self.program_channels = {**default_program_channels(), **(program_channels or {})}
         self.latency_s = latency_ms / 1000.0
         self.late_tolerance_s = late_tolerance_ms / 1000.0
-        self.keep_lateness = keep_lateness
         self.rt_priority = rt_priority
-        self.realtime: bool | None = None  # None until the sender thread has started
-        self.stats = SchedulerStats()
         self._queue = NoteQueue()  # guarded by _cond, as is _epoch
         self._write_message = self._write  # bound once: not a new method object per message
         self._cond = threading.Condition()
@@ -102,23 +86,12 @@ class Scheduler:
         self._note_ids = itertools.count()
         self._thread: threading.Thread | None = None
         self._epoch = 0  # bumped by panic, hold and jump: an event due before it is not sent
-        # (due, sent, channel, pitch, velocity, note id) for every note-on sent
-        self.on_note_sent: Callable[[float, float, int, int, int, int], None] | None = None
-        # (due, now, note id, handed over late) for every note-on dropped
-        self.on_note_dropped: Callable[[float, float, int, bool], None] | None = None
 
-    def channel_for(self, program: int) -> int:
-        return self.program_channels.get(program, 0)
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     # -- producer side (session thread) --------------------------------------------------------
-    def schedule_note(
-        self, start_beats: float, duration_beats: float, program: int, pitch: int, velocity: int,
-        handed_over: float | None = None,
-    ) -> int:  # fmt: skip
-        end = start_beats + max(duration_beats, 1 / 64)
-        return self.schedule(start_beats, end, self.channel_for(program), pitch, velocity,
-                             handed_over=handed_over)  # fmt: skip
-
     def schedule(
         self, start_beats: float, end_beats: float, channel: int, pitch: int, velocity: int,
         note_id: int | None = None, handed_over: float | None = None,
@@ -127,14 +100,14 @@ class Scheduler:
         ``handed_over``: when generation delivered it (default: now)."""
         if note_id is None:
             note_id = next(self._note_ids)
-        now = time.perf_counter() if handed_over is None else handed_over
+        now = self.now() if handed_over is None else handed_over
         with self._cond:
             self._queue.schedule(start_beats, end_beats, channel, pitch, velocity, note_id, now)
             self._cond.notify()
         return note_id
 
-    def retime(self) -> None:
-        """Wake the sender: the tempo map changed."""
+    def push_tempo(self, tempo: TempoMap | None) -> None:
+        """The tempo map changed: wake the sender (it reads the map through ``tempo_map()``)."""
         with self._cond:
             self._cond.notify()
 
@@ -185,7 +158,7 @@ class Scheduler:
                 wait = due - time.perf_counter()
                 spin = SPIN_S_REALTIME if self.realtime else SPIN_S
                 if wait > spin:
-                    self._cond.wait(wait - spin)  # woken early by new events or retime()
+                    self._cond.wait(wait - spin)  # woken early by new events or push_tempo()
                     continue
                 epoch = self._epoch
             while time.perf_counter() < due:  # spin the last millisecond
@@ -200,21 +173,12 @@ class Scheduler:
         now = time.perf_counter()
         if event[2] == NOTE_ON and now - due > self.late_tolerance_s:
             self._queue.drop_next()
-            handed_over_late = event[7] >= due  # generation delivered it after its time
-            if handed_over_late:
-                self.stats.deadline_misses += 1
-            else:
-                self.stats.late_wakeups += 1
-            if self.on_note_dropped is not None:
-                self.on_note_dropped(due, now, event[6], handed_over_late)
+            # handed over late: generation delivered it after its time
+            self._count_dropped(due, now, event[6], event[7] >= due)
             return
         self._queue.play_next(self._write_message)
         if event[2] == NOTE_ON:
-            self.stats.sent_notes += 1
-            if len(self.stats.lateness_ms) < self.keep_lateness:
-                self.stats.lateness_ms.append((now - due) * 1000.0)
-            if self.on_note_sent is not None:
-                self.on_note_sent(due, now, event[3], event[4], event[5], event[6])
+            self._count_sent(due, now, event[3], event[4], event[5], event[6])
 
     def _write(self, status: int, data1: int, data2: int) -> bool:
         try:
@@ -225,7 +189,6 @@ class Scheduler:
 
     # -- stop / panic / transport --------------------------------------------------------------
     def panic(self) -> None:
-        """Drop the queue, release every sounding note, All Notes Off on every used channel."""
         with self._cond:
             self._epoch += 1
             self._queue.panic()
@@ -233,8 +196,6 @@ class Scheduler:
             self._cond.notify()
 
     def hold(self, keep_from: float = math.inf) -> None:
-        """The transport stopped: release every sounding note (but those started at or after
-        ``keep_from``), keep the queue, play nothing until :meth:`jump`."""
         with self._cond:
             self._epoch += 1
             self._queue.hold(keep_from)
@@ -242,9 +203,9 @@ class Scheduler:
             self._cond.notify()
 
     def jump(self, from_beat: float, to_beat: float, shift: bool) -> None:
-        """A transport jump (see :meth:`NoteQueue.jump`). The tempo map is the caller's: after
-        a shift, the map it gives must be moved the same way (``note_queue.reanchored``) until
-        the clock's next map, so the shifted notes keep their times."""
+        """The tempo map is the caller's: after a shift, the map it gives must be moved the
+        same way (``note_queue.reanchored``) until the clock's next map, so the shifted notes
+        keep their times."""
         with self._cond:
             self._epoch += 1
             self._queue.jump(from_beat, to_beat, shift)

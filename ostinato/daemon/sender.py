@@ -63,12 +63,8 @@ from ostinato.daemon.protocol import (
     TEMPO,
     message_of,
 )
-from ostinato.daemon.scheduler import (
-    Scheduler,
-    SchedulerStats,
-    default_program_channels,
-    realtime_thread,
-)
+from ostinato.daemon.scheduler import Scheduler, realtime_thread
+from ostinato.daemon.scheduling import NoteScheduler
 
 log = logging.getLogger(__name__)
 
@@ -89,18 +85,17 @@ class SenderError(PortError):
 
 
 # -- the daemon's side -------------------------------------------------------------------------
-class SenderProcess:
-    """Starts the sender process and drives it; the same interface as :class:`Scheduler`
-    (``schedule_note``, ``panic``, ``hold``, ``jump``, ``start``, ``stop``, ``stats``,
-    ``realtime``); tempo maps come from the clock as it makes them (:meth:`push_tempo`).
+class SenderProcess(NoteScheduler):
+    """Starts the sender process and drives it through the :class:`NoteScheduler` interface;
+    tempo maps come from the clock as it makes them (:meth:`push_tempo`).
 
     Every time given or reported is on the sender's time line, which :meth:`now` reads:
     ``time.perf_counter()`` for the rtmidi backends, JACK frame time in seconds for JACK
     (``samplerate`` is then the server's rate, None otherwise). ``with_input`` (JACK only):
     the sender also owns "Ostinato In" (``in_port``: connected to the JACK port of that
     name); each message comes to ``on_input(t, bytes)`` on the reports thread, stamped with
-    its frame (a SysEx as its status byte alone), and ``input_lost`` counts what could not
-    be delivered."""
+    its frame (a SysEx as its status byte alone), and ``stats.input_lost`` counts what could
+    not be delivered."""
 
     def __init__(
         self,
@@ -119,21 +114,13 @@ class SenderProcess:
     ) -> None:
         if with_input and backend != "jack":
             raise ValueError("only the JACK sender can own the input port")
+        super().__init__(program_channels, keep_lateness)
         self._tempo_map = tempo_map
-        self.program_channels = {**default_program_channels(), **(program_channels or {})}
-        self.keep_lateness = keep_lateness
-        self.stats = SchedulerStats()
-        self.on_note_sent: Callable[[float, float, int, int, int, int], None] | None = None
-        self.on_note_dropped: Callable[[float, float, int, bool], None] | None = None
         self.on_input = on_input  # reports thread; given here, it misses no early input
-        self.realtime: bool | None = None
         self.samplerate: float | None = None  # JACK's; None for rtmidi (perf_counter time)
         self.blocksize: int | None = None  # JACK's period in frames
-        self.input_lost = 0
-        self.skipped_frames = 0  # JACK frames the sender was not run for (xruns)
         # called (reports thread) when input may be missing from time t on: an xrun
         self.on_input_gap: Callable[[float, float | None], None] | None = None
-        self.lost_reports = 0
         self.last_error: str | None = None  # the sender's last words after it started
         self._offset_s: float | None = None  # JACK time − perf_counter(), smoothed
         self._next_id = 0
@@ -156,7 +143,8 @@ class SenderProcess:
         self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       bufsize=0)  # fmt: skip
         assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._in = self._proc.stdin.fileno()
+        self._commands = self._proc.stdin
+        self._in = self._commands.fileno()
         self._reports = self._proc.stdout
         self._wait_ready()
         # From here on the daemon never waits for the sender: a pipe the sender no longer
@@ -230,6 +218,7 @@ class SenderProcess:
     def _read_reports(self) -> None:
         """Reports thread: every note sent or dropped, every input message, until the
         sender exits."""
+        stats = self.stats
         while True:
             record = self._read_record()
             if record is None:
@@ -242,37 +231,27 @@ class SenderProcess:
                     except Exception:  # the reports must go on (notes sent, SYNC)
                         log.exception("error handling MIDI input")
             elif kind == SENT:
-                self.stats.sent_notes += 1
-                if len(self.stats.lateness_ms) < self.keep_lateness:
-                    self.stats.lateness_ms.append((b - a) * 1000.0)
-                if self.on_note_sent is not None:
-                    self.on_note_sent(a, b, channel, pitch, velocity, note_id)
+                self._count_sent(a, b, channel, pitch, velocity, note_id)
             elif kind == SYNC:
                 self._on_sync(a, b)
             elif kind == DROPPED:
-                late = bool(channel)
-                if late:
-                    self.stats.deadline_misses += 1
-                else:
-                    self.stats.late_wakeups += 1
-                if self.on_note_dropped is not None:
-                    self.on_note_dropped(a, b, note_id, late)
+                self._count_dropped(a, b, note_id, bool(channel))
             elif kind == SKIPPED:
-                self.skipped_frames += note_id
+                stats.skipped_frames += note_id
                 if self.on_input_gap is not None and self.samplerate:
                     self.on_input_gap(a, a + note_id / self.samplerate)
             elif kind == INPUT_LOST:
-                if note_id > self.input_lost:
+                if note_id > stats.input_lost:
                     log.warning("%d MIDI input messages lost (the daemon read too slowly)",
-                                note_id - self.input_lost)  # fmt: skip
+                                note_id - stats.input_lost)  # fmt: skip
                     if self.on_input_gap is not None:  # clock ticks may be among them
                         self.on_input_gap(self.now(), None)
-                self.input_lost = note_id
+                stats.input_lost = note_id
             elif kind == ERROR:
                 self.last_error = self._reports.read(note_id).decode("utf-8", "replace")
                 log.error("the note sender: %s", self.last_error)
             elif kind == DONE:
-                self.lost_reports = note_id
+                stats.lost_reports = note_id
         if not self._closed:
             try:
                 code = self._proc.wait(2.0)
@@ -308,10 +287,7 @@ class SenderProcess:
         timer.daemon = True
         timer.start()
 
-    # -- the Scheduler interface ---------------------------------------------------------------
-    def channel_for(self, program: int) -> int:
-        return self.program_channels.get(program, 0)
-
+    # -- the NoteScheduler interface -----------------------------------------------------------
     def push_tempo(self, tempo: TempoMap | None) -> None:
         """Give the sender a new beat ↔ time map (on its time line). A listener of the
         clock: called under its lock for every change, so the sender sees the maps in the
@@ -321,16 +297,15 @@ class SenderProcess:
         self._last_map = tempo
         self._send(TEMPO, a=tempo.anchor_time, b=tempo.anchor_beat, c=tempo.seconds_per_beat)
 
-    def schedule_note(
-        self, start_beats: float, duration_beats: float, program: int, pitch: int, velocity: int,
-        handed_over: float | None = None,
+    def schedule(
+        self, start_beats: float, end_beats: float, channel: int, pitch: int, velocity: int,
+        note_id: int | None = None, handed_over: float | None = None,
     ) -> int:  # fmt: skip
-        """Queue a note; ``handed_over``: when generation delivered it (default: :meth:`now`)."""
-        note_id, self._next_id = self._next_id, (self._next_id + 1) & 0xFFFFFFFF
-        end = start_beats + max(duration_beats, 1 / 64)
+        if note_id is None:
+            note_id, self._next_id = self._next_id, (self._next_id + 1) & 0xFFFFFFFF
         if handed_over is None:
             handed_over = self.now()
-        self._send(NOTE, self.channel_for(program), pitch, velocity, note_id, start_beats, end,
+        self._send(NOTE, channel, pitch, velocity, note_id, start_beats, end_beats,
                    handed_over)  # fmt: skip
         return note_id
 
@@ -338,8 +313,6 @@ class SenderProcess:
         self._send(PANIC)
 
     def hold(self, keep_from: float = math.inf) -> None:
-        """The transport stopped: release every sounding note (but those started at or after
-        ``keep_from``), keep the queue, play nothing until :meth:`jump`."""
         self._send(HOLD, a=keep_from)
 
     def jump(self, from_beat: float, to_beat: float, shift: bool) -> None:
@@ -357,7 +330,7 @@ class SenderProcess:
         self._closed = True
         self._send(QUIT)
         with contextlib.suppress(OSError):
-            self._proc.stdin.close()  # type: ignore[union-attr]
+            self._commands.close()
         try:
             self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -469,7 +442,7 @@ def _serve_rtmidi(args: argparse.Namespace, reports: _Reports) -> int:
             scheduler.schedule(a, b, channel, pitch, velocity, note_id, handed_over=c)
         elif kind == TEMPO:
             tempo[0] = TempoMap(a, b, c)
-            scheduler.retime()
+            scheduler.push_tempo(tempo[0])
         elif kind == PANIC:
             scheduler.panic()
         elif kind == HOLD:

@@ -44,7 +44,7 @@ from symusic import Note, Score, Track
 from ostinato.daemon.clock import PPQN, Clock, TransportEvent
 from ostinato.daemon.loop import LoopFollower, LoopInfo, PassMemory, PlayedBar
 from ostinato.daemon.recorder import HUMAN, RecordedNote, Recorder
-from ostinato.daemon.scheduler import Scheduler
+from ostinato.daemon.scheduling import NoteScheduler
 from ostinato.engine.copy import CopyPrior
 from ostinato.engine.engine import Engine
 from ostinato.model.grammar import GrammarConfig
@@ -66,7 +66,7 @@ class Session:
         self,
         engine: Engine,
         clock: Clock,
-        scheduler: Scheduler,
+        scheduler: NoteScheduler,
         recorder: Recorder,
         settings: GenerationSettings,
         beats_per_bar: float = 4.0,
@@ -167,7 +167,7 @@ class Session:
         )
         if not (phrase_ended or long_enough):
             return False
-        length = run if auto else self.settings.bars
+        length = self.settings.bars or run  # None: auto, as long as the phrase
         self.answering_until = bar + length - 1
         with self.lock:
             phrase = [self.recorder.bar_notes(b, bar * self.beats_per_bar) for b in
@@ -242,10 +242,10 @@ class Session:
             landed = current < self._landing_bar
             if not landed:
                 self._hear(current, epoch0)
-            done = len(self._heard) - (0 if landed else 1)
+            n_complete = len(self._heard) - (0 if landed else 1)
             complete_notes = [(self.recorder.bar_notes(b, epoch=e), b, e)
-                              for b, e in self._heard[:done]]  # fmt: skip
-            del self._heard[:done]
+                              for b, e in self._heard[:n_complete]]  # fmt: skip
+            del self._heard[:n_complete]
             partial_notes = None if landed else self.recorder.bar_notes(current, now_beat)
             self.recorder.prune(current)
         complete_tokens = [self.bar_tokens(notes, b) for notes, b, _ in complete_notes]

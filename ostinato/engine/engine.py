@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -365,7 +365,7 @@ class Engine:
         grammar_config: GrammarConfig | None = None,
         tokens_out: list[int] | None = None,
         prior: CopyPrior | None = None,
-    ) -> Iterator[GeneratedNote]:
+    ) -> Generator[GeneratedNote, None, None]:
         """Generate ``bars`` bars after the context, yielding each note when it is complete.
 
         The context is closed with a ``Bar`` token first if it does not end with one. The

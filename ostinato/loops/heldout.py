@@ -345,6 +345,7 @@ def write_held_out(out: str | Path, count: int, seed: int = 0, progress: bool = 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
+    lengths: list[int] = []
     for index in tqdm(range(count), desc="held-out loops", unit="loop", disable=not progress):
         loop = make_held_out_loop(seed, index)
         slug = loop.numerals.replace(" ", "-")
@@ -353,11 +354,12 @@ def write_held_out(out: str | Path, count: int, seed: int = 0, progress: bool = 
         programs = " ".join(f"{part}:{program}" for part, program in loop.programs.items())
         rows.append([name, loop.key.name, loop.numerals, loop.source, loop.loop_bars, loop.bpm,
                      loop.drums, programs])  # fmt: skip
+        lengths.append(loop.loop_bars)
     with (out / "heldout.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["file", "key", "progression", "source", "loop_bars", "bpm", "drums",
                          "programs"])  # fmt: skip
         writer.writerows(rows)
-    bars = [r[4] for r in rows]
+    bars = lengths
     return {"loops": count, "seed": seed, "bars": BARS, "out": str(out),
             "loop_bars": {str(b): bars.count(b) for b in sorted(set(bars))}}  # fmt: skip

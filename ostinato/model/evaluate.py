@@ -310,7 +310,7 @@ def likelihood(
         "ngram_bits_per_token": ngram_bits / max(1, n_tokens) if has_ngram else None,
         "model_bits_per_bar": model_bits / max(1, n_bars),
         "ngram_bits_per_bar": ngram_bits / max(1, n_bars) if has_ngram else None,
-        "ngram_order": ngram.order if has_ngram else None,
+        "ngram_order": ngram.order if ngram is not None else None,
     }
 
 

@@ -177,7 +177,8 @@ def load_loop_set(data: str | Path, tokenizer, vocab: Vocab) -> LoopSet:
         return LoopSet(files, split, f"validation split of {data}")
     if not data.is_dir():
         raise FileNotFoundError(f"{data} is neither a corpus folder nor a folder of MIDI files")
-    files, skipped = [], Counter()
+    files = []
+    skipped: Counter[str] = Counter()
     for path in find_midi_files(data):
         result = tokenize_file(tokenizer, path)
         if result.ids is None:

@@ -180,7 +180,6 @@ class Grammar:
         self.position = -1
         self.program = DRUM_PROGRAM
         self.bars_completed = 0
-        self.notes_in_bar = 0
         self._clear_position()
 
     def _clear_position(self) -> None:
@@ -233,7 +232,6 @@ class Grammar:
                 self.bars_completed += 1
             self.state = State.AFTER_BAR
             self.position = -1
-            self.notes_in_bar = 0
             self._clear_position()
         elif kind == TokenType.POSITION:
             self.position = int(self.vocab.values[token_id])
@@ -252,7 +250,6 @@ class Grammar:
         elif kind == TokenType.VELOCITY:
             self.state = State.AFTER_VELOCITY
         else:  # Duration: a note is complete
-            self.notes_in_bar += 1
             self.state = State.AFTER_DURATION
 
     @property

@@ -27,38 +27,38 @@ def daemon(tiny_model_dir):
 
 def test_sysex_active_sensing_and_garbage_change_nothing(daemon: Daemon) -> None:
     t0 = 1000.0
-    daemon.handle(t0, [0xFA])
+    daemon.inputs.handle(t0, [0xFA])
     for k in range(2 * PPQN):
-        daemon.handle(t0 + 0.001 + k * SPT, [0xF8])
+        daemon.inputs.handle(t0 + 0.001 + k * SPT, [0xF8])
     tempo = daemon.clock.snapshot()
-    ignored, garbage = daemon.ignored, daemon.garbage
+    ignored, garbage = daemon.inputs.ignored, daemon.inputs.garbage
     t = t0 + 0.001 + 2 * PPQN * SPT - 0.002
     for message in ([0xF0, 0x7F, 0x7F, 0x06, 0x02, 0xF7],  # MMC Play, as SysEx
                     [0xFE], [0xF1, 0x10], [0xF3, 2]):  # fmt: skip
-        daemon.handle(t, message)
-    assert daemon.ignored == ignored + 4
+        daemon.inputs.handle(t, message)
+    assert daemon.inputs.ignored == ignored + 4
     for message in ([0xF4], [0xFD], [0xF2, 5], [0x90, 60], [0x45, 0x12], [0x90, 60, 200], []):
-        daemon.handle(t, message)
-    assert daemon.garbage == garbage + 7
+        daemon.inputs.handle(t, message)
+    assert daemon.inputs.garbage == garbage + 7
     assert daemon.clock.snapshot() is tempo  # the time base did not move
     assert daemon.clock.running and daemon.clock.epoch == 1
 
 
 def test_all_notes_off_closes_held_notes_and_is_never_learned(daemon: Daemon) -> None:
     beat_time = daemon.clock.snapshot().time_at
-    daemon.handle(beat_time(1.0), [0x90, 60, 100])
-    daemon.handle(beat_time(1.0), [0x90, 64, 100])
-    daemon.handle(beat_time(1.5), [0xB0, 123, 0])  # a DAW's Stop or loop jump sends it
+    daemon.inputs.handle(beat_time(1.0), [0x90, 60, 100])
+    daemon.inputs.handle(beat_time(1.0), [0x90, 64, 100])
+    daemon.inputs.handle(beat_time(1.5), [0xB0, 123, 0])  # a DAW's Stop or loop jump sends it
     notes = daemon.recorder.bar_notes(0)
     assert sorted((n.pitch, round(n.duration_beats, 6)) for n in notes) == [(60, 0.5), (64, 0.5)]
     daemon.learn("temperature")
-    daemon.handle(beat_time(1.6), [0xB0, 123, 0])
-    daemon.handle(beat_time(1.6), [0xB3, 120, 0])
-    assert daemon._learning == "temperature"  # channel-mode CCs are not knobs
-    daemon.handle(beat_time(1.7), [0xB2, 21, 64])  # learned with its channel (3)
-    assert daemon.cc_map == {(2, 21): "temperature"} and daemon._learning is None
+    daemon.inputs.handle(beat_time(1.6), [0xB0, 123, 0])
+    daemon.inputs.handle(beat_time(1.6), [0xB3, 120, 0])
+    assert daemon.learner.learning == "temperature"  # channel-mode CCs are not knobs
+    daemon.inputs.handle(beat_time(1.7), [0xB2, 21, 64])  # learned with its channel (3)
+    assert daemon.learner.cc_map == {(2, 21): "temperature"} and daemon.learner.learning is None
     temperature = daemon.session.settings.temperature
-    daemon.handle(beat_time(1.8), [0xB0, 21, 0])  # CC 21 on channel 1: another knob
+    daemon.inputs.handle(beat_time(1.8), [0xB0, 21, 0])  # CC 21 on channel 1: another knob
     assert daemon.session.settings.temperature == temperature
 
 

@@ -545,7 +545,7 @@ def test_input_comes_back_with_its_frames(rig: Rig) -> None:
     ]
     rig.wait(lambda: len(rig.heard) >= len(expected), f"heard only {rig.heard}")
     assert [(rig.frame(t), m) for t, m in rig.heard] == expected
-    assert rig.sender.input_lost == 0
+    assert rig.sender.stats.input_lost == 0
 
 
 def test_hold_and_jump(rig: Rig) -> None:

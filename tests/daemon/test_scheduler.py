@@ -80,7 +80,7 @@ def test_retrigger_and_tempo_change_retimes_queue() -> None:
     sched.schedule_note(4.0, 0.5, 0, 64, 100)
     time.sleep(0.12)
     sched.holder["map"] = TempoMap(t0, 0.0, 0.05)  # twice as fast: beat 4 at +200 ms
-    sched.retime()
+    sched.push_tempo(sched.holder["map"])
     time.sleep(0.35)
     sched.stop()
     ons = [(t, m) for t, m in cap.messages if m[0] == 0x90]

@@ -1,0 +1,150 @@
+"""The one interface of a note scheduler, and what its implementations share.
+
+:class:`NoteScheduler` is what the session and the daemon ask of whatever sends the notes:
+queue a note (:meth:`~NoteScheduler.schedule_note`), follow the transport (``hold``, ``jump``),
+``panic``, take the clock's maps (``push_tempo``), read the time line (``now``) and count
+(:class:`SchedulerStats`). It holds the program → channel map, the counts and the
+``on_note_sent`` / ``on_note_dropped`` callbacks, the same for both implementations:
+
+- :class:`~ostinato.daemon.scheduler.Scheduler`: the rtmidi sender thread, which plays a
+  :class:`~ostinato.daemon.note_queue.NoteQueue` itself (in the sender process; in tests, in
+  the test's own process);
+- :class:`~ostinato.daemon.sender.SenderProcess`: the daemon's side of the sender process,
+  which hands every call to that process over a pipe and counts what it reports back.
+
+Positions are in beats; times are on the scheduler's time line, :meth:`NoteScheduler.now`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ostinato.daemon.clock import TempoMap
+
+MIN_DURATION_BEATS = 1 / 64  # a note-off never comes before its note-on
+
+# (due, sent, channel, pitch, velocity, note id) for every note-on sent; what it returns is
+# ignored
+NoteSent = Callable[[float, float, int, int, int, int], object]
+# (due, when, note id, handed over late) for every note-on dropped
+NoteDropped = Callable[[float, float, int, bool], object]
+
+
+def default_program_channels() -> dict[int, int]:
+    """Program → output channel (0-based): drums on channel 10, the rest on channel 1."""
+    from ostinato.model.tokens import DRUM_PROGRAM  # here: the sender process never needs it
+
+    return {DRUM_PROGRAM: 9}
+
+
+@dataclass
+class SchedulerStats:
+    sent_notes: int = 0
+    deadline_misses: int = 0  # note-ons dropped: handed over after their time
+    late_wakeups: int = 0  # note-ons dropped: queued in time, the sender ran too late
+    lateness_ms: list[float] = field(default_factory=list)  # actual send − ideal, note-ons
+    # what only the sender process knows (0 for the in-process scheduler):
+    skipped_frames: int = 0  # JACK frames the sender was not run for (xruns)
+    input_lost: int = 0  # input messages the sender could not hand over (JACK)
+    lost_reports: int = 0  # reports the daemon read too late to get (counted at the end)
+
+
+class NoteScheduler(ABC):
+    """Sends notes at their beats, on the clock's current map. See the module's docstring."""
+
+    def __init__(
+        self, program_channels: dict[int, int] | None = None, keep_lateness: int = 100_000
+    ) -> None:
+        self.program_channels = {**default_program_channels(), **(program_channels or {})}
+        self.keep_lateness = keep_lateness  # lateness_ms keeps at most this many
+        self.stats = SchedulerStats()
+        self.realtime: bool | None = None  # SCHED_FIFO granted; None until known
+        self.on_note_sent: NoteSent | None = None
+        self.on_note_dropped: NoteDropped | None = None
+
+    def channel_for(self, program: int) -> int:
+        return self.program_channels.get(program, 0)
+
+    def now(self) -> float:
+        """The current time on the scheduler's time line: ``time.perf_counter()``."""
+        return time.perf_counter()
+
+    @property
+    def pid(self) -> int:
+        """The process that sends the notes."""
+        return os.getpid()
+
+    @property
+    @abstractmethod
+    def alive(self) -> bool:
+        """False once the sender is gone: nothing it is given plays."""
+
+    # -- producer side (the session) -------------------------------------------------------
+    def schedule_note(
+        self, start_beats: float, duration_beats: float, program: int, pitch: int, velocity: int,
+        handed_over: float | None = None,
+    ) -> int:  # fmt: skip
+        """Queue a note on its program's channel; returns its id. ``handed_over``: when
+        generation delivered it (default: :meth:`now`)."""
+        end = start_beats + max(duration_beats, MIN_DURATION_BEATS)
+        return self.schedule(start_beats, end, self.channel_for(program), pitch, velocity,
+                             handed_over=handed_over)  # fmt: skip
+
+    @abstractmethod
+    def schedule(
+        self, start_beats: float, end_beats: float, channel: int, pitch: int, velocity: int,
+        note_id: int | None = None, handed_over: float | None = None,
+    ) -> int:  # fmt: skip
+        """Queue a note-on at ``start_beats`` and its note-off at ``end_beats``; returns the
+        note's id (``note_id``, or a new one)."""
+
+    @abstractmethod
+    def push_tempo(self, tempo: TempoMap | None) -> None:
+        """The clock made a new map (a listener of ``Clock.map_listeners``)."""
+
+    # -- transport -------------------------------------------------------------------------
+    @abstractmethod
+    def panic(self) -> None:
+        """Drop the queue, release every sounding note, All Notes Off on every used channel."""
+
+    @abstractmethod
+    def hold(self, keep_from: float = math.inf) -> None:
+        """The transport stopped: release every sounding note (but those started at or after
+        ``keep_from``), keep the queue, play nothing until :meth:`jump`."""
+
+    @abstractmethod
+    def jump(self, from_beat: float, to_beat: float, shift: bool) -> None:
+        """A transport jump: release every sounding note; with ``shift`` the queue moves by
+        (to_beat − from_beat), without it the queue is dropped. Ends a hold (see
+        :meth:`NoteQueue.jump <ostinato.daemon.note_queue.NoteQueue.jump>`)."""
+
+    # -- life cycle ------------------------------------------------------------------------
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop sending and release every sounding note."""
+
+    # -- counting (the sender's thread, or the reports thread) -----------------------------
+    def _count_sent(
+        self, due: float, sent: float, channel: int, pitch: int, velocity: int, note_id: int
+    ) -> None:
+        self.stats.sent_notes += 1
+        if len(self.stats.lateness_ms) < self.keep_lateness:
+            self.stats.lateness_ms.append((sent - due) * 1000.0)
+        if self.on_note_sent is not None:
+            self.on_note_sent(due, sent, channel, pitch, velocity, note_id)
+
+    def _count_dropped(self, due: float, when: float, note_id: int, handed_over_late: bool) -> None:
+        if handed_over_late:
+            self.stats.deadline_misses += 1
+        else:
+            self.stats.late_wakeups += 1
+        if self.on_note_dropped is not None:
+            self.on_note_dropped(due, when, note_id, handed_over_late)
