@@ -24,14 +24,13 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from ostinato.config import CcMap
 from ostinato.daemon.cc_learner import CcLearner
 from ostinato.daemon.clock import Clock
 from ostinato.daemon.control import ControlServer
 from ostinato.daemon.input_router import InputRouter
+from ostinato.daemon.options import DaemonConfig
 from ostinato.daemon.ports import MidiPorts, default_backend
 from ostinato.daemon.recorder import Recorder
 from ostinato.daemon.scheduling import NoteScheduler
@@ -40,37 +39,13 @@ from ostinato.daemon.session import Session
 from ostinato.daemon.session_file import SessionFile, session_path
 from ostinato.daemon.telemetry import Telemetry
 from ostinato.engine.engine import Engine
-from ostinato.settings import KNOBS, SETTINGS, GenerationSettings
+from ostinato.settings import KNOBS
 
 log = logging.getLogger(__name__)
 
 NO_CLOCK_AFTER_S = 3.0
 WEDGED_AFTER_S = 5.0  # the main thread not running this long: exit, to be restarted
 SHUTDOWN_DEADLINE_S = 20.0
-
-
-@dataclass
-class DaemonConfig:
-    model_dir: Path
-    backend: str | None = None
-    in_port: str | None = None
-    out_port: str | None = None
-    clock: str = "midi"  # "midi" (only the DAW's clock), "auto" (internal until clock), "internal"
-    bpm: float = 120.0
-    beats_per_bar: float = 4.0
-    device: str = "auto"
-    latency_ms: float = 0.0
-    rt_priority: int = 5  # SCHED_FIFO priority of the sender (JACK's default: 10); 0 = off
-    lookahead_ms: float = 250.0
-    client_name: str = "ostinato"
-    stats_json: Path | None = None  # written at shutdown: timing of every note sent
-    record: Path | str | None = SETTINGS["record"].default  # sessions folder; None: none
-    settings: GenerationSettings = field(default_factory=GenerationSettings)
-    osc_host: str = "127.0.0.1"
-    osc_port: int | None = 9000  # None: no OSC control
-    osc_allow_remote: bool = False  # needed to bind anything but loopback
-    config_path: Path | None = None  # where learned MIDI CCs are saved ([cc] table)
-    cc_map: CcMap = field(default_factory=dict)  # (channel or None, CC number) → setting
 
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
