@@ -183,7 +183,7 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
     daemon = subprocess.Popen(
         [sys.executable, "-m", "ostinato", "run", "--backend", "jack", "--mode", "jam",
          "--programs", programs, "--model", str(model_dir), "--stats-json", str(stats_path),
-         "--seed", "0", "--no-osc"],
+         "--seed", "0", "--no-osc", "--record", str(work)],  # recorded, as by default
         env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     clock = transport = floor = ear = None

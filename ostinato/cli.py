@@ -298,6 +298,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run_daemon(daemon_config)
 
 
+def _cmd_sessions(args: argparse.Namespace) -> int:
+    from ostinato.config import default_config_path, load_config
+    from ostinato.daemon.session_file import list_sessions
+    from ostinato.settings import SETTINGS
+
+    setting = SETTINGS["record"]
+    if args.record:
+        folder = setting.from_text(args.record)
+    else:
+        config_path = Path(args.config) if args.config else default_config_path()
+        config = load_config(config_path, missing_ok=not args.config)
+        folder = config.values.get("record", setting.check(setting.default))
+    if folder is None:
+        raise CommandError("recording is off (record = off): there is no sessions folder")
+    folder = Path(folder).expanduser()
+    rows = list_sessions(folder) if folder.is_dir() else []
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no sessions in {folder}")
+        return 0
+    print(f"sessions in {folder} (newest first):")
+    for r in rows:
+        if "error" in r:
+            print(f"  {r['file']}  cannot be read: {r['error']}")
+            continue
+        minutes, seconds = divmod(round(r["seconds"]), 60)
+        print(f"  {r['file']}  {minutes}:{seconds:02d}  {r['input_notes']} notes in, "
+              f"{r['ostinato_notes']} out, {r['tracks']} tracks, {r['markers']} markers, "
+              f"{r['bytes'] / 1024:.0f} KiB")  # fmt: skip
+    return 0
+
+
 def _cmd_gui(args: argparse.Namespace) -> int:
     import os
 
@@ -423,7 +457,19 @@ def build_parser() -> argparse.ArgumentParser:
         group = run.add_argument_group(title)
         for name in names:
             _add_setting(group, name)
+        if title == "daemon":
+            group.add_argument("--no-record", dest="record", action="store_const", const=None,
+                               default=argparse.SUPPRESS,
+                               help="record nothing (the same as --record off)")  # fmt: skip
     run.set_defaults(func=_cmd_run)
+
+    sessions = sub.add_parser("sessions", help="list the recorded sessions (MIDI files)")
+    sessions.add_argument("--record", metavar="DIR",
+                          help="the sessions folder (default: the config's, else "
+                          "~/.local/share/ostinato/sessions)")  # fmt: skip
+    sessions.add_argument("--config", help="TOML config file to read the folder from")
+    sessions.add_argument("--json", action="store_true", help="print JSON")
+    sessions.set_defaults(func=_cmd_sessions)
 
     gui = sub.add_parser("gui", help="the control panel (starts a daemon if none answers)")
     gui.add_argument("--host", help="the daemon's OSC host (default 127.0.0.1)")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,7 @@ class Setting:
     knob: Knob | None = None
     hint: str = ""  # said after a refusal of a string where the file needs something else
     auto: bool = False  # None is spelled "auto" (in the file, on the command line, by OSC)
+    off: bool = False  # None is spelled "off" (or false in the file): the thing is not done
 
     def __post_init__(self) -> None:
         assert self.kind in KINDS, self.kind
@@ -96,6 +98,8 @@ class Setting:
         unit = f" {self.unit}" if self.unit else ""
         if self.auto:
             return dataclasses.replace(self, auto=False).expects(osc) + " or auto"
+        if self.off:
+            return dataclasses.replace(self, off=False).expects(osc) + " or off"
         if self.kind in ("float", "int", "seed"):
             what = "a number" if self.kind == "float" else "a whole number"
             if self.lo is not None and self.hi is not None:
@@ -137,9 +141,11 @@ class Setting:
     def check(self, value: Any) -> Any:
         """A value from a config file or Python → the normalized value, or SettingError."""
         if value is None or (self.auto and isinstance(value, str) and is_auto(value)):
-            if self.optional or self.auto:
+            if self.optional or self.auto or self.off:
                 return None
             raise self.refuse(value)
+        if self.off and (value is False or (isinstance(value, str) and is_word(value, "off"))):
+            return None
         kind = self.kind
         if kind in ("float", "int", "seed"):
             if isinstance(value, bool) or not isinstance(value, int | float):
@@ -160,7 +166,10 @@ class Setting:
                 return value
             if not isinstance(value, str) or not value:
                 raise self.refuse(value)
-            return Path(value).expanduser()
+            try:
+                return Path(value).expanduser()
+            except RuntimeError:  # "~name/…" for a user that does not exist
+                raise self.refuse(value, why="no such user's home folder") from None
         if not isinstance(value, str):
             raise self.refuse(value)
         if kind == "choice" and value not in self.choices:
@@ -191,7 +200,7 @@ class Setting:
     def _read_text(self, text: str) -> Any:
         """Text → a value of the setting's type (not yet range-checked), or ValueError."""
         kind, word = self.kind, text.strip().lower()
-        if self.auto and word == "auto":
+        if (self.auto and word == "auto") or (self.off and word == "off"):
             return None
         if kind == "float":
             return float(text)
@@ -222,6 +231,8 @@ class Setting:
         kind = self.kind
         if self.auto and isinstance(value, str) and is_auto(value):
             return None
+        if self.off and isinstance(value, str) and is_word(value, "off"):
+            return None
         if kind == "float" and type(value) in (int, float):
             value = round(float(value), 6)  # OSC floats are 32-bit: 0.55 comes as 0.550000011
         elif kind in ("int", "seed", "bool") and type(value) is float and value.is_integer():
@@ -243,7 +254,11 @@ class Setting:
 
 def is_auto(text: str) -> bool:
     """``"auto"`` in any case, with any spaces around it (the None of an ``auto`` setting)."""
-    return text.strip().lower() == "auto"
+    return is_word(text, "auto")
+
+
+def is_word(text: str, word: str) -> bool:
+    return text.strip().lower() == word
 
 
 TRUE_WORDS = ("1", "on", "true", "yes")
@@ -300,6 +315,12 @@ def parse_meter(text: str) -> float:
 
 
 # -- the schema --------------------------------------------------------------------------------
+def _sessions_dir() -> Path:
+    """Where sessions are recorded by default: $XDG_DATA_HOME/ostinato/sessions."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "ostinato" / "sessions"
+
+
 def _generation(name: str, kind: str, default: Any, help: str, **more: Any) -> Setting:
     return Setting(name, kind, default, help, "generation", live=True, **more)
 
@@ -362,6 +383,8 @@ SCHEMA: tuple[Setting, ...] = (
     _daemon("osc_port", "int", 9000, "OSC control port", lo=1, hi=65535),
     _daemon("osc_allow_remote", "bool", False, "allow osc_host to be reachable from other "
             "machines"),
+    _daemon("record", "path", str(_sessions_dir()), "write every session to a multitrack MIDI "
+            "file in this folder (off: none)", off=True),
     _daemon("stats_json", "path", None, "write timing statistics to this file on exit",
             optional=True),
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,10 @@ from ostinato.model.tokens import Vocab, new_tokenizer
 
 TPQ = 480
 DATA = Path(__file__).parent / "data"
+
+# Every daemon a test starts records its session (the default): into a folder of the test
+# run's own, never the tester's ~/.local/share.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="ostinato-tests-data-")
 
 
 def make_band_score(bars: int = 4, tpq: int = TPQ, transpose: int = 0) -> Score:

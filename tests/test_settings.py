@@ -126,6 +126,8 @@ def test_a_wrong_type_is_refused_naming_the_key(name, value):
     # accepted: then it is a value of the setting's own type (or "auto", in any case)
     if s.auto and isinstance(value, str) and value.strip().lower() == "auto":
         return
+    if s.off and (value is False or (isinstance(value, str) and value.strip().lower() == "off")):
+        return  # "off", or false in the file: the thing is not done
     kinds = {"float": float, "int": int, "seed": int, "bool": bool, "choice": str,
              "meter": str, "path": str, "programs": (list, str)}  # fmt: skip
     # (programs: a list, or the text form "drums,33" the command line and OSC take too)

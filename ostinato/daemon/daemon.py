@@ -24,51 +24,28 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from ostinato.config import CcMap
 from ostinato.daemon.cc_learner import CcLearner
 from ostinato.daemon.clock import Clock
 from ostinato.daemon.control import ControlServer
 from ostinato.daemon.input_router import InputRouter
+from ostinato.daemon.options import DaemonConfig
 from ostinato.daemon.ports import MidiPorts, default_backend
 from ostinato.daemon.recorder import Recorder
 from ostinato.daemon.scheduling import NoteScheduler
 from ostinato.daemon.sender import SenderProcess
 from ostinato.daemon.session import Session
+from ostinato.daemon.session_file import SessionFile, session_path
 from ostinato.daemon.telemetry import Telemetry
 from ostinato.engine.engine import Engine
-from ostinato.settings import KNOBS, GenerationSettings
+from ostinato.settings import KNOBS
 
 log = logging.getLogger(__name__)
 
 NO_CLOCK_AFTER_S = 3.0
 WEDGED_AFTER_S = 5.0  # the main thread not running this long: exit, to be restarted
 SHUTDOWN_DEADLINE_S = 20.0
-
-
-@dataclass
-class DaemonConfig:
-    model_dir: Path
-    backend: str | None = None
-    in_port: str | None = None
-    out_port: str | None = None
-    clock: str = "midi"  # "midi" (only the DAW's clock), "auto" (internal until clock), "internal"
-    bpm: float = 120.0
-    beats_per_bar: float = 4.0
-    device: str = "auto"
-    latency_ms: float = 0.0
-    rt_priority: int = 5  # SCHED_FIFO priority of the sender (JACK's default: 10); 0 = off
-    lookahead_ms: float = 250.0
-    client_name: str = "ostinato"
-    stats_json: Path | None = None  # written at shutdown: timing of every note sent
-    settings: GenerationSettings = field(default_factory=GenerationSettings)
-    osc_host: str = "127.0.0.1"
-    osc_port: int | None = 9000  # None: no OSC control
-    osc_allow_remote: bool = False  # needed to bind anything but loopback
-    config_path: Path | None = None  # where learned MIDI CCs are saved ([cc] table)
-    cc_map: CcMap = field(default_factory=dict)  # (channel or None, CC number) → setting
 
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -121,6 +98,9 @@ class Daemon:
             self.inputs.on_note = self.telemetry.heard_note
             self.inputs.on_tick = self.telemetry.heard_tick
         sender.on_note_dropped = self.telemetry.note_dropped
+        self.recording: SessionFile | None = None
+        if config.record is not None:
+            self._record(Path(config.record).expanduser(), sender)
         self._waiting_said = False
         self._started_at = time.perf_counter()
         self.control: ControlServer | None = None
@@ -135,6 +115,53 @@ class Daemon:
             self.inputs.poll(self.ports)
         else:
             sender.on_input = self.inputs.on_input
+
+    def _record(self, folder: Path, sender: SenderProcess) -> None:
+        """Every note heard and played, the tempo and the markers, to a MIDI file."""
+        rec = SessionFile(session_path(folder),
+                          lambda channel: self.recorder.channel_programs.get(channel, 0),
+                          self.config.beats_per_bar, self.config.bpm)  # fmt: skip
+        self.recording = rec
+        self.clock.map_listeners.append(
+            lambda tempo: rec.tempo(tempo.anchor_time, tempo.bpm) if tempo else None
+        )
+        self.clock.listeners.append(self._mark_transport)
+        self.inputs.on_played = self._heard
+        sender.on_note_queued = rec.queued
+        stats_hook = sender.on_note_sent
+
+        def sent(due: float, when: float, channel: int, pitch: int, velocity: int,
+                 note_id: int) -> None:  # fmt: skip
+            rec.played(due, channel, pitch, velocity, note_id)
+            if stats_hook is not None:
+                stats_hook(due, when, channel, pitch, velocity, note_id)
+
+        sender.on_note_sent = sent
+        self.session.marker_listeners.append(self._mark_beat)
+
+    def _heard(self, t: float, data: list[int]) -> None:
+        assert self.recording is not None
+        if data[0] & 0xF0 == 0xB0:
+            self.recording.all_notes_off(t, data[0] & 0x0F)
+        else:
+            self.recording.heard(t, data)
+
+    def _mark_transport(self, event) -> None:
+        assert self.recording is not None
+        bar = int(event.beat // self.config.beats_per_bar) + 1
+        if event.kind == "stop":
+            self.recording.stopped(event.time)
+            text = "stop"
+        elif event.kind == "jump":
+            text = f"jump to bar {bar}" + (" (loop)" if self.clock.loop else "")
+        else:
+            text = f"{event.kind} at bar {bar}"
+        self.recording.marker(event.time, text)
+
+    def _mark_beat(self, beat: float, text: str) -> None:
+        assert self.recording is not None
+        tempo = self.clock.snapshot()
+        self.recording.marker(tempo.time_at(beat) if tempo else self.scheduler.now(), text)
 
     # -- control (OSC thread, input thread) -------------------------------------------------
     def _open_control(self, port: int) -> ControlServer | None:
@@ -205,6 +232,9 @@ class Daemon:
         if self.config.clock == "internal":
             self.clock.start_internal(self.scheduler.now() + 0.2, self.config.bpm)
         self.scheduler.start()
+        if self.recording is not None:
+            self.recording.start()
+            log.info("recording the session to %s", self.recording.path)
         self.session.start()
         if self.control is not None:
             self.control.start()
@@ -251,6 +281,8 @@ class Daemon:
         self.scheduler.stop()  # releases every sounding note, CC 123 on used channels
         if self.ports is not None:
             self.ports.close()
+        if self.recording is not None:
+            self.recording.close(self.scheduler.now())
         if self.config.stats_json is not None:
             self.config.stats_json.write_text(json.dumps(self.telemetry.stats()))
         s = self.scheduler.stats

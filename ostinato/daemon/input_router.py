@@ -48,6 +48,8 @@ class InputRouter:
         self.lock = lock
         self.on_cc = on_cc
         self.on_note: Callable[[float, list[int]], None] | None = None
+        # (time, bytes) of every note-on/off and CC 120/123, known beat or not: the recording
+        self.on_played: Callable[[float, list[int]], None] | None = None
         self.on_tick: Callable[[float], None] | None = None
         self.garbage = 0  # malformed messages dropped
         self.ignored = 0  # well-formed messages that are not for us (SysEx, Active Sensing…)
@@ -105,6 +107,8 @@ class InputRouter:
             return
         if kind == 0xB0:
             if data[1] in ALL_NOTES_OFF_CCS:  # DAWs send these at a stop or a loop jump
+                if self.on_played is not None:
+                    self.on_played(t, data)
                 beat = self.clock.beat_now(t)
                 if beat is not None:
                     with self.lock:
@@ -114,6 +118,8 @@ class InputRouter:
         if kind not in (0x80, 0x90):
             self.ignored += 1  # program change, pitch bend, pressure: not for the model
             return
+        if self.on_played is not None:
+            self.on_played(t, data)
         beat = self.clock.beat_now(t)
         if beat is None:
             return

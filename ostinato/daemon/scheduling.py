@@ -66,6 +66,8 @@ class NoteScheduler(ABC):
         self.realtime: bool | None = None  # SCHED_FIFO granted; None until known
         self.on_note_sent: NoteSent | None = None
         self.on_note_dropped: NoteDropped | None = None
+        # (note id, start beats, end beats, program): what a note is, for the recording
+        self.on_note_queued: Callable[[int, float, float, int], None] | None = None
 
     def channel_for(self, program: int) -> int:
         return self.program_channels.get(program, 0)
@@ -92,8 +94,11 @@ class NoteScheduler(ABC):
         """Queue a note on its program's channel; returns its id. ``handed_over``: when
         generation delivered it (default: :meth:`now`)."""
         end = start_beats + max(duration_beats, MIN_DURATION_BEATS)
-        return self.schedule(start_beats, end, self.channel_for(program), pitch, velocity,
-                             handed_over=handed_over)  # fmt: skip
+        note_id = self.schedule(start_beats, end, self.channel_for(program), pitch, velocity,
+                                handed_over=handed_over)  # fmt: skip
+        if self.on_note_queued is not None:
+            self.on_note_queued(note_id, start_beats, end, program)
+        return note_id
 
     @abstractmethod
     def schedule(

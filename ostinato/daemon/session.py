@@ -95,6 +95,8 @@ class Session:
         self.loops = LoopFollower(beats_per_bar)
         self.passes = PassMemory()
         self._answer: tuple[int, list[PlayedBar]] | None = None  # first bar, the phrase's bars
+        # called with (beat, text) for what the recording marks: answers, fallbacks, takes
+        self.marker_listeners: list[Callable[[float, str], None]] = []
         self.jumps_followed = 0  # jumps whose prepared bar moved with them
         self._epoch = recorder.epoch = clock.epoch  # the transport epoch the session plays in
         self._offset_beats = 0.0  # sum of the whole-bar shifts of the jumps so far
@@ -177,7 +179,13 @@ class Session:
                                                   strict=True)])  # fmt: skip
         log.info("answering bars %d-%d (a phrase of %d bars from bar %d)", bar + 1,
                  self.answering_until + 1, run, first_bar + 1)  # fmt: skip
+        self._mark(bar * self.beats_per_bar,
+                   f"answer bars {bar + 1}-{self.answering_until + 1}")  # fmt: skip
         return True
+
+    def _mark(self, beat: float, text: str) -> None:
+        for listener in self.marker_listeners:
+            listener(beat, text)
 
     def _played_bar(self, notes: list[RecordedNote], bar: int) -> PlayedBar:
         start = bar * self.beats_per_bar
@@ -390,6 +398,7 @@ class Session:
                                            "ostinato"))  # fmt: skip
                 count += 1
             self.fallbacks += 1
+        self._mark(bar_start + late_at, f"fallback bar {bar + 1}")
         log.warning(
             "bar %d: generation fell behind %.2f beats into the bar; played the rest from %s "
             "(%d notes)", bar + 1, late_at,

@@ -29,7 +29,7 @@ from ostinato.engine.engine import Engine
 from ostinato.settings import format_programs
 
 if TYPE_CHECKING:
-    from ostinato.daemon.daemon import DaemonConfig
+    from ostinato.daemon.options import DaemonConfig
 
 log = logging.getLogger(__name__)
 

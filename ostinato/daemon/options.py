@@ -1,0 +1,34 @@
+"""What the daemon is started with: :class:`DaemonConfig`, made by ``ostinato run`` from the
+settings schema (defaults, the config file, the options given), read by the daemon's pieces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ostinato.config import CcMap
+from ostinato.settings import SETTINGS, GenerationSettings
+
+
+@dataclass
+class DaemonConfig:
+    model_dir: Path
+    backend: str | None = None
+    in_port: str | None = None
+    out_port: str | None = None
+    clock: str = "midi"  # "midi" (only the DAW's clock), "auto" (internal until clock), "internal"
+    bpm: float = 120.0
+    beats_per_bar: float = 4.0
+    device: str = "auto"
+    latency_ms: float = 0.0
+    rt_priority: int = 5  # SCHED_FIFO priority of the sender (JACK's default: 10); 0 = off
+    lookahead_ms: float = 250.0
+    client_name: str = "ostinato"
+    stats_json: Path | None = None  # written at shutdown: timing of every note sent
+    record: Path | str | None = SETTINGS["record"].default  # sessions folder; None: none
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    osc_host: str = "127.0.0.1"
+    osc_port: int | None = 9000  # None: no OSC control
+    osc_allow_remote: bool = False  # needed to bind anything but loopback
+    config_path: Path | None = None  # where learned MIDI CCs are saved ([cc] table)
+    cc_map: CcMap = field(default_factory=dict)  # (channel or None, CC number) → setting
