@@ -4,11 +4,13 @@ before anything opens), and its ``[cc]`` table rewritten by MIDI learn (the daem
 
 Every key is a setting of :mod:`ostinato.settings` and is checked there: an unknown key is
 an error with a did-you-mean, a wrong type names the key, the value and what it should be.
-The ``[cc]`` table maps MIDI CCs to the settings they drive::
+The ``[cc]`` table maps MIDI CCs to the settings they drive, or to the take actions a button
+triggers (``regenerate``, ``keep``, ``undo``)::
 
     [cc]
     21 = "temperature"      # CC 21 on any channel
     "2:22" = "top_p"        # CC 22 on channel 2 only (what MIDI learn writes)
+    "2:30" = "regenerate"   # a button
 
 (``cc = { 21 = "temperature" }`` on one line reads the same.) Channels are counted 1–16 in
 the file, as on a keyboard's display; inside, ``(channel 0–15 or None, cc)``. Channel-mode
@@ -30,7 +32,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ostinato.settings import DAEMON, GENERATION, KNOBS, SettingError, did_you_mean, validate
+from ostinato.settings import (
+    DAEMON,
+    GENERATION,
+    KNOBS,
+    LEARNABLE,
+    TRIGGERS,
+    SettingError,
+    did_you_mean,
+    validate,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -148,11 +159,11 @@ def parse_cc_table(table: Any) -> CcMap:
     out: CcMap = {}
     for key, name in table.items():
         cc_key = parse_cc_key(key)
-        if name not in KNOBS:
-            suggestion = did_you_mean(str(name), KNOBS)
+        if name not in LEARNABLE:
+            suggestion = did_you_mean(str(name), LEARNABLE)
             raise SettingError(
-                f"[cc] {key} = {name!r}: a CC can drive {', '.join(KNOBS)}"
-                + (f" ({suggestion})" if suggestion else "")
+                f"[cc] {key} = {name!r}: a CC can drive {', '.join(KNOBS)}, or trigger "
+                f"{', '.join(TRIGGERS)}" + (f" ({suggestion})" if suggestion else "")
             )
         out[cc_key] = name
     return out

@@ -394,6 +394,10 @@ GENERATION = tuple(s.name for s in SCHEMA if s.group == "generation")
 DAEMON = tuple(s.name for s in SCHEMA if s.group == "daemon")
 LIVE = tuple(s.name for s in SCHEMA if s.live)
 KNOBS: dict[str, Knob] = {s.name: s.knob for s in SCHEMA if s.knob is not None}
+# Take actions (not settings): each an OSC address (/ostinato/regenerate …) and a trigger a
+# MIDI button can be learned for (a CC value ≥ 64 after one below fires it once)
+TRIGGERS = ("regenerate", "keep", "undo")
+LEARNABLE = (*KNOBS, *TRIGGERS)  # what /ostinato/learn and the [cc] table take
 
 
 def setting(name: str) -> Setting:

@@ -1,5 +1,6 @@
 """OSC control: every live setting of :mod:`ostinato.settings` is an address (checked there,
-as the config file and the CLI are), plus panic, status, subscribe and MIDI CC learn. The
+as the config file and the CLI are), plus panic, the take actions (regenerate, keep, undo),
+status, subscribe and MIDI CC learn. The
 GUI is one OSC client among others (TouchOSC, Max, Pd, a DAW's OSC output), so the daemon
 runs headless and the panel can come and go.
 
@@ -18,7 +19,9 @@ Replies and pushes (to the sender of a request, or to subscribers):
   subscribers.
 - ``/ostinato/roll beats_per_bar now_beat (start duration pitch generated)…``: the notes of the
   last bars, for ``/ostinato/roll``.
-- ``/ostinato/ok <address>`` after a change, ``/ostinato/error <address> <reason>`` on refusal.
+- ``/ostinato/ok <address>`` after a change (a take action adds what it did, in words:
+  ``/ostinato/ok /ostinato/regenerate "bar 6: its take is thrown away …"``),
+  ``/ostinato/error <address> <reason>`` on refusal or when there is nothing to act on.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket, ParseError
 from pythonosc.osc_server import BlockingOSCUDPServer
 
-from ostinato.settings import KNOBS, LIVE, OSC_PREFIX, SETTINGS
+from ostinato.daemon.takes import TakeError
+from ostinato.settings import LEARNABLE, LIVE, OSC_PREFIX, SETTINGS, TRIGGERS
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +70,9 @@ class ImmediateDispatcher(Dispatcher):
 
 
 class ControlServer:
-    """OSC over UDP. ``daemon`` supplies ``apply(**settings)``, ``panic()``, ``learn(setting)``,
-    ``unlearn(setting)``, ``state()``, ``heartbeat()`` and ``roll(bars)`` (see
-    :class:`ostinato.daemon.daemon.Daemon`)."""
+    """OSC over UDP. ``daemon`` supplies ``apply(**settings)``, ``panic()``,
+    ``take(action, on)``, ``learn(setting)``, ``unlearn(setting)``, ``state()``,
+    ``heartbeat()`` and ``roll(bars)`` (see :class:`ostinato.daemon.daemon.Daemon`)."""
 
     def __init__(self, daemon, host: str = "127.0.0.1", port: int = 9000) -> None:
         self.daemon = daemon
@@ -84,6 +88,8 @@ class ControlServer:
             "learn": self._on_learn,
             "unlearn": self._on_learn,
         }
+        for name in TRIGGERS:
+            handlers[name] = self._on_take
         for name, handler in handlers.items():
             dispatcher.map(f"{PREFIX}/{name}", handler, needs_reply_address=True)
         dispatcher.set_default_handler(self._on_unknown, needs_reply_address=True)
@@ -182,6 +188,28 @@ class ControlServer:
         self.daemon.panic()
         self._send(client, f"{PREFIX}/ok", address)
 
+    def _on_take(self, client, address: str, *args) -> None:
+        """``/ostinato/regenerate``, ``/ostinato/keep [i 1|0]`` (default 1),
+        ``/ostinato/undo``: answered with what was done, or why nothing was."""
+        action = address.rsplit("/", 1)[-1]
+        on = True
+        if action == "keep":
+            if len(args) > 1 or (args and args[0] not in (0, 1, "on", "off")):
+                got = ", ".join(map(repr, args))
+                self._error(client, address, "keep takes 1 (keep the bar playing now) or 0 "
+                            f"(release every kept bar), got {got}")  # fmt: skip
+                return
+            on = not args or args[0] in (1, "on")
+        elif args:
+            self._error(client, address, f"{action} takes no argument")
+            return
+        try:
+            done = self.daemon.take(action, on)
+        except TakeError as exc:
+            self._error(client, address, str(exc))
+            return
+        self._send(client, f"{PREFIX}/ok", address, done)
+
     def _on_status(self, client, address: str, *args) -> None:
         self._send(client, f"{PREFIX}/state", *self._state_args())
 
@@ -212,11 +240,12 @@ class ControlServer:
         self._send(client, f"{PREFIX}/roll", *flat)
 
     def _on_learn(self, client, address: str, *args) -> None:
-        """``/ostinato/learn <setting>``: the next CC on the input drives that setting;
-        ``/ostinato/unlearn <setting>`` forgets its CC."""
+        """``/ostinato/learn <setting or action>``: the next CC on the input drives that
+        setting (or, pressed, triggers that take action); ``/ostinato/unlearn <name>``
+        forgets its CC."""
         verb = address.rsplit("/", 1)[-1]
-        if len(args) != 1 or args[0] not in KNOBS:
-            self._error(client, address, f"{verb} takes one of {', '.join(KNOBS)}")
+        if len(args) != 1 or args[0] not in LEARNABLE:
+            self._error(client, address, f"{verb} takes one of {', '.join(LEARNABLE)}")
             return
         (self.daemon.learn if verb == "learn" else self.daemon.unlearn)(args[0])
         self._send(client, f"{PREFIX}/ok", address)

@@ -37,6 +37,7 @@ from ostinato.daemon.scheduling import NoteScheduler
 from ostinato.daemon.sender import SenderProcess
 from ostinato.daemon.session import Session
 from ostinato.daemon.session_file import SessionFile, session_path
+from ostinato.daemon.takes import TakeError
 from ostinato.daemon.telemetry import Telemetry
 from ostinato.engine.engine import Engine
 from ostinato.settings import KNOBS
@@ -87,7 +88,8 @@ class Daemon:
             config.beats_per_bar, config.lookahead_ms, config.latency_ms, now=sender.now,
         )  # fmt: skip
         self._settings_lock = threading.Lock()  # OSC and CC changes apply one at a time
-        self.learner = CcLearner(config.cc_map, config.config_path, self.apply, self._changed)
+        self.learner = CcLearner(config.cc_map, config.config_path, self.apply, self._changed,
+                                 self.take)  # fmt: skip
         self.inputs = InputRouter(self.clock, self.recorder, self.session.lock,
                                   self.learner.on_cc)  # fmt: skip
         self.telemetry = Telemetry(config, self.backend, self.engine, self.clock, self.recorder,
@@ -137,7 +139,7 @@ class Daemon:
                 stats_hook(due, when, channel, pitch, velocity, note_id)
 
         sender.on_note_sent = sent
-        self.session.marker_listeners.append(self._mark_beat)
+        self.session.markers.append(self._mark_beat)
 
     def _heard(self, t: float, data: list[int]) -> None:
         assert self.recording is not None
@@ -203,6 +205,26 @@ class Daemon:
     def panic(self) -> None:
         self.scheduler.panic()
         log.info("panic: every note released")
+
+    def take(self, action: str, on: bool = True) -> str:
+        """A take action (OSC thread, or the input thread for a learned button):
+        ``regenerate``, ``keep`` (``on`` False: release every kept bar) or ``undo``. Returns
+        what was done, in words; TakeError (logged) when there is nothing to act on."""
+        session = self.session
+        try:
+            if action == "regenerate":
+                done = session.regenerate()
+            elif action == "keep":
+                done = session.keep(on)
+            elif action == "undo":
+                done = session.undo()
+            else:
+                raise ValueError(f"no take action {action!r}")
+        except TakeError as exc:
+            log.info("%s: %s", action, exc)
+            raise
+        self._changed()
+        return done
 
     # what the control server asks of the daemon
     def learn(self, setting: str) -> None:

@@ -16,13 +16,14 @@ Who runs what.
 
 - JACK's process thread runs :meth:`JackSender._process` once per cycle (the cycle's first
   frame from JACK, then :meth:`JackCycle.run`), and nothing else writes the ports. It takes
-  the commands waiting in a ring (notes, tempo maps, panic, hold, jump, quit), reads the input
-  events into a second ring, writes the releases a panic, hold or jump asked for at offset 0,
-  then every queued note due in this cycle at its own offset. A note-on already more than the
-  late tolerance behind the cycle's start is dropped with its note-off (a *deadline miss* when
-  it was handed over after its time, else a *late wake-up*); one less late goes out at offset
-  0 and its lateness is reported. When the port's buffer is full (JACK2's holds ~2,700 short
-  events, whatever the period), whatever did not fit (a note-off too) waits for the next cycle.
+  the commands waiting in a ring (notes, tempo maps, cancels, panic, hold, jump, quit), reads
+  the input events into a second ring, writes the releases a panic, hold or jump asked for at
+  offset 0, then every queued note due in this cycle at its own offset. A note-on already more
+  than the late tolerance behind the cycle's start is dropped with its note-off (a *deadline
+  miss* when it was handed over after its time, else a *late wake-up*); one less late goes out
+  at offset 0 and its lateness is reported. When the port's buffer is full (JACK2's holds
+  ~2,700 short events, whatever the period), whatever did not fit (a note-off too) waits for
+  the next cycle.
 - The Stop reflex, on the same thread. The daemon hears the DAW's Stop from us and answers
   with ``HOLD`` a cycle or two later, but a DAW wants silence from its Stop's frame on; the
   input of a cycle is read before its output is written, so the cycle acts at once. A
@@ -73,6 +74,7 @@ from ostinato.daemon.clock import JUMP_TICKS, PPQN, TempoMap
 from ostinato.daemon.note_queue import NOTE_ON, NoteQueue, note_events, reanchored
 from ostinato.daemon.ports import IN_NAME, OUT_NAME, PortError, _backend_error, _find
 from ostinato.daemon.protocol import (
+    CANCEL,
     DROPPED,
     HOLD,
     INPUT,
@@ -373,6 +375,8 @@ class JackCycle:
             self.tempo = command[1]
         elif kind == PANIC:
             self.queue.panic()
+        elif kind == CANCEL:
+            self.queue.cancel(command[1])  # a frozenset made on the main thread
         elif kind == HOLD:
             self.queue.hold(command[1])
             if self._reflex == LOOPED and not self._answered:
@@ -443,8 +447,8 @@ class JackCycle:
 
 class JackSender:
     """The JACK client, its process callback and the pump thread. Made by the sender's main
-    thread, which then calls :meth:`tempo`, :meth:`note`, :meth:`panic`, :meth:`hold`,
-    :meth:`jump` for each command and :meth:`close` at the end."""
+    thread, which then calls :meth:`tempo`, :meth:`note`, :meth:`cancel`, :meth:`panic`,
+    :meth:`hold`, :meth:`jump` for each command and :meth:`close` at the end."""
 
     def __init__(
         self,
@@ -549,6 +553,10 @@ class JackSender:
         on, off = note_events(start_beat, end_beat, channel, pitch, velocity, note_id,
                               handed_over, self._order)  # fmt: skip
         self._submit((NOTE, on, off))
+
+    def cancel(self, note_ids: frozenset[int]) -> None:
+        """Take back the notes not yet started (the set is made here, not on JACK's thread)."""
+        self._submit((CANCEL, note_ids))
 
     def panic(self) -> None:
         self._submit(_PANIC)

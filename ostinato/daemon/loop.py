@@ -163,6 +163,11 @@ class PassMemory:
         while len(store) > self.keep:
             del store[next(iter(store))]
 
+    def forget(self, bar: int, epoch: int) -> None:
+        """Ostinato's bar there was taken back (a take thrown away): the bar played there
+        before it is the newest again."""
+        self.own.pop((bar, epoch), None)
+
     def clear(self) -> None:
         self.own.clear()
         self.human.clear()
@@ -170,11 +175,14 @@ class PassMemory:
     def last_own(self) -> PlayedBar | None:
         return next(reversed(self.own.values()), None)
 
-    def at(self, loop: LoopInfo, bar: int, human: bool = False) -> PlayedBar | None:
-        """The newest bar played (or heard) at ``bar``'s place in the loop."""
+    def at(
+        self, loop: LoopInfo, bar: int, human: bool = False, besides: PlayedBar | None = None
+    ) -> PlayedBar | None:
+        """The newest bar played (or heard) at ``bar``'s place in the loop (other than
+        ``besides``: a take thrown away)."""
         k = loop.index(bar)
         store = self.human if human else self.own
         for (b, _), played in reversed(store.items()):
-            if loop.index(b) == k:
+            if loop.index(b) == k and played is not besides:
                 return played
         return None

@@ -6,10 +6,11 @@ Pure bookkeeping, no time, no threads, no port: events stay in beats and a sende
 into time only when they are due, with the clock's *current* map, so a tempo change re-times
 everything still queued. Every sounding note is tracked: each note-on gets its note-off, a
 pitch struck again while sounding is released first, a dropped note-on's note-off is skipped,
-and panic releases everything and sends All Notes Off (CC 123) on every channel used. The
-transport's own moves are :meth:`NoteQueue.hold` (Stop: silence, keep the queue),
-:meth:`NoteQueue.jump` (a loop jump or relocate: silence, shift or drop the queue) and
-:meth:`NoteQueue.resume` (a hold ended where it is).
+and panic releases everything and sends All Notes Off (CC 123) on every channel used;
+:meth:`NoteQueue.cancel` takes back notes that have not started (a take thrown away), never
+cutting one that sounds. The transport's own moves are :meth:`NoteQueue.hold` (Stop: silence,
+keep the queue), :meth:`NoteQueue.jump` (a loop jump or relocate: silence, shift or drop the
+queue) and :meth:`NoteQueue.resume` (a hold ended where it is).
 
 Its arrays are allocated once, as JACK's thread must not grow a list; only the rtmidi sender
 lets the heap grow when it fills.
@@ -18,7 +19,7 @@ lets the heap grow when it fills.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Container
 
 from ostinato.daemon.clock import TempoMap
 
@@ -129,6 +130,27 @@ class NoteQueue:
         self._sift_in(on)
         self._sift_in(off)
         return True
+
+    def cancel(self, note_ids: Container[int]) -> int:
+        """Take the notes ``note_ids`` off the queue if their note-on has not gone out; a
+        note already sounding keeps its note-off and ends at its time (never a hanging note,
+        never a note cut short). Returns the note-ons taken off. One pass over the queue, no
+        allocation: JACK's thread calls it."""
+        heap, kept, cancelled = self._heap, 0, 0
+        for i in range(self._size):
+            event = heap[i]
+            heap[i] = _EMPTY
+            if event[6] in note_ids:
+                if event[2] == NOTE_ON:
+                    cancelled += 1
+                    continue
+                if self._note_of[event[3] << 7 | event[4]] != event[6]:
+                    continue  # its note never sounded (or was struck again): nothing to end
+            heap[kept] = event
+            kept += 1
+        self._size = kept
+        self._heapify()
+        return cancelled
 
     # -- playing -------------------------------------------------------------------------------
     def play_next(self, write: Write) -> bool:

@@ -18,6 +18,8 @@ daemon → sender
                played on from a Start within 1.5 ticks of it; the ``HOLD`` then stops
                nothing, and a ``JUMP`` from before that Stop does not start the queue: see
                :mod:`.jack_io`)
+    ``CANCEL`` note id: take that note back if its note-on has not gone out (a take thrown
+               away); a note already sounding ends at its time, as queued
     ``QUIT``   release everything and exit
 
 sender → daemon
@@ -44,7 +46,7 @@ import struct
 
 RECORD = struct.Struct("<BBBBIddd")  # 32 bytes: one write is atomic on a pipe
 # daemon → sender
-TEMPO, NOTE, PANIC, QUIT, HOLD, JUMP = 1, 2, 3, 4, 5, 6
+TEMPO, NOTE, PANIC, QUIT, HOLD, JUMP, CANCEL = 1, 2, 3, 4, 5, 6, 7
 # sender → daemon
 READY, SENT, DROPPED, ERROR, DONE, INPUT, SYNC, INPUT_LOST, SKIPPED = (
     10,

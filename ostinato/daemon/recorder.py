@@ -12,11 +12,14 @@ Notes are kept by position in the song *and* by transport epoch (:attr:`Recorder
 on every start, continue and jump): a loop pass does not stack on the last one, it is read as
 a pass of its own. At a jump, the notes at or after the jump point (what was prepared for the
 bar after it, a note the DAW played a hair early) move with the jump into the new epoch, and
-notes held across it end there. Pure logic; callers hold the session's lock.
+notes held across it end there. Ostinato's notes keep the scheduler's id, so a take thrown
+away before it played is forgotten (:meth:`Recorder.forget_generated`). Pure logic; callers
+hold the session's lock.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from ostinato.model.tokens import DRUM_PROGRAM
@@ -35,6 +38,7 @@ class RecordedNote:
     program: int
     source: str
     epoch: int = 0
+    note_id: int = -1  # Ostinato's: the scheduler's id of the note (a take may take it back)
 
 
 def default_channel_programs() -> dict[int, int]:
@@ -76,7 +80,7 @@ class Recorder:
                 if n.source == OSTINATO and not keep_prepared:
                     continue
                 n = RecordedNote(max(to_beat, n.start_beats + shift), n.duration_beats, n.pitch,
-                                 n.velocity, n.program, n.source, epoch)  # fmt: skip
+                                 n.velocity, n.program, n.source, epoch, n.note_id)  # fmt: skip
             moved.append(n)
         self.notes = moved
         self.epoch = epoch
@@ -106,12 +110,16 @@ class Recorder:
         )
 
     def add_generated(self, start_beats: float, duration_beats: float, pitch: int,
-                      velocity: int, program: int) -> None:  # fmt: skip
-        self.notes.append(
-            RecordedNote(
-                start_beats, duration_beats, pitch, velocity, program, OSTINATO, self.epoch
-            )
-        )
+                      velocity: int, program: int, note_id: int = -1) -> None:  # fmt: skip
+        self.notes.append(RecordedNote(start_beats, duration_beats, pitch, velocity, program,
+                                       OSTINATO, self.epoch, note_id))  # fmt: skip
+
+    def forget_generated(self, note_ids: Collection[int]) -> None:
+        """Ostinato's notes ``note_ids`` were taken back before they played (a take thrown
+        away): they were never heard."""
+        if note_ids:
+            self.notes = [n for n in self.notes
+                          if n.source != OSTINATO or n.note_id not in note_ids]  # fmt: skip
 
     def bar_notes(
         self, bar: int, now_beat: float | None = None, epoch: int | None = None

@@ -27,7 +27,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ostinato.daemon.clock import TempoMap
 from ostinato.daemon.note_queue import NOTE_ON, Event, NoteQueue
@@ -105,6 +105,16 @@ class Scheduler(NoteScheduler):
             self._queue.schedule(start_beats, end_beats, channel, pitch, velocity, note_id, now)
             self._cond.notify()
         return note_id
+
+    def cancel(self, note_ids: Iterable[int]) -> None:
+        """Take back the notes not yet started (a note sounding ends at its time). The
+        sender thread, spinning to an event taken back, sees it gone and sends nothing."""
+        ids = frozenset(note_ids)
+        if not ids:
+            return
+        with self._cond:
+            self._queue.cancel(ids)
+            self._cond.notify()
 
     def push_tempo(self, tempo: TempoMap | None) -> None:
         """The tempo map changed: wake the sender (it reads the map through ``tempo_map()``)."""

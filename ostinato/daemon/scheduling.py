@@ -1,7 +1,8 @@
 """The one interface of a note scheduler, and what its implementations share.
 
 :class:`NoteScheduler` is what the session and the daemon ask of whatever sends the notes:
-queue a note (:meth:`~NoteScheduler.schedule_note`), follow the transport (``hold``, ``jump``),
+queue a note (:meth:`~NoteScheduler.schedule_note`), take back notes not yet started
+(:meth:`~NoteScheduler.cancel`: a take thrown away), follow the transport (``hold``, ``jump``),
 ``panic``, take the clock's maps (``push_tempo``), read the time line (``now``) and count
 (:class:`SchedulerStats`). It holds the program → channel map, the counts and the
 ``on_note_sent`` / ``on_note_dropped`` callbacks, the same for both implementations:
@@ -21,7 +22,7 @@ import math
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ostinato.daemon.clock import TempoMap
@@ -107,6 +108,11 @@ class NoteScheduler(ABC):
     ) -> int:  # fmt: skip
         """Queue a note-on at ``start_beats`` and its note-off at ``end_beats``; returns the
         note's id (``note_id``, or a new one)."""
+
+    @abstractmethod
+    def cancel(self, note_ids: Iterable[int]) -> None:
+        """Take back the notes ``note_ids`` (ids :meth:`schedule` returned) whose note-on has
+        not gone out; a note already sounding ends at its time, as queued."""
 
     @abstractmethod
     def push_tempo(self, tempo: TempoMap | None) -> None:

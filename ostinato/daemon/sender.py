@@ -39,12 +39,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ostinato.daemon.clock import TempoMap
 from ostinato.daemon.note_queue import reanchored
 from ostinato.daemon.ports import MidiPorts, PortError
 from ostinato.daemon.protocol import (
+    CANCEL,
     DONE,
     DROPPED,
     ERROR,
@@ -309,6 +310,12 @@ class SenderProcess(NoteScheduler):
                    handed_over)  # fmt: skip
         return note_id
 
+    def cancel(self, note_ids: Iterable[int]) -> None:
+        """One ``CANCEL`` record per note (the sender takes those read together back in one
+        pass over its queue)."""
+        for note_id in note_ids:
+            self._send(CANCEL, note_id=note_id & 0xFFFFFFFF)
+
     def panic(self) -> None:
         self._send(PANIC)
 
@@ -380,10 +387,32 @@ def _watchdog(priority: int = 0) -> None:
         time.sleep(0.1)
 
 
-def _read_commands(handle: Callable[[tuple], None], failed: Callable[[], bool] | None) -> bool:
+class _Cancels:
+    """The CANCEL records read together, taken back by ``cancel(ids)`` in one pass over the
+    queue, in order with the other records: before any record that follows them."""
+
+    def __init__(self, cancel: Callable[[frozenset[int]], None]) -> None:
+        self._cancel = cancel
+        self._ids: list[int] = []
+
+    def add(self, note_id: int) -> None:
+        self._ids.append(note_id)
+
+    def flush(self) -> None:
+        if self._ids:
+            self._cancel(frozenset(self._ids))
+            self._ids.clear()
+
+
+def _read_commands(
+    handle: Callable[[tuple], None],
+    failed: Callable[[], bool] | None,
+    read_all: Callable[[], None] | None = None,
+) -> bool:
     """Read the daemon's records and ``handle`` each until QUIT (True) or the pipe's end
     (False: the daemon closed it or died). With ``failed``, wait at most 0.1 s at a time and
-    stop (False) as soon as it says so."""
+    stop (False) as soon as it says so. ``read_all``: called once the records read together
+    are handled (and before QUIT's)."""
     commands = sys.stdin.buffer.fileno()
     pending = b""
     while True:
@@ -399,8 +428,12 @@ def _read_commands(handle: Callable[[tuple], None], failed: Callable[[], bool] |
         for offset in range(0, whole, RECORD.size):
             record = RECORD.unpack_from(pending, offset)
             if record[0] == QUIT:
+                if read_all is not None:
+                    read_all()
                 return True
             handle(record)
+        if read_all is not None:
+            read_all()
         pending = pending[whole:]
 
 
@@ -436,8 +469,14 @@ def _serve_rtmidi(args: argparse.Namespace, reports: _Reports) -> int:
         DROPPED, int(late), 0, 0, nid, due, now
     )
 
+    cancels = _Cancels(scheduler.cancel)
+
     def handle(record: tuple) -> None:
         kind, channel, pitch, velocity, note_id, a, b, c = record
+        if kind == CANCEL:
+            cancels.add(note_id)
+            return
+        cancels.flush()
         if kind == NOTE:
             scheduler.schedule(a, b, channel, pitch, velocity, note_id, handed_over=c)
         elif kind == TEMPO:
@@ -459,7 +498,7 @@ def _serve_rtmidi(args: argparse.Namespace, reports: _Reports) -> int:
         time.sleep(0.001)
     reports.write(READY, int(scheduler.realtime))
     try:
-        _read_commands(handle, None)
+        _read_commands(handle, None, cancels.flush)
     finally:
         scheduler.stop()  # all notes off, CC 123 on every channel used
         ports.close()
@@ -483,8 +522,14 @@ def _serve_jack(args: argparse.Namespace, reports: _Reports) -> int:
         reports.error(str(exc))
         return 2
 
+    cancels = _Cancels(sender.cancel)  # one command for JACK's thread: one pass over its queue
+
     def handle(record: tuple) -> None:
         kind, channel, pitch, velocity, note_id, a, b, c = record
+        if kind == CANCEL:
+            cancels.add(note_id)
+            return
+        cancels.flush()
         if kind == NOTE:
             sender.note(a, b, channel, pitch, velocity, note_id, c)
         elif kind == TEMPO:
@@ -506,7 +551,7 @@ def _serve_jack(args: argparse.Namespace, reports: _Reports) -> int:
     status = 0
     try:
         _block_term(False)  # a SIGTERM that came meanwhile is taken here
-        _read_commands(handle, lambda: sender.failed is not None)
+        _read_commands(handle, lambda: sender.failed is not None, cancels.flush)
         if sender.failed is not None:
             reports.error(f"the JACK server shut down ({sender.failed}): no notes go out",
                           block=False)  # fmt: skip

@@ -27,6 +27,15 @@ Modes: ``continue`` answers ``bars`` bars after the musician's phrase (when the 
 lasted ``phrase_bars`` bars, or when a bar passes in silence after playing); ``jam`` plays
 along every bar on the enabled programs; ``loop`` plays along on the musician's own
 instruments, varying the looping clip each pass.
+
+Takes (:mod:`ostinato.daemon.takes`). Every bar prepared is a take: its notes' ids in the
+scheduler, kept by where it plays. :meth:`Session.regenerate` throws the next bar's take away
+(its notes not yet started are taken back, the recorder and the pass memory forget it) and
+prepares the bar again at once (``_urgent_bar``) when there is time, else makes the next pass
+at that place a new take; :meth:`Session.keep` freezes the bar playing now at its place in the
+loop (a kept place plays it again, note for note, without the model) or, in continue mode,
+the answer; :meth:`Session.undo` goes back one of them. Each action and each bar heard from a
+take of its own is told to the hooks in :attr:`Session.markers` as ``(beat, text)``.
 """
 
 from __future__ import annotations
@@ -41,10 +50,21 @@ from collections.abc import Callable
 import numpy as np
 from symusic import Note, Score, Track
 
-from ostinato.daemon.clock import PPQN, Clock, TransportEvent
+from ostinato.daemon.clock import PPQN, Clock, TempoMap, TransportEvent
 from ostinato.daemon.loop import LoopFollower, LoopInfo, PassMemory, PlayedBar
-from ostinato.daemon.recorder import HUMAN, RecordedNote, Recorder
+from ostinato.daemon.recorder import HUMAN, OSTINATO, RecordedNote, Recorder
 from ostinato.daemon.scheduling import NoteScheduler
+from ostinato.daemon.takes import (
+    HISTORY,
+    RESEED,
+    TAKE_VARIATION,
+    Kept,
+    Notes,
+    Take,
+    TakeAction,
+    TakeError,
+    loop_key,
+)
 from ostinato.engine.copy import CopyPrior
 from ostinato.engine.engine import Engine
 from ostinato.model.grammar import GrammarConfig
@@ -59,6 +79,10 @@ CONTEXT_BARS = 4  # bars fed after a reset
 MAX_UNCOMMITTED = 16  # bars heard and not yet fed, kept at most (a cycle that fell behind)
 AUTO_ANSWER_MAX = 16  # bars auto: a phrase this long is answered without waiting for silence
 FALLBACK_MARGIN_S = 0.005  # a note due sooner than this cannot reach the sender in time
+TAKES_KEPT = 64  # bars whose takes are remembered (a whole answer)
+
+# (beat, text): a take action ("regenerate bar 5") or the take a bar is heard from
+Marker = Callable[[float, str], object]
 
 
 class Session:
@@ -86,6 +110,7 @@ class Session:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.bar_ms: deque[float] = deque(maxlen=1024)
+        self._model_bar_ms: deque[float] = deque(maxlen=16)  # cycles that ran the model
         self.bar_margin_ms: deque[float] = deque(maxlen=4096)  # bar start − bar fully ready
         self.bar_log: deque[tuple[int, float, float, int, float, float]] = deque(maxlen=4096)
         self.answering_until = -1  # last bar of the current answer (continue mode)
@@ -95,8 +120,6 @@ class Session:
         self.loops = LoopFollower(beats_per_bar)
         self.passes = PassMemory()
         self._answer: tuple[int, list[PlayedBar]] | None = None  # first bar, the phrase's bars
-        # called with (beat, text) for what the recording marks: answers, fallbacks, takes
-        self.marker_listeners: list[Callable[[float, str], None]] = []
         self.jumps_followed = 0  # jumps whose prepared bar moved with them
         self._epoch = recorder.epoch = clock.epoch  # the transport epoch the session plays in
         self._offset_beats = 0.0  # sum of the whole-bar shifts of the jumps so far
@@ -105,6 +128,18 @@ class Session:
         self._landing_bar = -1  # the bar the last jump or start landed in
         self._release_held_at: float | None = None  # when notes kept at a Stop must end
         self._prepared_bar = -1  # last bar the cycle ran for
+        self._stopped_beat = 0.0  # where the transport last stopped
+        # -- takes (see ostinato.daemon.takes) --
+        self.markers: list[Marker] = []  # called with (beat, text), see the module docstring
+        self.takes = 0  # take actions done (regenerate, keep, undo)
+        self.last_take = ""  # the last one, in words
+        self.kept = Kept()
+        self._takes: dict[int, Take] = {}  # the last bars prepared, by bar on the timeline
+        self._history: deque[TakeAction] = deque(maxlen=HISTORY)
+        self._retake_bars: dict[int, TakeAction] = {}  # bars to be new takes, and who asked
+        self._retake_places: dict[int, TakeAction] = {}  # loop places whose next pass is one
+        self._retakes = 0  # new takes generated (each has a seed of its own)
+        self._marks: deque[tuple[float, str]] = deque()  # for the hooks, outside the lock
         self._reset_context()
         clock.listeners.append(self._on_transport)
 
@@ -169,7 +204,9 @@ class Session:
         )
         if not (phrase_ended or long_enough):
             return False
-        length = self.settings.bars or run  # None: auto, as long as the phrase
+        kept = self.kept.answer
+        # a kept answer is played again whole; bars None: auto, as long as the phrase
+        length = len(kept) if kept else (self.settings.bars or run)
         self.answering_until = bar + length - 1
         with self.lock:
             phrase = [self.recorder.bar_notes(b, bar * self.beats_per_bar) for b in
@@ -183,10 +220,6 @@ class Session:
                    f"answer bars {bar + 1}-{self.answering_until + 1}")  # fmt: skip
         return True
 
-    def _mark(self, beat: float, text: str) -> None:
-        for listener in self.marker_listeners:
-            listener(beat, text)
-
     def _played_bar(self, notes: list[RecordedNote], bar: int) -> PlayedBar:
         start = bar * self.beats_per_bar
         return PlayedBar(self.bar_tokens(notes, bar), [
@@ -194,8 +227,11 @@ class Session:
             for n in notes
         ])  # fmt: skip
 
-    def _references(self, bar: int) -> tuple[list[np.ndarray], float]:
-        """The bars ``bar`` varies (best first) and its variation (see engine/copy.py)."""
+    def _references(
+        self, bar: int, besides: PlayedBar | None = None
+    ) -> tuple[list[np.ndarray], float]:
+        """The bars ``bar`` varies (best first) and its variation (see engine/copy.py);
+        ``besides``: a take thrown away, not to be varied again."""
         settings, loop = self.settings, self.loop
         variation = settings.variation
         if settings.mode == "continue":
@@ -208,7 +244,7 @@ class Session:
         if settings.fill and loop.is_last(bar):
             variation = 1.0
         refs = []
-        own = self.passes.at(loop, bar)
+        own = self.passes.at(loop, bar, besides=besides)
         if own is not None:
             refs.append(own.tokens)
         if settings.mode == "loop":
@@ -222,7 +258,7 @@ class Session:
         the musician's (loop mode), the answer's phrase bar, or the last bar played."""
         loop = self.loop
         if loop is not None and self.settings.mode != "continue":
-            found = self.passes.at(loop, bar)
+            found = self.kept.at(loop, bar) or self.passes.at(loop, bar)
             if found is None and self.settings.mode == "loop":
                 found = self.passes.at(loop, bar, human=True)
             if found is not None:
@@ -275,71 +311,24 @@ class Session:
         t_fed = self.now()
         if not self.wants_bar(next_bar):
             return 0
-        settings = self.settings
-        scale = (
-            key_lock_classes(engine.vocab, engine.context_tokens()) if settings.key_lock else None
-        )
-        grammar = GrammarConfig(
-            programs=self._programs(), beats_per_bar=self.beats_per_bar, scale_pitch_classes=scale
-        )
-        seed = None if settings.seed is None else settings.seed + next_bar
-        sampler = engine.sampler(settings.sampling, seed)
-        refs, variation = self._references(next_bar)
-        prior = CopyPrior(engine.vocab, [refs], variation) if refs else None
+        with self.lock:
+            take = self._open_take(next_bar, epoch0)
+        if take is None:  # the take an undo brought back is queued there
+            return 0
         bar_start = next_bar * self.beats_per_bar
-        count = 0
+        late_at: float | None = None
         t_first = t_fed
-        tokens: list[int] = []
-        played: list[RecordedNote] = []
-        late_at: float | None = None  # where in the bar generation fell behind the playhead
-        shift = 0.0
-        margin = FALLBACK_MARGIN_S + self.latency_s
-        fallback = self._fallback_source(next_bar)
-        t_gen = self.now()
-        notes = engine.generate(1, sampler, grammar, tokens, prior)
-        for note in notes:
-            start = bar_start + note.start_beats
-            with self.lock:  # checked per note: a jump may come while the bar is generated
-                if self._epoch != epoch0:
-                    if self._broken_epoch > epoch0:
-                        break  # the queue of the old timeline was dropped: so is the rest
-                    shift = self._offset_beats - offset0  # moved with the jump
-                    start += shift
-                tempo = self.clock.snapshot()
-                now = self.now()
-                if tempo is not None and now > tempo.time_at(start) - margin:
-                    late_at = note.start_beats  # it cannot be sent in time: fall back
-                    break
-                self.scheduler.schedule_note(start, note.duration_beats, note.program,
-                                             note.pitch, note.velocity)  # fmt: skip
-                self.recorder.add_generated(start, note.duration_beats, note.pitch,
-                                            note.velocity, note.program)  # fmt: skip
-                played.append(RecordedNote(start - shift, note.duration_beats, note.pitch,
-                                           note.velocity, note.program, "ostinato"))  # fmt: skip
-            if count == 0:
-                t_first = now
-            count += 1
-            if fallback is not None and tempo is not None:
-                # falling behind: the fallback's next note would be missed at this pace
-                per_note = 1.5 * (now - t_gen) / count
-                following = [off for off, *_ in fallback.notes if off > note.start_beats + 1e-9]
-                if (
-                    following
-                    and now + per_note > tempo.time_at(bar_start + following[0] + shift) - margin
-                ):
-                    late_at = note.start_beats + 1e-6
-                    break
-        notes.close()
-        if late_at is not None:
-            count += self._fall_back(next_bar, epoch0, offset0, late_at, played)
-        elif tokens and tokens[-1] == engine.vocab.bar_id:
-            self.passes.played(next_bar, epoch0, PlayedBar(
-                np.asarray([engine.vocab.bar_id, *tokens[:-1]], dtype=np.int64),
-                [(n.start_beats - bar_start, n.duration_beats, n.program, n.pitch, n.velocity)
-                 for n in played],
-            ))  # fmt: skip
+        if take.source is not None:  # a kept bar: played again as it was, no model
+            played = self._play_from(take, next_bar, epoch0, offset0, 0.0, take.source, [])
+            if played is not None:
+                self._finish(take, next_bar, epoch0, take.source)
+            count = played or 0
+        else:
+            count, late_at, t_first = self._generate(take, next_bar, epoch0, offset0, t_fed)
         done = self.now()
         self.bar_ms.append((done - t0) * 1000.0)
+        if take.source is None:
+            self._model_bar_ms.append((done - t0) * 1000.0)
         tempo = self.clock.snapshot()
         if tempo is not None:
             margin = (tempo.time_at(bar_start) - done) * 1000.0
@@ -358,7 +347,86 @@ class Session:
                 )  # fmt: skip
         self.bars_generated += 1
         self._adapt_lookahead()
+        self._flush_marks()
         return count
+
+    def _generate(
+        self, take: Take, next_bar: int, epoch0: int, offset0: float, t_fed: float
+    ) -> tuple[int, float | None, float]:
+        """Generate ``next_bar`` note by note into the queue (the rest from its fallback if
+        generation falls behind). Returns the notes scheduled, where in the bar it fell
+        behind (None: it did not) and when the first note was ready."""
+        engine, settings = self.engine, self.settings
+        scale = (
+            key_lock_classes(engine.vocab, engine.context_tokens()) if settings.key_lock else None
+        )
+        grammar = GrammarConfig(
+            programs=self._programs(), beats_per_bar=self.beats_per_bar, scale_pitch_classes=scale
+        )
+        seed = None if settings.seed is None else settings.seed + next_bar
+        besides = None
+        if take.kind == "retake":  # a new take: a seed of its own, never the one thrown away
+            self._retakes += 1
+            if seed is not None:
+                seed += RESEED * self._retakes
+            old = take.action.old if take.action is not None else None
+            besides = old.played if old is not None else None
+        sampler = engine.sampler(settings.sampling, seed)
+        refs, variation = self._references(next_bar, besides)
+        if take.kind == "retake":
+            variation = max(variation, TAKE_VARIATION)
+        prior = CopyPrior(engine.vocab, [refs], variation) if refs else None
+        bar_start = next_bar * self.beats_per_bar
+        count = 0
+        t_first = t_fed
+        tokens: list[int] = []
+        played: list[RecordedNote] = []
+        late_at: float | None = None  # where in the bar generation fell behind the playhead
+        shift = 0.0
+        margin = FALLBACK_MARGIN_S + self.latency_s
+        fallback = self._fallback_source(next_bar)
+        t_gen = self.now()
+        notes = engine.generate(1, sampler, grammar, tokens, prior)
+        for note in notes:
+            start = bar_start + note.start_beats
+            with self.lock:  # checked per note: a jump may come while the bar is generated
+                if take.abandoned:
+                    break  # thrown away (a regenerate, an undo): so is the rest of it
+                if self._epoch != epoch0:
+                    if self._broken_epoch > epoch0:
+                        break  # the queue of the old timeline was dropped: so is the rest
+                    shift = self._offset_beats - offset0  # moved with the jump
+                    start += shift
+                tempo = self.clock.snapshot()
+                now = self.now()
+                if tempo is not None and now > tempo.time_at(start) - margin:
+                    late_at = note.start_beats  # it cannot be sent in time: fall back
+                    break
+                self._schedule(take, start, shift, bar_start, note.duration_beats, note.program,
+                               note.pitch, note.velocity, played)  # fmt: skip
+            if count == 0:
+                t_first = now
+            count += 1
+            if fallback is not None and tempo is not None:
+                # falling behind: the fallback's next note would be missed at this pace
+                per_note = 1.5 * (now - t_gen) / count
+                following = [off for off, *_ in fallback.notes if off > note.start_beats + 1e-9]
+                if (
+                    following
+                    and now + per_note > tempo.time_at(bar_start + following[0] + shift) - margin
+                ):
+                    late_at = note.start_beats + 1e-6
+                    break
+        notes.close()
+        if late_at is not None:
+            count += self._fall_back(next_bar, epoch0, offset0, late_at, played, take)
+        elif tokens and tokens[-1] == engine.vocab.bar_id:
+            self._finish(take, next_bar, epoch0, PlayedBar(
+                np.asarray([engine.vocab.bar_id, *tokens[:-1]], dtype=np.int64),
+                [(n.start_beats - bar_start, n.duration_beats, n.program, n.pitch, n.velocity)
+                 for n in played],
+            ))  # fmt: skip
+        return count, late_at, t_first
 
     def _follow_loop(self, complete: list[tuple[list[RecordedNote], int, int]]) -> None:
         """Complete bars heard: the musician's part of each, and the loop they make."""
@@ -374,16 +442,40 @@ class Session:
         self.loop = loop
 
     def _fall_back(self, bar: int, epoch: int, offset: float, late_at: float,
-                   played: list[RecordedNote]) -> int:  # fmt: skip
+                   played: list[RecordedNote], take: Take | None = None) -> int:  # fmt: skip
         """Generation of ``bar`` fell behind the playhead at ``late_at`` beats into the bar:
         the rest of it is played from :meth:`_fallback_source`. Returns the notes scheduled."""
         source = self._fallback_source(bar)
+        if take is None:
+            with self.lock:
+                take = self._takes.get(bar)
+                if take is None or take.memory != (bar, epoch) or take.abandoned:
+                    take = self._takes[bar] = Take(bar, (bar, epoch))
+        count = self._play_from(take, bar, epoch, offset, late_at, source, played)
+        if count is None:
+            return 0
+        with self.lock:
+            self.fallbacks += 1
+            self._mark(bar * self.beats_per_bar + late_at, f"fallback bar {bar + 1}")
+        log.warning(
+            "bar %d: generation fell behind %.2f beats into the bar; played the rest from %s "
+            "(%d notes)", bar + 1, late_at,
+            "an earlier bar" if source else "nothing (no bar played yet)", count,
+        )  # fmt: skip
+        self._finish(take, bar, epoch, self._played_bar(played, bar))
+        return count
+
+    def _play_from(self, take: Take | None, bar: int, epoch: int, offset: float, late_at: float,
+                   source: PlayedBar | None, played: list[RecordedNote]) -> int | None:  # fmt: skip
+        """Queue ``source``'s notes from ``late_at`` beats into ``bar`` on (those still in
+        time) as ``take``'s. Returns the notes scheduled; None when the queue of ``epoch``'s
+        timeline was dropped meanwhile."""
         bar_start = bar * self.beats_per_bar
         count = 0
         margin = FALLBACK_MARGIN_S + self.latency_s
         with self.lock:
             if self._epoch != epoch and self._broken_epoch > epoch:
-                return 0
+                return None
             shift = self._offset_beats - offset
             tempo = self.clock.snapshot()
             for off, duration, program, pitch, velocity in source.notes if source else ():
@@ -392,20 +484,374 @@ class Session:
                     continue
                 if self.now() > tempo.time_at(start) - margin:
                     continue  # already gone by
-                self.scheduler.schedule_note(start, duration, program, pitch, velocity)
-                self.recorder.add_generated(start, duration, pitch, velocity, program)
-                played.append(RecordedNote(start - shift, duration, pitch, velocity, program,
-                                           "ostinato"))  # fmt: skip
+                if take is not None and take.abandoned:
+                    break
+                self._schedule(take, start, shift, bar_start, duration, program, pitch, velocity,
+                               played)  # fmt: skip
                 count += 1
-            self.fallbacks += 1
-        self._mark(bar_start + late_at, f"fallback bar {bar + 1}")
-        log.warning(
-            "bar %d: generation fell behind %.2f beats into the bar; played the rest from %s "
-            "(%d notes)", bar + 1, late_at,
-            "an earlier bar" if source else "nothing (no bar played yet)", count,
-        )  # fmt: skip
-        self.passes.played(bar, epoch, self._played_bar(played, bar))
         return count
+
+    def _schedule(self, take: Take | None, start: float, shift: float, bar_start: float,
+                  duration: float, program: int, pitch: int, velocity: int,
+                  played: list[RecordedNote]) -> None:  # fmt: skip
+        """Queue one note of ``take`` (lock held): the scheduler, the recorder (with the note's
+        id, so a take thrown away can be forgotten), the bar as played, the take."""
+        note_id = self.scheduler.schedule_note(start, duration, program, pitch, velocity)
+        self.recorder.add_generated(start, duration, pitch, velocity, program, note_id)
+        played.append(RecordedNote(start - shift, duration, pitch, velocity, program, OSTINATO))
+        if take is not None:
+            take.ids.append(note_id)
+            take.notes.append((start - shift - bar_start, duration, program, pitch, velocity))
+
+    # -- takes ---------------------------------------------------------------------------
+    def _open_take(self, bar: int, epoch: int) -> Take | None:
+        """The take ``bar`` is prepared as (lock held): a new take when a regenerate asked for
+        it, the kept bar played again where one is kept, else a take as usual. None: an undo
+        brought a take back into that bar already."""
+        existing = self._takes.get(bar)
+        if existing is not None and existing.kind == "back" and not existing.abandoned:
+            return None
+        take = Take(bar, (bar, epoch))
+        mode, loop = self.settings.mode, self.loop
+        if loop is not None and mode != "continue":
+            take.place = loop.index(bar)
+        if mode == "continue" and self._answer is not None:
+            take.answer = self._answer[0]
+        for stale in [b for b in self._retake_bars if b < bar]:
+            del self._retake_bars[stale]
+        action = self._retake_bars.pop(bar, None)
+        if action is None and take.place is not None and loop is not None:
+            asked = self._retake_places.get(take.place)
+            if asked is not None and asked.loop == loop_key(loop):
+                action = self._retake_places.pop(take.place)
+        kept = self.kept
+        if action is not None:
+            take.kind, take.action = "retake", action
+            action.new.append(take)
+        elif mode != "continue":
+            take.source = kept.at(loop, bar)
+        elif kept.answer and take.answer is not None and take.answer != kept.answer_first:
+            take.source = kept.answer[(bar - take.answer) % len(kept.answer)]
+        if take.source is not None:
+            take.kind = "kept"
+        self._takes[bar] = take
+        for old in [b for b in self._takes if b < bar - TAKES_KEPT]:
+            del self._takes[old]
+        return take
+
+    def _finish(self, take: Take, bar: int, epoch: int, played: PlayedBar) -> None:
+        """``take`` is complete as ``played``: the pass memory holds it (unless it was thrown
+        away meanwhile); a kept answer still being played takes it in."""
+        with self.lock:
+            if take.abandoned:
+                return
+            take.played = played
+            self.passes.played(bar, epoch, played)
+            kept = self.kept
+            if (kept.answer is not None and take.answer is not None
+                    and take.answer == kept.answer_first and take.kind != "kept"):  # fmt: skip
+                kept.answer.append(played)
+            if take.kind != "new":
+                where = f"bar {take.bar + 1}"
+                if take.kind == "retake":
+                    text = f"{where}: new take"
+                elif take.kind == "back":
+                    text = f"{where}: the take before is back"
+                elif take.place is not None:
+                    text = f"{where}: kept take (loop place {take.place + 1})"
+                else:
+                    text = f"{where}: kept answer"
+                self._mark(take.bar * self.beats_per_bar, text)
+
+    def _abandon(self, take: Take) -> None:
+        """Throw ``take`` away (lock held): its notes not yet started are taken back (one
+        already sounding ends at its time), the recorder and the pass memory forget it, and
+        its generation, if still going, stops at its next note."""
+        take.abandoned = True
+        if take.ids:
+            self.scheduler.cancel(take.ids)
+            self.recorder.forget_generated(frozenset(take.ids))
+        self.passes.forget(*take.memory)
+        if self._takes.get(take.bar) is take:
+            del self._takes[take.bar]
+
+    def _requeue(self, old: Take, bar: int) -> Take:
+        """Queue ``old``'s notes again in ``bar`` (lock held), those still in time, as a take
+        brought back."""
+        take = Take(bar, (bar, self._epoch), kind="back", place=old.place, answer=old.answer)
+        bar_start = bar * self.beats_per_bar
+        tempo = self.clock.snapshot()
+        margin = FALLBACK_MARGIN_S + self.latency_s
+        for off, duration, program, pitch, velocity in old.notes:
+            start = bar_start + off
+            if tempo is None or self.now() > tempo.time_at(start) - margin:
+                continue
+            self._schedule(take, start, 0.0, bar_start, duration, program, pitch, velocity, [])
+        self._takes[bar] = take
+        self._prepared_bar = max(self._prepared_bar, bar)
+        played = self._take_bar(old)
+        if played is not None:
+            self._finish(take, bar, self._epoch, played)
+        return take
+
+    def _take_bar(self, take: Take) -> PlayedBar | None:
+        """``take`` as a bar to keep or bring back: complete, or as far as it was queued."""
+        if take.played is not None:
+            return take.played
+        if take.source is not None:
+            return take.source
+        if not take.notes:
+            return None
+        return self._played_from(take.notes)
+
+    def _played_from(self, notes: Notes) -> PlayedBar:
+        recorded = [RecordedNote(off, duration, pitch, velocity, program, OSTINATO)
+                    for off, duration, program, pitch, velocity in notes]  # fmt: skip
+        return PlayedBar(self.bar_tokens(recorded, 0), list(notes))
+
+    def _playing(self) -> tuple[TempoMap, float] | None:
+        """The map and the beat now, while the transport runs (never with the lock held: the
+        clock calls the session under its own lock)."""
+        tempo, _, running = self.clock.state()
+        if tempo is None or not running:
+            return None
+        return tempo, tempo.beat_at(self.now())
+
+    def _begun(self, tempo: TempoMap | None, bar: int) -> bool:
+        """Whether ``bar``'s first notes are already on their way (or the transport stopped)."""
+        if tempo is None:
+            return True
+        start = tempo.time_at(bar * self.beats_per_bar)
+        return self.now() >= start - self.latency_s - FALLBACK_MARGIN_S
+
+    def _time_to_generate_s(self) -> float:
+        """How long before a bar begins it can still be generated again: 1.5 × the recent
+        median of a whole cycle that ran the model (the lookahead before any was measured)."""
+        recent = list(self._model_bar_ms)
+        typical = float(np.median(recent)) / 1000.0 if recent else self.lookahead_s
+        return max(self.min_lookahead_s, 1.5 * typical) + self.latency_s + FALLBACK_MARGIN_S
+
+    def _mark(self, beat: float, text: str) -> None:
+        self._marks.append((beat, text))
+
+    def _flush_marks(self) -> None:
+        """Tell the marker hooks (outside the lock: a hook may take locks of its own)."""
+        while self._marks:
+            try:
+                beat, text = self._marks.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            for hook in list(self.markers):
+                try:
+                    hook(beat, text)
+                except Exception:  # a hook must not stop the music
+                    log.exception("marker hook failed on %r", text)
+
+    def _done(self, action: TakeAction, beat: float, reply: str) -> str:
+        """An action is done (lock held): counted, remembered, marked, logged."""
+        self.takes += 1
+        self.last_take = action.text
+        self._mark(beat, action.text)
+        log.info("take: %s", reply)
+        return reply
+
+    def regenerate(self) -> str:
+        """Throw away the take queued for the next bar (continue mode: and the rest of the
+        answer) and generate it again (see :mod:`ostinato.daemon.takes`). Returns what was
+        done, in words; TakeError when there is nothing to regenerate."""
+        now = self._playing()
+        if now is None:
+            raise TakeError("the transport is stopped: no bar is coming to regenerate")
+        tempo, beat = now
+        target = math.floor(beat / self.beats_per_bar + 1e-9) + 1
+        with self.lock:
+            mode, loop = self.settings.mode, self.loop
+            take = self._takes.get(target)
+            if take is not None and take.abandoned:
+                take = None
+            in_time = not self._begun(tempo, target) and (
+                tempo.time_at(target * self.beats_per_bar) - self.now()
+                >= self._time_to_generate_s()
+            )
+            rest: list[int] = []  # continue mode: the answer's bars after the next one
+            if mode == "continue":
+                until = self.answering_until
+                if until < 0 or until < target - 1:
+                    raise TakeError("no answer is playing: in continue mode regenerate throws "
+                                    "away the rest of an answer")  # fmt: skip
+                if until < target:
+                    raise TakeError(f"bar {target}, under way, is the answer's last: nothing of "
+                                    "the answer is left to regenerate")  # fmt: skip
+                if take is not None and not in_time and until == target:
+                    raise TakeError(f"bar {target + 1}, the answer's last, begins too soon to be "
+                                    "generated again")  # fmt: skip
+                rest = list(range(target + 1, until + 1))
+            action = TakeAction("regenerate", f"regenerate bar {target + 1}", self.kept.copy())
+            # a new take is asked for: the bar kept there (or the kept answer) is let go
+            if mode == "continue":
+                self.kept.answer = self.kept.answer_first = None
+            elif self.kept.at(loop, target) is not None and loop is not None:
+                del self.kept.places[loop.index(target)]
+            marks: list[int] = []
+            if take is not None and in_time:
+                self._abandon(take)
+                action.old, action.bar = take, target
+                marks = [target, *rest]
+                self._prepared_bar = min(self._prepared_bar, target - 1)
+                self._urgent_bar = target
+                reply = f"bar {target + 1}: its take is thrown away and generated again now"
+            elif take is not None:
+                action.old = take
+                late = f"bar {target + 1} begins too soon and plays as prepared"
+                if mode == "continue":
+                    marks = rest
+                    later = (f"bar {rest[0] + 1} is a new take" if len(rest) == 1
+                             else f"bars {rest[0] + 1}-{rest[-1] + 1} are new takes")  # fmt: skip
+                    reply = f"{late}; {later}"
+                elif loop is not None:
+                    place = loop.index(target)
+                    self._retake_places[place] = action
+                    action.loop = loop_key(loop)
+                    reply = f"{late}; the next pass at loop place {place + 1} is a new take"
+                else:
+                    marks = [target + 1]
+                    reply = f"{late}; bar {target + 2} is a new take"
+            else:
+                marks = [target, *rest]
+                reply = f"bar {target + 1} will be a new take (nothing was prepared for it yet)"
+            for bar in marks:
+                self._retake_bars[bar] = action
+            self._history.append(action)
+            self._done(action, beat, f"regenerate: {reply}")
+        self._wake.set()
+        self._flush_marks()
+        return reply
+
+    def keep(self, on: bool = True) -> str:
+        """``on``: freeze the bar playing now at its place in the loop (continue mode: the
+        current answer); off: release every kept bar. TakeError when there is nothing."""
+        if not on:
+            beat = self._beat_or_stop()
+            with self.lock:
+                if not self.kept:
+                    raise TakeError("nothing is kept")
+                action = TakeAction("release", "release the kept bars", self.kept)
+                self.kept = Kept()
+                self._history.append(action)
+                reply = "every kept bar is released: each pass varies again"
+                self._done(action, beat, f"keep 0: {reply}")
+            self._flush_marks()
+            return reply
+        now = self._playing()
+        if now is None:
+            raise TakeError("the transport is stopped: no bar is playing to keep")
+        _, beat = now
+        current = math.floor(beat / self.beats_per_bar + 1e-9)
+        with self.lock:
+            if self.settings.mode == "continue":
+                first = self._answer[0] if self._answer is not None else None
+                takes = sorted((t for t in self._takes.values()
+                                if first is not None and t.answer == first and not t.abandoned),
+                               key=lambda t: t.bar)  # fmt: skip
+                if first is None or not takes:
+                    raise TakeError("no answer has played yet to keep")
+                action = TakeAction("keep", "keep the answer", self.kept.copy())
+                bars = [t.played for t in takes if t.played is not None]
+                self.kept.answer, self.kept.answer_first = bars, first
+                reply = (f"the answer from bar {first + 1} is kept: the next answers play it "
+                         "again")  # fmt: skip
+            else:
+                loop = self.loop
+                if loop is None:
+                    raise TakeError("no loop is known (set loop_bars, or loop in the DAW): "
+                                    "keep freezes the bar playing now at its place in the "
+                                    "loop")  # fmt: skip
+                take = self._takes.get(current)
+                played = None if take is None or take.abandoned else self._take_bar(take)
+                if played is None:
+                    raise TakeError(f"Ostinato plays nothing in bar {current + 1} to keep")
+                place = loop.index(current)
+                action = TakeAction("keep", f"keep loop place {place + 1}", self.kept.copy())
+                if self.kept.loop != loop_key(loop):
+                    self.kept.places, self.kept.loop = {}, loop_key(loop)
+                self.kept.places[place] = played
+                # a new take asked for at that place is not wanted any more
+                self._retake_places.pop(place, None)
+                for bar in [b for b in self._retake_bars if loop.index(b) == place]:
+                    del self._retake_bars[bar]
+                reply = (f"bar {current + 1} is kept at loop place {place + 1}: it plays again "
+                         "each pass")  # fmt: skip
+            self._history.append(action)
+            self._done(action, beat, f"keep: {reply}")
+        self._flush_marks()
+        return reply
+
+    def undo(self) -> str:
+        """Go back one take action: a keep is released, a release kept again, a regenerate's
+        take thrown away brought back. TakeError when there is nothing to undo."""
+        now = self._playing()
+        with self.lock:
+            if not self._history:
+                raise TakeError("nothing to undo")
+            action = self._history.pop()
+            if action.kind == "regenerate":
+                what = self._undo_regenerate(action, None if now is None else now[0])
+            else:
+                self.kept = action.kept
+                what = "released" if action.kind == "keep" else "kept again"
+            text = f"undo {action.text}"
+            undone = TakeAction("undo", text, self.kept)
+            reply = f"{text}: {what}"
+            self._done(undone, self._stopped_beat if now is None else now[1], reply)
+        self._wake.set()
+        self._flush_marks()
+        return reply
+
+    def _undo_regenerate(self, action: TakeAction, tempo: TempoMap | None) -> str:
+        """Bring back what ``action`` threw away (lock held); what was done, in words."""
+        self.kept = action.kept  # a keep it let go holds again
+        for bar in [b for b, a in self._retake_bars.items() if a is action]:
+            del self._retake_bars[bar]
+        for place in [p for p, a in self._retake_places.items() if a is action]:
+            del self._retake_places[place]
+        new = next((t for t in action.new if not t.abandoned), None)
+        old = action.old
+        if old is None:  # nothing had been prepared: the bar as it would have been
+            if new is None:
+                return "the new take is not asked for any more"
+            if self._begun(tempo, new.bar):
+                return f"bar {new.bar + 1} has begun: its new take stays"
+            self._abandon(new)
+            self._prepared_bar = min(self._prepared_bar, new.bar - 1)
+            self._urgent_bar = new.bar
+            return f"bar {new.bar + 1} is generated again as it would have been"
+        if new is not None:
+            bar = new.bar
+        elif action.bar >= 0:  # to be prepared again at once, and not begun
+            bar = action.bar
+            if self._urgent_bar == bar:
+                self._urgent_bar = None
+        else:
+            return "the new take at the next pass is not asked for any more"
+        if not self._begun(tempo, bar):
+            if new is not None:
+                self._abandon(new)
+            self._requeue(old, bar)
+            return f"the take thrown away is back in bar {bar + 1}"
+        loop, played = self.loop, self._take_bar(old)
+        if self.settings.mode != "continue" and loop is not None and played is not None:
+            place = loop.index(bar)
+            if self.kept.loop != loop_key(loop):
+                self.kept.places, self.kept.loop = {}, loop_key(loop)
+            self.kept.places[place] = played
+            return (f"bar {bar + 1} has begun: the take thrown away is kept at loop place "
+                    f"{place + 1} from the next pass on")  # fmt: skip
+        return f"bar {bar + 1} has begun: too late to bring the take thrown away back"
+
+    def _beat_or_stop(self) -> float:
+        """The beat now, or where the transport stopped (not with the lock held)."""
+        now = self._playing()
+        return self._stopped_beat if now is None else now[1]
 
     def _adapt_lookahead(self) -> None:
         """Start early enough that the whole bar is usually generated before it begins
@@ -450,6 +896,7 @@ class Session:
                 self._jump(event.from_beat, event.beat, event.epoch)
             else:  # a start or continue after a real stop: the old queue is not wanted
                 self.scheduler.jump(event.beat, event.beat, False)
+                self._takes, self._retake_bars = {}, {}
                 if event.kind == "start":
                     self.recorder.clear()
                 self.recorder.epoch = self._epoch = self._broken_epoch = event.epoch
@@ -468,6 +915,7 @@ class Session:
         Stop came in): if a loop jump follows within a tick it goes on at the loop's start;
         if not, it is released a few ticks later (see _run)."""
         bpb = self.beats_per_bar
+        self._stopped_beat = event.beat
         bar_line = round(event.beat / bpb) * bpb
         tempo = self.clock.snapshot()
         tick_s = (tempo.seconds_per_beat if tempo else 0.5) / PPQN
@@ -498,6 +946,7 @@ class Session:
         to_bar = math.floor(to_beat / bpb + tick / bpb)
         on_bar_line = abs(to_beat - to_bar * bpb) <= tick
         self._landing_bar = to_bar
+        self._move_takes(math.floor(from_beat / bpb + tick / bpb), bars if aligned else None)
         if aligned:
             self._offset_beats += to_beat - from_beat
             self._prepared_bar += bars
@@ -510,6 +959,18 @@ class Session:
             self.answering_until = -1
         if self._prepared_bar < to_bar and on_bar_line:
             self._urgent_bar = to_bar  # nothing prepared for the bar that starts now
+
+    def _move_takes(self, from_bar: int, bars: int | None) -> None:
+        """A jump (lock held): the takes of the bars from ``from_bar`` on (those prepared for
+        after the jump point) and the new takes asked for there move by ``bars``; the rest are
+        past. Without ``bars`` (the queue was dropped) none stays."""
+        if bars is None:
+            self._takes, self._retake_bars = {}, {}
+            return
+        self._takes = {b + bars: t for b, t in self._takes.items() if b >= from_bar}
+        for bar, take in self._takes.items():
+            take.bar = bar
+        self._retake_bars = {b + bars: a for b, a in self._retake_bars.items() if b >= from_bar}
 
     def start(self) -> None:
         self._restart = True

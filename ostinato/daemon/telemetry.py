@@ -1,7 +1,7 @@
 """What the running daemon tells about itself.
 
 - For the panel (OSC, :mod:`ostinato.daemon.control`): :meth:`Telemetry.state` (every setting,
-  the transport, the engine, as flat key → value), :meth:`~Telemetry.heartbeat` and
+  the transport, the engine, the takes, as flat key → value), :meth:`~Telemetry.heartbeat` and
   :meth:`~Telemetry.roll` (the notes heard and played in the last bars).
 - For ``stats_json`` (written at shutdown; ``ostinato bench --realtime`` reads it):
   :meth:`~Telemetry.stats`, with the logs kept while playing when it is asked for: the notes
@@ -136,6 +136,8 @@ class Telemetry:
             "device": self.engine.device, "model": str(self.config.model_dir),
             "learning": self.learner.learning or "",
             "cc": format_cc_map(self.learner.cc_map),
+            "kept": self.session.kept.text(), "takes": self.session.takes,
+            "last_take": self.session.last_take,
         }  # fmt: skip
         return state
 

@@ -10,6 +10,10 @@ schema (:mod:`ostinato.settings`), the one the daemon checks against.
 Panic is the one request the panel waits for: it shows "panic sent" until the daemon
 answers ``/ostinato/ok /ostinato/panic``, sends it again every 250 ms meanwhile (releasing
 notes twice is harmless; a lost datagram is not), and says so when no answer comes.
+
+The take buttons (Regenerate R, Keep K, Undo U; Shift+K releases every kept bar) send their
+address once (a take action done twice is not the same as once) and show the daemon's answer,
+what was done or why nothing was, in the status bar; the kept loop places show beside them.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from PyQt6.QtWidgets import (
 )
 
 from ostinato.control_client import PREFIX, ControlClient, state_dict
-from ostinato.settings import MODES, SETTINGS
+from ostinato.settings import MODES, SETTINGS, TRIGGERS
 
 INSTRUMENTS = [  # (label, GM program; -1 = drums): what the bundled model knows best
     ("Drums", -1), ("Bass", 33), ("Synth bass", 38), ("Piano", 0), ("E. piano", 4),
@@ -57,6 +61,8 @@ HUMAN_COLOUR, GENERATED_COLOUR = QColor("#3d8bfd"), QColor("#fd7e14")
 STALE_AFTER_S = 1.5  # no heartbeat for this long: disconnected
 PANIC_RETRY_MS = 250  # panic is sent again until the daemon acknowledges it …
 PANIC_TRIES = 8  # … this many times (2 s), then the panel says it was not acknowledged
+TAKE_KEYS = {"regenerate": "R", "keep": "K", "undo": "U"}  # and Shift+K: keep 0 (release all)
+TAKE_ADDRESSES = {f"{PREFIX}/{action}": action for action in TRIGGERS}
 
 
 class Bridge(QObject):
@@ -134,18 +140,35 @@ class PianoRoll(QWidget):
 
 
 def loop_status(state: dict) -> str:
-    """The status bar's permanent text: "loop 4 bars (DAW) · fallbacks 2" (each part only
-    when there is one: a loop being played over, bars played late from an earlier bar)."""
+    """The status bar's permanent text: "loop 4 bars (DAW) · kept 1,3 · fallbacks 2" (each
+    part only when there is one: a loop being played over, loop places kept, bars played late
+    from an earlier bar)."""
     parts = []
     length = int(state.get("loop_length", 0) or 0)
     if length > 0:
         source = str(state.get("loop_from", ""))
         where = f" ({LOOP_SOURCES.get(source, source)})" if source else ""
         parts.append(f"loop {length} bar{'s' if length != 1 else ''}{where}")
+    kept = str(state.get("kept", "") or "")
+    if kept:
+        parts.append(f"kept {kept}")
     fallbacks = int(state.get("fallbacks", 0) or 0)
     if fallbacks > 0:
         parts.append(f"fallbacks {fallbacks}")
     return " · ".join(parts)
+
+
+def kept_text(state: dict) -> str:
+    """What is kept, for the label beside the take buttons: "kept: loop places 1, 3", "kept:
+    the answer", "nothing kept"."""
+    items = [item for item in str(state.get("kept", "") or "").split(",") if item]
+    places = [item for item in items if item != "answer"]
+    parts = []
+    if places:
+        parts.append(f"loop place{'s' if len(places) > 1 else ''} {', '.join(places)}")
+    if "answer" in items:
+        parts.append("the answer")
+    return f"kept: {' and '.join(parts)}" if parts else "nothing kept"
 
 
 def _bars_value(value) -> int:
@@ -327,6 +350,27 @@ class Panel(QMainWindow):
         self.follow.toggled.connect(self._instruments_changed)
         layout.addWidget(instruments)
 
+        takes = QHBoxLayout()
+        self.take_buttons: dict[str, QPushButton] = {}
+        tips = {
+            "regenerate": "throw away the next bar (continue: the rest of the answer) and "
+            "generate it again",
+            "keep": "play the bar playing now again at its place in the loop each pass "
+            "(continue: the answer); Shift+K releases every kept bar",
+            "undo": "go back one take action: release a keep, bring a regenerated bar back",
+        }
+        for action, key in TAKE_KEYS.items():
+            button = QPushButton(f"{action.capitalize()}  ({key})")
+            button.setToolTip(tips[action])
+            button.clicked.connect(lambda _checked=False, a=action: self.take(a))
+            takes.addWidget(button)
+            self.take_buttons[action] = button
+        self.kept_label = QLabel("nothing kept")
+        self.kept_label.setToolTip("the loop places that play a kept bar again each pass")
+        takes.addWidget(self.kept_label)
+        layout.addLayout(takes)
+        self.last_take = ""  # the daemon's last answer to a take action
+
         self.panic_button = QPushButton("PANIC  (Esc)")
         self.panic_button.setStyleSheet(
             "background:#c0392b; color:white; font-weight:bold; font-size:16px; padding:8px;"
@@ -347,8 +391,8 @@ class Panel(QMainWindow):
         self.loop_status = QLabel("")  # the loop played over, and late bars (kept in view)
         self.loop_status.setToolTip(
             "the loop Ostinato plays over (set by loop bars, from the DAW's loop jumps or "
-            "from your repetition); fallbacks: bars played again from an earlier bar because "
-            "generation was late"
+            "from your repetition); kept: the loop places that play a kept bar again; "
+            "fallbacks: bars played again from an earlier bar because generation was late"
         )
         self.status.addPermanentWidget(self.loop_status)
         self.status.showMessage(f"OSC {self.host}:{self.port}")
@@ -358,8 +402,11 @@ class Panel(QMainWindow):
         # The panel is the application's only window: its keys work whatever has the focus.
         app_wide = Qt.ShortcutContext.ApplicationShortcut
         keys_and_slots: list[tuple[QKeySequence, Callable[[], None]]] = [
-            (QKeySequence(Qt.Key.Key_Escape), self.panic)
+            (QKeySequence(Qt.Key.Key_Escape), self.panic),
+            (QKeySequence("Shift+K"), functools.partial(self.take, "keep", 0)),
         ]
+        for action, key in TAKE_KEYS.items():
+            keys_and_slots.append((QKeySequence(key), functools.partial(self.take, action)))
         for keys, step in (("]", 5), ("Ctrl+Up", 5), ("[", -5), ("Ctrl+Down", -5)):
             keys_and_slots.append((QKeySequence(keys), functools.partial(self._nudge, step)))
         for sequence, slot in keys_and_slots:
@@ -405,6 +452,11 @@ class Panel(QMainWindow):
             self._set("programs", "auto")
         else:
             self._set("programs", ",".join("drums" if p == -1 else str(p) for p in chosen))
+
+    def take(self, action: str, *args) -> None:
+        """A take action: sent once, its answer shown when it comes."""
+        self._send(f"{PREFIX}/{action}", *args)
+        self.status.showMessage(f"{action} sent", 2000)
 
     def panic(self) -> None:
         """Send panic until the daemon acknowledges it (see the module docstring)."""
@@ -457,6 +509,9 @@ class Panel(QMainWindow):
                 self._panic_timer.stop()
                 self.panic_status = "done"
                 self.status.showMessage("panic done: every note released", 3000)
+        elif address == f"{PREFIX}/ok" and args and args[0] in TAKE_ADDRESSES:
+            self.last_take = f"{TAKE_ADDRESSES[args[0]]}: {args[1] if len(args) > 1 else 'done'}"
+            self.status.showMessage(self.last_take, 8000)
         elif address == f"{PREFIX}/error" and len(args) >= 2:
             self.last_error = f"{args[0]}: {args[1]}"
             self.status.showMessage(f"refused {self.last_error}", 5000)
@@ -494,6 +549,7 @@ class Panel(QMainWindow):
             f"({state.get('backend', '?')}, {state.get('device', '?')})"
         )
         self.loop_status.setText(loop_status(state))
+        self.kept_label.setText(kept_text(state))
 
     def _tick(self) -> None:
         """30 ms: connection, clock and the beat light, extrapolated from the heartbeat."""

@@ -9,6 +9,7 @@ import pytest
 
 from ostinato.daemon.clock import PPQN
 from ostinato.daemon.daemon import Daemon, DaemonConfig
+from ostinato.daemon.takes import TakeError
 from tests.daemon.jack_rig import JackServer
 
 SPT = 0.5 / PPQN  # 120 BPM
@@ -23,6 +24,15 @@ def daemon(tiny_model_dir):
     yield d
     d.shutdown()
     server.close()
+
+
+def test_take_actions_while_stopped_are_refused(daemon: Daemon) -> None:
+    """No Start yet: nothing plays, so there is nothing to regenerate, keep or undo."""
+    stopped = "the transport is stopped"
+    for action, reason in (("regenerate", stopped), ("keep", stopped), ("undo", "nothing to undo")):
+        with pytest.raises(TakeError, match=reason):
+            daemon.take(action)
+    assert daemon.session.takes == 0 and daemon.telemetry.state()["last_take"] == ""
 
 
 def test_sysex_active_sensing_and_garbage_change_nothing(daemon: Daemon) -> None:

@@ -1,7 +1,7 @@
 """The OSC contract against a real daemon process on a real JACK server: every settings
 address, bad values (refused with the schema's words), unknown addresses, a bundle stamped
-an hour ahead (dispatched at once), panic, status, subscribe, and MIDI CC learn through the
-daemon's input port."""
+an hour ahead (dispatched at once), panic, status, subscribe, MIDI CC learn through the
+daemon's input port, and the take actions (regenerate, keep, undo)."""
 
 from __future__ import annotations
 
@@ -167,7 +167,8 @@ def test_status_has_the_whole_state(daemon):
                 "bars", "phrase_bars", "seed", "running", "clock", "bpm", "beat",
                 "beats_per_bar", "bar_ms_p99", "deadline_misses", "notes_sent", "in_port",
                 "out_port", "backend", "device", "cc", "variation", "fill", "loop_bars",
-                "loop_length", "loop_first_bar", "loop_from", "fallbacks"):  # fmt: skip
+                "loop_length", "loop_first_bar", "loop_from", "fallbacks", "kept", "takes",
+                "last_take"):  # fmt: skip
         assert key in state, key
     assert state["clock"] == "internal" and state["running"] == 1
     assert state["bpm"] == pytest.approx(120.0)
@@ -318,4 +319,92 @@ def test_midi_cc_learn_drives_variation_and_loop_bars(daemon):
     finally:
         client.set("loop_bars", "auto")
         client.set("variation", 0.3)
+        probe.close()
+
+
+def test_take_actions_regenerate_keep_undo(daemon):
+    """The three take addresses on a running daemon: refused with a reason when there is
+    nothing to act on, answered with what was done otherwise, counted in the status."""
+    _, _, client, _, log_path = daemon
+    with pytest.raises(ControlError, match="nothing to undo"):
+        client.request("/ostinato/undo")
+    with pytest.raises(ControlError, match="nothing is kept"):
+        client.request("/ostinato/keep", 0)
+    refused = "keep takes 1 (keep the bar playing now) or 0 (release every kept bar), got 2"
+    with pytest.raises(ControlError, match=re.escape(refused)):
+        client.request("/ostinato/keep", 2)
+    with pytest.raises(ControlError, match="regenerate takes no argument"):
+        client.request("/ostinato/regenerate", 1)
+    client.set("mode", "continue")
+    with pytest.raises(ControlError, match="no answer is playing"):
+        client.request("/ostinato/regenerate")
+    takes = client.status()["takes"]
+    try:
+        client.set("mode", "jam")
+        client.set("programs", "drums,33")
+        client.set("loop_bars", 2)
+        kept = None
+        end = time.monotonic() + 20
+        while kept is None:  # a bar Ostinato plays in jam mode, at a known place in the loop
+            try:
+                _, kept = client.request("/ostinato/keep", 1)
+            except ControlError:
+                assert time.monotonic() < end, "nothing to keep after 20 s"
+                time.sleep(0.25)
+        assert re.fullmatch(r"bar \d+ is kept at loop place [12]: it plays again each pass",
+                            kept[1]), kept  # fmt: skip
+        state = client.status()
+        assert state["kept"] in ("1", "2") and state["takes"] == takes + 1
+        assert state["last_take"] == f"keep loop place {state['kept']}"
+        _, done = client.request("/ostinato/regenerate")
+        assert re.fullmatch(r"bar \d+: its take is thrown away and generated again now|"
+                            r"bar \d+ begins too soon and plays as prepared; the next pass at "
+                            r"loop place [12] is a new take|"
+                            r"bar \d+ will be a new take \(nothing was prepared for it yet\)",
+                            done[1]), done  # fmt: skip
+        print(f"regenerate: {done[1]}")
+        assert client.status()["last_take"].startswith("regenerate bar ")
+        _, undone = client.request("/ostinato/undo")
+        assert undone[1].startswith("undo regenerate bar ")
+        _, undone = client.request("/ostinato/undo")
+        assert undone[1] == f"undo keep loop place {state['kept']}: released"
+        state = client.status()
+        assert state["kept"] == "" and state["takes"] == takes + 4
+        log = log_path.read_text()
+        assert "take: keep: bar " in log and "take: regenerate: " in log
+        assert "take: undo keep loop place" in log
+    finally:
+        client.set("mode", "continue")
+        client.set("programs", "auto")
+        client.set("loop_bars", "auto")
+
+
+def test_a_learned_button_triggers_a_take_action(daemon):
+    """``/ostinato/learn undo``: the next CC is a button for it (the press that teaches it
+    does not fire it); each press (≥ 64 after < 64) fires it once, here with nothing to
+    undo, which the daemon logs."""
+    server, _, client, config, log_path = daemon
+    probe = Probe("cc-probe-take")
+    said = "CC 41 → undo: nothing to undo"
+    try:
+        server.connect(probe.out_port, DAEMON_IN)
+        time.sleep(0.2)
+        client.request("/ostinato/learn", "undo")
+        assert client.status()["learning"] == "undo"
+        probe.send([0xB0, 41, 127])
+        time.sleep(0.3)
+        state = client.status()
+        assert state["learning"] == "" and "1:41:undo" in state["cc"].split(",")
+        assert said not in log_path.read_text()
+        probe.send([0xB0, 41, 0])  # released, pressed again: fired once
+        probe.send([0xB0, 41, 127])
+        probe.send([0xB0, 41, 100])  # still held
+        time.sleep(0.3)
+        assert log_path.read_text().count(said) == 1
+        assert tomllib.loads(config.read_text())["cc"]["1:41"] == "undo"
+        with pytest.raises(ControlError, match=r"learn takes .*regenerate, keep, undo"):
+            client.request("/ostinato/learn", "redo")
+        client.request("/ostinato/unlearn", "undo")
+        assert "1:41" not in tomllib.loads(config.read_text()).get("cc", {})
+    finally:
         probe.close()

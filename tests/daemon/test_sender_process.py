@@ -10,7 +10,9 @@ import time
 import numpy as np
 import pytest
 
+from ostinato.daemon.clock import TempoMap
 from ostinato.daemon.ports import MidiPorts
+from ostinato.daemon.sender import SenderProcess
 from tests.daemon.jack_rig import (
     CLOCK_PORT,
     DAEMON_IN,
@@ -102,3 +104,34 @@ def test_an_output_port_that_does_not_exist_is_a_clear_error(jack: JackServer) -
     assert result.returncode == 2, result.stderr[-2000:]
     assert "no MIDI output port named 'No Such Synth'" in result.stderr
     assert not [p for p in jack.ports() if p.startswith("ostinato")]
+
+
+def test_a_cancelled_note_never_reaches_the_output_port(jack: JackServer) -> None:
+    """A take thrown away: the notes not yet started are taken back in the sender process and
+    never sound; a note already sounding is not cut, it ends at its own time. The JACK
+    sender takes the CANCEL records read together back in one pass."""
+    probe = Probe("probe-cancel")
+    sender = SenderProcess(lambda: None, "jack", out_port=probe.in_port, client_name="cancel")
+    try:
+        spb = 0.5
+        sounding_id = sender.schedule_note(0.0, 4.0, 33, 64, 100)  # sounding at the cancel
+        kept = sender.schedule_note(2.0, 0.5, 33, 60, 100)  # another take's: plays
+        gone = [sender.schedule_note(1.0 + k / 4, 0.25, 33, 62 + k, 100) for k in range(3)]
+        t0 = sender.now() + 0.3
+        sender.push_tempo(TempoMap(t0, 0.0, spb))
+        jack.wait_for(lambda: any(m[1] == 64 for _, m in probe.notes()), 5, "nothing sounded")
+        cancelled_at = probe.now()
+        assert cancelled_at < t0 + 1.0 * spb - 0.1, "too late to test a cancel"
+        sender.cancel([*gone, sounding_id])
+        jack.wait_for(lambda: probe.now() > t0 + 4.0 * spb + 0.2, 10, "")
+        notes = probe.notes()
+        ons = sorted(m[1] for _, m in notes if m[0] & 0xF0 == 0x90 and m[2] > 0)
+        assert ons == [60, 64], notes  # 62, 63 and 64 were never sent
+        off_64 = [t for t, m in notes if m[1] == 64 and (m[0] & 0xF0 == 0x80 or m[2] == 0)]
+        assert len(off_64) == 1 and abs(off_64[0] - (t0 + 4.0 * spb)) < 0.005, off_64
+        assert not sounding(notes)
+        assert sender.stats.sent_notes == 2 and sender.stats.deadline_misses == 0
+        assert kept != gone[0]
+    finally:
+        sender.stop()
+        probe.close()

@@ -1,7 +1,9 @@
 """The panel in a real Qt window against a real daemon (JACK dummy server, OSC on a free
 port): moving the temperature slider changes the running daemon's temperature, panic reaches
 it and is shown done only when acknowledged (retried against a daemon that does not answer),
-a daemon's change moves the panel, and the screenshot shows the temperature and the notes."""
+a daemon's change moves the panel, the take buttons and their keys (Regenerate R, Keep K,
+Undo U, Shift+K release) act on the daemon and show its answers and the kept places, and
+the screenshot shows the temperature and the notes."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,7 @@ from ostinato.gui.panel import (
     INSTRUMENTS,
     PANIC_TRIES,
     Panel,
+    kept_text,
     loop_status,
 )
 from tests.daemon.jack_rig import DAEMON_IN, REPO, JackServer, daemon_command
@@ -331,6 +335,89 @@ def test_status_line_shows_the_loop_and_the_fallbacks(qtbot, tmp_path, monkeypat
     finally:
         window.close()
         fake.close()
+
+
+def test_take_buttons_and_keys_act_on_the_running_daemon(qtbot, panel, daemon):
+    port, log_path = daemon
+    client = ControlClient(port=port)
+    try:
+        client.set("loop_bars", 2)
+        assert panel.kept_label.text() == "nothing kept"
+        keep = panel.take_buttons["keep"]
+
+        clicked = [0.0]
+
+        def kept() -> bool:  # Keep, until a bar the daemon plays is at a known loop place
+            if panel.last_take.startswith("keep: "):
+                return True
+            if time.monotonic() - clicked[0] > 0.5:  # one at a time: the answer comes first
+                clicked[0] = time.monotonic()
+                qtbot.mouseClick(keep, Qt.MouseButton.LeftButton)
+            return False
+
+        qtbot.waitUntil(kept, timeout=30000)
+        assert "is kept at loop place" in panel.last_take
+        qtbot.waitUntil(lambda: panel.kept_label.text().startswith("kept: loop place "),
+                        timeout=5000)  # fmt: skip
+        place = client.status()["kept"]
+        assert panel.kept_label.text() == f"kept: loop place {place}"
+        assert f"kept {place}" in panel.loop_status.text()
+        qtbot.keyClick(panel.temperature, Qt.Key.Key_R)  # the shortcuts, wherever the focus
+        qtbot.waitUntil(lambda: panel.last_take.startswith("regenerate: bar "), timeout=5000)
+        qtbot.keyClick(panel.temperature, Qt.Key.Key_U)
+        qtbot.waitUntil(lambda: panel.last_take.startswith("undo: undo regenerate bar "),
+                        timeout=5000)  # fmt: skip
+        qtbot.keyClick(panel.temperature, Qt.Key.Key_U)
+        qtbot.waitUntil(lambda: panel.last_take == f"undo: undo keep loop place {place}: "
+                        "released", timeout=5000)  # fmt: skip
+        qtbot.waitUntil(lambda: panel.kept_label.text() == "nothing kept", timeout=5000)
+        qtbot.keyClick(panel.temperature, Qt.Key.Key_K, Qt.KeyboardModifier.ShiftModifier)
+        qtbot.waitUntil(lambda: panel.last_error == "/ostinato/keep: nothing is kept",
+                        timeout=5000)  # fmt: skip
+        qtbot.mouseClick(panel.take_buttons["undo"], Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: panel.last_error == "/ostinato/undo: nothing to undo",
+                        timeout=5000)  # fmt: skip
+        assert "refused /ostinato/undo: nothing to undo" in panel.statusBar().currentMessage()
+        assert client.status()["takes"] >= 4
+        assert "take: undo keep loop place" in log_path.read_text()
+    finally:
+        client.set("loop_bars", "auto")
+        client.close()
+
+
+def test_take_buttons_send_their_address_and_the_kept_places_show(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    fake = StateDaemon(STATE | {"kept": "1,3", "takes": 2, "last_take": "keep loop place 3"})
+    window = Panel("127.0.0.1", fake.port)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    try:
+        qtbot.waitUntil(lambda: bool(window.state), timeout=5000)
+        assert window.kept_label.text() == "kept: loop places 1, 3"
+        assert window.loop_status.text() == "loop 4 bars (DAW) · kept 1,3"
+        for action in ("regenerate", "keep", "undo"):
+            qtbot.mouseClick(window.take_buttons[action], Qt.MouseButton.LeftButton)
+        window.take("keep", 0)  # what Shift+K sends
+        qtbot.waitUntil(lambda: len([a for a, _ in fake.received if a != "/ostinato/roll"]) >= 5,
+                        timeout=5000)  # fmt: skip
+        sent = [(a, args) for a, args in fake.received
+                if a not in ("/ostinato/subscribe", "/ostinato/roll")]  # fmt: skip
+        assert sent == [("/ostinato/regenerate", []), ("/ostinato/keep", []),
+                        ("/ostinato/undo", []), ("/ostinato/keep", [0])]  # fmt: skip
+        fake.push(kept="")
+        qtbot.waitUntil(lambda: window.kept_label.text() == "nothing kept", timeout=5000)
+        assert window.loop_status.text() == "loop 4 bars (DAW)"
+    finally:
+        window.close()
+        fake.close()
+
+
+def test_kept_words():
+    assert kept_text({}) == "nothing kept"
+    assert kept_text({"kept": "2"}) == "kept: loop place 2"
+    assert kept_text({"kept": "1,3,answer"}) == "kept: loop places 1, 3 and the answer"
+    assert kept_text({"kept": "answer"}) == "kept: the answer"
 
 
 def test_loop_status_words():
