@@ -282,14 +282,14 @@ class TickFollower:
             index, t = window[-1]
             self.ref_index, self.ref_time = index, t
             return
-        # Fine stamps are fitted over the last beat. Stamps that come a cycle at a time are
-        # only fine when their spread is under 2% of a tick: a one-beat line through them then
-        # holds the tempo within 0.1% (a 128-frame period at 94 BPM spreads 10% of a tick,
-        # and its stamps step by whole cycles for 37 ticks in a row: a beat of them has the
-        # slope of the cycles, 93.75 BPM). Exact stamps spread only by the clock's jitter.
-        limit = 0.1 if self.exact_stamps else 0.02
+        # Stamps are fitted over the last beat only when they spread under 2% of a tick: a
+        # one-beat curve through them then holds the tempo within 0.1%. More spread — a
+        # clock's jitter (5% of a tick read 60 BPM as 59.72 over one beat), stamps a cycle at
+        # a time (a 128-frame period at 94 BPM spreads 10% of a tick, its stamps stepping by
+        # whole cycles for 37 ticks in a row: a beat of them has the cycles' slope, 93.75) —
+        # is fitted over 8 beats.
         period = self.period
-        fine = self.slack is not None and period is not None and self.slack < limit * period
+        fine = self.slack is not None and period is not None and self.slack < 0.02 * period
         keep = PPQN + 1 if fine else COARSE_WINDOW
         tail = list(itertools.islice(window, max(0, n - keep), n))  # only what is fitted
         n = len(tail)
