@@ -46,6 +46,11 @@ def check_python() -> list[Check]:
                          "onnxruntime-gpu (or onnxruntime)"))  # fmt: skip
     else:
         out.append(Check(OK, runtimes[0], metadata.version(runtimes[0])))
+    if _installed("aalink"):
+        out.append(Check(OK, "aalink", f"{metadata.version('aalink')} (Ableton Link)"))
+    else:
+        out.append(Check(WARN, "aalink", "not installed: no Ableton Link (--clock link, auto)",
+                         "pip install 'ostinato[link]' (aalink, GPL-licensed)"))  # fmt: skip
     torch = metadata.version("torch") if _installed("torch") else None
     needed = "not installed (only to train and export: pip install 'ostinato[train]')"
     out.append(Check(OK, "torch", torch or needed))

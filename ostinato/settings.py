@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 MODES = ("continue", "jam", "loop")
 BACKENDS = ("alsa", "jack", "coremidi", "winmm")
-CLOCKS = ("midi", "auto", "internal")
+CLOCKS = ("midi", "link", "auto", "internal")
 DEVICES = ("auto", "cuda", "cpu")
 OSC_PREFIX = "/ostinato"
 DRUMS = -1  # the program number that stands for the drum kit (GM channel 10)
@@ -367,9 +367,13 @@ SCHEMA: tuple[Setting, ...] = (
             optional=True, flag="--in"),
     _daemon("out_port", "str", None, "open this existing output port instead of a virtual one",
             optional=True, flag="--out"),
-    _daemon("clock", "choice", "midi", "tempo source: midi (only the DAW's clock), auto (bpm "
-            "until MIDI clock comes), internal (bpm)", choices=CLOCKS),
-    _daemon("bpm", "float", 120.0, "internal tempo", lo=20.0, hi=400.0, unit="BPM"),
+    _daemon("clock", "choice", "midi", "tempo source: midi (only the DAW's clock), link (an "
+            "Ableton Link session), auto (MIDI clock, else a Link session with peers, else "
+            "bpm), internal (bpm)", choices=CLOCKS),
+    _daemon("link_start_stop", "bool", True, "Link: play while the session plays (start/stop "
+            "sync); off: play whenever the daemon runs"),
+    _daemon("bpm", "float", 120.0, "internal tempo (Link: the tempo of a session Ostinato "
+            "starts alone)", lo=20.0, hi=400.0, unit="BPM"),
     _daemon("meter", "meter", "4/4", "beats per bar: 4/4, 3/4, 6/8, 7/8 …"),
     _daemon("device", "choice", "auto", "where the model runs", choices=DEVICES),
     _daemon("latency_ms", "float", 0.0, "play this much earlier (negative: later), for a "

@@ -1,4 +1,5 @@
-"""The base install runs the daemon without torch: nothing on the runtime path imports it."""
+"""The base install runs the daemon without torch: nothing on the runtime path imports it
+(nor aalink, which only a daemon that joins a Link session loads)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ RUNTIME_MODULES = [
     "ostinato.daemon.ports",
     "ostinato.engine.offline",
     "ostinato.daemon.daemon",
+    "ostinato.daemon.link",
 ]
 
 # Make `import torch` fail loudly, then import every runtime module.
@@ -60,6 +62,7 @@ engine = Engine(Path(__import__("ostinato").__file__).parent / "assets" / "defau
 result = continue_score(engine, score, 1, SamplingSettings(), seed=0)
 assert result.notes
 assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
+assert "aalink" not in sys.modules  # Ableton Link loads only when a daemon joins a session
 print("ok")
 """
 

@@ -162,7 +162,7 @@ def test_text_from_the_command_line():
         ("top_k", "2.0", "top_k must be a whole number ≥ 0, got '2.0'"),
         ("rt_priority", "99", "rt_priority must be a whole number from 0 to 98, got 99"),
         ("bpm", "fast", "bpm must be a number from 20 to 400 BPM, got 'fast'"),
-        ("clock", "daw", "clock must be one of midi, auto, internal, got 'daw'"),
+        ("clock", "daw", "clock must be one of midi, link, auto, internal, got 'daw'"),
         ("programs", "drums,piano", "programs must be a list of GM programs"),
     ):
         with pytest.raises(SettingError) as refused:

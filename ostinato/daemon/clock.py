@@ -40,6 +40,13 @@ opens a new epoch; listeners get a :class:`TransportEvent`. Repeated jumps from 
 to the same place make the loop (start, end) kept in :attr:`Clock.loop`. Ticks without a Start
 (joining a DAW that is already playing) give the tempo at once; the position, and with it the
 bar lines, only comes with the next Start or Song Position Pointer.
+
+Ableton Link (:meth:`Clock.on_link`, fed by :mod:`ostinato.daemon.link`): the session's beat at
+a time, its tempo and whether it plays. A start opens a "start" epoch (a "jump" when the clock
+was running on its internal tempo), a stop a "stop"; while playing, a beat more than
+``LINK_JUMP_S`` off the current map (a peer forced the beat, a session joined with another
+phase) is a "jump"; anything less only re-anchors the map. Once MIDI clock has driven the
+clock (``clock = "auto"``), Link is ignored.
 """
 
 from __future__ import annotations
@@ -66,6 +73,8 @@ EARLY_PERCENTILE = 20  # coarse stamps: the line through the earliest fifth of t
 COARSE_WINDOW = 8 * PPQN + 1  # ticks fitted when stamps come a cycle at a time
 SILENCE_TICKS, SILENCE_MIN_S = 6, 0.15  # no tick for this long while running: stopped
 JUMP_TICKS = 1.5  # Stop → Start/Continue within this many ticks: a loop jump
+LINK_JUMP_S = 0.002  # a Link beat this far (in time) off the map is a jump, not a drift
+LINK_UNSEEN_S = 0.05  # a Link tempo change is seen within this (the follower polls every 5 ms)
 
 
 @dataclass(frozen=True)
@@ -360,7 +369,7 @@ class Clock:
         self.default_bpm = validate_bpm(bpm)
         self.follower = TickFollower(exact_stamps)
         self.running = False
-        self.source = "none"  # "midi" or "internal" once running
+        self.source = "none"  # "midi", "internal" or "link" once running
         self.position_known = False  # bar lines known (a Start or Song Position seen)
         self.epoch = 0
         self.jumps = 0
@@ -377,6 +386,7 @@ class Clock:
         self._stopped_at: float | None = None  # when the last Stop came
         self._stopped_next = 0  # song position the tick after the Stop would have had
         self._rejected_logged = 0
+        self._link_bpm: float | None = None  # the Link session's tempo (also while stopped)
 
     @property
     def map(self) -> TempoMap | None:
@@ -392,6 +402,8 @@ class Clock:
     def bpm(self) -> float | None:
         """The tempo heard on the clock input (also before the position is known)."""
         period = self.follower.period
+        if self.source == "link":
+            return self._link_bpm
         if self.source == "internal" and self._map is not None:
             return self._map.bpm
         return None if period is None else 60.0 / (period * PPQN)
@@ -408,6 +420,51 @@ class Clock:
             self.epoch += 1
             event = TransportEvent("start", beat, t, self.epoch)
             self._notify(event)
+            self.map = TempoMap(t, beat, spb)
+
+    # -- Ableton Link -----------------------------------------------------------------------
+    def on_link(self, t: float, beat: float, bpm: float, playing: bool) -> None:
+        """The Link session at time ``t`` (the input's time line): its song position ``beat``
+        (bar lines at multiples of beats_per_bar), tempo and playing state. Called by the Link
+        follower when one of them changed or the beat drifted off the map; ignored once MIDI
+        clock has driven the clock."""
+        if not (np.isfinite(bpm) and bpm > 0 and np.isfinite(beat)):
+            raise ValueError(f"bad Link state: beat {beat}, tempo {bpm}")
+        spb = 60.0 / bpm
+        with self._lock:
+            if self.source == "midi":
+                return
+            tempo = self._map
+            was_link = self.source == "link"
+            self.source, self._link_bpm = "link", float(bpm)
+            if not playing:
+                if self.running:
+                    self.running = False
+                    self.epoch += 1
+                    where = tempo.beat_at(t) if tempo is not None else beat
+                    self._notify(TransportEvent("stop", where, t, self.epoch))
+                return
+            if not self.running or not was_link or tempo is None:
+                self.epoch += 1
+                self.position_known = True
+                if self.running and tempo is not None:  # from the internal tempo to Link's
+                    from_beat = tempo.beat_at(t)
+                    event = TransportEvent("jump", beat, t, self.epoch, from_beat)
+                    self._note_jump(from_beat, beat)
+                else:
+                    event = TransportEvent("start", beat, t, self.epoch)
+                self.running = True
+                self._notify(event)
+                self.map = TempoMap(t, beat, spb)
+                return
+            expected = tempo.beat_at(t)
+            # a tempo change is seen up to LINK_UNSEEN_S late: the beat moved at the new rate
+            # meanwhile, the map at the old one
+            unseen = abs(1.0 / spb - 1.0 / tempo.seconds_per_beat) * LINK_UNSEEN_S
+            if abs(beat - expected) > LINK_JUMP_S / spb + unseen:
+                self.epoch += 1
+                self._note_jump(expected, beat)
+                self._notify(TransportEvent("jump", beat, t, self.epoch, expected))
             self.map = TempoMap(t, beat, spb)
 
     # -- MIDI clock -------------------------------------------------------------------------
@@ -458,10 +515,9 @@ class Clock:
     def on_stop(self, t: float) -> None:
         with self._lock:
             self.follower.drop_pending()
-            was_running = self.running and self.source == "midi"
+            if not (self.running and self.source == "midi"):
+                return  # a Stop without its clock does not stop the internal tempo or Link
             self.running = False
-            if not was_running:
-                return
             self._stopped_at = t
             self._stopped_next = self._position_ticks = self._next_song_tick()
             self.epoch += 1

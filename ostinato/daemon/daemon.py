@@ -10,8 +10,13 @@ It starts them, watches for a missing clock and a lost sender (:meth:`Daemon.pol
 them down in order. SIGINT/SIGTERM stop everything and send note-offs for every sounding note
 plus All Notes Off on every channel used.
 
-With ``clock = "midi"`` Ostinato plays only on the DAW's clock; ``"auto"`` falls back to the
-internal tempo after 3 s without any clock byte; ``"internal"`` never listens to clock.
+Clock sources. ``clock = "midi"``: Ostinato plays only on the DAW's clock. ``"link"``: it follows
+an Ableton Link session (:mod:`ostinato.daemon.link`; with ``link_start_stop`` only while the
+session plays). ``"internal"``: always at ``bpm``, never listening to clock. ``"auto"`` takes
+the first of these that is there, in this order: MIDI clock (a Start or Song Position, at any
+time: from then on it drives the clock, Link is ignored); after 3 s without any clock byte, a
+Link session with at least one other peer; else the internal tempo, until a Link peer shows
+up (then the session takes over) or MIDI clock comes.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ostinato.daemon.cc_learner import CcLearner
 from ostinato.daemon.clock import Clock
@@ -42,6 +48,9 @@ from ostinato.daemon.telemetry import Telemetry
 from ostinato.engine.engine import Engine
 from ostinato.settings import KNOBS
 
+if TYPE_CHECKING:
+    from ostinato.daemon.link import LinkFollower
+
 log = logging.getLogger(__name__)
 
 NO_CLOCK_AFTER_S = 3.0
@@ -55,6 +64,14 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 class Daemon:
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
+        if config.clock == "link":
+            from ostinato.daemon.link import LinkError, available
+
+            if not available():  # said before anything opens
+                raise LinkError(
+                    "--clock link needs the Python package aalink: "
+                    "pip install 'ostinato[link]' (aalink, GPL-licensed)"
+                )
         self.engine = Engine(config.model_dir, device=config.device)
         self.engine.vocab.check_meter(config.beats_per_bar)
         self.backend = config.backend or default_backend()
@@ -92,6 +109,7 @@ class Daemon:
                                  self.take)  # fmt: skip
         self.inputs = InputRouter(self.clock, self.recorder, self.session.lock,
                                   self.learner.on_cc)  # fmt: skip
+        self.inputs.midi_clock = config.clock != "link"
         self.telemetry = Telemetry(config, self.backend, self.engine, self.clock, self.recorder,
                                    self.session, self.scheduler, self.inputs,
                                    self.learner)  # fmt: skip
@@ -105,6 +123,8 @@ class Daemon:
             self._record(Path(config.record).expanduser(), sender)
         self._waiting_said = False
         self._started_at = time.perf_counter()
+        self.link = self._make_link(config, sender)
+        self.telemetry.link = self.link
         self.control: ControlServer | None = None
         if config.osc_port is not None:
             self.control = self._open_control(config.osc_port)
@@ -117,6 +137,19 @@ class Daemon:
             self.inputs.poll(self.ports)
         else:
             sender.on_input = self.inputs.on_input
+
+    def _make_link(self, config: DaemonConfig, sender: SenderProcess) -> LinkFollower | None:
+        """The Ableton Link peer for clock = link or auto (it joins in start)."""
+        if config.clock not in ("link", "auto"):
+            return None
+        from ostinato.daemon import link  # aalink itself only loads when the peer starts
+
+        if not link.available():
+            log.warning("aalink is not installed: clock auto without Ableton Link")
+            return None
+        return link.LinkFollower(self.clock, sender.now, config.beats_per_bar, config.bpm,
+                                 start_stop=config.link_start_stop,
+                                 engaged=config.clock == "link")  # fmt: skip
 
     def _record(self, folder: Path, sender: SenderProcess) -> None:
         """Every note heard and played, the tempo and the markers, to a MIDI file."""
@@ -253,6 +286,8 @@ class Daemon:
         self._started_at = time.perf_counter()
         if self.config.clock == "internal":
             self.clock.start_internal(self.scheduler.now() + 0.2, self.config.bpm)
+        if self.link is not None:
+            self.link.start()  # joins: from here on this machine is a peer on the network
         self.scheduler.start()
         if self.recording is not None:
             self.recording.start()
@@ -276,6 +311,8 @@ class Daemon:
             return False
         clock = self.clock
         waited = time.perf_counter() - self._started_at > NO_CLOCK_AFTER_S
+        if self.link is not None and self._poll_link(waited):
+            return True
         if not waited or clock.source != "none" or self._waiting_said:
             return True
         heard = clock.bpm
@@ -295,7 +332,32 @@ class Daemon:
                      "the DAW's clock; --clock auto plays at --bpm without one)")  # fmt: skip
         return True
 
+    def _poll_link(self, waited: bool) -> bool:
+        """Link's part of the fallback; True when it has said all there is to say."""
+        link, clock = self.link, self.clock
+        assert link is not None
+        if self.config.clock == "link":
+            if waited and not clock.position_known and not self._waiting_said:
+                self._waiting_said = True
+                if link.peers == 0:
+                    log.info("Ableton Link: no other peer yet, waiting for one to start the "
+                             "session (link_start_stop = off plays at once)")  # fmt: skip
+                else:
+                    log.info("Ableton Link: waiting for the session to start playing (a "
+                             "peer with start/stop sync; link_start_stop = off plays at "
+                             "once)")  # fmt: skip
+            return True
+        # auto: a session with peers, unless MIDI clock is (or was) there
+        midi = clock.source == "midi" or clock.follower.locked
+        if waited and not link.engaged and not midi and link.peers > 0:
+            log.info("Ableton Link: following the session (%d other peer%s; no MIDI clock)",
+                     link.peers, "" if link.peers == 1 else "s")  # fmt: skip
+            link.engage()
+        return link.engaged
+
     def shutdown(self) -> None:
+        if self.link is not None:
+            self.link.close()  # leaves the session first: no transport change while stopping
         self.inputs.close()  # the input worker (rtmidi); JACK's input ends with the sender
         if self.control is not None:
             self.control.close()

@@ -53,6 +53,7 @@ class InputRouter:
         self.on_tick: Callable[[float], None] | None = None
         self.garbage = 0  # malformed messages dropped
         self.ignored = 0  # well-formed messages that are not for us (SysEx, Active Sensing…)
+        self.midi_clock = True  # False (clock = link): clock and transport bytes are ignored
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -133,6 +134,9 @@ class InputRouter:
 
     def _system(self, t: float, status: int, data: list[int]) -> None:
         """Clock and transport to the clock; the rest of the system messages are dropped."""
+        if not self.midi_clock and status in (0xF2, 0xF8, 0xFA, 0xFB, 0xFC):
+            self.ignored += 1  # Link drives the clock
+            return
         if status == 0xF8:
             if self.on_tick is not None:
                 self.on_tick(t)

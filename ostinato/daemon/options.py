@@ -16,7 +16,8 @@ class DaemonConfig:
     backend: str | None = None
     in_port: str | None = None
     out_port: str | None = None
-    clock: str = "midi"  # "midi" (only the DAW's clock), "auto" (internal until clock), "internal"
+    clock: str = "midi"  # "midi" (only the DAW's clock), "link", "auto" (see daemon.py), "internal"
+    link_start_stop: bool = True  # Link: play while the session plays (off: always)
     bpm: float = 120.0
     beats_per_bar: float = 4.0
     device: str = "auto"

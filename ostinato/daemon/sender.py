@@ -72,7 +72,15 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 20.0
 WEDGED_AFTER_S = 5.0  # the sender's own watchdog (see _watchdog)
 TERM_GRACE_S = 1.0  # a stuck sender gets this long after SIGTERM before SIGKILL
-SYNC_SMOOTHING = 0.1  # weight of a new SYNC in the daemon's estimate of the JACK offset
+# The daemon's estimate of JACK time − perf_counter() follows the SYNC reports with an α-β
+# filter (the offset and its drift): JACK's frames drift from perf_counter by parts per
+# million on a sound card, by parts per thousand for a while on a loaded machine's dummy
+# driver; a plain average lags a drift (with weight 0.1, 1 ms behind on such a stretch, where
+# this filter stays within 0.25 ms). Link's maps are made on this estimate (see link.py).
+SYNC_GAIN, SYNC_DRIFT_GAIN = 0.5, 0.1
+SYNC_RESET_S = 0.005  # a SYNC this far from the estimate: the line jumped (an xrun): start again
+SYNC_MAX_DRIFT = 0.01  # at most 1 % (the drift is ppm; this only bounds a wild estimate)
+SYNC_HOLD_S = 0.5  # the drift is extrapolated this long after the last SYNC at most
 
 
 def _set_blocking(fd: int, blocking: bool) -> None:
@@ -86,6 +94,42 @@ class SenderError(PortError):
 
 
 # -- the daemon's side -------------------------------------------------------------------------
+class SyncedTimeLine:
+    """``perf_counter()`` → the sender's time line, from the (JACK time, perf_counter())
+    pairs of its SYNC reports; the identity until the first one (rtmidi backends)."""
+
+    def __init__(self) -> None:
+        # (perf_counter() of the last SYNC, JACK time − perf_counter() then, its drift per
+        # second): one tuple, written by the reports thread, read without a lock by at()
+        self._sync: tuple[float, float, float] | None = None
+
+    def at(self, perf: float) -> float:
+        sync = self._sync
+        if sync is None:
+            return perf
+        at, offset, drift = sync
+        return perf + offset + drift * min(perf - at, SYNC_HOLD_S)
+
+    def sync(self, jack_s: float, perf_s: float) -> None:
+        offset = jack_s - perf_s
+        sync = self._sync
+        if sync is None:
+            self._sync = (perf_s, offset, 0.0)
+            return
+        at, estimate, drift = sync
+        dt = perf_s - at
+        if dt <= 0.0:
+            return
+        predicted = estimate + drift * min(dt, SYNC_HOLD_S)
+        residual = offset - predicted
+        if abs(residual) > SYNC_RESET_S:
+            self._sync = (perf_s, offset, 0.0)
+            return
+        # JACK's estimate of the current frame jitters a little: part of each step is taken
+        drift = min(SYNC_MAX_DRIFT, max(-SYNC_MAX_DRIFT, drift + SYNC_DRIFT_GAIN * residual / dt))
+        self._sync = (perf_s, predicted + SYNC_GAIN * residual, drift)
+
+
 class SenderProcess(NoteScheduler):
     """Starts the sender process and drives it through the :class:`NoteScheduler` interface;
     tempo maps come from the clock as it makes them (:meth:`push_tempo`).
@@ -123,7 +167,7 @@ class SenderProcess(NoteScheduler):
         # called (reports thread) when input may be missing from time t on: an xrun
         self.on_input_gap: Callable[[float, float | None], None] | None = None
         self.last_error: str | None = None  # the sender's last words after it started
-        self._offset_s: float | None = None  # JACK time − perf_counter(), smoothed
+        self._time_line = SyncedTimeLine()  # perf_counter() → JACK time, from the SYNCs
         self._next_id = 0
         self._write_lock = threading.Lock()
         self._last_map: TempoMap | None = None
@@ -165,9 +209,7 @@ class SenderProcess(NoteScheduler):
 
     def now(self) -> float:
         """The current time on the sender's time line (see the class's docstring)."""
-        if self._offset_s is None:
-            return time.perf_counter()
-        return time.perf_counter() + self._offset_s
+        return self._time_line.at(time.perf_counter())
 
     def _wait_ready(self) -> None:
         # A JACK or ALSA client can take seconds to open on a loaded machine; give up after
@@ -210,11 +252,7 @@ class SenderProcess(NoteScheduler):
         return RECORD.unpack(data)
 
     def _on_sync(self, jack_s: float, perf_s: float) -> None:
-        offset = jack_s - perf_s
-        if self._offset_s is None:
-            self._offset_s = offset
-        else:  # JACK's estimate of the current frame jitters a little: average it
-            self._offset_s += SYNC_SMOOTHING * (offset - self._offset_s)
+        self._time_line.sync(jack_s, perf_s)
 
     def _read_reports(self) -> None:
         """Reports thread: every note sent or dropped, every input message, until the

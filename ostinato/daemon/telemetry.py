@@ -29,6 +29,7 @@ from ostinato.engine.engine import Engine
 from ostinato.settings import format_programs
 
 if TYPE_CHECKING:
+    from ostinato.daemon.link import LinkFollower
     from ostinato.daemon.options import DaemonConfig
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Telemetry:
         self.sent_log: list[tuple[float, float, float, int]] = []  # beat, due, sent, note
         self.drop_log: list[tuple[float, float, float, bool]] = []  # beat, due, when, why
         self._last_drop_bar = -1
+        self.link: LinkFollower | None = None  # the Ableton Link peer (clock = link or auto)
 
     # -- logs (input thread, reports thread) -----------------------------------------------
     def heard_note(self, beat: float, data: list[int]) -> None:
@@ -114,6 +116,7 @@ class Telemetry:
             "loop_length": loop.bars if loop else 0, "loop_first_bar": loop.start if loop else -1,
             "loop_from": loop.source if loop else "", "fallbacks": self.session.fallbacks,
             "running": clock.running, "clock": clock.source,
+            "link_peers": self.link.peers if self.link is not None else 0,
             "bpm": round(heard_bpm if heard_bpm else tempo.bpm if tempo else self.config.bpm, 3),
             "position_known": int(clock.position_known),
             "loop_start": -1.0 if clock.loop is None else clock.loop[0],
@@ -211,6 +214,7 @@ class Telemetry:
                 "position_known": self.clock.position_known,
                 "input_gaps": self.clock.input_gaps,
             },
+            "link": self.link.stats() if self.link is not None else None,
             "skipped_frames": s.skipped_frames,
             "input_lost": s.input_lost,
             "clock_ticks": self.tick_log,

@@ -171,6 +171,15 @@ def kept_text(state: dict) -> str:
     return f"kept: {' and '.join(parts)}" if parts else "nothing kept"
 
 
+def clock_name(state: dict) -> str:
+    """The clock line's source: "midi", "internal", "none", or "Link, 2 peers"."""
+    source = str(state.get("clock", "?"))
+    if source != "link":
+        return source
+    peers = int(state.get("link_peers", 0) or 0)
+    return f"Link, {peers} peer{'' if peers == 1 else 's'}"
+
+
 def _bars_value(value) -> int:
     """A state's "auto" or bar count → the spin box's value (AUTO shows "auto")."""
     return AUTO if str(value) in ("auto", "none") else int(value)
@@ -561,12 +570,11 @@ class Panel(QMainWindow):
         if len(self.heartbeat) < 4:
             return
         bpm, bar, beat, running = self.heartbeat[:4]
-        source = self.state.get("clock", "?")
         loop = ""
         loop_start, loop_end = (float(self.state.get(k, -1)) for k in ("loop_start", "loop_end"))
         if loop_end > loop_start >= 0:
             loop = f" · loop {loop_end - loop_start:g} beats from beat {loop_start:g}"
-        self.clock.setText(f"clock: {source} · {bpm:.1f} BPM{loop}")
+        self.clock.setText(f"clock: {clock_name(self.state)} · {bpm:.1f} BPM{loop}")
         if not running or bar < 0:
             known = int(self.state.get("position_known", 1))
             self.position.setText("stopped" if known else "waiting for Start")

@@ -27,6 +27,7 @@ from ostinato.gui.panel import (
     INSTRUMENTS,
     PANIC_TRIES,
     Panel,
+    clock_name,
     kept_text,
     loop_status,
 )
@@ -425,6 +426,13 @@ def test_loop_status_words():
     assert loop_status({"loop_length": 1, "loop_from": "repetition"}) == "loop 1 bar (repetition)"
     assert loop_status({"loop_length": 2, "loop_from": "set"}) == "loop 2 bars (set)"
     assert loop_status({"loop_length": 0, "fallbacks": 2}) == "fallbacks 2"
+
+
+def test_clock_words():
+    assert clock_name({"clock": "midi", "link_peers": 0}) == "midi"
+    assert clock_name({"clock": "link", "link_peers": 1}) == "Link, 1 peer"
+    assert clock_name({"clock": "link", "link_peers": 0}) == "Link, 0 peers"
+    assert clock_name({"clock": "link", "link_peers": 3}) == "Link, 3 peers"
 
 
 def test_screenshot_shows_the_temperature_and_the_notes(qtbot, panel, daemon):
