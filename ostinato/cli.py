@@ -138,7 +138,7 @@ def _add_setting(
 
     s = SETTINGS[name]
     text = help or s.help
-    if s.default is not None:
+    if s.default is not None and s.kind not in ("out_channels", "in_channels"):  # (in the help)
         value = f"{s.default:g}" if s.kind == "float" else shown(s.default).strip("'")
         text += f" (default {value}{' ' + s.unit if s.unit else ''})"
     elif s.auto:

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ostinato.channels import parse_in, parse_out
+
 if TYPE_CHECKING:
     from ostinato.model.sampling import SamplingSettings
 
@@ -40,7 +42,19 @@ DEVICES = ("auto", "cuda", "cpu")
 OSC_PREFIX = "/ostinato"
 DRUMS = -1  # the program number that stands for the drum kit (GM channel 10)
 
-KINDS = ("float", "int", "bool", "choice", "str", "path", "programs", "seed", "meter")
+KINDS = (
+    "float",
+    "int",
+    "bool",
+    "choice",
+    "str",
+    "path",
+    "programs",
+    "seed",
+    "meter",
+    "out_channels",
+    "in_channels",
+)
 
 
 class SettingError(ValueError):
@@ -117,6 +131,13 @@ class Setting:
             return "a list of GM programs 0 to 127 or -1 (drums), e.g. [-1, 33]"
         if self.kind == "meter":
             return "a meter like 4/4, 3/4, 6/8 or 7/8"
+        instruments = "keys, guitar, bass, pad, lead, other, drums or a GM program 0-127"
+        if self.kind == "out_channels":
+            example = "'bass=2,drums=10'" if osc else "{ bass = 2, drums = 10 }"
+            return f"instrument = channel 1-16 pairs like {example} ({instruments})"
+        if self.kind == "in_channels":
+            example = "'2=bass,10=drums'" if osc else '{ 2 = "bass", 10 = "drums" }'
+            return f"channel 1-16 = instrument pairs like {example} ({instruments})"
         if self.kind == "path":
             return "a file or folder path (a string)"
         return "a string"
@@ -161,6 +182,13 @@ class Setting:
             return value
         if kind == "programs":
             return parse_programs(value, self)
+        if kind in ("out_channels", "in_channels"):
+            if isinstance(value, tuple):  # already a map (a setting's own value)
+                value = dict(value)
+            try:
+                return (parse_out if kind == "out_channels" else parse_in)(value)
+            except (ValueError, TypeError):
+                raise self.refuse(value) from None
         if kind == "path":
             if isinstance(value, Path):
                 return value
@@ -355,6 +383,13 @@ SCHEMA: tuple[Setting, ...] = (
                 knob=Knob(1, 8, integer=True)),
     _generation("programs", "programs", None, "instruments Ostinato plays, e.g. drums,33 (GM "
                 "programs; drums = -1; unset: the ones the musician plays)", optional=True),
+    _generation("out_channels", "out_channels", parse_out({}), "the MIDI channel of each "
+                "instrument Ostinato plays (default keys 1, bass 2, pad 3, lead 4, guitar 5, "
+                "other 6, drums 10; give only what changes)"),
+    _generation("in_channels", "in_channels", parse_in({}), "the instrument the model hears on "
+                "each input channel (default: the same channels; any other is keys)"),
+    _generation("program_change", "bool", False, "send Bank Select and Program Change on each "
+                "output channel before its instrument's first note (for a GM synth)"),
     _generation("seed", "seed", None, "a fixed random seed per bar (unset: a new one every "
                 "bar)", lo=0, optional=True,
                 hint="leave seed out of the file for a new seed every bar"),
@@ -437,6 +472,9 @@ class GenerationSettings:
     variation: float = 0.3  # 0 = the previous pass again, 1 = free (see ostinato.engine.copy)
     loop_bars: int | None = None  # None: from the DAW's loop jumps or the musician's repetition
     fill: bool = False  # the loop's last bar varies freely
+    out_channels: tuple = parse_out({})  # instrument → output channel (see ostinato.channels)
+    in_channels: tuple = parse_in({})  # input channel → instrument
+    program_change: bool = False  # Bank Select + Program Change before an instrument plays
     phrase_bars: int = 2  # a phrase this long is answered without waiting for silence
     mode: str = "continue"
     seed: int | None = None

@@ -48,6 +48,13 @@ def valid(s: Setting) -> st.SearchStrategy:
         return st.lists(st.integers(-1, 127), min_size=1, max_size=8)
     if s.kind == "meter":
         return st.sampled_from(METERS)
+    instrument = st.sampled_from(["keys", "guitar", "bass", "pad", "lead", "other", "drums"]) | (
+        st.integers(0, 127).map(str)
+    )
+    if s.kind == "out_channels":
+        return st.dictionaries(instrument, st.integers(1, 16), max_size=5)
+    if s.kind == "in_channels":
+        return st.dictionaries(st.integers(1, 16).map(str), instrument, max_size=5)
     if s.kind == "path":
         part = st.text(st.characters(codec="utf-8", exclude_characters="/\x00~"), min_size=1)
         return st.lists(part, min_size=1, max_size=3).map(lambda parts: "/" + "/".join(parts))
@@ -61,6 +68,8 @@ def normalized(s: Setting, value):
         return tuple(sorted(set(value)))
     if s.kind == "path":
         return Path(value)
+    if s.kind in ("out_channels", "in_channels"):
+        return s.check(value)  # over the default map
     return value
 
 
@@ -129,7 +138,8 @@ def test_a_wrong_type_is_refused_naming_the_key(name, value):
     if s.off and (value is False or (isinstance(value, str) and value.strip().lower() == "off")):
         return  # "off", or false in the file: the thing is not done
     kinds = {"float": float, "int": int, "seed": int, "bool": bool, "choice": str,
-             "meter": str, "path": str, "programs": (list, str)}  # fmt: skip
+             "meter": str, "path": str, "programs": (list, str),
+             "out_channels": (dict, str), "in_channels": (dict, str)}  # fmt: skip
     # (programs: a list, or the text form "drums,33" the command line and OSC take too)
     assert isinstance(value, kinds[s.kind]), (name, value)
     assert type(value) is not bool or s.kind == "bool"

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ostinato.channels import ChannelMap
 from ostinato.daemon.cc_learner import CcLearner
 from ostinato.daemon.clock import Clock
 from ostinato.daemon.control import ControlServer
@@ -46,7 +47,7 @@ from ostinato.daemon.session_file import SessionFile, session_path
 from ostinato.daemon.takes import TakeError
 from ostinato.daemon.telemetry import Telemetry
 from ostinato.engine.engine import Engine
-from ostinato.settings import KNOBS
+from ostinato.settings import KNOBS, GenerationSettings
 
 if TYPE_CHECKING:
     from ostinato.daemon.link import LinkFollower
@@ -105,6 +106,7 @@ class Daemon:
             config.beats_per_bar, config.lookahead_ms, config.latency_ms, now=sender.now,
         )  # fmt: skip
         self._settings_lock = threading.Lock()  # OSC and CC changes apply one at a time
+        self._route(config.settings)
         self.learner = CcLearner(config.cc_map, config.config_path, self.apply, self._changed,
                                  self.take)  # fmt: skip
         self.inputs = InputRouter(self.clock, self.recorder, self.session.lock,
@@ -229,11 +231,20 @@ class Daemon:
         (a slider dragged, a CC turned) log at debug level, the rest at info."""
         with self._settings_lock:
             self.session.settings = self.session.settings.replace(**changes)
+            if {"out_channels", "in_channels", "program_change"} & changes.keys():
+                self._route(self.session.settings)
         quiet = all(name in KNOBS for name in changes)
         (log.debug if quiet else log.info)(
             "settings: %s", ", ".join(f"{k}={v}" for k, v in changes.items())
         )
         self._changed()
+
+    def _route(self, settings: GenerationSettings) -> None:
+        """The channel maps to the sender (per note) and the recorder (per note heard)."""
+        channels = ChannelMap(settings.out_channels or None, settings.in_channels or None)
+        self.scheduler.set_channels(channels, settings.program_change)
+        with self.session.lock:
+            self.recorder.channel_programs = channels.input_programs()
 
     def panic(self) -> None:
         self.scheduler.panic()

@@ -71,7 +71,13 @@ import time
 from typing import Protocol
 
 from ostinato.daemon.clock import JUMP_TICKS, PPQN, TempoMap
-from ostinato.daemon.note_queue import NOTE_ON, NoteQueue, note_events, reanchored
+from ostinato.daemon.note_queue import (
+    NOTE_ON,
+    PROGRAM_CHANGE,
+    NoteQueue,
+    note_events,
+    reanchored,
+)
 from ostinato.daemon.ports import IN_NAME, OUT_NAME, PortError, _backend_error, _find
 from ostinato.daemon.protocol import (
     CANCEL,
@@ -82,6 +88,7 @@ from ostinato.daemon.protocol import (
     JUMP,
     NOTE,
     PANIC,
+    PROGRAM,
     QUIT,
     SENT,
     SKIPPED,
@@ -377,6 +384,8 @@ class JackCycle:
             self.queue.panic()
         elif kind == CANCEL:
             self.queue.cancel(command[1])  # a frozenset made on the main thread
+        elif kind == PROGRAM:
+            self.queue.program(command[1], command[2])
         elif kind == HOLD:
             self.queue.hold(command[1])
             if self._reflex == LOOPED and not self._answered:
@@ -397,10 +406,15 @@ class JackCycle:
             self._quitting = True
 
     def _write(self, status: int, data1: int, data2: int) -> bool:
-        message = self._message
-        message[0] = status
-        message[1] = data1
-        message[2] = data2
+        if status & 0xF0 == PROGRAM_CHANGE:  # two bytes (rare: a slice is fine here)
+            message = self._message[:2]
+            message[0] = status
+            message[1] = data1
+        else:
+            message = self._message
+            message[0] = status
+            message[1] = data1
+            message[2] = data2
         try:
             self.out.write_midi_event(self._at, message)
         except self.full_error:  # the port's buffer is full
@@ -560,6 +574,9 @@ class JackSender:
 
     def panic(self) -> None:
         self._submit(_PANIC)
+
+    def program(self, channel: int, program: int) -> None:
+        self._submit((PROGRAM, channel, program))
 
     def hold(self, keep_from: float = math.inf) -> None:
         self._submit((HOLD, keep_from))

@@ -23,8 +23,8 @@ from collections.abc import Callable, Container
 
 from ostinato.daemon.clock import TempoMap
 
-NOTE_ON, NOTE_OFF, CONTROL_CHANGE = 0x90, 0x80, 0xB0
-ALL_NOTES_OFF = 123
+NOTE_ON, NOTE_OFF, CONTROL_CHANGE, PROGRAM_CHANGE = 0x90, 0x80, 0xB0, 0xC0
+ALL_NOTES_OFF, BANK_MSB, BANK_LSB = 123, 0, 32
 KEYS = 16 * 128  # (channel, pitch) pairs, as channel · 128 + pitch
 JUMP_EPSILON_BEATS = 1e-6  # an event this close before a jump's from-beat still moves with it
 
@@ -83,6 +83,8 @@ class NoteQueue:
         self._all_off = [False] * 16  # channels whose CC 123 is still to be written
         self._all_off_count = 0
         self._used = [False] * 16  # channels a note-on went out on
+        self._program = [-1] * 16  # a Program Change still to be written, per channel (−1: none)
+        self._program_count = 0
 
     # -- reading -------------------------------------------------------------------------------
     @property
@@ -98,6 +100,13 @@ class NoteQueue:
     def releasing(self) -> int:
         """Messages of a release still to be written (note-offs and CC 123)."""
         return self._release_tail - self._release_head + self._all_off_count
+
+    def program(self, channel: int, program: int) -> None:
+        """Bank Select 0 and Program Change ``program`` on ``channel``, at the next
+        :meth:`flush` (written before anything else plays)."""
+        if self._program[channel] < 0:
+            self._program_count += 1
+        self._program[channel] = program
 
     def channels_used(self) -> list[int]:
         return [channel for channel in range(16) if self._used[channel]]
@@ -182,7 +191,9 @@ class NoteQueue:
         self._pop()
 
     def flush(self, write: Write) -> bool:
-        """Write the releases asked for by panic, hold and jump: note-offs, then CC 123.
+        """Write the releases asked for by panic, hold and jump: note-offs, then CC 123; then
+        the Program Changes asked for (a Program Change is written as two bytes: ``write``
+        gets 0 for the third and must leave it out).
         False when ``write`` refused one: the rest wait for the next call."""
         while self._release_head < self._release_tail:
             key = self._releasing[self._release_head]
@@ -197,6 +208,17 @@ class NoteQueue:
                         return False
                     self._all_off[channel] = False
                     self._all_off_count -= 1
+        if self._program_count:
+            for channel in range(16):
+                program = self._program[channel]
+                if program < 0:
+                    continue
+                if not (write(CONTROL_CHANGE | channel, BANK_MSB, 0)
+                        and write(CONTROL_CHANGE | channel, BANK_LSB, 0)
+                        and write(PROGRAM_CHANGE | channel, program, 0)):  # fmt: skip
+                    return False  # (written again whole: harmless)
+                self._program[channel] = -1
+                self._program_count -= 1
         return True
 
     # -- transport and panic -------------------------------------------------------------------

@@ -20,6 +20,8 @@ daemon → sender
                :mod:`.jack_io`)
     ``CANCEL`` note id: take that note back if its note-on has not gone out (a take thrown
                away); a note already sounding ends at its time, as queued
+    ``PROGRAM``  channel, pitch = program: Bank Select 0 and Program Change on that channel,
+               now (before the notes queued after it)
     ``QUIT``   release everything and exit
 
 sender → daemon
@@ -46,7 +48,7 @@ import struct
 
 RECORD = struct.Struct("<BBBBIddd")  # 32 bytes: one write is atomic on a pipe
 # daemon → sender
-TEMPO, NOTE, PANIC, QUIT, HOLD, JUMP, CANCEL = 1, 2, 3, 4, 5, 6, 7
+TEMPO, NOTE, PANIC, QUIT, HOLD, JUMP, CANCEL, PROGRAM = 1, 2, 3, 4, 5, 6, 7, 8
 # sender → daemon
 READY, SENT, DROPPED, ERROR, DONE, INPUT, SYNC, INPUT_LOST, SKIPPED = (
     10,

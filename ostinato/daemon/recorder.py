@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from ostinato.model.tokens import DRUM_PROGRAM
+from ostinato.channels import ChannelMap
 
 HUMAN, OSTINATO = "human", "ostinato"
 #: A note this close before a bar line belongs to the next bar (players push the downbeat).
@@ -42,10 +42,9 @@ class RecordedNote:
 
 
 def default_channel_programs() -> dict[int, int]:
-    """Input channel (0-based) → program: channel 10 is drums, the others a piano."""
-    programs = {ch: 0 for ch in range(16)}
-    programs[9] = DRUM_PROGRAM
-    return programs
+    """Input channel (0-based) → program: the default input map of :mod:`ostinato.channels`
+    (1 keys, 2 bass, 3 pad, 4 lead, 5 guitar, 6 other, 10 drums, the rest keys)."""
+    return ChannelMap().input_programs()
 
 
 class Recorder:

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from ostinato.daemon.clock import TempoMap
-from ostinato.daemon.note_queue import NOTE_ON, Event, NoteQueue
+from ostinato.daemon.note_queue import NOTE_ON, PROGRAM_CHANGE, Event, NoteQueue
 from ostinato.daemon.scheduling import NoteScheduler
 
 log = logging.getLogger(__name__)
@@ -191,11 +191,18 @@ class Scheduler(NoteScheduler):
             self._count_sent(due, now, event[3], event[4], event[5], event[6])
 
     def _write(self, status: int, data1: int, data2: int) -> bool:
+        message = [status, data1] if status & 0xF0 == PROGRAM_CHANGE else [status, data1, data2]
         try:
-            self._send([status, data1, data2])
+            self._send(message)
         except Exception:  # a port error must not kill the sender thread
-            log.exception("cannot send MIDI message %s", [status, data1, data2])
+            log.exception("cannot send MIDI message %s", message)
         return True  # a message the port refused is not tried again
+
+    def program_change(self, channel: int, program: int) -> None:
+        with self._cond:
+            self._queue.program(channel, program)
+            self._queue.flush(self._write_message)
+            self._cond.notify()
 
     # -- stop / panic / transport --------------------------------------------------------------
     def panic(self) -> None:

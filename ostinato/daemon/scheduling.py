@@ -4,7 +4,8 @@
 queue a note (:meth:`~NoteScheduler.schedule_note`), take back notes not yet started
 (:meth:`~NoteScheduler.cancel`: a take thrown away), follow the transport (``hold``, ``jump``),
 ``panic``, take the clock's maps (``push_tempo``), read the time line (``now``) and count
-(:class:`SchedulerStats`). It holds the program → channel map, the counts and the
+(:class:`SchedulerStats`). It holds the instrument → channel map (:mod:`ostinato.channels`)
+and sends each instrument's Program Change when asked (``program_change``), the counts and the
 ``on_note_sent`` / ``on_note_dropped`` callbacks, the same for both implementations:
 
 - :class:`~ostinato.daemon.scheduler.Scheduler`: the rtmidi sender thread, which plays a
@@ -25,6 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from ostinato.channels import ChannelMap
 from ostinato.daemon.clock import TempoMap
 
 MIN_DURATION_BEATS = 1 / 64  # a note-off never comes before its note-on
@@ -34,13 +36,6 @@ MIN_DURATION_BEATS = 1 / 64  # a note-off never comes before its note-on
 NoteSent = Callable[[float, float, int, int, int, int], object]
 # (due, when, note id, handed over late) for every note-on dropped
 NoteDropped = Callable[[float, float, int, bool], object]
-
-
-def default_program_channels() -> dict[int, int]:
-    """Program → output channel (0-based): drums on channel 10, the rest on channel 1."""
-    from ostinato.model.tokens import DRUM_PROGRAM  # here: the sender process never needs it
-
-    return {DRUM_PROGRAM: 9}
 
 
 @dataclass
@@ -61,7 +56,10 @@ class NoteScheduler(ABC):
     def __init__(
         self, program_channels: dict[int, int] | None = None, keep_lateness: int = 100_000
     ) -> None:
-        self.program_channels = {**default_program_channels(), **(program_channels or {})}
+        self.channels = ChannelMap()
+        self.program_channels = dict(program_channels or {})  # program → channel, over the map
+        self.send_programs = False  # Bank Select + Program Change before an instrument plays
+        self._program_on = [-2] * 16  # the program last sent on each channel (−2: none)
         self.keep_lateness = keep_lateness  # lateness_ms keeps at most this many
         self.stats = SchedulerStats()
         self.realtime: bool | None = None  # SCHED_FIFO granted; None until known
@@ -71,7 +69,19 @@ class NoteScheduler(ABC):
         self.on_note_queued: Callable[[int, float, float, int], None] | None = None
 
     def channel_for(self, program: int) -> int:
-        return self.program_channels.get(program, 0)
+        """The 0-based output channel of ``program``."""
+        channel = self.program_channels.get(program)
+        return self.channels.channel_for(program) if channel is None else channel
+
+    def set_channels(self, channels: ChannelMap, send_programs: bool) -> None:
+        """A new map (the session thread reads it per note: replaced whole)."""
+        if send_programs and not self.send_programs:
+            self._program_on = [-2] * 16  # say every instrument again
+        self.channels, self.send_programs = channels, send_programs
+
+    @abstractmethod
+    def program_change(self, channel: int, program: int) -> None:
+        """Bank Select 0 and Program Change ``program`` on ``channel`` (0-based), now."""
 
     def now(self) -> float:
         """The current time on the scheduler's time line: ``time.perf_counter()``."""
@@ -95,7 +105,11 @@ class NoteScheduler(ABC):
         """Queue a note on its program's channel; returns its id. ``handed_over``: when
         generation delivered it (default: :meth:`now`)."""
         end = start_beats + max(duration_beats, MIN_DURATION_BEATS)
-        note_id = self.schedule(start_beats, end, self.channel_for(program), pitch, velocity,
+        channel = self.channel_for(program)
+        if self.send_programs and program >= 0 and self._program_on[channel] != program:
+            self._program_on[channel] = program  # before the note: it is queued ahead
+            self.program_change(channel, program)
+        note_id = self.schedule(start_beats, end, channel, pitch, velocity,
                                 handed_over=handed_over)  # fmt: skip
         if self.on_note_queued is not None:
             self.on_note_queued(note_id, start_beats, end, program)

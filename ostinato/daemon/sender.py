@@ -55,6 +55,7 @@ from ostinato.daemon.protocol import (
     JUMP,
     NOTE,
     PANIC,
+    PROGRAM,
     QUIT,
     READY,
     RECORD,
@@ -357,6 +358,9 @@ class SenderProcess(NoteScheduler):
     def panic(self) -> None:
         self._send(PANIC)
 
+    def program_change(self, channel: int, program: int) -> None:
+        self._send(PROGRAM, channel, program)
+
     def hold(self, keep_from: float = math.inf) -> None:
         self._send(HOLD, a=keep_from)
 
@@ -522,6 +526,8 @@ def _serve_rtmidi(args: argparse.Namespace, reports: _Reports) -> int:
             scheduler.push_tempo(tempo[0])
         elif kind == PANIC:
             scheduler.panic()
+        elif kind == PROGRAM:
+            scheduler.program_change(channel, pitch)
         elif kind == HOLD:
             scheduler.hold(a)
         elif kind == JUMP:
@@ -574,6 +580,8 @@ def _serve_jack(args: argparse.Namespace, reports: _Reports) -> int:
             sender.tempo(a, b, c)
         elif kind == PANIC:
             sender.panic()
+        elif kind == PROGRAM:
+            sender.program(channel, pitch)
         elif kind == HOLD:
             sender.hold(a)
         elif kind == JUMP:

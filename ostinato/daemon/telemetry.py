@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ostinato.channels import format_map
 from ostinato.config import format_cc_map
 from ostinato.daemon.cc_learner import CcLearner
 from ostinato.daemon.clock import Clock
@@ -111,6 +112,8 @@ class Telemetry:
             "bars": "auto" if s.bars is None else s.bars,
             "phrase_bars": s.phrase_bars, "programs": format_programs(s.programs),
             "seed": s.seed, "key_lock": int(s.key_lock),
+            "out_channels": format_map(s.out_channels), "in_channels": format_map(s.in_channels),
+            "program_change": int(s.program_change),
             "variation": s.variation, "fill": int(s.fill),
             "loop_bars": "auto" if s.loop_bars is None else s.loop_bars,
             "loop_length": loop.bars if loop else 0, "loop_first_bar": loop.start if loop else -1,

@@ -26,7 +26,7 @@ from ostinato.daemon.sender import SenderError, SenderProcess
 from tests.daemon.jack_rig import REPO, JackServer, Probe, sender_ports, sounding
 
 LATENCY_MS = 3.0
-BASS = 33  # a program that plays on channel 1; drums (program -1) on channel 10
+BASS = 0  # a program that plays on channel 1 (keys); drums (program -1) on channel 10
 
 
 # -- one process cycle, with a fake port (no server) -----------------------------------------

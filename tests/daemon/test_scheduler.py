@@ -40,7 +40,7 @@ def test_notes_go_out_on_time_with_note_offs() -> None:
     ons = [(t, m) for t, m in cap.messages if m[0] & 0xF0 == 0x90]
     offs = [(t, m) for t, m in cap.messages if m[0] & 0xF0 == 0x80]
     assert len(ons) == 5 and len(offs) == 5
-    assert {m[0] & 0x0F for _, m in ons} == {9, 0}  # drums on channel 10, bass on 1
+    assert {m[0] & 0x0F for _, m in ons} == {9, 1}  # drums on channel 10, bass on 2
     for t, _ in ons:  # coarse bound: precise lateness is measured by the JACK tests and bench
         beat = round((t - t0) / 0.1, 1)
         assert abs((t - t0) - beat * 0.1) < 0.01
@@ -326,3 +326,34 @@ def test_the_sender_thread_holds_and_jumps(shift: bool) -> None:
         assert len(on_62) == 1 and abs(on_62[0] - (t0 + 0.2)) < 0.01
     else:
         assert not on_62
+
+
+def test_each_instrument_on_its_channel_with_its_program_change() -> None:
+    """The default map (keys 1, bass 2, pad 3, drums 10), a map changed live, and Bank Select +
+    Program Change before an instrument's first note on its channel, once (again when another
+    instrument takes the channel)."""
+    from ostinato.channels import ChannelMap, parse_out
+
+    t0 = time.perf_counter() + 0.05
+    sched, cap = make(TempoMap(t0, 0.0, 0.1))
+    sched.set_channels(ChannelMap(), send_programs=True)
+    sched.schedule_note(0.0, 0.5, -1, 36, 100)  # drums: channel 10, no program change
+    sched.schedule_note(0.0, 0.5, 33, 40, 90)  # bass: channel 2
+    sched.schedule_note(0.5, 0.5, 33, 43, 90)  # the same instrument: no second change
+    sched.schedule_note(1.0, 0.5, 4, 60, 80)  # keys (E. piano): channel 1
+    sched.schedule_note(1.0, 0.5, 89, 64, 70)  # pad: channel 3
+    sched.set_channels(ChannelMap(parse_out({"bass": 7})), send_programs=True)
+    sched.schedule_note(1.5, 0.5, 34, 45, 90)  # bass (picked): now on channel 7
+    time.sleep(0.35)
+    sched.stop()
+    got = [m for _, m in cap.messages]
+    programs = [m for m in got if m[0] & 0xF0 == 0xC0]
+    assert programs == [[0xC1, 33], [0xC0, 4], [0xC2, 89], [0xC6, 34]]  # two bytes each
+    for pc in programs:  # Bank Select 0 (MSB, LSB) right before each
+        i = got.index(pc)
+        assert got[i - 2 : i] == [[0xB0 | pc[0] & 0x0F, 0, 0], [0xB0 | pc[0] & 0x0F, 32, 0]]
+        first_note = next(j for j, m in enumerate(got)
+                          if m[0] == 0x90 | pc[0] & 0x0F and m[2] > 0)  # fmt: skip
+        assert i < first_note  # before the instrument's first note
+    ons = {(m[0] & 0x0F, m[1]) for m in got if m[0] & 0xF0 == 0x90 and m[2]}
+    assert ons == {(9, 36), (1, 40), (1, 43), (0, 60), (2, 64), (6, 45)}
