@@ -37,6 +37,7 @@ from PyQt6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QMainWindow,
     QPushButton,
     QSlider,
@@ -359,6 +360,26 @@ class Panel(QMainWindow):
         self.follow.toggled.connect(self._instruments_changed)
         layout.addWidget(instruments)
 
+        channels = QGroupBox("Channels")
+        channel_form = QFormLayout(channels)
+        self.out_channels = QLineEdit()
+        self.out_channels.setToolTip(SETTINGS["out_channels"].help + ", e.g. bass=2,drums=10")
+        self.in_channels = QLineEdit()
+        self.in_channels.setToolTip(SETTINGS["in_channels"].help + ", e.g. 2=bass,10=drums")
+        self.program_change = QCheckBox("send Program Change for a GM synth")
+        self.program_change.setToolTip(SETTINGS["program_change"].help)
+        channel_form.addRow("out (instrument=channel)", self.out_channels)
+        channel_form.addRow("in (channel=instrument)", self.in_channels)
+        channel_form.addRow("programs", self.program_change)
+        self.out_channels.editingFinished.connect(
+            lambda: self._set("out_channels", self.out_channels.text())
+        )
+        self.in_channels.editingFinished.connect(
+            lambda: self._set("in_channels", self.in_channels.text())
+        )
+        self.program_change.toggled.connect(lambda on: self._set("program_change", int(on)))
+        layout.addWidget(channels)
+
         takes = QHBoxLayout()
         self.take_buttons: dict[str, QPushButton] = {}
         tips = {
@@ -544,6 +565,11 @@ class Panel(QMainWindow):
             self.loop_bars.setValue(_bars_value(state.get("loop_bars", "auto")))
             self.fill.setChecked(bool(int(state.get("fill", 0))))
             self.key_lock.setChecked(bool(int(state.get("key_lock", 1))))
+            for box, key in ((self.out_channels, "out_channels"),
+                             (self.in_channels, "in_channels")):  # fmt: skip
+                if key in state and not box.hasFocus():
+                    box.setText(str(state[key]))
+            self.program_change.setChecked(bool(int(state.get("program_change", 0))))
             programs = str(state["programs"])
             self.follow.setChecked(programs == "auto")
             chosen = set() if programs == "auto" else {

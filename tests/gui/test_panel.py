@@ -193,6 +193,37 @@ def test_controls_follow_the_daemon_and_send_their_changes(qtbot, panel, daemon)
         client.close()
 
 
+def test_channel_maps_and_program_change_reach_the_daemon(qtbot, panel, daemon):
+    port, _ = daemon
+    client = ControlClient(port=port)
+    try:
+        qtbot.waitUntil(lambda: "bass=2" in panel.out_channels.text(), timeout=5000)
+        panel.out_channels.setFocus()
+        panel.out_channels.selectAll()
+        qtbot.keyClicks(panel.out_channels, "bass=5, 81=12")
+        qtbot.keyClick(panel.out_channels, Qt.Key.Key_Return)
+        qtbot.waitUntil(lambda: "bass=5" in client.status()["out_channels"], timeout=5000)
+        assert "81=12" in client.status()["out_channels"]
+        assert "drums=10" in client.status()["out_channels"]  # the rest as it was
+        panel.in_channels.setFocus()
+        panel.in_channels.selectAll()
+        qtbot.keyClicks(panel.in_channels, "3=lead")
+        qtbot.keyClick(panel.in_channels, Qt.Key.Key_Return)
+        qtbot.waitUntil(lambda: "3=lead" in client.status()["in_channels"], timeout=5000)
+        panel.out_channels.setFocus()
+        panel.out_channels.selectAll()
+        qtbot.keyClicks(panel.out_channels, "bass=17")  # refused: nothing changes
+        qtbot.keyClick(panel.out_channels, Qt.Key.Key_Return)
+        qtbot.waitUntil(lambda: panel.last_error.startswith("/ostinato/out_channels"),
+                        timeout=5000)  # fmt: skip
+        assert "bass=5" in client.status()["out_channels"]
+        box = QPoint(8, panel.program_change.height() // 2)
+        qtbot.mouseClick(panel.program_change, Qt.MouseButton.LeftButton, pos=box)
+        qtbot.waitUntil(lambda: client.status()["program_change"] == 1, timeout=5000)
+    finally:
+        client.close()
+
+
 def test_variation_loop_bars_fill_and_bars_auto_reach_the_daemon(qtbot, panel, daemon):
     port, _ = daemon
     client = ControlClient(port=port)
