@@ -231,9 +231,23 @@ class SessionFile:
     def _track(self, part: _Part, notes) -> Track:
         track = Track(name=part.name, program=max(0, part.program),
                       is_drum=part.program == DRUM_PROGRAM)  # fmt: skip
+        # A note-on of a pitch still sounding on the channel retriggers it (the sender does
+        # the same): the one before ends there, so every note-on has its own note-off.
+        spans: list[list[int]] = []
+        last: dict[int, list[int]] = {}
         for start, end, pitch, velocity in sorted(notes):
             on = self._tick(start)
-            track.notes.append(Note(on, max(1, self._tick(end) - on), pitch, velocity))
+            span = [on, max(on + 1, self._tick(end)), pitch, velocity]
+            before = last.get(pitch)
+            if before is not None and before[0] == on:  # the same note twice: one, the longer
+                before[1] = max(before[1], span[1])
+                continue
+            if before is not None and before[1] > on:
+                before[1] = on
+            last[pitch] = span
+            spans.append(span)
+        for on, off, pitch, velocity in spans:
+            track.notes.append(Note(on, off - on, pitch, velocity))
         return track
 
     def flush(self, now: float | None = None) -> bool:

@@ -93,6 +93,20 @@ def test_the_file_has_a_track_per_source_and_instrument(tmp_path) -> None:
             break
 
 
+def test_a_pitch_played_again_while_sounding_ends_the_note_before(tmp_path) -> None:
+    """The model may start a pitch again before its last note ends (the sender retriggers):
+    the file ends the first note there, so every note-on pairs with its own note-off."""
+    rec = SessionFile(tmp_path / "s.mid", lambda ch: 0, t0=0.0)
+    for i, (start, beats) in enumerate(((0.0, 4.0), (0.5, 1.0), (0.5, 0.5), (2.0, 0.5))):
+        rec.queued(i, 0.0, beats, 0)
+        rec.played(start, 0, 60, 90, i)  # 120 BPM: a beat is 0.5 s
+    assert rec.flush(now=4.0)
+    assert not pairing_problems(rec.path)
+    (track,) = rec.score().tracks
+    # the long note ends where the pitch comes again; the two notes on one onset are one
+    assert [(n.time, n.duration) for n in track.notes] == [(0, 480), (480, 480), (1920, 240)]
+
+
 def test_a_stop_cuts_the_notes_ostinato_was_playing(tmp_path) -> None:
     rec = SessionFile(tmp_path / "s.mid", lambda ch: 0, t0=0.0)
     rec.queued(1, 0.0, 4.0, 33)
