@@ -1,4 +1,5 @@
-"""Properties of the clock follower over generated clock streams (hypothesis): whatever the
+"""Properties of the clock follower over generated clock streams (hypothesis, derandomized: the
+same examples every run, so a red run is a change in the code, not a new draw): whatever the
 tempo, the stamping period, the jitter and where single strays fall, every real tick is
 counted once, the tempo and the beat are where the DAW's are."""
 
@@ -22,7 +23,9 @@ def _run(stamps) -> Clock:
     return clock
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(bpm=st.floats(30.0, 300.0), offset=st.floats(0.0, 0.05))
 def test_any_steady_tempo_is_counted_exactly(bpm: float, offset: float) -> None:
     true = tick_times([(BEATS * PPQN + 1, bpm, bpm)], t0=0.01 + offset)
@@ -33,7 +36,9 @@ def test_any_steady_tempo_is_counted_exactly(bpm: float, offset: float) -> None:
     assert abs(clock.map.beat_at(true[-1]) - BEATS) * PPQN < 0.05  # within 1/20 of a tick
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(bpm=st.floats(40.0, 240.0), period=st.sampled_from([64, 128, 256, 512, 1024, 2048]))
 def test_stamps_a_cycle_at_a_time_keep_the_count_and_the_beat(bpm: float, period: int) -> None:
     """A tick close to a whole number of cycles (233 BPM at 512 frames: 1.006 cycles) steps
@@ -54,7 +59,9 @@ def test_stamps_a_cycle_at_a_time_keep_the_count_and_the_beat(bpm: float, period
     assert abs(clock.map.beat_at(true[-1]) - beats) * PPQN < 1.0
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(
     bpm=st.floats(60.0, 200.0),
     jitter=st.floats(0.0, 0.10),
@@ -74,7 +81,9 @@ def test_jitter_up_to_a_tenth_of_a_tick_never_miscounts(bpm: float, jitter: floa
     assert abs(clock.map.bpm - bpm) < 0.004 * bpm
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(
     bpm=st.floats(60.0, 200.0),
     # a stray waits until the pulse shows it is one: leave a beat of ticks after the last
