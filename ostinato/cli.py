@@ -25,8 +25,12 @@ def _write_json(report: dict, path: str) -> None:
 
 
 def _cmd_data_build(args: argparse.Namespace) -> int:
-    from ostinato.model.corpus import build_corpus
+    from ostinato.model.corpus import build_corpus, read_hold_out
 
+    try:
+        hold_out = read_hold_out(args.hold_out) if args.hold_out else None
+    except OSError as exc:
+        raise CommandError(f"cannot read the hold-out list {args.hold_out}: {exc}") from exc
     summary = build_corpus(
         args.src,
         args.out,
@@ -35,6 +39,8 @@ def _cmd_data_build(args: argparse.Namespace) -> int:
         seed=args.seed,
         workers=args.workers,
         progress=not args.quiet,
+        musicxml_cache=None if args.no_cache else args.cache,
+        hold_out=hold_out,
     )
     print(json.dumps(summary, indent=2))
     return 0
@@ -387,17 +393,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    data = sub.add_parser("data", help="build training corpora from MIDI files")
+    data = sub.add_parser("data", help="build training corpora from MIDI and MusicXML files")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     build = data_sub.add_parser(
-        "build", help="tokenize a folder of MIDI files into train/validation arrays"
+        "build", help="tokenize a folder of MIDI and MusicXML files into train/validation arrays"
     )
-    build.add_argument("src", help="folder scanned recursively for .mid/.midi files")
+    build.add_argument("src", help="folder scanned recursively for .mid/.midi and MusicXML "
+                       "(.mxl/.musicxml/.xml) files")  # fmt: skip
     build.add_argument("out", help="output folder (arrays, tokenizer.json, summary.json)")
     build.add_argument("--tokenizer", help="tokenizer.json to use (default: a new REMI+ one)")
     build.add_argument("--validation-fraction", type=float, default=0.1)
     build.add_argument("--seed", type=int, default=0, help="seed of the train/validation split")
     build.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    build.add_argument("--cache", default="build/cache/musicxml", metavar="DIR",
+                       help="converted MusicXML by content (default: %(default)s)")  # fmt: skip
+    build.add_argument("--no-cache", action="store_true", help="convert MusicXML every time")
+    build.add_argument("--hold-out", metavar="LIST",
+                       help="file of paths (globs relative to SRC) or composer:NAME lines kept "
+                       "out of training, written as the heldout split for evaluation")  # fmt: skip
     build.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     build.set_defaults(func=_cmd_data_build)
     synth = data_sub.add_parser(
