@@ -2,13 +2,14 @@
 
 ``ostinato data build SRC OUT`` scans ``SRC`` recursively for .mid/.midi files, tokenizes them
 in a process pool, skips (and counts, with the reason) files that are corrupt, empty or in a
-meter the model does not speak, removes exact duplicates by content hash, splits train and
+meter the tokenizer does not speak, removes exact duplicates by content hash, splits train and
 validation by file (seeded, stable under re-ordering), and writes for each split:
 
 * ``{split}_tokens.npy``  uint16 token ids of every file, concatenated (open with mmap);
 * ``{split}_files.npy``   int64 (N, 2): start and length of each file in the tokens;
 * ``{split}_bars.npy``    int64 indices of every ``Bar`` token (bar-aligned windows start there);
 * ``{split}_files.txt``   the source path of each file, relative to ``SRC``;
+* ``{split}_styles.txt``  the style of each file (:func:`ostinato.model.style.style_of`);
 
 plus ``tokenizer.json`` and ``summary.json``. The same input gives byte-identical arrays.
 Transposition augmentation happens at training time, not here.
@@ -29,6 +30,7 @@ from miditok import REMI
 from symusic import Score
 from tqdm import tqdm
 
+from ostinato.model.style import style_of
 from ostinato.model.tokens import (
     TOKENIZER_FILE,
     TokenType,
@@ -37,6 +39,7 @@ from ostinato.model.tokens import (
     new_tokenizer,
     save_tokenizer,
     score_to_ids,
+    tokenizer_meters,
 )
 
 MIDI_SUFFIXES = (".mid", ".midi")
@@ -85,9 +88,11 @@ def tokenize_file(tokenizer: REMI, path: Path) -> FileResult:
     if score.note_num() == 0:
         return FileResult(str(path), sha, None, "no notes")
     meters = {(ts.numerator, ts.denominator) for ts in score.time_signatures}
-    if meters - {(4, 4)}:
-        meter = ",".join(f"{n}/{d}" for n, d in sorted(meters - {(4, 4)}))
-        return FileResult(str(path), sha, None, f"meter {meter} (only 4/4 is modelled)")
+    modelled = tokenizer_meters(tokenizer)
+    if meters - modelled:
+        meter = ",".join(f"{n}/{d}" for n, d in sorted(meters - modelled))
+        why = "only 4/4 is modelled" if modelled == {(4, 4)} else "no TimeSig token for it"
+        return FileResult(str(path), sha, None, f"meter {meter} ({why})")
     try:
         ids = score_to_ids(tokenizer, score)
     except Exception as exc:  # a tokenizer error on odd content must not stop the build
@@ -189,6 +194,8 @@ def build_corpus(
         np.save(out / f"{split}_files.npy", np.stack([starts, lengths], axis=1))
         np.save(out / f"{split}_bars.npy", bars)
         (out / f"{split}_files.txt").write_text("".join(f"{rel}\n" for rel, _ in items))
+        styles = [style_of(rel) for rel, _ in items]
+        (out / f"{split}_styles.txt").write_text("".join(f"{s}\n" for s in styles))
         # Tokens per bar, counted inside each file (the last bar ends with its file).
         file_ends = starts + lengths
         bar_file = np.searchsorted(starts, bars, side="right") - 1
@@ -203,6 +210,7 @@ def build_corpus(
             "tokens": len(tokens),
             "bars": len(bars),
             "notes": len(progs),
+            "styles": dict(sorted(Counter(styles).items())),
         }
     bar_lengths = np.concatenate(all_bar_lengths) if all_bar_lengths else np.zeros(0)
     if len(bar_lengths):
