@@ -102,6 +102,8 @@ def _add_train(sub) -> None:
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--dropout", type=float)
     p.add_argument("--transpose", type=int, help="± semitones of random transposition")
+    p.add_argument("--style-dropout", type=float,
+                   help="share of windows whose style token is 'none' (default 0.15)")  # fmt: skip
     p.add_argument("--eval-every", type=int)
     p.add_argument("--eval-batches", type=int)
     p.add_argument("--checkpoint-every", type=int)
@@ -170,7 +172,8 @@ def _add_generation_options(
     from ostinato.settings import SETTINGS
 
     g = p.add_argument_group("generation")
-    for name in ("temperature", "top_k", "top_p", "repetition_penalty", "key_lock"):
+    for name in ("temperature", "top_k", "top_p", "repetition_penalty", "key_lock", "style",
+                 "guidance"):  # fmt: skip
         _add_setting(g, name, default=SETTINGS[name].default)
     if programs_help:
         _add_setting(g, "programs", default=None, help=programs_help)
@@ -195,7 +198,7 @@ def _cmd_continue(args: argparse.Namespace) -> int:
     result = continue_file(
         engine, args.input, args.output, bars=args.bars, settings=_settings_from(args),
         programs=args.programs, seed=args.seed, key_lock=args.key_lock,
-        variation=args.variation,
+        variation=args.variation, style=args.style, guidance=args.guidance,
     )  # fmt: skip
     answer = "an answer as long as the phrase" if args.bars is None else f"{args.bars} bars"
     print(
@@ -262,6 +265,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     common = dict(
         windows=args.windows, nll_windows_count=args.nll_windows, seed=args.seed,
         settings=_settings_from(args), key_lock=args.key_lock, progress=not args.quiet,
+        style=args.style, guidance=args.guidance,
     )  # fmt: skip
     if args.mode == "loop":
         from ostinato.model.evaluate_loop import DEFAULT_VARIATIONS, evaluate_loop
@@ -284,7 +288,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     """Defaults, then the config file, then the options given: each checked by the schema."""
     from ostinato.config import default_config_path, load_config
     from ostinato.daemon.daemon import DaemonConfig, run_daemon
-    from ostinato.settings import DAEMON, GENERATION, SETTINGS, GenerationSettings, parse_meter
+    from ostinato.settings import (
+        DAEMON,
+        GENERATION,
+        SETTINGS,
+        GenerationSettings,
+        meter_pair,
+        parse_meter,
+    )
 
     config_path = Path(args.config) if args.config else default_config_path()
     config = load_config(config_path, missing_ok=not args.config)
@@ -296,6 +307,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     daemon_config = DaemonConfig(
         model_dir=values["model"] or Path(str(default_model_dir())),
         beats_per_bar=parse_meter(values["meter"]),
+        meter=meter_pair(values["meter"]),
         settings=GenerationSettings(**{k: values[k] for k in GENERATION}),
         config_path=config_path,
         cc_map=config.cc_map,

@@ -116,8 +116,13 @@ def check_model(model_dir: Path) -> list[Check]:
         engine = Engine(model_dir, device="auto", verify_hash=False)
     except (OSError, ValueError, ModelError) as exc:
         return [Check(FAIL, "model", str(exc), "pass --model with an exported model folder")]
+    vocab = engine.vocab
+    meters = (", ".join(f"{n}/{d}" for n, d in vocab.meters) if vocab.has_meters
+              else "4/4 only (no time signatures)")  # fmt: skip
+    styles = "styles" if vocab.has_styles else "no styles"
     out = [Check(OK, "model", f"{model_dir} ({card.get('parameters', '?'):,} parameters, "
-                 f"vocabulary {engine.vocab.size} = tokenizer.json, sha256 ok)")]  # fmt: skip
+                 f"vocabulary {vocab.size} = tokenizer.json, sha256 ok; meters {meters}; "
+                 f"{styles})")]  # fmt: skip
     import onnxruntime as ort
 
     if engine.device == "cuda":

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ostinato.channels import parse_in, parse_out
+from ostinato.model.style import STYLES
 
 if TYPE_CHECKING:
     from ostinato.model.sampling import SamplingSettings
@@ -342,6 +343,13 @@ def parse_meter(text: str) -> float:
     return num * 4 / den
 
 
+def meter_pair(text: str) -> tuple[int, int]:
+    """'6/8' → (6, 8): the meter as a time signature (checked like :func:`parse_meter`)."""
+    parse_meter(text)
+    num, den = (int(x) for x in text.split("/"))
+    return (num, den)
+
+
 # -- the schema --------------------------------------------------------------------------------
 def _sessions_dir() -> Path:
     """Where sessions are recorded by default: $XDG_DATA_HOME/ostinato/sessions."""
@@ -395,6 +403,12 @@ SCHEMA: tuple[Setting, ...] = (
                 hint="leave seed out of the file for a new seed every bar"),
     _generation("key_lock", "bool", True, "keep pitched notes to the key of the context plus "
                 "the notes it used"),
+    _generation("style", "choice", None, "the style the model is asked for (models trained "
+                "with style tokens; auto: none, the model's own guess from the context)",
+                choices=STYLES, auto=True),
+    _generation("guidance", "float", 0.0, "classifier-free guidance towards the style (0 = "
+                "off; > 0 runs the model twice per token: about twice the time per bar)",
+                lo=0.0, hi=8.0),
     _daemon("model", "path", None, "model folder (unset: the bundled model)", optional=True),
     _daemon("backend", "choice", None, "MIDI backend (unset: the platform's)",
             choices=BACKENDS, optional=True),
@@ -479,6 +493,8 @@ class GenerationSettings:
     mode: str = "continue"
     seed: int | None = None
     key_lock: bool = True  # pitched notes stay in the context's key (+ the notes it used)
+    style: str | None = None  # None: auto (no style asked for); see ostinato.model.style
+    guidance: float = 0.0  # classifier-free guidance towards the style (0 = off)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -1,4 +1,8 @@
-"""Shared fixtures: small multi-track MIDI made in code, and a fresh tokenizer."""
+"""Shared fixtures: small multi-track MIDI made in code, tokenizers and tiny random models.
+
+Two token languages: ``tokenizer``/``vocab``/``tiny_model_dir`` are the legacy one of the
+bundled model (no time signatures, no styles); ``meter_tokenizer``/``meter_vocab``/
+``tiny_meter_model_dir`` the new one (TimeSig tokens for every meter, Style tokens)."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from pathlib import Path
 import pytest
 from symusic import Note, Score, Track
 
-from ostinato.model.tokens import Vocab, new_tokenizer
+from ostinato.model.tokens import Vocab, legacy_tokenizer, new_tokenizer
 
 TPQ = 480
 DATA = Path(__file__).parent / "data"
@@ -55,12 +59,24 @@ def make_band_score(bars: int = 4, tpq: int = TPQ, transpose: int = 0) -> Score:
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    return new_tokenizer()
+    """The bundled model's language (no TimeSig, no Style tokens)."""
+    return legacy_tokenizer()
 
 
 @pytest.fixture(scope="session")
 def vocab(tokenizer):
     return Vocab.from_tokenizer(tokenizer)
+
+
+@pytest.fixture(scope="session")
+def meter_tokenizer():
+    """The new language: TimeSig tokens for every meter of METERS, Style tokens."""
+    return new_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def meter_vocab(meter_tokenizer):
+    return Vocab.from_tokenizer(meter_tokenizer)
 
 
 @pytest.fixture
@@ -84,15 +100,18 @@ def tiny_corpus(tmp_path_factory) -> Path:
     return root / "out"
 
 
-def save_random_checkpoint(run_dir: Path, size: str = "tiny", seed: int = 0, **overrides) -> Path:
-    """A checkpoint of a random-weight decoder in the trainer's format, with tokenizer.json."""
+def save_random_checkpoint(
+    run_dir: Path, size: str = "tiny", seed: int = 0, tokenizer=None, **overrides
+) -> Path:
+    """A checkpoint of a random-weight decoder in the trainer's format, with tokenizer.json
+    (default: the bundled model's legacy tokenizer)."""
     import torch
 
     from ostinato.model.network import Decoder, config_for
     from ostinato.model.tokens import save_tokenizer
     from ostinato.model.train import CHECKPOINT
 
-    tokenizer = new_tokenizer()
+    tokenizer = tokenizer or legacy_tokenizer()
     torch.manual_seed(seed)
     model = Decoder(config_for(size, vocab_size=len(tokenizer.vocab), **overrides))
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -111,5 +130,16 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("tiny_model")
     ckpt = save_random_checkpoint(root / "run")
+    export_model(ckpt, root / "model")
+    return root / "model"
+
+
+@pytest.fixture(scope="session")
+def tiny_meter_model_dir(tmp_path_factory) -> Path:
+    """A random-weight tiny model of the new language (TimeSig and Style tokens), exported."""
+    from ostinato.exporter.export import export_model
+
+    root = tmp_path_factory.mktemp("tiny_meter_model")
+    ckpt = save_random_checkpoint(root / "run", tokenizer=new_tokenizer())
     export_model(ckpt, root / "model")
     return root / "model"

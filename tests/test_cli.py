@@ -201,3 +201,51 @@ def test_continue_takes_variation_and_bars(tmp_path, monkeypatch, capsys) -> Non
     with pytest.raises(SystemExit):
         main(["continue", src, "-o", dst, "--variation", "2"])
     assert "variation must be a number from 0 to 1" in capsys.readouterr().err
+
+
+def test_style_guidance_and_meter_reach_the_daemon_and_continue(tmp_path, monkeypatch,
+                                                                  capsys) -> None:  # fmt: skip
+    """--style NAME|auto and --guidance for run, continue and eval; --meter as (n, d)."""
+    from types import SimpleNamespace
+
+    import ostinato.daemon.daemon as daemon_module
+    import ostinato.engine.engine as engine_module
+    import ostinato.engine.offline as offline
+    import ostinato.model.evaluate as evaluate_module
+
+    got = []
+    monkeypatch.setattr(daemon_module, "run_daemon", lambda config: got.append(config) or 0)
+    config = tmp_path / "config.toml"
+    config.write_text('style = "house"\nmeter = "6/8"\n')
+    assert main(["run", "--config", str(config), "--no-osc"]) == 0
+    assert main(["run", "--config", str(config), "--no-osc", "--style", "auto", "--guidance",
+                 "1.5", "--meter", "7/8"]) == 0  # fmt: skip
+    file, given = got
+    assert file.settings == GenerationSettings(style="house") and file.meter == (6, 8)
+    assert file.beats_per_bar == 3.0
+    assert given.settings == GenerationSettings(style=None, guidance=1.5)
+    assert (given.meter, given.beats_per_bar) == ((7, 8), 3.5)
+
+    calls = []
+
+    def continue_file(engine, src, dst, **options):
+        calls.append(options)
+        return SimpleNamespace(input_bars=2, notes=[], context_bars=2)
+
+    monkeypatch.setattr(engine_module, "Engine", lambda *args, **kwargs: "engine")
+    monkeypatch.setattr(offline, "continue_file", continue_file)
+    src, dst = str(tmp_path / "in.mid"), str(tmp_path / "out.mid")
+    assert main(["continue", src, "-o", dst]) == 0
+    assert main(["continue", src, "-o", dst, "--style", "lied", "--guidance", "2"]) == 0
+    assert [(c["style"], c["guidance"]) for c in calls] == [(None, 0.0), ("lied", 2.0)]
+
+    evaluated = []
+    monkeypatch.setattr(evaluate_module, "evaluate",
+                        lambda *args, **kwargs: evaluated.append(kwargs) or {})  # fmt: skip
+    monkeypatch.setattr(evaluate_module, "format_table", lambda report: "")
+    assert main(["eval", "m", "d", "--style", "quartet", "--guidance", "0.5"]) == 0
+    assert (evaluated[0]["style"], evaluated[0]["guidance"]) == ("quartet", 0.5)
+
+    with pytest.raises(SystemExit):
+        main(["continue", src, "-o", dst, "--style", "polka"])
+    assert "style must be one of house, techno" in capsys.readouterr().err

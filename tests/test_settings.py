@@ -28,6 +28,7 @@ from ostinato.settings import (
     Setting,
     SettingError,
     setting,
+    validate,
 )
 
 TOML_INT_MAX = 2**63 - 1
@@ -286,3 +287,16 @@ def test_generation_settings_refuse_and_change_nothing():
     with pytest.raises(SettingError, match="bpm is not a generation setting"):
         s.replace(bpm=100.0)
     assert s == GenerationSettings()
+
+
+def test_style_and_guidance_are_generation_settings():
+    style, guidance = SETTINGS["style"], SETTINGS["guidance"]
+    assert (style.flag, style.osc_address) == ("--style", "/ostinato/style")
+    assert (guidance.flag, guidance.osc_address) == ("--guidance", "/ostinato/guidance")
+    assert style.default is None and guidance.default == 0.0  # auto, and guidance off
+    assert style.from_text("auto") is None and style.from_text("dnb") == "dnb"
+    assert style.from_osc(("lied",)) == "lied" and style.from_osc(("AUTO",)) is None
+    assert validate({"style": "auto", "guidance": 2}) == {"style": None, "guidance": 2.0}
+    with pytest.raises(SettingError, match="did you mean 'techno'"):
+        style.check("tecno")
+    assert GenerationSettings().replace(style="drums").style == "drums"

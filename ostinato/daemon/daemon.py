@@ -74,7 +74,10 @@ class Daemon:
                     "pip install 'ostinato[link]' (aalink, GPL-licensed)"
                 )
         self.engine = Engine(config.model_dir, device=config.device)
-        self.engine.vocab.check_meter(config.beats_per_bar)
+        self.meter = self.engine.vocab.check_meter(config.meter or config.beats_per_bar)
+        if not self.engine.vocab.has_meters and self.meter != (4, 4):
+            log.warning("this model has no time-signature tokens and learned only 4/4: a bar "
+                        "of %d/%d is played as a 4/4 bar cut short", *self.meter)  # fmt: skip
         self.backend = config.backend or default_backend()
         jack = self.backend == "jack"
         # JACK stamps every event with its own frame: the clock can tell a stray byte
@@ -104,6 +107,7 @@ class Daemon:
         self.session = Session(
             self.engine, self.clock, self.scheduler, self.recorder, config.settings,
             config.beats_per_bar, config.lookahead_ms, config.latency_ms, now=sender.now,
+            meter=self.meter,
         )  # fmt: skip
         self._settings_lock = threading.Lock()  # OSC and CC changes apply one at a time
         self._route(config.settings)

@@ -20,6 +20,7 @@ class DaemonConfig:
     link_start_stop: bool = True  # Link: play while the session plays (off: always)
     bpm: float = 120.0
     beats_per_bar: float = 4.0
+    meter: tuple[int, int] | None = None  # (n, d); None: n/4 or n/8 from beats_per_bar
     device: str = "auto"
     latency_ms: float = 0.0
     rt_priority: int = 5  # SCHED_FIFO priority of the sender (JACK's default: 10); 0 = off

@@ -69,7 +69,7 @@ from ostinato.engine.copy import CopyPrior
 from ostinato.engine.engine import Engine
 from ostinato.model.grammar import GrammarConfig
 from ostinato.model.key import key_lock_classes
-from ostinato.model.tokens import DRUM_PROGRAM, score_to_ids
+from ostinato.model.tokens import DRUM_PROGRAM, Meter, meter_of_beats, score_to_ids, set_meter
 from ostinato.settings import GenerationSettings
 
 log = logging.getLogger(__name__)
@@ -97,10 +97,16 @@ class Session:
         lookahead_ms: float = 250.0,
         latency_ms: float = 0.0,
         now: Callable[[], float] = time.perf_counter,
+        meter: Meter | None = None,
     ) -> None:
         self.engine, self.clock, self.scheduler, self.recorder = engine, clock, scheduler, recorder
         self.settings = settings
         self.beats_per_bar = beats_per_bar
+        # The bar's meter (n, d): bars carry its TimeSig token where the model has them.
+        self.meter: Meter = meter or meter_of_beats(beats_per_bar)
+        self._time_sig = engine.vocab.meter_token(self.meter)  # None: a legacy vocabulary
+        engine.set_style(settings.style)
+        engine.set_guidance(settings.guidance)
         self.lookahead_s = lookahead_ms / 1000.0
         self.latency_s = latency_ms / 1000.0  # notes go out this much earlier: so must bars
         self.now = now  # the time line of the clock's map (JACK frame time or perf_counter)
@@ -151,13 +157,17 @@ class Session:
         self._heard: list[tuple[int, int]] = []  # (bar, epoch) heard, not committed, in order
 
     def bar_tokens(self, notes: list[RecordedNote], bar: int) -> np.ndarray:
-        """Tokens of one bar (starting with its Bar token) from recorded notes."""
+        """Tokens of one bar (starting with its Bar token, then its TimeSig token where the
+        model has them) from recorded notes."""
         vocab = self.engine.vocab
         if not notes:
-            return np.array([vocab.bar_id], dtype=np.int64)
+            head = [vocab.bar_id] if self._time_sig is None else [vocab.bar_id, self._time_sig]
+            return np.array(head, dtype=np.int64)
         bar_ticks = round(self.beats_per_bar * TPQ)
         latest = bar_ticks - TPQ // 16  # keep onsets off the next bar line after rounding
         score = Score(TPQ)
+        if self._time_sig is not None:
+            set_meter(score, self.meter)
         tracks: dict[int, Track] = {}
         for n in notes:
             track = tracks.get(n.program)
@@ -172,6 +182,15 @@ class Session:
         ids = score_to_ids(self.engine.tokenizer, score).astype(np.int64)
         bars = np.flatnonzero(ids == vocab.bar_id)
         return ids[: bars[1]] if len(bars) > 1 else ids
+
+    def _follow_style(self) -> None:
+        """The style and guidance settings, to the engine (the style token after BOS is
+        replaced in place: the context and what was committed stay)."""
+        settings, engine = self.settings, self.engine
+        if settings.style != engine.style:
+            engine.set_style(settings.style)
+        if settings.guidance != engine.guidance:
+            engine.set_guidance(settings.guidance)
 
     def _programs(self) -> tuple[int, ...]:
         if self.settings.programs is not None and self.settings.mode != "loop":
@@ -297,10 +316,11 @@ class Session:
         # Where the committed tokens end now: the window may have slid since (dropping the
         # oldest bars from the front) while the last cycle fed and generated.
         committed = self._committed_len - (engine.dropped_front - self._committed_dropped)
-        if committed < 1:  # the slide reached past them (a window of about a bar): restart
+        if committed < engine.prefix_length:  # the slide reached past them: restart
             engine.reset()
             committed = engine.context_length
         engine.truncate(committed)
+        self._follow_style()
         if complete_tokens:
             engine.feed(np.concatenate(complete_tokens))
         self._committed_len = engine.context_length
@@ -361,8 +381,9 @@ class Session:
             key_lock_classes(engine.vocab, engine.context_tokens()) if settings.key_lock else None
         )
         grammar = GrammarConfig(
-            programs=self._programs(), beats_per_bar=self.beats_per_bar, scale_pitch_classes=scale
-        )
+            programs=self._programs(), beats_per_bar=self.beats_per_bar, scale_pitch_classes=scale,
+            meter=self.meter,
+        )  # fmt: skip
         seed = None if settings.seed is None else settings.seed + next_bar
         besides = None
         if take.kind == "retake":  # a new take: a seed of its own, never the one thrown away
@@ -868,7 +889,8 @@ class Session:
         notes = [RecordedNote(0.0, 0.5, 36, 100, DRUM_PROGRAM, "human")]
         self.engine.feed(self.bar_tokens(notes, 0))
         sampler = self.engine.sampler(self.settings.sampling, 0)
-        for _ in self.engine.generate(1, sampler, GrammarConfig(programs=(DRUM_PROGRAM,))):
+        grammar = GrammarConfig(programs=(DRUM_PROGRAM,), meter=self.meter)
+        for _ in self.engine.generate(1, sampler, grammar):
             pass
         self._reset_context()
 

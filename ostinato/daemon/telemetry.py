@@ -112,6 +112,8 @@ class Telemetry:
             "bars": "auto" if s.bars is None else s.bars,
             "phrase_bars": s.phrase_bars, "programs": format_programs(s.programs),
             "seed": s.seed, "key_lock": int(s.key_lock),
+            "style": "auto" if s.style is None else s.style, "guidance": s.guidance,
+            "style_tokens": int(self.session.engine.vocab.has_styles),
             "out_channels": format_map(s.out_channels), "in_channels": format_map(s.in_channels),
             "program_change": int(s.program_change),
             "variation": s.variation, "fill": int(s.fill),

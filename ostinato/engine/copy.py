@@ -97,7 +97,7 @@ class CopyPrior:
         self._kind_mask = np.zeros(vocab.size, dtype=bool)
         self._structure = np.zeros(max(TokenType) + 1, dtype=bool)
         self._structure[[TokenType.POSITION, TokenType.BAR, TokenType.PROGRAM,
-                         TokenType.PITCH_DRUM]] = True  # fmt: skip
+                         TokenType.PITCH_DRUM, TokenType.TIME_SIG]] = True  # fmt: skip
         self.begin_bar(0)
 
     def begin_bar(self, k: int) -> None:

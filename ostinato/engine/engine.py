@@ -13,16 +13,29 @@ re-run; when the window is full the oldest bars are dropped:
 
 :meth:`Engine.generate` samples under the grammar and yields each note as soon as its
 Duration token is sampled, so the downbeat is ready first.
+
+Style and guidance (models whose tokenizer has ``Style_*`` tokens; others ignore both, with
+one log line). Every context starts ``BOS Style_s`` (:meth:`Engine.set_style`; ``none`` when
+no style is asked for), and the window's slides keep both as the attention sink. With
+:meth:`Engine.set_guidance` ``G > 0`` and a style, a *second context* runs beside the first:
+the same tokens with ``Style_none`` in place of the style, in a KV cache of its own (the
+ONNX sessions are shared). Each token is then sampled from the classifier-free-guided logits
+``cond + G·(cond − uncond)`` (= ``uncond + (1 + G)·(cond − uncond)``), so ``G = 0`` is exactly
+the plain model and larger ``G`` pushes away from what the model would play without the
+style. The cost: every token fed or sampled runs the decoder twice (about twice the time per
+bar, and a second KV cache of the window's size), so it is off by default.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import EllipsisType
 
 import numpy as np
 import onnxruntime as ort
@@ -30,6 +43,7 @@ import onnxruntime as ort
 from ostinato.engine.copy import CopyPrior
 from ostinato.model.grammar import Grammar, GrammarConfig
 from ostinato.model.sampling import Sampler, SamplingSettings
+from ostinato.model.style import NONE
 from ostinato.model.tokens import TOKENIZER_FILE, TokenType, Vocab, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -152,7 +166,22 @@ class Engine:
         if W < 32:
             raise ValueError("window must be at least 32 tokens")
         self.window = W
-        # The KV window and the decode step's inputs/outputs, allocated once.
+        self._shape = (L, H, D)
+        self._allocate()
+        self._grammars: dict[GrammarConfig, Grammar] = {}
+        self._penalized = (self.vocab.types == TokenType.PITCH) | (
+            self.vocab.types == TokenType.PITCH_DRUM
+        )
+        self.style: str | None = None  # the style asked for (None: none)
+        self.guidance = 0.0
+        self._guide: Engine | None = None  # the unconditional twin context (guidance > 0)
+        self._said: set[str] = set()  # one-line notices already logged
+        self.reset()
+
+    def _allocate(self) -> None:
+        """The KV window, the decode step's inputs/outputs and the context bookkeeping, each
+        allocated once (a guidance twin gets its own)."""
+        (L, H, D), W = self._shape, self.window
         self.k_buf = np.zeros((L, 1, H, W, D), dtype=np.float32)
         self.v_buf = np.zeros((L, 1, H, W, D), dtype=np.float32)
         self._tok1 = np.zeros((1, 1), dtype=np.int64)
@@ -172,12 +201,8 @@ class Engine:
         self._history = np.zeros(4096, dtype=np.int64)  # recent tokens for the penalty
         self._history_len = 0
         self.next_position = 0
+        self.dropped_front = 0
         self.last_logits = np.zeros(self.vocab.size, dtype=np.float32)
-        self._grammars: dict[GrammarConfig, Grammar] = {}
-        self._penalized = (self.vocab.types == TokenType.PITCH) | (
-            self.vocab.types == TokenType.PITCH_DRUM
-        )
-        self.reset()
 
     # -- ONNX Runtime plumbing -------------------------------------------------------------
     def _bind_decode(self) -> None:
@@ -209,18 +234,123 @@ class Engine:
     def context_tokens(self) -> np.ndarray:
         return self._ctx_tokens[: self._ctx_len].copy()
 
-    def reset(self) -> None:
-        """Empty the cache and start a new context with ``BOS``."""
+    @property
+    def prefix(self) -> list[int]:
+        """What every context starts with: ``BOS``, then the style token if the model has
+        style tokens (``Style_none`` when no style is asked for)."""
+        style = self.vocab.style_token(self.style)
+        return [self.vocab.bos_id] if style is None else [self.vocab.bos_id, style]
+
+    @property
+    def prefix_length(self) -> int:
+        """Tokens at the front of every context that slides never drop (BOS, the style)."""
+        return 2 if self.vocab.has_styles else 1
+
+    def _notice(self, text: str) -> None:
+        if text not in self._said:
+            self._said.add(text)
+            log.info(text)
+
+    def reset(self, style: str | EllipsisType | None = ...) -> None:
+        """Empty the cache and start a new context with ``BOS`` (and the style token, see
+        :attr:`prefix`). ``style``: a new style for it (default: the one set before)."""
+        if not isinstance(style, EllipsisType):
+            self._set_style_name(style)
+        guide, self._guide = self._guide, None
+        self._clear()
+        self.feed(self.prefix)
+        self._guide = guide
+        self._sync_guide()
+
+    def _clear(self) -> None:
         self._slot_valid[:] = -np.inf
         self._free[:] = True
         self._ctx_len = 0
         self._history_len = 0
         self.next_position = 0
         self.dropped_front = 0
-        self.feed([self.vocab.bos_id])
+
+    # -- style and guidance ------------------------------------------------------------------
+    def _set_style_name(self, style: str | None) -> None:
+        if style in (NONE, "auto"):
+            style = None
+        if style is not None and not self.vocab.has_styles:
+            self._notice(f"this model has no style tokens: style {style} is ignored")
+            style = None
+        self.vocab.style_token(style)  # ValueError for a style it has no token for
+        self.style = style
+
+    def set_style(self, style: str | None) -> None:
+        """Ask for ``style`` (None, ``none`` or ``auto``: none). The context keeps its tokens:
+        the style token after ``BOS`` is replaced and the context prefilled again (its
+        length, and what :attr:`dropped_front` counts, stay the same)."""
+        before = self.style
+        self._set_style_name(style)
+        if self.style == before:
+            return
+        if self._ctx_len >= 2 and self.vocab.has_styles:
+            tokens = self.context_tokens()
+            tokens[1] = self.vocab.style_token(self.style)
+            self._refill(tokens)
+        self._sync_guide()
+
+    def set_guidance(self, guidance: float) -> None:
+        """Classifier-free guidance strength (0 = off). Ignored, with one log line, by a
+        model without style tokens."""
+        if guidance < 0:
+            raise ValueError(f"guidance must be ≥ 0, got {guidance}")
+        if guidance > 0 and not self.vocab.has_styles:
+            self._notice("this model has no style tokens: guidance is ignored")
+            guidance = 0.0
+        running = self._guide is not None
+        self.guidance = float(guidance)
+        if not (running and self._guidance_on):  # a new strength alone changes no context
+            self._sync_guide()
+
+    @property
+    def _guidance_on(self) -> bool:
+        return self.guidance > 0 and self.style is not None
+
+    def _sync_guide(self) -> None:
+        """Start, stop or re-fill the unconditional twin so it holds this context with
+        ``Style_none`` in place of the style."""
+        if not self._guidance_on:
+            self._guide = None
+            return
+        if self._guide is None:
+            guide = copy.copy(self)  # shares the ONNX sessions, the vocabulary, the card
+            guide._guide = None
+            guide.style = None
+            guide.guidance = 0.0
+            guide._grammars = {}
+            guide._allocate()  # a KV cache and bookkeeping of its own
+            self._guide = guide
+        tokens = self.context_tokens()
+        tokens[1] = self.vocab.style_token(None)
+        self._guide._refill(tokens)
+        self._guide.dropped_front = self.dropped_front
+
+    def _refill(self, tokens: np.ndarray) -> None:
+        """Prefill ``tokens`` as the whole context from position 0 (dropped_front kept)."""
+        dropped = self.dropped_front
+        self._clear()
+        self.dropped_front = dropped
+        for start in range(0, len(tokens), PREFILL_CHUNK):
+            self._prefill(tokens[start : start + PREFILL_CHUNK])
+
+    def guided_logits(self) -> np.ndarray:
+        """The next token's logits: the model's, or with guidance on
+        ``cond + G·(cond − uncond)`` from this context and its unconditional twin."""
+        if self._guide is None:
+            return self.last_logits
+        cond, uncond = self.last_logits, self._guide.last_logits
+        return cond + self.guidance * (cond - uncond)
 
     def feed(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Extend the context; returns the next-token logits (V,), also kept in last_logits."""
+        """Extend the context; returns the next-token logits (V,), also kept in last_logits
+        (the twin context of guidance, if on, is extended alike)."""
+        if self._guide is not None:
+            self._guide.feed(tokens)
         if len(tokens) == 1 and type(tokens[0]) is int:  # the per-token path: no arrays
             token = tokens[0]
             if not 0 <= token < self.vocab.size:
@@ -233,8 +363,9 @@ class Engine:
             raise ValueError("feed() takes a non-empty 1-D sequence of token ids")
         if tokens.min() < 0 or tokens.max() >= self.vocab.size:
             raise ValueError("token id outside the vocabulary")
-        if len(tokens) > self.window - 1:
-            tokens = tokens[-(self.window - 1) :]  # only the newest tokens can be kept
+        room = self.window - self._front()
+        if len(tokens) > room:
+            tokens = tokens[-room:]  # only the newest tokens can be kept
         self._make_room(len(tokens))
         if len(tokens) == 1:
             self._step(int(tokens[0]))
@@ -244,10 +375,13 @@ class Engine:
         return self.last_logits
 
     def truncate(self, length: int) -> None:
-        """Forget the newest tokens so the context holds ``length`` tokens (≥ 1: BOS stays).
+        """Forget the newest tokens so the context holds ``length`` tokens (≥ 1: BOS stays;
+        keep :attr:`prefix_length` for the style to stay too).
         Their slots are freed; the next position continues from the kept tokens."""
         if not 1 <= length <= self._ctx_len:
             raise ValueError(f"cannot truncate a context of {self._ctx_len} to {length}")
+        if self._guide is not None:
+            self._guide.truncate(length)
         dropped = self._ctx_slots[length : self._ctx_len]
         self._free[dropped] = True
         self._slot_valid[dropped] = -np.inf
@@ -309,6 +443,14 @@ class Engine:
         self.last_logits = logits[0].copy()
         self._remember(tokens, slots)
 
+    def _front(self) -> int:
+        """Tokens at the front that slides keep: BOS (the attention sink) and a style after
+        it; 0 for a context that does not start with BOS."""
+        ctx, n = self._ctx_tokens, self._ctx_len
+        if n == 0 or ctx[0] != self.vocab.bos_id:
+            return 0
+        return 2 if n > 1 and self.vocab.types[ctx[1]] == TokenType.STYLE else 1
+
     def _make_room(self, needed: int) -> None:
         """Free at least ``needed`` slots by dropping the oldest bars of the context (and
         start positions from 0 again when they near ``POSITION_LIMIT``)."""
@@ -317,8 +459,7 @@ class Engine:
         if free >= needed and not rebase:
             return
         ctx = self._ctx_tokens[: self._ctx_len]
-        has_bos = self._ctx_len > 0 and ctx[0] == self.vocab.bos_id
-        first = 1 if has_bos else 0
+        first = self._front()
         if free >= needed:  # only the rebase: keep every token
             cut = first
         else:
@@ -377,13 +518,24 @@ class Engine:
         if bars < 1:
             raise ValueError("bars must be ≥ 1")
         vocab = self.vocab
-        if self._ctx_tokens[self._ctx_len - 1] != vocab.bar_id:
-            self.feed([vocab.bar_id])
         grammar = self.grammar(grammar_config or GrammarConfig())
+        last = self._ctx_tokens[self._ctx_len - 1]
+        # An empty last bar (a Bar, or with TimeSig tokens Bar and the meter's TimeSig) is the
+        # bar generated; otherwise the context is closed with a Bar first.
+        ends_in_bar = last == vocab.bar_id or (
+            last == grammar.time_sig_id
+            and self._ctx_len >= 2
+            and self._ctx_tokens[self._ctx_len - 2] == vocab.bar_id
+        )
+        if not ends_in_bar:
+            self.feed([vocab.bar_id])
         grammar.reset(at_bar_start=True)
+        if last == grammar.time_sig_id and ends_in_bar:
+            grammar.advance(int(last))
         if prior is not None:
             prior.begin_bar(0)
-        ppb, beats_per_bar = vocab.positions_per_beat, grammar.config.beats_per_bar
+        position_beats, beats_per_bar = grammar.quarters_per_position, grammar.config.beats_per_bar
+        beat_quarters = vocab.beat_quarters(grammar.meter)
         types, values = vocab.types, vocab.values
         bar_only = np.zeros(vocab.size, dtype=bool)
         bar_only[vocab.bar_id] = True
@@ -398,7 +550,7 @@ class Engine:
                 token, mask = prior.choose(mask, sampler.rng)
             if token < 0:
                 recent = self._history[max(0, self._history_len - 256) : self._history_len]
-                token = sampler.sample(self.last_logits, mask, recent)
+                token = sampler.sample(self.guided_logits(), mask, recent)
             grammar.advance(token)
             if prior is not None:
                 if token == vocab.bar_id:
@@ -417,6 +569,9 @@ class Engine:
                 velocity = int(values[token])
             self._make_room(1)
             self._step(token)  # the closing Bar too: the next call extends from there
+            if self._guide is not None:
+                self._guide._make_room(1)
+                self._guide._step(token)
             if grammar.bars_completed == bars:
                 break
             if kind == TokenType.DURATION:
@@ -424,8 +579,8 @@ class Engine:
                 yield GeneratedNote(
                     bar=bar,
                     position=grammar.position,
-                    start_beats=bar * beats_per_bar + grammar.position / ppb,
-                    duration_beats=float(vocab.duration_beats[token]),
+                    start_beats=bar * beats_per_bar + grammar.position * position_beats,
+                    duration_beats=float(vocab.duration_beats[token]) * beat_quarters,
                     program=program,
                     pitch=pitch,
                     velocity=velocity,

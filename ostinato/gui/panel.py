@@ -318,9 +318,14 @@ class Panel(QMainWindow):
         self.bars.setSpecialValueText("auto")
         self.loop_bars = _spin_box(AUTO, int(SETTINGS["loop_bars"].hi or 64))
         self.loop_bars.setSpecialValueText("auto")
+        self.style_menu = QComboBox()
+        self.style_menu.addItems(["auto", *SETTINGS["style"].choices])
+        self.guidance = _double_spin_box(0.0, SETTINGS["guidance"].hi or 8.0, 0.25)
+        self.guidance.setSpecialValueText("off")
         for widget, name in ((self.top_k, "top_k"), (self.top_p, "top_p"),
                              (self.penalty, "repetition_penalty"), (self.mode, "mode"),
-                             (self.bars, "bars"), (self.loop_bars, "loop_bars")):  # fmt: skip
+                             (self.bars, "bars"), (self.loop_bars, "loop_bars"),
+                             (self.style_menu, "style"), (self.guidance, "guidance")):  # fmt: skip
             widget.setToolTip(SETTINGS[name].help)
         self.fill = QCheckBox("a fill on the loop's last bar")
         self.fill.setToolTip(SETTINGS["fill"].help)
@@ -332,6 +337,8 @@ class Panel(QMainWindow):
         form.addRow("top-p", self.top_p)
         form.addRow("repetition penalty", self.penalty)
         form.addRow("mode", self.mode)
+        form.addRow("style", self.style_menu)
+        form.addRow("guidance", self.guidance)
         form.addRow("bars of answer", self.bars)
         form.addRow("loop bars", self.loop_bars)
         form.addRow("fill", self.fill)
@@ -340,6 +347,8 @@ class Panel(QMainWindow):
         self.top_p.valueChanged.connect(lambda v: self._set("top_p", float(v)))
         self.penalty.valueChanged.connect(lambda v: self._set("repetition_penalty", float(v)))
         self.mode.currentTextChanged.connect(lambda v: self._set("mode", v))
+        self.style_menu.currentTextChanged.connect(lambda v: self._set("style", v))
+        self.guidance.valueChanged.connect(lambda v: self._set("guidance", float(v)))
         self.bars.valueChanged.connect(lambda v: self._set("bars", _bars_arg(v)))
         self.loop_bars.valueChanged.connect(lambda v: self._set("loop_bars", _bars_arg(v)))
         self.fill.toggled.connect(lambda on: self._set("fill", int(on)))
@@ -557,6 +566,13 @@ class Panel(QMainWindow):
             self.top_p.setValue(float(state["top_p"]))
             self.penalty.setValue(float(state["repetition_penalty"]))
             self.mode.setCurrentText(str(state["mode"]))
+            self.style_menu.setCurrentText(str(state.get("style", "auto")))
+            self.guidance.setValue(float(state.get("guidance", 0.0)))
+            styles = bool(int(state.get("style_tokens", 1)))  # the model has style tokens
+            for widget in (self.style_menu, self.guidance):
+                widget.setEnabled(styles)
+                if not styles:
+                    widget.setToolTip("this model has no style tokens")
             if not self.variation.isSliderDown() and "variation" in state:
                 variation = float(state["variation"])
                 self.variation.setValue(round(variation * VARIATION_SCALE))

@@ -3,7 +3,8 @@
 ``ostinato data build SRC OUT`` scans ``SRC`` recursively for .mid/.midi files and for
 MusicXML (.mxl/.musicxml/.xml, converted by :mod:`ostinato.model.musicxml`, cached by content
 hash), tokenizes them in a process pool, skips (and counts, with the reason) files that are
-corrupt, empty or in a meter the model does not speak (:data:`FOUR_FOUR_ONLY`), removes exact
+corrupt, empty or in a meter the tokenizer does not speak (without TimeSig tokens only 4/4, see
+:data:`FOUR_FOUR_ONLY`), removes exact
 duplicates by content hash, splits train and validation (seeded, stable under re-ordering:
 by composer where a file has one, else by file; see :func:`split_key`), keeps the files a
 hold-out list names out of both, and writes for each split:
@@ -12,6 +13,7 @@ hold-out list names out of both, and writes for each split:
 * ``{split}_files.npy``   int64 (N, 2): start and length of each file in the tokens;
 * ``{split}_bars.npy``    int64 indices of every ``Bar`` token (bar-aligned windows start there);
 * ``{split}_files.txt``   the source path of each file, relative to ``SRC``;
+* ``{split}_styles.txt``  the style of each file (:func:`ostinato.model.style.style_of`);
 
 plus ``tokenizer.json`` and ``summary.json``. The same input gives byte-identical arrays.
 Transposition augmentation happens at training time, not here. With a hold-out list the
@@ -48,6 +50,7 @@ from ostinato.model.musicxml import (
     convert_musicxml,
     is_musicxml,
 )
+from ostinato.model.style import style_of
 from ostinato.model.tokens import (
     TOKENIZER_FILE,
     TokenType,
@@ -56,6 +59,7 @@ from ostinato.model.tokens import (
     new_tokenizer,
     save_tokenizer,
     score_to_ids,
+    tokenizer_meters,
 )
 
 MIDI_SUFFIXES = (".mid", ".midi")
@@ -66,7 +70,7 @@ HELD_OUT = "heldout"
 #: The switch the time-signature work flips once the vocabulary speaks other meters;
 #: ``summary.json`` counts what it drops per meter under ``meters``.
 FOUR_FOUR_ONLY = True
-METER_SKIP_REASON = "meter not 4/4"
+METER_SKIP_REASON = "meter not 4/4 (only 4/4 is modelled)"  # a tokenizer without TimeSig
 #: At most this many skipped files are named, with their reason, in ``summary.json``.
 MAX_SKIPPED_LISTED = 200
 
@@ -121,8 +125,13 @@ def tokenize_score(
     meters = _meters(score)
     if score.note_num() == 0:
         return FileResult(path, sha, None, "no notes", meters)
-    if four_four_only and set(meters) - {"4/4"}:
-        return FileResult(path, sha, None, METER_SKIP_REASON, meters)
+    modelled = {f"{n}/{d}" for n, d in tokenizer_meters(tokenizer)}
+    if modelled == {"4/4"}:  # a tokenizer without TimeSig tokens: only 4/4 is modelled
+        if four_four_only and set(meters) - {"4/4"}:
+            return FileResult(path, sha, None, METER_SKIP_REASON, meters)
+    elif set(meters) - modelled:
+        unknown = ",".join(sorted(set(meters) - modelled))
+        return FileResult(path, sha, None, f"meter {unknown} (no TimeSig token for it)", meters)
     try:
         ids = score_to_ids(tokenizer, score)
     except Exception as exc:  # a tokenizer error on odd content must not stop the build
@@ -392,7 +401,7 @@ def build_corpus(
             skipped[result.skip_reason] += 1
             if len(skipped_files) < MAX_SKIPPED_LISTED:
                 skipped_files[rel] = result.skip_reason
-            if result.skip_reason == METER_SKIP_REASON:
+            if result.skip_reason is not None and result.skip_reason.startswith("meter "):
                 for meter in set(result.meters) - {"4/4"}:
                     meter_dropped[meter] += 1
             continue
@@ -473,6 +482,8 @@ def build_corpus(
         np.save(out / f"{split}_files.npy", np.stack([starts, lengths], axis=1))
         np.save(out / f"{split}_bars.npy", bars)
         (out / f"{split}_files.txt").write_text("".join(f"{rel}\n" for rel, _ in items))
+        styles = [style_of(rel) for rel, _ in items]
+        (out / f"{split}_styles.txt").write_text("".join(f"{s}\n" for s in styles))
         kinds = vocab.types[tokens]
         progs = vocab.values[tokens[kinds == TokenType.PROGRAM]]
         summary["splits"][split] = {
@@ -480,6 +491,7 @@ def build_corpus(
             "tokens": len(tokens),
             "bars": len(bars),
             "notes": len(progs),
+            "styles": dict(sorted(Counter(styles).items())),
         }
         if split == HELD_OUT:
             continue  # the statistics below describe what the model learns from

@@ -34,7 +34,14 @@ from ostinato.model.grammar import Grammar, GrammarConfig
 from ostinato.model.key import key_lock_classes, scale_of
 from ostinato.model.ngram import NGramModel
 from ostinato.model.sampling import Sampler, SamplingSettings
-from ostinato.model.tokens import DRUM_PROGRAM, TokenType, Vocab
+from ostinato.model.tokens import (
+    DRUM_PROGRAM,
+    TOKENIZER_FILE,
+    TokenType,
+    Vocab,
+    context_meter,
+    load_tokenizer,
+)
 
 DEFAULT_SETTINGS = SamplingSettings(temperature=1.0, top_p=0.95)
 OVERLAP_METRICS = ("pitch_class_overlap", "onset_overlap", "drum_onset_f1")
@@ -98,7 +105,8 @@ def continuation_metrics(
     pc = lambda notes: np.bincount(  # noqa: E731
         [n.pitch % 12 for n in notes if n.program != DRUM_PROGRAM], minlength=12
     )
-    onsets = lambda notes: np.bincount([n.position for n in notes], minlength=64)  # noqa: E731
+    n_positions = max(64, int((vocab.types == TokenType.POSITION).sum()))
+    onsets = lambda notes: np.bincount([n.position for n in notes], minlength=n_positions)  # noqa: E731
     drums = lambda notes: {(n.bar, n.position, n.pitch) for n in notes if n.program == DRUM_PROGRAM}  # noqa: E731
     d_gen, d_real = drums(generated), drums(real)
     if d_gen or d_real:
@@ -186,20 +194,25 @@ class ModelContinuer:
         key_lock: bool,
         variation: float | None = None,
         name: str | None = None,
+        style: str | None = None,
+        guidance: float = 0.0,
     ) -> None:
         self.engine, self.settings, self.key_lock = engine, settings, key_lock
         self.variation = variation
         self.name = name or self.name
+        self.style, self.guidance = style, guidance
 
     def __call__(
         self, context: np.ndarray, bars: int, programs, seed: int, references=None
     ) -> np.ndarray:
         e = self.engine
-        e.reset()
+        e.reset(self.style)
+        e.set_guidance(self.guidance)
         e.feed(context)
         tokens: list[int] = []
         scale = key_lock_classes(e.vocab, context) if self.key_lock else None
-        grammar = GrammarConfig(programs=programs, scale_pitch_classes=scale)
+        meter = context_meter(e.vocab, context)
+        grammar = GrammarConfig(programs=programs, scale_pitch_classes=scale, meter=meter)
         prior = None
         if self.variation is not None and references is not None:
             prior = CopyPrior(e.vocab, [[bar] for bar in references], self.variation)
@@ -221,7 +234,9 @@ class NGramContinuer:
     ) -> np.ndarray:
         hist = [*context.tolist(), self.vocab.bar_id]
         scale = key_lock_classes(self.vocab, context) if self.key_lock else None
-        grammar = Grammar(self.vocab, GrammarConfig(programs=programs, scale_pitch_classes=scale))
+        meter = context_meter(self.vocab, context)
+        config = GrammarConfig(programs=programs, scale_pitch_classes=scale, meter=meter)
+        grammar = Grammar(self.vocab, config)
         sampler = Sampler(self.settings, self.vocab.size, seed=seed)
         arr = lambda: np.asarray(hist[-256:], dtype=np.int64)  # noqa: E731
         body = _sample_bars(
@@ -242,6 +257,18 @@ class RepeatContinuer:
     ) -> np.ndarray:
         last = _bars_of(context, self.vocab.bar_id)[-1]
         return np.concatenate([last] * bars)
+
+
+def check_corpus(tokenizer, corpus_dir: str | Path) -> None:
+    """ValueError unless the corpus was tokenized with ``tokenizer``'s vocabulary (the same
+    ids mean the same tokens): a corpus of the legacy language and a model with time
+    signatures and styles, say, do not go together."""
+    path = Path(corpus_dir) / TOKENIZER_FILE
+    if path.is_file() and load_tokenizer(path).vocab != tokenizer.vocab:
+        raise ValueError(
+            f"the corpus {corpus_dir} was built with another tokenizer than the model's: build "
+            "it again with `ostinato data build SRC OUT --tokenizer MODEL/tokenizer.json`"
+        )
 
 
 def nll_windows(split: CorpusSplit, n: int, length: int, seed: int) -> list[np.ndarray]:
@@ -369,9 +396,15 @@ def evaluate(
     settings: SamplingSettings = DEFAULT_SETTINGS,
     key_lock: bool = True,
     progress: bool = True,
+    style: str | None = None,
+    guidance: float = 0.0,
 ) -> dict:
+    """The report of (a), (b) and (c) above. ``style``/``guidance``: what the model is asked
+    for in every window (models with style tokens; see :class:`Engine`)."""
     engine = Engine(model_dir, device="cpu")
+    engine.set_style(style)
     vocab, tokenizer = engine.vocab, engine.tokenizer
+    check_corpus(tokenizer, data_dir)
     train = CorpusSplit.load(data_dir, "train")
     val = CorpusSplit.load(data_dir, "validation")
     ngram = NGramModel(ngram_order, vocab.size).fit(train.tokens, train.files[:, 0])
@@ -381,7 +414,7 @@ def evaluate(
 
     # (b, c) continuation
     continuers: list[Continuer] = [
-        ModelContinuer(engine, settings, key_lock),
+        ModelContinuer(engine, settings, key_lock, style=style, guidance=guidance),
         NGramContinuer(ngram, vocab, settings, key_lock),
         RepeatContinuer(vocab),
     ]

@@ -48,6 +48,7 @@ from ostinato.model.evaluate import (
     NGramContinuer,
     RepeatContinuer,
     _bars_of,
+    check_corpus,
     likelihood,
     parse_notes,
     score_continuations,
@@ -166,6 +167,7 @@ def load_loop_set(data: str | Path, tokenizer, vocab: Vocab) -> LoopSet:
     """The loops of a corpus folder's validation split, or of a folder of MIDI files."""
     data = Path(data)
     if is_corpus(data):
+        check_corpus(tokenizer, data)
         split = CorpusSplit.load(data, "validation")
         names_file = data / "validation_files.txt"
         names = names_file.read_text().splitlines() if names_file.is_file() else []
@@ -224,6 +226,8 @@ def evaluate_loop(
     key_lock: bool = True,
     variations: Sequence[float] = DEFAULT_VARIATIONS,
     progress: bool = True,
+    style: str | None = None,
+    guidance: float = 0.0,
 ) -> dict:
     if not variations:
         raise ValueError("give at least one variation")
@@ -231,11 +235,21 @@ def evaluate_loop(
         if not 0.0 <= v <= 1.0:
             raise ValueError(f"variation must be in [0, 1], got {v}")
     engine = Engine(model_dir, device="cpu")
+    engine.set_style(style)
     vocab, tokenizer = engine.vocab, engine.tokenizer
     loops = load_loop_set(data, tokenizer, vocab)
     notes = []
     ngram_corpus = Path(corpus) if corpus else (Path(data) if is_corpus(data) else None)
-    ngram_corpus = ngram_corpus or known_corpus(model_dir)
+    if ngram_corpus is not None:
+        check_corpus(tokenizer, ngram_corpus)
+    else:
+        ngram_corpus = known_corpus(model_dir)
+        if ngram_corpus is not None:
+            try:
+                check_corpus(tokenizer, ngram_corpus)
+            except ValueError:
+                notes.append(f"{ngram_corpus} was built with another tokenizer: not used")
+                ngram_corpus = None
     ngram = None
     if ngram_corpus is None:
         notes.append("no n-gram row: give --corpus DIR (a corpus folder) to fit it on its train "
@@ -250,10 +264,11 @@ def evaluate_loop(
     if not chosen:
         raise ValueError(f"{loops.description}: no file holds two passes of its loop")
     names = {v: variation_name(v) for v in dict.fromkeys(float(v) for v in variations)}
-    continuers: list[Continuer] = [
-        ModelContinuer(engine, settings, key_lock, variation=v, name=f"model v={name}")
-        for v, name in names.items()
-    ]
+    continuers: list[Continuer] = []
+    for v, name in names.items():
+        continuers.append(ModelContinuer(engine, settings, key_lock, variation=v,
+                                         name=f"model v={name}", style=style,
+                                         guidance=guidance))  # fmt: skip
     if ngram is not None:
         continuers.append(NGramContinuer(ngram, vocab, settings, key_lock))
     continuers.append(RepeatContinuer(vocab))

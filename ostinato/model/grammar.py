@@ -1,13 +1,16 @@
 """Allowed-next-token masks for REMI+: the grammar the engine samples under.
 
-A bar is ``Bar (Position (Program Pitch Velocity Duration)+)*`` and the next ``Bar`` ends it.
+A bar is ``Bar (Position (Program Pitch Velocity Duration)+)*`` and the next ``Bar`` ends it;
+with a vocabulary that has time-signature tokens, ``Bar TimeSig (Position …)*``, and the
+grammar forces the TimeSig token of the meter being generated right after each ``Bar``.
 The state machine below tracks only what the next token depends on (the kind of the last
 token, the current position and program), so :meth:`Grammar.advance` is O(1) and
 :meth:`Grammar.mask` returns a row of a table built once in the constructor: no re-scan of
 the sequence and no allocation per token.
 
 Constraints: only enabled programs; pitches inside each program's range (and inside a scale
-when scale lock is on); positions strictly increasing inside the bar and inside the meter;
+when scale lock is on); positions strictly increasing inside the bar and inside the meter
+(with TimeSig tokens positions count beats of the meter's denominator: a 7/8 bar has 7 × 8);
 notes end inside the bar unless ``notes_within_bar`` is off; no program strikes one pitch
 twice at one position, and at most ``MAX_NOTES_AT_ONE_POSITION`` notes start together. Any
 sequence sampled under these masks therefore decodes to valid notes that lie in the bar
@@ -28,7 +31,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ostinato.model.tokens import DRUM_PROGRAM, TokenType, Vocab
+from ostinato.model.tokens import (
+    DRUM_PROGRAM,
+    Meter,
+    TokenType,
+    Vocab,
+    meter_beats,
+    meter_of_beats,
+)
 
 #: Playable range per General MIDI family (program // 8), inclusive, as (low, high).
 _FAMILY_RANGES = {
@@ -62,7 +72,11 @@ def default_pitch_range(program: int) -> tuple[int, int]:
 @dataclass(frozen=True)
 class GrammarConfig:
     """What the generated bars may contain. ``programs=None`` enables every program.
-    ``pitch_ranges``: (program, low, high) overrides of :func:`default_pitch_range`."""
+    ``pitch_ranges``: (program, low, high) overrides of :func:`default_pitch_range`.
+
+    The bar: ``meter`` (n, d) when given (it then sets ``beats_per_bar``, in quarter notes),
+    else ``beats_per_bar`` — read as n/4 for whole beats and n/8 for half beats where the
+    vocabulary has TimeSig tokens (so 6/8 must be given as a meter: 3 beats is 3/4)."""
 
     programs: tuple[int, ...] | None = None
     pitch_ranges: tuple[tuple[int, int, int], ...] = ()
@@ -70,10 +84,17 @@ class GrammarConfig:
     notes_within_bar: bool = True
     scale_pitch_classes: frozenset[int] | None = None  # scale lock for pitched programs
     allow_empty_bar: bool = True
+    meter: Meter | None = None
 
     def __post_init__(self) -> None:
         if self.programs is not None and len(self.programs) == 0:
             raise ValueError("at least one program must be enabled")
+        if self.meter is not None:
+            num, den = self.meter
+            if num < 1 or den < 1:
+                raise ValueError(f"bad meter {num}/{den}")
+            object.__setattr__(self, "meter", (int(num), int(den)))
+            object.__setattr__(self, "beats_per_bar", meter_beats(self.meter))
         if self.beats_per_bar <= 0:
             raise ValueError(f"beats_per_bar must be positive, got {self.beats_per_bar}")
         for program, low, high in self.pitch_ranges:
@@ -84,15 +105,21 @@ class GrammarConfig:
         ):
             raise ValueError("scale_pitch_classes must be a non-empty set of 0..11")
 
+    @property
+    def bar_meter(self) -> Meter:
+        """The meter of the bars: ``meter``, or the one ``beats_per_bar`` stands for."""
+        return self.meter or meter_of_beats(self.beats_per_bar)
+
 
 class State(enum.IntEnum):
     EXPECT_BAR = 0
-    AFTER_BAR = 1
+    AFTER_BAR = 1  # with TimeSig tokens: only the bar's TimeSig may follow
     AFTER_POSITION = 2
     AFTER_PROGRAM = 3
     AFTER_PITCH = 4
     AFTER_VELOCITY = 5
     AFTER_DURATION = 6
+    AFTER_TIME_SIG = 7  # a Position (the bar's first onset) or Bar (an empty bar)
 
 
 class Grammar:
@@ -104,7 +131,15 @@ class Grammar:
         cfg = self.config
         size = vocab.size
         types, values = vocab.types, vocab.values
-        self.positions_per_bar = vocab.positions_per_bar(cfg.beats_per_bar)
+        self.meter = cfg.bar_meter
+        # The bar's TimeSig token (None: a vocabulary without them, every bar read as 4/4).
+        self.time_sig_id = vocab.meter_token(self.meter) if vocab.has_meters else None
+        if vocab.has_meters:
+            self.positions_per_bar = vocab.positions_per_bar(self.meter)
+        else:
+            self.positions_per_bar = vocab.positions_per_bar(cfg.beats_per_bar)
+        #: Quarter notes per position: positions count beats of the meter's denominator.
+        self.quarters_per_position = vocab.beat_quarters(self.meter) / vocab.positions_per_beat
         ppb = self.positions_per_bar
 
         vocab_programs = set(values[types == TokenType.PROGRAM].tolist())
@@ -128,6 +163,11 @@ class Grammar:
         bar = only([vocab.bar_id])
         self._expect_bar = bar
         self._after_bar = position_ok | (bar if cfg.allow_empty_bar else False)
+        if self.time_sig_id is not None:  # Bar TimeSig, then the bar's content
+            self._after_time_sig = self._after_bar
+            self._after_bar = only([self.time_sig_id])
+        else:
+            self._after_time_sig = self._after_bar
         self._after_position = program_ok
         self._after_pitch = types == TokenType.VELOCITY
 
@@ -167,7 +207,8 @@ class Grammar:
             self._after_duration[pos] = program_ok | (position_ok & (values > pos)) | bar
         for table in (self._after_velocity, self._after_duration):
             table.flags.writeable = False
-        for m in (self._expect_bar, self._after_bar, self._after_position, self._after_pitch):
+        for m in (self._expect_bar, self._after_bar, self._after_position, self._after_pitch,
+                  self._after_time_sig):  # fmt: skip
             m.flags.writeable = False
         self._after_program.flags.writeable = False
 
@@ -214,6 +255,8 @@ class Grammar:
             return self._after_pitch
         if state == State.AFTER_BAR:
             return self._after_bar
+        if state == State.AFTER_TIME_SIG:
+            return self._after_time_sig
         return self._expect_bar
 
     def allows(self, token_id: int) -> bool:
@@ -249,6 +292,8 @@ class Grammar:
             self.state = State.AFTER_PITCH
         elif kind == TokenType.VELOCITY:
             self.state = State.AFTER_VELOCITY
+        elif kind == TokenType.TIME_SIG:
+            self.state = State.AFTER_TIME_SIG
         else:  # Duration: a note is complete
             self.state = State.AFTER_DURATION
 

@@ -1,9 +1,21 @@
 """REMI+ tokens: miditok REMI with every program in one stream.
 
-Per bar: ``Bar``, then per onset ``Position_p``, then per note
-``Program_x Pitch_y Velocity_v Duration_d`` (drums: ``Program_-1 PitchDrum_y …``).
-No tempo tokens (tempo comes from the DAW), no chord tokens, no time-signature tokens:
-the bar length is a property of the session (see :class:`Vocab.positions_per_bar`).
+Per bar: ``Bar``, then (new tokenizers) ``TimeSig_n/d``, then per onset ``Position_p``, then
+per note ``Program_x Pitch_y Velocity_v Duration_d`` (drums: ``Program_-1 PitchDrum_y …``). A
+sequence starts ``BOS`` and (new tokenizers) a ``Style_s`` token (:mod:`ostinato.model.style`).
+No tempo tokens (tempo comes from the DAW), no chord tokens.
+
+Two generations of the language, told apart by the tokenizer file:
+
+* **legacy** (the bundled model): no time-signature and no style tokens. Every bar is read as
+  4/4; the bar length is a property of the session (:meth:`Vocab.positions_per_bar`).
+* **meters and styles** (:func:`new_tokenizer`'s default): miditok's ``TimeSig`` token after
+  every ``Bar``, for the meters of :data:`METERS`. As in miditok, ``Position`` and ``Duration``
+  count in beats of the meter's denominator: ``positions_per_beat`` positions per quarter in
+  n/4, per eighth in n/8 (so a 7/8 bar has 7 × 8 positions, a 3/4 bar 3 × 8). The style tokens
+  are miditok *special tokens* (``Style_house`` …, right after PAD/BOS/EOS in the vocabulary):
+  miditok stores them in ``tokenizer.json`` and skips them when decoding, and they never
+  come out of :func:`score_to_ids`; the engine and the trainer put one after ``BOS``.
 
 The tokenizer's configuration lives in ``tokenizer.json`` next to a model and is always
 loaded from there; :func:`new_tokenizer` and its defaults only build a new one for a new
@@ -14,12 +26,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from miditok import REMI, TokenizerConfig
-from symusic import Score
+from symusic import Score, TimeSignature
+
+from ostinato.model.style import NONE, STYLES, TOKEN_PREFIX, token_name
 
 TOKENIZER_FILE = "tokenizer.json"
 DRUM_PROGRAM = -1
@@ -30,6 +44,10 @@ DEFAULT_BEAT_RES = {(0, 4): 8, (4, 12): 4}
 DEFAULT_VELOCITY_BINS = 16
 DEFAULT_PITCH_RANGE = (21, 109)  # piano range, upper bound exclusive (miditok convention)
 SPECIAL_TOKENS = ("PAD", "BOS", "EOS")
+#: The meters a new tokenizer has TimeSig tokens for, as (numerator, denominator).
+METERS = ((2, 4), (3, 4), (4, 4), (5, 4), (6, 8), (7, 8), (9, 8), (12, 8))
+#: A meter: (numerator, denominator), e.g. (7, 8).
+Meter = tuple[int, int]
 
 
 class TokenType(enum.IntEnum):
@@ -45,6 +63,8 @@ class TokenType(enum.IntEnum):
     PITCH_DRUM = 7
     VELOCITY = 8
     DURATION = 9
+    TIME_SIG = 10
+    STYLE = 11
 
 
 _TYPE_BY_PREFIX = {
@@ -58,7 +78,39 @@ _TYPE_BY_PREFIX = {
     "PitchDrum": TokenType.PITCH_DRUM,
     "Velocity": TokenType.VELOCITY,
     "Duration": TokenType.DURATION,
+    "TimeSig": TokenType.TIME_SIG,
+    TOKEN_PREFIX.rstrip("_"): TokenType.STYLE,
 }
+
+
+def meter_beats(meter: Meter) -> float:
+    """Length of a bar of ``meter`` in quarter notes: (7, 8) → 3.5."""
+    return meter[0] * 4 / meter[1]
+
+
+def format_meter(meter: Meter) -> str:
+    return f"{meter[0]}/{meter[1]}"
+
+
+def meter_of_beats(beats_per_bar: float) -> Meter:
+    """The meter a bar length in quarter notes stands for when no meter is given: whole
+    beats → n/4 (3 → 3/4, so 6/8 must be given as a meter), half beats → n/8 (3.5 → 7/8)."""
+    if abs(beats_per_bar - round(beats_per_bar)) < 1e-9:
+        return (round(beats_per_bar), 4)
+    return (round(beats_per_bar * 2), 8)
+
+
+def as_meter(meter: Meter | str | float) -> Meter:
+    """A meter from (n, d), ``"n/d"`` or a bar length in quarter notes."""
+    if isinstance(meter, str):
+        try:
+            num, den = (int(x) for x in meter.split("/"))
+        except ValueError:
+            raise ValueError(f"a meter looks like 4/4 or 7/8, got {meter!r}") from None
+        return (num, den)
+    if isinstance(meter, tuple):
+        return (int(meter[0]), int(meter[1]))
+    return meter_of_beats(float(meter))
 
 
 def new_tokenizer(
@@ -66,15 +118,26 @@ def new_tokenizer(
     beat_res: dict[tuple[int, int], int] | None = None,
     velocity_bins: int = DEFAULT_VELOCITY_BINS,
     pitch_range: tuple[int, int] = DEFAULT_PITCH_RANGE,
+    meters: Sequence[Meter] | None = METERS,
+    styles: bool = True,
 ) -> REMI:
-    """Build a fresh REMI+ tokenizer (for a new corpus or model; never at run time)."""
+    """Build a fresh REMI+ tokenizer (for a new corpus or model; never at run time).
+
+    ``meters``: the meters of its ``TimeSig`` tokens (None: none, every bar is 4/4: the legacy
+    language of the bundled model). ``styles``: ``Style_*`` tokens for :data:`STYLES`.
+    ``new_tokenizer(meters=None, styles=False)`` is the bundled model's tokenizer."""
     if not 16 <= velocity_bins <= 32:
         raise ValueError(f"velocity_bins must be 16..32, got {velocity_bins}")
+    specials = list(SPECIAL_TOKENS) + ([token_name(s) for s in STYLES] if styles else [])
+    time_signature_range: dict[int, list[int]] = {}
+    for num, den in meters or ():
+        time_signature_range.setdefault(den, []).append(num)
+    extra = {"time_signature_range": time_signature_range} if meters else {}
     config = TokenizerConfig(
         pitch_range=pitch_range,
         beat_res=dict(beat_res or DEFAULT_BEAT_RES),
         num_velocities=velocity_bins,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=specials,
         use_velocities=True,
         use_note_duration_programs=list(range(-1, 128)),
         use_programs=True,
@@ -85,14 +148,28 @@ def new_tokenizer(
         use_chords=False,
         use_rests=False,
         use_tempos=False,
-        use_time_signatures=False,
+        use_time_signatures=bool(meters),
         use_sustain_pedals=False,
         use_pitch_bends=False,
         use_pitch_intervals=False,
         remove_duplicated_notes=True,
         encode_ids_split="no",
+        **extra,
     )
     return REMI(config)
+
+
+def tokenizer_meters(tokenizer: REMI) -> set[Meter]:
+    """The meters ``tokenizer`` encodes bars in: its TimeSig tokens' meters, or only 4/4 for
+    one without them (it reads every bar as 4/4)."""
+    if not tokenizer.config.use_time_signatures:
+        return {(4, 4)}
+    return {(int(n), int(d)) for n, d in tokenizer.time_signatures}
+
+
+def legacy_tokenizer() -> REMI:
+    """The bundled model's tokenizer: no time-signature and no style tokens."""
+    return new_tokenizer(meters=None, styles=False)
 
 
 def save_tokenizer(tokenizer: REMI, model_dir: str | Path) -> Path:
@@ -130,16 +207,25 @@ class Vocab:
 
     ``value`` holds: position index for Position, program number for Program, MIDI pitch for
     Pitch/PitchDrum, MIDI velocity for Velocity, length in positions for Duration, 0 else.
+    Positions and durations count ``positions_per_beat`` per beat of the meter's denominator
+    (a quarter in n/4 and in the legacy language, an eighth in n/8).
+
+    ``meter_ids``: the TimeSig token of each meter (empty: legacy, every bar is 4/4), and
+    ``bar_beats`` the bar length of each TimeSig token in quarter notes (0 for other tokens).
+    ``style_ids``: the Style token of each style (empty: the vocabulary has no styles).
     """
 
     types: np.ndarray  # (V,) int8 TokenType
     values: np.ndarray  # (V,) int32
     positions_per_beat: int
-    duration_beats: np.ndarray  # (V,) float32, 0 unless Duration
+    duration_beats: np.ndarray  # (V,) float32, 0 unless Duration (beats of the denominator)
     pad_id: int
     bos_id: int
     eos_id: int
     bar_id: int
+    meter_ids: dict[Meter, int] = field(default_factory=dict)
+    bar_beats: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    style_ids: dict[str, int] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -148,21 +234,92 @@ class Vocab:
     def ids_of(self, token_type: TokenType) -> np.ndarray:
         return np.flatnonzero(self.types == token_type)
 
-    def positions_per_bar(self, beats_per_bar: float = 4.0) -> int:
+    # -- meters ------------------------------------------------------------------------------
+    @property
+    def has_meters(self) -> bool:
+        """Whether every bar carries its meter (a TimeSig token after Bar)."""
+        return bool(self.meter_ids)
+
+    @property
+    def meters(self) -> tuple[Meter, ...]:
+        return tuple(sorted(self.meter_ids, key=lambda m: (m[1], m[0])))
+
+    def meter_of_token(self, token_id: int) -> Meter:
+        for meter, idx in self.meter_ids.items():
+            if idx == token_id:
+                return meter
+        raise ValueError(f"token {token_id} is not a TimeSig token")
+
+    def positions_per_bar(self, beats_per_bar: float | Meter = 4.0) -> int:
+        """Positions in a bar: of ``beats_per_bar`` quarter notes (legacy), or of a meter
+        (n × positions_per_beat with TimeSig tokens, whose positions count denominator beats)."""
+        if isinstance(beats_per_bar, tuple):
+            if self.has_meters:
+                return beats_per_bar[0] * self.positions_per_beat
+            beats_per_bar = meter_beats(beats_per_bar)
         return round(self.positions_per_beat * beats_per_bar)
+
+    def beat_quarters(self, meter: Meter) -> float:
+        """Quarter notes per beat of the position grid in ``meter``: 1 in n/4 and in the
+        legacy language (always quarters), 0.5 in n/8 with TimeSig tokens."""
+        return 4 / meter[1] if self.has_meters else 1.0
 
     @property
     def max_beats_per_bar(self) -> float:
-        """The longest bar the Position tokens can hold, in beats (quarter notes)."""
+        """The longest bar the Position tokens can hold, in quarter notes."""
+        if self.has_meters:
+            return max(meter_beats(m) for m in self.meter_ids)
         return int((self.types == TokenType.POSITION).sum()) / self.positions_per_beat
 
-    def check_meter(self, beats_per_bar: float) -> None:
-        """Refuse a bar the vocabulary cannot hold (its later beats would be cut)."""
-        if beats_per_bar > self.max_beats_per_bar + 1e-9:
+    def check_meter(self, meter: Meter | str | float) -> Meter:
+        """The meter (n, d) if this vocabulary can generate its bars; ValueError with the
+        reason if not. With TimeSig tokens: one of their meters. Legacy (the bundled model):
+        any bar up to 4 quarter notes, as before — read as a 4/4 bar cut short, since such a
+        model only learned 4/4 (a warning says so) — and nothing longer."""
+        meter = as_meter(meter)
+        num, den = meter
+        if num < 1 or den not in (1, 2, 4, 8, 16, 32):
+            raise ValueError(f"{format_meter(meter)} is not a meter")
+        if self.has_meters:
+            if meter not in self.meter_ids:
+                known = ", ".join(format_meter(m) for m in self.meters)
+                raise ValueError(
+                    f"this model knows the meters {known}; {format_meter(meter)} is not one "
+                    "of them (it has no TimeSig token for it)"
+                )
+            return meter
+        beats = meter_beats(meter)
+        if beats > self.max_beats_per_bar + 1e-9:
             raise ValueError(
-                f"a bar of {beats_per_bar:g} beats is longer than this model's vocabulary "
-                f"holds ({self.max_beats_per_bar:g} beats: 4/4, 3/4, 2/4, 6/8, 7/8 and shorter)"
+                f"this model has no time-signature tokens: it knows only 4/4 bars and plays "
+                f"shorter meters (3/4, 2/4, 6/8, 7/8) as a 4/4 bar cut short; a bar of "
+                f"{format_meter(meter)} ({beats:g} beats) is longer than it can hold. Use a "
+                f"model trained with time signatures for {format_meter(meter)}"
             )
+        return meter
+
+    def meter_token(self, meter: Meter) -> int | None:
+        """The TimeSig token of ``meter`` (None: legacy vocabulary); ValueError if it has
+        TimeSig tokens but not that one."""
+        if not self.has_meters:
+            return None
+        return self.meter_ids[self.check_meter(meter)]
+
+    # -- styles ------------------------------------------------------------------------------
+    @property
+    def has_styles(self) -> bool:
+        return bool(self.style_ids)
+
+    def style_token(self, style: str | None) -> int | None:
+        """The Style token of ``style`` (None or ``auto``: the ``none`` style); None for a
+        vocabulary without styles. ValueError for a style it has no token for."""
+        if not self.has_styles:
+            return None
+        name = NONE if style in (None, "auto") else str(style)
+        if name not in self.style_ids:
+            known = ", ".join(self.style_ids)
+            raise ValueError(f"unknown style {name!r}; this model knows {known}")
+        return self.style_ids[name]
 
     @classmethod
     def from_tokenizer(cls, tokenizer: REMI) -> Vocab:
@@ -171,6 +328,9 @@ class Vocab:
         types = np.full(size, -1, dtype=np.int8)
         values = np.zeros(size, dtype=np.int32)
         duration_beats = np.zeros(size, dtype=np.float32)
+        bar_beats = np.zeros(size, dtype=np.float32)
+        meter_ids: dict[Meter, int] = {}
+        style_ids: dict[str, int] = {}
         positions_per_beat = max(tokenizer.config.beat_res.values())
         for token, idx in vocab.items():
             prefix, _, value = token.partition("_")
@@ -190,6 +350,12 @@ class Vocab:
                 beats, sub, res = (int(x) for x in value.split("."))
                 duration_beats[idx] = beats + sub / res
                 values[idx] = round(duration_beats[idx] * positions_per_beat)
+            elif kind == TokenType.TIME_SIG:
+                meter = as_meter(value)
+                meter_ids[meter] = idx
+                bar_beats[idx] = meter_beats(meter)
+            elif kind == TokenType.STYLE:
+                style_ids[value] = idx
         if (types < 0).any():
             raise ValueError("vocabulary has gaps in its ids")
         return cls(
@@ -201,6 +367,9 @@ class Vocab:
             bos_id=vocab["BOS_None"],
             eos_id=vocab["EOS_None"],
             bar_id=vocab["Bar_None"],
+            meter_ids=meter_ids,
+            bar_beats=bar_beats,
+            style_ids=style_ids,
         )
 
 
@@ -215,6 +384,19 @@ def load_score(path: str | Path) -> Score:
         return Score(str(path))
     except Exception as exc:  # symusic raises RuntimeError/ValueError on broken files
         raise ValueError(f"cannot read MIDI file {path}: {exc}") from exc
+
+
+def score_meters(score: Score) -> list[Meter]:
+    """The meters of a score's time signatures in order (none written: 4/4, as MIDI says)."""
+    meters = [(ts.numerator, ts.denominator) for ts in score.time_signatures]
+    return meters or [(4, 4)]
+
+
+def set_meter(score: Score, meter: Meter) -> Score:
+    """Give ``score`` one time signature, ``meter`` from its start (in place; returned)."""
+    score.time_signatures.clear()
+    score.time_signatures.append(TimeSignature(0, meter[0], meter[1]))
+    return score
 
 
 def score_to_ids(tokenizer: REMI, score: Score) -> np.ndarray:
@@ -235,6 +417,17 @@ def ids_to_score(tokenizer: REMI, ids: Sequence[int] | np.ndarray) -> Score:
     if not ids:
         return Score(tokenizer.time_division)
     return tokenizer.decode(ids)
+
+
+def context_meter(vocab: Vocab, ids: Sequence[int] | np.ndarray) -> Meter:
+    """The meter of the last bar of ``ids``: its TimeSig token's, else 4/4 (a legacy
+    vocabulary, or no TimeSig token in ``ids``)."""
+    if vocab.has_meters:
+        ids = np.asarray(ids)
+        found = np.flatnonzero(vocab.types[ids] == TokenType.TIME_SIG)
+        if len(found):
+            return vocab.meter_of_token(int(ids[found[-1]]))
+    return (4, 4)
 
 
 def bar_starts(ids: np.ndarray, bar_id: int) -> np.ndarray:

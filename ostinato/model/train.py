@@ -1,7 +1,10 @@
 """Training: ``ostinato train CORPUS_DIR --out RUN_DIR``.
 
-Bar-aligned random windows from the corpus arrays (``BOS`` then the tokens from a ``Bar``),
-random transposition of pitched notes (drums untouched), AdamW, cosine schedule with warm-up,
+Bar-aligned random windows from the corpus arrays (``BOS`` then the tokens from a ``Bar``;
+with a tokenizer that has style tokens, ``BOS``, the file's ``Style`` token — replaced by
+``Style_none`` with probability ``style_dropout``, so the model also learns to play without a
+style and classifier-free guidance can compare both — then the tokens), random transposition
+of pitched notes (drums untouched), AdamW, cosine schedule with warm-up,
 gradient clipping, optional label smoothing, bf16 autocast + TF32 on CUDA. Every
 ``eval_every`` steps: validation loss; every ``checkpoint_every`` steps and on Ctrl-C: a
 checkpoint holding the model, optimizer, scheduler, step and every RNG, so ``--resume``
@@ -31,6 +34,7 @@ from tqdm import tqdm
 
 from ostinato.model.corpus import CorpusSplit
 from ostinato.model.network import Decoder, ModelConfig, config_for
+from ostinato.model.style import NONE, style_of
 from ostinato.model.tokens import TOKENIZER_FILE, TokenType, Vocab, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -54,6 +58,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     dropout: float = 0.1
     transpose: int = MAX_TRANSPOSE  # ± semitones of random transposition; 0 = off
+    style_dropout: float = 0.15  # share of windows whose style token is Style_none
     eval_every: int = 250
     eval_batches: int = 20
     checkpoint_every: int = 500
@@ -68,16 +73,52 @@ class TrainConfig:
             raise ValueError("transpose must be in 0..11 semitones")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError("label_smoothing must be in [0, 1)")
+        if not 0.0 <= self.style_dropout <= 1.0:
+            raise ValueError("style_dropout must be in [0, 1]")
+
+
+def file_styles(corpus_dir: str | Path, split: str) -> list[str]:
+    """The style of each file of a corpus split: ``{split}_styles.txt``, or for a corpus
+    built before styles, :func:`style_of` of each path in ``{split}_files.txt``."""
+    d = Path(corpus_dir)
+    styles = d / f"{split}_styles.txt"
+    if styles.is_file():
+        return styles.read_text().splitlines()
+    files = d / f"{split}_files.txt"
+    return [style_of(p) for p in files.read_text().splitlines()] if files.is_file() else []
 
 
 class WindowSampler:
-    """Random bar-aligned training windows with transposition, from one corpus split."""
+    """Random bar-aligned training windows with transposition, from one corpus split.
 
-    def __init__(self, split: CorpusSplit, vocab: Vocab, seq_len: int, transpose: int) -> None:
+    ``styles``: each file's style (a vocabulary with style tokens; missing or unknown: none),
+    whose token follows ``BOS``; ``style_dropout``: the chance it is ``Style_none`` instead."""
+
+    def __init__(
+        self,
+        split: CorpusSplit,
+        vocab: Vocab,
+        seq_len: int,
+        transpose: int,
+        styles: list[str] | None = None,
+        style_dropout: float = 0.0,
+    ) -> None:
         if len(split.bars) == 0:
             raise ValueError("the corpus split has no bars")
         self.split, self.vocab, self.seq_len, self.transpose = split, vocab, seq_len, transpose
         self.bar_file_end = split.file_end_of(split.bars)
+        self.style_dropout = style_dropout
+        self.bar_style: np.ndarray | None = None  # the style token of each bar's file
+        if vocab.has_styles:
+            none = vocab.style_ids[NONE]
+            names = list(styles or [])
+            per_file = np.array(
+                [vocab.style_ids.get(names[f], none) if f < len(names) else none
+                 for f in range(len(split.files))], dtype=np.int64,
+            )  # fmt: skip
+            bar_file = np.searchsorted(split.files[:, 0], split.bars, side="right") - 1
+            self.bar_style = per_file[bar_file] if len(per_file) else np.full(len(bar_file), none)
+            self.none_style = none
         pitched = vocab.types == TokenType.PITCH
         self.is_pitch = pitched
         pitch_values = vocab.values[pitched]
@@ -98,9 +139,14 @@ class WindowSampler:
         out[:, 0] = self.vocab.bos_id
         picks = rng.integers(0, len(self.split.bars), size=batch_size)
         shifts = rng.integers(-self.transpose, self.transpose + 1, size=batch_size)
+        first = 1  # where the window's tokens start
+        if self.bar_style is not None:  # BOS, Style (dropped to none now and then), tokens
+            dropped = rng.random(batch_size) < self.style_dropout
+            out[:, 1] = np.where(dropped, self.none_style, self.bar_style[picks])
+            first = 2
         for row, (pick, shift) in enumerate(zip(picks, shifts, strict=True)):
             start = int(self.split.bars[pick])
-            end = min(start + L, int(self.bar_file_end[pick]))
+            end = min(start + L + 1 - first, int(self.bar_file_end[pick]))
             window = np.asarray(self.split.tokens[start:end], dtype=np.int64)
             if self.transpose:
                 pitches = self.vocab.values[window[self.is_pitch[window]]]
@@ -111,7 +157,7 @@ class WindowSampler:
                         )
                     )
                 window = self.table[shift + self.transpose, window]
-            out[row, 1 : 1 + len(window)] = window
+            out[row, first : first + len(window)] = window
         return out
 
 
@@ -227,10 +273,15 @@ class Trainer:
         elif self.is_main:
             shutil.copy(self.corpus_dir / TOKENIZER_FILE, self.run_dir / TOKENIZER_FILE)
         train = WindowSampler(
-            CorpusSplit.load(self.corpus_dir, "train"), self.vocab, seq_len, cfg.transpose
-        )
+            CorpusSplit.load(self.corpus_dir, "train"), self.vocab, seq_len, cfg.transpose,
+            file_styles(self.corpus_dir, "train"), cfg.style_dropout,
+        )  # fmt: skip
         val_split = CorpusSplit.load(self.corpus_dir, "validation")
-        val = WindowSampler(val_split, self.vocab, seq_len, 0) if len(val_split.bars) else None
+        val = (
+            WindowSampler(val_split, self.vocab, seq_len, 0, file_styles(self.corpus_dir,
+                          "validation"))  # the files' styles, never dropped
+            if len(val_split.bars) else None
+        )  # fmt: skip
 
         net = DistributedDataParallel(model) if self.distributed else model
         amp = self.device.type == "cuda"

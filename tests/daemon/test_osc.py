@@ -86,6 +86,11 @@ GOOD = [
     ("phrase_bars", (4,), "phrase_bars", 4),
     ("seed", (5,), "seed", 5),
     ("seed", ("none",), "seed", "none"),
+    ("style", ("lofi",), "style", "lofi"),
+    ("style", ("auto",), "style", "auto"),
+    ("style", ("none",), "style", "none"),
+    ("guidance", (1.5,), "guidance", 1.5),
+    ("guidance", (0,), "guidance", 0.0),
 ]  # fmt: skip
 
 
@@ -108,6 +113,9 @@ BAD = [  # the whole reason, as the schema words it (the config file's words, OS
     ("top_k", (2.5,), "top_k must be a whole number ≥ 0, got 2.5"),
     ("key_lock", (2,), "key_lock must be 1 or 0 (on or off), got 2"),
     ("key_lock", ("maybe",), "key_lock must be 1 or 0 (on or off), got 'maybe'"),
+    ("style", ("polka",), "style must be one of house, techno, hiphop, dnb, pop, lofi, lied, "
+                          "quartet, drums, none or auto, got 'polka'"),
+    ("guidance", (-1.0,), "guidance must be a number from 0 to 8, got -1.0"),
     ("top_k", (-1,), "top_k must be a whole number ≥ 0, got -1"),
     ("top_p", (1.5,), "top_p must be a number greater than 0 and at most 1, got 1.5"),
     ("repetition_penalty", (0.5,), "repetition_penalty must be a number from 1 to 3, got 0.5"),

@@ -499,3 +499,24 @@ def test_screenshot_shows_the_temperature_and_the_notes(qtbot, panel, daemon):
         for y in range(0, roll.height(), 2)
     )
     assert orange > 20  # jam mode on drums and bass: Ostinato's notes, in orange
+
+
+def test_the_style_menu_follows_the_daemon_and_sends_its_choice(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    fake = StateDaemon(STATE | {"style": "lofi", "guidance": 1.5, "style_tokens": 1})
+    window = Panel("127.0.0.1", fake.port)
+    qtbot.addWidget(window)
+    try:
+        qtbot.waitUntil(lambda: bool(window.state), timeout=5000)
+        assert window.style_menu.currentText() == "lofi" and window.style_menu.isEnabled()
+        assert window.guidance.value() == 1.5
+        items = [window.style_menu.itemText(i) for i in range(window.style_menu.count())]
+        assert items[0] == "auto" and "dnb" in items and "quartet" in items
+        window.style_menu.setCurrentText("house")
+        qtbot.waitUntil(lambda: ("/ostinato/style", ["house"]) in fake.received, timeout=5000)
+        fake.push(style="auto", style_tokens=0)  # a model without style tokens
+        qtbot.waitUntil(lambda: not window.style_menu.isEnabled(), timeout=5000)
+        assert window.style_menu.currentText() == "auto" and not window.guidance.isEnabled()
+    finally:
+        window.close()
+        fake.close()

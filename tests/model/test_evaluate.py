@@ -57,8 +57,8 @@ def test_metrics_of_a_perfect_copy(tokenizer, vocab) -> None:
     assert m["in_key"] == pytest.approx(1.0)
 
 
-def test_eval_on_a_tiny_model(tiny_model_dir, tiny_corpus, tmp_path) -> None:
-    report = evaluate(tiny_model_dir, tiny_corpus, windows=3, nll_windows_count=2,
+def test_eval_on_a_tiny_model(tiny_meter_model_dir, tiny_corpus, tmp_path) -> None:
+    report = evaluate(tiny_meter_model_dir, tiny_corpus, windows=3, nll_windows_count=2,
                       nll_length=64, progress=False)  # fmt: skip
     lk = report["likelihood"]
     assert lk["tokens"] == 128
@@ -73,13 +73,19 @@ def test_eval_on_a_tiny_model(tiny_model_dir, tiny_corpus, tmp_path) -> None:
     assert len(CorpusSplit.load(tiny_corpus, "validation").files) >= 1
 
 
-def test_eval_cli_writes_json(tiny_model_dir, tiny_corpus, tmp_path) -> None:
+def test_eval_cli_writes_json(tiny_meter_model_dir, tiny_corpus, tmp_path) -> None:
     out = tmp_path / "eval.json"
     result = subprocess.run(
-        [sys.executable, "-m", "ostinato", "eval", str(tiny_model_dir), str(tiny_corpus),
+        [sys.executable, "-m", "ostinato", "eval", str(tiny_meter_model_dir), str(tiny_corpus),
          "--windows", "2", "--nll-windows", "1", "--json", str(out), "-q"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "repeat last bar" in result.stdout
     assert json.loads(out.read_text())["windows"] == 2
+
+
+def test_eval_refuses_a_corpus_of_another_tokenizer(tiny_model_dir, tiny_corpus) -> None:
+    # the legacy model (no TimeSig, no Style tokens) and a corpus of the new language
+    with pytest.raises(ValueError, match="built with another tokenizer than the model's"):
+        evaluate(tiny_model_dir, tiny_corpus, windows=1, nll_windows_count=1, progress=False)

@@ -103,8 +103,8 @@ def _copy_of_last_pass(window: LoopWindow, vocab, tokenizer) -> dict:
     )  # fmt: skip
 
 
-def test_eval_loop_on_a_corpus(tiny_model_dir, tiny_corpus) -> None:
-    report = evaluate_loop(tiny_model_dir, tiny_corpus, windows=2, nll_windows_count=1,
+def test_eval_loop_on_a_corpus(tiny_meter_model_dir, tiny_corpus) -> None:
+    report = evaluate_loop(tiny_meter_model_dir, tiny_corpus, windows=2, nll_windows_count=1,
                            nll_length=64, progress=False)  # fmt: skip
     assert report["mode"] == "loop" and report["windows"] == 2
     assert set(report["continuation"]) == {"model", "n-gram", "repeat last bar"}
@@ -119,7 +119,7 @@ def test_eval_loop_on_a_corpus(tiny_model_dir, tiny_corpus) -> None:
     assert lk["tokens"] == 64 and lk["ngram_bits_per_token"] is not None
 
     # variation 0 plays the last pass again: the same metrics as copying it by hand
-    tokenizer = load_tokenizer(tiny_model_dir)
+    tokenizer = load_tokenizer(tiny_meter_model_dir)
     vocab = Vocab.from_tokenizer(tokenizer)
     windows = loop_windows(load_loop_set(tiny_corpus, tokenizer, vocab).files, vocab, 2, seed=0)
     expected = summarize([_copy_of_last_pass(w, vocab, tokenizer) for w in windows])
@@ -149,10 +149,10 @@ def test_eval_loop_on_midi_files_without_a_corpus(tiny_model_dir, tmp_path) -> N
     assert "no n-gram row" in table and "model v=1.0" in table and "4-gram" not in table
 
 
-def test_eval_cli_loop_mode(tiny_model_dir, tiny_corpus, tmp_path, capsys) -> None:
+def test_eval_cli_loop_mode(tiny_meter_model_dir, tiny_corpus, tmp_path, capsys) -> None:
     write_held_out(tmp_path / "loops", 1, seed=2, progress=False)
     out = tmp_path / "eval.json"
-    status = main(["eval", str(tiny_model_dir), str(tmp_path / "loops"), "--mode", "loop",
+    status = main(["eval", str(tiny_meter_model_dir), str(tmp_path / "loops"), "--mode", "loop",
                    "--corpus", str(tiny_corpus), "--variation", "0.3", "--windows", "1",
                    "--nll-windows", "1", "--json", str(out), "-q"])  # fmt: skip
     assert status == 0
@@ -160,5 +160,5 @@ def test_eval_cli_loop_mode(tiny_model_dir, tiny_corpus, tmp_path, capsys) -> No
     assert report["mode"] == "loop" and set(report["variations"]) == {"0.3"}
     assert set(report["continuation"]) == {"model", "n-gram", "repeat last bar"}
     assert "model v=0.3" in capsys.readouterr().out
-    status = main(["eval", str(tiny_model_dir), str(tiny_corpus), "--variation", "0.3"])
+    status = main(["eval", str(tiny_meter_model_dir), str(tiny_corpus), "--variation", "0.3"])
     assert status == 2  # loop-mode options without --mode loop

@@ -37,7 +37,9 @@ def test_windows_start_on_a_bar_and_transpose_only_pitched_notes(tiny_corpus) ->
     split = CorpusSplit.load(tiny_corpus, "train")
     plain = WindowSampler(split, vocab, 64, transpose=0).batch(np.random.default_rng(1), 32)
     moved = WindowSampler(split, vocab, 64, transpose=5).batch(np.random.default_rng(1), 32)
-    assert (plain[:, 0] == vocab.bos_id).all() and (plain[:, 1] == vocab.bar_id).all()
+    assert (plain[:, 0] == vocab.bos_id).all()
+    assert (plain[:, 1] == vocab.style_ids["none"]).all()  # no styles given: none
+    assert (plain[:, 2] == vocab.bar_id).all()
     kinds = vocab.types[plain]
     assert (kinds == vocab.types[moved]).all()  # same structure
     same = plain == moved
