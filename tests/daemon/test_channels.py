@@ -54,6 +54,8 @@ def test_a_jam_on_three_instruments_comes_out_on_three_channels(tmp_path) -> Non
         probe = Probe()
         server.connect(DAEMON_OUT, probe.in_port)
         server.connect(probe.out_port, DAEMON_IN)
+        # playing means listening (input before the daemon is ready is not read)
+        server.wait_for(lambda: len(probe.notes()) >= 1, 60, "Ostinato never played")
         for k in range(12):  # the musician's bass line, on channel 2
             probe.send([0x91, 40 + k % 3, 100])
             time.sleep(0.2)
