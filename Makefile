@@ -6,12 +6,13 @@ PIP ?= $(PYTHON) -m pip
 # jackd2 + jack-midi-clock: a real JACK server (dummy driver) for the MIDI tests;
 # rt-tests: cyclictest, the OS wake-up floor `ostinato bench --realtime` reports;
 # xvfb, xauth and the X/GL libraries Qt's xcb platform loads: the panel's tests open a real
-# window; systemd (systemd-analyze) and desktop-file-utils check the files in packaging/.
+# window; systemd (systemd-analyze) and desktop-file-utils check the files in packaging/;
+# iproute2 + util-linux (ip, unshare): the Ableton Link tests run in a private network namespace.
 DEBIAN_PACKAGES = jackd2 jack-midi-clock rt-tests \
   xvfb xauth libegl1 libgl1 libfontconfig1 libdbus-1-3 libxkbcommon-x11-0 libxcb-cursor0 \
   libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0 libxcb-randr0 \
   libxcb-render-util0 libxcb-image0 \
-  systemd desktop-file-utils
+  systemd desktop-file-utils iproute2 util-linux
 
 .PHONY: help install deps debian-deps test lint format check corpus
 
