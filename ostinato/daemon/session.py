@@ -40,6 +40,7 @@ take of its own is told to the hooks in :attr:`Session.markers` as ``(beat, text
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import threading
@@ -406,6 +407,8 @@ class Session:
         shift = 0.0
         margin = FALLBACK_MARGIN_S + self.latency_s
         fallback = self._fallback_source(next_bar)
+        # the fallback's onsets, sorted once: per note only a bisect
+        onsets = sorted(off for off, *_ in fallback.notes) if fallback is not None else []
         t_gen = self.now()
         notes = engine.generate(1, sampler, grammar, tokens, prior)
         for note in notes:
@@ -428,14 +431,11 @@ class Session:
             if count == 0:
                 t_first = now
             count += 1
-            if fallback is not None and tempo is not None:
+            k = bisect.bisect_right(onsets, note.start_beats + 1e-9)
+            if k < len(onsets) and tempo is not None:
                 # falling behind: the fallback's next note would be missed at this pace
                 per_note = 1.5 * (now - t_gen) / count
-                following = [off for off, *_ in fallback.notes if off > note.start_beats + 1e-9]
-                if (
-                    following
-                    and now + per_note > tempo.time_at(bar_start + following[0] + shift) - margin
-                ):
+                if now + per_note > tempo.time_at(bar_start + onsets[k] + shift) - margin:
                     late_at = note.start_beats + 1e-6
                     break
         notes.close()
