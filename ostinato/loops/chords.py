@@ -45,14 +45,24 @@ def chord_part(
     key: Key, degrees: list[int], rhythm: str, tpq: int, velocity: int, rng: np.random.Generator
 ) -> list[tuple[int, int, int, int]]:
     """Notes (tick, length, pitch, velocity) playing the diatonic chord of each bar's degree."""
-    step = tpq // 4
     size = 4 if rng.random() < 0.35 else 3  # sometimes sevenths
-    notes = []
+    voicings = []
     previous = None
+    for degree in degrees:
+        previous = voice(key.chord(degree, size), previous)
+        voicings.append(previous)
+    return play_voicings(voicings, rhythm, tpq, velocity, rng)
+
+
+def play_voicings(
+    voicings: list[list[int]], rhythm: str, tpq: int, velocity: int, rng: np.random.Generator
+) -> list[tuple[int, int, int, int]]:
+    """Notes (tick, length, pitch, velocity) of voiced chords, one a bar, in ``rhythm``: block
+    chords, or an arpeggio up and down (``arp…``)."""
+    step = tpq // 4
+    notes = []
     arp = rhythm.startswith("arp")
-    for bar, degree in enumerate(degrees):
-        pitches = voice(key.chord(degree, size), previous)
-        previous = pitches
+    for bar, pitches in enumerate(voicings):
         order = pitches + pitches[-2:0:-1]  # up and down
         for i, (start, length) in enumerate(RHYTHMS[rhythm]):
             tick = (bar * 16 + start) * step

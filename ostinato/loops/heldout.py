@@ -242,22 +242,7 @@ def _chord_notes(
     voicings: list[list[int]], rhythm: str, velocity: int, rng: np.random.Generator
 ) -> list[tuple[int, int, int, int]]:
     """One loop's chord part: as :func:`chords.chord_part`, from voiced chords."""
-    step = TPQ // 4
-    notes = []
-    arp = rhythm.startswith("arp")
-    for bar, pitches in enumerate(voicings):
-        order = pitches + pitches[-2:0:-1]
-        for i, (start, length) in enumerate(chords.RHYTHMS[rhythm]):
-            tick = (bar * 16 + start) * step
-            accent = 6 if start % 4 == 0 else 0
-            if arp:
-                vel = int(np.clip(velocity - 6 + accent + rng.normal(0, 5), 1, 127))
-                notes.append((tick, length * step, order[i % len(order)], vel))
-            else:
-                for pitch in pitches:
-                    vel = int(np.clip(velocity - 10 + accent + rng.normal(0, 4), 1, 127))
-                    notes.append((tick, length * step - step // 4, pitch, vel))
-    return notes
+    return chords.play_voicings(voicings, rhythm, TPQ, velocity, rng)
 
 
 def _in_range(
