@@ -104,6 +104,8 @@ def _add_train(sub) -> None:
     p.add_argument("--transpose", type=int, help="± semitones of random transposition")
     p.add_argument("--style-dropout", type=float,
                    help="share of windows whose style token is 'none' (default 0.15)")  # fmt: skip
+    p.add_argument("--no-pack", dest="pack", action="store_const", const=False,
+                   help="PAD windows past their file's end (default: pack more files)")  # fmt: skip
     p.add_argument("--eval-every", type=int)
     p.add_argument("--eval-batches", type=int)
     p.add_argument("--checkpoint-every", type=int)

@@ -540,6 +540,11 @@ class CorpusSplit:
             bars=np.load(d / f"{split}_bars.npy"),
         )
 
+    def file_start_of(self, token_index: np.ndarray) -> np.ndarray:
+        """Start of the file that holds each token index."""
+        starts = self.files[:, 0]
+        return starts[np.searchsorted(starts, token_index, side="right") - 1]
+
     def file_end_of(self, token_index: np.ndarray) -> np.ndarray:
         """End (exclusive) of the file that holds each token index."""
         starts = self.files[:, 0]

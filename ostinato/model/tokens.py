@@ -45,7 +45,10 @@ DEFAULT_VELOCITY_BINS = 16
 DEFAULT_PITCH_RANGE = (21, 109)  # piano range, upper bound exclusive (miditok convention)
 SPECIAL_TOKENS = ("PAD", "BOS", "EOS")
 #: The meters a new tokenizer has TimeSig tokens for, as (numerator, denominator).
-METERS = ((2, 4), (3, 4), (4, 4), (5, 4), (6, 8), (7, 8), (9, 8), (12, 8))
+#: Half-note meters count 8 positions per half (16ths), eighth-note meters 8 per eighth.
+METERS = (
+    (2, 2), (3, 2), (2, 4), (3, 4), (4, 4), (5, 4), (6, 4), (3, 8), (6, 8), (7, 8), (9, 8), (12, 8),
+)  # fmt: skip
 #: A meter: (numerator, denominator), e.g. (7, 8).
 Meter = tuple[int, int]
 

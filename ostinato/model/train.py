@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ostinato.model.corpus import CorpusSplit
-from ostinato.model.network import Decoder, ModelConfig, config_for
+from ostinato.model.network import SIZES, Decoder, ModelConfig, config_for
 from ostinato.model.style import NONE, style_of
 from ostinato.model.tokens import TOKENIZER_FILE, TokenType, Vocab, load_tokenizer
 
@@ -59,6 +59,7 @@ class TrainConfig:
     dropout: float = 0.1
     transpose: int = MAX_TRANSPOSE  # ± semitones of random transposition; 0 = off
     style_dropout: float = 0.15  # share of windows whose style token is Style_none
+    pack: bool = True  # fill windows past their file's end with more files (WindowSampler)
     eval_every: int = 250
     eval_batches: int = 20
     checkpoint_every: int = 500
@@ -92,7 +93,11 @@ class WindowSampler:
     """Random bar-aligned training windows with transposition, from one corpus split.
 
     ``styles``: each file's style (a vocabulary with style tokens; missing or unknown: none),
-    whose token follows ``BOS``; ``style_dropout``: the chance it is ``Style_none`` instead."""
+    whose token follows ``BOS``; ``style_dropout``: the chance it is ``Style_none`` instead;
+    ``pack``: fill a window past its file's end with more files (:meth:`batch`)."""
+
+    #: The least room worth packing another file into.
+    MIN_PACK = 16
 
     def __init__(
         self,
@@ -102,12 +107,13 @@ class WindowSampler:
         transpose: int,
         styles: list[str] | None = None,
         style_dropout: float = 0.0,
+        pack: bool = False,
     ) -> None:
         if len(split.bars) == 0:
             raise ValueError("the corpus split has no bars")
         self.split, self.vocab, self.seq_len, self.transpose = split, vocab, seq_len, transpose
         self.bar_file_end = split.file_end_of(split.bars)
-        self.style_dropout = style_dropout
+        self.style_dropout, self.pack = style_dropout, pack
         self.bar_style: np.ndarray | None = None  # the style token of each bar's file
         if vocab.has_styles:
             none = vocab.style_ids[NONE]
@@ -132,8 +138,11 @@ class WindowSampler:
             self.table[row, pitched] = id_of_pitch[shifted]
 
     def batch(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
-        """(batch_size, seq_len + 1) int64: BOS, then tokens from a random bar; PAD past the
-        end of the file."""
+        """(batch_size, seq_len + 1) int64: BOS, then tokens from a random bar. Where the file
+        ends before the window does, ``pack`` fills the rest with whole files from their start
+        (each again ``BOS``, its style, its tokens; the window's one transposition), so short
+        files (a Groove MIDI beat, a 4-bar loop) do not leave most of a long window as PAD;
+        without ``pack``, or with less than :attr:`MIN_PACK` tokens of room, PAD."""
         L = self.seq_len
         out = np.full((batch_size, L + 1), self.vocab.pad_id, dtype=np.int64)
         out[:, 0] = self.vocab.bos_id
@@ -147,18 +156,33 @@ class WindowSampler:
         for row, (pick, shift) in enumerate(zip(picks, shifts, strict=True)):
             start = int(self.split.bars[pick])
             end = min(start + L + 1 - first, int(self.bar_file_end[pick]))
-            window = np.asarray(self.split.tokens[start:end], dtype=np.int64)
-            if self.transpose:
-                pitches = self.vocab.values[window[self.is_pitch[window]]]
-                if len(pitches):  # keep every note in range: shrink the shift if needed
-                    shift = int(
-                        np.clip(
-                            shift, self.pitch_low - pitches.min(), self.pitch_high - pitches.max()
-                        )
-                    )
-                window = self.table[shift + self.transpose, window]
-            out[row, first : first + len(window)] = window
+            at = self._put(out[row], first, start, end, int(shift))
+            while self.pack and L + 1 - at >= self.MIN_PACK:
+                nxt = int(rng.integers(0, len(self.split.bars)))  # a file, by its bars
+                file_start = int(self.split.file_start_of(self.split.bars[nxt : nxt + 1])[0])
+                out[row, at] = self.vocab.bos_id
+                at += 1
+                if self.bar_style is not None:
+                    drop = rng.random() < self.style_dropout
+                    out[row, at] = self.none_style if drop else self.bar_style[nxt]
+                    at += 1
+                end = min(file_start + L + 1 - at, int(self.bar_file_end[nxt]))
+                at = self._put(out[row], at, file_start, end, int(shift))
         return out
+
+    def _put(self, row: np.ndarray, at: int, start: int, end: int, shift: int) -> int:
+        """Copy corpus tokens [start, end) into ``row`` from ``at``, transposed by ``shift``
+        (made smaller where a note would leave the pitch range); return where they end."""
+        window = np.asarray(self.split.tokens[start:end], dtype=np.int64)
+        if self.transpose:
+            pitches = self.vocab.values[window[self.is_pitch[window]]]
+            if len(pitches):  # keep every note in range: shrink the shift if needed
+                shift = int(
+                    np.clip(shift, self.pitch_low - pitches.min(), self.pitch_high - pitches.max())
+                )
+            window = self.table[shift + self.transpose, window]
+        row[at : at + len(window)] = window
+        return at + len(window)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -235,11 +259,12 @@ class Trainer:
 
     def _build(self, model_args: dict | None):
         cfg = self.cfg
-        mcfg = (
-            ModelConfig(**model_args)
-            if model_args
-            else config_for(cfg.size, self.vocab.size, dropout=cfg.dropout)
-        )
+        if model_args:
+            mcfg = ModelConfig(**model_args)
+        else:  # a longer --seq-len than the size's window widens it (positions are rotary)
+            window = max(cfg.seq_len, SIZES[cfg.size]["max_seq_len"]) if cfg.size in SIZES else 0
+            mcfg = config_for(cfg.size, self.vocab.size, dropout=cfg.dropout,
+                              **({"max_seq_len": window} if window else {}))  # fmt: skip
         seq_len = cfg.seq_len or mcfg.max_seq_len
         if seq_len > mcfg.max_seq_len:
             raise ValueError(f"seq_len {seq_len} > the model's max_seq_len {mcfg.max_seq_len}")
@@ -274,12 +299,12 @@ class Trainer:
             shutil.copy(self.corpus_dir / TOKENIZER_FILE, self.run_dir / TOKENIZER_FILE)
         train = WindowSampler(
             CorpusSplit.load(self.corpus_dir, "train"), self.vocab, seq_len, cfg.transpose,
-            file_styles(self.corpus_dir, "train"), cfg.style_dropout,
+            file_styles(self.corpus_dir, "train"), cfg.style_dropout, cfg.pack,
         )  # fmt: skip
         val_split = CorpusSplit.load(self.corpus_dir, "validation")
         val = (
             WindowSampler(val_split, self.vocab, seq_len, 0, file_styles(self.corpus_dir,
-                          "validation"))  # the files' styles, never dropped
+                          "validation"), 0.0, cfg.pack)  # the files' styles, never dropped
             if len(val_split.bars) else None
         )  # fmt: skip
 
