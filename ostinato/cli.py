@@ -279,7 +279,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     else:
         if args.corpus or args.variation:
             raise CommandError("--corpus and --variation are for --mode loop")
-        report = evaluate(args.model, args.data_dir, **common)
+        report = evaluate(args.model, args.data_dir, split=args.split, **common)
     print(format_table(report))
     if args.json:
         _write_json(report, args.json)
@@ -531,6 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="loop mode: copy-prior variations (default 0,0.3,0.6,1)")  # fmt: skip
     ev.add_argument("--windows", type=int, default=48, help="held-out continuation windows")
     ev.add_argument("--nll-windows", type=int, default=32, help="likelihood windows")
+    ev.add_argument("--split", choices=("validation", "heldout"), default="validation",
+                    help="continuation mode: the corpus split to score (heldout: what "
+                         "`data build --hold-out` kept out) (default validation)")  # fmt: skip
     ev.add_argument("--json", help="also write the report to this JSON file")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_generation_options(ev, programs_help=None, seed=0)

@@ -398,15 +398,20 @@ def evaluate(
     progress: bool = True,
     style: str | None = None,
     guidance: float = 0.0,
+    split: str = "validation",
 ) -> dict:
-    """The report of (a), (b) and (c) above. ``style``/``guidance``: what the model is asked
-    for in every window (models with style tokens; see :class:`Engine`)."""
+    """The report of (a), (b) and (c) above, on ``split`` of the corpus (``validation``, or
+    ``heldout``: what ``ostinato data build --hold-out`` kept out of training and validation).
+    ``style``/``guidance``: what the model is asked for in every window (models with style
+    tokens; see :class:`Engine`)."""
     engine = Engine(model_dir, device="cpu")
     engine.set_style(style)
     vocab, tokenizer = engine.vocab, engine.tokenizer
     check_corpus(tokenizer, data_dir)
     train = CorpusSplit.load(data_dir, "train")
-    val = CorpusSplit.load(data_dir, "validation")
+    val = CorpusSplit.load(data_dir, split)
+    if len(val.files) == 0:
+        raise ValueError(f"the corpus {data_dir} has no {split} split")
     ngram = NGramModel(ngram_order, vocab.size).fit(train.tokens, train.files[:, 0])
 
     # (a) likelihood, token by token through the engine's decode path
@@ -420,10 +425,11 @@ def evaluate(
     ]
     pairs = continuation_windows(val, vocab.bar_id, windows, seed)
     if not pairs:
-        raise ValueError("the validation split has no file of 8 bars or more to continue")
+        raise ValueError(f"the {split} split has no file of 8 bars or more to continue")
     summary = score_continuations(continuers, pairs, vocab, tokenizer, seed, progress)
     return {
         "mode": "continuation",
+        "split": split,
         "model": str(model_dir),
         "data": str(data_dir),
         "windows": len(pairs),
@@ -452,7 +458,11 @@ TABLE_COLUMNS = (
 def format_table(report: dict) -> str:
     lk = report["likelihood"]
     loop = report.get("mode") == "loop"
-    where = f"likelihood on the {report['likelihood_data']}" if loop else "validation likelihood"
+    where = (
+        f"likelihood on the {report['likelihood_data']}"
+        if loop
+        else f"{report.get('split', 'validation')} likelihood"
+    )
     lines = [
         f"{where} ({lk['tokens']} tokens, {lk['bars']} bars):",
         f"  model   {lk['model_bits_per_token']:.3f} bits/token  "

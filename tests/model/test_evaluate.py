@@ -89,3 +89,24 @@ def test_eval_refuses_a_corpus_of_another_tokenizer(tiny_model_dir, tiny_corpus)
     # the legacy model (no TimeSig, no Style tokens) and a corpus of the new language
     with pytest.raises(ValueError, match="built with another tokenizer than the model's"):
         evaluate(tiny_model_dir, tiny_corpus, windows=1, nll_windows_count=1, progress=False)
+
+
+def test_eval_scores_the_held_out_split(tiny_meter_model_dir, tmp_path) -> None:
+    """`--split heldout` scores what `data build --hold-out` kept out of training; a corpus
+    without that split is refused with the reason, and the validation split stays the default."""
+    from ostinato.model.corpus import build_corpus
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(6):
+        make_band_score(bars=9, transpose=i - 3).dump_midi(str(src / f"loop{i}.mid"))
+    build_corpus(src, tmp_path / "held", validation_fraction=0.2, workers=1, progress=False,
+                 hold_out=["loop0.mid", "loop1.mid"])  # fmt: skip
+    report = evaluate(tiny_meter_model_dir, tmp_path / "held", windows=2, nll_windows_count=1,
+                      nll_length=64, progress=False, split="heldout")  # fmt: skip
+    assert report["split"] == "heldout" and report["windows"] == 2  # both held-out files
+    assert report["likelihood"]["tokens"] == 64
+    build_corpus(src, tmp_path / "plain", validation_fraction=0.2, workers=1, progress=False)
+    with pytest.raises(FileNotFoundError, match=r"heldout_tokens\.npy missing"):
+        evaluate(tiny_meter_model_dir, tmp_path / "plain", windows=1, nll_windows_count=1,
+                 progress=False, split="heldout")  # fmt: skip

@@ -105,3 +105,33 @@ def test_torchrun_ddp_with_two_cpu_processes(tiny_corpus, tmp_path) -> None:
     assert len(ckpt["rng"]["numpy"]) == 2  # one data stream per rank, both saved
     assert ckpt["rng"]["numpy"][0] != ckpt["rng"]["numpy"][1]
     assert "2 process(es)" in result.stderr
+
+
+def test_packed_windows_fill_with_whole_files_from_their_start(tiny_corpus) -> None:
+    """Past its file's end a window goes on with other files, each from its start (BOS, its
+    style, its first Bar), one transposition for the window; unpacked, it is PAD there."""
+    vocab = Vocab.from_tokenizer(load_tokenizer(tiny_corpus))
+    split = CorpusSplit.load(tiny_corpus, "train")
+    longest = int(split.files[:, 1].max())
+    L = longest * 3  # longer than any file: every window must pack
+    plain = WindowSampler(split, vocab, L, transpose=0).batch(np.random.default_rng(3), 16)
+    packed = WindowSampler(split, vocab, L, transpose=0, pack=True).batch(
+        np.random.default_rng(3), 16
+    )
+    assert (plain == vocab.pad_id).mean() > 0.5
+    starts = {int(s) for s in split.files[:, 0]}
+    for p_row, row in zip(plain, packed, strict=True):
+        kept = p_row != vocab.pad_id
+        assert (row[kept] == p_row[kept]).all()  # the first file as without packing
+        bos = np.flatnonzero(row == vocab.bos_id)
+        assert len(bos) >= 3 and bos[0] == 0
+        tail_pad = np.flatnonzero(row == vocab.pad_id)
+        assert len(tail_pad) < WindowSampler.MIN_PACK  # no room worth a file is left
+        for b in bos[1:]:  # BOS, Style_none (no styles given), then a file from its start
+            assert row[b + 1] == vocab.style_ids["none"] and row[b + 2] == vocab.bar_id
+            seg_end = next((int(x) for x in bos if x > b), len(row))
+            seg = row[b + 2 : seg_end]
+            seg = seg[seg != vocab.pad_id]
+            assert any(np.array_equal(split.tokens[s : s + len(seg)], seg) for s in starts), (
+                "a packed segment is not the start of a corpus file"
+            )
