@@ -264,11 +264,27 @@ def _variations(text: str) -> tuple[float, ...]:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from ostinato.model.evaluate import evaluate, format_table
 
+    if args.windows is None:
+        args.windows = 4 if args.mode == "jam" else 48
     common = dict(
         windows=args.windows, nll_windows_count=args.nll_windows, seed=args.seed,
         settings=_settings_from(args), key_lock=args.key_lock, progress=not args.quiet,
         style=args.style, guidance=args.guidance,
     )  # fmt: skip
+    if args.mode == "jam":
+        from ostinato.model.evaluate_jam import evaluate_jam, format_jam
+
+        if args.corpus or args.variation:
+            raise CommandError("--corpus and --variation are for --mode loop")
+        jam = evaluate_jam(
+            args.model, args.data_dir, split=args.split, jams=args.windows, bars=args.bars,
+            seed=args.seed, settings=common["settings"], key_lock=args.key_lock,
+            progress=not args.quiet, style=args.style, guidance=args.guidance,
+        )  # fmt: skip
+        print(format_jam(jam))
+        if args.json:
+            _write_json(jam, args.json)
+        return 0
     if args.mode == "loop":
         from ostinato.model.evaluate_loop import DEFAULT_VARIATIONS, evaluate_loop
 
@@ -522,17 +538,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("model", help="model folder")
     ev.add_argument("data_dir", help="corpus folder made by `ostinato data build` (loop "
                     "mode: or MIDI files, e.g. from `ostinato data loops --held-out`)")  # fmt: skip
-    ev.add_argument("--mode", choices=["continuation", "loop"], default="continuation",
+    ev.add_argument("--mode", choices=["continuation", "loop", "jam"], default="continuation",
                     help="continuation: 4 bars → the next 4; loop: one pass of each loop → "
-                    "the next pass, varied by the copy prior (default continuation)")  # fmt: skip
+                    "the next pass, varied by the copy prior; jam: 4 bars → BARS bars played "
+                    "self-fed (density over time), and bars in every meter of the model "
+                    "(default continuation)")  # fmt: skip
+    ev.add_argument("--bars", type=int, default=200, help="jam mode: bars per jam (default 200)")
     ev.add_argument("--corpus", help="loop mode, MIDI files as DATA_DIR: corpus folder whose "
                     "train split fits the n-gram (default: the model's, if known)")  # fmt: skip
     ev.add_argument("--variation", type=_variations, metavar="V[,V…]",
                     help="loop mode: copy-prior variations (default 0,0.3,0.6,1)")  # fmt: skip
-    ev.add_argument("--windows", type=int, default=48, help="held-out continuation windows")
+    ev.add_argument("--windows", type=int,
+                    help="held-out continuation windows, or jams in jam mode (default 48; "
+                         "jam: 4)")  # fmt: skip
     ev.add_argument("--nll-windows", type=int, default=32, help="likelihood windows")
     ev.add_argument("--split", choices=("validation", "heldout"), default="validation",
-                    help="continuation mode: the corpus split to score (heldout: what "
+                    help="continuation and jam modes: the corpus split (heldout: what "
                          "`data build --hold-out` kept out) (default validation)")  # fmt: skip
     ev.add_argument("--json", help="also write the report to this JSON file")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -93,6 +93,16 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.minimum(a / a.sum(), b / b.sum()).sum())
 
 
+def bar_decodes(tokenizer, vocab: Vocab, bar: np.ndarray) -> bool:
+    """Whether miditok decodes ``bar`` to a score of exactly one note per Duration token."""
+    try:
+        score = tokenizer.decode([int(t) for t in bar])
+    except Exception:  # a bar miditok cannot decode counts as a failure
+        return False
+    n_notes = sum(len(t.notes) for t in score.tracks)
+    return n_notes == int((vocab.types[bar] == TokenType.DURATION).sum())
+
+
 def continuation_metrics(
     context: list[NoteEvent],
     real: list[NoteEvent],
@@ -121,14 +131,7 @@ def continuation_metrics(
         if scale is not None and pitched
         else float("nan")
     )
-    decoded = 0
-    for bar in generated_bars:
-        try:
-            score = tokenizer.decode([int(t) for t in bar])
-            n_notes = sum(len(t.notes) for t in score.tracks)
-            decoded += int(n_notes == int((vocab.types[bar] == TokenType.DURATION).sum()))
-        except Exception:  # a bar miditok cannot decode counts as a failure
-            pass
+    decoded = sum(bar_decodes(tokenizer, vocab, bar) for bar in generated_bars)
     key = lambda bar: frozenset(  # noqa: E731
         (n.position, n.program, n.pitch) for n in parse_notes(vocab, bar)
     )
@@ -218,7 +221,14 @@ class ModelContinuer:
             prior = CopyPrior(e.vocab, [[bar] for bar in references], self.variation)
         sampler = e.sampler(self.settings, seed)
         list(e.generate(bars, sampler, grammar, tokens_out=tokens, prior=prior))
-        return np.asarray([e.vocab.bar_id, *tokens[:-1]], dtype=np.int64)
+        head = [e.vocab.bar_id]
+        if (
+            len(context) >= 2
+            and context[-2] == e.vocab.bar_id
+            and (e.vocab.types[context[-1]] == TokenType.TIME_SIG)
+        ):  # the context's last bar is empty (Bar TimeSig): the engine generated that bar
+            head.append(int(context[-1]))
+        return np.asarray([*head, *tokens[:-1]], dtype=np.int64)
 
 
 class NGramContinuer:
