@@ -47,7 +47,8 @@ def test_doctor_tells_the_truth(tmp_path) -> None:
         ready = doctor(env)
         assert ready.returncode == 0, ready.stdout
         assert "[  ok] MIDI jack: works" in ready.stdout
-        assert "vocabulary 396 = tokenizer.json, sha256 ok" in ready.stdout
+        vocab_size = json.loads((MODEL / "card.json").read_text())["model"]["vocab_size"]
+        assert f"vocabulary {vocab_size} = tokenizer.json, sha256 ok" in ready.stdout
         assert "[  ok] inference: CPU" in ready.stdout or "CUDA" in ready.stdout
         default = Path(env["HOME"]) / ".config" / "ostinato" / "config.toml"
         assert f"[  ok] config: none (defaults; `ostinato run` reads {default} " in ready.stdout
