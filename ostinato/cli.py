@@ -186,9 +186,10 @@ def _add_generation_options(
 def _cmd_export(args: argparse.Namespace) -> int:
     from ostinato.exporter.export import export_model
 
-    card = export_model(args.checkpoint, args.out, fp16=args.fp16)
+    card = export_model(args.checkpoint, args.out, fp16=args.fp16, int8=args.int8)
     print(json.dumps({k: card[k] for k in ("parameters", "window", "precision")} |
-                     {"parity": card.get("parity")}, indent=2))  # fmt: skip
+                     {"parity": card.get("parity"), "int8": card.get("int8")},
+                     indent=2))  # fmt: skip
     return 0
 
 
@@ -470,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint", help="checkpoint.pt or its run folder")
     export.add_argument("--out", required=True, help="model folder to write")
     export.add_argument("--fp16", action="store_true", help="half precision (CUDA only)")
+    export.add_argument("--int8", action="store_true",
+                        help="8-bit weights (ONNX Runtime dynamic quantization); the card "
+                             "records their greedy agreement with fp32")  # fmt: skip
     export.set_defaults(func=_cmd_export)
 
     from ostinato.settings import DAEMON, GENERATION, SETTINGS

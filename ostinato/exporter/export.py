@@ -168,6 +168,29 @@ def check_parity(
     return ParityReport(max(diffs), greedy_tokens, mismatch is None, mismatch)
 
 
+def _to_int8(model: Decoder, tokenizer, onnx_path: Path, decode_path: Path) -> dict:
+    """Quantize both graphs in place; the card's entries for them, with their agreement."""
+    from ostinato.exporter.int8 import agreement, music_prompt, quantize_file
+
+    cfg = model.config
+    fp32 = (ort_session(onnx_path), ort_session(decode_path))
+    for path in (onnx_path, decode_path):
+        quantize_file(path, path)
+    quantized = (ort_session(onnx_path), ort_session(decode_path))
+    shape = (cfg.n_layer, cfg.n_head, cfg.head_dim)
+    report = agreement(fp32, quantized, shape, music_prompt(tokenizer))
+    log.info(
+        "int8: greedy agreement with fp32 %.3f over %d steps, max |Δlogit| %.3f",
+        report["greedy_agreement"], report["greedy_steps"], report["max_abs_logit_diff"],
+    )  # fmt: skip
+    return {
+        "precision": "int8",
+        "sha256": sha256_of(onnx_path),
+        "decode_sha256": sha256_of(decode_path),
+        "int8": report,
+    }
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
@@ -185,8 +208,13 @@ def export_model(
     parity_prompt: np.ndarray | None = None,
     tolerance: float | None = None,
     extra_card: dict | None = None,
+    int8: bool = False,
 ) -> dict:
-    """Export, check parity (raises if it fails), and write the model folder. Returns the card."""
+    """Export, check parity (raises if it fails), and write the model folder. Returns the card.
+    ``int8``: then store 8-bit weights, with their agreement with fp32 in the card
+    (:mod:`ostinato.exporter.int8`)."""
+    if int8 and fp16:
+        raise ValueError("--int8 and --fp16 exclude each other")
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt)
@@ -248,6 +276,8 @@ def export_model(
         )
         if report.max_abs_logit_diff > bound or not report.greedy_identical:
             raise ValueError(f"parity check failed: {report.to_dict()}")
+    if int8:
+        card.update(_to_int8(model, tokenizer, onnx_path, decode_path))
     card.update(extra_card or {})
     (out / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     return card

@@ -120,3 +120,36 @@ def test_mismatched_tokenizer_is_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="tokenizer has"):
         export_model(ckpt, tmp_path / "model")
     assert torch.load(ckpt, weights_only=False)["step"] == 0
+
+
+def test_int8_export_stores_8_bit_weights_and_their_agreement(tmp_path) -> None:
+    """--int8: smaller graphs of the same inputs and outputs, the card says int8 with the
+    greedy agreement with fp32 measured on real music, and the engine plays them."""
+    from ostinato.engine.engine import Engine
+    from ostinato.model.grammar import GrammarConfig
+    from ostinato.model.sampling import SamplingSettings
+    from ostinato.model.tokens import new_tokenizer
+
+    ckpt = save_random_checkpoint(tmp_path / "run", size="small", seed=1, tokenizer=new_tokenizer())
+    fp32 = export_model(ckpt, tmp_path / "fp32")
+    card = export_model(ckpt, tmp_path / "int8", int8=True)
+    assert fp32["precision"] == "fp32" and card["precision"] == "int8"
+    assert card["parity"]["greedy_identical"]  # the fp32 graphs were checked first
+    report = card["int8"]
+    assert report["greedy_steps"] == 256 and report["prompt_tokens"] > 500
+    assert 0.0 <= report["greedy_agreement"] <= 1.0 and report["max_abs_logit_diff"] > 0
+    on_disk = json.loads((tmp_path / "int8" / "card.json").read_text())
+    assert on_disk["int8"] == report and on_disk["sha256"] != fp32["sha256"]
+    for name in ("model.onnx", "decode.onnx"):  # weights in 8 bits: well under half the size
+        assert (tmp_path / "int8" / name).stat().st_size < 0.5 * (
+            tmp_path / "fp32" / name
+        ).stat().st_size
+        quantized = ort.InferenceSession(str(tmp_path / "int8" / name))
+        plain = ort.InferenceSession(str(tmp_path / "fp32" / name))
+        assert [i.name for i in quantized.get_inputs()] == [i.name for i in plain.get_inputs()]
+    engine = Engine(tmp_path / "int8", device="cpu")
+    engine.reset()
+    notes = list(engine.generate(2, engine.sampler(SamplingSettings(), seed=0), GrammarConfig()))
+    assert engine.context_length > 2 and all(0 <= n.pitch < 128 for n in notes)
+    with pytest.raises(ValueError, match="exclude each other"):
+        export_model(ckpt, tmp_path / "both", int8=True, fp16=True)
