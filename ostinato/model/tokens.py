@@ -7,13 +7,14 @@ No tempo tokens (tempo comes from the DAW), no chord tokens.
 
 Two generations of the language, told apart by the tokenizer file:
 
-* **legacy** (the bundled model): no time-signature and no style tokens. Every bar is read as
-  4/4; the bar length is a property of the session (:meth:`Vocab.positions_per_bar`).
-* **meters and styles** (:func:`new_tokenizer`'s default): miditok's ``TimeSig`` token after
-  every ``Bar``, for the meters of :data:`METERS`. As in miditok, ``Position`` and ``Duration``
-  count in beats of the meter's denominator: ``positions_per_beat`` positions per quarter in
-  n/4, per eighth in n/8 (so a 7/8 bar has 7 × 8 positions, a 3/4 bar 3 × 8). The style tokens
-  are miditok *special tokens* (``Style_house`` …, right after PAD/BOS/EOS in the vocabulary):
+* **legacy** (the first bundled model's): no time-signature and no style tokens. Every bar is
+  read as 4/4; the bar length is a property of the session (:meth:`Vocab.positions_per_bar`).
+* **meters and styles** (:func:`new_tokenizer`'s default, the bundled model's): miditok's
+  ``TimeSig`` token after every ``Bar``, for the meters of :data:`METERS`. As in miditok,
+  ``Position`` and ``Duration`` count in beats of the meter's denominator:
+  ``positions_per_beat`` positions per quarter in n/4, per eighth in n/8, per half in n/2 (so
+  a 7/8 bar has 7 × 8 positions, a 3/4 bar 3 × 8, a 2/2 bar 2 × 8). The style tokens are
+  miditok *special tokens* (``Style_house`` …, right after PAD/BOS/EOS in the vocabulary):
   miditok stores them in ``tokenizer.json`` and skips them when decoding, and they never
   come out of :func:`score_to_ids`; the engine and the trainer put one after ``BOS``.
 
@@ -127,8 +128,8 @@ def new_tokenizer(
     """Build a fresh REMI+ tokenizer (for a new corpus or model; never at run time).
 
     ``meters``: the meters of its ``TimeSig`` tokens (None: none, every bar is 4/4: the legacy
-    language of the bundled model). ``styles``: ``Style_*`` tokens for :data:`STYLES`.
-    ``new_tokenizer(meters=None, styles=False)`` is the bundled model's tokenizer."""
+    language of the first bundled model). ``styles``: ``Style_*`` tokens for :data:`STYLES`.
+    ``new_tokenizer(meters=None, styles=False)`` is :func:`legacy_tokenizer`."""
     if not 16 <= velocity_bins <= 32:
         raise ValueError(f"velocity_bins must be 16..32, got {velocity_bins}")
     specials = list(SPECIAL_TOKENS) + ([token_name(s) for s in STYLES] if styles else [])
@@ -171,7 +172,7 @@ def tokenizer_meters(tokenizer: REMI) -> set[Meter]:
 
 
 def legacy_tokenizer() -> REMI:
-    """The bundled model's tokenizer: no time-signature and no style tokens."""
+    """The first language (the first bundled model's): no time-signature, no style tokens."""
     return new_tokenizer(meters=None, styles=False)
 
 
@@ -276,7 +277,7 @@ class Vocab:
 
     def check_meter(self, meter: Meter | str | float) -> Meter:
         """The meter (n, d) if this vocabulary can generate its bars; ValueError with the
-        reason if not. With TimeSig tokens: one of their meters. Legacy (the bundled model):
+        reason if not. With TimeSig tokens: one of their meters. Legacy (the first language):
         any bar up to 4 quarter notes, as before — read as a 4/4 bar cut short, since such a
         model only learned 4/4 (a warning says so) — and nothing longer."""
         meter = as_meter(meter)

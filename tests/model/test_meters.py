@@ -97,8 +97,21 @@ def test_the_vocabulary_knows_every_meter_and_its_bar_length(meter_vocab) -> Non
         meter_vocab.check_meter("5/8")
 
 
-def test_the_bundled_tokenizer_still_loads_and_keeps_its_meter_rule() -> None:
-    tokenizer = load_tokenizer(BUNDLED)
+def test_the_bundled_model_knows_every_meter_and_style() -> None:
+    import json
+
+    vocab = Vocab.from_tokenizer(load_tokenizer(BUNDLED))
+    assert vocab.has_meters and vocab.has_styles
+    assert set(vocab.meters) == set(METERS)
+    card = json.loads((BUNDLED / "card.json").read_text())
+    assert card["model"]["vocab_size"] == vocab.size
+    assert card["window"] >= 1024  # 8 bars of 4-track music (about 120-250 tokens a bar)
+
+
+def test_a_legacy_tokenizer_still_loads_and_keeps_its_meter_rule(tmp_path) -> None:
+    """Models of the first language (no TimeSig, no Style tokens) keep working as before."""
+    legacy_tokenizer().save(tmp_path / "tokenizer.json")
+    tokenizer = load_tokenizer(tmp_path)
     assert tokenizer.vocab == legacy_tokenizer().vocab
     vocab = Vocab.from_tokenizer(tokenizer)
     assert not vocab.has_meters and not vocab.has_styles and vocab.size == 396
