@@ -21,6 +21,7 @@ from ostinato.exporter.graph import (
     example_inputs,
     input_names,
 )
+from ostinato.exporter.runtime import ort_run
 from ostinato.model.network import Decoder
 from ostinato.model.tokens import TOKENIZER_FILE, load_tokenizer
 from ostinato.model.train import load_checkpoint, model_from_checkpoint
@@ -126,15 +127,7 @@ def check_parity(
     empty = np.zeros((cfg.n_layer, 1, cfg.n_head, 0, cfg.head_dim), dtype=np.float32)
 
     def ort_step(sess, tokens, start, past_k, past_v):
-        n, s = tokens.shape[1], past_k.shape[3]
-        allowed = np.tril(np.ones((n, s + n), dtype=bool), s)
-        mask = np.where(allowed, 0.0, -np.inf).astype(np.float32)[None, None]
-        positions = np.arange(start, start + n, dtype=np.int64)[None]
-        feeds = {"tokens": tokens, "positions": positions, "attn_mask": mask}
-        for i in range(cfg.n_layer):
-            feeds[f"past_k_{i}"] = past_k[i]
-            feeds[f"past_v_{i}"] = past_v[i]
-        return sess.run(None, feeds)
+        return ort_run(sess, cfg.n_layer, tokens, start, past_k, past_v)
 
     tokens = prompt.astype(np.int64)[None]
     # ORT needs S ≥ 1 in the graph's dims only if the exporter specialized it; S = 0 works.

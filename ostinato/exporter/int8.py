@@ -16,13 +16,12 @@ the bar budget (``ostinato bench``), not here.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-log = logging.getLogger(__name__)
+from ostinato.exporter.runtime import ort_run
 
 
 def quantize_file(src: Path, dst: Path) -> None:
@@ -36,16 +35,8 @@ def quantize_file(src: Path, dst: Path) -> None:
 
 
 def _run(sess: ort.InferenceSession, n_layer: int, tokens, start: int, past_k, past_v):
-    n, s = tokens.shape[1], past_k.shape[3]
-    allowed = np.tril(np.ones((n, s + n), dtype=bool), s)
-    feeds = {
-        "tokens": tokens,
-        "positions": np.arange(start, start + n, dtype=np.int64)[None],
-        "attn_mask": np.where(allowed, 0.0, -np.inf).astype(np.float32)[None, None],
-    }
-    for i in range(n_layer):
-        feeds[f"past_k_{i}"], feeds[f"past_v_{i}"] = past_k[i], past_v[i]
-    logits, k, v = sess.run(None, feeds)
+    """The last position's logits and the cache grown by these tokens."""
+    logits, k, v = ort_run(sess, n_layer, tokens, start, past_k, past_v)
     return logits[0, -1], np.concatenate((past_k, k), axis=3), np.concatenate((past_v, v), axis=3)
 
 

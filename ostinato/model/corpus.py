@@ -540,13 +540,15 @@ class CorpusSplit:
             bars=np.load(d / f"{split}_bars.npy"),
         )
 
+    def file_of(self, token_index: np.ndarray) -> np.ndarray:
+        """Index of the file that holds each token index."""
+        return np.searchsorted(self.files[:, 0], token_index, side="right") - 1
+
     def file_start_of(self, token_index: np.ndarray) -> np.ndarray:
         """Start of the file that holds each token index."""
-        starts = self.files[:, 0]
-        return starts[np.searchsorted(starts, token_index, side="right") - 1]
+        return self.files[self.file_of(token_index), 0]
 
     def file_end_of(self, token_index: np.ndarray) -> np.ndarray:
         """End (exclusive) of the file that holds each token index."""
-        starts = self.files[:, 0]
-        which = np.searchsorted(starts, token_index, side="right") - 1
-        return starts[which] + self.files[which, 1]
+        which = self.file_of(token_index)
+        return self.files[which, 0] + self.files[which, 1]

@@ -122,7 +122,7 @@ class WindowSampler:
                 [vocab.style_ids.get(names[f], none) if f < len(names) else none
                  for f in range(len(split.files))], dtype=np.int64,
             )  # fmt: skip
-            bar_file = np.searchsorted(split.files[:, 0], split.bars, side="right") - 1
+            bar_file = split.file_of(split.bars)
             self.bar_style = per_file[bar_file] if len(per_file) else np.full(len(bar_file), none)
             self.none_style = none
         pitched = vocab.types == TokenType.PITCH
