@@ -175,7 +175,7 @@ def _add_generation_options(
 
     g = p.add_argument_group("generation")
     for name in ("temperature", "top_k", "top_p", "repetition_penalty", "key_lock", "style",
-                 "guidance"):  # fmt: skip
+                 "guidance", "density"):  # fmt: skip
         _add_setting(g, name, default=SETTINGS[name].default)
     if programs_help:
         _add_setting(g, "programs", default=None, help=programs_help)
@@ -202,6 +202,7 @@ def _cmd_continue(args: argparse.Namespace) -> int:
         engine, args.input, args.output, bars=args.bars, settings=_settings_from(args),
         programs=args.programs, seed=args.seed, key_lock=args.key_lock,
         variation=args.variation, style=args.style, guidance=args.guidance,
+        density=args.density,
     )  # fmt: skip
     answer = "an answer as long as the phrase" if args.bars is None else f"{args.bars} bars"
     print(
@@ -270,7 +271,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     common = dict(
         windows=args.windows, nll_windows_count=args.nll_windows, seed=args.seed,
         settings=_settings_from(args), key_lock=args.key_lock, progress=not args.quiet,
-        style=args.style, guidance=args.guidance,
+        style=args.style, guidance=args.guidance, density=args.density,
     )  # fmt: skip
     if args.mode == "jam":
         from ostinato.model.evaluate_jam import evaluate_jam, format_jam
@@ -281,6 +282,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             args.model, args.data_dir, split=args.split, jams=args.windows, bars=args.bars,
             seed=args.seed, settings=common["settings"], key_lock=args.key_lock,
             progress=not args.quiet, style=args.style, guidance=args.guidance,
+            density=args.density,
         )  # fmt: skip
         print(format_jam(jam))
         if args.json:

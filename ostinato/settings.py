@@ -386,6 +386,9 @@ SCHEMA: tuple[Setting, ...] = (
                 "jumps, or from the repetition in what you play)", lo=1, hi=64, unit="bars",
                 knob=Knob(1, 16, integer=True), auto=True),
     _generation("fill", "bool", False, "play a fill (free variation) on the loop's last bar"),
+    _generation("density", "float", 1.25, "the most notes a bar Ostinato plays may hold, as a "
+                "multiple of the busiest bar you played lately (0 = no limit)", lo=0.0, hi=8.0,
+                knob=Knob(0.0, 4.0)),
     _generation("phrase_bars", "int", 2, "answer a phrase once it is this long, without "
                 "waiting for a silent bar", lo=1, hi=64, unit="bars",
                 knob=Knob(1, 8, integer=True)),
@@ -486,6 +489,7 @@ class GenerationSettings:
     variation: float = 0.3  # 0 = the previous pass again, 1 = free (see ostinato.engine.copy)
     loop_bars: int | None = None  # None: from the DAW's loop jumps or the musician's repetition
     fill: bool = False  # the loop's last bar varies freely
+    density: float = 1.25  # note budget per bar × the musician's busiest recent bar (0 = off)
     out_channels: tuple = parse_out({})  # instrument → output channel (see ostinato.channels)
     in_channels: tuple = parse_in({})  # input channel → instrument
     program_change: bool = False  # Bank Select + Program Change before an instrument plays

@@ -68,7 +68,7 @@ from ostinato.daemon.takes import (
 )
 from ostinato.engine.copy import CopyPrior
 from ostinato.engine.engine import Engine
-from ostinato.model.grammar import GrammarConfig
+from ostinato.model.grammar import BUDGET_BARS, GrammarConfig, note_budget
 from ostinato.model.key import key_lock_classes
 from ostinato.model.tokens import DRUM_PROGRAM, Meter, meter_of_beats, score_to_ids, set_meter
 from ostinato.settings import GenerationSettings
@@ -126,6 +126,8 @@ class Session:
         self.loop: LoopInfo | None = None  # the loop played over (see ostinato.daemon.loop)
         self.loops = LoopFollower(beats_per_bar)
         self.passes = PassMemory()
+        # the musician's recent bars that held notes: (instruments, notes), for the note budget
+        self._human_bars: deque[tuple[frozenset[int], int]] = deque(maxlen=BUDGET_BARS)
         self._answer: tuple[int, list[PlayedBar]] | None = None  # first bar, the phrase's bars
         self.jumps_followed = 0  # jumps whose prepared bar moved with them
         self._epoch = recorder.epoch = clock.epoch  # the transport epoch the session plays in
@@ -199,6 +201,11 @@ class Session:
         with self.lock:
             played = {n.program for n in self.recorder.notes if n.source == "human"}
         return tuple(sorted(played)) or (DRUM_PROGRAM,)
+
+    def _note_budget(self, programs: tuple[int, ...]) -> int | None:
+        """The most notes the next bar may hold: ``density`` × the musician's busiest recent
+        bar (see :func:`note_budget`); None: no budget."""
+        return note_budget(list(self._human_bars), programs, self.settings.density)
 
     # -- the cycle -------------------------------------------------------------------------
     def wants_bar(self, bar: int) -> bool:
@@ -381,9 +388,10 @@ class Session:
         scale = (
             key_lock_classes(engine.vocab, engine.context_tokens()) if settings.key_lock else None
         )
+        programs = self._programs()
         grammar = GrammarConfig(
-            programs=self._programs(), beats_per_bar=self.beats_per_bar, scale_pitch_classes=scale,
-            meter=self.meter,
+            programs=programs, beats_per_bar=self.beats_per_bar, scale_pitch_classes=scale,
+            meter=self.meter, max_notes=self._note_budget(programs),
         )  # fmt: skip
         seed = None if settings.seed is None else settings.seed + next_bar
         besides = None
@@ -453,6 +461,8 @@ class Session:
         """Complete bars heard: the musician's part of each, and the loop they make."""
         for notes, bar, epoch in complete:
             human = [n for n in notes if n.source == HUMAN]
+            if human:
+                self._human_bars.append((frozenset(n.program for n in human), len(human)))
             self.loops.heard(bar, epoch, human)
             if self.settings.mode == "loop":
                 self.passes.heard(bar, epoch, self._played_bar(human, bar))

@@ -20,7 +20,7 @@ from symusic import Note, Score, Track
 
 from ostinato.engine.copy import CopyPrior
 from ostinato.engine.engine import Engine, GeneratedNote
-from ostinato.model.grammar import GrammarConfig
+from ostinato.model.grammar import DEFAULT_DENSITY, GrammarConfig, context_note_budget
 from ostinato.model.key import key_lock_classes
 from ostinato.model.sampling import SamplingSettings
 from ostinato.model.tokens import (
@@ -63,6 +63,7 @@ def continue_score(
     variation: float = 1.0,
     style: str | None = None,
     guidance: float = 0.0,
+    density: float = DEFAULT_DENSITY,
 ) -> Continuation:
     """Continue ``score`` by ``bars`` bars after its last bar (None: as many as the phrase),
     each varying the phrase's bar by ``variation``, in the meter of its last bar (4/4 for a
@@ -99,7 +100,9 @@ def continue_score(
     engine.feed(context_ids)
     programs = programs or programs_in(score)
     scale = key_lock_classes(engine.vocab, context_ids) if key_lock else None
-    grammar = GrammarConfig(programs=programs, scale_pitch_classes=scale, meter=meter)
+    max_notes = context_note_budget(vocab, context, programs, density)
+    grammar = GrammarConfig(programs=programs, scale_pitch_classes=scale, meter=meter,
+                            max_notes=max_notes)  # fmt: skip
     phrase = context[-AUTO_BARS_MAX:]
     if bars is None:
         bars = len(phrase)
@@ -134,11 +137,11 @@ def continue_file(
     engine: Engine, src: str | Path, dst: str | Path, bars: int | None,
     settings: SamplingSettings, programs: tuple[int, ...] | None = None,
     seed: int | None = None, key_lock: bool = True, variation: float = 1.0,
-    style: str | None = None, guidance: float = 0.0,
+    style: str | None = None, guidance: float = 0.0, density: float = DEFAULT_DENSITY,
 ) -> Continuation:  # fmt: skip
     result = continue_score(
         engine, load_score(src), bars, settings, programs, seed, key_lock=key_lock,
-        variation=variation, style=style, guidance=guidance,
+        variation=variation, style=style, guidance=guidance, density=density,
     )  # fmt: skip
     result.score.dump_midi(str(dst))
     return result

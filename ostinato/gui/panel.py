@@ -322,10 +322,13 @@ class Panel(QMainWindow):
         self.style_menu.addItems(["auto", *SETTINGS["style"].choices])
         self.guidance = _double_spin_box(0.0, SETTINGS["guidance"].hi or 8.0, 0.25)
         self.guidance.setSpecialValueText("off")
+        self.density = _double_spin_box(0.0, SETTINGS["density"].hi or 8.0, 0.25)
+        self.density.setSpecialValueText("no limit")
         for widget, name in ((self.top_k, "top_k"), (self.top_p, "top_p"),
                              (self.penalty, "repetition_penalty"), (self.mode, "mode"),
                              (self.bars, "bars"), (self.loop_bars, "loop_bars"),
-                             (self.style_menu, "style"), (self.guidance, "guidance")):  # fmt: skip
+                             (self.style_menu, "style"), (self.guidance, "guidance"),
+                             (self.density, "density")):  # fmt: skip
             widget.setToolTip(SETTINGS[name].help)
         self.fill = QCheckBox("a fill on the loop's last bar")
         self.fill.setToolTip(SETTINGS["fill"].help)
@@ -341,11 +344,13 @@ class Panel(QMainWindow):
         form.addRow("guidance", self.guidance)
         form.addRow("bars of answer", self.bars)
         form.addRow("loop bars", self.loop_bars)
+        form.addRow("density", self.density)
         form.addRow("fill", self.fill)
         form.addRow("key lock", self.key_lock)
         self.top_k.valueChanged.connect(lambda v: self._set("top_k", int(v)))
         self.top_p.valueChanged.connect(lambda v: self._set("top_p", float(v)))
         self.penalty.valueChanged.connect(lambda v: self._set("repetition_penalty", float(v)))
+        self.density.valueChanged.connect(lambda v: self._set("density", float(v)))
         self.mode.currentTextChanged.connect(lambda v: self._set("mode", v))
         self.style_menu.currentTextChanged.connect(lambda v: self._set("style", v))
         self.guidance.valueChanged.connect(lambda v: self._set("guidance", float(v)))
@@ -565,6 +570,7 @@ class Panel(QMainWindow):
             self.top_k.setValue(int(state["top_k"]))
             self.top_p.setValue(float(state["top_p"]))
             self.penalty.setValue(float(state["repetition_penalty"]))
+            self.density.setValue(float(state.get("density", SETTINGS["density"].default)))
             self.mode.setCurrentText(str(state["mode"]))
             self.style_menu.setCurrentText(str(state.get("style", "auto")))
             self.guidance.setValue(float(state.get("guidance", 0.0)))

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from ostinato.engine.copy import CopyPrior
 from ostinato.engine.engine import Engine
 from ostinato.model.corpus import CorpusSplit
-from ostinato.model.grammar import Grammar, GrammarConfig
+from ostinato.model.grammar import DEFAULT_DENSITY, Grammar, GrammarConfig, context_note_budget
 from ostinato.model.key import key_lock_classes, scale_of
 from ostinato.model.ngram import NGramModel
 from ostinato.model.sampling import Sampler, SamplingSettings
@@ -199,11 +199,12 @@ class ModelContinuer:
         name: str | None = None,
         style: str | None = None,
         guidance: float = 0.0,
+        density: float = DEFAULT_DENSITY,
     ) -> None:
         self.engine, self.settings, self.key_lock = engine, settings, key_lock
         self.variation = variation
         self.name = name or self.name
-        self.style, self.guidance = style, guidance
+        self.style, self.guidance, self.density = style, guidance, density
 
     def __call__(
         self, context: np.ndarray, bars: int, programs, seed: int, references=None
@@ -215,7 +216,10 @@ class ModelContinuer:
         tokens: list[int] = []
         scale = key_lock_classes(e.vocab, context) if self.key_lock else None
         meter = context_meter(e.vocab, context)
-        grammar = GrammarConfig(programs=programs, scale_pitch_classes=scale, meter=meter)
+        budget = context_note_budget(e.vocab, _bars_of(context, e.vocab.bar_id), programs,
+                                     self.density)  # fmt: skip
+        grammar = GrammarConfig(programs=programs, scale_pitch_classes=scale, meter=meter,
+                                max_notes=budget)  # fmt: skip
         prior = None
         if self.variation is not None and references is not None:
             prior = CopyPrior(e.vocab, [[bar] for bar in references], self.variation)
@@ -409,6 +413,7 @@ def evaluate(
     style: str | None = None,
     guidance: float = 0.0,
     split: str = "validation",
+    density: float = DEFAULT_DENSITY,
 ) -> dict:
     """The report of (a), (b) and (c) above, on ``split`` of the corpus (``validation``, or
     ``heldout``: what ``ostinato data build --hold-out`` kept out of training and validation).
@@ -429,7 +434,7 @@ def evaluate(
 
     # (b, c) continuation
     continuers: list[Continuer] = [
-        ModelContinuer(engine, settings, key_lock, style=style, guidance=guidance),
+        ModelContinuer(engine, settings, key_lock, style=style, guidance=guidance, density=density),
         NGramContinuer(ngram, vocab, settings, key_lock),
         RepeatContinuer(vocab),
     ]
@@ -447,6 +452,7 @@ def evaluate(
             "temperature": settings.temperature,
             "top_p": settings.top_p,
             "key_lock": key_lock,
+            "density": density,
         },
         "likelihood": lk,
         "continuation": summary,

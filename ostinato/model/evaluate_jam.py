@@ -35,6 +35,7 @@ from ostinato.model.evaluate import (
     continuation_windows,
     parse_notes,
 )
+from ostinato.model.grammar import DEFAULT_DENSITY
 from ostinato.model.sampling import SamplingSettings
 from ostinato.model.tokens import DRUM_PROGRAM, TokenType, Vocab, format_meter
 
@@ -161,6 +162,7 @@ def evaluate_jam(
     progress: bool = True,
     style: str | None = None,
     guidance: float = 0.0,
+    density: float = DEFAULT_DENSITY,
 ) -> dict:
     if bars < 1 or block < 1 or jams < 1:
         raise ValueError("jams, bars and block must be at least 1")
@@ -169,7 +171,8 @@ def evaluate_jam(
     vocab, tokenizer = engine.vocab, engine.tokenizer
     check_corpus(tokenizer, data_dir)
     data = CorpusSplit.load(data_dir, split)
-    continuer = ModelContinuer(engine, settings, key_lock, style=style, guidance=guidance)
+    continuer = ModelContinuer(engine, settings, key_lock, style=style, guidance=guidance,
+                               density=density)  # fmt: skip
     pairs = continuation_windows(data, vocab.bar_id, jams, seed)
     if not pairs:
         raise ValueError(f"the {split} split has no file of 8 bars or more to start a jam")
@@ -188,6 +191,7 @@ def evaluate_jam(
             "temperature": settings.temperature,
             "top_p": settings.top_p,
             "key_lock": key_lock,
+            "density": density,
         },
         "jams": rows,
         "jam_summary": {

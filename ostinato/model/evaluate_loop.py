@@ -53,6 +53,7 @@ from ostinato.model.evaluate import (
     parse_notes,
     score_continuations,
 )
+from ostinato.model.grammar import DEFAULT_DENSITY
 from ostinato.model.ngram import NGramModel
 from ostinato.model.sampling import SamplingSettings
 from ostinato.model.tokens import Vocab
@@ -228,6 +229,7 @@ def evaluate_loop(
     progress: bool = True,
     style: str | None = None,
     guidance: float = 0.0,
+    density: float = DEFAULT_DENSITY,
 ) -> dict:
     if not variations:
         raise ValueError("give at least one variation")
@@ -268,7 +270,7 @@ def evaluate_loop(
     for v, name in names.items():
         continuers.append(ModelContinuer(engine, settings, key_lock, variation=v,
                                          name=f"model v={name}", style=style,
-                                         guidance=guidance))  # fmt: skip
+                                         guidance=guidance, density=density))  # fmt: skip
     if ngram is not None:
         continuers.append(NGramContinuer(ngram, vocab, settings, key_lock))
     continuers.append(RepeatContinuer(vocab))
@@ -304,6 +306,7 @@ def evaluate_loop(
             "temperature": settings.temperature,
             "top_p": settings.top_p,
             "key_lock": key_lock,
+            "density": density,
         },
         "model_variation": model_variation,
         "likelihood": lk,

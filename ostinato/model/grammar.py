@@ -21,6 +21,15 @@ on one position (seen after ~175 self-fed bars: 100 notes on a downbeat, 87 of t
 a blob no instrument can play that then fills the context and every following bar. Those
 masks are the only ones built per call (a copy of one row, only once a note was struck at
 the position).
+
+**Note budget** (``max_notes``): the most notes one bar may start, paced through the bar so
+that an over-eager model cannot spend it all on the first beats: a note may start at
+position ``p`` only while the bar holds fewer than ``min(N, N·(p + 1)/P + burst)`` notes
+(``N`` the budget, ``P`` the bar's positions, ``burst = max(2, ⌈N/4⌉)`` for a chord or a
+kit hit on a downbeat). Past it, only a later position where the allowance has grown, or
+the bar's end, may follow. The engine's callers set it from the density of what the musician
+played (see :func:`note_budget`), so a model continuing itself for hundreds of bars cannot
+drift into a wall of notes.
 """
 
 from __future__ import annotations
@@ -62,6 +71,40 @@ DRUM_RANGE = (27, 87)  # GM percussion key map (High Q .. Open Surdo)
 MAX_NOTES_AT_ONE_POSITION = 16
 
 
+#: The daemon's default ``density`` (the ``density`` setting): a bar may hold 1.25 × the notes
+#: of the busiest bar the musician played lately.
+DEFAULT_DENSITY = 1.25
+#: The musician's bars a note budget reads (the newest ones that hold notes).
+BUDGET_BARS = 16
+
+
+def note_budget(
+    heard: Iterable[tuple[Iterable[int], int]], programs: Iterable[int], density: float
+) -> int | None:
+    """The note budget of a generated bar from the musician's bars ``heard``, each (its
+    instruments, its notes), the newest last: ``density`` × the busiest of the newest
+    ``BUDGET_BARS`` that hold notes, rounded up, and at least 4 (room to play after a sparse
+    bar). None (no budget) when ``density`` is 0, no bar holds notes, or ``programs`` holds an
+    instrument none of them plays: a pad's few notes say nothing of how busy drums may be."""
+    bars = [(set(p), int(n)) for p, n in heard if n > 0][-BUDGET_BARS:]
+    if density <= 0 or not bars or not set(programs) <= set().union(*(p for p, _ in bars)):
+        return None
+    return max(4, int(np.ceil(density * max(n for _, n in bars))))
+
+
+def context_note_budget(
+    vocab: Vocab, bars: Iterable[np.ndarray], programs: Iterable[int], density: float
+) -> int | None:
+    """:func:`note_budget` of token bars (a context's, one array per bar)."""
+    types, values = vocab.types, vocab.values
+    heard = [
+        (values[bar[types[bar] == TokenType.PROGRAM]].tolist(),
+         int((types[bar] == TokenType.DURATION).sum()))
+        for bar in bars
+    ]  # fmt: skip
+    return note_budget(heard, programs, density)
+
+
 def default_pitch_range(program: int) -> tuple[int, int]:
     """Inclusive (low, high) MIDI pitch range a program is allowed to play by default."""
     if program == DRUM_PROGRAM:
@@ -85,6 +128,7 @@ class GrammarConfig:
     scale_pitch_classes: frozenset[int] | None = None  # scale lock for pitched programs
     allow_empty_bar: bool = True
     meter: Meter | None = None
+    max_notes: int | None = None  # the bar's note budget (None: no budget)
 
     def __post_init__(self) -> None:
         if self.programs is not None and len(self.programs) == 0:
@@ -104,6 +148,10 @@ class GrammarConfig:
             not self.scale_pitch_classes or not all(0 <= pc < 12 for pc in self.scale_pitch_classes)
         ):
             raise ValueError("scale_pitch_classes must be a non-empty set of 0..11")
+        if self.max_notes is not None and (
+            int(self.max_notes) != self.max_notes or self.max_notes < 1
+        ):
+            raise ValueError(f"max_notes must be an integer ≥ 1, got {self.max_notes}")
 
     @property
     def bar_meter(self) -> Meter:
@@ -207,6 +255,21 @@ class Grammar:
             self._after_duration[pos] = program_ok | (position_ok & (values > pos)) | bar
         for table in (self._after_velocity, self._after_duration):
             table.flags.writeable = False
+        # The note budget: notes the bar may hold when a note starts at each position, and for
+        # each count of notes so far the first position where one more may start (ppb: none).
+        self._position_ids = np.full(ppb, -1, dtype=np.int64)
+        for i in np.flatnonzero(position_ok):
+            self._position_ids[int(values[i])] = int(i)
+        self._allowance: np.ndarray | None = None
+        if cfg.max_notes is not None:
+            n = int(cfg.max_notes)
+            burst = max(2, -(-n // 4))
+            allowance = np.minimum(n, n * (np.arange(ppb) + 1) / ppb + burst)
+            self._allowance = allowance
+            self._first_position = np.asarray(
+                [int(np.argmax(allowance > k)) if (allowance > k).any() else ppb
+                 for k in range(n + 1)]
+            )  # fmt: skip
         for m in (self._expect_bar, self._after_bar, self._after_position, self._after_pitch,
                   self._after_time_sig):  # fmt: skip
             m.flags.writeable = False
@@ -221,12 +284,29 @@ class Grammar:
         self.position = -1
         self.program = DRUM_PROGRAM
         self.bars_completed = 0
+        self.notes_in_bar = 0
         self._clear_position()
 
     def _clear_position(self) -> None:
         self._struck: dict[int, list[int]] = {}  # program → pitch tokens at this position
         self._spent: list[int] = []  # Program tokens with no pitch left at this position
         self._at_position = 0  # notes started at this position
+
+    def _over_budget(self, row: np.ndarray) -> np.ndarray:
+        """``row`` (after a note) without what the note budget forbids: another note here
+        when the allowance is spent, and the positions before the next one it allows."""
+        allowance, notes = self._allowance, self.notes_in_bar
+        assert allowance is not None
+        first = int(self._first_position[min(notes, len(self._first_position) - 1)])
+        here = notes < allowance[self.position]
+        if here and first <= self.position + 1:
+            return row
+        row = row.copy()
+        if not here:
+            row[list(self._program_token.values())] = False
+        ids = self._position_ids[: min(first, len(self._position_ids))]
+        row[ids[ids >= 0]] = False
+        return row
 
     def mask(self) -> np.ndarray:
         """Boolean mask (V,) of the tokens allowed next. Read-only; do not keep across calls."""
@@ -239,6 +319,8 @@ class Grammar:
             elif self._spent:  # programs that struck every pitch they may play here
                 row = row.copy()
                 row[self._spent] = False
+            if self._allowance is not None:
+                row = self._over_budget(row)
             return row
         if state == State.AFTER_PROGRAM:
             row = self._after_program[self.program + 1]
@@ -275,6 +357,7 @@ class Grammar:
                 self.bars_completed += 1
             self.state = State.AFTER_BAR
             self.position = -1
+            self.notes_in_bar = 0
             self._clear_position()
         elif kind == TokenType.POSITION:
             self.position = int(self.vocab.values[token_id])
@@ -289,6 +372,7 @@ class Grammar:
             if len(struck) == self._pitch_counts[self.program]:
                 self._spent.append(self._program_token[self.program])
             self._at_position += 1
+            self.notes_in_bar += 1
             self.state = State.AFTER_PITCH
         elif kind == TokenType.VELOCITY:
             self.state = State.AFTER_VELOCITY

@@ -47,3 +47,37 @@ def test_the_context_keeps_its_bars_while_the_window_slides(tiny_model_dir) -> N
         assert kept[0] == vocab.bar_id  # whole bars
         np.testing.assert_array_equal(kept, played[len(played) - len(kept) :])
     assert slides >= 3  # the window did slide, several times
+
+
+def _jam_over_a_sparse_bass(tiny_model_dir, density: float) -> list[int]:
+    """The musician plays 3 bass notes a bar for 4 bars, then leaves the model alone in jam
+    mode (hot, so it plays busily): the notes of each bar Ostinato plays after that."""
+    engine = Engine(tiny_model_dir, device="cpu")
+    clock = Clock(bpm=120)
+    clock.start_internal(0.0, 120)
+    scheduler = Scheduler(lambda message: None, clock.snapshot)
+    recorder = Recorder(channel_programs={0: 33})
+    recorder.keep_bars = 64
+    settings = GenerationSettings(mode="jam", temperature=2.0, seed=3, key_lock=False,
+                                  density=density)  # fmt: skip
+    session = Session(engine, clock, scheduler, recorder, settings, now=lambda: 0.0)
+    counts = []
+    for bar in range(16):
+        if bar < 4:
+            for beat, pitch in ((0.0, 36), (1.5, 43), (3.0, 40)):
+                recorder.note_on(bar * 4.0 + beat, 0, pitch, 100)
+                recorder.note_off(bar * 4.0 + beat + 0.5, 0, pitch)
+        session.run_cycle(bar + 1, bar * 4.0 + 3.5)
+        if bar >= 5:
+            counts.append(len([n for n in recorder.bar_notes(bar) if n.source == "ostinato"]))
+    return counts
+
+
+def test_a_jam_keeps_within_the_note_budget_of_what_the_musician_played(tiny_model_dir):
+    """``density`` × the busiest bar the musician played is the most notes a bar Ostinato
+    plays may hold (3 notes × 1.25 → at least 4); with density 0 the same hot model plays
+    more (the limit is what held it)."""
+    budgeted = _jam_over_a_sparse_bass(tiny_model_dir, 1.25)
+    assert max(budgeted) <= 4 and sum(budgeted) > 0
+    free = _jam_over_a_sparse_bass(tiny_model_dir, 0.0)
+    assert max(free) > 4

@@ -520,3 +520,21 @@ def test_the_style_menu_follows_the_daemon_and_sends_its_choice(qtbot, tmp_path,
     finally:
         window.close()
         fake.close()
+
+
+def test_the_density_box_follows_the_daemon_and_sends_what_is_set(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    fake = StateDaemon(STATE | {"density": 2.0})
+    window = Panel("127.0.0.1", fake.port)
+    qtbot.addWidget(window)
+    try:
+        qtbot.waitUntil(lambda: bool(window.state), timeout=5000)
+        assert window.density.value() == 2.0
+        window.density.setValue(0.0)  # no limit
+        qtbot.waitUntil(lambda: ("/ostinato/density", [0.0]) in fake.received, timeout=5000)
+        assert window.density.text() == "no limit"
+        fake.push(density=1.5)
+        qtbot.waitUntil(lambda: window.density.value() == 1.5, timeout=5000)
+    finally:
+        window.close()
+        fake.close()

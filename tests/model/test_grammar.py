@@ -6,13 +6,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ostinato.model.grammar import (
+    BUDGET_BARS,
     MAX_NOTES_AT_ONE_POSITION,
     Grammar,
     GrammarConfig,
     State,
+    context_note_budget,
     default_pitch_range,
+    note_budget,
 )
-from ostinato.model.tokens import DRUM_PROGRAM, TokenType, ids_to_score, score_to_ids
+from ostinato.model.tokens import (
+    DRUM_PROGRAM,
+    TokenType,
+    ids_to_score,
+    score_to_ids,
+    split_bars,
+)
 from tests.conftest import make_band_score
 
 PROGRAM_SETS = [(-1,), (33,), (-1, 33, 4, 81), (0, 25, 48, 88)]
@@ -204,3 +213,89 @@ def test_a_program_with_every_pitch_struck_is_not_offered_again(vocab) -> None:
     grammar.advance(int(np.flatnonzero(grammar.mask())[0]))
     mask = grammar.mask()
     assert not mask[bass] and mask[piano]
+
+
+def _eager(grammar: Grammar):
+    """The most over-eager model there is: another note whenever one is allowed, at the
+    earliest position allowed; the bar's end only when nothing else is."""
+    vocab = grammar.vocab
+
+    def draw(n: int) -> int:
+        allowed = np.flatnonzero(grammar.mask())
+        kinds = vocab.types[allowed]
+        for kind in (TokenType.PROGRAM, TokenType.POSITION):
+            hits = np.flatnonzero(kinds == kind)
+            if len(hits):
+                return int(hits[0])
+        return 0
+
+    return draw
+
+
+def _notes_by_position(vocab, ids: list[int]) -> list[list[int]]:
+    """Per bar, the position of each note (one per Duration token)."""
+    bars: list[list[int]] = []
+    position = -1
+    for token in ids:
+        kind = vocab.types[token]
+        if kind == TokenType.BAR:
+            bars.append([])
+        elif kind == TokenType.POSITION:
+            position = int(vocab.values[token])
+        elif kind == TokenType.DURATION:
+            bars[-1].append(position)
+    return [b for b in bars[:-1]]  # the last Bar opens no bar
+
+
+@pytest.mark.parametrize("budget", [1, 4, 12, 40])
+@pytest.mark.parametrize("programs", [(DRUM_PROGRAM,), (DRUM_PROGRAM, 33, 0)])
+def test_the_note_budget_holds_against_an_over_eager_model_and_is_paced_through_the_bar(
+    vocab, tokenizer, budget, programs
+) -> None:
+    """With ``max_notes`` a bar never holds more notes than its budget, even when every draw
+    asks for another note, and the notes are paced: none can pile up on the first beats."""
+    grammar = Grammar(vocab, GrammarConfig(programs=programs, max_notes=budget))
+    ids = _sample_bars(grammar, _eager(grammar), 3, max_tokens=2000)
+    bars = _notes_by_position(vocab, ids)
+    assert len(bars) == 3
+    ppb = grammar.positions_per_bar
+    burst = max(2, -(-budget // 4))
+    for positions in bars:
+        assert len(positions) == budget  # the eager model spends it all, and no more
+        for k, p in enumerate(positions):  # k notes before it: it may start while k < allowance
+            assert k < min(budget, budget * (p + 1) / ppb + burst)
+        if budget >= 12:  # spread over the bar, not piled at its start
+            assert max(positions) >= ppb // 2
+    ids_to_score(tokenizer, ids)  # and they decode
+    free = Grammar(vocab, GrammarConfig(programs=programs))
+    unbounded = _notes_by_position(vocab, _sample_bars(free, _eager(free), 1, max_tokens=600))
+    assert len(unbounded[0]) > budget  # without the budget the same model plays more
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), budget=st.integers(1, 30), meter=st.sampled_from([(4, 4), (7, 8), (3, 4)]))
+def test_any_sequence_under_a_note_budget_keeps_it_and_decodes(
+    vocab, tokenizer, data, budget, meter
+) -> None:
+    grammar = Grammar(vocab, GrammarConfig(programs=(DRUM_PROGRAM, 33), meter=meter,
+                                           max_notes=budget))  # fmt: skip
+    ids = _sample_bars(grammar, lambda n: data.draw(st.integers(0, n - 1)), 2)
+    assert all(len(b) <= budget for b in _notes_by_position(vocab, ids))
+    ids_to_score(tokenizer, ids)
+
+
+def test_note_budget_follows_the_busiest_bar_played_on_the_instruments_played(vocab) -> None:
+    drums, bass = {DRUM_PROGRAM}, {33}
+    heard = [(drums, 5), (drums | bass, 8), (drums, 6), (drums, 11)]
+    assert note_budget(heard, (DRUM_PROGRAM, 33), 1.5) == 17
+    assert note_budget([(drums, 30)] + [(drums, 2)] * BUDGET_BARS, (DRUM_PROGRAM,), 1.5) == 4
+    assert note_budget([(drums, 2), ((), 0)], (DRUM_PROGRAM,), 2.0) == 4  # room to play
+    assert note_budget([], (DRUM_PROGRAM,), 1.5) is None  # nothing heard yet
+    assert note_budget(heard, (DRUM_PROGRAM,), 0.0) is None  # density 0: no limit
+    assert note_budget(heard, (DRUM_PROGRAM, 0), 1.5) is None  # piano was never heard
+    grammar = Grammar(vocab, GrammarConfig(programs=(DRUM_PROGRAM,), max_notes=9))
+    bars = split_bars(np.asarray(_sample_bars(grammar, _eager(grammar), 2)), vocab.bar_id)
+    assert context_note_budget(vocab, bars, (DRUM_PROGRAM,), 2.0) == 18  # 2 × 9 notes
+    assert context_note_budget(vocab, bars, (DRUM_PROGRAM, 33), 2.0) is None
+    with pytest.raises(ValueError, match="max_notes"):
+        GrammarConfig(max_notes=0)
