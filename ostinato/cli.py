@@ -296,9 +296,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             variations=args.variation or DEFAULT_VARIATIONS, **common,
         )  # fmt: skip
     else:
-        if args.corpus or args.variation:
-            raise CommandError("--corpus and --variation are for --mode loop")
-        report = evaluate(args.model, args.data_dir, split=args.split, **common)
+        if args.corpus:
+            raise CommandError("--corpus is for --mode loop")
+        report = evaluate(args.model, args.data_dir, split=args.split,
+                          variations=args.variation or (), **common)  # fmt: skip
     print(format_table(report))
     if args.json:
         _write_json(report, args.json)
@@ -553,7 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--corpus", help="loop mode, MIDI files as DATA_DIR: corpus folder whose "
                     "train split fits the n-gram (default: the model's, if known)")  # fmt: skip
     ev.add_argument("--variation", type=_variations, metavar="V[,V…]",
-                    help="loop mode: copy-prior variations (default 0,0.3,0.6,1)")  # fmt: skip
+                    help="copy-prior variations: loop mode (default 0,0.3,0.6,1), or "
+                    "continuation rows beside the free model's (continue mode: 0.3)")  # fmt: skip
     ev.add_argument("--windows", type=int,
                     help="held-out continuation windows, or jams in jam mode (default 48; "
                          "jam: 4)")  # fmt: skip

@@ -7,6 +7,10 @@
     pitch-class and onset-position histogram overlap, note-density ratio, in-key ratio (key
     estimated from the context), drum-onset F1, share of bars that decode with miditok, and
     novelty (share of generated bars that are not a copy of a context bar).
+    With ``--variation V[,V…]``, the same continuation as ``ostinato continue`` and the
+    daemon's continue mode make it (``variation`` 0.3 by default): the model under the copy
+    prior that varies the phrase, generated bar ``k`` varying context bar ``k``; one row
+    ``model v=V`` each, beside the free model's.
 (c) The same for two baselines: repeat the last context bar, and a token n-gram fitted on the
     training split, sampled under the same grammar and settings.
 
@@ -386,6 +390,10 @@ def score_continuations(
     return {name: summarize(metrics) for name, metrics in rows.items()}
 
 
+def variation_name(variation: float) -> str:
+    return f"{variation:.1f}" if round(variation, 1) == variation else f"{variation:g}"
+
+
 def summarize(metrics: list[dict]) -> dict:
     """Mean of each metric over windows (NaN ones left out) and the mean of the overlaps."""
     keys = metrics[0].keys() if metrics else []
@@ -414,6 +422,7 @@ def evaluate(
     guidance: float = 0.0,
     split: str = "validation",
     density: float = DEFAULT_DENSITY,
+    variations: Sequence[float] = (),
 ) -> dict:
     """The report of (a), (b) and (c) above, on ``split`` of the corpus (``validation``, or
     ``heldout``: what ``ostinato data build --hold-out`` kept out of training and validation).
@@ -438,10 +447,17 @@ def evaluate(
         NGramContinuer(ngram, vocab, settings, key_lock),
         RepeatContinuer(vocab),
     ]
+    for v in dict.fromkeys(float(v) for v in variations):  # as continue mode answers
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"variation must be in [0, 1], got {v}")
+        continuers.insert(-2, ModelContinuer(engine, settings, key_lock, variation=v,
+                                             name=f"model v={variation_name(v)}", style=style,
+                                             guidance=guidance, density=density))  # fmt: skip
     pairs = continuation_windows(val, vocab.bar_id, windows, seed)
     if not pairs:
         raise ValueError(f"the {split} split has no file of 8 bars or more to continue")
-    summary = score_continuations(continuers, pairs, vocab, tokenizer, seed, progress)
+    summary = score_continuations(continuers, pairs, vocab, tokenizer, seed, progress,
+                                  references=[context for context, _ in pairs])  # fmt: skip
     return {
         "mode": "continuation",
         "split": split,

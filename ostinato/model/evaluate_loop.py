@@ -52,6 +52,7 @@ from ostinato.model.evaluate import (
     likelihood,
     parse_notes,
     score_continuations,
+    variation_name,
 )
 from ostinato.model.grammar import DEFAULT_DENSITY
 from ostinato.model.ngram import NGramModel
@@ -207,10 +208,6 @@ def known_corpus(model_dir: str | Path) -> Path | None:
     if Path(model_dir).resolve() == bundled and (built / "train_tokens.npy").is_file():
         return built
     return None
-
-
-def variation_name(variation: float) -> str:
-    return f"{variation:.1f}" if round(variation, 1) == variation else f"{variation:g}"
 
 
 def evaluate_loop(

@@ -73,6 +73,22 @@ def test_eval_on_a_tiny_model(tiny_meter_model_dir, tiny_corpus, tmp_path) -> No
     assert len(CorpusSplit.load(tiny_corpus, "validation").files) >= 1
 
 
+def test_eval_scores_continue_modes_answer_beside_the_free_model(
+    tiny_meter_model_dir, tiny_corpus
+) -> None:
+    """--variation adds the continuation continue mode plays (the copy prior varying the
+    phrase): at v=0 each generated bar is its context bar again, note for note."""
+    report = evaluate(tiny_meter_model_dir, tiny_corpus, windows=3, nll_windows_count=1,
+                      nll_length=32, progress=False, variations=(0.0, 0.3))  # fmt: skip
+    rows = report["continuation"]
+    assert list(rows) == ["model", "model v=0.0", "model v=0.3", "n-gram", "repeat last bar"]
+    assert rows["model v=0.0"]["novelty"] == 0.0  # every bar a copy of a context bar
+    assert rows["model v=0.3"]["decodes"] == 1.0
+    with pytest.raises(ValueError, match="variation must be in"):
+        evaluate(tiny_meter_model_dir, tiny_corpus, windows=1, nll_windows_count=1,
+                 nll_length=32, progress=False, variations=(1.5,))  # fmt: skip
+
+
 def test_eval_cli_writes_json(tiny_meter_model_dir, tiny_corpus, tmp_path) -> None:
     out = tmp_path / "eval.json"
     result = subprocess.run(

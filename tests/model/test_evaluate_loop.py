@@ -160,5 +160,6 @@ def test_eval_cli_loop_mode(tiny_meter_model_dir, tiny_corpus, tmp_path, capsys)
     assert report["mode"] == "loop" and set(report["variations"]) == {"0.3"}
     assert set(report["continuation"]) == {"model", "n-gram", "repeat last bar"}
     assert "model v=0.3" in capsys.readouterr().out
-    status = main(["eval", str(tiny_meter_model_dir), str(tiny_corpus), "--variation", "0.3"])
-    assert status == 2  # loop-mode options without --mode loop
+    status = main(["eval", str(tiny_meter_model_dir), str(tiny_corpus), "--corpus",
+                   str(tiny_corpus)])  # fmt: skip
+    assert status == 2  # a loop-mode option without --mode loop
