@@ -119,3 +119,30 @@ def test_variation_out_of_range_is_refused(engine, bars) -> None:
         CopyPrior(engine.vocab, [[bars[0]]], 1.5)
     with pytest.raises(ValueError, match="one variation per bar"):
         CopyPrior(engine.vocab, [[bars[0]], [bars[1]]], [0.1])
+
+
+class _AlwaysFree:
+    """A generator whose every draw sends the prior to the model's free choice."""
+
+    def random(self) -> float:
+        return 0.0
+
+
+def test_a_free_choice_may_drop_one_onset_but_not_the_rest_of_the_bar(engine, bars) -> None:
+    vocab = engine.vocab
+    ref = bars[1]
+    onsets = [int(vocab.values[t]) for t in ref if vocab.types[t] == TokenType.POSITION]
+    assert len(onsets) >= 3
+    prior = CopyPrior(vocab, [[ref]], 0.3)
+    everything = np.ones(vocab.size, dtype=bool)
+    token, mask = prior.choose(everything, _AlwaysFree())
+    assert token == -1 and not mask[vocab.bar_id]  # not the end of the bar
+    positions = vocab.ids_of(TokenType.POSITION)
+    allowed = vocab.values[positions[mask[positions]]]
+    assert allowed.max() == onsets[1]  # the first onset may be skipped, not the second
+    for t in ref[1:]:  # the bar as the reference plays it, up to its last onset
+        prior.observe(int(t))
+    _, mask = prior.choose(everything, _AlwaysFree())
+    assert mask[vocab.bar_id]  # the reference is done: the model may end the bar
+    free = CopyPrior(vocab, [[ref]], 1.0)  # variation 1: the model alone, nothing held back
+    assert free.choose(everything, _AlwaysFree())[1] is everything
