@@ -106,6 +106,9 @@ def _add_train(sub) -> None:
                    help="share of windows whose style token is 'none' (default 0.15)")  # fmt: skip
     p.add_argument("--no-pack", dest="pack", action="store_const", const=False,
                    help="PAD windows past their file's end (default: pack more files)")  # fmt: skip
+    p.add_argument("--instruments", type=float,
+                   help="share of files in a window whose instruments are redrawn within "
+                   "their role (default 0.5; 0 = off)")  # fmt: skip
     p.add_argument("--eval-every", type=int)
     p.add_argument("--eval-batches", type=int)
     p.add_argument("--checkpoint-every", type=int)

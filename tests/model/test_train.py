@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from ostinato.model.corpus import CorpusSplit
-from ostinato.model.tokens import TokenType, Vocab, load_tokenizer
+from ostinato.model.tokens import DRUM_PROGRAM, TokenType, Vocab, load_tokenizer
 from ostinato.model.train import (
     CHECKPOINT,
+    ROLES,
     TrainConfig,
     Trainer,
     WindowSampler,
@@ -135,3 +136,36 @@ def test_packed_windows_fill_with_whole_files_from_their_start(tiny_corpus) -> N
             assert any(np.array_equal(split.tokens[s : s + len(seg)], seg) for s in starts), (
                 "a packed segment is not the start of a corpus file"
             )
+
+
+def test_instruments_are_redrawn_within_their_role_one_per_part(tiny_corpus) -> None:
+    """The instrument augmentation: every pitched part gets another program of its role
+    (keys stay keys, bass stays bass), two parts never merge, drums and everything that is
+    not a Program token are untouched."""
+    vocab = Vocab.from_tokenizer(load_tokenizer(tiny_corpus))
+    split = CorpusSplit.load(tiny_corpus, "train")
+    sampler = WindowSampler(split, vocab, 256, transpose=0, instruments=1.0)
+    rng = np.random.default_rng(4)
+    plain = WindowSampler(split, vocab, 256, transpose=0).batch(rng, 32)
+    programs = vocab.types == TokenType.PROGRAM
+    role = {f: k for k, families in enumerate(ROLES) for f in families}
+    seen: set[int] = set()
+    for row in plain:
+        redrawn = sampler._redraw_instruments(row, rng)
+        changed = redrawn != row
+        assert programs[row[changed]].all()  # only Program tokens change
+        parts = programs[row]
+        pairs = {(int(a), int(b)) for a, b in zip(row[parts], redrawn[parts], strict=True)}
+        assert len({a for a, _ in pairs}) == len(pairs) == len({b for _, b in pairs})  # 1:1
+        for a, b in pairs:
+            pa, pb = int(vocab.values[a]), int(vocab.values[b])
+            if pa == DRUM_PROGRAM:
+                assert pb == DRUM_PROGRAM
+            else:
+                assert role[pb // 8] == role.get(pa // 8, 0)
+                seen.add(pb)
+    assert len(seen) > 10  # many instruments the corpus never played
+    batch = sampler.batch(np.random.default_rng(5), 16)  # and batch() applies it
+    tokens = np.asarray(split.tokens)
+    corpus_programs = set(vocab.values[tokens[programs[tokens]]].tolist())
+    assert set(vocab.values[batch[programs[batch]]].tolist()) - corpus_programs
