@@ -387,7 +387,8 @@ SCHEMA: tuple[Setting, ...] = (
                 knob=Knob(1, 16, integer=True), auto=True),
     _generation("fill", "bool", False, "play a fill (free variation) on the loop's last bar"),
     _generation("density", "float", 1.25, "the most notes a bar Ostinato plays may hold, as a "
-                "multiple of the busiest bar you played lately (0 = no limit)", lo=0.0, hi=8.0,
+                "multiple of the busiest bar you played lately; jam mode also keeps 0.6 × your "
+                "mean bar (0 = neither limit)", lo=0.0, hi=8.0,
                 knob=Knob(0.0, 4.0)),
     _generation("phrase_bars", "int", 2, "answer a phrase once it is this long, without "
                 "waiting for a silent bar", lo=1, hi=64, unit="bars",

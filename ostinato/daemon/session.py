@@ -68,7 +68,7 @@ from ostinato.daemon.takes import (
 )
 from ostinato.engine.copy import CopyPrior
 from ostinato.engine.engine import Engine
-from ostinato.model.grammar import BUDGET_BARS, GrammarConfig, note_budget
+from ostinato.model.grammar import BUDGET_BARS, JAM_FLOOR, GrammarConfig, note_budget, note_floor
 from ostinato.model.key import key_lock_classes
 from ostinato.model.tokens import DRUM_PROGRAM, Meter, meter_of_beats, score_to_ids, set_meter
 from ostinato.settings import GenerationSettings
@@ -206,6 +206,15 @@ class Session:
         """The most notes the next bar may hold: ``density`` × the musician's busiest recent
         bar (see :func:`note_budget`); None: no budget."""
         return note_budget(list(self._human_bars), programs, self.settings.density)
+
+    def _note_floor(self, programs: tuple[int, ...]) -> int | None:
+        """Jam mode: the fewest notes the next bar may hold, ``JAM_FLOOR`` × the musician's
+        mean recent bar on the same instruments (see :func:`note_floor`), so a partner left
+        alone does not fade out; None in the other modes (an answer may rest, a loop has its
+        passes) and with ``density`` 0 (no limits at all)."""
+        if self.settings.mode != "jam" or self.settings.density == 0:
+            return None
+        return note_floor(list(self._human_bars), programs, JAM_FLOOR)
 
     # -- the cycle -------------------------------------------------------------------------
     def wants_bar(self, bar: int) -> bool:
@@ -392,6 +401,7 @@ class Session:
         grammar = GrammarConfig(
             programs=programs, beats_per_bar=self.beats_per_bar, scale_pitch_classes=scale,
             meter=self.meter, max_notes=self._note_budget(programs),
+            min_notes=self._note_floor(programs),
         )  # fmt: skip
         seed = None if settings.seed is None else settings.seed + next_bar
         besides = None

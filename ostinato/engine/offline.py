@@ -20,7 +20,7 @@ from symusic import Note, Score, Track
 
 from ostinato.engine.copy import CopyPrior
 from ostinato.engine.engine import Engine, GeneratedNote
-from ostinato.model.grammar import DEFAULT_DENSITY, GrammarConfig, context_note_budget
+from ostinato.model.grammar import DEFAULT_DENSITY, GrammarConfig, heard_bars, note_budget
 from ostinato.model.key import key_lock_classes
 from ostinato.model.sampling import SamplingSettings
 from ostinato.model.tokens import (
@@ -100,7 +100,7 @@ def continue_score(
     engine.feed(context_ids)
     programs = programs or programs_in(score)
     scale = key_lock_classes(engine.vocab, context_ids) if key_lock else None
-    max_notes = context_note_budget(vocab, context, programs, density)
+    max_notes = note_budget(heard_bars(vocab, context), programs, density)
     grammar = GrammarConfig(programs=programs, scale_pitch_classes=scale, meter=meter,
                             max_notes=max_notes)  # fmt: skip
     phrase = context[-AUTO_BARS_MAX:]

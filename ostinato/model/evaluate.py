@@ -34,7 +34,14 @@ from tqdm import tqdm
 from ostinato.engine.copy import CopyPrior
 from ostinato.engine.engine import Engine
 from ostinato.model.corpus import CorpusSplit
-from ostinato.model.grammar import DEFAULT_DENSITY, Grammar, GrammarConfig, context_note_budget
+from ostinato.model.grammar import (
+    DEFAULT_DENSITY,
+    Grammar,
+    GrammarConfig,
+    heard_bars,
+    note_budget,
+    note_floor,
+)
 from ostinato.model.key import key_lock_classes, scale_of
 from ostinato.model.ngram import NGramModel
 from ostinato.model.sampling import Sampler, SamplingSettings
@@ -204,8 +211,10 @@ class ModelContinuer:
         style: str | None = None,
         guidance: float = 0.0,
         density: float = DEFAULT_DENSITY,
+        floor: float = 0.0,
     ) -> None:
         self.engine, self.settings, self.key_lock = engine, settings, key_lock
+        self.floor = floor  # the note floor's share (jam mode's JAM_FLOOR; 0: none)
         self.variation = variation
         self.name = name or self.name
         self.style, self.guidance, self.density = style, guidance, density
@@ -220,10 +229,10 @@ class ModelContinuer:
         tokens: list[int] = []
         scale = key_lock_classes(e.vocab, context) if self.key_lock else None
         meter = context_meter(e.vocab, context)
-        budget = context_note_budget(e.vocab, _bars_of(context, e.vocab.bar_id), programs,
-                                     self.density)  # fmt: skip
+        heard = heard_bars(e.vocab, _bars_of(context, e.vocab.bar_id))
         grammar = GrammarConfig(programs=programs, scale_pitch_classes=scale, meter=meter,
-                                max_notes=budget)  # fmt: skip
+                                max_notes=note_budget(heard, programs, self.density),
+                                min_notes=note_floor(heard, programs, self.floor))  # fmt: skip
         prior = None
         if self.variation is not None and references is not None:
             prior = CopyPrior(e.vocab, [[bar] for bar in references], self.variation)

@@ -35,7 +35,7 @@ from ostinato.model.evaluate import (
     continuation_windows,
     parse_notes,
 )
-from ostinato.model.grammar import DEFAULT_DENSITY
+from ostinato.model.grammar import DEFAULT_DENSITY, JAM_FLOOR
 from ostinato.model.sampling import SamplingSettings
 from ostinato.model.tokens import DRUM_PROGRAM, TokenType, Vocab, format_meter
 
@@ -171,8 +171,9 @@ def evaluate_jam(
     vocab, tokenizer = engine.vocab, engine.tokenizer
     check_corpus(tokenizer, data_dir)
     data = CorpusSplit.load(data_dir, split)
-    continuer = ModelContinuer(engine, settings, key_lock, style=style, guidance=guidance,
-                               density=density)  # fmt: skip
+    continuer = ModelContinuer(
+        engine, settings, key_lock, style=style, guidance=guidance, density=density, floor=JAM_FLOOR
+    )  # as jam mode plays
     pairs = continuation_windows(data, vocab.bar_id, jams, seed)
     if not pairs:
         raise ValueError(f"the {split} split has no file of 8 bars or more to start a jam")
@@ -192,6 +193,7 @@ def evaluate_jam(
             "top_p": settings.top_p,
             "key_lock": key_lock,
             "density": density,
+            "floor": JAM_FLOOR,
         },
         "jams": rows,
         "jam_summary": {

@@ -30,6 +30,13 @@ kit hit on a downbeat). Past it, only a later position where the allowance has g
 the bar's end, may follow. The engine's callers set it from the density of what the musician
 played (see :func:`note_budget`), so a model continuing itself for hundreds of bars cannot
 drift into a wall of notes.
+
+**Note floor** (``min_notes``): the fewest notes a bar may hold, paced the same way: the bar
+may not move on to position ``q`` before it holds ``M·q/P − slack`` notes (``M`` the floor,
+``slack = max(1, ⌈M/8⌉)``), nor end before ``M − slack``; where nothing else is left (every
+instrument struck everything it may at this position) the next position stays open. The
+daemon's jam mode sets it from the musician's bars (:func:`note_floor`), so a partner left to
+itself for hundreds of bars does not fade out part by part.
 """
 
 from __future__ import annotations
@@ -92,17 +99,33 @@ def note_budget(
     return max(4, int(np.ceil(density * max(n for _, n in bars))))
 
 
-def context_note_budget(
-    vocab: Vocab, bars: Iterable[np.ndarray], programs: Iterable[int], density: float
+#: Jam mode's floor: a bar holds at least this share of the musician's mean notes a bar.
+JAM_FLOOR = 0.6
+
+
+def note_floor(
+    heard: Iterable[tuple[Iterable[int], int]], programs: Iterable[int], share: float
 ) -> int | None:
-    """:func:`note_budget` of token bars (a context's, one array per bar)."""
+    """The note floor of a generated bar: ``share`` × the mean notes of the newest
+    ``BUDGET_BARS`` of the musician's bars that hold notes (``heard`` as for
+    :func:`note_budget`), rounded down. Only where ``programs`` are exactly the instruments
+    heard (a bass alone owes nothing to the notes of drums and bass); None otherwise, when
+    ``share`` is 0, no bar holds notes, or it comes to 0."""
+    bars = [(set(p), int(n)) for p, n in heard if n > 0][-BUDGET_BARS:]
+    if share <= 0 or not bars or set(programs) != set().union(*(p for p, _ in bars)):
+        return None
+    return int(share * float(np.mean([n for _, n in bars]))) or None
+
+
+def heard_bars(vocab: Vocab, bars: Iterable[np.ndarray]) -> list[tuple[list[int], int]]:
+    """Token bars (a context's, one array per bar) as :func:`note_budget` and
+    :func:`note_floor` read them: (instruments, notes) each."""
     types, values = vocab.types, vocab.values
-    heard = [
+    return [
         (values[bar[types[bar] == TokenType.PROGRAM]].tolist(),
          int((types[bar] == TokenType.DURATION).sum()))
         for bar in bars
     ]  # fmt: skip
-    return note_budget(heard, programs, density)
 
 
 def default_pitch_range(program: int) -> tuple[int, int]:
@@ -129,6 +152,7 @@ class GrammarConfig:
     allow_empty_bar: bool = True
     meter: Meter | None = None
     max_notes: int | None = None  # the bar's note budget (None: no budget)
+    min_notes: int | None = None  # the bar's note floor (None: none)
 
     def __post_init__(self) -> None:
         if self.programs is not None and len(self.programs) == 0:
@@ -152,6 +176,10 @@ class GrammarConfig:
             int(self.max_notes) != self.max_notes or self.max_notes < 1
         ):
             raise ValueError(f"max_notes must be an integer ≥ 1, got {self.max_notes}")
+        if self.min_notes is not None and (
+            int(self.min_notes) != self.min_notes or self.min_notes < 1
+        ):
+            raise ValueError(f"min_notes must be an integer ≥ 1, got {self.min_notes}")
 
     @property
     def bar_meter(self) -> Meter:
@@ -261,6 +289,17 @@ class Grammar:
         for i in np.flatnonzero(position_ok):
             self._position_ids[int(values[i])] = int(i)
         self._allowance: np.ndarray | None = None
+        # The note floor: for each count of notes so far, the last position the bar may move
+        # on to (ppb - 1: any), and the notes before it may end.
+        self._last_position: np.ndarray | None = None
+        self._bar_after = 0
+        if cfg.min_notes is not None:
+            floor = int(cfg.min_notes)
+            slack = max(1, -(-floor // 8))
+            self._bar_after = floor - slack
+            self._last_position = np.asarray(
+                [min(ppb - 1, (k + slack) * ppb // floor) for k in range(floor + 1)]
+            )
         if cfg.max_notes is not None:
             n = int(cfg.max_notes)
             burst = max(2, -(-n // 4))
@@ -308,9 +347,41 @@ class Grammar:
         row[ids[ids >= 0]] = False
         return row
 
+    def _under_floor(self, row: np.ndarray) -> np.ndarray:
+        """``row`` (at a bar's start or after a note) without what the note floor forbids:
+        the positions too far ahead for the notes so far, and the bar's end while it holds
+        too few; the nearest position when nothing else would be left."""
+        last, notes = self._last_position, self.notes_in_bar
+        assert last is not None
+        limit = int(last[min(notes, len(last) - 1)])
+        end_ok = notes >= self._bar_after
+        if limit >= self.positions_per_bar - 1 and end_ok:
+            return row
+        floored = row.copy()
+        floored[self._position_ids[limit + 1 :][self._position_ids[limit + 1 :] >= 0]] = False
+        if not end_ok:
+            floored[self.vocab.bar_id] = False
+        if floored.any():
+            return floored
+        nearest = self._position_ids[self.position + 1 :]
+        nearest = nearest[(nearest >= 0) & row[np.maximum(nearest, 0)]]
+        if len(nearest):
+            floored[int(nearest[0])] = True
+            return floored
+        return row  # the bar's last position, nothing more to strike: it ends
+
     def mask(self) -> np.ndarray:
         """Boolean mask (V,) of the tokens allowed next. Read-only; do not keep across calls."""
         state = self.state
+        if self._last_position is not None and (
+            state == State.AFTER_DURATION
+            or state == State.AFTER_TIME_SIG
+            or (state == State.AFTER_BAR and self.time_sig_id is None)
+        ):
+            return self._under_floor(self._mask(state))
+        return self._mask(state)
+
+    def _mask(self, state: State) -> np.ndarray:
         if state == State.AFTER_DURATION:
             row = self._after_duration[self.position]
             if self._at_position >= MAX_NOTES_AT_ONE_POSITION:

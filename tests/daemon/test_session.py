@@ -81,3 +81,36 @@ def test_a_jam_keeps_within_the_note_budget_of_what_the_musician_played(tiny_mod
     assert max(budgeted) <= 4 and sum(budgeted) > 0
     free = _jam_over_a_sparse_bass(tiny_model_dir, 0.0)
     assert max(free) > 4
+
+
+def _jam_after_drums(tiny_model_dir, density: float, mode: str = "jam") -> list[int]:
+    """The musician plays 8 drum hits a bar for 4 bars, then leaves the model alone (cool,
+    so it plays sparsely): the notes of each bar Ostinato plays after that."""
+    engine = Engine(tiny_model_dir, device="cpu")
+    clock = Clock(bpm=120)
+    clock.start_internal(0.0, 120)
+    scheduler = Scheduler(lambda message: None, clock.snapshot)
+    recorder = Recorder(channel_programs={9: DRUM_PROGRAM})
+    recorder.keep_bars = 64
+    settings = GenerationSettings(mode=mode, temperature=0.2, seed=1, key_lock=False,
+                                  density=density)  # fmt: skip
+    session = Session(engine, clock, scheduler, recorder, settings, now=lambda: 0.0)
+    counts = []
+    for bar in range(14):
+        if bar < 4:
+            for step in range(8):
+                recorder.note_on(bar * 4.0 + step / 2, 9, 36 if step % 4 == 0 else 42, 100)
+                recorder.note_off(bar * 4.0 + step / 2 + 0.25, 9, 36 if step % 4 == 0 else 42)
+        session.run_cycle(bar + 1, bar * 4.0 + 3.5)
+        if bar >= 5:
+            counts.append(len([n for n in recorder.bar_notes(bar) if n.source == "ostinato"]))
+    return counts
+
+
+def test_a_jam_left_alone_keeps_a_floor_of_what_the_musician_played(tiny_model_dir):
+    """Jam mode: at least 0.6 × the musician's mean bar (8 hits → 4, less a slack of 1) in
+    every bar the model plays alone; without limits the same cool model plays less."""
+    floored = _jam_after_drums(tiny_model_dir, 1.25)
+    assert min(floored) >= 3, floored
+    free = _jam_after_drums(tiny_model_dir, 0.0)
+    assert min(free) < 3, free

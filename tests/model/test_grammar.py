@@ -7,13 +7,15 @@ from hypothesis import strategies as st
 
 from ostinato.model.grammar import (
     BUDGET_BARS,
+    JAM_FLOOR,
     MAX_NOTES_AT_ONE_POSITION,
     Grammar,
     GrammarConfig,
     State,
-    context_note_budget,
     default_pitch_range,
+    heard_bars,
     note_budget,
+    note_floor,
 )
 from ostinato.model.tokens import (
     DRUM_PROGRAM,
@@ -295,7 +297,76 @@ def test_note_budget_follows_the_busiest_bar_played_on_the_instruments_played(vo
     assert note_budget(heard, (DRUM_PROGRAM, 0), 1.5) is None  # piano was never heard
     grammar = Grammar(vocab, GrammarConfig(programs=(DRUM_PROGRAM,), max_notes=9))
     bars = split_bars(np.asarray(_sample_bars(grammar, _eager(grammar), 2)), vocab.bar_id)
-    assert context_note_budget(vocab, bars, (DRUM_PROGRAM,), 2.0) == 18  # 2 × 9 notes
-    assert context_note_budget(vocab, bars, (DRUM_PROGRAM, 33), 2.0) is None
+    heard = heard_bars(vocab, bars)
+    assert note_budget(heard, (DRUM_PROGRAM,), 2.0) == 18  # 2 × 9 notes
+    assert note_budget(heard, (DRUM_PROGRAM, 33), 2.0) is None
     with pytest.raises(ValueError, match="max_notes"):
         GrammarConfig(max_notes=0)
+
+
+def _lazy(grammar: Grammar):
+    """The laziest model there is: the bar's end whenever allowed, else the farthest position
+    allowed, a new note only when nothing else is."""
+    vocab = grammar.vocab
+
+    def draw(n: int) -> int:
+        allowed = np.flatnonzero(grammar.mask())
+        kinds = vocab.types[allowed]
+        if (kinds == TokenType.BAR).any():
+            return int(np.flatnonzero(kinds == TokenType.BAR)[0])
+        positions = np.flatnonzero(kinds == TokenType.POSITION)
+        if len(positions):
+            return int(positions[np.argmax(vocab.values[allowed[positions]])])
+        return 0
+
+    return draw
+
+
+@pytest.mark.parametrize("floor", [1, 6, 20])
+@pytest.mark.parametrize("meter", [(4, 4), (7, 8)])
+def test_the_note_floor_holds_against_a_lazy_model_and_is_paced_through_the_bar(
+    vocab, tokenizer, floor, meter
+) -> None:
+    """With ``min_notes`` a bar holds at least the floor less its slack even when every draw
+    would rather stop, and the notes come through the bar, not all on its last beat."""
+    grammar = Grammar(vocab, GrammarConfig(programs=(DRUM_PROGRAM, 33), meter=meter,
+                                           min_notes=floor))  # fmt: skip
+    ids = _sample_bars(grammar, _lazy(grammar), 3, max_tokens=2000)
+    bars = _notes_by_position(vocab, ids)
+    slack = max(1, -(-floor // 8))
+    ppb = grammar.positions_per_bar
+    for positions in bars:
+        assert len(positions) >= floor - slack
+        for k, p in enumerate(positions):  # k notes before it: it may start at p
+            assert p <= (k + slack) * ppb // floor
+    ids_to_score(tokenizer, ids)
+    free = Grammar(vocab, GrammarConfig(programs=(DRUM_PROGRAM, 33), meter=meter))
+    assert all(len(b) == 0 for b in _notes_by_position(vocab, _sample_bars(free, _lazy(free), 2)))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), floor=st.integers(1, 24), extra=st.integers(0, 20),
+       meter=st.sampled_from([(4, 4), (3, 4), (6, 8)]))  # fmt: skip
+def test_any_sequence_under_a_floor_and_a_budget_keeps_both_and_decodes(
+    vocab, tokenizer, data, floor, extra, meter
+) -> None:
+    budget = max(4, floor + extra)
+    grammar = Grammar(vocab, GrammarConfig(programs=(DRUM_PROGRAM,), meter=meter,
+                                           min_notes=floor, max_notes=budget))  # fmt: skip
+    ids = _sample_bars(grammar, lambda n: data.draw(st.integers(0, n - 1)), 2, max_tokens=3000)
+    slack = max(1, -(-floor // 8))
+    for positions in _notes_by_position(vocab, ids):
+        assert len(positions) <= budget
+        assert len(positions) >= min(floor - slack, budget)
+    ids_to_score(tokenizer, ids)
+
+
+def test_note_floor_follows_the_mean_bar_played() -> None:
+    drums, both = {DRUM_PROGRAM}, {DRUM_PROGRAM, 33}
+    assert note_floor([(drums, 10), (both, 20), ((), 0)], both, JAM_FLOOR) == 9
+    assert note_floor([(both, 30)], (33,), JAM_FLOOR) is None  # the bass alone owes nothing
+    assert note_floor([(drums, 1)], drums, JAM_FLOOR) is None  # less than one note
+    assert note_floor([], drums, JAM_FLOOR) is None
+    assert note_floor([(drums, 10)], drums, 0.0) is None
+    with pytest.raises(ValueError, match="min_notes"):
+        GrammarConfig(min_notes=0)
