@@ -33,7 +33,7 @@ drift into a wall of notes.
 
 **Note floor** (``min_notes``): the fewest notes a bar may hold, paced the same way: the bar
 may not move on to position ``q`` before it holds ``M·q/P − slack`` notes (``M`` the floor,
-``slack = max(1, ⌈M/8⌉)``), nor end before ``M − slack``; where nothing else is left (every
+``slack = max(1, ⌈M/8⌉)``), nor end before it holds ``M``; where nothing else is left (every
 instrument struck everything it may at this position) the next position stays open. The
 daemon's jam mode sets it from the musician's bars (:func:`note_floor`), so a partner left to
 itself for hundreds of bars does not fade out part by part.
@@ -296,7 +296,7 @@ class Grammar:
         if cfg.min_notes is not None:
             floor = int(cfg.min_notes)
             slack = max(1, -(-floor // 8))
-            self._bar_after = floor - slack
+            self._bar_after = floor
             self._last_position = np.asarray(
                 [min(ppb - 1, (k + slack) * ppb // floor) for k in range(floor + 1)]
             )
