@@ -269,6 +269,7 @@ class Grammar:
             p: int(self._after_program[p + 1].sum()) for p in self.enabled_programs
         }
         self._program_token = {int(values[i]): int(i) for i in np.flatnonzero(program_ok)}
+        self._program_ids = np.flatnonzero(program_ok)  # every enabled Program token
 
         # Duration masks per position: the note must end by the end of the bar.
         is_dur = types == TokenType.DURATION
@@ -342,7 +343,7 @@ class Grammar:
             return row
         row = row.copy()
         if not here:
-            row[list(self._program_token.values())] = False
+            row[self._program_ids] = False
         ids = self._position_ids[: min(first, len(self._position_ids))]
         row[ids[ids >= 0]] = False
         return row
@@ -358,7 +359,8 @@ class Grammar:
         if limit >= self.positions_per_bar - 1 and end_ok:
             return row
         floored = row.copy()
-        floored[self._position_ids[limit + 1 :][self._position_ids[limit + 1 :] >= 0]] = False
+        ahead = self._position_ids[limit + 1 :]
+        floored[ahead[ahead >= 0]] = False
         if not end_ok:
             floored[self.vocab.bar_id] = False
         if floored.any():
@@ -386,7 +388,7 @@ class Grammar:
             row = self._after_duration[self.position]
             if self._at_position >= MAX_NOTES_AT_ONE_POSITION:
                 row = row.copy()
-                row[list(self._program_token.values())] = False  # a later position, or Bar
+                row[self._program_ids] = False  # a later position, or Bar
             elif self._spent:  # programs that struck every pitch they may play here
                 row = row.copy()
                 row[self._spent] = False
