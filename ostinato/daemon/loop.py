@@ -13,8 +13,10 @@ Where the loop comes from, in order:
 
 :class:`PassMemory` keeps, by position in the loop, the last bar Ostinato played there and
 the musician's bar there; those are the copy prior's references (see
-:mod:`ostinato.engine.copy`) and what a late bar falls back to. Pure logic; the session holds
-its lock around every call.
+:mod:`ostinato.engine.copy`) and what a late bar falls back to. It holds two passes of the
+longest loop the settings allow (:data:`PASS_MEMORY_BARS`): the pass before, and the one
+before that for when a take is thrown away. Pure logic; the session holds its lock around
+every call.
 """
 
 from __future__ import annotations
@@ -25,10 +27,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ostinato.daemon.recorder import RecordedNote
+from ostinato.settings import SETTINGS
 
 PERIODS = (1, 2, 4, 8)
 SIMILAR = 0.75  # Jaccard similarity of two bars' note sets that counts as a repeat
 GRID = 4  # onsets compared on the 16th-note grid (positions per beat)
+#: Bars :class:`PassMemory` keeps of each kind: two passes of the longest ``loop_bars``.
+PASS_MEMORY_BARS = 2 * int(SETTINGS["loop_bars"].hi or 64)
 
 
 @dataclass(frozen=True)
@@ -146,7 +151,7 @@ class PassMemory:
     """The bars of the last passes, Ostinato's and the musician's, by song bar and epoch, so
     that a loop found later (a DAW's loop is known from its first jump) still finds them."""
 
-    def __init__(self, keep: int = 40) -> None:
+    def __init__(self, keep: int = PASS_MEMORY_BARS) -> None:
         self.keep = keep
         self.own: dict[tuple[int, int], PlayedBar] = {}
         self.human: dict[tuple[int, int], PlayedBar] = {}

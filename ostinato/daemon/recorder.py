@@ -13,20 +13,30 @@ on every start, continue and jump): a loop pass does not stack on the last one, 
 a pass of its own. At a jump, the notes at or after the jump point (what was prepared for the
 bar after it, a note the DAW played a hair early) move with the jump into the new epoch, and
 notes held across it end there. Ostinato's notes keep the scheduler's id, so a take thrown
-away before it played is forgotten (:meth:`Recorder.forget_generated`). Pure logic; callers
-hold the session's lock.
+away before it played is forgotten (:meth:`Recorder.forget_generated`).
+
+The recorder keeps :data:`KEEP_BARS` bars behind the bar being played, from the largest
+``phrase_bars`` the settings allow, so a phrase of any length they allow is answered; notes
+are looked up through an index by (epoch, bar), so that memory costs nothing per lookup. Pure
+logic; callers hold the session's lock.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from dataclasses import dataclass
 
 from ostinato.channels import ChannelMap
+from ostinato.settings import SETTINGS
 
 HUMAN, OSTINATO = "human", "ostinato"
 #: A note this close before a bar line belongs to the next bar (players push the downbeat).
 EARLY_BEATS = 1 / 8
+#: Bars kept behind the bar being played: the longest phrase continue mode answers (a phrase
+#: of ``phrase_bars`` at their most, or one that ended in a bar of silence: it looks as far
+#: back), and the bar before it, where a note pushed ahead of its first downbeat lies.
+KEEP_BARS = int(SETTINGS["phrase_bars"].hi or 64) + 1
 
 
 @dataclass(frozen=True)
@@ -52,18 +62,45 @@ class Recorder:
         self,
         channel_programs: dict[int, int] | None = None,
         beats_per_bar: float = 4.0,
-        keep_bars: int = 16,
+        keep_bars: int = KEEP_BARS,
     ) -> None:
         self.channel_programs = channel_programs or default_channel_programs()
         self.beats_per_bar = beats_per_bar
         self.keep_bars = keep_bars
-        self.notes: list[RecordedNote] = []
+        self.notes: list[RecordedNote] = []  # replaced whole, appended only through _add
         self._open: dict[tuple[int, int], tuple[float, int]] = {}  # (ch, pitch) → (beat, vel)
         self.epoch = 0
+        # (epoch, bar) → the notes starting there; None: built again at the next lookup
+        self._index: dict[tuple[int, int], list[RecordedNote]] | None = None
+        self._index_list: list[RecordedNote] | None = None  # the notes list it was built on
+        self._index_bpb = beats_per_bar
 
     def clear(self) -> None:
-        self.notes.clear()
+        self.notes = []
         self._open.clear()
+
+    def _add(self, note: RecordedNote) -> None:
+        self.notes.append(note)
+        if self._index is not None and self._index_list is self.notes:
+            self._index.setdefault((note.epoch, self._bar_of(note)), []).append(note)
+
+    def _bar_of(self, note: RecordedNote) -> int:
+        """The bar ``note`` is indexed under: the musician's a hair early belongs to the next
+        bar, ours are on time (:meth:`bar_notes` reads this bar and its neighbours)."""
+        early = EARLY_BEATS if note.source == HUMAN else 1e-6
+        return math.floor((note.start_beats + early) / self.beats_per_bar)
+
+    def _near(self, epoch: int, bar: int) -> list[RecordedNote]:
+        """The notes of ``epoch`` indexed under ``bar`` and the bars either side."""
+        if (self._index is None or self._index_list is not self.notes
+                or self._index_bpb != self.beats_per_bar):  # fmt: skip
+            self._index, self._index_list = {}, self.notes
+            self._index_bpb = self.beats_per_bar
+            for note in self.notes:
+                self._index.setdefault((note.epoch, self._bar_of(note)), []).append(note)
+        index = self._index
+        return [*index.get((epoch, bar - 1), ()), *index.get((epoch, bar), ()),
+                *index.get((epoch, bar + 1), ())]  # fmt: skip
 
     def jump(self, from_beat: float, to_beat: float, epoch: int, keep_prepared: bool) -> None:
         """The transport jumped from ``from_beat`` to ``to_beat``, opening ``epoch``. With
@@ -102,7 +139,7 @@ class Recorder:
             return
         start, velocity = opened
         program = self.channel_programs.get(channel, 0)
-        self.notes.append(
+        self._add(
             RecordedNote(
                 start, max(beat - start, 1 / 32), pitch, velocity, program, HUMAN, self.epoch
             )
@@ -110,8 +147,8 @@ class Recorder:
 
     def add_generated(self, start_beats: float, duration_beats: float, pitch: int,
                       velocity: int, program: int, note_id: int = -1) -> None:  # fmt: skip
-        self.notes.append(RecordedNote(start_beats, duration_beats, pitch, velocity, program,
-                                       OSTINATO, self.epoch, note_id))  # fmt: skip
+        self._add(RecordedNote(start_beats, duration_beats, pitch, velocity, program,
+                               OSTINATO, self.epoch, note_id))  # fmt: skip
 
     def forget_generated(self, note_ids: Collection[int]) -> None:
         """Ostinato's notes ``note_ids`` were taken back before they played (a take thrown
@@ -129,9 +166,9 @@ class Recorder:
         epoch = self.epoch if epoch is None else epoch
         exact_lo, exact_hi = lo + EARLY_BEATS - 1e-6, hi + EARLY_BEATS - 1e-6  # ours: on time
         out = [
-            n for n in self.notes
-            if n.epoch == epoch and (lo <= n.start_beats < hi if n.source == HUMAN
-                                     else exact_lo <= n.start_beats < exact_hi)
+            n for n in self._near(epoch, bar)
+            if (lo <= n.start_beats < hi if n.source == HUMAN
+                else exact_lo <= n.start_beats < exact_hi)
         ]  # fmt: skip
         if now_beat is not None and epoch == self.epoch:
             for (channel, pitch), (start, velocity) in self._open.items():
@@ -151,15 +188,16 @@ class Recorder:
         if any(lo <= start < hi for start, _ in self._open.values()):
             return True
         return any(
-            n.source == HUMAN and n.epoch == self.epoch and lo <= n.start_beats < hi
-            for n in self.notes
+            n.source == HUMAN and lo <= n.start_beats < hi for n in self._near(self.epoch, bar)
         )
 
     def prune(self, current_bar: int, keep_epochs: int = 4) -> None:
         """Forget notes older than ``keep_bars`` bars and passes older than ``keep_epochs``."""
         oldest = (current_bar - self.keep_bars) * self.beats_per_bar
         first_epoch = self.epoch - keep_epochs
-        self.notes = [
+        kept = [
             n for n in self.notes
             if n.epoch > first_epoch and (n.epoch != self.epoch or n.start_beats >= oldest)
         ]  # fmt: skip
+        if len(kept) != len(self.notes):  # else the same list: its index still holds
+            self.notes = kept

@@ -8,42 +8,43 @@ position: a loop played ten times is ten passes in the file):
 * the tempo map, from the clock (a tempo event when the tempo moves by more than 0.01 BPM);
 * markers: transport (start, stop, continue), loop jumps, answers and takes, from the session.
 
-Notes are written as whole notes (symusic pairs them), so the file has no hanging note by
-construction; a note still held when the file is written lasts until then. The file is
-rewritten whole every ``FLUSH_S`` seconds by symusic (a few milliseconds for an hour of
-music), to a temporary file renamed over the old one: after a crash or a SIGKILL the file is
-the last complete one, at most ``FLUSH_S`` seconds short. A folder that cannot be written (a
-full disk, no permission) is a warning in the log, said once, and the music goes on; writing
-is tried again later.
+Threads. The listeners run on the real-time side: the clock's map listener (every tick, under
+the clock's lock), the scheduler (every queued note), the input thread and the sender's reports
+thread (every note heard and played), the transport listener (Stop). Each only appends what
+happened to an inbox under a short lock and returns: no listener ever waits on the writer.
+
+The writer thread, every ``FLUSH_S`` seconds, swaps the inbox out under that lock (it takes no
+other) and hands its events, in order, to :class:`~ostinato.daemon.session_tracks.SessionTracks`,
+which encodes each event once, when it can no longer change: the file is rewritten as a join
+of those bytes plus the last few seconds, to a temporary file renamed over the old one. A
+rewrite costs the same at bar 10 and at bar 5,000, and a Stop touches only the notes still
+sounding. After a crash or a SIGKILL the file is the last complete one, at most ``FLUSH_S``
+seconds short. A folder that cannot be written (a full disk, no permission) is a warning in
+the log, said once, and the music goes on; writing is tried again later.
 
 Times come in seconds on the daemon's time line (JACK frame time or ``perf_counter``), the
-same line as the clock's tempo maps, from the input thread, the sender's reports thread and
-the session thread; a lock keeps the lists whole. Nothing here runs on the real-time path.
+same line as the clock's tempo maps. Nothing here runs on the real-time path.
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from symusic import Note, Score, Tempo, TextMeta, TimeSignature, Track
+from symusic import Score
 
-from ostinato.model.tokens import DRUM_PROGRAM
+from ostinato.daemon.session_tracks import SessionTracks
 
 log = logging.getLogger(__name__)
 
-TPQ = 480
 FLUSH_S = 2.0
 RETRY_S = 30.0  # after a failed write
-TEMPO_STEP_BPM = 0.01
 SUFFIX = ".mid"
 
 
@@ -58,14 +59,6 @@ def session_path(folder: Path, started: datetime | None = None) -> Path:
     return path
 
 
-@dataclass
-class _Part:
-    name: str
-    program: int  # -1: drums
-    notes: list[tuple[float, float, int, int]] = field(default_factory=list)
-    # (start s, end s, pitch, velocity)
-
-
 class SessionFile:
     """The recording of one run. ``flush()`` writes it; ``start()`` does so every FLUSH_S."""
 
@@ -78,202 +71,99 @@ class SessionFile:
         t0: float | None = None,
     ) -> None:
         self.path = path
-        self.program_of_input = channel_programs  # input channel → the instrument heard
-        self.beats_per_bar = beats_per_bar
+        # Guards ``_inbox`` alone: listeners append one event, the writer swaps the list out.
         self._lock = threading.Lock()
-        # tempo segments: start times, the beat there, the BPM from there
-        self._tempo_t = [0.0 if t0 is None else t0]
-        self._begun = t0 is not None  # else the first event's time is the file's start
-        self._tempo_beat = [0.0]
-        self._tempo_bpm = [bpm]
-        self._inputs: dict[int, _Part] = {}
-        self._outputs: dict[tuple[int, int], _Part] = {}  # (channel, program)
-        self._held: dict[tuple[int, int], tuple[float, int]] = {}  # (ch, pitch) → (t, vel)
-        self._queued: dict[int, tuple[int, float]] = {}  # note id → (program, beats)
-        self._markers: list[tuple[float, str]] = []
-        self._last_t = self._tempo_t[0]
-        self._dirty = False
+        self._inbox: list[tuple[Callable, tuple]] = []
+        # The writer's own, never a listener's: flush against flush (the writer thread, and
+        # ``close`` should the thread outlive its join).
+        self._writing = threading.Lock()
+        self._tracks = SessionTracks(channel_programs, beats_per_bar, bpm, t0)
+        self._last_bpm: float | None = None  # the tempo last posted (the map listener's)
+        self._unwritten = False  # a write failed: the next one is due even with no news
         self._failed_at: float | None = None
         self.writes = 0
         self.write_errors = 0
+        self.write_ms = 0.0  # the last rewrite: encoding the news, joining, writing
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    # -- what happens (any thread) --------------------------------------------------------
-    def tempo(self, t: float, bpm: float) -> None:
-        """The clock's tempo from time ``t`` on."""
+    # -- what happens (listeners: any thread, each only appends) ----------------------------
+    def _post(self, action: Callable, *args) -> None:
         with self._lock:
-            self._begin(t)
-            if abs(bpm - self._tempo_bpm[-1]) <= TEMPO_STEP_BPM or t < self._tempo_t[-1]:
-                return
-            self._tempo_beat.append(self._beat(t))
-            self._tempo_t.append(t)
-            self._tempo_bpm.append(bpm)
-            self._dirty = True
+            self._inbox.append((action, args))
+
+    def tempo(self, t: float, bpm: float) -> None:
+        """The clock's tempo from time ``t`` on (the clock's map listener, every tick)."""
+        if bpm != self._last_bpm:  # the first always: it may begin the file
+            self._last_bpm = bpm
+            self._post(self._tracks.tempo, t, bpm)
 
     def heard(self, t: float, data: list[int]) -> None:
         """A note-on or note-off from the musician (any channel)."""
         if len(data) != 3 or data[0] & 0xF0 not in (0x80, 0x90):
             return
-        channel, pitch, velocity = data[0] & 0x0F, data[1], data[2]
-        with self._lock:
-            self._begin(t)
-            self._last_t = max(self._last_t, t)
-            key = (channel, pitch)
-            opened = self._held.pop(key, None)
-            if opened is not None:  # a note-off, or a retrigger: the sounding one ends
-                part = self._input_part(channel)
-                part.notes.append((opened[0], max(t, opened[0]), pitch, opened[1]))
-                self._dirty = True
-            if data[0] & 0xF0 == 0x90 and velocity:
-                self._held[key] = (t, velocity)
+        velocity = data[2] if data[0] & 0xF0 == 0x90 else 0
+        self._post(self._tracks.heard, t, data[0] & 0x0F, data[1], velocity)
 
     def all_notes_off(self, t: float, channel: int) -> None:
         """CC 123/120 on ``channel``: its held notes end."""
-        with self._lock:
-            keys = [k for k in self._held if k[0] == channel]
-        for ch, pitch in keys:
-            self.heard(t, [0x80 | ch, pitch, 0])
+        self._post(self._tracks.all_notes_off, t, channel)
 
     def queued(self, note_id: int, start_beats: float, end_beats: float, program: int) -> None:
         """Ostinato queued a note (its length in beats and its instrument, by id)."""
-        with self._lock:
-            self._queued[note_id] = (program, end_beats - start_beats)
-            if len(self._queued) > 65536:  # notes never sent (dropped, cancelled)
-                for old in list(self._queued)[:16384]:
-                    del self._queued[old]
+        self._post(self._tracks.queued, note_id, end_beats - start_beats, program)
 
     def played(self, due: float, channel: int, pitch: int, velocity: int, note_id: int) -> None:
         """The sender played a note at ``due`` (seconds)."""
-        with self._lock:
-            self._begin(due)
-            program, beats = self._queued.pop(note_id, (-2, 0.5))
-            seconds = beats * 60.0 / self._bpm_at(due)
-            key = (channel, program)
-            part = self._outputs.get(key)
-            if part is None:
-                if program == -2:  # not known: the channel's drums or an instrument
-                    program = DRUM_PROGRAM if channel == 9 else 0
-                what = "drums" if program == DRUM_PROGRAM else f"program {program}"
-                part = _Part(f"Ostinato ch{channel + 1} {what}", program)
-                self._outputs[key] = part
-            part.notes.append((due, due + seconds, pitch, velocity))
-            self._last_t = max(self._last_t, due + seconds)
-            self._dirty = True
+        self._post(self._tracks.played, due, channel, pitch, velocity, note_id)
 
     def stopped(self, t: float) -> None:
         """The transport stopped at ``t``: Ostinato's notes sounding then were cut there."""
-        with self._lock:
-            for part in self._outputs.values():
-                part.notes = [(s, min(e, t) if s <= t else e, p, v) for s, e, p, v in part.notes]
+        self._post(self._tracks.stopped, t)
 
     def marker(self, t: float, text: str) -> None:
-        with self._lock:
-            self._begin(t)
-            self._markers.append((t, text))
-            self._last_t = max(self._last_t, t)
-            self._dirty = True
+        self._post(self._tracks.marker, t, text)
 
-    # -- time -------------------------------------------------------------------------------
-    def _begin(self, t: float) -> None:
-        if not self._begun:
-            self._begun = True
-            self._tempo_t[0] = self._last_t = t
-
-    def _segment(self, t: float) -> int:
-        return max(0, bisect.bisect_right(self._tempo_t, t) - 1)
-
-    def _bpm_at(self, t: float) -> float:
-        return self._tempo_bpm[self._segment(t)]
-
-    def _beat(self, t: float) -> float:
-        i = self._segment(t)
-        return self._tempo_beat[i] + (t - self._tempo_t[i]) * self._tempo_bpm[i] / 60.0
-
-    def _tick(self, t: float) -> int:
-        return max(0, round(self._beat(t) * TPQ))
-
-    def _input_part(self, channel: int) -> _Part:
-        part = self._inputs.get(channel)
-        if part is None:
-            program = self.program_of_input(channel)
-            what = "drums" if program == DRUM_PROGRAM else f"program {program}"
-            part = _Part(f"In ch{channel + 1} {what}", program)
-            self._inputs[channel] = part
-        return part
-
-    # -- writing ----------------------------------------------------------------------------
-    def score(self, now: float | None = None) -> Score:
-        """The session so far as a symusic Score (held notes last until ``now``)."""
-        with self._lock:
-            now = self._last_t if now is None else max(now, self._last_t)
-            score = Score(TPQ)
-            num = round(self.beats_per_bar * 2)
-            score.time_signatures.append(
-                TimeSignature(0, num, 8) if num % 2 else TimeSignature(0, num // 2, 4)
-            )
-            for beat, bpm in zip(self._tempo_beat, self._tempo_bpm, strict=True):
-                score.tempos.append(Tempo(max(0, round(beat * TPQ)), qpm=float(bpm)))
-            held: dict[int, list[tuple[float, float, int, int]]] = {}
-            for (channel, pitch), (start, velocity) in self._held.items():
-                held.setdefault(channel, []).append((start, now, pitch, velocity))
-            for channel in sorted(set(self._inputs) | set(held)):
-                part = self._input_part(channel)
-                score.tracks.append(self._track(part, [*part.notes, *held.get(channel, [])]))
-            for key in sorted(self._outputs):
-                part = self._outputs[key]
-                score.tracks.append(self._track(part, part.notes))
-            for t, text in sorted(self._markers):
-                score.markers.append(TextMeta(self._tick(t), text))
-            self._dirty = False
-        return score
-
-    def _track(self, part: _Part, notes) -> Track:
-        track = Track(name=part.name, program=max(0, part.program),
-                      is_drum=part.program == DRUM_PROGRAM)  # fmt: skip
-        # A note-on of a pitch still sounding on the channel retriggers it (the sender does
-        # the same): the one before ends there, so every note-on has its own note-off.
-        spans: list[list[int]] = []
-        last: dict[int, list[int]] = {}
-        for start, end, pitch, velocity in sorted(notes):
-            on = self._tick(start)
-            span = [on, max(on + 1, self._tick(end)), pitch, velocity]
-            before = last.get(pitch)
-            if before is not None and before[0] == on:  # the same note twice: one, the longer
-                before[1] = max(before[1], span[1])
-                continue
-            if before is not None and before[1] > on:
-                before[1] = on
-            last[pitch] = span
-            spans.append(span)
-        for on, off, pitch, velocity in spans:
-            track.notes.append(Note(on, off - on, pitch, velocity))
-        return track
-
+    # -- writing (the writer thread) --------------------------------------------------------
     def flush(self, now: float | None = None) -> bool:
         """Write the file (atomically). False when it could not be written (said once)."""
-        score = self.score(now)
+        with self._writing:
+            started = time.perf_counter()
+            with self._lock:
+                events, self._inbox = self._inbox, []
+            for action, args in events:
+                action(*args)
+            data = self._tracks.midi(now)
+            written = self._write(data)
+            self.write_ms = (time.perf_counter() - started) * 1e3
+            return written
+
+    def _write(self, data: bytes) -> bool:
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            score.dump_midi(str(tmp))
+            tmp.write_bytes(data)
             os.replace(tmp, self.path)
-        except (OSError, RuntimeError) as exc:  # symusic raises RuntimeError on I/O too
+        except OSError as exc:
             self.write_errors += 1
             if self._failed_at is None:
                 log.warning("cannot write the session recording %s (%s); the music goes on, "
                             "writing is tried again every %.0f s", self.path, exc,
                             RETRY_S)  # fmt: skip
             self._failed_at = time.monotonic()
-            self._dirty = True
+            self._unwritten = True
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
             return False
         if self._failed_at is not None:
             log.info("the session recording %s is written again", self.path)
         self._failed_at = None
+        self._unwritten = False
         self.writes += 1
         return True
+
+    def _pending(self) -> bool:
+        return bool(self._inbox) or self._unwritten
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="ostinato-session-file",
@@ -282,7 +172,7 @@ class SessionFile:
 
     def _run(self) -> None:
         while not self._stop.wait(FLUSH_S):
-            if not self._dirty:
+            if not self._pending():
                 continue
             if self._failed_at is not None and time.monotonic() - self._failed_at < RETRY_S:
                 continue
@@ -293,7 +183,7 @@ class SessionFile:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5.0)
-        if self._dirty or self.writes:
+        if self._pending() or self.writes:
             self.flush(now)
         log.info("session recorded in %s", self.path)
 

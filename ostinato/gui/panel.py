@@ -5,7 +5,8 @@ emits a Qt signal per message (delivered queued to the GUI thread); the panel ne
 for a reply, so a slow or absent daemon cannot freeze it. Changes go out as the controls
 move; the daemon's pushed state moves the controls back (without echoing), so two panels or
 a hardware knob (MIDI CC learn) stay in step. The controls' ranges come from the settings
-schema (:mod:`ostinato.settings`), the one the daemon checks against.
+schema (:mod:`ostinato.settings`), the one the daemon checks against. The window fits a
+laptop's 1280 × 720: the controls in a column beside the piano roll, the rarer knobs in tabs.
 
 Panic is the one request the panel waits for: it shows "panic sent" until the daemon
 answers ``/ostinato/ok /ostinato/panic``, sends it again every 250 ms meanwhile (releasing
@@ -43,6 +44,7 @@ from PyQt6.QtWidgets import (
     QSlider,
     QSpinBox,
     QStatusBar,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -64,6 +66,8 @@ PANIC_RETRY_MS = 250  # panic is sent again until the daemon acknowledges it …
 PANIC_TRIES = 8  # … this many times (2 s), then the panel says it was not acknowledged
 TAKE_KEYS = {"regenerate": "R", "keep": "K", "undo": "U"}  # and Shift+K: keep 0 (release all)
 TAKE_ADDRESSES = {f"{PREFIX}/{action}": action for action in TRIGGERS}
+DEFAULT_SIZE = (1040, 640)  # opens within a laptop's 1280 × 720, roll and all
+CONTROLS_WIDTH = 460  # the column of controls; the roll takes the rest of the width
 
 
 class Bridge(QObject):
@@ -235,6 +239,7 @@ class Panel(QMainWindow):
         geometry = self.settings.value("geometry")
         if geometry is not None:
             self.restoreGeometry(geometry)
+        self._fit_screen()
         self._subscribe_timer = self._timer(5000, self._subscribe)
         self._subscribe_timer.start()
         self._tick_timer = self._timer(30, self._tick)
@@ -245,6 +250,13 @@ class Panel(QMainWindow):
         self.panic_tries = 0
         self._panic_timer = self._timer(PANIC_RETRY_MS, self._panic_retry)
         self._subscribe()
+
+    def _fit_screen(self) -> None:
+        """A size saved on a larger screen (or by a taller panel) is cut to this one's."""
+        screen = self.screen() or QApplication.primaryScreen()
+        if screen is not None:
+            room = screen.availableGeometry()
+            self.resize(min(self.width(), room.width()), min(self.height(), room.height()))
 
     def _timer(self, interval_ms: int, slot) -> QTimer:
         timer = QTimer(self)
@@ -306,7 +318,18 @@ class Panel(QMainWindow):
         self.variation.valueChanged.connect(self._variation_moved)
         layout.addLayout(sliders)
 
-        form = QFormLayout()
+        # Below the sliders: the controls in a column, the piano roll beside them taking the
+        # rest (a laptop screen is wide, not tall).
+        body = QHBoxLayout()
+        controls_box = QWidget()
+        controls_box.setMaximumWidth(CONTROLS_WIDTH)
+        controls = QVBoxLayout(controls_box)
+        controls.setContentsMargins(0, 0, 0, 0)
+        roll_column = QVBoxLayout()
+        body.addWidget(controls_box)
+        body.addLayout(roll_column, 1)
+        layout.addLayout(body, 1)
+
         top_p, penalty, bars = SETTINGS["top_p"], SETTINGS["repetition_penalty"], SETTINGS["bars"]
         self.top_k = _spin_box(0, 128)
         self.top_k.setSpecialValueText("off")
@@ -336,17 +359,25 @@ class Panel(QMainWindow):
         self.key_lock.setToolTip(
             "pitched notes keep to the key heard in the context, plus any note it used"
         )
-        form.addRow("top-k", self.top_k)
-        form.addRow("top-p", self.top_p)
-        form.addRow("repetition penalty", self.penalty)
-        form.addRow("mode", self.mode)
-        form.addRow("style", self.style_menu)
-        form.addRow("guidance", self.guidance)
-        form.addRow("bars of answer", self.bars)
-        form.addRow("loop bars", self.loop_bars)
-        form.addRow("density", self.density)
-        form.addRow("fill", self.fill)
-        form.addRow("key lock", self.key_lock)
+        mode_row = QFormLayout()
+        mode_row.addRow("mode", self.mode)
+        controls.addLayout(mode_row)
+        # The rarer knobs, one tab each kind, so the roll keeps its room on a laptop screen.
+        self.more = QTabWidget()
+        tabs: list[tuple[str, list[tuple[str, QWidget]]]] = [
+            ("Answer && loop", [("bars of answer", self.bars), ("loop bars", self.loop_bars),
+                               ("fill", self.fill)]),
+            ("Sampling", [("top-k", self.top_k), ("top-p", self.top_p),
+                          ("repetition penalty", self.penalty), ("density", self.density),
+                          ("key lock", self.key_lock)]),
+            ("Style", [("style", self.style_menu), ("guidance", self.guidance)]),
+        ]  # fmt: skip
+        for title, rows in tabs:
+            page = QWidget()
+            page_form = QFormLayout(page)
+            for label, knob in rows:
+                page_form.addRow(label, knob)
+            self.more.addTab(page, title)
         self.top_k.valueChanged.connect(lambda v: self._set("top_k", int(v)))
         self.top_p.valueChanged.connect(lambda v: self._set("top_p", float(v)))
         self.penalty.valueChanged.connect(lambda v: self._set("repetition_penalty", float(v)))
@@ -358,7 +389,6 @@ class Panel(QMainWindow):
         self.loop_bars.valueChanged.connect(lambda v: self._set("loop_bars", _bars_arg(v)))
         self.fill.toggled.connect(lambda on: self._set("fill", int(on)))
         self.key_lock.toggled.connect(lambda on: self._set("key_lock", int(on)))
-        layout.addLayout(form)
 
         instruments = QGroupBox("Instruments Ostinato plays")
         grid = QGridLayout(instruments)
@@ -372,9 +402,9 @@ class Panel(QMainWindow):
             grid.addWidget(check, i // 3, i % 3)
             check.toggled.connect(self._instruments_changed)
         self.follow.toggled.connect(self._instruments_changed)
-        layout.addWidget(instruments)
+        controls.addWidget(instruments)
 
-        channels = QGroupBox("Channels")
+        channels = QWidget()
         channel_form = QFormLayout(channels)
         self.out_channels = QLineEdit()
         self.out_channels.setToolTip(SETTINGS["out_channels"].help + ", e.g. bass=2,drums=10")
@@ -392,7 +422,8 @@ class Panel(QMainWindow):
             lambda: self._set("in_channels", self.in_channels.text())
         )
         self.program_change.toggled.connect(lambda on: self._set("program_change", int(on)))
-        layout.addWidget(channels)
+        self.more.addTab(channels, "Channels")
+        controls.addWidget(self.more)
 
         takes = QHBoxLayout()
         self.take_buttons: dict[str, QPushButton] = {}
@@ -412,7 +443,7 @@ class Panel(QMainWindow):
         self.kept_label = QLabel("nothing kept")
         self.kept_label.setToolTip("the loop places that play a kept bar again each pass")
         takes.addWidget(self.kept_label)
-        layout.addLayout(takes)
+        controls.addLayout(takes)
         self.last_take = ""  # the daemon's last answer to a take action
 
         self.panic_button = QPushButton("PANIC  (Esc)")
@@ -420,15 +451,16 @@ class Panel(QMainWindow):
             "background:#c0392b; color:white; font-weight:bold; font-size:16px; padding:8px;"
         )
         self.panic_button.clicked.connect(self.panic)
-        layout.addWidget(self.panic_button)
+        controls.addWidget(self.panic_button)
+        controls.addStretch(1)
 
         self.roll = PianoRoll()
-        layout.addWidget(self.roll, 1)
+        roll_column.addWidget(self.roll, 1)
         legend = QLabel(
             f"<span style='color:{HUMAN_COLOUR.name()}'>■ played</span> &nbsp; "
             f"<span style='color:{GENERATED_COLOUR.name()}'>■ Ostinato</span>"
         )
-        layout.addWidget(legend)
+        roll_column.addWidget(legend)
         self.setCentralWidget(root)
         self.status = QStatusBar()
         self.setStatusBar(self.status)
@@ -440,7 +472,7 @@ class Panel(QMainWindow):
         )
         self.status.addPermanentWidget(self.loop_status)
         self.status.showMessage(f"OSC {self.host}:{self.port}")
-        self.resize(560, 720)
+        self.resize(*DEFAULT_SIZE)
 
     def _shortcuts(self) -> None:
         # The panel is the application's only window: its keys work whatever has the focus.

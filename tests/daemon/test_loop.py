@@ -4,16 +4,24 @@ previous pass. Driven bar by bar with fake time: no ports, no threads."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from ostinato.daemon.clock import Clock
-from ostinato.daemon.loop import LoopFollower, LoopInfo, detect_period, signature
+from ostinato.daemon.loop import (
+    LoopFollower,
+    LoopInfo,
+    PassMemory,
+    PlayedBar,
+    detect_period,
+    signature,
+)
 from ostinato.daemon.recorder import HUMAN, OSTINATO, RecordedNote, Recorder
 from ostinato.daemon.scheduler import Scheduler
 from ostinato.daemon.session import Session
 from ostinato.engine.engine import Engine
 from ostinato.model.tokens import DRUM_PROGRAM
-from ostinato.settings import GenerationSettings
+from ostinato.settings import SETTINGS, GenerationSettings
 
 RIFFS = [  # four different bars of bass (program 33): (16th step, pitch)
     [(0, 45), (6, 45), (8, 52), (14, 45)],
@@ -207,3 +215,51 @@ def test_continue_mode_answers_as_long_as_the_phrase_with_bars_auto(rig) -> None
     for k in range(3):
         phrase = sorted((s / 4, p) for s, p in RIFFS[k])
         assert [(n[0], n[3]) for n in ours(recorder, 4 + k)] == phrase
+
+
+@pytest.mark.parametrize("phrase_bars", [18, 64])
+def test_a_phrase_as_long_as_the_settings_allow_is_answered_whole(tiny_model_dir, phrase_bars):
+    """The recorder's memory is sized from the largest ``phrase_bars``: a phrase of 18 bars,
+    and one of 64 (the most the setting takes), is answered once it is that long, every bar
+    of it, the first included (a recorder that kept 16 bars never answered either)."""
+    engine = Engine(tiny_model_dir, device="cpu")
+    clock = Clock(bpm=120)
+    clock.start_internal(0.0, 120)
+    scheduler = Scheduler(lambda message: None, clock.snapshot)
+    recorder = Recorder(channel_programs={0: 33})  # the memory the daemon makes
+    time = FakeTime()
+    settings = GenerationSettings(mode="continue", bars=1, phrase_bars=phrase_bars,
+                                  variation=0.0, seed=2, key_lock=False)  # fmt: skip
+    session = Session(engine, clock, scheduler, recorder, settings, now=time)
+    answered = None
+    for bar in range(phrase_bars + 2):  # the musician plays on, bar after bar
+        play_bar(recorder, bar, RIFFS[bar % 4])
+        time.t = bar * 2.0 + 1.75
+        session.run_cycle(bar + 1, bar * 4.0 + 3.5)
+        if session._answer is not None:
+            answered = bar + 1
+            break
+    assert answered == phrase_bars
+    first, phrase = session._answer
+    assert first == phrase_bars and len(phrase) == phrase_bars
+    for bar, played in enumerate(phrase):
+        assert sorted((round(o * 4), n) for o, _, _, n, _ in played.notes) == sorted(
+            RIFFS[bar % 4]
+        ), bar
+
+
+def test_the_pass_memory_holds_two_passes_of_the_longest_loop() -> None:
+    """``loop_bars`` at its most (64): the bar a pass plays varies the one the pass before
+    played there, and a take thrown away finds the one before that."""
+    memory = PassMemory()
+    loop_bars = int(SETTINGS["loop_bars"].hi)
+    loop = LoopInfo(0, loop_bars, "set")
+    for bar in range(3 * loop_bars):  # three passes played straight through
+        memory.played(bar, 0, PlayedBar(np.array([bar // loop_bars, bar % loop_bars])))
+        memory.heard(bar, 0, PlayedBar(np.array([bar // loop_bars, bar % loop_bars])))
+    next_pass = 3 * loop_bars
+    for place in (0, 17, loop_bars - 1):
+        assert list(memory.at(loop, next_pass + place).tokens) == [2, place]
+        assert list(memory.at(loop, next_pass + place, human=True).tokens) == [2, place]
+        memory.forget(2 * loop_bars + place, 0)  # that take thrown away
+        assert list(memory.at(loop, next_pass + place).tokens) == [1, place]

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from PyQt6.QtCore import QPoint, Qt
+from PyQt6.QtCore import QPoint, QRect, Qt
+from PyQt6.QtWidgets import QWidget
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
@@ -71,6 +72,15 @@ def panel(qtbot, daemon, tmp_path, monkeypatch):
     qtbot.waitActive(window)
     qtbot.waitUntil(lambda: window.connected and bool(window.state), timeout=20000)
     return window
+
+
+def show_tab(panel: Panel, widget: QWidget) -> None:
+    """Open the tab of the rarer knobs that holds ``widget``, as a musician would."""
+    for index in range(panel.more.count()):
+        if panel.more.widget(index).isAncestorOf(widget):
+            panel.more.setCurrentIndex(index)
+            return
+    raise AssertionError(f"{widget} is in no tab")
 
 
 def daemon_state(port: int) -> dict:
@@ -198,6 +208,7 @@ def test_channel_maps_and_program_change_reach_the_daemon(qtbot, panel, daemon):
     client = ControlClient(port=port)
     try:
         qtbot.waitUntil(lambda: "bass=2" in panel.out_channels.text(), timeout=5000)
+        show_tab(panel, panel.out_channels)
         panel.out_channels.setFocus()
         panel.out_channels.selectAll()
         qtbot.keyClicks(panel.out_channels, "bass=5, 81=12")
@@ -217,6 +228,7 @@ def test_channel_maps_and_program_change_reach_the_daemon(qtbot, panel, daemon):
         qtbot.waitUntil(lambda: panel.last_error.startswith("/ostinato/out_channels"),
                         timeout=5000)  # fmt: skip
         assert "bass=5" in client.status()["out_channels"]
+        show_tab(panel, panel.program_change)
         box = QPoint(8, panel.program_change.height() // 2)
         qtbot.mouseClick(panel.program_change, Qt.MouseButton.LeftButton, pos=box)
         qtbot.waitUntil(lambda: client.status()["program_change"] == 1, timeout=5000)
@@ -235,6 +247,7 @@ def test_variation_loop_bars_fill_and_bars_auto_reach_the_daemon(qtbot, panel, d
         qtbot.waitUntil(lambda: client.status()["variation"] == pytest.approx(0.4), timeout=5000)
         assert panel.variation_value.text() == "0.40"
         assert panel.loop_bars.text() == "auto"
+        show_tab(panel, panel.loop_bars)
         panel.loop_bars.setFocus()
         qtbot.keyClick(panel.loop_bars, Qt.Key.Key_Up)  # auto → 1
         qtbot.waitUntil(lambda: client.status()["loop_bars"] == 1, timeout=5000)
@@ -499,6 +512,34 @@ def test_screenshot_shows_the_temperature_and_the_notes(qtbot, panel, daemon):
         for y in range(0, roll.height(), 2)
     )
     assert orange > 20  # jam mode on drums and bass: Ostinato's notes, in orange
+
+
+def test_the_panel_fits_a_laptop_screen_with_the_roll_in_view(qtbot, panel, daemon):
+    """A 1280 × 720 screen (a 1366 × 768 or 1280 × 800 laptop, less its bars): the panel
+    opens within it and resizes down to it, and the piano roll, what a musician watches,
+    lies inside the window, big enough to read, the main controls beside it; the rarer
+    knobs wait in tabs. The screenshot is the README's (docs/panel-1280x720.png)."""
+    assert panel.width() <= 1280 and panel.height() <= 720  # as it opens, nothing saved
+    least = panel.minimumSizeHint()
+    assert least.width() <= 1280 and least.height() <= 720
+    panel.resize(1280, 720)
+    qtbot.waitUntil(lambda: (panel.width(), panel.height()) == (1280, 720), timeout=5000)
+    qtbot.waitUntil(lambda: len(panel.roll.notes) > 40, timeout=60000)  # bars of them
+    roll = QRect(panel.roll.mapTo(panel, QPoint(0, 0)), panel.roll.size())
+    assert QRect(0, 0, 1280, 720).contains(roll), roll
+    assert roll.width() >= 640 and roll.height() >= 360, roll
+    screen = panel.screen().availableGeometry()
+    assert screen.contains(QRect(panel.roll.mapToGlobal(QPoint(0, 0)), panel.roll.size()))
+    for widget in (panel.roll, panel.temperature, panel.variation, panel.mode,
+                   panel.panic_button, *panel.take_buttons.values(), panel.more):  # fmt: skip
+        spot = QRect(widget.mapTo(panel, QPoint(0, 0)), widget.size())
+        assert widget.isVisible() and QRect(0, 0, 1280, 720).contains(spot), widget
+    assert panel.more.count() >= 3  # the rarer knobs, a tab each kind
+    assert not panel.out_channels.isVisible()  # … out of the way until asked for
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    image = panel.grab()
+    assert (image.width(), image.height()) == (1280, 720)
+    assert image.save(str(ARTIFACTS / "panel-1280x720.png"))
 
 
 def test_the_style_menu_follows_the_daemon_and_sends_its_choice(qtbot, tmp_path, monkeypatch):
