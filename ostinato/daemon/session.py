@@ -66,6 +66,7 @@ from ostinato.daemon.takes import (
     TakeError,
     loop_key,
 )
+from ostinato.engine.accompany import bar_header, jam_parts
 from ostinato.engine.copy import CopyPrior
 from ostinato.engine.engine import Engine
 from ostinato.model.grammar import BUDGET_BARS, JAM_FLOOR, GrammarConfig, note_budget, note_floor
@@ -398,11 +399,6 @@ class Session:
             key_lock_classes(engine.vocab, engine.context_tokens()) if settings.key_lock else None
         )
         programs = self._programs()
-        grammar = GrammarConfig(
-            programs=programs, beats_per_bar=self.beats_per_bar, scale_pitch_classes=scale,
-            meter=self.meter, max_notes=self._note_budget(programs),
-            min_notes=self._note_floor(programs),
-        )  # fmt: skip
         seed = None if settings.seed is None else settings.seed + next_bar
         besides = None
         if take.kind == "retake":  # a new take: a seed of its own, never the one thrown away
@@ -413,6 +409,15 @@ class Session:
             besides = old.played if old is not None else None
         sampler = engine.sampler(settings.sampling, seed)
         refs, variation = self._references(next_bar, besides)
+        jam = settings.mode == "jam" and settings.density != 0
+        grammar = GrammarConfig(
+            programs=programs, beats_per_bar=self.beats_per_bar, scale_pitch_classes=scale,
+            meter=self.meter, max_notes=self._note_budget(programs),
+            min_notes=self._note_floor(programs),
+            header=bar_header(engine.vocab, programs, refs if settings.mode == "loop" else ()),
+            parts=jam_parts(engine.vocab, engine.context_tokens(), programs, settings.density)
+            if jam else (),
+        )  # fmt: skip
         if take.kind == "retake":
             variation = max(variation, TAKE_VARIATION)
         prior = CopyPrior(engine.vocab, [refs], variation) if refs else None

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ostinato.model.tokens import TokenType, Vocab
+from ostinato.model.tokens import TokenType, Vocab, strip_headers
 
 
 @dataclass
@@ -95,11 +95,9 @@ class CopyPrior:
         self._bar_id = vocab.bar_id
         self._types = vocab.types
         self._values = vocab.values
-        self._refs = [
-            [np.asarray(r, dtype=np.int64)[1:] if len(r) and r[0] == vocab.bar_id
-             else np.asarray(r, dtype=np.int64) for r in refs]
-            for refs in references
-        ]  # fmt: skip
+        # each reference without its Bar token and its instrument header: the grammar writes
+        # the header of the bar decoded, the prior follows only its notes
+        self._refs = [[self._notes_of(r) for r in refs] for refs in references]
         self._variations = variations
         self._pointers: list[_Pointer] = []
         self._variation = 1.0
@@ -110,6 +108,10 @@ class CopyPrior:
         self._structure[[TokenType.POSITION, TokenType.BAR, TokenType.PROGRAM,
                          TokenType.PITCH_DRUM, TokenType.TIME_SIG]] = True  # fmt: skip
         self.begin_bar(0)
+
+    def _notes_of(self, reference: np.ndarray) -> np.ndarray:
+        ref = strip_headers(self.vocab, np.asarray(reference, dtype=np.int64))
+        return ref[1:] if len(ref) and ref[0] == self._bar_id else ref
 
     def begin_bar(self, k: int) -> None:
         """Decoding moves on to generated bar ``k`` (its ``Bar`` token has just been fed)."""

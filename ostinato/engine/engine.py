@@ -41,7 +41,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ostinato.engine.copy import CopyPrior
-from ostinato.model.grammar import Grammar, GrammarConfig
+from ostinato.model.grammar import Grammar, GrammarConfig, State
 from ostinato.model.sampling import Sampler, SamplingSettings
 from ostinato.model.style import NONE
 from ostinato.model.tokens import TOKENIZER_FILE, TokenType, Vocab, load_tokenizer
@@ -546,7 +546,8 @@ class Engine:
             if tokens_in_bar >= MAX_TOKENS_PER_BAR and mask[vocab.bar_id]:
                 mask = bar_only
             token = -1
-            if prior is not None:
+            header = grammar.state == State.HEADER and grammar.in_header  # what plays: no prior
+            if prior is not None and not header:
                 token, mask = prior.choose(mask, sampler.rng)
             if token < 0:
                 recent = self._history[max(0, self._history_len - 256) : self._history_len]
@@ -555,7 +556,7 @@ class Engine:
             if prior is not None:
                 if token == vocab.bar_id:
                     prior.begin_bar(grammar.bars_completed)
-                else:
+                elif not (header and types[token] == TokenType.PROGRAM):
                     prior.observe(token)
             if tokens_out is not None:
                 tokens_out.append(token)

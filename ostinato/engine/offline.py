@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from symusic import Note, Score, Track
 
+from ostinato.engine.accompany import bar_header
 from ostinato.engine.copy import CopyPrior
 from ostinato.engine.engine import Engine, GeneratedNote
 from ostinato.model.grammar import DEFAULT_DENSITY, GrammarConfig, heard_bars, note_budget
@@ -102,7 +103,7 @@ def continue_score(
     scale = key_lock_classes(engine.vocab, context_ids) if key_lock else None
     max_notes = note_budget(heard_bars(vocab, context), programs, density)
     grammar = GrammarConfig(programs=programs, scale_pitch_classes=scale, meter=meter,
-                            max_notes=max_notes)  # fmt: skip
+                            max_notes=max_notes, header=bar_header(vocab, programs))  # fmt: skip
     phrase = context[-AUTO_BARS_MAX:]
     if bars is None:
         bars = len(phrase)

@@ -55,6 +55,8 @@ from ostinato.model.tokens import (
     TOKENIZER_FILE,
     TokenType,
     Vocab,
+    add_headers,
+    header_mask,
     load_tokenizer,
     new_tokenizer,
     save_tokenizer,
@@ -552,3 +554,19 @@ class CorpusSplit:
         """End (exclusive) of the file that holds each token index."""
         which = self.file_of(token_index)
         return self.files[which, 0] + self.files[which, 1]
+
+    def with_headers(self, vocab: Vocab) -> CorpusSplit:
+        """This split with every bar's instrument header written (in memory), for a model
+        whose bars carry it: a corpus is stored without (the trainer writes them)."""
+        tokens = np.asarray(self.tokens, dtype=np.int64)
+        written = add_headers(vocab, tokens)
+        if len(written) == len(tokens):
+            return self
+        # a header goes after a Bar (and its TimeSig), never before a file's first token
+        old_of_new = np.flatnonzero(~header_mask(vocab, written))  # new index of each old token
+        files = self.files.copy()
+        files[:, 0] = old_of_new[self.files[:, 0]]
+        ends = self.files[:, 0] + self.files[:, 1]
+        files[:, 1] = np.append(old_of_new, len(written))[ends] - files[:, 0]
+        return CorpusSplit(written.astype(self.tokens.dtype), files,
+                           np.flatnonzero(written == vocab.bar_id))  # fmt: skip

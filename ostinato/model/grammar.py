@@ -37,6 +37,22 @@ may not move on to position ``q`` before it holds ``M·q/P − slack`` notes (``
 instrument struck everything it may at this position) the next position stays open. The
 daemon's jam mode sets it from the musician's bars (:func:`note_floor`), so a partner left to
 itself for hundreds of bars does not fade out part by part.
+
+**The instrument header** (a vocabulary with :attr:`Vocab.has_header`): after ``Bar
+TimeSig`` the bar names its instruments, ``Program`` tokens in rising program order, then its
+first ``Position`` (or ``Bar``: an empty bar names none). ``header`` in the configuration
+forces it (the daemon writes what Ostinato plays in the bar); without one the model chooses
+it among the enabled programs. The bar's notes then come only from the instruments its header
+names, and the bar may not end before every one of them has played a note: the header says
+what plays, the notes keep to it.
+
+**Parts** (``parts``): a floor and a budget for each instrument, paced through the bar like
+the bar's own: instrument ``i`` may not let the bar move on to position ``q`` before it holds
+``Mᵢ·q/P − slackᵢ`` notes (where it lags, only its own ``Program`` may follow at this
+position), nor end the bar before it holds ``Mᵢ``; and it may start a note at position ``p``
+only while it holds fewer than ``min(Nᵢ, Nᵢ·(p + 1)/P + burstᵢ)``. The daemon sets them from
+each instrument's own recent bars and the musician's (:func:`part_limits`), so a bass asked
+for under a keyboard player's chords plays in every bar, neither fading nor flooding.
 """
 
 from __future__ import annotations
@@ -128,6 +144,72 @@ def heard_bars(vocab: Vocab, bars: Iterable[np.ndarray]) -> list[tuple[list[int]
     ]  # fmt: skip
 
 
+#: A part's floor: this share of its mean notes in its recent bars (at least one note).
+PART_FLOOR = 0.5
+#: A part's budget with no bar of its own yet: this many notes a bar for drums, else
+#: ``PART_BUDGET_PITCHED`` (room for a busy groove or line, not a wall of notes).
+PART_BUDGET_DRUMS = 40
+PART_BUDGET_PITCHED = 20
+
+
+@dataclass(frozen=True)
+class PartLimit:
+    """Notes one instrument's part holds in a generated bar: at least ``floor``, at most
+    ``budget`` (None: no budget of its own), both paced through the bar."""
+
+    program: int
+    floor: int = 1
+    budget: int | None = None
+
+
+def part_limits(
+    bars: Iterable[dict[int, int]], programs: Iterable[int], density: float,
+    floor_share: float = PART_FLOOR,
+) -> tuple[PartLimit, ...]:  # fmt: skip
+    """Each of ``programs``' floor and budget from recent ``bars`` (the context's, each a map
+    program → notes, the newest last; the musician's and Ostinato's own): once an instrument
+    has played in the newest ``BUDGET_BARS`` bars, its floor is ``floor_share`` × its mean
+    notes in the bars where it played and its budget ``density`` × its busiest such bar;
+    before that a floor of one note (the part is there) and a budget from the busiest bar of
+    the whole band (``density`` × it), at most the defaults of its kind. ``density`` 0: only
+    the one-note floor, no budget."""
+    recent = [b for b in bars if b][-BUDGET_BARS:]
+    busiest = max((sum(b.values()) for b in recent), default=0)
+    out = []
+    for program in sorted(set(programs)):
+        own = [b[program] for b in recent if b.get(program, 0) > 0]
+        if density <= 0:
+            out.append(PartLimit(program, 1, None))
+        elif own:
+            floor = max(1, int(floor_share * float(np.mean(own))))
+            budget = max(floor + 1, 4, int(np.ceil(density * max(own))))
+            out.append(PartLimit(program, floor, budget))
+        else:
+            cap = PART_BUDGET_DRUMS if program == DRUM_PROGRAM else PART_BUDGET_PITCHED
+            budget = min(cap, max(4, int(np.ceil(density * busiest)))) if busiest else cap
+            out.append(PartLimit(program, 1, budget))
+    return tuple(out)
+
+
+def bar_counts(vocab: Vocab, bars: Iterable[np.ndarray]) -> list[dict[int, int]]:
+    """Token bars as :func:`part_limits` reads them: notes per program, one map per bar."""
+    types, values = vocab.types, vocab.values
+    out = []
+    for bar in bars:
+        bar = np.asarray(bar)
+        programs = bar[types[bar] == TokenType.PROGRAM]
+        notes = types[bar] == TokenType.DURATION
+        # a note's Program is 3 tokens before its Duration; header entries are never so
+        idx = np.flatnonzero(notes) - 3
+        idx = idx[idx >= 0]
+        counts: dict[int, int] = {}
+        for p in values[bar[idx]].tolist():
+            counts[int(p)] = counts.get(int(p), 0) + 1
+        out.append(counts)
+        del programs
+    return out
+
+
 def default_pitch_range(program: int) -> tuple[int, int]:
     """Inclusive (low, high) MIDI pitch range a program is allowed to play by default."""
     if program == DRUM_PROGRAM:
@@ -153,6 +235,10 @@ class GrammarConfig:
     meter: Meter | None = None
     max_notes: int | None = None  # the bar's note budget (None: no budget)
     min_notes: int | None = None  # the bar's note floor (None: none)
+    # The instruments the bar's header names (a vocabulary with headers; None: the model
+    # chooses them among ``programs``), and each part's floor and budget.
+    header: tuple[int, ...] | None = None
+    parts: tuple[PartLimit, ...] = ()
 
     def __post_init__(self) -> None:
         if self.programs is not None and len(self.programs) == 0:
@@ -180,6 +266,14 @@ class GrammarConfig:
             int(self.min_notes) != self.min_notes or self.min_notes < 1
         ):
             raise ValueError(f"min_notes must be an integer ≥ 1, got {self.min_notes}")
+        if self.header is not None:
+            header = tuple(sorted(set(int(p) for p in self.header)))
+            if self.programs is not None and not set(header) <= set(self.programs):
+                raise ValueError(f"header {header} names programs not enabled")
+            object.__setattr__(self, "header", header)
+        for part in self.parts:
+            if part.floor < 0 or (part.budget is not None and part.budget < max(1, part.floor)):
+                raise ValueError(f"bad limits for program {part.program}: {part}")
 
     @property
     def bar_meter(self) -> Meter:
@@ -196,6 +290,7 @@ class State(enum.IntEnum):
     AFTER_VELOCITY = 5
     AFTER_DURATION = 6
     AFTER_TIME_SIG = 7  # a Position (the bar's first onset) or Bar (an empty bar)
+    HEADER = 8  # (a vocabulary with headers) the bar's instruments, then its first Position
 
 
 class Grammar:
@@ -315,7 +410,41 @@ class Grammar:
             m.flags.writeable = False
         self._after_program.flags.writeable = False
 
+        # The instrument header: the enabled Program tokens in rising program order, and the
+        # parts' pacing tables (see the module docstring).
+        self.has_header = vocab.has_header
+        order = np.argsort(values[self._program_ids], kind="stable")
+        self._header_ids = self._program_ids[order]
+        self._header_values = values[self._header_ids]
+        if cfg.header is not None:
+            enabled_set = set(self.enabled_programs)
+            unknown = [p for p in cfg.header if p not in enabled_set]
+            if unknown:
+                raise ValueError(f"header programs not enabled: {unknown}")
+        self._limits = {part.program: part for part in cfg.parts}
+        self._is_program = types == TokenType.PROGRAM
+        self._part_tables: dict[int, tuple[int, np.ndarray, np.ndarray | None]] = {}
         self.reset()
+
+    def _part_table(self, program: int) -> tuple[int, np.ndarray, np.ndarray | None]:
+        """(floor, last position the bar may move on to per notes so far, allowance per
+        position or None) of ``program``'s part in a bar whose header names it."""
+        table = self._part_tables.get(program)
+        if table is None:
+            limit = self._limits.get(program)
+            floor = max(1, limit.floor if limit is not None else 1)
+            ppb = self.positions_per_bar
+            slack = max(1, -(-floor // 8))
+            last = np.asarray([min(ppb - 1, (k + slack) * ppb // floor) for k in range(floor)]
+                              + [ppb - 1])  # fmt: skip
+            allowance = None
+            if limit is not None and limit.budget is not None:
+                n = int(limit.budget)
+                burst = max(2, -(-n // 4))
+                allowance = np.minimum(n, n * (np.arange(ppb) + 1) / ppb + burst)
+            table = (floor, last, allowance)
+            self._part_tables[program] = table
+        return table
 
     # -- state ---------------------------------------------------------------------------
     def reset(self, at_bar_start: bool = False) -> None:
@@ -326,6 +455,14 @@ class Grammar:
         self.bars_completed = 0
         self.notes_in_bar = 0
         self._clear_position()
+        self._begin_bar()
+        if at_bar_start and self.has_header and self.time_sig_id is None:
+            self.state = State.HEADER
+
+    def _begin_bar(self) -> None:
+        self.header: list[int] = []  # the programs this bar's header named so far
+        self._part_notes: dict[int, int] = {}  # notes per program in this bar
+        self._others: np.ndarray | None = None  # Program tokens the header left out
 
     def _clear_position(self) -> None:
         self._struck: dict[int, list[int]] = {}  # program → pitch tokens at this position
@@ -375,13 +512,104 @@ class Grammar:
     def mask(self) -> np.ndarray:
         """Boolean mask (V,) of the tokens allowed next. Read-only; do not keep across calls."""
         state = self.state
+        if state == State.HEADER:
+            row = self._header_mask()
+            if row is not None:
+                return row
+            state = State.AFTER_TIME_SIG  # the header is complete: the bar's content
+        row = self._mask(state)
         if self._last_position is not None and (
             state == State.AFTER_DURATION
             or state == State.AFTER_TIME_SIG
             or (state == State.AFTER_BAR and self.time_sig_id is None)
         ):
-            return self._under_floor(self._mask(state))
-        return self._mask(state)
+            row = self._under_floor(row)
+        if self.has_header and state in (
+            State.AFTER_DURATION, State.AFTER_POSITION, State.AFTER_TIME_SIG
+        ):  # fmt: skip
+            row = self._keep_parts(row, state)
+        return row
+
+    @property
+    def in_header(self) -> bool:
+        """Whether the next token may still be an entry of the bar's header."""
+        return self.state == State.HEADER and self._header_mask() is not None
+
+    def _header_mask(self) -> np.ndarray | None:
+        """The header's next entry (None: the header is complete, its content follows)."""
+        forced, named = self.config.header, self.header
+        if forced is not None:
+            if len(named) >= len(forced):
+                return None
+            row = np.zeros(self.vocab.size, dtype=bool)
+            row[self._program_token[forced[len(named)]]] = True
+            return row
+        row = np.zeros(self.vocab.size, dtype=bool)
+        later = self._header_values > (named[-1] if named else DRUM_PROGRAM - 1)
+        row[self._header_ids[later]] = True
+        if named:
+            content = self._keep_parts(self._after_time_sig, State.AFTER_TIME_SIG)
+            row |= content
+        elif self.config.allow_empty_bar and self._bar_after == 0:
+            row[self.vocab.bar_id] = True
+        return row
+
+    def _keep_parts(self, row: np.ndarray, state: State) -> np.ndarray:
+        """``row`` kept to the bar's header: notes only of the instruments it names, each
+        part's floor and budget (paced), and no end before each named part has played."""
+        named = self.header
+        position = self.position
+        limit = self.positions_per_bar - 1
+        end_ok = True
+        lagging: list[int] = []
+        spent: list[int] = []
+        for program in named:
+            floor, last, allowance = self._part_table(program)
+            n = self._part_notes.get(program, 0)
+            lim = int(last[min(n, floor)])
+            if n < floor:
+                end_ok = False
+                if lim <= position:
+                    lagging.append(self._program_token[program])
+            limit = min(limit, lim)
+            if allowance is not None and n >= allowance[max(0, position)]:
+                spent.append(self._program_token[program])
+        others = self._others
+        if others is None and named:
+            keep = np.isin(self._program_ids, [self._program_token[p] for p in named])
+            others = self._others = self._program_ids[~keep]
+        if not named:  # an empty header: an empty bar
+            out = np.zeros_like(row)
+            out[self.vocab.bar_id] = bool(row[self.vocab.bar_id])
+            return out
+        out = row.copy()
+        if others is not None and len(others):
+            out[others] = False
+        if spent:
+            out[spent] = False
+        if not end_ok:
+            out[self.vocab.bar_id] = False
+        if state != State.AFTER_POSITION:
+            ahead = self._position_ids[limit + 1 :]
+            out[ahead[ahead >= 0]] = False
+        if lagging and state != State.AFTER_TIME_SIG:
+            # a part behind its floor plays before the bar moves on
+            behind = np.zeros(self.vocab.size, dtype=bool)
+            behind[lagging] = True
+            if state == State.AFTER_DURATION:  # even past the notes one position may hold
+                behind[self._spent] = False
+                out |= behind
+            kept = out & (behind | ~self._is_program)
+            if (kept & behind).any():
+                out = kept
+        if out.any():
+            return out
+        nearest = self._position_ids[position + 1 :]
+        nearest = nearest[(nearest >= 0) & row[np.maximum(nearest, 0)]]
+        if len(nearest):
+            out[int(nearest[0])] = True
+            return out
+        return row
 
     def _mask(self, state: State) -> np.ndarray:
         if state == State.AFTER_DURATION:
@@ -425,6 +653,9 @@ class Grammar:
                 f"not allowed in state {self.state.name}"
             )
         kind = self.vocab.types[token_id]
+        if self.state == State.HEADER and kind == TokenType.PROGRAM:
+            self.header.append(int(self.vocab.values[token_id]))
+            return
         if kind == TokenType.BAR:
             if self.state != State.EXPECT_BAR:
                 self.bars_completed += 1
@@ -432,6 +663,9 @@ class Grammar:
             self.position = -1
             self.notes_in_bar = 0
             self._clear_position()
+            self._begin_bar()
+            if self.has_header and self.time_sig_id is None:
+                self.state = State.HEADER
         elif kind == TokenType.POSITION:
             self.position = int(self.vocab.values[token_id])
             self.state = State.AFTER_POSITION
@@ -446,11 +680,12 @@ class Grammar:
                 self._spent.append(self._program_token[self.program])
             self._at_position += 1
             self.notes_in_bar += 1
+            self._part_notes[self.program] = self._part_notes.get(self.program, 0) + 1
             self.state = State.AFTER_PITCH
         elif kind == TokenType.VELOCITY:
             self.state = State.AFTER_VELOCITY
         elif kind == TokenType.TIME_SIG:
-            self.state = State.AFTER_TIME_SIG
+            self.state = State.HEADER if self.has_header else State.AFTER_TIME_SIG
         else:  # Duration: a note is complete
             self.state = State.AFTER_DURATION
 

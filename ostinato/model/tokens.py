@@ -5,6 +5,21 @@ per note ``Program_x Pitch_y Velocity_v Duration_d`` (drums: ``Program_-1 PitchD
 sequence starts ``BOS`` and (new tokenizers) a ``Style_s`` token (:mod:`ostinato.model.style`).
 No tempo tokens (tempo comes from the DAW), no chord tokens.
 
+**The instrument header** (tokenizers whose configuration says ``instrument_header``, see
+:func:`with_header`): after ``Bar`` (and its ``TimeSig``) a bar names the instruments whose
+notes it holds, as ``Program`` tokens in rising program order, before its first ``Position``:
+``Bar TimeSig_4/4 Program_-1 Program_33 Position_0 Program_-1 PitchDrum_36 …``. The header
+reuses the ``Program`` tokens rather than adding new ones: a ``Program`` right after ``Bar``,
+``TimeSig`` or another header ``Program`` can only be a header entry (a note's ``Program``
+always follows a ``Position`` or a ``Duration``), so the segment needs no delimiter, the
+vocabulary stays the same size (a model of the language before it can be trained on into
+one with it), and the model reads "bass plays in this bar" with the very embedding it reads a
+bass note's program with. Training writes the set the bar really holds; at run time the daemon
+writes the instruments Ostinato plays in the bar it generates, and the grammar holds the bar
+to them. :func:`score_to_ids` writes headers for such a tokenizer, :func:`add_headers` for
+token arrays made without them (a corpus), and :func:`ids_to_score` drops them (miditok does
+not know them).
+
 Two generations of the language, told apart by the tokenizer file:
 
 * **legacy** (the first bundled model's): no time-signature and no style tokens. Every bar is
@@ -38,6 +53,8 @@ from ostinato.model.style import NONE, STYLES, TOKEN_PREFIX, token_name
 
 TOKENIZER_FILE = "tokenizer.json"
 DRUM_PROGRAM = -1
+#: The tokenizer configuration's flag (``additional_params``) for the instrument header.
+HEADER_PARAM = "instrument_header"
 
 #: Positions per beat in the first 4 beats of a duration, and coarser after (miditok's
 #: ``beat_res``): 8 per quarter gives 32 positions in a 4/4 bar (16ths and 32nds).
@@ -163,6 +180,18 @@ def new_tokenizer(
     return REMI(config)
 
 
+def with_header(tokenizer: REMI, on: bool = True) -> REMI:
+    """``tokenizer`` with the instrument header on (or off): the same vocabulary, the flag in
+    its configuration (saved in ``tokenizer.json``). In place; returned."""
+    tokenizer.config.additional_params[HEADER_PARAM] = bool(on)
+    return tokenizer
+
+
+def has_header(tokenizer: REMI) -> bool:
+    """Whether ``tokenizer``'s bars carry the instrument header."""
+    return bool(tokenizer.config.additional_params.get(HEADER_PARAM, False))
+
+
 def tokenizer_meters(tokenizer: REMI) -> set[Meter]:
     """The meters ``tokenizer`` encodes bars in: its TimeSig tokens' meters, or only 4/4 for
     one without them (it reads every bar as 4/4)."""
@@ -230,6 +259,7 @@ class Vocab:
     meter_ids: dict[Meter, int] = field(default_factory=dict)
     bar_beats: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     style_ids: dict[str, int] = field(default_factory=dict)
+    has_header: bool = False  # bars name their instruments after Bar (TimeSig)
 
     @property
     def size(self) -> int:
@@ -374,6 +404,7 @@ class Vocab:
             meter_ids=meter_ids,
             bar_beats=bar_beats,
             style_ids=style_ids,
+            has_header=has_header(tokenizer),
         )
 
 
@@ -408,7 +439,10 @@ def score_to_ids(tokenizer: REMI, score: Score) -> np.ndarray:
     seq = tokenizer.encode(score)
     if isinstance(seq, list):  # one stream is configured; guard against a foreign config
         raise ValueError("tokenizer does not put all programs in one stream")
-    return np.asarray(seq.ids, dtype=np.uint16)
+    ids = np.asarray(seq.ids, dtype=np.uint16)
+    if has_header(tokenizer) and len(ids):
+        ids = add_headers(Vocab.from_tokenizer(tokenizer), ids).astype(np.uint16)
+    return ids
 
 
 def midi_to_ids(tokenizer: REMI, path: str | Path) -> np.ndarray:
@@ -417,10 +451,10 @@ def midi_to_ids(tokenizer: REMI, path: str | Path) -> np.ndarray:
 
 def ids_to_score(tokenizer: REMI, ids: Sequence[int] | np.ndarray) -> Score:
     """Decode ids to a Score (ticks per quarter = the tokenizer's positions per beat)."""
-    ids = [int(i) for i in ids]
-    if not ids:
+    if not len(ids):
         return Score(tokenizer.time_division)
-    return tokenizer.decode(ids)
+    ids = strip_headers(Vocab.from_tokenizer(tokenizer), np.asarray(ids, dtype=np.int64))
+    return tokenizer.decode([int(i) for i in ids])
 
 
 def context_meter(vocab: Vocab, ids: Sequence[int] | np.ndarray) -> Meter:
@@ -446,3 +480,87 @@ def split_bars(ids: np.ndarray, bar_id: int) -> list[np.ndarray]:
     starts = bar_starts(ids, bar_id)
     ends = np.append(starts[1:], len(ids))
     return [ids[s:e] for s, e in zip(starts, ends, strict=True)]
+
+
+# -- the instrument header ---------------------------------------------------------------------
+def header_mask(vocab: Vocab, ids: np.ndarray) -> np.ndarray:
+    """Boolean mask of the header entries of ``ids``: the ``Program`` tokens right after a
+    ``Bar``, a ``TimeSig`` or another header entry (a note's ``Program`` never is)."""
+    ids = np.asarray(ids)
+    kinds = vocab.types[ids]
+    is_program = kinds == TokenType.PROGRAM
+    mask = np.zeros(len(ids), dtype=bool)
+    if not len(ids):
+        return mask
+    opens = np.zeros(len(ids), dtype=bool)  # the token before i opens a header
+    opens[1:] = (kinds[:-1] == TokenType.BAR) | (kinds[:-1] == TokenType.TIME_SIG)
+    # a run of Programs that starts right after an opener: mark it whole
+    starts = np.flatnonzero(is_program & opens)
+    if not len(starts):
+        return mask
+    run_ends = np.flatnonzero(~is_program)  # the first non-Program after each start
+    for s in starts:
+        k = int(np.searchsorted(run_ends, s))
+        e = int(run_ends[k]) if k < len(run_ends) else len(ids)
+        mask[s:e] = True
+    return mask
+
+
+def strip_headers(vocab: Vocab, ids: np.ndarray) -> np.ndarray:
+    """``ids`` without instrument headers (unchanged where there are none)."""
+    ids = np.asarray(ids)
+    mask = header_mask(vocab, ids)
+    return ids[~mask] if mask.any() else ids
+
+
+def bar_programs(vocab: Vocab, ids: np.ndarray) -> list[list[int]]:
+    """The programs whose notes each bar of ``ids`` holds (header entries not counted), in
+    rising order: one list per ``Bar`` token."""
+    ids = strip_headers(vocab, np.asarray(ids))
+    bar_index = np.cumsum(ids == vocab.bar_id) - 1
+    notes = vocab.types[ids] == TokenType.PROGRAM
+    out: list[set[int]] = [set() for _ in range(int(bar_index[-1]) + 1 if len(ids) else 0)]
+    for b, program in zip(bar_index[notes], vocab.values[ids[notes]], strict=True):
+        if b >= 0:
+            out[int(b)].add(int(program))
+    return [sorted(s) for s in out]
+
+
+def header_tokens(vocab: Vocab, programs: Sequence[int]) -> list[int]:
+    """The header naming ``programs``: their Program tokens in rising program order."""
+    token = program_tokens(vocab)
+    return [token[p] for p in sorted(set(programs))]
+
+
+def program_tokens(vocab: Vocab) -> dict[int, int]:
+    """Program number → its Program token id."""
+    ids = np.flatnonzero(vocab.types == TokenType.PROGRAM)
+    return {int(vocab.values[i]): int(i) for i in ids}
+
+
+def add_headers(vocab: Vocab, ids: np.ndarray) -> np.ndarray:
+    """``ids`` with every bar's instrument header written from the notes it holds (an
+    existing header is replaced). Bars are found by their ``Bar`` token; the header goes after
+    it and after its ``TimeSig`` token where it has one."""
+    ids = strip_headers(vocab, np.asarray(ids, dtype=np.int64))
+    bars = np.flatnonzero(ids == vocab.bar_id)
+    if not len(bars):
+        return ids
+    kinds = vocab.types[ids]
+    bar_index = np.cumsum(ids == vocab.bar_id) - 1
+    notes = np.flatnonzero((kinds == TokenType.PROGRAM) & (bar_index >= 0))
+    # one entry per (bar, program), in bar order then rising program value
+    order = np.lexsort((vocab.values[ids[notes]], bar_index[notes]))
+    pairs = np.stack((bar_index[notes][order], ids[notes][order]), axis=1)
+    if len(pairs):
+        keep = np.ones(len(pairs), dtype=bool)
+        keep[1:] = (pairs[1:] != pairs[:-1]).any(axis=1)
+        pairs = pairs[keep]
+    # where each bar's header goes: after the Bar, and after its TimeSig if one follows
+    at = bars + 1
+    has_sig = at < len(ids)
+    has_sig[has_sig] = kinds[at[has_sig]] == TokenType.TIME_SIG
+    at = at + has_sig
+    if not len(pairs):
+        return ids
+    return np.insert(ids, at[pairs[:, 0]], pairs[:, 1])

@@ -20,7 +20,6 @@ import csv
 import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -34,13 +33,17 @@ from tqdm import tqdm
 
 from ostinato.model.corpus import CorpusSplit
 from ostinato.model.network import SIZES, Decoder, ModelConfig, config_for
+from ostinato.model.parts import PartRates, augment
 from ostinato.model.style import NONE, style_of
 from ostinato.model.tokens import (
     DRUM_PROGRAM,
     TOKENIZER_FILE,
     TokenType,
     Vocab,
+    add_headers,
+    header_mask,
     load_tokenizer,
+    with_header,
 )
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,12 @@ class TrainConfig:
     style_dropout: float = 0.15  # share of windows whose style token is Style_none
     pack: bool = True  # fill windows past their file's end with more files (WindowSampler)
     instruments: float = 0.5  # share of files in a window whose instruments are redrawn
+    header: bool = True  # bars name their instruments (the tokenizer is saved with the flag)
+    partial: float = 0.3  # share of files in a window whose last bars keep some parts
+    entering: float = 0.2  # … with an instrument entering part-way
+    cut: float = 0.15  # … whose last bar keeps a subset of its parts after a position
+    weights: str = ""  # sampling weight per source folder: "freedoom-midi=4,synth=0.5"
+    init: str = ""  # a model folder whose weights a new run starts from
     eval_every: int = 250
     eval_batches: int = 20
     checkpoint_every: int = 500
@@ -90,6 +99,34 @@ class TrainConfig:
             raise ValueError("style_dropout must be in [0, 1]")
         if not 0.0 <= self.instruments <= 1.0:
             raise ValueError("instruments must be in [0, 1]")
+        self.part_rates().validate()
+        source_weights(self.weights)
+
+    def part_rates(self) -> PartRates:
+        return PartRates(self.partial, self.entering, self.cut)
+
+
+def source_weights(text: str) -> dict[str, float]:
+    """``"freedoom-midi=4,synth=0.5"`` → {source folder: weight} (ValueError naming a bad
+    entry). A source is a file's first folder under the corpus's SRC; unnamed ones weigh 1."""
+    out: dict[str, float] = {}
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        name, sep, value = entry.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if not sep or not name or weight < 0:
+            raise ValueError(f"a source weight looks like freedoom-midi=4, got {entry!r}")
+        out[name.strip()] = weight
+    return out
+
+
+def file_weights(corpus_dir: str | Path, split: str, weights: dict[str, float]) -> np.ndarray:
+    """Each file's sampling weight from its source folder (``{split}_files.txt``)."""
+    files = Path(corpus_dir) / f"{split}_files.txt"
+    names = files.read_text().splitlines() if files.is_file() else []
+    return np.asarray([weights.get(n.split("/", 1)[0], 1.0) for n in names], dtype=np.float64)
 
 
 def file_styles(corpus_dir: str | Path, split: str) -> list[str]:
@@ -131,9 +168,21 @@ class WindowSampler:
         style_dropout: float = 0.0,
         pack: bool = False,
         instruments: float = 0.0,
+        parts: PartRates | None = None,
+        weights: np.ndarray | None = None,
     ) -> None:
         if len(split.bars) == 0:
             raise ValueError("the corpus split has no bars")
+        # parts: write every bar's instrument header, leaving parts out at these rates
+        # (None: the language without headers); weights: each file's sampling weight
+        self.parts = parts
+        self._bar_cdf: np.ndarray | None = None
+        if weights is not None and len(weights):
+            per_bar = np.asarray(weights, dtype=np.float64)[split.file_of(split.bars)]
+            if per_bar.sum() <= 0:
+                raise ValueError("every file of the split has weight 0")
+            cdf = np.cumsum(per_bar)
+            self._bar_cdf = cdf / cdf[-1]
         self.split, self.vocab, self.seq_len, self.transpose = split, vocab, seq_len, transpose
         self.bar_file_end = split.file_end_of(split.bars)
         self.style_dropout, self.pack, self.instruments = style_dropout, pack, instruments
@@ -183,7 +232,7 @@ class WindowSampler:
         L = self.seq_len
         out = np.full((batch_size, L + 1), self.vocab.pad_id, dtype=np.int64)
         out[:, 0] = self.vocab.bos_id
-        picks = rng.integers(0, len(self.split.bars), size=batch_size)
+        picks = self._pick(rng, batch_size)
         shifts = rng.integers(-self.transpose, self.transpose + 1, size=batch_size)
         first = 1  # where the window's tokens start
         if self.bar_style is not None:  # BOS, Style (dropped to none now and then), tokens
@@ -195,7 +244,7 @@ class WindowSampler:
             end = min(start + L + 1 - first, int(self.bar_file_end[pick]))
             at = self._put(out[row], first, start, end, int(shift), rng)
             while self.pack and L + 1 - at >= self.MIN_PACK:
-                nxt = int(rng.integers(0, len(self.split.bars)))  # a file, by its bars
+                nxt = int(self._pick(rng, 1)[0])  # a file, by its bars
                 file_start = int(self.split.file_start_of(self.split.bars[nxt : nxt + 1])[0])
                 out[row, at] = self.vocab.bos_id
                 at += 1
@@ -207,14 +256,29 @@ class WindowSampler:
                 at = self._put(out[row], at, file_start, end, int(shift), rng)
         return out
 
+    def _pick(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` random bars (their index in the split's bars), by the files' weights."""
+        if self._bar_cdf is None:
+            return rng.integers(0, len(self.split.bars), size=n)
+        return np.minimum(np.searchsorted(self._bar_cdf, rng.random(n), side="right"),
+                          len(self.split.bars) - 1)  # fmt: skip
+
     def _put(
         self, row: np.ndarray, at: int, start: int, end: int, shift: int,
         rng: np.random.Generator | None = None,
     ) -> int:  # fmt: skip
         """Copy corpus tokens [start, end) into ``row`` from ``at``, transposed by ``shift``
         (made smaller where a note would leave the pitch range), their instruments redrawn
-        with the chance ``instruments``; return where they end."""
+        with the chance ``instruments``, parts left out and headers written (``parts``);
+        return where they end. With headers the stretch is first shortened to what fits
+        the row once its headers are written, so the bars the augmentation changes at its
+        end stay in the window."""
         window = np.asarray(self.split.tokens[start:end], dtype=np.int64)
+        room = len(row) - at
+        if self.parts is not None:
+            written = add_headers(self.vocab, window)
+            if len(written) > room:
+                window = window[: room - int(header_mask(self.vocab, written[:room]).sum())]
         if self.instruments and rng is not None and rng.random() < self.instruments:
             window = self._redraw_instruments(window, rng)
         if self.transpose:
@@ -224,6 +288,9 @@ class WindowSampler:
                     np.clip(shift, self.pitch_low - pitches.min(), self.pitch_high - pitches.max())
                 )
             window = self.table[shift + self.transpose, window]
+        if self.parts is not None:
+            window = augment(self.vocab, window, rng or np.random.default_rng(0), self.parts)
+            window = window[:room]
         row[at : at + len(window)] = window
         return at + len(window)
 
@@ -314,6 +381,8 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
 
         self.tokenizer = load_tokenizer(self.corpus_dir / TOKENIZER_FILE)
+        if cfg.header:
+            with_header(self.tokenizer)
         self.vocab = Vocab.from_tokenizer(self.tokenizer)
         self.is_main = self.rank == 0
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -356,16 +425,28 @@ class Trainer:
                 torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
             if self.is_main:
                 log.info("resumed from %s at step %d", ckpt_path, step)
-        elif self.is_main:
-            shutil.copy(self.corpus_dir / TOKENIZER_FILE, self.run_dir / TOKENIZER_FILE)
+        else:
+            if cfg.init:
+                from ostinato.exporter.reload import load_into
+
+                load_into(model, cfg.init)
+                if self.is_main:
+                    log.info("started from the weights of %s", cfg.init)
+            if self.is_main:
+                self.tokenizer.save(self.run_dir / TOKENIZER_FILE)  # with the header flag
+        parts = cfg.part_rates() if cfg.header else None
+        weights = source_weights(cfg.weights)
         train = WindowSampler(
             CorpusSplit.load(self.corpus_dir, "train"), self.vocab, seq_len, cfg.transpose,
             file_styles(self.corpus_dir, "train"), cfg.style_dropout, cfg.pack, cfg.instruments,
+            parts, file_weights(self.corpus_dir, "train", weights) if weights else None,
         )  # fmt: skip
         val_split = CorpusSplit.load(self.corpus_dir, "validation")
+        # validation: the files' styles, never dropped; whole bars, headers but no part left out
         val = (
             WindowSampler(val_split, self.vocab, seq_len, 0, file_styles(self.corpus_dir,
-                          "validation"), 0.0, cfg.pack)  # the files' styles, never dropped
+                          "validation"), 0.0, cfg.pack, 0.0,
+                          PartRates(0.0, 0.0, 0.0) if cfg.header else None)
             if len(val_split.bars) else None
         )  # fmt: skip
 

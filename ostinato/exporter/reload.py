@@ -1,0 +1,89 @@
+"""A model folder's weights back into the PyTorch decoder: ``ostinato train --init MODEL``.
+
+A training run can start from a model that was shipped rather than from random weights, when
+the checkpoint it was exported from is not at hand (checkpoints stay outside git): the ONNX
+prefill graph (``model.onnx``) holds every weight. Layer norms and the tied embedding keep
+their PyTorch names in the graph; the linear layers are its matrix products, in the order the
+decoder runs them (per block: ``attn.qkv``, ``attn.proj``, ``mlp.0``, ``mlp.2``), stored
+transposed, and with 8-bit weights (``export --int8``) as integers with a scale and a zero
+point, which are dequantized here (the training that follows washes out the rounding).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+from ostinato.model.network import Decoder, ModelConfig
+
+LINEARS = ("attn.qkv", "attn.proj", "mlp.0", "mlp.2")
+PREFIX = "model."  # the exporter's wrapper holds the decoder as ``model``
+
+
+def model_config_of(model_dir: str | Path) -> ModelConfig:
+    """The decoder's configuration from a model folder's ``card.json``."""
+    card = json.loads((Path(model_dir) / "card.json").read_text())
+    names = ModelConfig.__dataclass_fields__
+    return ModelConfig(**{k: v for k, v in card["model"].items() if k in names})
+
+
+def state_dict_from_onnx(model_dir: str | Path) -> dict[str, torch.Tensor]:
+    """Every parameter of the decoder in ``model_dir/model.onnx``, by its PyTorch name."""
+    graph = onnx.load(str(Path(model_dir) / "model.onnx")).graph
+    weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    state: dict[str, torch.Tensor] = {}
+    for name, value in weights.items():
+        if name.startswith(PREFIX) and name != PREFIX + "inv_freq":
+            state[name[len(PREFIX) :]] = torch.from_numpy(np.array(value, dtype=np.float32))
+    if "head.weight" in state:  # tied: the output layer is the embedding
+        state["embed.weight"] = state["head.weight"]
+    matrices = []
+    for node in graph.node:
+        if node.op_type == "MatMulInteger" and node.input[1] in weights:
+            base = node.input[1].removesuffix("_quantized")
+            q = weights[node.input[1]].astype(np.float32)
+            zero = weights.get(node.input[3], np.zeros(())).astype(np.float32)
+            matrices.append((q - zero) * weights[base + "_scale"].astype(np.float32))
+        elif node.op_type in ("MatMul", "Gemm") and node.input[1] in weights:
+            w = weights[node.input[1]]
+            if w.ndim == 2:
+                matrices.append(np.array(w, dtype=np.float32))
+    n_layer = len(matrices) // len(LINEARS)
+    if n_layer * len(LINEARS) != len(matrices) or n_layer == 0:
+        raise ValueError(f"{model_dir}: found {len(matrices)} matrix products, not 4 per block")
+    # Layer norms by the order they run in (an exporter may store equal tensors once, under
+    # one name, as in an untrained model whose norms are all ones)
+    norms = [n for n in graph.node if n.op_type == "LayerNormalization"]
+    names = [f"blocks.{b}.{ln}" for b in range(n_layer) for ln in ("ln1", "ln2")] + ["ln_f"]
+    if len(norms) == len(names):
+        for node, name in zip(norms, names, strict=True):
+            for suffix, index in (("weight", 1), ("bias", 2)):
+                if len(node.input) > index and node.input[index] in weights:
+                    value = np.array(weights[node.input[index]], dtype=np.float32)
+                    state[f"{name}.{suffix}"] = torch.from_numpy(value)
+    for k, matrix in enumerate(matrices):
+        block, layer = divmod(k, len(LINEARS))
+        state[f"blocks.{block}.{LINEARS[layer]}.weight"] = torch.from_numpy(matrix.T.copy())
+    return state
+
+
+def load_into(model: Decoder, model_dir: str | Path) -> None:
+    """Overwrite ``model``'s parameters with the weights of ``model_dir`` (ValueError if the
+    shapes or names differ: the folder is of another architecture)."""
+    state = state_dict_from_onnx(model_dir)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("inv_freq")]
+    wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if missing or wrong:
+        raise ValueError(
+            f"{model_dir} does not fit this model: missing {missing[:4]}, other shapes {wrong[:4]}"
+        )
+    with torch.no_grad():
+        for name, value in state.items():
+            if name in own:
+                own[name].copy_(value)

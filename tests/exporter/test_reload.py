@@ -1,0 +1,42 @@
+"""A model folder's weights back into PyTorch (``ostinato train --init``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ostinato.engine.engine import Engine
+from ostinato.exporter.reload import load_into, model_config_of
+from ostinato.model.network import Decoder
+from ostinato.model.tokens import score_to_ids
+from tests.conftest import make_band_score
+
+
+def _compare(model_dir) -> tuple[float, bool]:
+    torch.manual_seed(123)  # other weights than the folder's
+    model = Decoder(model_config_of(model_dir))
+    before = model.blocks[0].attn.qkv.weight.detach().clone()
+    load_into(model, model_dir)
+    assert not torch.equal(before, model.blocks[0].attn.qkv.weight)
+    engine = Engine(model_dir, device="cpu")
+    ids = score_to_ids(engine.tokenizer, make_band_score(bars=2)).astype(np.int64)[:120]
+    engine.reset()
+    logits = engine.feed(ids)
+    tokens = torch.from_numpy(np.concatenate((engine.prefix, ids)))[None]
+    with torch.no_grad():
+        out = model.eval()(tokens)
+    out = out[0] if isinstance(out, tuple) else out
+    ours = out[0, -1].numpy()
+    return float(np.abs(ours - logits).max()), int(ours.argmax()) == int(logits.argmax())
+
+
+def test_fp32_model_folder_reloads_exactly(tiny_model_dir):
+    diff, same = _compare(tiny_model_dir)
+    assert diff < 1e-3 and same
+
+
+def test_int8_bundled_model_reloads_close():
+    from ostinato.config import default_model_dir
+
+    diff, same = _compare(str(default_model_dir()))
+    assert diff < 0.5 and same  # dequantized 8-bit weights against the 8-bit graph
