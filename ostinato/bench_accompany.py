@@ -159,9 +159,9 @@ def run_accompany_bench(
     if missing:
         raise FileNotFoundError(f"{', '.join(missing)} not found: install jackd2, jack-midi-clock")
     runs = []
-    for name, progression in (progressions or PROGRESSIONS).items():
+    for k, (name, progression) in enumerate((progressions or PROGRESSIONS).items()):
         chords = [voicing for _, voicing in progression]
-        server = f"ostinato-accompany-{os.getpid()}"
+        server = f"ostinato-accompany-{os.getpid()}-{k}"  # a fresh name: no state carried
         env = {**os.environ, "JACK_DEFAULT_SERVER": server, "JACK_NO_AUDIO_RESERVATION": "1"}
         jack_shm.clear_stale()
         jackd = subprocess.Popen(

@@ -143,3 +143,17 @@ def tiny_meter_model_dir(tmp_path_factory) -> Path:
     ckpt = save_random_checkpoint(root / "run", tokenizer=new_tokenizer())
     export_model(ckpt, root / "model")
     return root / "model"
+
+
+@pytest.fixture(scope="session")
+def tiny_header_model_dir(tmp_path_factory, tiny_meter_model_dir) -> Path:
+    """The tiny model of the new language with the instrument header switched on (the same
+    vocabulary: only tokenizer.json's flag differs)."""
+    import shutil
+
+    from ostinato.model.tokens import load_tokenizer, save_tokenizer, with_header
+
+    root = tmp_path_factory.mktemp("tiny_header_model") / "model"
+    shutil.copytree(tiny_meter_model_dir, root)
+    save_tokenizer(with_header(load_tokenizer(root)), root)
+    return root

@@ -66,7 +66,7 @@ from ostinato.daemon.takes import (
     TakeError,
     loop_key,
 )
-from ostinato.engine.accompany import bar_header, jam_parts
+from ostinato.engine.accompany import bar_header, expected_harmony, jam_parts
 from ostinato.engine.copy import CopyPrior
 from ostinato.engine.engine import Engine
 from ostinato.model.grammar import BUDGET_BARS, JAM_FLOOR, GrammarConfig, note_budget, note_floor
@@ -82,6 +82,7 @@ MAX_UNCOMMITTED = 16  # bars heard and not yet fed, kept at most (a cycle that f
 AUTO_ANSWER_MAX = 16  # bars auto: a phrase this long is answered without waiting for silence
 FALLBACK_MARGIN_S = 0.005  # a note due sooner than this cannot reach the sender in time
 TAKES_KEPT = 64  # bars whose takes are remembered (a whole answer)
+HARMONY_BARS = 16  # the musician's bars read for the harmony coming (two 8-bar periods)
 
 # (beat, text): a take action ("regenerate bar 5") or the take a bar is heard from
 Marker = Callable[[float, str], object]
@@ -290,6 +291,15 @@ class Session:
                 refs.append(human.tokens)
         return refs, variation
 
+    def _harmony_coming(self, bar: int) -> frozenset[int] | None:
+        """The pitch classes the musician will most likely sound in ``bar``: a period back in
+        the progression they loop (see :func:`expected_harmony`); None before one shows."""
+        with self.lock:
+            heard = [frozenset(n.pitch % 12 for n in self.recorder.bar_notes(b)
+                               if n.source == HUMAN and n.program != DRUM_PROGRAM)
+                     for b in range(max(0, bar - HARMONY_BARS), bar)]  # fmt: skip
+        return expected_harmony(heard)
+
     def _fallback_source(self, bar: int) -> PlayedBar | None:
         """What a bar that cannot be generated in time plays: the previous pass's bar there,
         the musician's (loop mode), the answer's phrase bar, or the last bar played."""
@@ -417,10 +427,13 @@ class Session:
             header=bar_header(engine.vocab, programs, refs if settings.mode == "loop" else ()),
             parts=jam_parts(engine.vocab, engine.context_tokens(), programs, settings.density)
             if jam else (),
+            bass_pitch_classes=self._harmony_coming(next_bar)
+            if settings.mode == "jam" and settings.key_lock else None,
         )  # fmt: skip
         if take.kind == "retake":
             variation = max(variation, TAKE_VARIATION)
-        prior = CopyPrior(engine.vocab, [refs], variation) if refs else None
+        prior = (CopyPrior(engine.vocab, [refs], variation, free_pitches=settings.mode == "jam")
+                 if refs else None)  # fmt: skip
         bar_start = next_bar * self.beats_per_bar
         count = 0
         t_first = t_fed

@@ -13,6 +13,12 @@ continue`` and ``ostinato eval``), for a model whose bars carry the instrument h
   busiest bar (:func:`~ostinato.model.grammar.part_limits`): an asked-for bass plays in every
   bar, neither fading out nor flooding. Other modes keep the header's own rule only (every
   instrument it names plays at least one note).
+
+**The harmony coming** (:func:`expected_harmony`): a bar is generated before the musician plays
+it, so a bass that only hears the bars before follows the chords a bar late. A musician who
+loops a progression says what comes: the pitch classes of their bars repeat with a period
+(1, 2, 4 or 8 bars), and the next bar's harmony is the one a period back. Jam mode keeps its
+bass to those pitch classes (with key lock on); before a period shows, nothing is assumed.
 """
 
 from __future__ import annotations
@@ -57,3 +63,23 @@ def jam_parts(
         return ()
     bars = split_bars(np.asarray(context), vocab.bar_id)[-2 * BUDGET_BARS :]
     return part_limits(bar_counts(vocab, bars), programs, density)
+
+
+HARMONY_PERIODS = (1, 2, 4, 8)
+
+
+def expected_harmony(heard: Sequence[frozenset[int]]) -> frozenset[int] | None:
+    """The pitch classes the musician's next bar will most likely sound, from the pitch
+    classes of each bar they played (oldest first, the bar just heard last): those of the bar
+    one period back, for the smallest period whose every comparison over the last two periods
+    holds (at least one, and the bar just heard among them). None: no period, or a single
+    pitch class (a melody note is not a chord)."""
+    n = len(heard)
+    for period in HARMONY_PERIODS:
+        checks = [b for b in range(max(period, n - 2 * period), n)]
+        if not checks or checks[-1] != n - 1:
+            continue
+        if all(heard[b] and heard[b] == heard[b - period] for b in checks):
+            chord = heard[n - period]
+            return chord if len(chord) >= 2 else None
+    return None

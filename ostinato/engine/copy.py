@@ -19,7 +19,10 @@ Each token is then chosen as a mixture, with ``v`` the variation:
   taken with probability ``1 − v``; otherwise the model samples a token of that same kind
   (another pitch, accent or length for that note).
 
-So the groove and the parts change with ``v²`` and the notes on them with ``v``:
+So the groove and the parts change with ``v²`` and the notes on them with ``v``
+(``free_pitches``: every pitched note's pitch is the model's, the rest as said — jam mode,
+whose references are Ostinato's own earlier bars, chosen before the musician's harmony in
+them was heard; the model now hears it in the context and picks the pitches against it):
 
 * ``0`` plays the reference again token for token: the previous pass, note for note;
 * ``1`` is the model alone, exactly as without a prior;
@@ -81,8 +84,13 @@ class CopyPrior:
         vocab: Vocab,
         references: Sequence[Sequence[np.ndarray]],
         variation: float | Sequence[float],
+        free_pitches: bool = False,
     ) -> None:
         n = len(references)
+        # free_pitches: every pitched note's pitch is the model's (the groove, the parts and
+        # the accents still follow the reference): jam mode's, where the reference is
+        # Ostinato's own previous pass, played before the harmony of its bar was known
+        self.free_pitches = free_pitches
         variations = (
             [float(variation)] * n if isinstance(variation, (int, float)) else list(variation)
         )
@@ -143,6 +151,9 @@ class CopyPrior:
         u = rng.random() if v > 0.0 else 1.0
         if u < v * v:  # the model alone: it may add, drop or move an onset
             return -1, self._free(mask, expected[0])
+        if self.free_pitches and kind == TokenType.PITCH:
+            np.logical_and(mask, self._types == kind, out=self._kind_mask)
+            return -1, (self._kind_mask if self._kind_mask.any() else mask)
         if structure or u >= v:
             for token in expected:
                 if mask[token]:

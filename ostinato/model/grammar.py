@@ -150,6 +150,9 @@ PART_FLOOR = 0.5
 #: ``PART_BUDGET_PITCHED`` (room for a busy groove or line, not a wall of notes).
 PART_BUDGET_DRUMS = 40
 PART_BUDGET_PITCHED = 20
+#: Drums asked for play at least this many hits a bar (a pulse), whatever their own history:
+#: a groove that thins to a hit or two a bar has stopped being one.
+PART_FLOOR_DRUMS = 4
 
 
 @dataclass(frozen=True)
@@ -171,23 +174,24 @@ def part_limits(
     has played in the newest ``BUDGET_BARS`` bars, its floor is ``floor_share`` × its mean
     notes in the bars where it played and its budget ``density`` × its busiest such bar;
     before that a floor of one note (the part is there) and a budget from the busiest bar of
-    the whole band (``density`` × it), at most the defaults of its kind. ``density`` 0: only
-    the one-note floor, no budget."""
+    the whole band (``density`` × it), at most the defaults of its kind. Drums keep a pulse:
+    at least ``PART_FLOOR_DRUMS`` hits. ``density`` 0: only the one-note floor, no budget."""
     recent = [b for b in bars if b][-BUDGET_BARS:]
     busiest = max((sum(b.values()) for b in recent), default=0)
     out = []
     for program in sorted(set(programs)):
         own = [b[program] for b in recent if b.get(program, 0) > 0]
+        least = PART_FLOOR_DRUMS if program == DRUM_PROGRAM else 1
         if density <= 0:
             out.append(PartLimit(program, 1, None))
         elif own:
-            floor = max(1, int(floor_share * float(np.mean(own))))
+            floor = max(least, int(floor_share * float(np.mean(own))))
             budget = max(floor + 1, 4, int(np.ceil(density * max(own))))
             out.append(PartLimit(program, floor, budget))
         else:
             cap = PART_BUDGET_DRUMS if program == DRUM_PROGRAM else PART_BUDGET_PITCHED
             budget = min(cap, max(4, int(np.ceil(density * busiest)))) if busiest else cap
-            out.append(PartLimit(program, 1, budget))
+            out.append(PartLimit(program, least, max(budget, least + 1)))
     return tuple(out)
 
 
@@ -239,6 +243,8 @@ class GrammarConfig:
     # chooses them among ``programs``), and each part's floor and budget.
     header: tuple[int, ...] | None = None
     parts: tuple[PartLimit, ...] = ()
+    # The harmony the bass keeps to (pitch classes; None: the scale or anything)
+    bass_pitch_classes: frozenset[int] | None = None
 
     def __post_init__(self) -> None:
         if self.programs is not None and len(self.programs) == 0:
@@ -357,6 +363,9 @@ class Grammar:
                 row = pitched & in_range
                 if scale is not None:
                     row &= np.isin(values % 12, list(scale))
+                chord = cfg.bass_pitch_classes
+                if chord and program // 8 == 4 and (row & np.isin(values % 12, list(chord))).any():
+                    row &= np.isin(values % 12, list(chord))
             if not row.any():
                 raise ValueError(f"no pitch allowed for program {program} ({low}..{high})")
             self._after_program[program + 1] = row

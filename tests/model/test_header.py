@@ -114,7 +114,7 @@ def test_part_limits_from_recent_bars():
     bars = [{0: 6}, {0: 6, 33: 4}, {0: 6, 33: 8}]
     limits = {p.program: p for p in part_limits(bars, (-1, 33), density=1.25)}
     assert limits[33].floor == 3 and limits[33].budget == 10  # 0.5 × mean 6; 1.25 × 8
-    assert limits[-1].floor == 1 and limits[-1].budget == 18  # no bar of its own: the band's
+    assert limits[-1].floor == 4 and limits[-1].budget == 18  # no bar of its own: the band's
     assert all(p.budget is None for p in part_limits(bars, (-1, 33), density=0))
 
 
@@ -133,3 +133,34 @@ def _notes_of(vocab: Vocab, ids: np.ndarray, program: int) -> np.ndarray:
     notes = np.flatnonzero((vocab.types[ids] == TokenType.PROGRAM) & (vocab.values[ids] == program)
                            & ~header_mask(vocab, ids))  # fmt: skip
     return np.concatenate([notes + k for k in range(4)])
+
+
+def test_the_harmony_coming_is_a_period_back_once_the_progression_repeats():
+    from ostinato.engine.accompany import expected_harmony
+
+    am, f, c, g = (frozenset(x) for x in ({9, 0, 4}, {5, 9, 0}, {7, 0, 4}, {7, 11, 2}))
+    assert expected_harmony([am, f, c, g]) is None  # nothing repeats yet
+    assert expected_harmony([am, f, c, g, am]) == f  # bar 4 repeats bar 0: bar 5 is bar 1's
+    assert expected_harmony([am, f, c, g, am, f, c, g, am, f]) == c
+    assert expected_harmony([am, f, c, g, am, c]) is None  # the repeat broke
+    assert expected_harmony([am, am]) == am
+    assert expected_harmony([frozenset({9}), frozenset({9})]) is None  # one note: no chord
+
+
+def test_bass_keeps_to_the_harmony_other_parts_do_not(hvocab):
+    rng = np.random.default_rng(7)
+    chord = frozenset({9, 0, 4})
+    config = GrammarConfig(programs=(0, 33), header=(0, 33), meter=(4, 4),
+                           bass_pitch_classes=chord)  # fmt: skip
+    keys_outside = 0
+    for _ in range(40):
+        bar = _sample_bar(hvocab, config, rng)
+        kinds = hvocab.types[bar]
+        for i in np.flatnonzero(kinds == TokenType.PITCH):
+            program = int(hvocab.values[bar[i - 1]])
+            pc = int(hvocab.values[bar[i]]) % 12
+            if program == 33:
+                assert pc in chord
+            else:
+                keys_outside += pc not in chord
+    assert keys_outside > 0
