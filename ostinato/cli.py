@@ -109,6 +109,22 @@ def _add_train(sub) -> None:
     p.add_argument("--instruments", type=float,
                    help="share of files in a window whose instruments are redrawn within "
                    "their role (default 0.5; 0 = off)")  # fmt: skip
+    p.add_argument("--no-header", dest="header", action="store_const", const=False,
+                   help="bars without the instrument header (the language before it)")  # fmt: skip
+    p.add_argument("--partial", type=float,
+                   help="share of files in a window whose last bars keep only some of their "
+                   "instruments (default 0.3)")  # fmt: skip
+    p.add_argument("--entering", type=float,
+                   help="share of files in a window with an instrument entering part-way "
+                   "(default 0.2)")  # fmt: skip
+    p.add_argument("--cut", type=float,
+                   help="share of files in a window whose last bar keeps a subset of its "
+                   "instruments after a position (default 0.15)")  # fmt: skip
+    p.add_argument("--weights", metavar="SRC=W,…",
+                   help="sampling weight per source folder of the corpus, e.g. "
+                   "freedoom-midi=4,synth=0.5 (default 1 each)")  # fmt: skip
+    p.add_argument("--init", metavar="MODEL",
+                   help="start a new run from the weights of this model folder")  # fmt: skip
     p.add_argument("--eval-every", type=int)
     p.add_argument("--eval-batches", type=int)
     p.add_argument("--checkpoint-every", type=int)
@@ -238,7 +254,16 @@ def _periods(text: str) -> tuple[int, ...]:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ostinato.bench import format_report, run_bench
 
-    if args.realtime:
+    if args.accompany:
+        from ostinato.bench_accompany import format_accompany, run_accompany_bench
+
+        model = Path(args.model) if args.model else Path(str(default_model_dir()))
+        report = run_accompany_bench(model, bpm=args.tempos[0], bars=args.accompany_bars,
+                                     programs=args.programs)  # fmt: skip
+        print(format_accompany(report))
+        report["runs"] = [{k: v for k, v in r.items() if not k.startswith("_")}
+                          for r in report["runs"]]  # fmt: skip
+    elif args.realtime:
         from ostinato.bench_realtime import format_realtime, run_realtime_bench
 
         model = Path(args.model) if args.model else Path(str(default_model_dir()))
@@ -267,43 +292,53 @@ def _variations(text: str) -> tuple[float, ...]:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ostinato.model.evaluate import evaluate, format_table
+    from ostinato.evaluate.continuation import evaluate, format_table
 
+    mode = args.mode
     if args.windows is None:
-        args.windows = 4 if args.mode == "jam" else 48
-    common = dict(
-        windows=args.windows, nll_windows_count=args.nll_windows, seed=args.seed,
-        settings=_settings_from(args), key_lock=args.key_lock, progress=not args.quiet,
-        style=args.style, guidance=args.guidance, density=args.density,
+        args.windows = 4 if mode == "jam" else 48
+    if args.corpus and mode != "loop":
+        raise CommandError("--corpus is for --mode loop")
+    if args.variation and mode not in ("continuation", "loop"):
+        raise CommandError("--variation is for --mode continuation and --mode loop")
+    if mode != "accompany" and (args.programs is not None or args.context_parts is not None):
+        raise CommandError("--programs and --context-parts are for --mode accompany")
+    if args.rolls and mode == "jam":
+        raise CommandError("--rolls is for --mode continuation, loop and accompany")
+    sampling = dict(
+        seed=args.seed, settings=_settings_from(args), key_lock=args.key_lock,
+        progress=not args.quiet, style=args.style, guidance=args.guidance, density=args.density,
     )  # fmt: skip
-    if args.mode == "jam":
-        from ostinato.model.evaluate_jam import evaluate_jam, format_jam
+    if mode == "jam":
+        from ostinato.evaluate.jam import evaluate_jam, format_jam
 
-        if args.corpus or args.variation:
-            raise CommandError("--corpus and --variation are for --mode loop")
-        jam = evaluate_jam(
-            args.model, args.data_dir, split=args.split, jams=args.windows, bars=args.bars,
-            seed=args.seed, settings=common["settings"], key_lock=args.key_lock,
-            progress=not args.quiet, style=args.style, guidance=args.guidance,
-            density=args.density,
+        report = evaluate_jam(args.model, args.data_dir, split=args.split, jams=args.windows,
+                              bars=args.bars or 200, **sampling)  # fmt: skip
+        text = format_jam(report)
+    elif mode == "accompany":
+        from ostinato.evaluate.accompany import DEFAULT_BARS, evaluate_accompany, format_accompany
+
+        report = evaluate_accompany(
+            args.model, args.data_dir, split=args.split, windows=args.windows,
+            bars=args.bars or DEFAULT_BARS, programs=args.programs,
+            context=args.context_parts or "all", rolls=args.rolls, **sampling,
         )  # fmt: skip
-        print(format_jam(jam))
-        if args.json:
-            _write_json(jam, args.json)
-        return 0
-    if args.mode == "loop":
-        from ostinato.model.evaluate_loop import DEFAULT_VARIATIONS, evaluate_loop
+        text = format_accompany(report)
+    elif mode == "loop":
+        from ostinato.evaluate.loop import DEFAULT_VARIATIONS, evaluate_loop
 
         report = evaluate_loop(
-            args.model, args.data_dir, corpus=args.corpus,
-            variations=args.variation or DEFAULT_VARIATIONS, **common,
+            args.model, args.data_dir, corpus=args.corpus, windows=args.windows,
+            nll_windows_count=args.nll_windows, variations=args.variation or DEFAULT_VARIATIONS,
+            rolls=args.rolls, **sampling,
         )  # fmt: skip
+        text = format_table(report)
     else:
-        if args.corpus:
-            raise CommandError("--corpus is for --mode loop")
-        report = evaluate(args.model, args.data_dir, split=args.split,
-                          variations=args.variation or (), **common)  # fmt: skip
-    print(format_table(report))
+        report = evaluate(args.model, args.data_dir, split=args.split, windows=args.windows,
+                          nll_windows_count=args.nll_windows, variations=args.variation or (),
+                          rolls=args.rolls, **sampling)  # fmt: skip
+        text = format_table(report)
+    print(text)
     if args.json:
         _write_json(report, args.json)
     return 0
@@ -548,27 +583,39 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("model", help="model folder")
     ev.add_argument("data_dir", help="corpus folder made by `ostinato data build` (loop "
                     "mode: or MIDI files, e.g. from `ostinato data loops --held-out`)")  # fmt: skip
-    ev.add_argument("--mode", choices=["continuation", "loop", "jam"], default="continuation",
+    ev.add_argument("--mode", choices=["continuation", "loop", "jam", "accompany"],
+                    default="continuation",
                     help="continuation: 4 bars → the next 4; loop: one pass of each loop → "
                     "the next pass, varied by the copy prior; jam: 4 bars → BARS bars played "
-                    "self-fed (density over time), and bars in every meter of the model "
+                    "self-fed (density over time), and bars in every meter of the model; "
+                    "accompany: the musician's parts of multi-track music as heard, the asked-"
+                    "for parts (bass and drums) generated bar by bar under them "
                     "(default continuation)")  # fmt: skip
-    ev.add_argument("--bars", type=int, default=200, help="jam mode: bars per jam (default 200)")
+    ev.add_argument("--bars", type=int, help="jam mode: bars per jam (default 200); accompany "
+                    "mode: bars generated per window (default 8)")  # fmt: skip
     ev.add_argument("--corpus", help="loop mode, MIDI files as DATA_DIR: corpus folder whose "
                     "train split fits the n-gram (default: the model's, if known)")  # fmt: skip
     ev.add_argument("--variation", type=_variations, metavar="V[,V…]",
                     help="copy-prior variations: loop mode (default 0,0.3,0.6,1), or "
                     "continuation rows beside the free model's (continue mode: 0.3)")  # fmt: skip
     ev.add_argument("--windows", type=int,
-                    help="held-out continuation windows, or jams in jam mode (default 48; "
-                         "jam: 4)")  # fmt: skip
+                    help="windows (continuation, loop and accompany modes), or jams in jam "
+                         "mode (default 48; jam: 4)")  # fmt: skip
     ev.add_argument("--nll-windows", type=int, default=32, help="likelihood windows")
     ev.add_argument("--split", choices=("validation", "heldout"), default="validation",
-                    help="continuation and jam modes: the corpus split (heldout: what "
-                         "`data build --hold-out` kept out) (default validation)")  # fmt: skip
+                    help="continuation, jam and accompany modes: the corpus split (heldout: "
+                         "what `data build --hold-out` kept out) (default validation)")  # fmt: skip
+    ev.add_argument("--context-parts", choices=("all", "musician"),
+                    help="accompany mode: the context bars before the first generated bar hold "
+                         "all parts (Ostinato had been playing along) or the musician's alone "
+                         "(Ostinato joins) (default all)")  # fmt: skip
+    ev.add_argument("--rolls", metavar="DIR",
+                    help="write piano rolls (PNG) of the first windows here: the context, the "
+                         "real continuation and each continuer's (needs matplotlib)")  # fmt: skip
     ev.add_argument("--json", help="also write the report to this JSON file")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    _add_generation_options(ev, programs_help=None, seed=0)
+    _add_generation_options(ev, programs_help="accompany mode: the parts Ostinato plays, e.g. "
+                            "drums,33 (default: each window's bass and drums)", seed=0)  # fmt: skip
     ev.set_defaults(func=_cmd_eval)
 
     bench = sub.add_parser("bench", help="measure the engine against PyTorch and the bar budget")
@@ -589,6 +636,21 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar="FRAMES[,FRAMES…]",
                        help="JACK periods with --realtime (default 64,1024)")  # fmt: skip
     bench.add_argument("--png", help="lateness histogram with --realtime")  # fmt: skip
+    bench.add_argument("--accompany", action="store_true",
+                       help="jam mode under a keyboard player's chord progressions through a "
+                       "private JACK server: bass and drum bars, bass chord tones (at the first "
+                       "of --tempos)")  # fmt: skip
+    bench.add_argument(
+        "--accompany-bars",
+        type=int,
+        default=12,
+        help="bars per progression with --accompany (default 12: three passes)",
+    )
+    bench.add_argument(
+        "--programs",
+        default="drums,33",
+        help="what Ostinato plays with --accompany (default drums,33)",
+    )
     bench.set_defaults(func=_cmd_bench)
     return parser
 

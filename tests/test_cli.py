@@ -211,7 +211,7 @@ def test_style_guidance_and_meter_reach_the_daemon_and_continue(tmp_path, monkey
     import ostinato.daemon.daemon as daemon_module
     import ostinato.engine.engine as engine_module
     import ostinato.engine.offline as offline
-    import ostinato.model.evaluate as evaluate_module
+    import ostinato.evaluate.continuation as evaluate_module
 
     got = []
     monkeypatch.setattr(daemon_module, "run_daemon", lambda config: got.append(config) or 0)

@@ -8,7 +8,7 @@ import pytest
 
 from ostinato.engine.copy import CopyPrior
 from ostinato.engine.engine import Engine
-from ostinato.model.evaluate import parse_notes
+from ostinato.evaluate.bars import parse_notes
 from ostinato.model.grammar import GrammarConfig
 from ostinato.model.sampling import SamplingSettings
 from ostinato.model.tokens import TokenType, score_to_ids, split_bars

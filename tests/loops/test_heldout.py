@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ostinato.cli import main
+from ostinato.evaluate.loop import bar_signature, loop_length
 from ostinato.loops import drums
 from ostinato.loops.generate import make_loop
 from ostinato.loops.heldout import (
@@ -23,10 +24,8 @@ from ostinato.loops.heldout import (
     write_held_out,
 )
 from ostinato.loops.styles import STYLES
-from ostinato.model.evaluate import _bars_of
-from ostinato.model.evaluate_loop import bar_signature, loop_length
 from ostinato.model.grammar import default_pitch_range
-from ostinato.model.tokens import score_to_ids
+from ostinato.model.tokens import score_to_ids, split_bars
 
 STYLE_PROGRAMS = {p for s in STYLES.values()
                   for p in (*s.bass_programs, *s.chord_programs, *s.lead_programs)}  # fmt: skip
@@ -100,7 +99,7 @@ def test_held_out_loops_are_playable_loops(tokenizer, vocab, index) -> None:
         low, high = default_pitch_range(track.program)
         assert all(low <= n.pitch <= high for n in track.notes), track.name
     ids = score_to_ids(tokenizer, loop.score).astype(np.int64)
-    bars = _bars_of(ids, vocab.bar_id)
+    bars = split_bars(ids, vocab.bar_id)
     assert len(bars) == BARS
     assert loop_length([bar_signature(vocab, b) for b in bars]) == loop.loop_bars
 

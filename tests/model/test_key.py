@@ -4,7 +4,7 @@ import numpy as np
 from symusic import Note, Score, Track
 
 from ostinato.engine.engine import Engine
-from ostinato.model.evaluate import parse_notes
+from ostinato.evaluate.bars import parse_notes
 from ostinato.model.key import key_lock_classes, pitch_class_histogram, scale_of
 from ostinato.model.tokens import DRUM_PROGRAM, score_to_ids
 from tests.conftest import TPQ, make_band_score

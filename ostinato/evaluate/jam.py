@@ -14,7 +14,12 @@ long time, and in every meter it knows?
   decode to exactly their notes, and of bars whose notes all lie inside the meter's bar.
 
 A bar *decodes* when miditok turns it into a score holding one note per ``Duration`` token
-(:func:`ostinato.model.evaluate.bar_decodes`).
+(:func:`ostinato.evaluate.metrics.bar_decodes`).
+
+The model plays as jam mode does (:class:`~ostinato.evaluate.continuers.ModelContinuer` in
+mode ``jam``): the note floor, and for a model whose bars carry the instrument header, every
+bar's header naming the context's instruments and each part's own floor and budget from the
+newest bars. The split is read with its headers written for such a model.
 """
 
 from __future__ import annotations
@@ -25,19 +30,26 @@ import numpy as np
 from tqdm import tqdm
 
 from ostinato.engine.engine import Engine
-from ostinato.model.corpus import SPLITS, CorpusSplit
-from ostinato.model.evaluate import (
+from ostinato.evaluate.bars import parse_notes
+from ostinato.evaluate.continuation import (
     DEFAULT_SETTINGS,
-    ModelContinuer,
-    _bars_of,
-    bar_decodes,
     check_corpus,
     continuation_windows,
-    parse_notes,
+    load_split,
 )
+from ostinato.evaluate.continuers import Continuer, ModelContinuer
+from ostinato.evaluate.metrics import bar_decodes
+from ostinato.model.corpus import SPLITS, CorpusSplit
 from ostinato.model.grammar import DEFAULT_DENSITY, JAM_FLOOR
 from ostinato.model.sampling import SamplingSettings
-from ostinato.model.tokens import DRUM_PROGRAM, TokenType, Vocab, format_meter
+from ostinato.model.tokens import (
+    DRUM_PROGRAM,
+    TokenType,
+    Vocab,
+    add_headers,
+    format_meter,
+    split_bars,
+)
 
 #: The density band a jam must keep, as a ratio to its context's notes per bar.
 DENSITY_BAND = (0.5, 2.0)
@@ -53,7 +65,7 @@ def _programs(vocab: Vocab, context: np.ndarray) -> tuple[int, ...]:
 
 
 def jam(
-    continuer: ModelContinuer,
+    continuer: Continuer,
     vocab: Vocab,
     tokenizer,
     context_bars: list[np.ndarray],
@@ -63,7 +75,7 @@ def jam(
 ) -> dict:
     """One self-fed jam of ``bars`` bars after ``context_bars``: its densities and decoding."""
     context = np.concatenate(context_bars)
-    generated = _bars_of(continuer(context, bars, _programs(vocab, context), seed), vocab.bar_id)
+    generated = split_bars(continuer(context, bars, _programs(vocab, context), seed), vocab.bar_id)
     context_density = float(notes_per_bar(vocab, context_bars).mean())
     density = notes_per_bar(vocab, generated)
     blocks = [float(density[i : i + block].mean()) for i in range(0, len(density), block)]
@@ -79,6 +91,22 @@ def jam(
     }
 
 
+def jam_summary(rows: list[dict], bars: int, block: int) -> dict:
+    """The jams' blocks together: the lowest and highest density ratio, whether every block
+    (of every jam) stays inside :data:`DENSITY_BAND` (blocks of a silent context, NaN, left
+    out; no block at all is not inside), and the bars that decode."""
+    ratios = [r for row in rows for r in row["block_density_ratio"] if r == r]
+    lo, hi = DENSITY_BAND
+    return {
+        "bars": bars,
+        "block": block,
+        "min_block_density_ratio": min(ratios) if ratios else float("nan"),
+        "max_block_density_ratio": max(ratios) if ratios else float("nan"),
+        "within_band": bool(ratios) and all(lo <= r <= hi for r in ratios),
+        "decodes": float(np.mean([r["decodes"] for r in rows])) if rows else float("nan"),
+    }
+
+
 def _bars_in_meter(vocab: Vocab, splits: list[CorpusSplit], meter, n: int, seed: int):
     """Up to ``n`` runs of 4 consecutive bars in ``meter`` (each from another file if it can)."""
     token = vocab.meter_ids[meter]
@@ -90,12 +118,15 @@ def _bars_in_meter(vocab: Vocab, splits: list[CorpusSplit], meter, n: int, seed:
             tokens = np.asarray(split.tokens[start : start + length], dtype=np.int64)
             if token not in tokens:
                 continue
-            bars = _bars_of(tokens, vocab.bar_id)
+            bars = split_bars(tokens, vocab.bar_id)
             ok = [len(b) > 1 and b[1] == token for b in bars]
             runs = [i for i in range(len(bars) - 3) if all(ok[i : i + 4])]
             if runs:
                 s = runs[int(rng.integers(0, len(runs)))]
-                found.append(bars[s : s + 4])
+                run = bars[s : s + 4]
+                if vocab.has_header:  # as the model reads them
+                    run = split_bars(add_headers(vocab, np.concatenate(run)), vocab.bar_id)
+                found.append(run)
             if len(found) == n:
                 return found
     return found
@@ -107,7 +138,7 @@ def _notes_inside(vocab: Vocab, bar: np.ndarray, meter) -> bool:
 
 
 def meters_check(
-    continuer: ModelContinuer,
+    continuer: Continuer,
     vocab: Vocab,
     tokenizer,
     splits: list[CorpusSplit],
@@ -127,7 +158,7 @@ def meters_check(
         for k, ctx in enumerate(contexts):
             context = np.concatenate(ctx)
             programs = _programs(vocab, context) if source == "corpus" else (0, DRUM_PROGRAM)
-            generated += _bars_of(continuer(context, bars, programs, seed + k), vocab.bar_id)
+            generated += split_bars(continuer(context, bars, programs, seed + k), vocab.bar_id)
         out[format_meter(meter)] = {
             "context": source,
             "windows": len(contexts),
@@ -170,9 +201,9 @@ def evaluate_jam(
     engine.set_style(style)
     vocab, tokenizer = engine.vocab, engine.tokenizer
     check_corpus(tokenizer, data_dir)
-    data = CorpusSplit.load(data_dir, split)
+    data = load_split(data_dir, split, vocab)
     continuer = ModelContinuer(
-        engine, settings, key_lock, style=style, guidance=guidance, density=density, floor=JAM_FLOOR
+        engine, settings, key_lock, style=style, guidance=guidance, density=density, mode="jam"
     )  # as jam mode plays
     pairs = continuation_windows(data, vocab.bar_id, jams, seed)
     if not pairs:
@@ -181,13 +212,12 @@ def evaluate_jam(
         jam(continuer, vocab, tokenizer, ctx, bars, block, seed + k)
         for k, (ctx, _) in enumerate(tqdm(pairs, desc="jam", disable=not progress))
     ]
-    ratios = [r for row in rows for r in row["block_density_ratio"] if r == r]
-    lo, hi = DENSITY_BAND
     report: dict = {
         "mode": "jam",
         "model": str(model_dir),
         "data": str(data_dir),
         "split": split,
+        "header": vocab.has_header,
         "settings": {
             "temperature": settings.temperature,
             "top_p": settings.top_p,
@@ -196,16 +226,9 @@ def evaluate_jam(
             "floor": JAM_FLOOR,
         },
         "jams": rows,
-        "jam_summary": {
-            "bars": bars,
-            "block": block,
-            "min_block_density_ratio": min(ratios) if ratios else float("nan"),
-            "max_block_density_ratio": max(ratios) if ratios else float("nan"),
-            "within_band": bool(ratios) and all(lo <= r <= hi for r in ratios),
-            "decodes": float(np.mean([r["decodes"] for r in rows])),
-        },
+        "jam_summary": jam_summary(rows, bars, block),
     }
-    if vocab.has_meters:
+    if vocab.has_meters:  # (read without headers: the bars found get theirs written)
         others = [CorpusSplit.load(data_dir, s) for s in SPLITS if s != split]
         report["meters"] = meters_check(
             continuer, vocab, tokenizer, [data, *others], meter_windows, meter_bars, seed

@@ -3,20 +3,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ostinato.evaluate.bars import NoteEvent, parse_notes
+from ostinato.evaluate.continuation import evaluate
+from ostinato.evaluate.metrics import continuation_metrics, estimate_key
 from ostinato.model.corpus import CorpusSplit
-from ostinato.model.evaluate import (
-    NoteEvent,
-    continuation_metrics,
-    estimate_key,
-    evaluate,
-    parse_notes,
-)
 from ostinato.model.ngram import NGramModel
-from ostinato.model.tokens import score_to_ids
+from ostinato.model.tokens import score_to_ids, split_bars
 from tests.conftest import make_band_score
 
 
@@ -65,7 +62,7 @@ def test_eval_on_a_tiny_model(tiny_meter_model_dir, tiny_corpus, tmp_path) -> No
     # a random-weight model knows nothing: about log2(V) bits per token
     assert 6.0 < lk["model_bits_per_token"] < 10.0
     assert lk["ngram_bits_per_token"] < lk["model_bits_per_token"]
-    assert set(report["continuation"]) == {"model", "n-gram", "repeat last bar"}
+    assert set(report["continuation"]) == {"model", "n-gram", "repeat last bar", "repeat phrase"}
     repeat = report["continuation"]["repeat last bar"]
     assert repeat["novelty"] == 0.0 and repeat["decodes"] == 1.0
     assert report["continuation"]["model"]["decodes"] == 1.0  # the grammar's promise
@@ -81,8 +78,12 @@ def test_eval_scores_continue_modes_answer_beside_the_free_model(
     report = evaluate(tiny_meter_model_dir, tiny_corpus, windows=3, nll_windows_count=1,
                       nll_length=32, progress=False, variations=(0.0, 0.3))  # fmt: skip
     rows = report["continuation"]
-    assert list(rows) == ["model", "model v=0.0", "model v=0.3", "n-gram", "repeat last bar"]
+    assert list(rows) == ["model", "model v=0.0", "model v=0.3", "n-gram", "repeat last bar",
+                          "repeat phrase"]  # fmt: skip
     assert rows["model v=0.0"]["novelty"] == 0.0  # every bar a copy of a context bar
+    for key in ("pitch_class_overlap", "onset_overlap", "drum_onset_f1", "density_ratio"):
+        # variation 0 plays the phrase again: the repeat-phrase baseline, note for note
+        assert rows["model v=0.0"][key] == pytest.approx(rows["repeat phrase"][key]), key
     assert rows["model v=0.3"]["decodes"] == 1.0
     with pytest.raises(ValueError, match="variation must be in"):
         evaluate(tiny_meter_model_dir, tiny_corpus, windows=1, nll_windows_count=1,
@@ -97,7 +98,7 @@ def test_eval_cli_writes_json(tiny_meter_model_dir, tiny_corpus, tmp_path) -> No
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "repeat last bar" in result.stdout
+    assert "repeat last bar" in result.stdout and "repeat phrase" in result.stdout
     assert json.loads(out.read_text())["windows"] == 2
 
 
@@ -126,3 +127,67 @@ def test_eval_scores_the_held_out_split(tiny_meter_model_dir, tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match=r"heldout_tokens\.npy missing"):
         evaluate(tiny_meter_model_dir, tmp_path / "plain", windows=1, nll_windows_count=1,
                  progress=False, split="heldout")  # fmt: skip
+
+
+def test_repeat_phrase_plays_the_contexts_last_bars_again(meter_tokenizer, meter_vocab) -> None:
+    from ostinato.evaluate.continuers import RepeatPhraseContinuer
+
+    ids = score_to_ids(meter_tokenizer, make_band_score(bars=4)).astype(np.int64)
+    bars = split_bars(ids, meter_vocab.bar_id)
+    repeat = RepeatPhraseContinuer(meter_vocab)
+    assert np.array_equal(repeat(ids, 4, (), 0), np.concatenate(bars))  # bars 1–4 as 5–8
+    assert np.array_equal(repeat(ids, 2, (), 0), np.concatenate(bars[2:]))
+    again = split_bars(repeat(ids, 6, (), 0), meter_vocab.bar_id)  # longer: the phrase again
+    assert [b.tolist() for b in again] == [b.tolist() for b in [*bars, *bars[:2]]]
+
+
+def test_retention_counts_the_instruments_the_real_continuation_keeps(
+    meter_tokenizer, meter_vocab
+) -> None:
+    from ostinato.evaluate.bars import keep_parts
+    from ostinato.evaluate.continuers import RepeatContinuer
+    from ostinato.evaluate.metrics import retention
+
+    vocab = meter_vocab
+    ids = score_to_ids(meter_tokenizer, make_band_score(bars=8)).astype(np.int64)
+    bars = split_bars(ids, vocab.bar_id)
+    context, real = bars[:4], bars[4:]
+    repeated = split_bars(RepeatContinuer(vocab)(np.concatenate(context), 4, (), 0), vocab.bar_id)
+    assert retention(vocab, context, real, repeated) == (1.0, 1.0)
+    drums = [keep_parts(vocab, b, [-1]) for b in real]  # the band dropped, drums left
+    assert retention(vocab, context, real, drums) == (0.25, 0.25)
+    fading = [real[0], *drums[1:]]  # all four in bar 1, then drums alone
+    assert retention(vocab, context, real, fading) == ((4 + 3) / 16, 0.25)
+    # what the real continuation drops is not asked of the continuer
+    real_drums = [keep_parts(vocab, b, [-1]) for b in real]
+    assert retention(vocab, context, real_drums, drums) == (1.0, 1.0)
+    silent = [keep_parts(vocab, b, [0]) for b in real]  # nothing in common: NaN
+    got = retention(vocab, context, silent, drums)
+    assert np.isnan(got[0]) and np.isnan(got[1])
+
+
+def test_a_header_model_reads_headers_and_keeps_the_band(tiny_header_model_dir, tiny_corpus,
+                                                         tmp_path) -> None:  # fmt: skip
+    """A model whose bars carry the instrument header: the split is read with headers, each
+    generated bar's header names the context's instruments (so the model, the n-gram and both
+    repeats keep every instrument the real continuation keeps), and the rolls are drawn."""
+    from ostinato.evaluate.continuation import load_split
+    from ostinato.model.tokens import Vocab, header_mask, load_tokenizer, strip_headers
+
+    vocab = Vocab.from_tokenizer(load_tokenizer(tiny_header_model_dir / "tokenizer.json"))
+    plain = CorpusSplit.load(tiny_corpus, "validation")
+    read = load_split(tiny_corpus, "validation", vocab)
+    assert header_mask(vocab, read.tokens).any() and not header_mask(vocab, plain.tokens).any()
+    assert np.array_equal(strip_headers(vocab, read.tokens), plain.tokens)
+
+    report = evaluate(tiny_header_model_dir, tiny_corpus, windows=3, nll_windows_count=1,
+                      nll_length=64, progress=False, variations=(0.3,),
+                      rolls=tmp_path / "rolls")  # fmt: skip
+    assert report["header"] is True
+    rows = report["continuation"]
+    for name in ("model", "model v=0.3", "n-gram", "repeat last bar", "repeat phrase"):
+        assert rows[name]["retention"] == 1.0, name
+        assert rows[name]["decodes"] == 1.0, name
+    assert len(report["rolls"]) == 3
+    for path in report["rolls"]:
+        assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

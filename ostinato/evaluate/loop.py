@@ -16,16 +16,19 @@ varies the same bar of the last pass.
 * **References**: generated bar ``k`` varies bar ``k mod L`` of the loop's last pass, i.e.
   context bar ``P − L + (k mod L)``. At variation 0 the model plays that pass again.
 * **Rows**: the model with the copy prior at each variation (default 0, 0.3, 0.6, 1; 1 is the
-  model alone), "repeat last bar" and the n-gram, with the continuation metrics of
-  :func:`ostinato.model.evaluate.continuation_metrics`. ``continuation["model"]`` is the row
-  of the daemon's default variation (0.3) when it was run, else of the first variation.
+  model alone), each generated bar's header naming the instruments of the bar it varies (as
+  the daemon's loop mode), then the n-gram, "repeat last bar" and "repeat phrase" (the pass
+  played again), with the continuation metrics of :mod:`ostinato.evaluate.metrics`.
+  ``continuation["model"]`` is the row of the daemon's default variation (0.3) when it was
+  run, else of the first variation.
 * **Data**: a corpus folder (``ostinato data build``: its validation split, and its train
   split for the n-gram) or a folder of MIDI files (tokenized with the model's tokenizer, e.g.
   ``ostinato data loops --held-out``). The n-gram of a MIDI folder is fitted on the train
   split of ``corpus`` when given, else of the corpus the model was trained on when its folder
   is known and present (:func:`known_corpus`); without one the n-gram row is left out, with a
   note. The likelihood block is computed on the loop set's own tokens (``likelihood_data``
-  says which).
+  says which). A model whose bars carry the instrument header reads every one of these
+  with its headers written (:func:`ostinato.evaluate.continuation.load_split`).
 """
 
 from __future__ import annotations
@@ -40,24 +43,28 @@ import numpy as np
 
 from ostinato.config import default_model_dir
 from ostinato.engine.engine import Engine
-from ostinato.model.corpus import CorpusSplit, find_midi_files, tokenize_file
-from ostinato.model.evaluate import (
+from ostinato.evaluate.bars import parse_notes
+from ostinato.evaluate.continuation import (
     DEFAULT_SETTINGS,
+    check_corpus,
+    fit_ngram,
+    likelihood,
+    load_split,
+    score_continuations,
+    variation_name,
+)
+from ostinato.evaluate.continuers import (
     Continuer,
     ModelContinuer,
     NGramContinuer,
     RepeatContinuer,
-    _bars_of,
-    check_corpus,
-    likelihood,
-    parse_notes,
-    score_continuations,
-    variation_name,
+    RepeatPhraseContinuer,
 )
+from ostinato.evaluate.rolls import Roll, write_rolls
+from ostinato.model.corpus import CorpusSplit, find_midi_files, tokenize_file
 from ostinato.model.grammar import DEFAULT_DENSITY
-from ostinato.model.ngram import NGramModel
 from ostinato.model.sampling import SamplingSettings
-from ostinato.model.tokens import Vocab
+from ostinato.model.tokens import Vocab, split_bars
 
 LOOP_LENGTHS = (1, 2, 4, 8)
 SIMILAR = 0.75  # mean Jaccard similarity of bars one loop apart that counts as a repeat
@@ -126,7 +133,7 @@ def loop_windows(files: Sequence[LoopFile], vocab: Vocab, n: int, seed: int) -> 
     rng = np.random.default_rng(seed)
     candidates = []
     for f in rng.permutation(len(files)):
-        bars = _bars_of(files[f].tokens, vocab.bar_id)
+        bars = split_bars(files[f].tokens, vocab.bar_id)
         L = loop_length([bar_signature(vocab, b) for b in bars])
         P = pass_bars(L)
         if len(bars) >= 2 * P:
@@ -166,11 +173,12 @@ def is_corpus(path: str | Path) -> bool:
 
 
 def load_loop_set(data: str | Path, tokenizer, vocab: Vocab) -> LoopSet:
-    """The loops of a corpus folder's validation split, or of a folder of MIDI files."""
+    """The loops of a corpus folder's validation split, or of a folder of MIDI files (with
+    every bar's header written, for a model whose bars carry it)."""
     data = Path(data)
     if is_corpus(data):
         check_corpus(tokenizer, data)
-        split = CorpusSplit.load(data, "validation")
+        split = load_split(data, "validation", vocab)
         names_file = data / "validation_files.txt"
         names = names_file.read_text().splitlines() if names_file.is_file() else []
         files = [
@@ -227,7 +235,10 @@ def evaluate_loop(
     style: str | None = None,
     guidance: float = 0.0,
     density: float = DEFAULT_DENSITY,
+    rolls: str | Path | None = None,
 ) -> dict:
+    """The loop-mode report of the module docstring (``rolls``: a folder for piano rolls of
+    the first windows)."""
     if not variations:
         raise ValueError("give at least one variation")
     for v in variations:
@@ -254,8 +265,7 @@ def evaluate_loop(
         notes.append("no n-gram row: give --corpus DIR (a corpus folder) to fit it on its train "
                      "split")  # fmt: skip
     else:
-        train = CorpusSplit.load(ngram_corpus, "train")
-        ngram = NGramModel(ngram_order, vocab.size).fit(train.tokens, train.files[:, 0])
+        ngram = fit_ngram(ngram_corpus, vocab, ngram_order)
 
     lk = likelihood(engine, loops.split, ngram, nll_windows_count, nll_length, seed, progress)
 
@@ -267,24 +277,27 @@ def evaluate_loop(
     for v, name in names.items():
         continuers.append(ModelContinuer(engine, settings, key_lock, variation=v,
                                          name=f"model v={name}", style=style,
-                                         guidance=guidance, density=density))  # fmt: skip
+                                         guidance=guidance, density=density,
+                                         mode="loop"))  # fmt: skip
     if ngram is not None:
         continuers.append(NGramContinuer(ngram, vocab, settings, key_lock))
-    continuers.append(RepeatContinuer(vocab))
+    continuers += [RepeatContinuer(vocab), RepeatPhraseContinuer(vocab)]
+    drawn: list[Roll] | None = [] if rolls is not None else None
     summary = score_continuations(
         continuers, [(w.context, w.real) for w in chosen], vocab, tokenizer, seed, progress,
-        desc="loop", references=[w.references for w in chosen],
+        desc="loop", references=[w.references for w in chosen], rolls=drawn,
     )  # fmt: skip
     rows = {name: summary[f"model v={name}"] for name in names.values()}
     model_variation = MODEL_VARIATION if MODEL_VARIATION in names else next(iter(names))
     continuation = {"model": rows[names[model_variation]]}
     continuation |= {c.name: summary[c.name] for c in continuers[len(names) :]}
     lengths = Counter(w.loop_bars for w in chosen)
-    return {
+    report = {
         "mode": "loop",
         "model": str(model_dir),
         "data": str(data),
         "ngram_corpus": str(ngram_corpus) if ngram_corpus else None,
+        "header": vocab.has_header,
         "likelihood_data": loops.description,
         "files": len(loops.files),
         "skipped": loops.skipped,
@@ -311,3 +324,8 @@ def evaluate_loop(
         "variations": rows,
         "notes": notes,
     }
+    if rolls is not None and drawn is not None:
+        for roll, window in zip(drawn, chosen, strict=False):
+            roll.title = f"{window.file}, from bar {window.start + 1} (loop of {window.loop_bars})"
+        report["rolls"] = [str(p) for p in write_rolls(rolls, vocab, drawn, "loop")]
+    return report

@@ -9,16 +9,9 @@ import pytest
 from symusic import Note, Score, Track
 
 from ostinato.cli import main
-from ostinato.loops.heldout import write_held_out
-from ostinato.model.evaluate import (
-    OVERLAP_METRICS,
-    _bars_of,
-    continuation_metrics,
-    format_table,
-    parse_notes,
-    summarize,
-)
-from ostinato.model.evaluate_loop import (
+from ostinato.evaluate.bars import parse_notes
+from ostinato.evaluate.continuation import format_table
+from ostinato.evaluate.loop import (
     LoopWindow,
     bar_signature,
     evaluate_loop,
@@ -27,12 +20,15 @@ from ostinato.model.evaluate_loop import (
     loop_windows,
     pass_bars,
 )
+from ostinato.evaluate.metrics import OVERLAP_METRICS, continuation_metrics, summarize
+from ostinato.loops.heldout import write_held_out
 from ostinato.model.tokens import Vocab, load_tokenizer, score_to_ids, split_bars
 
 TPQ = 480
 STEP = TPQ // 4
 METRICS = {"pitch_class_overlap", "onset_overlap", "drum_onset_f1", "overlap_mean",
-           "density_ratio", "in_key", "decodes", "novelty"}  # fmt: skip
+           "density_ratio", "in_key", "decodes", "novelty", "retention",
+           "retention_bar4"}  # fmt: skip
 VARIATIONS = {"0.0", "0.3", "0.6", "1.0"}
 
 
@@ -99,7 +95,7 @@ def _copy_of_last_pass(window: LoopWindow, vocab, tokenizer) -> dict:
     copied = np.concatenate(copied_bars)
     return continuation_metrics(
         parse_notes(vocab, context), parse_notes(vocab, real), parse_notes(vocab, copied),
-        _bars_of(copied, vocab.bar_id), window.context, vocab, tokenizer,
+        split_bars(copied, vocab.bar_id), window.context, vocab, tokenizer,
     )  # fmt: skip
 
 
@@ -107,7 +103,7 @@ def test_eval_loop_on_a_corpus(tiny_meter_model_dir, tiny_corpus) -> None:
     report = evaluate_loop(tiny_meter_model_dir, tiny_corpus, windows=2, nll_windows_count=1,
                            nll_length=64, progress=False)  # fmt: skip
     assert report["mode"] == "loop" and report["windows"] == 2
-    assert set(report["continuation"]) == {"model", "n-gram", "repeat last bar"}
+    assert set(report["continuation"]) == {"model", "n-gram", "repeat last bar", "repeat phrase"}
     assert set(report["variations"]) == VARIATIONS
     for row in [*report["continuation"].values(), *report["variations"].values()]:
         assert set(row) == METRICS
@@ -115,6 +111,7 @@ def test_eval_loop_on_a_corpus(tiny_meter_model_dir, tiny_corpus) -> None:
     for row in report["variations"].values():
         assert row["decodes"] == 1.0  # the grammar's promise, copied or sampled
     assert report["continuation"]["repeat last bar"]["novelty"] == 0.0
+    assert report["continuation"]["repeat phrase"]["novelty"] == 0.0
     lk = report["likelihood"]
     assert lk["tokens"] == 64 and lk["ngram_bits_per_token"] is not None
 
@@ -130,7 +127,7 @@ def test_eval_loop_on_a_corpus(tiny_meter_model_dir, tiny_corpus) -> None:
 
     table = format_table(report)
     for name in ("model v=0.0", "model v=0.3", "model v=0.6", "model v=1.0", "n-gram",
-                 "repeat last bar"):  # fmt: skip
+                 "repeat last bar", "repeat phrase", "retain@4"):  # fmt: skip
         assert name in table
     assert "likelihood on the validation split" in table
 
@@ -139,7 +136,7 @@ def test_eval_loop_on_midi_files_without_a_corpus(tiny_model_dir, tmp_path) -> N
     write_held_out(tmp_path / "loops", 2, seed=1, progress=False)
     report = evaluate_loop(tiny_model_dir, tmp_path / "loops", windows=1, nll_windows_count=1,
                            nll_length=64, variations=(0.0, 1.0), progress=False)  # fmt: skip
-    assert set(report["continuation"]) == {"model", "repeat last bar"}  # no n-gram to fit
+    assert set(report["continuation"]) == {"model", "repeat last bar", "repeat phrase"}  # no n-gram
     assert set(report["variations"]) == {"0.0", "1.0"}
     assert report["model_variation"] == 0.0  # 0.3 was not run: the first one
     assert report["variations"]["0.0"]["novelty"] == 0.0
@@ -158,8 +155,34 @@ def test_eval_cli_loop_mode(tiny_meter_model_dir, tiny_corpus, tmp_path, capsys)
     assert status == 0
     report = json.loads(out.read_text())
     assert report["mode"] == "loop" and set(report["variations"]) == {"0.3"}
-    assert set(report["continuation"]) == {"model", "n-gram", "repeat last bar"}
+    assert set(report["continuation"]) == {"model", "n-gram", "repeat last bar", "repeat phrase"}
     assert "model v=0.3" in capsys.readouterr().out
     status = main(["eval", str(tiny_meter_model_dir), str(tiny_corpus), "--corpus",
                    str(tiny_corpus)])  # fmt: skip
     assert status == 2  # a loop-mode option without --mode loop
+
+
+def test_loop_mode_headers_follow_the_bar_varied(tiny_header_model_dir) -> None:
+    """In loop mode each generated bar names the instruments of the bar it varies (at
+    variation 0: that bar again, note for note, a drums-only bar staying drums only); an
+    answer in continue mode names every instrument asked for, whatever its reference holds."""
+    from ostinato.engine.engine import Engine
+    from ostinato.evaluate.bars import keep_parts, programs_of
+    from ostinato.evaluate.continuation import DEFAULT_SETTINGS
+    from ostinato.evaluate.continuers import ModelContinuer
+    from tests.conftest import make_band_score
+
+    engine = Engine(tiny_header_model_dir, device="cpu")
+    vocab = engine.vocab
+    bars = split_bars(score_to_ids(engine.tokenizer, make_band_score(bars=4)).astype(np.int64),
+                      vocab.bar_id)  # fmt: skip
+    drums_only = keep_parts(vocab, bars[3], [-1])
+    programs = (-1, 4, 33, 81)
+    context, refs = np.concatenate(bars), [bars[0], drums_only]
+    loop = ModelContinuer(engine, DEFAULT_SETTINGS, key_lock=True, variation=0.0, mode="loop")
+    played = split_bars(loop(context, 2, programs, 0, refs), vocab.bar_id)
+    assert [b.tolist() for b in played] == [bars[0].tolist(), drums_only.tolist()]
+    answer = ModelContinuer(engine, DEFAULT_SETTINGS, key_lock=True, variation=0.0)
+    played = split_bars(answer(context, 2, programs, 0, refs), vocab.bar_id)
+    assert played[0].tolist() == bars[0].tolist()
+    assert programs_of(vocab, played[1]) == set(programs)
