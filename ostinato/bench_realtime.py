@@ -12,7 +12,8 @@ cycles JACK did not run the sender for (xruns) and the daemon's CPU use; a JSON 
 histogram PNG. Progress is printed while it runs.
 
 Needs Debian's jackd2 and jack-midi-clock; it starts a private JACK server (dummy driver,
-real-time at its default priority 10 where allowed, as musicians run it).
+real-time at its default priority 10 where allowed, as musicians run it), after clearing what
+servers killed without their clean exit left in JACK's registry (:mod:`ostinato.jack_shm`).
 
 The machine's own floor: where ``cyclictest`` (Debian's rt-tests) is installed, it runs
 alongside each tempo at the sender's priority, waking every millisecond and measuring how
@@ -34,6 +35,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from ostinato import jack_shm
 
 TOOLS = ("jackd", "jack_lsp", "jack_connect", "jack_midi_clock", "jack_transport")
 SENDER_PRIORITY = 5  # the daemon's default --rt-priority
@@ -310,6 +313,7 @@ def run_realtime_bench(
             env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_AUDIO_RESERVATION": "1"}
             print(f"{bpm} BPM at a JACK period of {period} frames, {bars} bars …", file=sys.stderr,
                   flush=True)  # fmt: skip
+            jack_shm.clear_stale()  # a killed run's servers would block this one's
             jackd = subprocess.Popen(
                 ["jackd", "--realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p",
                  str(period)],

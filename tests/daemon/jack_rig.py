@@ -1,8 +1,11 @@
 """A real JACK server (dummy driver) with real clients, for end-to-end tests.
 
 The server gets a name of its own (JACK_DEFAULT_SERVER) so tests never touch another JACK
-server on the machine. ``jack_midi_clock`` sends MIDI clock while ``jack_transport`` (the
-timebase master, so its ``tempo`` command changes the tempo live) rolls the transport.
+server on the machine. Before it starts, what servers killed without their clean exit left in
+JACK's registry is cleared (:func:`ostinato.jack_shm.clear_stale`): a run killed half-way does
+not stop the next one's servers from starting. ``jack_midi_clock`` sends MIDI clock while
+``jack_transport`` (the timebase master, so its ``tempo`` command changes the tempo live) rolls
+the transport.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import ClassVar
 
 import jack
 import numpy as np
+
+from ostinato import jack_shm
 
 CLOCK_PORT = "jack_midi_clock:mclk_out"
 # One JACK client, the daemon's note sender, owns both ports (ostinato/daemon/jack_io.py)
@@ -45,6 +50,7 @@ class JackServer:
         os.environ["JACK_NO_AUDIO_RESERVATION"] = "1"
         self.env = dict(os.environ)
         self.log = open(f"/tmp/jackd-{name}.log", "w")  # noqa: SIM115
+        jack_shm.clear_stale()  # servers of killed runs (running ones stay)
         self.proc = subprocess.Popen(
             # Real-time, as JACK runs for musicians (priority 10, its default; the daemon's
             # sender sits below at 5): without it, clients' process cycles run late on a
@@ -64,8 +70,9 @@ class JackServer:
             self.log.flush()
             text = Path(self.log.name).read_text()
             why = [line for line in text.splitlines() if "fail" in line.lower() or "Too" in line]
-            hint = (" (stale servers in /dev/shm/jack-shm-registry: with no jackd running, "
-                    "remove /dev/shm/jack*)" if "Too many servers" in text else "")  # fmt: skip
+            hint = ""
+            if "Too many servers" in text:
+                hint = f" (JACK's registry is full of running servers: {jack_shm.servers()})"
             raise TimeoutError(f"jackd did not start: {' / '.join(why[:3])}{hint}") from None
 
     def run(self, *cmd: str) -> subprocess.CompletedProcess:
