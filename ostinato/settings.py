@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ostinato.channels import parse_in, parse_out
+from ostinato.daemon.transport import CLOCK_TIMEOUT_S
 from ostinato.model.style import STYLES
 
 if TYPE_CHECKING:
@@ -423,6 +424,9 @@ SCHEMA: tuple[Setting, ...] = (
     _daemon("clock", "choice", "midi", "tempo source: midi (only the DAW's clock), link (an "
             "Ableton Link session), auto (MIDI clock, else a Link session with peers, else "
             "bpm), internal (bpm)", choices=CLOCKS),
+    _daemon("clock_timeout_s", "float", CLOCK_TIMEOUT_S, "MIDI clock: no tick for this long "
+            "while playing, and no Stop, ends the song (a shorter gap releases every note and "
+            "plays on when the ticks come back on the same tempo)", lo=0.5, hi=60.0, unit="s"),
     _daemon("link_start_stop", "bool", True, "Link: play while the session plays (start/stop "
             "sync); off: play whenever the daemon runs"),
     _daemon("bpm", "float", 120.0, "internal tempo (Link: the tempo of a session Ostinato "

@@ -6,40 +6,28 @@ time for the JACK backend, ``time.perf_counter()`` for the others) so tests driv
 fake time. The map is an immutable :class:`TempoMap`, replaced as a whole on every change, so
 other threads read a consistent snapshot without a lock.
 
-Counting. A virtual port does not lose bytes, so every clock byte is a tick; only a byte that
-is off the tempo line is not (a stray 0xF8 in a burst of garbage, a second clock merged in).
-:class:`TickFollower` decides which arrivals are ticks: one on or after the next tick's place
-on the line is counted at once (on time, late, or a slower tempo); one that comes early by
-more than a quarter of a tick (plus the stamps' own jitter) waits for the arrivals after it.
-If an arrival then lands on the line's next tick and the early ones do not make a regular
-pulse with it, they were strays: rejected and counted (one stray inside a faster pulse is
-rejected alone). If they make a regular pulse that goes on for a sixth of a beat, the tempo
-went up: all are ticks (a burst of garbage can put strays half-way between a few ticks in a
-row, which looks like a clock twice as fast until it breaks off). A tick is never inferred
-from a gap, except right after the backend reported that input was lost
-(:meth:`Clock.on_input_lost`). A stray that coincides with a tempo step within a tick can
-still be taken for the step's first tick: the two cannot be told apart when they happen.
-
-Tempo and phase. With exact stamps (JACK frames), a second-order least-squares fit through the
-last beat of ticks, its slope at the newest tick as the tempo (a ramp is followed tick by
-tick); a tick far off it (a stray taken for a tick) is left out. When three intervals in a
-row agree with each other and not with the line (a tempo step), the fit starts again from
-them: a step is followed within a few ticks. A clock that jitters by itself (a hardware box,
-jack_midi_clock -J) is measured from how much each interval differs from the last (a step
-moves one of them, jitter all) and fitted over eight beats. Stamps that come a cycle at a
-time (rtmidi backends behind a large period) are always late, never early: the line goes
-through the earliest fifth of the ticks of eight beats, and while the stamps are looser than
-a quarter of a tick the follower counts every byte.
+Counting and tempo: :mod:`ostinato.daemon.ticks` (:class:`TickFollower`) decides which clock
+bytes are ticks and fits the tempo line through them.
 
 Transport (how DAWs send it). Start: song position 0 at the next tick. Continue: the position
 from the last Song Position Pointer (or where it stopped). A Stop followed within about a tick
 by Start or Continue, with the ticks still on the same tempo line, is a *loop jump*: Ardour
 loops that way (Stop, Start one tick after the last tick; or Stop, SPP, Continue). So are a
 Song Position Pointer while running and a Start without a Stop. Every jump, start and continue
-opens a new epoch; listeners get a :class:`TransportEvent`. Repeated jumps from the same place
-to the same place make the loop (start, end) kept in :attr:`Clock.loop`. Ticks without a Start
-(joining a DAW that is already playing) give the tempo at once; the position, and with it the
-bar lines, only comes with the next Start or Song Position Pointer.
+opens a new epoch; listeners get a :class:`TransportEvent`; the first tick after it is its
+song position, whatever came before. Repeated jumps from the same place to the same place make
+the loop (start, end) kept in :attr:`Clock.loop`. Ticks without a Start (joining a DAW that is
+already playing) give the tempo at once; the position, and with it the bar lines, only comes
+with the next Start or Song Position Pointer.
+
+Gaps (:meth:`Clock.check_silence`, called every few ms). Ticks that stop coming while running,
+without a Stop (an xrun ate them, a USB device re-enumerates, the machine stalled), *suspend*
+the clock after the threshold of :mod:`ostinato.daemon.transport`: ``gap_listeners`` get a
+"suspend" event (the daemon releases every sounding note), the epoch and the map are kept.
+Ticks that come back on the same tempo line resume it where the line puts them, the gap
+counted in whole ticks (``gap_listeners`` get "resume"). Ticks that come back on another line
+(two in a row: one alone may be a stray) end the epoch, as does a Stop or ``timeout_s``
+without a tick.
 
 Ableton Link (:meth:`Clock.on_link`, fed by :mod:`ostinato.daemon.link`): the session's beat at
 a time, its tempo and whether it plays. A start opens a "start" epoch (a "jump" when the clock
@@ -51,28 +39,17 @@ clock (``clock = "auto"``), Link is ignored.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
+from ostinato.daemon.ticks import MAX_BPM, MIN_BPM, PPQN, TickFollower
+from ostinato.daemon.transport import CLOCK_TIMEOUT_S, is_loop_jump, suspend_after_s
+
 log = logging.getLogger(__name__)
 
-PPQN = 24
-MIN_BPM, MAX_BPM = 20.0, 400.0
-EARLY_TICKS = 0.25  # an arrival this much (in ticks) before the line's next tick is suspect
-REGULAR = 0.15  # intervals within this fraction of their median make a regular pulse
-FASTER = 0.9  # a regular pulse this much faster than the line is a faster clock
-STEP = 0.08  # three agreeing intervals this far from the line's: a tempo step
-MAX_PENDING = 12  # undecided arrivals held at most (a clock many times faster)
-FASTER_CONFIRM = 8  # intervals of a faster pulse before it is believed (a sixth of a beat)
-EARLY_PERCENTILE = 20  # coarse stamps: the line through the earliest fifth of the ticks
-COARSE_WINDOW = 8 * PPQN + 1  # ticks fitted when stamps come a cycle at a time
-SILENCE_TICKS, SILENCE_MIN_S = 6, 0.15  # no tick for this long while running: stopped
-JUMP_TICKS = 1.5  # Stop → Start/Continue within this many ticks: a loop jump
 LINK_JUMP_S = 0.002  # a Link beat this far (in time) off the map is a jump, not a drift
 LINK_UNSEEN_S = 0.05  # a Link tempo change is seen within this (the follower polls every 5 ms)
 
@@ -98,8 +75,9 @@ class TempoMap:
 
 @dataclass(frozen=True)
 class TransportEvent:
-    """``kind``: "start", "continue", "stop" or "jump". ``beat``: the song position where the
-    music goes on (for "stop": where it stopped). ``from_beat``: for a jump, the position the
+    """``kind``: "start", "continue", "stop" or "jump"; for ``Clock.gap_listeners``,
+    "suspend" or "resume" (the same epoch). ``beat``: the song position where the music goes
+    on (for "stop" and "suspend": where it stopped). ``from_beat``: for a jump, the position the
     next tick would have had without it (the loop's end). ``time``: when it was received."""
 
     kind: str
@@ -115,258 +93,25 @@ def validate_bpm(bpm: float) -> float:
     return float(bpm)
 
 
-class TickFollower:
-    """Clock byte arrivals → counted ticks (index, time) and a tempo line through them.
-
-    ``exact_stamps``: each arrival carries its own exact time (JACK frames). Otherwise the
-    stamps' slack is measured from the ticks and stray rejection waits until it is known.
-    """
-
-    def __init__(self, exact_stamps: bool = False) -> None:
-        self.exact_stamps = exact_stamps
-        self.count = 0  # ticks counted; the next one gets this index
-        self.rejected = 0  # arrivals judged off the line (strays)
-        self.period: float | None = None  # seconds per tick (the line's slope)
-        self.ref_index = -1  # the newest tick's index and its time on the line
-        self.ref_time = 0.0
-        self.last_arrival: float | None = None  # raw time of the newest counted tick
-        self.slack = 0.0 if exact_stamps else None  # stamp jitter (s), None until measured
-        self._window: deque[tuple[int, float]] = deque(maxlen=COARSE_WINDOW)
-        self._pending: list[float] = []
-        self._lost_reported = False
-        self._lost_window: tuple[float, float] | None = None  # when input was lost, if known
-
-    # -- reading ----------------------------------------------------------------------------
-    def line_time(self, index: float) -> float:
-        assert self.period is not None
-        return self.ref_time + (index - self.ref_index) * self.period
-
-    @property
-    def locked(self) -> bool:
-        return self.period is not None
-
-    def restart(self) -> None:
-        """The ticks stopped (a real Stop): the next one starts a new line; the tempo is kept
-        as the first guess."""
-        self._window.clear()
-        self._pending.clear()
-        self.last_arrival = None
-        self._lost_reported = False  # a loss while stopped is no gap in the new line
-
-    def lost(self, since: float | None = None, until: float | None = None) -> None:
-        """The backend lost input: the next gap of whole ticks counts them."""
-        self._lost_reported = True
-        self._lost_window = None if since is None or until is None else (since, until)
-
-    # -- feeding ----------------------------------------------------------------------------
-    def feed(self, t: float) -> list[tuple[int, float]]:
-        """One clock byte at time ``t``: the ticks now counted (maybe none, maybe several
-        that waited), each as (index, time)."""
-        if not self.exact_stamps and self.period is not None:
-            previous = self._pending[-1] if self._pending else self.last_arrival
-            if previous is not None and t - previous < 0.01 * self.period:
-                # two bytes with one stamp: the backend stamps a cycle at a time, too coarse
-                # to tell a stray from a tick: every byte counts (the port loses none)
-                self.slack = max(self.slack or 0.0, self.period)
-        self._pending.append(t)
-        counted: list[tuple[int, float]] = []
-        while self._pending:
-            decision = self._decide()
-            if decision is None:
-                break
-            strays, take = decision
-            if strays:
-                self.rejected += strays
-                del self._pending[:strays]
-            for _ in range(take):
-                counted.append(self._count(self._pending.pop(0)))
-        return counted
-
-    def drop_pending(self) -> None:
-        """The transport stopped: arrivals still undecided (early ones) were strays; a loop
-        jump's position must not count them."""
-        self.rejected += len(self._pending)
-        self._pending.clear()
-
-    def _rejecting(self) -> bool:
-        if self.period is None or self.last_arrival is None or len(self._window) < 3:
-            return False
-        return self.slack is not None and EARLY_TICKS + self.slack / self.period < 0.45
-
-    def _decide(self) -> tuple[int, int] | None:
-        """(strays to drop from the front of the pending list, arrivals to count next), or
-        None to wait for more arrivals; (0, 0) after it rejected one stray inside the list
-        itself (decide again)."""
-        pending = self._pending
-        if not self._rejecting():
-            return 0, 1
-        period = self.period
-        assert period is not None and self.last_arrival is not None
-        slot = self.line_time(self.count)
-        tolerance = EARLY_TICKS + (self.slack or 0.0) / period
-        errors = [(p - slot) / period for p in pending]
-        if errors[0] >= -tolerance:
-            return 0, 1  # on time, late, or a slower tempo
-        on_or_after = next((i for i, e in enumerate(errors) if e >= -tolerance), None)
-        if on_or_after is None:
-            if len(pending) < MAX_PENDING:
-                return None
-            if self._regular([self.last_arrival, *pending]):
-                return 0, len(pending)  # a clock many times faster
-            return 1, 0
-        k = on_or_after
-        slack = self.slack or 0.0
-        if errors[k] > tolerance:
-            # Past the next tick's place. A slower tempo with strays before it (the gap from
-            # the last tick goes on), or a faster one (the latest early arrival is the tick).
-            if len(pending) == k + 1:
-                return None
-            gap = pending[k] - self.last_arrival
-            if abs(pending[k + 1] - pending[k] - gap) <= REGULAR * gap + slack:
-                return k, 0
-            return k - 1, 1
-        pulse = [self.last_arrival, *pending[: k + 1]]
-        if not self._regular(pulse):
-            for j in range(k):  # one stray in a faster pulse: drop just that one
-                if k > 1 and self._regular(pulse[: j + 1] + pulse[j + 2 :]):
-                    del pending[j]
-                    self.rejected += 1
-                    return 0, 0  # decide again without it
-            return k, 0  # the early ones were strays; pending[k] is the tick
-        # A faster clock, or strays that split the ticks evenly (a burst of garbage can put
-        # one half-way between several ticks in a row): only a pulse that goes on for
-        # FASTER_CONFIRM intervals is a faster clock; one that breaks off was strays.
-        step = (pulse[-1] - pulse[0]) / (len(pulse) - 1)
-        intervals = k + 1
-        for before, after in zip(pending[k:], pending[k + 1 :], strict=False):
-            if abs(after - before - step) > REGULAR * step + slack:
-                return k, 0
-            intervals += 1
-        if intervals >= FASTER_CONFIRM:
-            return 0, len(pending)
-        return None
-
-    def _regular(self, times: list[float]) -> bool:
-        intervals = np.diff(times)
-        median = float(np.median(intervals))
-        assert self.period is not None
-        if median <= 0 or median > FASTER * self.period:
-            return False
-        spread = REGULAR * median + (self.slack or 0.0)
-        return bool(np.all(np.abs(intervals - median) <= spread))
-
-    def _count(self, t: float) -> tuple[int, float]:
-        step = 1
-        if self._lost_reported and self.period is not None and self.last_arrival is not None:
-            self._lost_reported = False
-            step += self._ticks_lost_before(t)
-        index = self.count + step - 1
-        self.count = index + 1
-        self.last_arrival = t
-        self._window.append((index, t))
-        self._fit()
-        return index, t
-
-    def _ticks_lost_before(self, t: float) -> int:
-        """Ticks the backend lost before the arrival at ``t``: the line's ticks that fell in
-        the window it lost (an xrun's frames), else whole ticks missing from the gap."""
-        assert self.period is not None
-        missing = (t - self.line_time(self.count)) / self.period  # ticks' worth before t
-        if self._lost_window is None:
-            return max(0, round(missing)) if missing >= 0.75 else 0
-        since, until = self._lost_window
-        margin = 0.25 * self.period
-        lost = 0
-        while lost < missing - 0.5:
-            slot = self.line_time(self.count + lost)
-            if not since - margin <= slot <= until + margin:
-                break
-            lost += 1
-        return lost
-
-    def _fit(self) -> None:
-        window = self._window
-        n = len(window)
-        if n < 2:
-            index, t = window[-1]
-            self.ref_index, self.ref_time = index, t
-            return
-        # Stamps are fitted over the last beat only when they spread under 2% of a tick: a
-        # one-beat curve through them then holds the tempo within 0.1%. More spread — a
-        # clock's jitter (5% of a tick read 60 BPM as 59.72 over one beat), stamps a cycle at
-        # a time (a 128-frame period at 94 BPM spreads 10% of a tick, its stamps stepping by
-        # whole cycles for 37 ticks in a row: a beat of them has the cycles' slope, 93.75) —
-        # is fitted over 8 beats.
-        period = self.period
-        fine = self.slack is not None and period is not None and self.slack < 0.02 * period
-        keep = PPQN + 1 if fine else COARSE_WINDOW
-        tail = list(itertools.islice(window, max(0, n - keep), n))  # only what is fitted
-        n = len(tail)
-        ticks = np.fromiter((k for k, _ in tail), dtype=np.float64, count=n)
-        times = np.fromiter((s for _, s in tail), dtype=np.float64, count=n)
-        if n >= 4 and fine and period is not None:
-            # a tempo step: the newest three intervals agree with each other, not the line
-            intervals = np.diff(times[-4:]) / np.diff(ticks[-4:])
-            median = float(np.median(intervals))
-            agree = np.all(np.abs(intervals - median) <= 0.1 * median + (self.slack or 0.0))
-            if agree and abs(median - period) > STEP * period:
-                for _ in range(len(window) - 4):
-                    window.popleft()
-                ticks, times, n = ticks[-4:], times[-4:], 4
-        x = ticks - ticks[-1]
-        # A tempo that is moving (a ramp) bends the ticks' times: with fine stamps a second
-        # order fit follows it, and the map takes the tempo at the newest tick.
-        degree = 2 if fine and len(x) >= 6 else 1
-        if len(x) == 2:
-            slope = (times[1] - times[0]) / (x[1] - x[0])
-            intercept = times[1]
-        else:
-            coefficients = np.polyfit(x, times, degree)
-            residual = times - np.polyval(coefficients, x)
-            if self.exact_stamps:
-                # exact stamps sit on the line: only a stray taken for a tick stands out
-                off = np.abs(residual)
-                kept = off <= max(2e-5, 3.0 * float(np.median(off)))
-                if 3 + degree <= kept.sum() < len(x):
-                    coefficients = np.polyfit(x[kept], times[kept], degree)
-                    residual = residual[kept]
-                consecutive = np.diff(ticks) == 1
-                if len(x) >= 8 and consecutive.all():
-                    # The clock's own jitter (jack_midi_clock -J, a hardware box), from how
-                    # much each interval differs from the last: a tempo step or ramp moves
-                    # only one or none of them, so the median ignores it.
-                    bend = np.abs(np.diff(times, 2))
-                    self.slack = max(0.99 * (self.slack or 0.0), 2.0 * float(np.median(bend)))
-            slope, intercept = coefficients[-2], coefficients[-1]
-            if not self.exact_stamps and len(x) >= 8:
-                self._measure_slack(residual)
-                early = residual <= np.percentile(residual, EARLY_PERCENTILE)
-                slope, intercept = np.polyfit(x[early], times[early], 1)
-        if 60.0 / MAX_BPM <= slope * PPQN <= 60.0 / MIN_BPM:
-            self.period = float(slope)
-            self.ref_index, self.ref_time = int(ticks[-1]), float(intercept)
-        else:
-            self.ref_index, self.ref_time = int(ticks[-1]), float(times[-1])
-
-    def _measure_slack(self, residual: np.ndarray) -> None:
-        spread = float(np.percentile(residual, 95) - np.percentile(residual, 5))
-        if len(residual) < 4 * PPQN:  # too few to know the slack of coarse stamps
-            self.slack = max(self.slack or 0.0, spread) if self.slack is not None else None
-            return
-        self.slack = spread if self.slack is None else max(0.999 * self.slack, spread)
-
-
 class Clock:
     """Transport state and tempo map, fed by MIDI clock messages or run internally.
 
     ``listeners`` get a :class:`TransportEvent` for every start, continue, stop and jump,
     called on the thread that fed the clock, before the new position's map is published.
     ``map_listeners`` get every new :class:`TempoMap` (under the clock's lock, in order).
+    ``gap_listeners`` get the "suspend" and "resume" events of a gap in the ticks (same
+    epoch; under the clock's lock: on the thread that calls :meth:`check_silence`, and on the
+    input thread after the map of the tick that resumes). ``timeout_s``: no tick for this
+    long while running ends the epoch (the ``clock_timeout_s`` setting).
     """
 
-    def __init__(self, bpm: float = 120.0, exact_stamps: bool = False) -> None:
+    def __init__(self, bpm: float = 120.0, exact_stamps: bool = False,
+                 timeout_s: float = CLOCK_TIMEOUT_S) -> None:  # fmt: skip
+        if not (np.isfinite(timeout_s) and timeout_s > 0):
+            raise ValueError(f"the clock's timeout must be > 0 s, got {timeout_s}")
         self._lock = threading.Lock()
         self.default_bpm = validate_bpm(bpm)
+        self.timeout_s = float(timeout_s)
         self.follower = TickFollower(exact_stamps)
         self.running = False
         self.source = "none"  # "midi", "internal" or "link" once running
@@ -374,11 +119,13 @@ class Clock:
         self.epoch = 0
         self.jumps = 0
         self.input_gaps = 0  # times the backend said input was lost
-        self._silence_said = False
+        self.gaps = 0  # times the ticks stopped without a Stop (suspended)
+        self.timeouts = 0  # of those, times no tick came back within timeout_s
         self.loop: tuple[float, float] | None = None  # (start beat, end beat) from jumps
         self.loop_passes = 0  # jumps seen over the same loop in a row
         self.map_listeners: list = []
         self.listeners: list = []
+        self.gap_listeners: list = []
         self._map: TempoMap | None = None
         self._song_base = 0  # song position (ticks) of the follower's tick _base_index
         self._base_index = 0
@@ -387,6 +134,17 @@ class Clock:
         self._stopped_next = 0  # song position the tick after the Stop would have had
         self._rejected_logged = 0
         self._link_bpm: float | None = None  # the Link session's tempo (also while stopped)
+        self._first_tick = False  # an epoch opened and its first tick has not come yet
+        self._heard_at: float | None = None  # the newest tick (or Start) while running
+        self._suspended_at: float | None = None  # when the ticks were found missing
+        self._read_until: float | None = None  # every clock byte before this has been fed
+        self._off_line: list[float] = []  # arrivals off the line while suspended
+
+    @property
+    def suspended(self) -> bool:
+        """The ticks stopped without a Stop: notes released, the epoch kept (see the module's
+        docstring)."""
+        return self._suspended_at is not None
 
     @property
     def map(self) -> TempoMap | None:
@@ -478,13 +236,16 @@ class Clock:
             self._resume(t, self._position_ticks, "continue")
 
     def _resume(self, t: float, position: int, kind: str) -> None:
+        """A new epoch at song position ``position`` (ticks) from the next arrival on: a jump
+        when the music went on through it, else a start or continue."""
         follower = self.follower
         period = follower.period
-        was_running = self.running and self.source == "midi"
+        # suspended: the ticks had stopped, so whatever opens an epoch now is no loop jump
+        was_running = self.running and self.source == "midi" and self._suspended_at is None
         just_stopped = (
             not self.running and self._stopped_at is not None and period is not None
-            and t - self._stopped_at <= JUMP_TICKS * period + (follower.slack or 0.0)
             and follower.last_arrival is not None
+            and is_loop_jump(self._stopped_at, t, period, follower.slack or 0.0)
         )  # fmt: skip
         if was_running:
             from_ticks = self._next_song_tick()
@@ -499,6 +260,11 @@ class Clock:
             )
             if stale:
                 follower.restart()  # the ticks start again after a pause: a new line
+        # arrivals still undecided are the old epoch's; the next one is this epoch's first tick
+        follower.open_epoch()
+        self._first_tick = True
+        self._suspended_at, self._heard_at = None, t
+        self._off_line.clear()
         self.running, self.source, self.position_known = True, "midi", True
         self._stopped_at = None
         self._base_index, self._song_base = follower.count, position
@@ -517,12 +283,18 @@ class Clock:
             self.follower.drop_pending()
             if not (self.running and self.source == "midi"):
                 return  # a Stop without its clock does not stop the internal tempo or Link
-            self.running = False
-            self._stopped_at = t
-            self._stopped_next = self._position_ticks = self._next_song_tick()
-            self.epoch += 1
-            beat = self._map.beat_at(t) if self._map is not None else 0.0
-            self._notify(TransportEvent("stop", beat, t, self.epoch))
+            self._stop(t)
+
+    def _stop(self, t: float) -> None:
+        self.running = False
+        self._first_tick = False
+        self._suspended_at = None
+        self._off_line.clear()
+        self._stopped_at = t
+        self._stopped_next = self._position_ticks = self._next_song_tick()
+        self.epoch += 1
+        beat = self._map.beat_at(t) if self._map is not None else 0.0
+        self._notify(TransportEvent("stop", beat, t, self.epoch))
 
     def on_song_position(self, t: float, sixteenths: int) -> None:
         """Song Position Pointer (16th notes). While running, a jump at the next tick; while
@@ -531,7 +303,8 @@ class Clock:
         position = int(sixteenths) * (PPQN // 4)
         with self._lock:
             if self.running and self.source == "midi":
-                if position != self._next_song_tick():
+                # while suspended the count stands still: wherever it points, the song moved
+                if self._suspended_at is not None or position != self._next_song_tick():
                     self._resume(t, position, "jump")
                 return
             self._position_ticks = position
@@ -552,26 +325,88 @@ class Clock:
             log.warning("MIDI input was lost by the backend (the next clock gap is counted as "
                         "ticks); further losses are counted in the status")  # fmt: skip
 
+    def input_read_until(self, t: float) -> None:
+        """Every byte of the input stamped before ``t`` has been fed to the clock (the JACK
+        sender's SYNC reports, the rtmidi input worker's polls; any thread, no lock: one
+        float). A gap is measured up to there, never up to a ``now`` the input has not caught
+        up with: a process starved of CPU reads its input late, and that is no gap."""
+        self._read_until = t
+
     def check_silence(self, now: float) -> bool:
-        """While running on MIDI clock a DAW sends ticks without pause; when they stop coming
-        (six ticks' worth, at least 150 ms) it stopped and its Stop was lost (an xrun ate
-        it, a cable was pulled): stop here too, so nothing goes on sounding. True if so."""
+        """While running on MIDI clock a DAW sends ticks without pause. When they stop coming
+        without a Stop (an xrun ate them, a cable was pulled, the machine stalled; measured up
+        to where the input was read, :meth:`input_read_until`), the clock suspends after the
+        threshold of :func:`~ostinato.daemon.transport.suspend_after_s`:
+        ``gap_listeners`` release every sounding note, the epoch and the map stay. After
+        ``timeout_s`` without a tick the DAW stopped and its Stop was lost: the epoch ends
+        there. True when either happened now. Called every few ms (the daemon's clock watch,
+        the session thread)."""
         with self._lock:
-            follower = self.follower
-            if not (self.running and self.source == "midi") or follower.period is None:
+            period = self.follower.period
+            if not (self.running and self.source == "midi") or period is None:
                 return False
-            last = follower.last_arrival
-            if last is None or now - last <= max(SILENCE_TICKS * follower.period, SILENCE_MIN_S):
+            heard = self._heard_at
+            if heard is None:
                 return False
-            stopped_at = last + follower.period
-        if not self._silence_said:
-            self._silence_said = True
-            log.warning("the MIDI clock stopped without a Stop (lost on the way?): stopping")
-        self.on_stop(stopped_at)
-        return True
+            if self._read_until is not None:
+                now = min(now, self._read_until)
+            if now - heard > self.timeout_s:
+                self.timeouts += 1
+                if self.timeouts == 1:
+                    log.warning("no MIDI clock for %g s without a Stop (lost on the way?): "
+                                "stopped", self.timeout_s)  # fmt: skip
+                self._stop(heard + period)
+                return True
+            if self._suspended_at is not None or now - heard <= suspend_after_s(period):
+                return False
+            self._suspended_at = now
+            self.gaps += 1
+            if self.gaps == 1:
+                log.warning("the MIDI clock stopped without a Stop: notes released, playing on "
+                            "when it comes back on the same tempo; further gaps are counted in "
+                            "the status")  # fmt: skip
+            event = TransportEvent("suspend", self._next_song_tick() / PPQN, heard + period,
+                                   self.epoch)  # fmt: skip
+            for listener in list(self.gap_listeners):
+                listener(event)
+            return True
+
+    def _back(self, t: float) -> bool:
+        """A clock byte at ``t`` while suspended: True when the ticks resume with it (the
+        caller counts it, the gap before it in whole ticks); False while it waits to tell a
+        stray from a new line, or when the ticks came back on another line (the epoch ends)."""
+        follower = self.follower
+        if self._first_tick or follower.last_arrival is None or follower.period is None:
+            self._suspended_at = None  # an epoch opened and no tick came since: this is its first
+            return True
+        whole = follower.place(t)
+        if whole is not None:
+            follower.rejected += len(self._off_line)  # strays that came before the ticks
+            self._off_line.clear()
+            follower.skip(whole)
+            self._suspended_at = None
+            return True
+        self._off_line.append(t)
+        if len(self._off_line) < 2:
+            return False
+        # Two in a row off the line: the DAW's tempo or song moved while its clock was silent,
+        # and nothing said where to. The epoch ends where the ticks stopped; these give the
+        # tempo of a new line, the position comes with the next Start or Song Position.
+        arrivals = list(self._off_line)
+        assert self._heard_at is not None
+        log.warning("the MIDI clock came back off its tempo line after a gap: stopped until "
+                    "the DAW's next Start or Song Position")  # fmt: skip
+        self._stop(self._heard_at + follower.period)
+        follower.restart()
+        for arrival in arrivals:
+            follower.feed(arrival)
+        return False
 
     def on_tick(self, t: float) -> None:
         with self._lock:
+            resumed = self._suspended_at is not None
+            if resumed and not self._back(t):
+                return  # held, or fed to a new line (the epoch ended)
             counted = self.follower.feed(t)
             for index, tick_time in counted:
                 self._on_counted(index, tick_time)
@@ -582,9 +417,18 @@ class Clock:
                 self._rejected_logged = self.follower.rejected
             if counted:
                 self._publish(counted[-1][1])
+            if resumed:
+                beat = self._song_ticks(counted[0][0] if counted else self.follower.count)
+                event = TransportEvent("resume", beat / PPQN, t, self.epoch)
+                for listener in list(self.gap_listeners):
+                    listener(event)
 
     def _on_counted(self, index: int, t: float) -> None:
         if self.running and self.source == "midi":
+            if self._first_tick:  # the epoch's song position begins at its first tick
+                self._first_tick = False
+                self._base_index = index
+            self._heard_at = t
             self._position_ticks = self._song_base + index + 1 - self._base_index
 
     def _next_song_tick(self) -> int:

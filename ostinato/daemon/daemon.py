@@ -7,8 +7,11 @@ for JACK the input port too) and the session that plays; the input router
 (:mod:`ostinato.daemon.cc_learner`), the telemetry (:mod:`ostinato.daemon.telemetry`: the
 panel's state, the stats) and the OSC control server, which reaches them through the daemon.
 It starts them, watches for a missing clock and a lost sender (:meth:`Daemon.poll`), and shuts
-them down in order. SIGINT/SIGTERM stop everything and send note-offs for every sounding note
-plus All Notes Off on every channel used.
+them down in order. A clock watch thread asks the clock every few ms whether the DAW's ticks
+stopped coming (:meth:`~ostinato.daemon.clock.Clock.check_silence`); a gap in them releases
+every sounding note and holds the sender's queue, and ticks back on the same tempo line play
+it on (:meth:`Daemon._on_clock_gap`). SIGINT/SIGTERM stop everything and send note-offs for
+every sounding note plus All Notes Off on every channel used.
 
 Clock sources. ``clock = "midi"``: Ostinato plays only on the DAW's clock. ``"link"``: it follows
 an Ableton Link session (:mod:`ostinato.daemon.link`; with ``link_start_stop`` only while the
@@ -34,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from ostinato.channels import ChannelMap
 from ostinato.daemon.cc_learner import CcLearner
-from ostinato.daemon.clock import Clock
+from ostinato.daemon.clock import Clock, TransportEvent
 from ostinato.daemon.control import ControlServer
 from ostinato.daemon.input_router import InputRouter
 from ostinato.daemon.options import DaemonConfig
@@ -55,6 +58,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NO_CLOCK_AFTER_S = 3.0
+CLOCK_WATCH_S = 0.005  # the clock watch asks whether the ticks stopped this often
+RESUME_MARGIN_S = 0.002  # after a gap, notes due before the sender's next cycle + this: skipped
 WEDGED_AFTER_S = 5.0  # the main thread not running this long: exit, to be restarted
 SHUTDOWN_DEADLINE_S = 20.0
 
@@ -81,7 +86,7 @@ class Daemon:
         self.backend = config.backend or default_backend()
         jack = self.backend == "jack"
         # JACK stamps every event with its own frame: the clock can tell a stray byte
-        self.clock = Clock(bpm=config.bpm, exact_stamps=jack)
+        self.clock = Clock(bpm=config.bpm, exact_stamps=jack, timeout_s=config.clock_timeout_s)
         self.recorder = Recorder(beats_per_bar=config.beats_per_bar)
         # The output port belongs to the sender process (see sender.py for why); it opens
         # first, so the input is read from the moment it exists. For JACK it owns the input
@@ -92,8 +97,16 @@ class Daemon:
             in_port=config.in_port,
         )  # fmt: skip
         sender.on_input_gap = self.clock.on_input_lost  # an xrun: ticks may be gone
+        if jack:  # its SYNC reports say how far the input has been read
+            sender.on_input_read = self.clock.input_read_until
         # its time line (now()) is the one of the input stamps and of the clock's map
         self.scheduler: NoteScheduler = sender
+        # a cycle of the sender's: a note due sooner than that cannot go out on its frame
+        self._cycle_s = (sender.blocksize or 0) / sender.samplerate if sender.samplerate else 0.0
+        self.recording: SessionFile | None = None
+        self.clock.gap_listeners.append(self._on_clock_gap)
+        self._watch_stop = threading.Event()
+        self._watch: threading.Thread | None = None
         self.ports: MidiPorts | None = None
         if not jack:
             try:
@@ -124,7 +137,6 @@ class Daemon:
             self.inputs.on_note = self.telemetry.heard_note
             self.inputs.on_tick = self.telemetry.heard_tick
         sender.on_note_dropped = self.telemetry.note_dropped
-        self.recording: SessionFile | None = None
         if config.record is not None:
             self._record(Path(config.record).expanduser(), sender)
         self._waiting_said = False
@@ -198,6 +210,35 @@ class Daemon:
         else:
             text = f"{event.kind} at bar {bar}"
         self.recording.marker(event.time, text)
+
+    def _on_clock_gap(self, event: TransportEvent) -> None:
+        """The clock's gap listener (under its lock; the clock watch's thread for a suspend,
+        the input thread for a resume). Suspend: every sounding note is released, the queue
+        waits. Resume: the queue plays on from the first note the sender can still play on its
+        frame; those due in the gap, or before the sender's next cycle, are skipped (never a
+        note off the grid). The epoch is the same: what the session prepared stays."""
+        if event.kind == "suspend":
+            self.scheduler.hold()
+        else:
+            beat = event.beat
+            tempo = self.clock.snapshot()
+            if tempo is not None:
+                ready = self.scheduler.now() + self._cycle_s + RESUME_MARGIN_S
+                beat = max(beat, tempo.beat_at(ready))
+            self.scheduler.jump(beat, beat, True)
+        if self.recording is not None:
+            bar = int(event.beat // self.config.beats_per_bar) + 1
+            text = "clock lost" if event.kind == "suspend" else f"clock back at bar {bar}"
+            self.recording.marker(event.time, text)
+
+    def _watch_clock(self) -> None:
+        """The clock watch thread: a gap in the DAW's ticks is seen within CLOCK_WATCH_S,
+        whatever the other threads are busy with."""
+        while not self._watch_stop.wait(CLOCK_WATCH_S):
+            try:
+                self.clock.check_silence(self.scheduler.now())
+            except Exception:  # the watch must go on
+                log.exception("error watching the clock")
 
     def _mark_beat(self, beat: float, text: str) -> None:
         assert self.recording is not None
@@ -304,6 +345,10 @@ class Daemon:
         if self.link is not None:
             self.link.start()  # joins: from here on this machine is a peer on the network
         self.scheduler.start()
+        if self.config.clock in ("midi", "auto"):
+            self._watch = threading.Thread(target=self._watch_clock, name="ostinato-clock-watch",
+                                           daemon=True)  # fmt: skip
+            self._watch.start()
         if self.recording is not None:
             self.recording.start()
             log.info("recording the session to %s", self.recording.path)
@@ -374,6 +419,9 @@ class Daemon:
         if self.link is not None:
             self.link.close()  # leaves the session first: no transport change while stopping
         self.inputs.close()  # the input worker (rtmidi); JACK's input ends with the sender
+        self._watch_stop.set()
+        if self._watch is not None:
+            self._watch.join(1.0)
         if self.control is not None:
             self.control.close()
         self.session.stop()

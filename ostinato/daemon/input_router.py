@@ -75,12 +75,13 @@ class InputRouter:
         backend, so a late poll does not move any event in time; polling more often would only
         take CPU from the MIDI backend's own threads."""
         while not self._stop.is_set():
+            read_at = time.perf_counter()
             events = ports.poll()
-            if not events:
-                time.sleep(0.001)
-                continue
             for t, data in events:
                 self.on_input(t, data)
+            self.clock.input_read_until(read_at)  # all it had before read_at is handled
+            if not events:
+                time.sleep(0.001)
 
     # -- messages --------------------------------------------------------------------------
     def on_input(self, t: float, data: list[int]) -> None:

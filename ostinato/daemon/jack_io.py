@@ -30,16 +30,17 @@ Who runs what.
   standalone Stop (0xFC, one event; one inside another message comes out as 0xFD and moves
   nothing) at frame f while playing: the notes due before f are written, none from f on, and
   every sounding note is released at f (after them: offsets never fall); the queue is kept,
-  as ``HOLD`` keeps it. A Start or Continue within 1.5 ticks of it (on the current map, in
-  the same cycle or a later one) is a loop jump as DAWs send it: the queue plays on from its
-  frame on the current map, as if nothing had stopped (a note-on due in between, less late
-  than the tolerance, goes out at the Start's frame; a later one is skipped unreported), and
-  the daemon's ``JUMP`` that follows moves the queue and the map by whole bars without moving
-  any time. A later Start leaves it stopped until that ``JUMP``. The daemon's answers then
-  keep what the reflex did: its ``HOLD`` for a Stop that turned into a loop jump here releases
-  only what it would not keep and stops nothing; a ``JUMP`` from before the Stop (no Start
-  since) moves the queue and leaves it stopped. A Stop the daemon has not answered within
-  ``ANSWER_S`` (its clock is internal, not the DAW's) is let go: the queue plays on.
+  as ``HOLD`` keeps it. A Start or Continue within 1.5 ticks of it (the clock's own threshold,
+  :mod:`ostinato.daemon.transport`; on the current map, in the same cycle or a later one) is a
+  loop jump as DAWs send it: the queue plays on from its frame on the current map, as if
+  nothing had stopped (a note-on due in between, less late than the tolerance, goes out at the
+  Start's frame; a later one is skipped unreported), and the daemon's ``JUMP`` that follows
+  moves the queue and the map by whole bars without moving any time. A later Start leaves it
+  stopped until that ``JUMP``. The daemon's answers then keep what the reflex did: its
+  ``HOLD`` for a Stop that turned into a loop jump here releases only what it would not keep
+  and stops nothing; a ``JUMP`` from before the Stop (no Start since) moves the queue and
+  leaves it stopped. A Stop the daemon has not answered within ``ANSWER_S`` (its clock is
+  internal, not the DAW's) is let go: the queue plays on.
 - The sender's main thread reads the daemon's records from the pipe, builds the note events
   and tempo maps there, and hands them to the process thread through the command ring.
 - The pump thread (normal priority) drains the report ring into the pipe every millisecond,
@@ -70,7 +71,7 @@ import threading
 import time
 from typing import Protocol
 
-from ostinato.daemon.clock import JUMP_TICKS, PPQN, TempoMap
+from ostinato.daemon.clock import PPQN, TempoMap
 from ostinato.daemon.note_queue import (
     NOTE_ON,
     PROGRAM_CHANGE,
@@ -96,6 +97,7 @@ from ostinato.daemon.protocol import (
     TEMPO,
 )
 from ostinato.daemon.scheduler import realtime_thread
+from ostinato.daemon.transport import is_loop_jump
 
 log = logging.getLogger(__name__)
 
@@ -350,13 +352,15 @@ class JackCycle:
         return True
 
     def _start(self, tempo: TempoMap, frame: int) -> bool:
-        """A Start or Continue at ``frame``: within 1.5 ticks of the Stop acted on, a loop
-        jump as DAWs send it, and the queue plays on from this frame (True); the daemon's
+        """A Start or Continue at ``frame``: a loop jump as DAWs send it when it comes within
+        the clock's own threshold (:func:`~ostinato.daemon.transport.is_loop_jump`) of the Stop
+        acted on, and the queue plays on from this frame (True); the daemon's
         JUMP that follows moves the queue and the map by whole bars, not in time. Later: the
         transport stays stopped until the daemon's JUMP."""
         if self._reflex != STOPPED or not self.queue.held:
             return False
-        if frame - self._stopped_at <= JUMP_TICKS * tempo.seconds_per_beat / PPQN * self.rate:
+        rate = self.rate
+        if is_loop_jump(self._stopped_at / rate, frame / rate, tempo.seconds_per_beat / PPQN):
             self.queue.resume()
             self._reflex = LOOPED
             self._answer_by = frame + self._answer_frames

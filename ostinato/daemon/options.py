@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ostinato.config import CcMap
+from ostinato.daemon.transport import CLOCK_TIMEOUT_S
 from ostinato.settings import SETTINGS, GenerationSettings
 
 
@@ -17,6 +18,7 @@ class DaemonConfig:
     in_port: str | None = None
     out_port: str | None = None
     clock: str = "midi"  # "midi" (only the DAW's clock), "link", "auto" (see daemon.py), "internal"
+    clock_timeout_s: float = CLOCK_TIMEOUT_S  # MIDI clock: no tick this long ends the epoch
     link_start_stop: bool = True  # Link: play while the session plays (off: always)
     bpm: float = 120.0
     beats_per_bar: float = 4.0

@@ -167,6 +167,9 @@ class SenderProcess(NoteScheduler):
         self.blocksize: int | None = None  # JACK's period in frames
         # called (reports thread) when input may be missing from time t on: an xrun
         self.on_input_gap: Callable[[float, float | None], None] | None = None
+        # called (reports thread) at each SYNC with its JACK time: all input stamped before
+        # it has been handed to on_input (the sender's pump writes SYNC after the input)
+        self.on_input_read: Callable[[float], None] | None = None
         self.last_error: str | None = None  # the sender's last words after it started
         self._time_line = SyncedTimeLine()  # perf_counter() → JACK time, from the SYNCs
         self._next_id = 0
@@ -274,6 +277,8 @@ class SenderProcess(NoteScheduler):
                 self._count_sent(a, b, channel, pitch, velocity, note_id)
             elif kind == SYNC:
                 self._on_sync(a, b)
+                if self.on_input_read is not None:
+                    self.on_input_read(a)
             elif kind == DROPPED:
                 self._count_dropped(a, b, note_id, bool(channel))
             elif kind == SKIPPED:

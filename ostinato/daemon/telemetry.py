@@ -128,6 +128,7 @@ class Telemetry:
             "loop_end": -1.0 if clock.loop is None else clock.loop[1],
             "loop_passes": clock.loop_passes, "jumps": clock.jumps,
             "rejected_ticks": clock.rejected_ticks,
+            "clock_gaps": clock.gaps, "suspended": int(clock.suspended),
             "ignored_messages": self.inputs.ignored,
             "input_lost": stats.input_lost,
             "beats_per_bar": self.config.beats_per_bar,
@@ -218,6 +219,8 @@ class Telemetry:
                 "loop_passes": self.clock.loop_passes,
                 "position_known": self.clock.position_known,
                 "input_gaps": self.clock.input_gaps,
+                "gaps": self.clock.gaps,  # ticks that stopped without a Stop (suspended)
+                "timeouts": self.clock.timeouts,  # of those, ended by clock_timeout_s
             },
             "link": self.link.stats() if self.link is not None else None,
             "skipped_frames": s.skipped_frames,

@@ -73,8 +73,11 @@ REPO = Path(__file__).resolve().parents[2]
 class Plan:
     """A session as a list of steps (JSON-able). Time runs in *slots*: each is one tick
     interval at the current tempo; ``ticks`` sends a clock byte in each, ``rest`` lets the
-    time pass silently (a DAW that sends no clock while stopped). Transport messages queue up
-    and go out spread over the interval before the next slot, the tick spacing staying perfect.
+    time pass silently (a DAW that sends no clock while stopped), ``lose`` plays on with the
+    clock bytes lost on the way (an xrun, a USB MIDI device re-enumerating), ``phase`` makes
+    the next slot come early (a clock that starts a new grid at Start). Transport messages
+    queue up and go out spread over the interval before the next slot, the tick spacing
+    staying perfect.
     Notes are on the song's timeline (beats from song position 0) and are played whenever the
     running transport passes them, so every loop pass replays them."""
 
@@ -143,6 +146,20 @@ class Plan:
     def rest(self, beats: float) -> Plan:
         """Time passes with no clock sent."""
         return self._add("rest", n=round(beats * PPQN))
+
+    def lose(self, ticks: int) -> Plan:
+        """``ticks`` ticks lost on the way to the daemon: the song goes on (they are in the
+        log's ticks, on the pass's timeline), no clock byte goes out for them."""
+        return self._add("lose", n=int(ticks))
+
+    def phase(self, fraction: float) -> Plan:
+        """The next slot comes ``fraction`` (0 < fraction ≤ 1) of a tick interval after the
+        last one, the intervals after it as before; transport queued for it goes out in that
+        shorter interval (jack_midi_clock after a relocate: Start, and its grid starts anew
+        from it, whatever the old one's phase)."""
+        if not 0 < fraction <= 1:
+            raise ValueError(f"a phase is a fraction of a tick in (0, 1], not {fraction}")
+        return self._add("phase", fraction=float(fraction))
 
     # markers and trouble
     def mark(self, name: str) -> Plan:
@@ -354,9 +371,11 @@ def compile_plan(plan: Plan, rate: int) -> Compiled:
                 add(frame, "transport", p["data"], len(transport) - 1)
         pending.clear()
 
-    def slot(send: bool) -> None:
-        nonlocal prev, pos, last_sent, bpm, ramp, change
-        interval = next_interval()
+    def slot(send: bool, wire: bool = True) -> None:
+        """One slot: a tick (``send``) that goes out on the wire or is lost on the way."""
+        nonlocal prev, pos, last_sent, bpm, ramp, change, scale
+        interval = next_interval() * scale
+        scale = 1.0
         flush(interval)
         frame = prev + interval
         if send:
@@ -364,7 +383,8 @@ def compile_plan(plan: Plan, rate: int) -> Compiled:
             sent = max(last_sent + 1, round(frame + jitter))
             last_sent = sent
             ticks.append([sent, frame, pos if running else None, epoch if running else None])
-            add(sent, "tick", bytes([CLOCK]), len(ticks) - 1)
+            if wire:
+                add(sent, "tick", bytes([CLOCK]), len(ticks) - 1)
             if running:
                 pos += 1
         prev = frame
@@ -376,6 +396,7 @@ def compile_plan(plan: Plan, rate: int) -> Compiled:
         pending.append({"kind": kind, "data": data, "pos": at, "opens": opens, "closes": closes})
 
     change: tuple[float, list[float] | None] | None = None  # at the next tick (see Plan.tempo)
+    scale = 1.0  # the next slot's share of a tick interval (see Plan.phase)
     for step in plan.steps:
         op = step["op"]
         if change is not None and not running:
@@ -417,9 +438,11 @@ def compile_plan(plan: Plan, rate: int) -> Compiled:
             queue("join", None, pos, epoch, closes)
         elif op == "panic":
             queue("panic", None, None)
-        elif op in ("ticks", "rest"):
+        elif op in ("ticks", "rest", "lose"):
             for _ in range(int(step["n"])):
-                slot(op == "ticks")
+                slot(op != "rest", wire=op != "lose")
+        elif op == "phase":
+            scale = float(step["fraction"])
         elif op == "mark":
             marks.append((round(prev), str(step["name"])))
         elif op == "burst":

@@ -308,14 +308,163 @@ def test_an_xrun_counts_only_the_ticks_that_fell_in_its_frames() -> None:
     assert clock.map.anchor_beat == pytest.approx(8.0)
 
 
-def test_ticks_that_stop_coming_stop_the_transport() -> None:
-    """An xrun can eat the DAW's Stop: ticks that stop coming while running stop it too."""
+# -- gaps in the ticks: suspend, resume, time out -------------------------------------------
+def watch(clock: Clock, since: float, until: float, every: float = 0.01) -> None:
+    """The daemon's clock watch: check_silence every ``every`` seconds through a gap."""
+    for now in np.arange(since, until, every):
+        clock.check_silence(float(now))
+
+
+@pytest.mark.parametrize("stamps", ["exact", "per-cycle-256"])
+def test_a_gap_suspends_and_ticks_back_on_the_grid_resume(stamps: str) -> None:
+    """4 beats of ticks, none for 200 ms (no Stop), then 8 beats on the same grid: every note
+    is released at the gap (the "suspend" event, the epoch kept), and the clock runs again
+    from the first tick back at the position the grid gives it, the gap counted in whole
+    ticks."""
+    exact = stamps == "exact"
+    true = tick_times([(20 * PPQN, 120, 120)])
+    period = true[1] - true[0]
+    last = 4 * PPQN - 1  # the last tick before the gap (song tick 95)
+    back = last + 1 + int(np.ceil(0.2 / period))  # the first tick after 200 ms without one
+    stamped = true if exact else per_cycle(true, 256)
+    clock, events = started(exact)
+    gaps: list[TransportEvent] = []
+    clock.gap_listeners.append(gaps.append)
+    feed(clock, stamped[: last + 1])
+    epoch = clock.epoch
+    watch(clock, stamped[last], stamped[back])
+    assert [g.kind for g in gaps] == ["suspend"] and gaps[0].epoch == epoch
+    assert gaps[0].beat == pytest.approx((last + 1) / PPQN)
+    assert clock.suspended and clock.running and clock.epoch == epoch
+    feed(clock, stamped[back : back + 8 * PPQN])
+    assert [g.kind for g in gaps] == ["suspend", "resume"]
+    assert gaps[1].beat == pytest.approx(back / PPQN) and gaps[1].epoch == epoch
+    assert not clock.suspended and clock.running and clock.epoch == epoch
+    assert [e.kind for e in events] == ["start"] and clock.rejected_ticks == 0
+    newest = back + 8 * PPQN - 1
+    if exact:
+        assert clock.map.anchor_beat == pytest.approx(newest / PPQN)
+        assert clock.map.time_at(newest / PPQN + 1) == pytest.approx(true[newest + PPQN], abs=1e-6)
+        assert clock.map.bpm == pytest.approx(120, abs=0.01)
+    else:  # stamps a cycle late: the beat within a tick, the count exact
+        assert abs(beat_error_ticks(clock, true[newest], newest / PPQN)) < 1.0
+        assert clock.follower.count == newest + 1
+    assert clock.gaps == 1 and clock.timeouts == 0
+
+
+def test_a_stray_in_a_gap_is_rejected_and_the_ticks_resume() -> None:
+    clock, _ = started(exact=True)
+    gaps: list[TransportEvent] = []
+    clock.gap_listeners.append(gaps.append)
+    true = tick_times([(12 * PPQN, 120, 120)])
+    period = true[1] - true[0]
+    feed(clock, true[: 4 * PPQN])
+    watch(clock, true[4 * PPQN - 1], true[4 * PPQN + 12])
+    clock.on_tick(true[4 * PPQN + 11] + 0.5 * period)  # a stray half-way between two ticks
+    feed(clock, true[4 * PPQN + 13 : 8 * PPQN])
+    assert [g.kind for g in gaps] == ["suspend", "resume"] and clock.running
+    assert clock.rejected_ticks == 1
+    assert clock.map.anchor_beat == pytest.approx((8 * PPQN - 1) / PPQN)
+
+
+def test_ticks_back_on_another_line_end_the_epoch() -> None:
+    """The DAW moved while its clock was silent (relocated without a Song Position, or a new
+    tempo): two arrivals off the line end the epoch where the ticks stopped; nothing plays
+    until the DAW says where the song is."""
     clock, events = started(exact=True)
+    true = tick_times([(4 * PPQN, 120, 120)])
+    feed(clock, true)
+    watch(clock, true[-1], true[-1] + 0.3)
+    moved = tick_times([(2 * PPQN, 100, 100)], t0=true[-1] + 14.5 * (true[1] - true[0]))
+    clock.on_tick(moved[0])
+    assert clock.running and clock.suspended  # one alone may be a stray
+    feed(clock, moved[1:])
+    assert not clock.running and events[-1].kind == "stop"
+    assert events[-1].beat == pytest.approx(4.0, abs=0.01)
+    assert clock.bpm == pytest.approx(100, abs=0.5)  # the new line's tempo
+    clock.on_song_position(moved[-1] + 0.001, 32)  # the DAW says where: bar 3
+    clock.on_continue(moved[-1] + 0.002)
+    assert clock.running and events[-1].kind == "continue" and events[-1].beat == 8.0
+
+
+def test_input_read_late_is_no_gap() -> None:
+    """A process starved of CPU reads its input late: the silence is measured up to where
+    the input was read, not up to now."""
+    clock, _ = started(exact=True)
+    gaps: list[TransportEvent] = []
+    clock.gap_listeners.append(gaps.append)
+    true = tick_times([(2 * PPQN, 120, 120)])
+    feed(clock, true)
+    clock.input_read_until(true[-1] + 0.05)  # the reports reading is 450 ms behind
+    assert not clock.check_silence(true[-1] + 0.5) and not gaps
+    clock.input_read_until(true[-1] + 0.2)  # read that far, and still no tick: a gap
+    assert clock.check_silence(true[-1] + 0.5) and [g.kind for g in gaps] == ["suspend"]
+
+
+def test_no_tick_for_the_timeout_stops() -> None:
+    """An xrun can eat the DAW's Stop: ticks that stop coming suspend the clock at once and
+    stop it after ``timeout_s``; the stop is where the ticks stopped."""
+    clock = Clock(exact_stamps=True, timeout_s=1.0)
+    events: list[TransportEvent] = []
+    clock.listeners.append(events.append)
+    clock.on_start(0.0)
     true = tick_times([(2 * PPQN, 120, 120)])
     feed(clock, true)
     period = true[1] - true[0]
-    assert not clock.check_silence(true[-1] + 3 * period)  # a pause that is no stop
-    assert clock.check_silence(true[-1] + 0.2)
-    assert not clock.running and events[-1].kind == "stop"
+    assert not clock.check_silence(true[-1] + 3 * period)  # a pause that is no gap
+    assert clock.check_silence(true[-1] + 0.16)
+    assert clock.running and clock.suspended and events[-1].kind == "start"
+    assert not clock.check_silence(true[-1] + 0.9)
+    assert clock.check_silence(true[-1] + 1.01)
+    assert not clock.running and not clock.suspended and events[-1].kind == "stop"
     assert events[-1].beat == pytest.approx(2.0, abs=0.01)
     assert not clock.check_silence(true[-1] + 5.0)  # said once
+    assert (clock.gaps, clock.timeouts) == (1, 1)
+    with pytest.raises(ValueError, match="timeout"):
+        Clock(timeout_s=0.0)
+
+
+# -- the first tick after Start, Continue or Song Position ----------------------------------
+@pytest.mark.parametrize("before", ["ticking-while-stopped", "running"])
+@pytest.mark.parametrize("fraction", [0.05, 0.1, 0.2, 0.25, 0.3, 0.5, 0.7, 0.75, 0.8, 0.95])
+def test_start_is_tick_zero_whatever_the_old_grid(before: str, fraction: float) -> None:
+    """A clock that ticks while stopped (or runs: jack_midi_clock after a relocate), then
+    Start and the new grid's first tick ``fraction`` of a tick after the last old one: that
+    tick is song position 0, never a stray, and every beat after it is exact."""
+    clock, events = started(exact=True)
+    old = tick_times([(4 * PPQN, 120, 120)])
+    period = old[1] - old[0]
+    if before == "running":
+        feed(clock, old)
+    else:
+        feed(clock, old[: 2 * PPQN])
+        clock.on_stop(old[2 * PPQN] - 0.25 * period)
+        feed(clock, old[2 * PPQN :])  # the clock goes on while stopped
+    first = old[-1] + fraction * period
+    clock.on_start(old[-1] + fraction * period / 2)
+    new = tick_times([(8 * PPQN + 1, 120, 120)], t0=first)
+    feed(clock, new)
+    assert events[-1].kind == ("jump" if before == "running" else "start")
+    assert events[-1].beat == 0.0
+    assert clock.rejected_ticks == 0
+    assert clock.map.anchor_beat == pytest.approx(8.0)
+    for beat in (0.0, 7.0, 7.5, 8.0):
+        assert clock.map.time_at(beat) == pytest.approx(new[round(beat * PPQN)], abs=1e-6)
+
+
+def test_an_arrival_waiting_at_a_start_belongs_to_the_old_epoch() -> None:
+    """An early arrival still undecided when Start comes (no Stop before it) is not counted
+    in the new epoch, even when the new grid's ticks would make it one: the first tick after
+    the Start is song position 0."""
+    clock, events = started(exact=True)
+    old = tick_times([(4 * PPQN, 120, 120)])
+    period = old[1] - old[0]
+    feed(clock, old)
+    clock.on_tick(old[-1] + 0.5 * period)  # early: waits for what comes next
+    clock.on_start(old[-1] + 0.7 * period)
+    new = tick_times([(8 * PPQN + 1, 120, 120)], t0=old[-1] + 1.5 * period)
+    feed(clock, new)
+    assert events[-1].kind == "jump" and events[-1].beat == 0.0
+    assert clock.map.anchor_beat == pytest.approx(8.0)
+    assert clock.map.time_at(8.0) == pytest.approx(new[-1], abs=1e-6)
+    assert clock.rejected_ticks == 1

@@ -88,6 +88,29 @@ def test_join_and_jumps_open_epochs_where_the_grid_says() -> None:
     assert tl.where(tl.passes[-1].end + 1) is None  # stopped
 
 
+def test_lost_ticks_keep_the_song_going_and_a_phase_moves_the_grid() -> None:
+    """``lose``: the song's position goes on through ticks that never reach the wire (the
+    grid keeps them); ``phase``: the first tick after a Start comes early, the Start between
+    it and the last tick before, the spacing after it as before."""
+    plan = Plan(bpm=120).start().bars(1).lose(10).bars(1).stop()
+    c = compile_plan(plan, RATE)
+    sent = [f for f, d in wire(plan) if d == bytes([CLOCK])]
+    assert len(c.ticks) == 2 * 96 + 10 and len(sent) == 2 * 96
+    assert sent[96] - sent[95] == 11 * 1000  # the gap on the wire
+    (p,) = Timeline(offline_log(plan)).passes
+    assert list(p.positions) == list(range(2 * 96 + 10))  # the song went on through it
+
+    plan = Plan(bpm=120).ticks(24).phase(0.2).start().bars(1).stop()
+    events = wire(plan)
+    start = next(i for i, (_, d) in enumerate(events) if d == bytes([START]))
+    last_old, start_frame, first_new = events[start - 1][0], events[start][0], events[start + 1][0]
+    assert events[start - 1][1] == events[start + 1][1] == bytes([CLOCK])
+    assert first_new - last_old == 200 and last_old < start_frame < first_new
+    assert events[start + 2][0] - first_new == 1000
+    (p,) = Timeline(offline_log(plan)).passes
+    assert p.positions[0] == 0 and p.frames[0] == first_new
+
+
 def test_grid_judges_a_late_note_and_a_hanging_one() -> None:
     plan = Plan(bpm=120).start().bars(2).stop()
     log = offline_log(plan, received=[])

@@ -28,7 +28,7 @@ import pytest
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from tests.daemon.daw import DawProcess, Plan, compile_plan
+from tests.daemon.daw import PPQN, DawProcess, Plan, compile_plan
 from tests.daemon.grid import Onset, Timeline, check_rig, describe, error_stats
 from tests.daemon.jack_rig import REPO, JackServer, daemon_command
 
@@ -504,3 +504,79 @@ def test_clock_without_start(then: str, tmp_path) -> None:
         at = [round(tl.ms(o.frame - run.log["start_frame"])) for o in before[:8]]
         problems.append(f"{len(before)} notes before the DAW said where the song is (ms: {at})")
     verdict(problems, detail, run)
+
+
+# -- 6. a gap in the clock; a Start on a new grid ------------------------------------------------
+GAP_BPM = 120
+GAP_TICKS = 14  # lost on the way: no tick for 15 intervals, 312 ms at 120 BPM
+# the gap seen (the input is known read up to a SYNC, every 50 ms; the watch looks every 5 ms),
+# the sender told, its next cycle: at most this after the threshold
+QUIET_SLACK_S = 0.1
+
+
+def test_a_gap_in_the_clock_releases_the_notes_and_plays_on_at_the_grid(tmp_path) -> None:
+    """The DAW plays on but its clock bytes stop reaching the daemon for 312 ms (an xrun, a
+    USB MIDI device re-enumerating), no Stop. The daemon releases every note within the gap
+    threshold (150 ms), plays nothing while no tick comes, and from the first tick back plays
+    on the grid at the position the DAW is at: every bar after it has notes, the daemon's beat
+    is the DAW's, and it never says stopped."""
+    plan = Plan(bpm=GAP_BPM).drum_phrase(range(3))
+    for bar, root in enumerate((60, 65, 67)):  # a pad in whole-note chords (channel 3): the
+        for pitch in (root, root + 4, root + 7):  # daemon's pad holds its notes too
+            plan.notes.append([4.0 * bar, 3.9, 2, pitch, 90])
+    plan.start().bars(3).beats(2).mark("gap")
+    plan.lose(GAP_TICKS).mark("back").bars(3).mark("after").bars(1).stop()
+    args = ("--clock", "midi", "--mode", "jam", "--programs", "89", "--seed", "1")
+    run = session(256, plan, tmp_path, ("after",), daemon_args=args)
+    tl = run.timeline
+    problems, detail = judge(run, [1])
+    problems += judge_status(run, "after", GAP_BPM)
+    marks = {name: frame for frame, name in run.log["marks"]}
+    last_tick = marks["gap"] / RATE  # the last tick before the gap (its planned frame)
+    back = min(f for f, _, _, _ in run.log["ticks"] if f > marks["back"]) / RATE
+    quiet = last_tick + 0.15 + QUIET_SLACK_S  # every note released by then
+    caught = [n for n in tl.notes() if n.on / RATE < last_tick + 0.1 < (n.off or 0) / RATE]
+    if not caught:  # the pad holds its chords: one of them is sounding when the ticks stop
+        problems.append("no note was sounding when the ticks stopped: nothing to release")
+    sounding = [n for n in tl.notes()
+                if n.on / RATE < quiet and (n.off is None or n.off / RATE > quiet)]  # fmt: skip
+    if sounding:
+        problems.append(f"{len(sounding)} notes still sounding {quiet - last_tick:.3f} s into the "
+                        f"gap: {[(n.channel + 1, n.pitch) for n in sounding[:6]]}")  # fmt: skip
+    onsets = [o.frame / RATE for o in tl.onsets() if not o.near_gap]
+    during = [t for t in onsets if quiet <= t < back]
+    if during:
+        since = [round(t - last_tick, 3) for t in during[:6]]
+        problems.append(f"{len(during)} notes began while no tick came ({since} s after the "
+                        "last)")  # fmt: skip
+    after = [t for t in onsets if t >= back]
+    if not after or after[0] - back > 2 * 60 / GAP_BPM:
+        problems.append(f"nothing within two beats of the first tick back (next onset "
+                        f"{after[0] - back if after else None} s after it)")  # fmt: skip
+    clock = (run.stats or {}).get("clock", {})
+    if (clock.get("gaps"), clock.get("timeouts")) != (1, 0):
+        problems.append(f"the daemon counted {clock.get('gaps')} gaps and {clock.get('timeouts')} "
+                        "timeouts, the DAW made one gap")  # fmt: skip
+    verdict(problems, detail, run)
+
+
+START_FRACTIONS = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def test_start_after_a_clock_that_ticks_while_stopped(tmp_path) -> None:
+    """A DAW whose clock runs while stopped, then Start with the new grid's first tick a
+    fraction of a tick after the last old one (0.05 to 0.95: jack_midi_clock starts its grid
+    anew at a relocate): each Start is song position 0 at that tick, every onset of each pass
+    on its grid (a tick off would be 16.7 ms at 150 BPM), nothing played while stopped."""
+    plan = Plan(bpm=150).drum_phrase(range(2)).ticks(PPQN)
+    for fraction in START_FRACTIONS:
+        plan.phase(fraction).start().bars(3).stop().ticks(PPQN)
+    run = session(256, plan, tmp_path)
+    epochs = [p.epoch for p in run.timeline.passes]
+    assert len(epochs) == len(START_FRACTIONS), epochs  # the stand-in's own account
+    problems, details = [], []
+    for epoch, fraction in zip(epochs, START_FRACTIONS, strict=True):
+        found, detail = judge(run, [epoch])  # each pass's first bar may be empty
+        problems += [f"start at {fraction} of a tick: {p}" for p in found]
+        details.append(detail)
+    verdict(problems, "\n".join(details), run)
