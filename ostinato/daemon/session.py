@@ -66,7 +66,7 @@ from ostinato.daemon.takes import (
     TakeError,
     loop_key,
 )
-from ostinato.engine.accompany import bar_header, expected_harmony, jam_parts
+from ostinato.engine.accompany import HARMONY_BARS, bar_header, expected_harmony, jam_parts
 from ostinato.engine.copy import CopyPrior
 from ostinato.engine.engine import Engine
 from ostinato.model.grammar import BUDGET_BARS, JAM_FLOOR, GrammarConfig, note_budget, note_floor
@@ -82,7 +82,6 @@ MAX_UNCOMMITTED = 16  # bars heard and not yet fed, kept at most (a cycle that f
 AUTO_ANSWER_MAX = 16  # bars auto: a phrase this long is answered without waiting for silence
 FALLBACK_MARGIN_S = 0.005  # a note due sooner than this cannot reach the sender in time
 TAKES_KEPT = 64  # bars whose takes are remembered (a whole answer)
-HARMONY_BARS = 16  # the musician's bars read for the harmony coming (two 8-bar periods)
 
 # (beat, text): a take action ("regenerate bar 5") or the take a bar is heard from
 Marker = Callable[[float, str], object]

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ostinato.model.grammar import BUDGET_BARS, PartLimit, bar_counts, part_limits
-from ostinato.model.tokens import Vocab, bar_programs, split_bars
+from ostinato.model.tokens import TokenType, Vocab, bar_programs, split_bars
 
 
 def bar_header(
@@ -66,6 +66,13 @@ def jam_parts(
 
 
 HARMONY_PERIODS = (1, 2, 4, 8)
+HARMONY_BARS = 16  # the musician's bars read for the harmony coming (two 8-bar periods)
+
+
+def pitch_classes(vocab: Vocab, bars: Sequence[np.ndarray]) -> list[frozenset[int]]:
+    """The pitch classes each token bar sounds (pitched notes; drums are not harmony)."""
+    pitched = vocab.types == TokenType.PITCH
+    return [frozenset((vocab.values[b[pitched[b]]] % 12).tolist()) for b in map(np.asarray, bars)]
 
 
 def expected_harmony(heard: Sequence[frozenset[int]]) -> frozenset[int] | None:

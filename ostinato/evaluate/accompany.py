@@ -53,7 +53,13 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
-from ostinato.engine.accompany import bar_header, jam_parts
+from ostinato.engine.accompany import (
+    HARMONY_BARS,
+    bar_header,
+    expected_harmony,
+    jam_parts,
+    pitch_classes,
+)
 from ostinato.engine.engine import Engine
 from ostinato.evaluate.band import (
     CONTEXT_BARS,
@@ -134,6 +140,8 @@ class ModelAccompanist:
                 min_notes=note_floor(heard, asked, JAM_FLOOR) if limits else None,
                 header=bar_header(vocab, asked),
                 parts=jam_parts(vocab, context, asked, self.density) if limits else (),
+                bass_pitch_classes=expected_harmony(pitch_classes(vocab, human[-HARMONY_BARS:]))
+                if self.key_lock else None,  # the daemon's harmony coming (jam mode)
             )  # fmt: skip
             length, dropped = e.context_length, e.dropped_front
             if _ends_in_empty_bar(vocab, context):  # a silent bar heard: the next one opens
