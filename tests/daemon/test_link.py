@@ -106,7 +106,9 @@ def test_the_daemon_follows_a_link_peer(tmp_path) -> None:
     print("\n".join(lines))
 
     assert not (mono < marks["start"]).any(), "played before the session started"
-    assert first.sum() >= 40 and faster.sum() >= 30 and again.sum() >= 30, lines
+    # enough notes in each stretch to judge its timing by (how many the model plays there
+    # is its own choice: drums alone, about 8–15 a bar)
+    assert first.sum() >= 30 and faster.sum() >= 20 and again.sum() >= 20, lines
     # bar 1 is the session's first bar line after the start, for the daemon as for the peer
     assert beat[first].min() > -0.01 and beat[again].min() > -0.01, (beat[first][:4], log)
     assert late.sum() <= 0.05 * len(notes), lines
