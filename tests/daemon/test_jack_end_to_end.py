@@ -37,6 +37,7 @@ GRID = 8  # generated notes sit on 1/8-beat positions
 # (16.7 ms at 150 BPM): 20 ms still catches drift, a wrong tempo or notes off the grid.
 ONSET_TOLERANCE_S = 0.003
 ONSET_MAX_S = 0.005
+TICK_MS = 60_000 / (120 * 24)  # a clock tick at the test's first tempo
 AFTER_BURST_MAX_S = 0.020
 STOP_TOLERANCE_S = 0.010
 
@@ -191,7 +192,13 @@ def test_daemon_through_jack(jack: JackServer, tmp_path) -> None:
         print("ERRORS", detail)
     clean = beats < 20  # the first answer: before the garbage burst and the tempo change
     assert np.percentile(errors_ms[clean], 95) <= ONSET_TOLERANCE_S * 1e3, detail
-    assert errors_ms[clean].max() <= ONSET_MAX_S * 1e3, detail
+    # one note may be off by this probe's own grid where it missed cycles (it shares this
+    # process); the daemon's exactness is judged frame by frame in test_daw_timing
+    ordered = np.sort(errors_ms[clean])
+    if probe.missed and len(ordered) > 1:
+        assert ordered[-2] <= ONSET_MAX_S * 1e3 and ordered[-1] <= TICK_MS, detail
+    else:
+        assert ordered[-1] <= ONSET_MAX_S * 1e3, detail
     assert errors_ms[~clean].max() <= AFTER_BURST_MAX_S * 1e3, detail
     assert 149 < 60 / (np.median(np.diff(probe.ticks()[-200:])) * 24) < 151  # the new tempo
 
