@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import jack
-import pytest
 
 from ostinato import jack_shm
 from tests.daemon.jack_rig import JackServer, Probe, require
@@ -89,9 +88,7 @@ def start_raw_server(name: str) -> tuple[subprocess.Popen, bool, str]:
 
 def test_servers_killed_by_a_run_do_not_stop_the_next_runs_server() -> None:
     require("jackd", "jack_lsp")
-    others = [s for s in jack_shm.servers() if jack_shm.alive(s.pid)]
-    if others:  # the registry filled with killed servers would stop theirs from starting
-        pytest.skip(f"other JACK servers run on this machine: {[s.name for s in others]}")
+    # servers of other programs keep their slots: the killed ones fill the rest, briefly
     first = JackServer(f"ostinato-before-killed-{os.getpid()}")
     try:  # this process has used JACK: it keeps the registry mapped from here on
         Probe("before").close()
