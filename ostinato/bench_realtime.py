@@ -178,15 +178,16 @@ def _percentiles(values: list[float], *qs: float) -> dict:
 
 
 def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work: Path,
-            period: int = 64) -> dict:  # fmt: skip
-    stats_path = work / f"stats-{bpm}-{period}.json"
+            period: int = 64, commit: str = "bar") -> dict:  # fmt: skip
+    stats_path = work / f"stats-{bpm}-{period}-{commit}.json"
     lsp = lambda: subprocess.run(["jack_lsp"], env=env, capture_output=True, text=True).stdout  # noqa: E731
-    log_path = work / f"daemon-{bpm}-{period}.log"
+    log_path = work / f"daemon-{bpm}-{period}-{commit}.log"
     log = log_path.open("w")
     daemon = subprocess.Popen(
         [sys.executable, "-m", "ostinato", "run", "--backend", "jack", "--mode", "jam",
          "--programs", programs, "--model", str(model_dir), "--stats-json", str(stats_path),
-         "--seed", "0", "--no-osc", "--record", str(work)],  # recorded, as by default
+         "--seed", "0", "--no-osc", "--record", str(work),  # recorded, as by default
+         "--commit", commit],
         env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     clock = transport = floor = ear = None
@@ -244,9 +245,19 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
     generated_notes = {b["bar"]: b["notes"] for b in stats.get("bars", [])}
     lateness_ms = heard["error_ms"]  # against the DAW's grid
     own_ms = [(n["sent"] - n["due"]) * 1000 for n in stats["notes"]]
+    replans = stats.get("replans", {})
     return {
         "bpm": bpm,
         "jack_period_frames": period,
+        "commit": commit,
+        # the daemon's CPU time per bar (all its threads), and what the re-plans cost
+        "cpu_ms_per_bar": round(1000 * cpu * 4 * 60 / bpm, 1),
+        "replans": {
+            "applied": replans.get("applied", 0),
+            "late": replans.get("late", 0),  # not ready at the commit point: the plan stayed
+            "skipped": replans.get("skipped", 0),  # no time left to start one
+            "ms": _percentiles(replans.get("ms", []), 50, 99),
+        },
         "ticks_sent": heard["ticks"],  # as heard: exact unless the bench's ear was skipped
         "ear_skipped_frames": heard["skipped_frames"],
         "ticks_counted": stats["clock"]["ticks_counted"],
@@ -298,7 +309,7 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
 
 def run_realtime_bench(
     model_dir: str | Path, bars: int = 200, tempos=(120, 180), programs: str = "drums,33,4",
-    png: str | Path | None = None, periods=PERIODS,
+    png: str | Path | None = None, periods=PERIODS, commits=("bar",),
 ) -> dict:  # fmt: skip
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
@@ -307,12 +318,12 @@ def run_realtime_bench(
         )
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        for period, bpm in ((p, b) for p in periods for b in tempos):
+        for period, bpm, commit in ((p, b, c) for p in periods for b in tempos for c in commits):
             # a fresh server per run: no transport state carried over
             name = f"ostinato-bench-{os.getpid()}-{bpm}-{period}"
             env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_AUDIO_RESERVATION": "1"}
-            print(f"{bpm} BPM at a JACK period of {period} frames, {bars} bars …", file=sys.stderr,
-                  flush=True)  # fmt: skip
+            print(f"{bpm} BPM at a JACK period of {period} frames, commit {commit}, {bars} bars …",
+                  file=sys.stderr, flush=True)  # fmt: skip
             jack_shm.clear_stale()  # a killed run's servers would block this one's
             jackd = subprocess.Popen(
                 ["jackd", "--realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p",
@@ -323,7 +334,9 @@ def run_realtime_bench(
             try:
                 _wait(lambda env=env: subprocess.run(["jack_lsp"], env=env,
                       capture_output=True).returncode == 0, 10, "jackd")  # fmt: skip
-                runs.append(run_one(env, Path(model_dir), bpm, bars, programs, Path(tmp), period))
+                runs.append(
+                    run_one(env, Path(model_dir), bpm, bars, programs, Path(tmp), period, commit)
+                )
             finally:
                 jackd.terminate()
                 jackd.wait(5)
@@ -364,7 +377,8 @@ def format_realtime(report: dict) -> str:
     for r in report["runs"]:
         g = r["grid_error_ms"]
         lines.append(
-            f"  {r['bpm']} BPM, period {r['jack_period_frames']}: {r['bars_generated']} bars, "
+            f"  {r['bpm']} BPM, period {r['jack_period_frames']}, commit {r.get('commit', 'bar')}: "
+            f"{r['bars_generated']} bars, "
             f"{r['notes_sent']} notes, {r['deadline_misses']} deadline misses (generation "
             f"late), {r.get('fallbacks', 0)} bars finished from the previous one, "
             f"{r.get('silent_bars_by_time', 0)} silent for lack of time (of "
@@ -377,8 +391,16 @@ def format_realtime(report: dict) -> str:
             f"skipped by JACK; bar ready "
             f"{r['bar_ready_margin_ms']['p50']} ms before it starts (p1 "
             f"{r['bar_ready_margin_ms']['p1']} ms); CPU {r['cpu_percent_of_one_core']}% of a core; "
-            f"sender {'SCHED_FIFO' if r.get('sender_realtime') else 'normal priority'}"
+            f"sender {'SCHED_FIFO' if r.get('sender_realtime') else 'normal priority'}; "
+            f"{r.get('cpu_ms_per_bar')} ms of CPU per bar"
         )
+        replans = r.get("replans")
+        if replans and r.get("commit", "bar") != "bar":
+            lines.append(
+                f"    re-plans: {replans['applied']} applied, {replans['late']} not ready at "
+                f"their commit point, {replans['skipped']} skipped for time; "
+                f"{replans['ms']['p50']} ms each (p99 {replans['ms']['p99']} ms)"
+            )
         floor = r.get("os_floor")
         if floor:
             lines.append(

@@ -170,8 +170,8 @@ def _add_setting(
     if s.default is not None and s.kind not in ("out_channels", "in_channels"):  # (in the help)
         value = f"{s.default:g}" if s.kind == "float" else shown(s.default).strip("'")
         text += f" (default {value}{' ' + s.unit if s.unit else ''})"
-    elif s.auto:
-        text += " (default auto)"
+    elif s.auto or s.bar:
+        text += f" (default {'auto' if s.auto else 'bar'})"
     if s.kind == "bool":
         group.add_argument(s.flag, dest=name, action=argparse.BooleanOptionalAction,
                            default=default, help=text)  # fmt: skip
@@ -179,6 +179,8 @@ def _add_setting(
     metavar = "{" + ",".join(s.choices) + "}" if s.choices else name.upper()
     if s.auto:
         metavar += "|auto"
+    if s.bar:
+        metavar = f"bar|{s.unit.upper() or metavar}"
     group.add_argument(s.flag, dest=name, type=_setting_type(name), default=default,
                        metavar=metavar, help=text)  # fmt: skip
 
@@ -251,15 +253,30 @@ def _periods(text: str) -> tuple[int, ...]:
     return periods
 
 
+def _bench_commit(text: str) -> str:
+    """The commit setting as the daemon's command line takes it, checked as the daemon would."""
+    from ostinato.settings import format_commit
+
+    return format_commit(_setting_type("commit")(text))  # type: ignore[arg-type]
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ostinato.bench import format_report, run_bench
 
+    if not args.accompany and (args.changing or args.daemon_args):
+        raise CommandError("--changing and --daemon-args are for --accompany")
+    if args.commit and not (args.accompany or args.realtime):
+        raise CommandError("--commit is for --accompany and --realtime")
     if args.accompany:
+        import shlex
+
         from ostinato.bench_accompany import format_accompany, run_accompany_bench
 
         model = Path(args.model) if args.model else Path(str(default_model_dir()))
         report = run_accompany_bench(model, bpm=args.tempos[0], bars=args.accompany_bars,
-                                     programs=args.programs)  # fmt: skip
+                                     programs=args.programs, changing=args.changing,
+                                     commit=args.commit,
+                                     extra_args=tuple(shlex.split(args.daemon_args)))  # fmt: skip
         print(format_accompany(report))
         report["runs"] = [{k: v for k, v in r.items() if not k.startswith("_")}
                           for r in report["runs"]]  # fmt: skip
@@ -267,8 +284,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from ostinato.bench_realtime import format_realtime, run_realtime_bench
 
         model = Path(args.model) if args.model else Path(str(default_model_dir()))
+        # with --commit N each run is made with the bar committed whole too: the cost compared
+        commits = ("bar",) if args.commit in (None, "bar") else ("bar", args.commit)
         report = run_realtime_bench(model, bars=args.bars, png=args.png, tempos=args.tempos,
-                                    periods=args.periods)  # fmt: skip
+                                    periods=args.periods, commits=commits)  # fmt: skip
         print(format_realtime(report))
     else:
         report = run_bench(
@@ -643,8 +662,29 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--accompany-bars",
         type=int,
-        default=12,
-        help="bars per progression with --accompany (default 12: three passes)",
+        help="bars per progression with --accompany (default 12, three passes; 24 changing)",
+    )
+    bench.add_argument(
+        "--changing",
+        action="store_true",
+        help="with --accompany: chords that never loop (a new chord each bar, then two a bar) "
+        "instead of the looped progressions: bass chord tones on beats 2-4 and on beat 1, and "
+        "whether the bass follows each change from the next commit point",
+    )
+    bench.add_argument(
+        "--commit",
+        type=_bench_commit,
+        metavar="bar|BEATS",
+        help="the daemon's --commit (re-plan the rest of the bar every N beats): with "
+        "--accompany the one run (default: the daemon's own); with --realtime each run is made "
+        "with bar and with N, the CPU per bar side by side",
+    )
+    bench.add_argument(
+        "--daemon-args",
+        default="",
+        metavar="ARGS",
+        help="with --accompany: more arguments for the daemon, one string "
+        "(--daemon-args='--temperature 0.9')",
     )
     bench.add_argument(
         "--programs",

@@ -16,7 +16,8 @@ Where a value comes from decides only how it is read, never what is valid:
 - the command line (:meth:`Setting.from_text`): text parsed as the type.
 - OSC (:meth:`Setting.from_osc`): what OSC controllers send. Many send floats only, so a
   whole float is a fine int; 1/0 or on/off is a bool; ``"none"`` is no seed and ``"auto"``
-  the musician's own instruments (OSC has no null).
+  the musician's own instruments (OSC has no null). A setting spelled ``"bar"`` when None
+  (``commit``) also takes its number as text, ``"2"``, read as the command line reads it.
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ class Setting:
     hint: str = ""  # said after a refusal of a string where the file needs something else
     auto: bool = False  # None is spelled "auto" (in the file, on the command line, by OSC)
     off: bool = False  # None is spelled "off" (or false in the file): the thing is not done
+    bar: bool = False  # None is spelled "bar": once per bar, the whole bar (commit)
+    step: float | None = None  # a number must be a whole multiple of this (commit: 0.5 beat)
 
     def __post_init__(self) -> None:
         assert self.kind in KINDS, self.kind
@@ -116,13 +119,18 @@ class Setting:
             return dataclasses.replace(self, auto=False).expects(osc) + " or auto"
         if self.off:
             return dataclasses.replace(self, off=False).expects(osc) + " or off"
+        if self.bar:
+            return "bar or " + dataclasses.replace(self, bar=False).expects(osc)
         if self.kind in ("float", "int", "seed"):
             what = "a number" if self.kind == "float" else "a whole number"
             if self.lo is not None and self.hi is not None:
                 if self.lo_open:
-                    return f"{what} greater than {self.lo:g} and at most {self.hi:g}{unit}"
-                return f"{what} from {self.lo:g} to {self.hi:g}{unit}"
-            return f"{what} ≥ {self.lo:g}{unit}"
+                    text = f"{what} greater than {self.lo:g} and at most {self.hi:g}{unit}"
+                else:
+                    text = f"{what} from {self.lo:g} to {self.hi:g}{unit}"
+            else:
+                text = f"{what} ≥ {self.lo:g}{unit}"
+            return text + (f", a multiple of {self.step:g}" if self.step else "")
         if self.kind == "bool":
             return "1 or 0 (on or off)" if osc else "true or false"
         if self.kind == "choice":
@@ -164,9 +172,11 @@ class Setting:
     def check(self, value: Any) -> Any:
         """A value from a config file or Python → the normalized value, or SettingError."""
         if value is None or (self.auto and isinstance(value, str) and is_auto(value)):
-            if self.optional or self.auto or self.off:
+            if self.optional or self.auto or self.off or self.bar:
                 return None
             raise self.refuse(value)
+        if self.bar and isinstance(value, str) and is_word(value, "bar"):
+            return None
         if self.off and (value is False or (isinstance(value, str) and is_word(value, "off"))):
             return None
         kind = self.kind
@@ -175,7 +185,7 @@ class Setting:
                 raise self.refuse(value)
             if kind != "float" and not isinstance(value, int):
                 raise self.refuse(value)
-            if not self._in_range(value):
+            if not self._in_range(value) or not self._on_step(value):
                 raise self.refuse(value)
             return float(value) if kind == "float" else int(value)
         if kind == "bool":
@@ -219,6 +229,9 @@ class Setting:
             return False
         return self.hi is None or value <= self.hi
 
+    def _on_step(self, value: float) -> bool:
+        return self.step is None or (value / self.step).is_integer()
+
     def from_text(self, text: str) -> Any:
         """A command-line value → the normalized value, or SettingError."""
         try:
@@ -231,6 +244,8 @@ class Setting:
         """Text → a value of the setting's type (not yet range-checked), or ValueError."""
         kind, word = self.kind, text.strip().lower()
         if (self.auto and word == "auto") or (self.off and word == "off"):
+            return None
+        if self.bar and word == "bar":
             return None
         if kind == "float":
             return float(text)
@@ -263,6 +278,8 @@ class Setting:
             return None
         if self.off and isinstance(value, str) and is_word(value, "off"):
             return None
+        if self.bar and isinstance(value, str):  # "bar", or the number as text: "2"
+            return self.from_text(value)
         if kind == "float" and type(value) in (int, float):
             value = round(float(value), 6)  # OSC floats are 32-bit: 0.55 comes as 0.550000011
         elif kind in ("int", "seed", "bool") and type(value) is float and value.is_integer():
@@ -331,6 +348,11 @@ def format_programs(programs: tuple[int, ...] | None) -> str:
     if programs is None:
         return "auto"
     return ",".join("drums" if p == DRUMS else str(p) for p in programs)
+
+
+def format_commit(commit_beats: float | None) -> str:
+    """The commit horizon as the command line and OSC take it: ``"bar"``, ``"0.5"``, ``"2"``."""
+    return "bar" if commit_beats is None else f"{commit_beats:g}"
 
 
 def parse_meter(text: str) -> float:
@@ -414,6 +436,10 @@ SCHEMA: tuple[Setting, ...] = (
     _generation("guidance", "float", 0.0, "classifier-free guidance towards the style (0 = "
                 "off; > 0 runs the model twice per token: about twice the time per bar)",
                 lo=0.0, hi=8.0),
+    _generation("commit", "float", None, "how often a bar's plan becomes final: bar (the "
+                "whole bar, generated before it begins) or every N beats, re-planning the rest "
+                "of the bar from what you played so far (the model runs again at each point)",
+                lo=0.0, lo_open=True, hi=16.0, step=0.5, unit="beats", bar=True),
     _daemon("model", "path", None, "model folder (unset: the bundled model)", optional=True),
     _daemon("backend", "choice", None, "MIDI backend (unset: the platform's)",
             choices=BACKENDS, optional=True),
@@ -504,6 +530,7 @@ class GenerationSettings:
     key_lock: bool = True  # pitched notes stay in the context's key (+ the notes it used)
     style: str | None = None  # None: auto (no style asked for); see ostinato.model.style
     guidance: float = 0.0  # classifier-free guidance towards the style (0 = off)
+    commit: float | None = None  # beats from one commit point to the next; None: "bar" (whole)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

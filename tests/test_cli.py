@@ -176,6 +176,39 @@ def test_bad_loop_and_answer_options_are_refused(args, message, capsys) -> None:
     assert message in capsys.readouterr().err
 
 
+def test_run_takes_the_commit_option(tmp_path, monkeypatch, capsys) -> None:
+    """--commit bar|N over the file's commit, every source checked by the schema."""
+    import ostinato.daemon.daemon as daemon_module
+
+    config = tmp_path / "config.toml"
+    config.write_text("commit = 2\n")
+    got = []
+    monkeypatch.setattr(daemon_module, "run_daemon", lambda config: got.append(config) or 0)
+    assert main(["run", "--config", str(config), "--no-osc"]) == 0
+    assert main(["run", "--config", str(config), "--no-osc", "--commit", "bar"]) == 0
+    assert main(["run", "--config", str(config), "--no-osc", "--commit", "0.5"]) == 0
+    config.write_text("")
+    assert main(["run", "--config", str(config), "--no-osc"]) == 0
+    assert main(["run", "--config", str(config), "--no-osc", "--commit", "1"]) == 0
+    file, bar, half, default, one = (c.settings for c in got)
+    assert file == GenerationSettings(commit=2.0) and file.commit == 2.0
+    assert bar.commit is None and half.commit == 0.5 and one.commit == 1.0
+    assert default == GenerationSettings() and default.commit is None  # bar, for now
+    capsys.readouterr()
+    for text, got_text in (("0", "0.0"), ("0.3", "0.3"), ("17", "17.0"), ("often", "'often'")):
+        with pytest.raises(SystemExit) as exited:
+            main(["run", "--no-osc", "--commit", text])
+        assert exited.value.code == 2
+        assert (
+            "argument --commit: commit must be bar or a number greater than 0 and at most 16 "
+            f"beats, a multiple of 0.5, got {got_text}"
+        ) in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    usage = " ".join(capsys.readouterr().out.split())
+    assert "--commit bar|BEATS" in usage and "(default bar)" in usage
+
+
 def test_continue_takes_variation_and_bars(tmp_path, monkeypatch, capsys) -> None:
     """`ostinato continue` hands --variation and --bars (None for auto) to continue_file."""
     from types import SimpleNamespace

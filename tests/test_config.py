@@ -51,6 +51,21 @@ LOOP_MISTAKES = [
 LOOP_MISTAKE_IDS = ["variation-high", "variation-auto", "loop_bars-0", "loop_bars-string",
                     "loop_bars-float", "fill-string", "bars-word"]  # fmt: skip
 
+# The commit horizon: its mistakes, each with its one line (after "<file>: ").
+COMMIT = "commit must be bar or a number greater than 0 and at most 16 beats, a multiple of 0.5"
+COMMIT_MISTAKES = [
+    ("commit = 0", f"{COMMIT}, got 0"),
+    ("commit = -1", f"{COMMIT}, got -1"),
+    ("commit = 0.3", f"{COMMIT}, got 0.3"),
+    ("commit = 0.25", f"{COMMIT}, got 0.25"),
+    ("commit = 17", f"{COMMIT}, got 17"),
+    ('commit = "2"', f"{COMMIT}, got '2' (a string: write it without quotes)"),
+    ('commit = "often"', f"{COMMIT}, got 'often'"),
+    ("commit = true", f"{COMMIT}, got true"),
+]
+COMMIT_MISTAKE_IDS = ["zero", "negative", "off-step", "quarter-beat", "too-long", "string",
+                      "word", "bool"]  # fmt: skip
+
 
 @pytest.mark.parametrize(("line", "message"), CONFIG_MISTAKES, ids=MISTAKE_IDS)
 def test_each_mistake_is_refused_naming_the_key_and_the_value(tmp_path, line, message):
@@ -76,6 +91,27 @@ def test_the_loop_and_answer_settings(tmp_path):
 
 @pytest.mark.parametrize(("line", "message"), LOOP_MISTAKES, ids=LOOP_MISTAKE_IDS)
 def test_loop_and_answer_mistakes_are_refused_in_one_line(tmp_path, line, message):
+    path = tmp_path / "config.toml"
+    path.write_text(f"temperature = 0.7\n{line}\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert str(refused.value) == f"{path}: {message}"
+
+
+def test_commit_in_the_file(tmp_path):
+    path = tmp_path / "config.toml"
+    for text, commit in (('commit = "bar"', None), ('commit = "Bar"', None),
+                         ("commit = 2", 2.0), ("commit = 0.5", 0.5), ("commit = 1.5", 1.5),
+                         ("commit = 16", 16.0)):  # fmt: skip
+        path.write_text(f"temperature = 0.7\n{text}\n")
+        config = load_config(path)
+        assert config.values == {"temperature": 0.7, "commit": commit}, text
+        assert config.generation() == config.values and config.daemon() == {}
+        assert type(config.values["commit"]) is (float if commit else type(None))
+
+
+@pytest.mark.parametrize(("line", "message"), COMMIT_MISTAKES, ids=COMMIT_MISTAKE_IDS)
+def test_commit_mistakes_are_refused_in_one_line(tmp_path, line, message):
     path = tmp_path / "config.toml"
     path.write_text(f"temperature = 0.7\n{line}\n")
     with pytest.raises(ConfigError) as refused:

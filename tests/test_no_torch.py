@@ -28,7 +28,7 @@ RUNTIME_MODULES = [
     "ostinato.daemon.clock",
     "ostinato.daemon.recorder",
     "ostinato.daemon.scheduler",
-    "ostinato.daemon.session",
+    "ostinato.daemon.planner",
     "ostinato.daemon.ports",
     "ostinato.engine.offline",
     "ostinato.daemon.daemon",

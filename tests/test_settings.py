@@ -27,6 +27,7 @@ from ostinato.settings import (
     GenerationSettings,
     Setting,
     SettingError,
+    format_commit,
     setting,
     validate,
 )
@@ -37,6 +38,11 @@ METERS = ["2/4", "3/4", "4/4", "5/4", "6/8", "7/8", "9/8", "12/8", "5/16", "2/2"
 
 def valid(s: Setting) -> st.SearchStrategy:
     """Values a config file may hold for ``s``, as TOML would give them back."""
+    if s.kind == "float" and s.step:  # whole multiples of the step, as floats or TOML ints
+        first = math.floor(s.lo / s.step) + 1 if s.lo_open else math.ceil(s.lo / s.step)
+        steps = st.integers(first, math.floor(s.hi / s.step)).map(lambda n: n * s.step)
+        words = st.sampled_from(["bar", " Bar "]) if s.bar else st.nothing()
+        return steps | steps.filter(float.is_integer).map(int) | words
     if s.kind == "float":
         return st.floats(s.lo, s.hi, exclude_min=s.lo_open, allow_nan=False)
     if s.kind in ("int", "seed"):
@@ -63,6 +69,8 @@ def valid(s: Setting) -> st.SearchStrategy:
 
 
 def normalized(s: Setting, value):
+    if s.bar and isinstance(value, str):
+        return None  # "bar"
     if s.kind == "float":
         return float(value)
     if s.kind == "programs":
@@ -138,12 +146,29 @@ def test_a_wrong_type_is_refused_naming_the_key(name, value):
         return
     if s.off and (value is False or (isinstance(value, str) and value.strip().lower() == "off")):
         return  # "off", or false in the file: the thing is not done
+    if s.bar and isinstance(value, str) and value.strip().lower() == "bar":
+        return  # "bar": once per bar (commit)
     kinds = {"float": float, "int": int, "seed": int, "bool": bool, "choice": str,
              "meter": str, "path": str, "programs": (list, str),
              "out_channels": (dict, str), "in_channels": (dict, str)}  # fmt: skip
     # (programs: a list, or the text form "drums,33" the command line and OSC take too)
     assert isinstance(value, kinds[s.kind]), (name, value)
     assert type(value) is not bool or s.kind == "bool"
+
+
+STEPPED = [s.name for s in SCHEMA if s.step]
+
+
+@pytest.mark.parametrize("name", STEPPED)
+@given(data=st.data())
+def test_a_value_off_the_step_is_refused_naming_the_key(name, data):
+    s = SETTINGS[name]
+    value = data.draw(st.floats(s.lo, s.hi, exclude_min=s.lo_open).filter(
+        lambda x: not (x / s.step).is_integer()), label=name)  # fmt: skip
+    with pytest.raises(ConfigError) as refused:
+        parse_config(tomllib.loads(toml_text(name, value)))
+    assert str(refused.value) == f"{name} must be {s.expects()}, got {value!r}"
+    assert s.expects().endswith(f", a multiple of {s.step:g}")
 
 
 @given(word=st.text(min_size=3, max_size=20))
@@ -214,6 +239,65 @@ def test_auto_is_none_from_every_source():
             SETTINGS[name].from_osc(("auto",))
     assert SETTINGS["variation"].from_osc((0.699999988079071,)) == 0.7
     assert SETTINGS["fill"].from_osc(("on",)) is True and SETTINGS["fill"].from_text("no") is False
+
+
+COMMIT_EXPECTS = "bar or a number greater than 0 and at most 16 beats, a multiple of 0.5"
+COMMIT_REFUSED = "^" + re.escape(f"commit must be {COMMIT_EXPECTS}, got ")
+
+
+def test_commit_is_bar_or_a_number_of_beats_from_every_source():
+    s = SETTINGS["commit"]
+    assert (s.group, s.default, s.flag, s.osc_address) == (
+        "generation", None, "--commit", "/ostinato/commit"
+    )  # fmt: skip
+    assert s.expects() == s.expects(osc=True) == COMMIT_EXPECTS
+    for bar in ("bar", " BAR ", None):
+        assert s.check(bar) is None
+    assert s.from_text("bar") is None and s.from_text("Bar") is None
+    assert s.from_osc(("bar",)) is None
+    for text, beats in (("0.5", 0.5), ("1", 1.0), ("1.5", 1.5), ("2", 2.0), ("16", 16.0)):
+        assert s.from_text(text) == s.from_osc((text,)) == s.from_osc((beats,)) == beats
+        assert s.check(beats) == beats and format_commit(beats) == text
+    assert s.check(2) == 2.0 and type(s.check(2)) is float  # a TOML int is a fine number
+    assert s.from_osc((1,)) == 1.0 and s.from_text("1.50") == 1.5
+    assert format_commit(None) == "bar"
+    for value in (0, 0.0, -1, -0.5, 0.25, 0.3, 1.75, 16.5, 17, 32, math.nan, math.inf, "soon",
+                  "", "auto", "2", True, False, [1]):  # fmt: skip
+        with pytest.raises(SettingError) as refused:
+            s.check(value)
+        assert str(refused.value).startswith(f"commit must be {COMMIT_EXPECTS}, got "), value
+    with pytest.raises(SettingError, match=re.escape("got '2' (a string: write it without")):
+        s.check("2")  # the file: a number is written bare
+    for text in ("0", "-2", "0.25", "1/2", "16.5", "17", "never", "auto", "", "nan", "inf"):
+        with pytest.raises(SettingError, match=COMMIT_REFUSED):
+            s.from_text(text)
+    for args in ((0,), (-1.0,), (0.3,), (0.25,), (20,), ("garbage",), ("0.25",), (True,),
+                 (math.nan,)):  # fmt: skip
+        with pytest.raises(SettingError, match=COMMIT_REFUSED):
+            s.from_osc(args)
+    for args in ((), (1, 2)):
+        with pytest.raises(SettingError, match=f"^commit takes one argument, got {len(args)}$"):
+            s.from_osc(args)
+
+
+@given(steps=st.integers(1, 32))
+def test_commit_as_text_comes_back_as_itself(steps):
+    s, beats = SETTINGS["commit"], steps / 2
+    assert s.from_text(format_commit(beats)) == beats == s.from_osc((format_commit(beats),))
+    assert s.from_text(format_commit(None)) is None
+
+
+def test_commit_is_a_generation_setting_that_defaults_to_bar():
+    settings = GenerationSettings()
+    assert settings.commit is None  # bar: today's behaviour
+    assert GenerationSettings(commit="bar") == settings
+    assert settings.replace(commit=2).commit == 2.0
+    assert settings.replace(commit=0.5).replace(commit="bar").commit is None
+    assert validate({"commit": 1}) == {"commit": 1.0}
+    for bad in (0, 0.3, 20, "soon"):
+        with pytest.raises(SettingError, match=r"^commit must be "):
+            settings.replace(commit=bad)
+    assert settings == GenerationSettings()
 
 
 def test_variation_and_loop_bars_are_knobs():

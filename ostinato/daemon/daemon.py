@@ -2,7 +2,7 @@
 
 :class:`Daemon` makes the pieces and connects them: the engine, the clock, the recorder, the
 note sender (:class:`~ostinato.daemon.sender.SenderProcess`, which owns the output port, and
-for JACK the input port too) and the session that plays; the input router
+for JACK the input port too) and the bar planner that plays; the input router
 (:mod:`ostinato.daemon.input_router`: bytes → clock, recorder, CCs), MIDI learn
 (:mod:`ostinato.daemon.cc_learner`), the telemetry (:mod:`ostinato.daemon.telemetry`: the
 panel's state, the stats) and the OSC control server, which reaches them through the daemon.
@@ -41,11 +41,11 @@ from ostinato.daemon.clock import Clock, TransportEvent
 from ostinato.daemon.control import ControlServer
 from ostinato.daemon.input_router import InputRouter
 from ostinato.daemon.options import DaemonConfig
+from ostinato.daemon.planner import BarPlanner
 from ostinato.daemon.ports import MidiPorts, default_backend
 from ostinato.daemon.recorder import Recorder
 from ostinato.daemon.scheduling import NoteScheduler
 from ostinato.daemon.sender import SenderProcess
-from ostinato.daemon.session import Session
 from ostinato.daemon.session_file import SessionFile, session_path
 from ostinato.daemon.takes import TakeError
 from ostinato.daemon.telemetry import Telemetry
@@ -117,7 +117,7 @@ class Daemon:
                 sender.stop()
                 raise
         self.clock.map_listeners.append(sender.push_tempo)
-        self.session = Session(
+        self.planner = BarPlanner(
             self.engine, self.clock, self.scheduler, self.recorder, config.settings,
             config.beats_per_bar, config.lookahead_ms, config.latency_ms, now=sender.now,
             meter=self.meter,
@@ -126,11 +126,11 @@ class Daemon:
         self._route(config.settings)
         self.learner = CcLearner(config.cc_map, config.config_path, self.apply, self._changed,
                                  self.take)  # fmt: skip
-        self.inputs = InputRouter(self.clock, self.recorder, self.session.lock,
+        self.inputs = InputRouter(self.clock, self.recorder, self.planner.lock,
                                   self.learner.on_cc)  # fmt: skip
         self.inputs.midi_clock = config.clock != "link"
         self.telemetry = Telemetry(config, self.backend, self.engine, self.clock, self.recorder,
-                                   self.session, self.scheduler, self.inputs,
+                                   self.planner, self.scheduler, self.inputs,
                                    self.learner)  # fmt: skip
         if config.stats_json is not None:
             sender.on_note_sent = self.telemetry.note_sent
@@ -190,7 +190,7 @@ class Daemon:
                 stats_hook(due, when, channel, pitch, velocity, note_id)
 
         sender.on_note_sent = sent
-        self.session.markers.append(self._mark_beat)
+        self.planner.markers.append(self._mark_beat)
 
     def _heard(self, t: float, data: list[int]) -> None:
         assert self.recording is not None
@@ -275,9 +275,9 @@ class Daemon:
         new object at its next bar; the real-time path never waits for this. Knob settings
         (a slider dragged, a CC turned) log at debug level, the rest at info."""
         with self._settings_lock:
-            self.session.settings = self.session.settings.replace(**changes)
+            self.planner.settings = self.planner.settings.replace(**changes)
             if {"out_channels", "in_channels", "program_change"} & changes.keys():
-                self._route(self.session.settings)
+                self._route(self.planner.settings)
         quiet = all(name in KNOBS for name in changes)
         (log.debug if quiet else log.info)(
             "settings: %s", ", ".join(f"{k}={v}" for k, v in changes.items())
@@ -288,7 +288,7 @@ class Daemon:
         """The channel maps to the sender (per note) and the recorder (per note heard)."""
         channels = ChannelMap(settings.out_channels or None, settings.in_channels or None)
         self.scheduler.set_channels(channels, settings.program_change)
-        with self.session.lock:
+        with self.planner.lock:
             self.recorder.channel_programs = channels.input_programs()
 
     def panic(self) -> None:
@@ -299,7 +299,7 @@ class Daemon:
         """A take action (OSC thread, or the input thread for a learned button):
         ``regenerate``, ``keep`` (``on`` False: release every kept bar) or ``undo``. Returns
         what was done, in words; TakeError (logged) when there is nothing to act on."""
-        session = self.session
+        session = self.planner
         try:
             if action == "regenerate":
                 done = session.regenerate()
@@ -333,7 +333,7 @@ class Daemon:
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> None:
-        self.session.warm_up()
+        self.planner.warm_up()
         # Everything loaded so far (onnxruntime, numpy, the tokenizer: ~200k objects) lives as
         # long as the process. A full collection over it holds the GIL for tens of ms, i.e.
         # a late note; frozen, the collector only ever walks what was made while playing.
@@ -352,7 +352,7 @@ class Daemon:
         if self.recording is not None:
             self.recording.start()
             log.info("recording the session to %s", self.recording.path)
-        self.session.start()
+        self.planner.start()
         if self.control is not None:
             self.control.start()
             log.info("OSC control on %s:%d", *self.control.address[:2])
@@ -424,7 +424,7 @@ class Daemon:
             self._watch.join(1.0)
         if self.control is not None:
             self.control.close()
-        self.session.stop()
+        self.planner.stop()
         self.scheduler.stop()  # releases every sounding note, CC 123 on used channels
         if self.ports is not None:
             self.ports.close()

@@ -38,6 +38,9 @@ NoteSent = Callable[[float, float, int, int, int, int], object]
 NoteDropped = Callable[[float, float, int, bool], object]
 
 
+FALLBACK_MARGIN_S = 0.005  # a note due sooner than this cannot reach the sender in time
+
+
 @dataclass
 class SchedulerStats:
     sent_notes: int = 0

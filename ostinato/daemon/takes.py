@@ -3,7 +3,7 @@
 A *take* is a bar Ostinato prepared: the ids of its notes in the scheduler's queue, their
 offsets in the bar, and the bar as :class:`~ostinato.daemon.loop.PlayedBar` once complete
 (what :class:`~ostinato.daemon.loop.PassMemory` holds for the next pass to vary). The session
-(:mod:`ostinato.daemon.session`) keeps the takes of the last bars by where they play on the
+(:mod:`ostinato.daemon.planner`) keeps the takes of the last bars by where they play on the
 current timeline (a loop jump moves the prepared one with it) and acts on them:
 
 - *regenerate* throws away the take queued for the next bar (continue mode: and the rest of
@@ -27,7 +27,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ostinato.daemon.loop import LoopInfo, PlayedBar
+from ostinato.model.grammar import GrammarConfig
 
 HISTORY = 16  # actions undo can go back through
 TAKE_VARIATION = 0.3  # a new take varies what it replaces at least this much (0 would copy)
@@ -39,6 +42,17 @@ class TakeError(Exception):
 
 
 Notes = list[tuple[float, float, int, int, int]]  # (offset beats, duration, program, pitch, vel)
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """What a bar was generated with, so that a re-plan of its rest keeps the same rules."""
+
+    grammar: GrammarConfig
+    references: tuple[np.ndarray, ...]
+    variation: float
+    free_pitches: bool
+    seed: int | None
 
 
 @dataclass(eq=False)
@@ -59,6 +73,7 @@ class Take:
     action: TakeAction | None = None  # the regenerate it answers
     abandoned: bool = False  # thrown away: nothing more of it is queued or remembered
     place: int | None = None  # its place in the loop (for the markers), when known
+    plan: Plan | None = None  # what it was generated with (None: never re-planned)
 
 
 @dataclass

@@ -23,9 +23,9 @@ from ostinato.config import format_cc_map
 from ostinato.daemon.cc_learner import CcLearner
 from ostinato.daemon.clock import Clock
 from ostinato.daemon.input_router import InputRouter
+from ostinato.daemon.planner import BarPlanner
 from ostinato.daemon.recorder import HUMAN, Recorder
 from ostinato.daemon.scheduling import NoteScheduler
-from ostinato.daemon.session import Session
 from ostinato.engine.engine import Engine
 from ostinato.settings import format_programs
 
@@ -48,14 +48,14 @@ class Telemetry:
         engine: Engine,
         clock: Clock,
         recorder: Recorder,
-        session: Session,
+        planner: BarPlanner,
         scheduler: NoteScheduler,
         inputs: InputRouter,
         learner: CcLearner,
     ) -> None:
         self.config = config
         self.backend = backend
-        self.engine, self.clock, self.recorder, self.session = engine, clock, recorder, session
+        self.engine, self.clock, self.recorder, self.planner = engine, clock, recorder, planner
         self.scheduler, self.inputs, self.learner = scheduler, inputs, learner
         self.keep_logs = config.stats_json is not None
         self.input_log: list[tuple[float, list[int]]] = []  # beat and bytes of notes heard
@@ -98,13 +98,13 @@ class Telemetry:
     # -- the panel (OSC thread) ------------------------------------------------------------
     def state(self) -> dict:
         """Everything a panel shows, as flat key → value."""
-        s = self.session.settings
+        s = self.planner.settings
         tempo = self.clock.snapshot()
         beat = self.clock.beat_now(self.scheduler.now())
-        bar_ms = list(self.session.bar_ms)[-64:]
+        bar_ms = list(self.planner.bar_ms)[-64:]
         clock = self.clock
         heard_bpm = clock.bpm
-        loop = self.session.loop
+        loop = self.planner.loop
         stats = self.scheduler.stats
         state = {
             "temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p,
@@ -113,13 +113,14 @@ class Telemetry:
             "phrase_bars": s.phrase_bars, "programs": format_programs(s.programs),
             "seed": s.seed, "key_lock": int(s.key_lock),
             "style": "auto" if s.style is None else s.style, "guidance": s.guidance,
-            "style_tokens": int(self.session.engine.vocab.has_styles),
+            "density": s.density, "commit": "bar" if s.commit is None else s.commit,
+            "style_tokens": int(self.planner.engine.vocab.has_styles),
             "out_channels": format_map(s.out_channels), "in_channels": format_map(s.in_channels),
             "program_change": int(s.program_change),
             "variation": s.variation, "fill": int(s.fill),
             "loop_bars": "auto" if s.loop_bars is None else s.loop_bars,
             "loop_length": loop.bars if loop else 0, "loop_first_bar": loop.start if loop else -1,
-            "loop_from": loop.source if loop else "", "fallbacks": self.session.fallbacks,
+            "loop_from": loop.source if loop else "", "fallbacks": self.planner.fallbacks,
             "running": clock.running, "clock": clock.source,
             "link_peers": self.link.peers if self.link is not None else 0,
             "bpm": round(heard_bpm if heard_bpm else tempo.bpm if tempo else self.config.bpm, 3),
@@ -134,7 +135,7 @@ class Telemetry:
             "beats_per_bar": self.config.beats_per_bar,
             "beat": -1.0 if beat is None else round(beat, 3),
             "bar_ms_p99": round(float(np.percentile(bar_ms, 99)), 2) if bar_ms else 0.0,
-            "lookahead_ms": round(self.session.lookahead_s * 1000, 1),
+            "lookahead_ms": round(self.planner.lookahead_s * 1000, 1),
             "deadline_misses": stats.deadline_misses,
             "late_wakeups": stats.late_wakeups,
             "notes_sent": stats.sent_notes,
@@ -145,8 +146,8 @@ class Telemetry:
             "device": self.engine.device, "model": str(self.config.model_dir),
             "learning": self.learner.learning or "",
             "cc": format_cc_map(self.learner.cc_map),
-            "kept": self.session.kept.text(), "takes": self.session.takes,
-            "last_take": self.session.last_take,
+            "kept": self.planner.kept.text(), "takes": self.planner.takes,
+            "last_take": self.planner.last_take,
         }  # fmt: skip
         return state
 
@@ -154,7 +155,7 @@ class Telemetry:
         tempo = self.clock.snapshot()
         beat = self.clock.beat_now(self.scheduler.now())
         bpb = self.config.beats_per_bar
-        bar_ms = self.session.bar_ms[-1] if self.session.bar_ms else 0.0
+        bar_ms = self.planner.bar_ms[-1] if self.planner.bar_ms else 0.0
         return (
             float(tempo.bpm if tempo else self.config.bpm),
             -1 if beat is None else int(beat // bpb),
@@ -167,7 +168,7 @@ class Telemetry:
     def roll(self, bars: int) -> tuple[float, float, list[tuple[float, float, int, bool]]]:
         """The notes heard and played in the last ``bars`` bars (for the panel's roll)."""
         beat = self.clock.beat_now(self.scheduler.now())
-        with self.session.lock:
+        with self.planner.lock:
             notes = list(self.recorder.notes)
         now = beat if beat is not None else (notes[-1].start_beats if notes else 0.0)
         since = now - bars * self.config.beats_per_bar
@@ -191,8 +192,8 @@ class Telemetry:
             ],
             "gc_frozen_objects": gc.get_freeze_count(),
             "lateness_ms": s.lateness_ms,
-            "bar_ms": list(self.session.bar_ms),
-            "bar_margin_ms": list(self.session.bar_margin_ms),
+            "bar_ms": list(self.planner.bar_ms),
+            "bar_margin_ms": list(self.planner.bar_margin_ms),
             "bars": [
                 {
                     "bar": b,
@@ -202,11 +203,17 @@ class Telemetry:
                     "margin_ms": m,
                     "first_note_margin_ms": f,
                 }
-                for b, h, g, n, m, f in self.session.bar_log
+                for b, h, g, n, m, f in self.planner.bar_log
             ],
-            "bars_generated": self.session.bars_generated,
-            "fallbacks": self.session.fallbacks,
-            "lookahead_ms": self.session.lookahead_s * 1000,
+            "bars_generated": self.planner.bars_generated,
+            "fallbacks": self.planner.fallbacks,
+            "replans": {  # re-plans within the bar (the commit setting)
+                "applied": self.planner.replans.applied,
+                "late": self.planner.replans.late,
+                "skipped": self.planner.replans.skipped,
+                "ms": list(self.planner.replans.ms),
+            },
+            "lookahead_ms": self.planner.lookahead_s * 1000,
             "bad_messages": self.inputs.garbage,
             "ignored_messages": self.inputs.ignored,
             "clock": {
@@ -214,7 +221,7 @@ class Telemetry:
                 "ticks_counted": self.clock.follower.count,
                 "rejected_ticks": self.clock.rejected_ticks,
                 "jumps": self.clock.jumps,
-                "jumps_followed": self.session.jumps_followed,
+                "jumps_followed": self.planner.jumps_followed,
                 "loop": self.clock.loop,
                 "loop_passes": self.clock.loop_passes,
                 "position_known": self.clock.position_known,

@@ -90,3 +90,21 @@ def expected_harmony(heard: Sequence[frozenset[int]]) -> frozenset[int] | None:
             chord = heard[n - period]
             return chord if len(chord) >= 2 else None
     return None
+
+
+def sounding_harmony(
+    notes: Sequence[tuple[float, float, int, int]], at: float
+) -> frozenset[int] | None:
+    """The pitch classes the musician sounds at beat ``at``: their pitched notes ``(start,
+    duration, program, pitch)`` held then, else those struck at the last onset before it (a
+    chord played short still names the harmony). None: nothing pitched, or a single pitch
+    class (a melody note is not a chord)."""
+    pitched = [(s, d, p) for s, d, program, p in notes if program >= 0 and s <= at + 1e-9]
+    held = frozenset(p % 12 for s, d, p in pitched if s + d > at)
+    if len(held) < 2 and pitched:
+        last = max(s for s, _, _ in pitched)
+        held = frozenset(p % 12 for s, _, p in pitched if s >= last - STRUM_BEATS)
+    return held if len(held) >= 2 else None
+
+
+STRUM_BEATS = 1 / 8  # notes struck this close together sound as one chord

@@ -132,6 +132,13 @@ class CopyPrior:
         else:
             self._pointers, self._variation = [], 1.0
 
+    def seek(self, position: int) -> None:
+        """Decoding resumes inside the bar at ``position`` (a re-plan): every reference
+        continues from its first onset there or later."""
+        for p in self._pointers:
+            later = p.onsets[self._values[p.tokens[p.onsets]] >= position]
+            p.index = int(later[0]) if len(later) else len(p.tokens)
+
     def expected(self) -> list[int]:
         """The token each reference would continue with (its end: ``Bar``), best first."""
         return [

@@ -534,6 +534,75 @@ class Engine:
             grammar.advance(int(last))
         if prior is not None:
             prior.begin_bar(0)
+        yield from self._decode(bars, sampler, grammar, tokens_out, prior)
+
+    def complete_bar(
+        self,
+        sampler: Sampler,
+        grammar_config: GrammarConfig,
+        from_position: int,
+        tokens_out: list[int] | None = None,
+        prior: CopyPrior | None = None,
+    ) -> Generator[GeneratedNote, None, None]:
+        """Generate the rest of the bar the context ends in, yielding each note when complete.
+
+        The context holds the bar as far as it is known: its ``Bar`` token (``TimeSig``), its
+        header and the notes known so far, in token order (the musician's notes played, and
+        Ostinato's that are final) — fed like any other tokens, so the cache is extended, never
+        recomputed. Notes start at position ``from_position`` of the bar or later, only on
+        ``grammar_config``'s programs; the bar's closing ``Bar`` is sampled and fed as in
+        :meth:`generate`. ``prior``: the bar's references, followed from their first onset at
+        or after ``from_position``.
+        """
+        vocab = self.vocab
+        ctx = self._ctx_tokens[: self._ctx_len]
+        bars = np.flatnonzero(ctx == vocab.bar_id)
+        if not len(bars):
+            raise ValueError("the context holds no bar to complete")
+        grammar = self.grammar(grammar_config)
+        grammar.replay(ctx[int(bars[-1]) :])
+        if prior is not None:
+            prior.begin_bar(0)
+            prior.seek(from_position)
+        yield from self._decode(1, sampler, grammar, tokens_out, prior, from_position)
+
+    def _positions_from(self, grammar: Grammar, position: int) -> np.ndarray:
+        """The tokens that may come next while a bar is completed from ``position``: its
+        Positions from there on, and ``Bar`` (the rest of the bar silent)."""
+        vocab = self.vocab
+        row = (vocab.types == TokenType.POSITION) & (vocab.values >= position)
+        row &= vocab.values < grammar.positions_per_bar
+        row[vocab.bar_id] = True
+        return row
+
+    def _onward(self, mask: np.ndarray, onward: np.ndarray) -> np.ndarray:
+        """The grammar's ``mask`` kept to ``onward``; where the two share nothing (a part's
+        floor wanted a note earlier than the bar may still take one), the first position
+        ``onward`` allows (``Bar`` when none is left)."""
+        kept = mask & onward
+        if kept.any():
+            return kept
+        vocab = self.vocab
+        positions = np.flatnonzero(onward & (vocab.types == TokenType.POSITION))
+        first = np.zeros_like(onward)
+        if len(positions):
+            first[positions[np.argmin(vocab.values[positions])]] = True
+        else:
+            first[vocab.bar_id] = True
+        return first
+
+    def _decode(
+        self,
+        bars: int,
+        sampler: Sampler,
+        grammar: Grammar,
+        tokens_out: list[int] | None,
+        prior: CopyPrior | None,
+        from_position: int = 0,
+    ) -> Generator[GeneratedNote, None, None]:
+        """Sample ``bars`` bars' worth of tokens from where ``grammar`` stands; no note before
+        ``from_position`` of the first bar."""
+        vocab = self.vocab
         position_beats, beats_per_bar = grammar.quarters_per_position, grammar.config.beats_per_bar
         beat_quarters = vocab.beat_quarters(grammar.meter)
         types, values = vocab.types, vocab.values
@@ -541,8 +610,14 @@ class Engine:
         bar_only[vocab.bar_id] = True
         tokens_in_bar = 0
         program = pitch = velocity = 0
+        onward = self._positions_from(grammar, from_position) if from_position > 0 else None
         while grammar.bars_completed < bars:
             mask = grammar.mask()
+            if onward is not None:
+                if grammar.bars_completed or grammar.position >= from_position:
+                    onward = None  # past the floor: the grammar alone from here
+                else:
+                    mask = self._onward(mask, onward)
             if tokens_in_bar >= MAX_TOKENS_PER_BAR and mask[vocab.bar_id]:
                 mask = bar_only
             token = -1

@@ -50,7 +50,7 @@ from PyQt6.QtWidgets import (
 )
 
 from ostinato.control_client import PREFIX, ControlClient, state_dict
-from ostinato.settings import MODES, SETTINGS, TRIGGERS
+from ostinato.settings import MODES, SETTINGS, TRIGGERS, format_commit
 
 INSTRUMENTS = [  # (label, GM program; -1 = drums): what the bundled model knows best
     ("Drums", -1), ("Bass", 33), ("Synth bass", 38), ("Piano", 0), ("E. piano", 4),
@@ -59,6 +59,7 @@ INSTRUMENTS = [  # (label, GM program; -1 = drums): what the bundled model knows
 TEMPERATURE_SCALE = 100  # slider steps per unit
 VARIATION_SCALE = 100  # slider steps per unit (0 … 1)
 AUTO = 0  # the spin boxes' value shown as "auto" (bars, loop bars): sent as "auto"
+COMMIT_CHOICES = (None, 0.5, 1.0, 2.0)  # the commit menu (None: bar); a state's other value joins
 LOOP_SOURCES = {"set": "set", "daw": "DAW", "repetition": "repetition"}  # state's loop_from
 HUMAN_COLOUR, GENERATED_COLOUR = QColor("#3d8bfd"), QColor("#fd7e14")
 STALE_AFTER_S = 1.5  # no heartbeat for this long: disconnected
@@ -193,6 +194,18 @@ def _bars_value(value) -> int:
 def _bars_arg(value: int) -> int | str:
     """A spin box's value → the OSC argument."""
     return "auto" if value == AUTO else int(value)
+
+
+def commit_label(commit_beats: float | None) -> str:
+    """The commit menu's words: "bar", "0.5 beat", "1 beat", "2 beats" (after "commit every")."""
+    if commit_beats is None:
+        return "bar"
+    return f"{format_commit(commit_beats)} beat{'s' if commit_beats > 1 else ''}"
+
+
+def _commit_value(value) -> float | None:
+    """A state's "bar" or number of beats → the menu's value (None: bar)."""
+    return None if str(value) in ("bar", "none") else float(value)
 
 
 def _spin_box(lo: int, hi: int) -> QSpinBox:
@@ -347,11 +360,14 @@ class Panel(QMainWindow):
         self.guidance.setSpecialValueText("off")
         self.density = _double_spin_box(0.0, SETTINGS["density"].hi or 8.0, 0.25)
         self.density.setSpecialValueText("no limit")
+        self.commit = QComboBox()  # each item's data: its OSC argument ("bar" or beats)
+        for beats in COMMIT_CHOICES:
+            self._commit_index(beats)
         for widget, name in ((self.top_k, "top_k"), (self.top_p, "top_p"),
                              (self.penalty, "repetition_penalty"), (self.mode, "mode"),
                              (self.bars, "bars"), (self.loop_bars, "loop_bars"),
                              (self.style_menu, "style"), (self.guidance, "guidance"),
-                             (self.density, "density")):  # fmt: skip
+                             (self.density, "density"), (self.commit, "commit")):  # fmt: skip
             widget.setToolTip(SETTINGS[name].help)
         self.fill = QCheckBox("a fill on the loop's last bar")
         self.fill.setToolTip(SETTINGS["fill"].help)
@@ -366,7 +382,7 @@ class Panel(QMainWindow):
         self.more = QTabWidget()
         tabs: list[tuple[str, list[tuple[str, QWidget]]]] = [
             ("Answer && loop", [("bars of answer", self.bars), ("loop bars", self.loop_bars),
-                               ("fill", self.fill)]),
+                               ("fill", self.fill), ("commit every", self.commit)]),
             ("Sampling", [("top-k", self.top_k), ("top-p", self.top_p),
                           ("repetition penalty", self.penalty), ("density", self.density),
                           ("key lock", self.key_lock)]),
@@ -389,6 +405,9 @@ class Panel(QMainWindow):
         self.loop_bars.valueChanged.connect(lambda v: self._set("loop_bars", _bars_arg(v)))
         self.fill.toggled.connect(lambda on: self._set("fill", int(on)))
         self.key_lock.toggled.connect(lambda on: self._set("key_lock", int(on)))
+        self.commit.currentIndexChanged.connect(
+            lambda _: self._set("commit", self.commit.currentData())
+        )
 
         instruments = QGroupBox("Instruments Ostinato plays")
         grid = QGridLayout(instruments)
@@ -493,6 +512,17 @@ class Panel(QMainWindow):
         quit_action.setShortcut(QKeySequence(QKeySequence.StandardKey.Quit))
         quit_action.triggered.connect(self.close)
         self.addAction(quit_action)
+
+    def _commit_index(self, commit_beats: float | None) -> int:
+        """The commit menu's item for ``commit_beats``, added in its place when missing (a
+        value set elsewhere: the config file, another OSC client)."""
+        data = "bar" if commit_beats is None else commit_beats
+        items = [self.commit.itemData(i) for i in range(self.commit.count())]
+        if data in items:
+            return items.index(data)
+        before = [] if data == "bar" else [d for d in items if d == "bar" or d < data]
+        self.commit.insertItem(len(before), commit_label(commit_beats), data)
+        return len(before)
 
     # -- out ---------------------------------------------------------------------------------
     def _set(self, name: str, *args) -> None:
@@ -619,6 +649,8 @@ class Panel(QMainWindow):
             self.loop_bars.setValue(_bars_value(state.get("loop_bars", "auto")))
             self.fill.setChecked(bool(int(state.get("fill", 0))))
             self.key_lock.setChecked(bool(int(state.get("key_lock", 1))))
+            commit = _commit_value(state.get("commit", "bar"))
+            self.commit.setCurrentIndex(self._commit_index(commit))
             for box, key in ((self.out_channels, "out_channels"),
                              (self.in_channels, "in_channels")):  # fmt: skip
                 if key in state and not box.hasFocus():

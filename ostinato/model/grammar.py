@@ -572,7 +572,10 @@ class Grammar:
         end_ok = True
         lagging: list[int] = []
         spent: list[int] = []
+        tokens = self._program_token
         for program in named:
+            if program not in tokens:
+                continue  # not ours to play (the musician's part of a bar re-planned)
             floor, last, allowance = self._part_table(program)
             n = self._part_notes.get(program, 0)
             lim = int(last[min(n, floor)])
@@ -585,7 +588,7 @@ class Grammar:
                 spent.append(self._program_token[program])
         others = self._others
         if others is None and named:
-            keep = np.isin(self._program_ids, [self._program_token[p] for p in named])
+            keep = np.isin(self._program_ids, [tokens[p] for p in named if p in tokens])
             others = self._others = self._program_ids[~keep]
         if not named:  # an empty header: an empty bar
             out = np.zeros_like(row)
@@ -661,6 +664,27 @@ class Grammar:
                 f"token {token_id} ({TokenType(self.vocab.types[token_id]).name}) "
                 f"not allowed in state {self.state.name}"
             )
+        self._apply(token_id)
+
+    def replay(self, bar: np.ndarray) -> None:
+        """Stand inside a bar already written: ``bar`` from its ``Bar`` token on (its header,
+        the notes known so far, in token order). Its notes need not be ones this grammar
+        allows (the musician's instruments, the key they played in): they are read, not
+        checked. The bar's note budget and floor count only the enabled programs' notes."""
+        bar = np.asarray(bar, dtype=np.int64)
+        if not len(bar) or bar[0] != self.vocab.bar_id:
+            raise ValueError("replay() takes a bar from its Bar token on")
+        self.reset()
+        enabled = set(self.enabled_programs)
+        types = self.vocab.types
+        for token in bar.tolist():
+            counted = self.program in enabled
+            before = self.notes_in_bar
+            self._apply(token)
+            if not counted and types[token] in (TokenType.PITCH, TokenType.PITCH_DRUM):
+                self.notes_in_bar = before
+
+    def _apply(self, token_id: int) -> None:
         kind = self.vocab.types[token_id]
         if self.state == State.HEADER and kind == TokenType.PROGRAM:
             self.header.append(int(self.vocab.values[token_id]))
@@ -685,7 +709,7 @@ class Grammar:
         elif kind == TokenType.PITCH or kind == TokenType.PITCH_DRUM:
             struck = self._struck.setdefault(self.program, [])
             struck.append(token_id)
-            if len(struck) == self._pitch_counts[self.program]:
+            if len(struck) == self._pitch_counts.get(self.program, -1):  # -1: not enabled
                 self._spent.append(self._program_token[self.program])
             self._at_position += 1
             self.notes_in_bar += 1

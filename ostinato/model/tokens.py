@@ -564,3 +564,17 @@ def add_headers(vocab: Vocab, ids: np.ndarray) -> np.ndarray:
     if not len(pairs):
         return ids
     return np.insert(ids, at[pairs[:, 0]], pairs[:, 1])
+
+
+def name_in_header(vocab: Vocab, bar: np.ndarray, programs: Sequence[int]) -> np.ndarray:
+    """One bar (from its ``Bar`` token) with a header naming ``programs`` besides the
+    instruments its notes hold: a bar known in part, whose other instruments are still to
+    play. Unchanged for a vocabulary without headers."""
+    bar = np.asarray(bar, dtype=np.int64)
+    if not vocab.has_header:
+        return bar
+    held = bar_programs(vocab, bar)
+    named = header_tokens(vocab, set(programs) | set(held[0] if held else ()))
+    notes = strip_headers(vocab, bar)
+    at = 1 + int(len(notes) > 1 and vocab.types[notes[1]] == TokenType.TIME_SIG)
+    return np.concatenate((notes[:at], np.asarray(named, dtype=np.int64), notes[at:]))

@@ -32,7 +32,7 @@ def test_take_actions_while_stopped_are_refused(daemon: Daemon) -> None:
     for action, reason in (("regenerate", stopped), ("keep", stopped), ("undo", "nothing to undo")):
         with pytest.raises(TakeError, match=reason):
             daemon.take(action)
-    assert daemon.session.takes == 0 and daemon.telemetry.state()["last_take"] == ""
+    assert daemon.planner.takes == 0 and daemon.telemetry.state()["last_take"] == ""
 
 
 def test_sysex_active_sensing_and_garbage_change_nothing(daemon: Daemon) -> None:
@@ -67,9 +67,9 @@ def test_all_notes_off_closes_held_notes_and_is_never_learned(daemon: Daemon) ->
     assert daemon.learner.learning == "temperature"  # channel-mode CCs are not knobs
     daemon.inputs.handle(beat_time(1.7), [0xB2, 21, 64])  # learned with its channel (3)
     assert daemon.learner.cc_map == {(2, 21): "temperature"} and daemon.learner.learning is None
-    temperature = daemon.session.settings.temperature
+    temperature = daemon.planner.settings.temperature
     daemon.inputs.handle(beat_time(1.8), [0xB0, 21, 0])  # CC 21 on channel 1: another knob
-    assert daemon.session.settings.temperature == temperature
+    assert daemon.planner.settings.temperature == temperature
 
 
 def test_a_meter_the_vocabulary_cannot_hold_is_refused(tiny_model_dir) -> None:

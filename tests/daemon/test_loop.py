@@ -16,9 +16,9 @@ from ostinato.daemon.loop import (
     detect_period,
     signature,
 )
+from ostinato.daemon.planner import BarPlanner
 from ostinato.daemon.recorder import HUMAN, OSTINATO, RecordedNote, Recorder
 from ostinato.daemon.scheduler import Scheduler
-from ostinato.daemon.session import Session
 from ostinato.engine.engine import Engine
 from ostinato.model.tokens import DRUM_PROGRAM
 from ostinato.settings import SETTINGS, GenerationSettings
@@ -107,7 +107,7 @@ def rig(tiny_model_dir):
     time = FakeTime()
     settings = GenerationSettings(mode="loop", variation=0.0, temperature=1.0, seed=2,
                                   key_lock=False)  # fmt: skip
-    session = Session(engine, clock, scheduler, recorder, settings, now=time)
+    session = BarPlanner(engine, clock, scheduler, recorder, settings, now=time)
     return session, recorder, time
 
 
@@ -230,7 +230,7 @@ def test_a_phrase_as_long_as_the_settings_allow_is_answered_whole(tiny_model_dir
     time = FakeTime()
     settings = GenerationSettings(mode="continue", bars=1, phrase_bars=phrase_bars,
                                   variation=0.0, seed=2, key_lock=False)  # fmt: skip
-    session = Session(engine, clock, scheduler, recorder, settings, now=time)
+    session = BarPlanner(engine, clock, scheduler, recorder, settings, now=time)
     answered = None
     for bar in range(phrase_bars + 2):  # the musician plays on, bar after bar
         play_bar(recorder, bar, RIFFS[bar % 4])

@@ -91,6 +91,13 @@ GOOD = [
     ("style", ("none",), "style", "none"),
     ("guidance", (1.5,), "guidance", 1.5),
     ("guidance", (0,), "guidance", 0.0),
+    ("density", (2.0,), "density", 2.0),
+    ("density", (1.25,), "density", 1.25),
+    ("commit", (2,), "commit", 2.0),
+    ("commit", (0.5,), "commit", 0.5),
+    ("commit", ("1",), "commit", 1.0),  # the number as text
+    ("commit", (16.0,), "commit", 16.0),
+    ("commit", ("bar",), "commit", "bar"),
 ]  # fmt: skip
 
 
@@ -150,8 +157,29 @@ def test_bad_values_get_an_error_and_change_nothing(daemon, address, args, reaso
     after = client.status()
     settings = ("temperature", "top_k", "top_p", "repetition_penalty", "mode", "programs",
                 "bars", "phrase_bars", "seed", "key_lock", "variation", "loop_bars",
-                "fill")  # fmt: skip
+                "fill", "density", "commit")  # fmt: skip
     assert {k: after[k] for k in settings} == {k: before[k] for k in settings}
+
+
+COMMIT = "commit must be bar or a number greater than 0 and at most 16 beats, a multiple of 0.5"
+BAD_COMMITS = [((0,), "0.0"), ((-2.0,), "-2.0"), ((0.25,), "0.25"), ((20,), "20.0"),
+               (("soon",), "'soon'"), (("0.3",), "0.3"), (("",), "''")]  # fmt: skip
+
+
+def test_a_bad_commit_is_refused_and_changes_nothing(daemon):
+    _, _, client, _, _ = daemon
+    client.set("commit", 2.0)  # not the default: a refusal must leave it, not reset it
+    try:
+        for args, got in BAD_COMMITS:
+            with pytest.raises(ControlError, match=re.escape(f"{COMMIT}, got {got}") + "$"):
+                client.set("commit", *args)
+            assert client.status()["commit"] == 2.0, args
+        with pytest.raises(ControlError, match="commit takes one argument, got 2"):
+            client.set("commit", 1, 2)
+        assert client.status()["commit"] == 2.0
+    finally:
+        client.set("commit", "bar")
+    assert client.status()["commit"] == "bar"
 
 
 def test_unknown_address_and_garbage_datagrams(daemon):
@@ -176,7 +204,7 @@ def test_status_has_the_whole_state(daemon):
                 "beats_per_bar", "bar_ms_p99", "deadline_misses", "notes_sent", "in_port",
                 "out_port", "backend", "device", "cc", "variation", "fill", "loop_bars",
                 "loop_length", "loop_first_bar", "loop_from", "fallbacks", "kept", "takes",
-                "last_take"):  # fmt: skip
+                "last_take", "density", "commit"):  # fmt: skip
         assert key in state, key
     assert state["clock"] == "internal" and state["running"] == 1
     assert state["bpm"] == pytest.approx(120.0)

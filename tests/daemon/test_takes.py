@@ -13,10 +13,10 @@ from ostinato.daemon.cc_learner import CcLearner
 from ostinato.daemon.clock import Clock
 from ostinato.daemon.jack_io import JackCycle
 from ostinato.daemon.note_queue import NOTE_ON, NoteQueue
+from ostinato.daemon.planner import BarPlanner
 from ostinato.daemon.protocol import CANCEL, NOTE, TEMPO
 from ostinato.daemon.recorder import Recorder
 from ostinato.daemon.scheduler import Scheduler
-from ostinato.daemon.session import Session
 from ostinato.daemon.takes import TakeError
 from ostinato.engine.engine import Engine
 from ostinato.settings import GenerationSettings
@@ -36,20 +36,20 @@ def rig(tiny_model_dir):
     time = FakeTime()
     settings = GenerationSettings(mode="loop", variation=0.0, temperature=1.0, seed=2,
                                   key_lock=False, loop_bars=2)  # fmt: skip
-    session = Session(engine, clock, scheduler, recorder, settings, now=time)
+    session = BarPlanner(engine, clock, scheduler, recorder, settings, now=time)
     marks: list[tuple[float, str]] = []
     session.markers.append(lambda beat, text: marks.append((beat, text)))
     return session, recorder, time, scheduler, marks
 
 
-def drive(session: Session, recorder: Recorder, time: FakeTime, bars) -> None:
+def drive(session: BarPlanner, recorder: Recorder, time: FakeTime, bars) -> None:
     """The musician loops two bars; 250 ms before each next bar the cycle prepares it."""
     for bar in bars:
         play_bar(recorder, bar, RIFFS[bar % 2])
         at(session, time, bar)
 
 
-def at(session: Session, time: FakeTime, bar: int) -> int:
+def at(session: BarPlanner, time: FakeTime, bar: int) -> int:
     """The cycle that prepares ``bar + 1``, 250 ms before it (in bar ``bar``)."""
     time.t = bar * 2.0 + 1.75
     return session.run_cycle(bar + 1, bar * 4.0 + 3.5)
@@ -61,7 +61,7 @@ def queued(scheduler: Scheduler) -> set[int]:
     return {e[6] for e in queue._heap[: queue.pending] if e[2] == NOTE_ON}
 
 
-def memory(session: Session, bar: int) -> list[tuple]:
+def memory(session: BarPlanner, bar: int) -> list[tuple]:
     played = session.passes.at(session.loop, bar)
     assert played is not None
     return sorted((round(o, 4), d, p, n, v) for o, d, p, n, v in played.notes)
@@ -258,7 +258,7 @@ def test_continue_mode_regenerates_the_rest_of_the_answer_and_keeps_an_answer(ri
 
 def test_nothing_to_act_on_is_an_error(rig) -> None:
     session, recorder, time, scheduler, _ = rig
-    stopped = Session(session.engine, Clock(), scheduler, recorder, session.settings, now=time)
+    stopped = BarPlanner(session.engine, Clock(), scheduler, recorder, session.settings, now=time)
     with pytest.raises(TakeError, match="the transport is stopped"):
         stopped.regenerate()
     with pytest.raises(TakeError, match="the transport is stopped"):

@@ -201,3 +201,85 @@ def test_cuda_request_without_cuda_provider_is_clear(tiny_model_dir) -> None:
     else:
         with pytest.raises(ModelError, match="onnxruntime-gpu"):
             Engine(tiny_model_dir, device="cuda")
+
+
+def _bar_known_until(engine: Engine, score_ids: np.ndarray, before: int) -> np.ndarray:
+    """The last bar of ``score_ids`` as known at position ``before``: its notes that start
+    earlier, the header naming drums and bass besides."""
+    from ostinato.model.tokens import name_in_header, split_bars
+
+    vocab = engine.vocab
+    last = split_bars(score_ids, vocab.bar_id)[-1]
+    keep, position = [], -1
+    types, values = vocab.types, vocab.values
+    for token in last.tolist():
+        if types[token] == TokenType.POSITION:
+            position = int(values[token])
+        if position >= before:
+            break
+        keep.append(token)
+    return name_in_header(vocab, np.asarray(keep), (-1, 33))
+
+
+@pytest.mark.parametrize("beat", [1, 2, 3])
+def test_a_bar_is_completed_from_inside_it(tiny_header_model_dir, beat) -> None:
+    """Re-planning the rest of a bar: the context holds the bar as far as it is known (the
+    keys' chord, the drums and bass before the commit point); only the asked-for parts play,
+    none before the commit point, and the cache is extended from the bar's start."""
+    from ostinato.model.tokens import load_tokenizer
+
+    engine = Engine(tiny_header_model_dir)
+    tokenizer = load_tokenizer(tiny_header_model_dir)
+    ids = score_to_ids(tokenizer, make_band_score(bars=3)).astype(np.int64)
+    vocab = engine.vocab
+    bars = np.flatnonzero(ids == vocab.bar_id)
+    engine.reset()
+    engine.feed(ids[: bars[-1]])
+    from_position = beat * vocab.positions_per_beat
+    known = _bar_known_until(engine, ids, from_position)
+    engine.feed(known)
+    config = GrammarConfig(programs=(-1, 33), header=(-1, 33), meter=(4, 4))
+    tokens: list[int] = []
+    sampler = engine.sampler(SamplingSettings(temperature=1.5), seed=beat)
+    notes = list(engine.complete_bar(sampler, config, from_position, tokens))
+    assert tokens[-1] == vocab.bar_id
+    for n in notes:
+        assert n.program in (-1, 33)
+        assert n.start_beats >= beat
+        assert n.start_beats + n.duration_beats <= 4 + 1e-9
+    ctx = engine.context_tokens()  # the bar known, then what was sampled (the window slides)
+    assert np.array_equal(ctx[-len(known) - len(tokens) :], np.concatenate((known, tokens)))
+    assert ctx[-1] == vocab.bar_id  # the next bar extends from here
+
+
+def test_a_completed_bar_copies_its_reference_from_the_commit_point_on(
+    tiny_header_model_dir,
+) -> None:
+    """Variation 0 in a re-plan: the reference's notes from the commit point on, note for note
+    (the copy prior's pointers skip what the bar already holds)."""
+    from ostinato.engine.copy import CopyPrior
+    from ostinato.model.tokens import load_tokenizer, split_bars
+
+    engine = Engine(tiny_header_model_dir)
+    tokenizer = load_tokenizer(tiny_header_model_dir)
+    score = make_band_score(bars=3)
+    score.tracks = [t for t in score.tracks if t.is_drum or t.program in (4, 33)]
+    ids = score_to_ids(tokenizer, score).astype(np.int64)
+    vocab = engine.vocab
+    bars = np.flatnonzero(ids == vocab.bar_id)
+    reference = split_bars(ids, vocab.bar_id)[-1]
+    engine.reset()
+    engine.feed(ids[: bars[-1]])
+    from_position = 2 * vocab.positions_per_beat
+    engine.feed(_bar_known_until(engine, ids, from_position))
+    config = GrammarConfig(programs=(-1, 33), header=(-1, 33), meter=(4, 4))
+    prior = CopyPrior(vocab, [[reference]], 0.0)
+    notes = list(engine.complete_bar(engine.sampler(SamplingSettings(), seed=1), config,
+                                     from_position, None, prior))  # fmt: skip
+    got = sorted((n.start_beats, n.program, n.pitch) for n in notes)
+    bass = [(n.start / 480, 33, n.pitch) for n in score.tracks[1].notes
+            if 8 * 480 + 2 * 480 <= n.start < 12 * 480]  # fmt: skip
+    drums = [(n.start / 480, -1, n.pitch) for n in score.tracks[0].notes
+             if 8 * 480 + 2 * 480 <= n.start < 12 * 480]  # fmt: skip
+    expected = sorted((t - 8, p, pitch) for t, p, pitch in bass + drums)
+    assert got == expected

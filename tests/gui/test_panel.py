@@ -579,3 +579,56 @@ def test_the_density_box_follows_the_daemon_and_sends_what_is_set(qtbot, tmp_pat
     finally:
         window.close()
         fake.close()
+
+
+def test_the_commit_menu_follows_the_daemon_and_sends_what_is_chosen(qtbot, tmp_path,
+                                                                      monkeypatch):  # fmt: skip
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    fake = StateDaemon(STATE | {"commit": 2.0})
+    window = Panel("127.0.0.1", fake.port)
+    qtbot.addWidget(window)
+
+    def items() -> list[str]:
+        return [window.commit.itemText(i) for i in range(window.commit.count())]
+
+    try:
+        qtbot.waitUntil(lambda: bool(window.state), timeout=5000)
+        assert window.commit.currentText() == "2 beats"
+        assert items() == ["bar", "0.5 beat", "1 beat", "2 beats"]
+        window.commit.setCurrentText("1 beat")
+        qtbot.waitUntil(lambda: ("/ostinato/commit", [1.0]) in fake.received, timeout=5000)
+        window.commit.setCurrentText("bar")
+        qtbot.waitUntil(lambda: ("/ostinato/commit", ["bar"]) in fake.received, timeout=5000)
+        fake.push(commit=3.0)  # set elsewhere (the config file, another client): it joins
+        qtbot.waitUntil(lambda: window.commit.currentText() == "3 beats", timeout=5000)
+        fake.push(commit=1.5)
+        qtbot.waitUntil(lambda: window.commit.currentText() == "1.5 beats", timeout=5000)
+        assert items() == ["bar", "0.5 beat", "1 beat", "1.5 beats", "2 beats", "3 beats"]
+        fake.push(commit="bar")
+        qtbot.waitUntil(lambda: window.commit.currentText() == "bar", timeout=5000)
+        # the daemon's state moved the menu: only the musician's choices were sent
+        commits = [args for address, args in fake.received if address == "/ostinato/commit"]
+        assert commits == [[1.0], ["bar"]]
+    finally:
+        window.close()
+        fake.close()
+
+
+def test_commit_reaches_the_running_daemon_and_follows_it(qtbot, panel, daemon):
+    port, _ = daemon
+    client = ControlClient(port=port)
+    try:
+        assert panel.commit.currentText() == "bar"  # the daemon's default, shown
+        show_tab(panel, panel.commit)
+        panel.commit.setCurrentText("2 beats")
+        qtbot.waitUntil(lambda: client.status()["commit"] == 2.0, timeout=5000)
+        client.set("commit", 0.5)  # another client: the panel follows
+        qtbot.waitUntil(lambda: panel.commit.currentText() == "0.5 beat", timeout=5000)
+        client.set("commit", "4")
+        qtbot.waitUntil(lambda: panel.commit.currentText() == "4 beats", timeout=5000)
+        client.set("commit", "bar")
+        qtbot.waitUntil(lambda: panel.commit.currentText() == "bar", timeout=5000)
+        assert panel.last_error == ""  # nothing the panel sent was refused
+    finally:
+        client.set("commit", "bar")
+        client.close()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from ostinato.daemon.clock import Clock
+from ostinato.daemon.planner import BarPlanner
 from ostinato.daemon.recorder import Recorder
 from ostinato.daemon.scheduler import Scheduler
-from ostinato.daemon.session import Session
 from ostinato.engine.engine import Engine
 from ostinato.model.tokens import DRUM_PROGRAM
 from ostinato.settings import GenerationSettings
@@ -26,7 +26,7 @@ def test_the_context_keeps_its_bars_while_the_window_slides(tiny_model_dir) -> N
                                   seed=5, key_lock=False)  # fmt: skip
     # bars are driven by hand ahead of their time: the session's clock stays at 0, before
     # every note (the fallback for late bars has tests of its own)
-    session = Session(engine, clock, scheduler, recorder, settings, now=lambda: 0.0)
+    session = BarPlanner(engine, clock, scheduler, recorder, settings, now=lambda: 0.0)
     recorder.keep_bars = 64
     vocab = engine.vocab
     slides = 0
@@ -60,7 +60,7 @@ def _jam_over_a_sparse_bass(tiny_model_dir, density: float) -> list[int]:
     recorder.keep_bars = 64
     settings = GenerationSettings(mode="jam", temperature=2.0, seed=3, key_lock=False,
                                   density=density)  # fmt: skip
-    session = Session(engine, clock, scheduler, recorder, settings, now=lambda: 0.0)
+    session = BarPlanner(engine, clock, scheduler, recorder, settings, now=lambda: 0.0)
     counts = []
     for bar in range(16):
         if bar < 4:
@@ -94,7 +94,7 @@ def _jam_after_drums(tiny_model_dir, density: float, mode: str = "jam") -> list[
     recorder.keep_bars = 64
     settings = GenerationSettings(mode=mode, temperature=0.2, seed=1, key_lock=False,
                                   density=density)  # fmt: skip
-    session = Session(engine, clock, scheduler, recorder, settings, now=lambda: 0.0)
+    session = BarPlanner(engine, clock, scheduler, recorder, settings, now=lambda: 0.0)
     counts = []
     for bar in range(14):
         if bar < 4:

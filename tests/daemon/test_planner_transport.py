@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from ostinato.daemon.clock import PPQN, Clock
+from ostinato.daemon.planner import BarPlanner
 from ostinato.daemon.recorder import OSTINATO, Recorder
 from ostinato.daemon.scheduler import Scheduler
-from ostinato.daemon.session import Session
 from ostinato.engine.engine import Engine
 from ostinato.model.tokens import DRUM_PROGRAM
 from ostinato.settings import GenerationSettings
@@ -54,7 +54,7 @@ def rig(tiny_model_dir):
                                   key_lock=False)  # fmt: skip
     # bars are driven by hand ahead of their time: the session's clock stays at 0, before
     # every note (the fallback for late bars has tests of its own)
-    session = Session(engine, clock, scheduler, recorder, settings, now=lambda: 0.0)
+    session = BarPlanner(engine, clock, scheduler, recorder, settings, now=lambda: 0.0)
     return clock, scheduler, recorder, session
 
 

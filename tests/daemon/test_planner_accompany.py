@@ -4,9 +4,9 @@ every bar, under a keyboard player's chords and with nobody playing at all."""
 from __future__ import annotations
 
 from ostinato.daemon.clock import Clock
+from ostinato.daemon.planner import BarPlanner
 from ostinato.daemon.recorder import Recorder
 from ostinato.daemon.scheduler import Scheduler
-from ostinato.daemon.session import Session
 from ostinato.engine.engine import Engine
 from ostinato.model.tokens import DRUM_PROGRAM
 from ostinato.settings import GenerationSettings
@@ -23,7 +23,7 @@ def _jam(model_dir, programs, chords: bool, bars: int = 12, temperature: float =
     recorder = Recorder()  # channel 1 (0 here) is heard as keys
     settings = GenerationSettings(mode="jam", programs=programs, temperature=temperature,
                                   seed=2, key_lock=False)  # fmt: skip
-    session = Session(engine, clock, scheduler, recorder, settings, now=lambda: 0.0)
+    session = BarPlanner(engine, clock, scheduler, recorder, settings, now=lambda: 0.0)
     played = []
     for bar in range(bars):
         if chords:

@@ -7,22 +7,22 @@ from __future__ import annotations
 import numpy as np
 
 from ostinato.daemon.clock import Clock
+from ostinato.daemon.planner import BarPlanner
 from ostinato.daemon.recorder import RecordedNote, Recorder
 from ostinato.daemon.scheduler import Scheduler
-from ostinato.daemon.session import Session
 from ostinato.engine.engine import Engine
 from ostinato.model.style import NONE
 from ostinato.model.tokens import DRUM_PROGRAM, TokenType, ids_to_score, split_bars
 from ostinato.settings import GenerationSettings
 
 
-def _session(model_dir, meter, settings: GenerationSettings) -> Session:
+def _session(model_dir, meter, settings: GenerationSettings) -> BarPlanner:
     engine = Engine(model_dir, device="cpu")
     clock = Clock(bpm=120)
     clock.start_internal(0.0, 120)
     scheduler = Scheduler(lambda message: None, clock.snapshot)
     recorder = Recorder(beats_per_bar=meter[0] * 4 / meter[1])
-    return Session(engine, clock, scheduler, recorder, settings,
+    return BarPlanner(engine, clock, scheduler, recorder, settings,
                    beats_per_bar=meter[0] * 4 / meter[1], now=lambda: 0.0,
                    meter=meter)  # fmt: skip
 

@@ -1,0 +1,630 @@
+"""The bar planner: the per-bar cycle (DESIGN §5) and the three modes.
+
+At ``next bar start − lookahead`` the generation thread:
+
+1. rolls the engine back to the last *committed* token (dropping the partial bar and the
+   bar it generated speculatively last time),
+2. feeds the bars that are now complete (the musician's notes and what Ostinato played) and
+   commits them — complete bars stay in the KV cache from then on,
+3. feeds the bar still being played as it stands,
+4. if the mode wants it, generates the next bar and hands each note to the scheduler the
+   moment its last token is sampled (the downbeat first).
+
+The lookahead adapts to the measured time a whole bar takes (p99 × 1.2 + 20 ms, at most half
+a bar), so the downbeat's notes are all ready when it comes. Notes that would still be late
+are dropped by the scheduler and counted as deadline misses.
+
+Modes: ``continue`` answers ``bars`` bars after the musician's phrase (when the phrase has
+lasted ``phrase_bars`` bars, or when a bar passes in silence after playing); ``jam`` plays
+along every bar on the enabled programs; ``loop`` plays along on the musician's own
+instruments, varying the looping clip each pass.
+
+:class:`BarPlanner` is the bar logic, and the one place that decides what plays next: the
+thread (:meth:`BarPlanner._run`) runs each bar's plan and, with the ``commit`` setting, its
+re-plans. Its other jobs have modules of their own, as parts of the same object (one lock, one
+state): which bars are played and from what (:mod:`ostinato.daemon.bar_sources`), re-planning
+within the bar (:mod:`ostinato.daemon.replan`), the musician's take actions
+(:mod:`ostinato.daemon.take_actions`) and following the transport
+(:mod:`ostinato.daemon.transport_follow`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+from symusic import Note, Score, Track
+
+from ostinato.daemon.bar_sources import BarSources
+from ostinato.daemon.clock import Clock, TempoMap
+from ostinato.daemon.loop import LoopFollower, LoopInfo, PassMemory, PlayedBar
+from ostinato.daemon.recorder import HUMAN, OSTINATO, RecordedNote, Recorder
+from ostinato.daemon.replan import Replanning, Replans
+from ostinato.daemon.scheduling import FALLBACK_MARGIN_S, NoteScheduler
+from ostinato.daemon.take_actions import TakeDesk
+from ostinato.daemon.takes import (
+    HISTORY,
+    RESEED,
+    TAKE_VARIATION,
+    Kept,
+    Plan,
+    Take,
+    TakeAction,
+)
+from ostinato.daemon.transport_follow import FollowsTransport
+from ostinato.engine.accompany import (
+    bar_header,
+    jam_parts,
+)
+from ostinato.engine.copy import CopyPrior
+from ostinato.engine.engine import Engine
+from ostinato.model.grammar import BUDGET_BARS, JAM_FLOOR, GrammarConfig, note_budget, note_floor
+from ostinato.model.key import key_lock_classes
+from ostinato.model.tokens import (
+    DRUM_PROGRAM,
+    Meter,
+    meter_of_beats,
+    score_to_ids,
+    set_meter,
+)
+from ostinato.settings import GenerationSettings
+
+log = logging.getLogger(__name__)
+
+TPQ = 480
+CONTEXT_BARS = 4  # bars fed after a reset
+MAX_UNCOMMITTED = 16  # bars heard and not yet fed, kept at most (a cycle that fell behind)
+# (beat, text): a take action ("regenerate bar 5") or the take a bar is heard from
+Marker = Callable[[float, str], object]
+
+
+class BarPlanner(TakeDesk, FollowsTransport, BarSources, Replanning):
+    """The bar logic: one place that decides what plays next (see the module docstring)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Clock,
+        scheduler: NoteScheduler,
+        recorder: Recorder,
+        settings: GenerationSettings,
+        beats_per_bar: float = 4.0,
+        lookahead_ms: float = 250.0,
+        latency_ms: float = 0.0,
+        now: Callable[[], float] = time.perf_counter,
+        meter: Meter | None = None,
+    ) -> None:
+        self.engine, self.clock, self.scheduler, self.recorder = engine, clock, scheduler, recorder
+        self.settings = settings
+        self.beats_per_bar = beats_per_bar
+        # The bar's meter (n, d): bars carry its TimeSig token where the model has them.
+        self.meter: Meter = meter or meter_of_beats(beats_per_bar)
+        self._time_sig = engine.vocab.meter_token(self.meter)  # None: a legacy vocabulary
+        engine.set_style(settings.style)
+        engine.set_guidance(settings.guidance)
+        self.lookahead_s = lookahead_ms / 1000.0
+        self.latency_s = latency_ms / 1000.0  # notes go out this much earlier: so must bars
+        self.now = now  # the time line of the clock's map (JACK frame time or perf_counter)
+        self.min_lookahead_s = 0.03
+        self.lock = threading.RLock()  # guards the recorder and the session state
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.bar_ms: deque[float] = deque(maxlen=1024)
+        self._model_bar_ms: deque[float] = deque(maxlen=16)  # cycles that ran the model
+        self.bar_margin_ms: deque[float] = deque(maxlen=4096)  # bar start − bar fully ready
+        self.bar_log: deque[tuple[int, float, float, int, float, float]] = deque(maxlen=4096)
+        self.answering_until = -1  # last bar of the current answer (continue mode)
+        self.bars_generated = 0
+        self.fallbacks = 0  # bars played from an earlier bar because generation was late
+        self.loop: LoopInfo | None = None  # the loop played over (see ostinato.daemon.loop)
+        self.loops = LoopFollower(beats_per_bar)
+        self.passes = PassMemory()
+        # the musician's recent bars that held notes: (instruments, notes), for the note budget
+        self._human_bars: deque[tuple[frozenset[int], int]] = deque(maxlen=BUDGET_BARS)
+        self._answer: tuple[int, list[PlayedBar]] | None = None  # first bar, the phrase's bars
+        self.jumps_followed = 0  # jumps whose prepared bar moved with them
+        self._epoch = recorder.epoch = clock.epoch  # the transport epoch the session plays in
+        self._offset_beats = 0.0  # sum of the whole-bar shifts of the jumps so far
+        self._broken_epoch = -1  # the last epoch whose queued notes were dropped
+        self._urgent_bar: int | None = None  # a bar to prepare at once (after a jump)
+        self._landing_bar = -1  # the bar the last jump or start landed in
+        self._release_held_at: float | None = None  # when notes kept at a Stop must end
+        self._prepared_bar = -1  # last bar the cycle ran for
+        self._stopped_beat = 0.0  # where the transport last stopped
+        # -- takes (see ostinato.daemon.takes) --
+        self.markers: list[Marker] = []  # called with (beat, text), see the module docstring
+        self.takes = 0  # take actions done (regenerate, keep, undo)
+        self.last_take = ""  # the last one, in words
+        self.kept = Kept()
+        self._takes: dict[int, Take] = {}  # the last bars prepared, by bar on the timeline
+        self._history: deque[TakeAction] = deque(maxlen=HISTORY)
+        self._retake_bars: dict[int, TakeAction] = {}  # bars to be new takes, and who asked
+        self._retake_places: dict[int, TakeAction] = {}  # loop places whose next pass is one
+        self._retakes = 0  # new takes generated (each has a seed of its own)
+        self._marks: deque[tuple[float, str]] = deque()  # for the hooks, outside the lock
+        self.replans = Replans()  # re-plans within the bar (the commit setting)
+        self._reset_context()
+        clock.listeners.append(self._on_transport)
+
+    # -- context ---------------------------------------------------------------------------
+    def _reset_context(self) -> None:
+        self.engine.reset()
+        self._committed_len = self.engine.context_length
+        self._committed_dropped = self.engine.dropped_front
+        self._heard: list[tuple[int, int]] = []  # (bar, epoch) heard, not committed, in order
+
+    def bar_tokens(self, notes: list[RecordedNote], bar: int) -> np.ndarray:
+        """Tokens of one bar (starting with its Bar token, then its TimeSig token where the
+        model has them) from recorded notes."""
+        vocab = self.engine.vocab
+        if not notes:
+            head = [vocab.bar_id] if self._time_sig is None else [vocab.bar_id, self._time_sig]
+            return np.array(head, dtype=np.int64)
+        bar_ticks = round(self.beats_per_bar * TPQ)
+        latest = bar_ticks - TPQ // 16  # keep onsets off the next bar line after rounding
+        score = Score(TPQ)
+        if self._time_sig is not None:
+            set_meter(score, self.meter)
+        tracks: dict[int, Track] = {}
+        for n in notes:
+            track = tracks.get(n.program)
+            if track is None:
+                is_drum = n.program == DRUM_PROGRAM
+                track = Track(program=max(0, n.program), is_drum=is_drum)
+                tracks[n.program] = track
+            tick = min(latest, max(0, round((n.start_beats - bar * self.beats_per_bar) * TPQ)))
+            track.notes.append(Note(tick, max(1, round(n.duration_beats * TPQ)), n.pitch,
+                                    n.velocity))  # fmt: skip
+        score.tracks.extend(tracks.values())
+        ids = score_to_ids(self.engine.tokenizer, score).astype(np.int64)
+        bars = np.flatnonzero(ids == vocab.bar_id)
+        return ids[: bars[1]] if len(bars) > 1 else ids
+
+    def _follow_style(self) -> None:
+        """The style and guidance settings, to the engine (the style token after BOS is
+        replaced in place: the context and what was committed stay)."""
+        settings, engine = self.settings, self.engine
+        if settings.style != engine.style:
+            engine.set_style(settings.style)
+        if settings.guidance != engine.guidance:
+            engine.set_guidance(settings.guidance)
+
+    def _programs(self) -> tuple[int, ...]:
+        if self.settings.programs is not None and self.settings.mode != "loop":
+            return self.settings.programs
+        with self.lock:
+            played = {n.program for n in self.recorder.notes if n.source == "human"}
+        return tuple(sorted(played)) or (DRUM_PROGRAM,)
+
+    def _note_budget(self, programs: tuple[int, ...]) -> int | None:
+        """The most notes the next bar may hold: ``density`` × the musician's busiest recent
+        bar (see :func:`note_budget`); None: no budget."""
+        return note_budget(list(self._human_bars), programs, self.settings.density)
+
+    def _note_floor(self, programs: tuple[int, ...]) -> int | None:
+        """Jam mode: the fewest notes the next bar may hold, ``JAM_FLOOR`` × the musician's
+        mean recent bar on the same instruments (see :func:`note_floor`), so a partner left
+        alone does not fade out; None in the other modes (an answer may rest, a loop has its
+        passes) and with ``density`` 0 (no limits at all)."""
+        if self.settings.mode != "jam" or self.settings.density == 0:
+            return None
+        return note_floor(list(self._human_bars), programs, JAM_FLOOR)
+
+    # -- the cycle -------------------------------------------------------------------------
+    def run_cycle(self, next_bar: int, now_beat: float, epoch: int | None = None) -> int:
+        """Prepare ``next_bar``: commit complete bars, feed the partial one, maybe generate.
+        ``epoch``: the transport epoch ``next_bar`` was planned in (a jump since then: nothing
+        is done, the caller plans again). Returns the number of notes scheduled."""
+        t0 = self.now()
+        current = next_bar - 1
+        with self.lock:  # copy the notes; tokenize outside the lock (Stop must not wait)
+            if epoch is not None and epoch != self._epoch:
+                return 0
+            epoch0, offset0 = self._epoch, self._offset_beats
+            self._prepared_bar = next_bar  # a jump from now on moves it
+            # a bar prepared at the moment of a jump has no bar of the new pass before it:
+            # what was heard before the jump is all complete, nothing is partial
+            landed = current < self._landing_bar
+            complete_notes = self._complete_bars(current, epoch0, landed)
+            partial_notes = None if landed else self.recorder.bar_notes(current, now_beat)
+            self.recorder.prune(current)
+        partial = None if partial_notes is None else self.bar_tokens(partial_notes, current)
+        self._feed(complete_notes, partial)
+        t_fed = self.now()
+        if not self.wants_bar(next_bar):
+            return 0
+        with self.lock:
+            take = self._open_take(next_bar, epoch0)
+        if take is None:  # the take an undo brought back is queued there
+            return 0
+        bar_start = next_bar * self.beats_per_bar
+        late_at: float | None = None
+        t_first = t_fed
+        if take.source is not None:  # a kept bar: played again as it was, no model
+            played = self._play_from(take, next_bar, epoch0, offset0, 0.0, take.source, [])
+            if played is not None:
+                self._finish(take, next_bar, epoch0, take.source)
+            count = played or 0
+        else:
+            count, late_at, t_first = self._generate(take, next_bar, epoch0, offset0, t_fed)
+        done = self.now()
+        self.bar_ms.append((done - t0) * 1000.0)
+        if take.source is None:
+            self._model_bar_ms.append((done - t0) * 1000.0)
+        tempo = self.clock.snapshot()
+        if tempo is not None:
+            margin = (tempo.time_at(bar_start) - done) * 1000.0
+            self.bar_margin_ms.append(margin)
+            # bar, hand-over ms, generation ms, notes, margin ms (bar ready; first note
+            # ready): what a late bar spent
+            first_margin = (tempo.time_at(bar_start) - t_first) * 1000.0
+            self.bar_log.append((next_bar, (t_fed - t0) * 1000.0, (done - t_fed) * 1000.0,
+                                 count, margin, first_margin))  # fmt: skip
+            if margin < 0 and late_at is None:
+                log.info(
+                    "bar %d was ready %.0f ms after it began (hand-over %.0f ms, %d notes in "
+                    "%.0f ms, started %.0f ms ahead)",
+                    next_bar + 1, -margin, (t_fed - t0) * 1000.0, count,
+                    (done - t_fed) * 1000.0, (tempo.time_at(bar_start) - t0) * 1000.0,
+                )  # fmt: skip
+        self.bars_generated += 1
+        self._adapt_lookahead()
+        self._flush_marks()
+        return count
+
+    def _complete_bars(
+        self, current: int, epoch: int, landed: bool = False
+    ) -> list[tuple[list[RecordedNote], int, int]]:
+        """(lock held) ``current`` is being heard: the notes of the bars heard before it, not
+        fed yet — (notes, bar, epoch) — taken off the list (``landed``: ``current`` is not
+        heard yet, everything before is complete)."""
+        if not landed:
+            self._hear(current, epoch)
+        n_complete = len(self._heard) - (0 if landed else 1)
+        complete = [(self.recorder.bar_notes(b, epoch=e), b, e)
+                    for b, e in self._heard[:n_complete]]  # fmt: skip
+        del self._heard[:n_complete]
+        return complete
+
+    def _feed(
+        self, complete: list[tuple[list[RecordedNote], int, int]], partial: np.ndarray | None
+    ) -> None:
+        """Roll the engine back to the last committed token, feed the complete bars and commit
+        them, then feed ``partial`` (the bar under way as far as it is known)."""
+        engine = self.engine
+        complete_tokens = [self.bar_tokens(notes, b) for notes, b, _ in complete]
+        # Where the committed tokens end now: the window may have slid since (dropping the
+        # oldest bars from the front) while the last cycle fed and generated.
+        committed = self._committed_len - (engine.dropped_front - self._committed_dropped)
+        if committed < engine.prefix_length:  # the slide reached past them: restart
+            engine.reset()
+            committed = engine.context_length
+        engine.truncate(committed)
+        self._follow_style()
+        if complete_tokens:
+            engine.feed(np.concatenate(complete_tokens))
+        self._committed_len = engine.context_length
+        self._committed_dropped = engine.dropped_front
+        if partial is not None:
+            engine.feed(partial)
+        self._follow_loop(complete)
+
+    def _generate(
+        self, take: Take, next_bar: int, epoch0: int, offset0: float, t_fed: float
+    ) -> tuple[int, float | None, float]:
+        """Generate ``next_bar`` note by note into the queue (the rest from its fallback if
+        generation falls behind). Returns the notes scheduled, where in the bar it fell
+        behind (None: it did not) and when the first note was ready."""
+        engine, settings = self.engine, self.settings
+        scale = (
+            key_lock_classes(engine.vocab, engine.context_tokens()) if settings.key_lock else None
+        )
+        programs = self._programs()
+        seed = None if settings.seed is None else settings.seed + next_bar
+        besides = None
+        if take.kind == "retake":  # a new take: a seed of its own, never the one thrown away
+            self._retakes += 1
+            if seed is not None:
+                seed += RESEED * self._retakes
+            old = take.action.old if take.action is not None else None
+            besides = old.played if old is not None else None
+        sampler = engine.sampler(settings.sampling, seed)
+        refs, variation = self._references(next_bar, besides)
+        jam = settings.mode == "jam" and settings.density != 0
+        grammar = GrammarConfig(
+            programs=programs, beats_per_bar=self.beats_per_bar, scale_pitch_classes=scale,
+            meter=self.meter, max_notes=self._note_budget(programs),
+            min_notes=self._note_floor(programs),
+            header=bar_header(engine.vocab, programs, refs if settings.mode == "loop" else ()),
+            parts=jam_parts(engine.vocab, engine.context_tokens(), programs, settings.density)
+            if jam else (),
+            bass_pitch_classes=self._harmony_coming(next_bar)
+            if settings.mode == "jam" and settings.key_lock else None,
+        )  # fmt: skip
+        if take.kind == "retake":
+            variation = max(variation, TAKE_VARIATION)
+        free = settings.mode == "jam"
+        prior = CopyPrior(engine.vocab, [refs], variation, free_pitches=free) if refs else None
+        take.plan = Plan(grammar, tuple(refs), variation, free, seed)
+        bar_start = next_bar * self.beats_per_bar
+        count = 0
+        t_first = t_fed
+        tokens: list[int] = []
+        played: list[RecordedNote] = []
+        late_at: float | None = None  # where in the bar generation fell behind the playhead
+        shift = 0.0
+        margin = FALLBACK_MARGIN_S + self.latency_s
+        fallback = self._fallback_source(next_bar)
+        # the fallback's onsets, sorted once: per note only a bisect
+        onsets = sorted(off for off, *_ in fallback.notes) if fallback is not None else []
+        t_gen = self.now()
+        notes = engine.generate(1, sampler, grammar, tokens, prior)
+        for note in notes:
+            start = bar_start + note.start_beats
+            with self.lock:  # checked per note: a jump may come while the bar is generated
+                if take.abandoned:
+                    break  # thrown away (a regenerate, an undo): so is the rest of it
+                if self._epoch != epoch0:
+                    if self._broken_epoch > epoch0:
+                        break  # the queue of the old timeline was dropped: so is the rest
+                    shift = self._offset_beats - offset0  # moved with the jump
+                    start += shift
+                tempo = self.clock.snapshot()
+                now = self.now()
+                if tempo is not None and now > tempo.time_at(start) - margin:
+                    late_at = note.start_beats  # it cannot be sent in time: fall back
+                    break
+                self._schedule(take, start, shift, bar_start, note.duration_beats, note.program,
+                               note.pitch, note.velocity, played)  # fmt: skip
+            if count == 0:
+                t_first = now
+            count += 1
+            k = bisect.bisect_right(onsets, note.start_beats + 1e-9)
+            if k < len(onsets) and tempo is not None:
+                # falling behind: the fallback's next note would be missed at this pace
+                per_note = 1.5 * (now - t_gen) / count
+                if now + per_note > tempo.time_at(bar_start + onsets[k] + shift) - margin:
+                    late_at = note.start_beats + 1e-6
+                    break
+        notes.close()
+        if late_at is not None:
+            count += self._fall_back(next_bar, epoch0, offset0, late_at, played, take)
+        elif tokens and tokens[-1] == engine.vocab.bar_id:
+            self._finish(take, next_bar, epoch0, PlayedBar(
+                np.asarray([engine.vocab.bar_id, *tokens[:-1]], dtype=np.int64),
+                [(n.start_beats - bar_start, n.duration_beats, n.program, n.pitch, n.velocity)
+                 for n in played],
+            ))  # fmt: skip
+        return count, late_at, t_first
+
+    # -- the loop ----------------------------------------------------------------------
+    def _follow_loop(self, complete: list[tuple[list[RecordedNote], int, int]]) -> None:
+        """Complete bars heard: the musician's part of each, and the loop they make."""
+        for notes, bar, epoch in complete:
+            human = [n for n in notes if n.source == HUMAN]
+            if human:
+                self._human_bars.append((frozenset(n.program for n in human), len(human)))
+            self.loops.heard(bar, epoch, human)
+            if self.settings.mode == "loop":
+                self.passes.heard(bar, epoch, self._played_bar(human, bar))
+        loop = self.loops.update(self.clock.loop, self.settings.loop_bars)
+        if loop != self.loop:
+            log.info("loop: %s", "none" if loop is None else
+                     f"{loop.bars} bars from bar {loop.start + 1} ({loop.source})")  # fmt: skip
+        self.loop = loop
+
+    def _fall_back(self, bar: int, epoch: int, offset: float, late_at: float,
+                   played: list[RecordedNote], take: Take | None = None) -> int:  # fmt: skip
+        """Generation of ``bar`` fell behind the playhead at ``late_at`` beats into the bar:
+        the rest of it is played from :meth:`_fallback_source`. Returns the notes scheduled."""
+        source = self._fallback_source(bar)
+        if take is None:
+            with self.lock:
+                take = self._takes.get(bar)
+                if take is None or take.memory != (bar, epoch) or take.abandoned:
+                    take = self._takes[bar] = Take(bar, (bar, epoch))
+        take.plan = None  # its rest is an earlier bar's: not re-planned
+        count = self._play_from(take, bar, epoch, offset, late_at, source, played)
+        if count is None:
+            return 0
+        with self.lock:
+            self.fallbacks += 1
+            self._mark(bar * self.beats_per_bar + late_at, f"fallback bar {bar + 1}")
+        log.warning(
+            "bar %d: generation fell behind %.2f beats into the bar; played the rest from %s "
+            "(%d notes)", bar + 1, late_at,
+            "an earlier bar" if source else "nothing (no bar played yet)", count,
+        )  # fmt: skip
+        self._finish(take, bar, epoch, self._played_bar(played, bar))
+        return count
+
+    def _play_from(self, take: Take | None, bar: int, epoch: int, offset: float, late_at: float,
+                   source: PlayedBar | None, played: list[RecordedNote]) -> int | None:  # fmt: skip
+        """Queue ``source``'s notes from ``late_at`` beats into ``bar`` on (those still in
+        time) as ``take``'s. Returns the notes scheduled; None when the queue of ``epoch``'s
+        timeline was dropped meanwhile."""
+        bar_start = bar * self.beats_per_bar
+        count = 0
+        margin = FALLBACK_MARGIN_S + self.latency_s
+        with self.lock:
+            if self._epoch != epoch and self._broken_epoch > epoch:
+                return None
+            shift = self._offset_beats - offset
+            tempo = self.clock.snapshot()
+            for off, duration, program, pitch, velocity in source.notes if source else ():
+                start = bar_start + off + shift
+                if off < late_at - 1e-9 or tempo is None:
+                    continue
+                if self.now() > tempo.time_at(start) - margin:
+                    continue  # already gone by
+                if take is not None and take.abandoned:
+                    break
+                self._schedule(take, start, shift, bar_start, duration, program, pitch, velocity,
+                               played)  # fmt: skip
+                count += 1
+        return count
+
+    def _schedule(self, take: Take | None, start: float, shift: float, bar_start: float,
+                  duration: float, program: int, pitch: int, velocity: int,
+                  played: list[RecordedNote]) -> None:  # fmt: skip
+        """Queue one note of ``take`` (lock held): the scheduler, the recorder (with the note's
+        id, so a take thrown away can be forgotten), the bar as played, the take."""
+        note_id = self.scheduler.schedule_note(start, duration, program, pitch, velocity)
+        self.recorder.add_generated(start, duration, pitch, velocity, program, note_id)
+        played.append(RecordedNote(start - shift, duration, pitch, velocity, program, OSTINATO))
+        if take is not None:
+            take.ids.append(note_id)
+            take.notes.append((start - shift - bar_start, duration, program, pitch, velocity))
+
+    # -- time --------------------------------------------------------------------------
+    def _playing(self) -> tuple[TempoMap, float] | None:
+        """The map and the beat now, while the transport runs (never with the lock held: the
+        clock calls the session under its own lock)."""
+        tempo, _, running = self.clock.state()
+        if tempo is None or not running:
+            return None
+        return tempo, tempo.beat_at(self.now())
+
+    def _begun(self, tempo: TempoMap | None, bar: int) -> bool:
+        """Whether ``bar``'s first notes are already on their way (or the transport stopped)."""
+        if tempo is None:
+            return True
+        start = tempo.time_at(bar * self.beats_per_bar)
+        return self.now() >= start - self.latency_s - FALLBACK_MARGIN_S
+
+    def _time_to_generate_s(self) -> float:
+        """How long before a bar begins it can still be generated again: 1.5 × the recent
+        median of a whole cycle that ran the model (the lookahead before any was measured)."""
+        recent = list(self._model_bar_ms)
+        typical = float(np.median(recent)) / 1000.0 if recent else self.lookahead_s
+        return max(self.min_lookahead_s, 1.5 * typical) + self.latency_s + FALLBACK_MARGIN_S
+
+    def _mark(self, beat: float, text: str) -> None:
+        self._marks.append((beat, text))
+
+    def _flush_marks(self) -> None:
+        """Tell the marker hooks (outside the lock: a hook may take locks of its own)."""
+        while self._marks:
+            try:
+                beat, text = self._marks.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            for hook in list(self.markers):
+                try:
+                    hook(beat, text)
+                except Exception:  # a hook must not stop the music
+                    log.exception("marker hook failed on %r", text)
+
+    def _adapt_lookahead(self) -> None:
+        """Start early enough that the whole bar is usually generated before it begins
+        (p99 of recent bar times × 1.2 + 20 ms), but never more than half a bar early."""
+        if len(self.bar_ms) >= 4:
+            p99 = float(np.percentile(list(self.bar_ms)[-64:], 99)) / 1000.0
+            tempo = self.clock.snapshot()
+            half_bar = 0.5 * self.beats_per_bar * (tempo.seconds_per_beat if tempo else 0.5)
+            self.lookahead_s = min(half_bar, max(self.min_lookahead_s, 1.2 * p99 + 0.02))
+
+    def warm_up(self) -> None:
+        """Run tokenization and one generated bar once, so the first real bar does not pay
+        for first calls (allocations, lazy imports); then start from a clean context."""
+        notes = [RecordedNote(0.0, 0.5, 36, 100, DRUM_PROGRAM, "human")]
+        self.engine.feed(self.bar_tokens(notes, 0))
+        sampler = self.engine.sampler(self.settings.sampling, 0)
+        grammar = GrammarConfig(programs=(DRUM_PROGRAM,), meter=self.meter)
+        for _ in self.engine.generate(1, sampler, grammar):
+            pass
+        self._reset_context()
+
+    # -- thread ----------------------------------------------------------------------------
+    def _hear(self, bar: int, epoch: int) -> None:
+        """``bar`` of ``epoch`` is being heard now: the bars before it are complete."""
+        heard = self._heard
+        if not heard:
+            first = max(0, bar - CONTEXT_BARS)  # after a reset: the last bars as context
+            heard.extend((b, epoch) for b in range(first, bar))
+        elif heard[-1][1] == epoch and heard[-1][0] < bar - 1:  # cycles that did not run
+            heard.extend((b, epoch) for b in range(heard[-1][0] + 1, bar))
+        if not heard or heard[-1] != (bar, epoch):
+            heard.append((bar, epoch))
+        del heard[:-MAX_UNCOMMITTED]
+
+    def start(self) -> None:
+        self._restart = True
+        self._thread = threading.Thread(target=self._run, name="ostinato-session", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.clock.check_silence(self.now()):  # a Stop that never came
+                continue
+            tempo, epoch, running = self.clock.state()
+            if tempo is None or not running:
+                self._release_if_stopped()
+                self._wake.wait(0.02)
+                self._wake.clear()
+                continue
+            if self._restart:
+                self._restart = False
+                self._reset_context()
+            now = self.now()
+            beat = tempo.beat_at(now)
+            with self.lock:
+                urgent = self._urgent_bar if epoch == self._epoch else None
+                offset = self._offset_beats
+            under_way = math.floor(beat / self.beats_per_bar)
+            if urgent is None and 0 <= self._prepared_bar < under_way and self.bars_generated:
+                self._missed(under_way, beat, epoch, offset)  # the last cycle ran over it
+            next_bar = math.floor(beat / self.beats_per_bar) + 1
+            if urgent is not None and urgent > self._prepared_bar:
+                next_bar = urgent
+            elif next_bar <= self._prepared_bar:
+                next_bar = self._prepared_bar + 1
+            bar_start = tempo.time_at(next_bar * self.beats_per_bar)
+            deadline = bar_start - self.lookahead_s - self.latency_s
+            if now < deadline and next_bar != urgent:
+                replan = self._replan_due(tempo, beat, epoch)
+                if replan is not None:
+                    try:
+                        self.replan(*replan, epoch)
+                    except Exception:  # the plan before stays
+                        log.exception("re-planning bar %d failed", replan[0] + 1)
+                    continue
+                self._wake.wait(min(deadline - now, 0.01))  # re-read the map: tempo may move
+                self._wake.clear()
+                continue
+            if urgent is not None:
+                with self.lock:
+                    if self._urgent_bar == urgent:
+                        self._urgent_bar = None
+            try:
+                self.run_cycle(next_bar, beat, epoch)
+            except Exception:  # one bad bar must not stop the music
+                log.exception("generation failed for bar %d", next_bar + 1)
+                with self.lock:
+                    if self._epoch != epoch:  # (a jump meanwhile has set it already)
+                        continue
+                    self._prepared_bar = next_bar
+                self._fall_back(next_bar, epoch, offset, 0.0, [])
+
+    def _missed(self, bar: int, beat: float, epoch: int, offset: float) -> None:
+        """``bar`` began and no cycle prepared it (the one before ran over it): what is left
+        of it plays from its fallback, not silence."""
+        with self.lock:
+            if self._epoch != epoch or self._prepared_bar >= bar:
+                return
+            self._prepared_bar = bar
+        if self.wants_bar(bar):
+            self._fall_back(bar, epoch, offset, beat - bar * self.beats_per_bar, [])

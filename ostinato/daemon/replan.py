@@ -1,0 +1,191 @@
+"""Follow the musician within the bar: commit a few beats at a time, re-plan the rest.
+
+A bar is planned whole before it begins (:meth:`~ostinato.daemon.planner.BarPlanner.run_cycle`):
+from the bars before it, so a chord the musician changes to on the downbeat is heard a bar
+late. With the ``commit`` setting at N beats the bar is cut at *commit points* every N beats
+from its bar line. At each one, the notes due before the next are final — they were queued
+already and are never taken back — and the rest of the bar is planned again
+(:meth:`~ostinato.daemon.planner.BarPlanner.replan`) from the context as it stands then: every
+bar before, the musician's notes already played in this bar and Ostinato's final ones, in
+token order (:meth:`~ostinato.engine.engine.Engine.complete_bar` extends the cache from the
+bar's start: nothing before it is computed again). The new notes replace the provisional ones
+not yet final (the scheduler takes those back) only if the re-plan is done before the next
+commit point; otherwise the plan before stays: never late, never silent.
+
+A re-plan starts :data:`GRACE_BEATS` after its commit point, so a chord struck on the beat (a
+human's a little late) is in what it hears, and it covers the bar from the *next* commit point
+on: with ``commit 1`` a chord struck on beat 1 is in the bass from beat 2. In jam mode with key
+lock on, the bass of a re-plan keeps to the harmony sounding then
+(:func:`~ostinato.engine.accompany.sounding_harmony`), as it keeps to the harmony coming in the
+bar's first plan.
+
+The re-plan follows the plan's own rules (:class:`Plan`: its grammar — instruments, header,
+floors and budgets —, its references and variation; a copy prior resumes at the reference's
+first onset from the commit point on), so loop mode still varies its pass and a kept bar, an
+undo's take brought back and a bar played from its fallback are never re-planned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ostinato.daemon.clock import TempoMap
+from ostinato.daemon.recorder import HUMAN
+from ostinato.daemon.scheduling import FALLBACK_MARGIN_S
+from ostinato.daemon.takes import (
+    RESEED,
+)
+from ostinato.engine.accompany import (
+    sounding_harmony,
+)
+from ostinato.engine.copy import CopyPrior
+from ostinato.model.tokens import (
+    name_in_header,
+)
+
+log = logging.getLogger(__name__)
+
+
+GRACE_BEATS = 1 / 8  # a re-plan waits a 32nd note after its commit point (the downbeat heard)
+SAFETY = 1.5  # a re-plan starts only with this × its recent median time left before its point
+
+
+def commit_points(commit: float | None, beats_per_bar: float) -> list[float]:
+    """The commit points of a bar, in beats from its bar line (the bar line first), that have
+    a later one inside the bar: each is where a re-plan of the bar from the next one starts.
+    ``commit`` None: a bar is committed whole (no re-plan)."""
+    if commit is None or commit <= 0 or commit >= beats_per_bar:
+        return []
+    points, k = [], 0
+    while (k + 1) * commit < beats_per_bar - 1e-9:
+        points.append(k * commit)
+        k += 1
+    return points
+
+
+@dataclass
+class Replans:
+    """Which re-plans of which bar ran, and what they cost (for ``ostinato bench`` and the
+    status)."""
+
+    done: set[tuple[int, int, float]] = field(default_factory=set)  # (epoch, bar, point)
+    applied: int = 0  # re-plans whose notes replaced the plan before
+    late: int = 0  # re-plans not ready at their commit point (the plan before stayed)
+    skipped: int = 0  # commit points passed with no time left to re-plan
+    ms: deque[float] = field(default_factory=lambda: deque(maxlen=1024))  # time per re-plan
+
+    def due(
+        self, epoch: int, bar: int, beat_in_bar: float, commit: float | None, beats_per_bar: float
+    ) -> float | None:
+        """The commit point (beats into ``bar``) whose re-plan is due at ``beat_in_bar``, the
+        newest not run yet; None when none is. Older ones passed over are counted skipped."""
+        due = [p for p in commit_points(commit, beats_per_bar)
+               if p + GRACE_BEATS <= beat_in_bar and (epoch, bar, p) not in self.done]  # fmt: skip
+        if not due:
+            return None
+        for p in due:
+            self.done.add((epoch, bar, p))
+        self.skipped += len(due) - 1
+        if len(self.done) > 4096:
+            self.done = {k for k in self.done if k[0] == epoch and k[1] >= bar - 1}
+        return due[-1]
+
+    def typical_s(self) -> float:
+        """The recent median time of a re-plan, seconds (0 before any ran)."""
+        recent = list(self.ms)[-64:]
+        return float(np.median(recent)) / 1000.0 if recent else 0.0
+
+
+class Replanning:
+    """Re-plans of the bar under way (see the module docstring): a part of the bar planner."""
+
+    def replan(self, bar: int, point: float, epoch: int) -> int | None:
+        """Plan ``bar`` again from the commit point after ``point`` (beats into the bar) on,
+        from what was played in it so far. Returns how many notes replaced the plan's; None
+        when nothing was replaced (nothing to re-plan, or not ready by that commit point)."""
+        commit = self.settings.commit
+        if commit is None:
+            return None
+        bar_start = bar * self.beats_per_bar
+        boundary = point + commit
+        t0 = self.now()
+        with self.lock:
+            take = self._takes.get(bar)
+            tempo = self.clock.snapshot()
+            if (epoch != self._epoch or tempo is None or take is None or take.abandoned
+                    or take.plan is None or take.played is None):  # fmt: skip
+                return None
+            plan = take.plan
+            now_beat = tempo.beat_at(t0)
+            complete = self._complete_bars(bar, epoch)
+            notes = self.recorder.bar_notes(bar, now_beat)
+        engine = self.engine
+        cut = bar_start + boundary - 1e-6
+        known = [n for n in notes if n.start_beats < (now_beat if n.source == HUMAN else cut)]
+        partial = name_in_header(engine.vocab, self.bar_tokens(known, bar),
+                                 plan.grammar.header or ())  # fmt: skip
+        self._feed(complete, partial)
+        grammar = plan.grammar
+        if self.settings.mode == "jam" and self.settings.key_lock:
+            heard = [(n.start_beats - bar_start, n.duration_beats, n.program, n.pitch)
+                     for n in known if n.source == HUMAN]  # fmt: skip
+            chord = sounding_harmony(heard, now_beat - bar_start)
+            if chord is not None:  # the harmony the bass keeps to: the one sounding now
+                grammar = dataclasses.replace(grammar, bass_pitch_classes=chord)
+        seed = None if plan.seed is None else plan.seed + RESEED * round(8 * boundary)
+        refs = [list(plan.references)]
+        prior = (CopyPrior(engine.vocab, refs, plan.variation, free_pitches=plan.free_pitches)
+                 if plan.references else None)  # fmt: skip
+        position = math.ceil(boundary / engine.grammar(grammar).quarters_per_position - 1e-6)
+        sampler = engine.sampler(self.settings.sampling, seed)
+        new = list(engine.complete_bar(sampler, grammar, position, None, prior))
+        self.replans.ms.append((self.now() - t0) * 1000.0)
+        margin = FALLBACK_MARGIN_S + self.latency_s
+        with self.lock:
+            if self._epoch != epoch or take.abandoned or self._takes.get(bar) is not take:
+                return None
+            tempo = self.clock.snapshot()
+            if tempo is None or self.now() > tempo.time_at(bar_start + boundary) - margin:
+                self.replans.late += 1  # the plan before stays
+                return None
+            final = [i for i, n in enumerate(take.notes) if n[0] < boundary - 1e-6]
+            dropped = [i for i in range(len(take.ids)) if i not in set(final)]
+            ids = [take.ids[i] for i in dropped]
+            self.scheduler.cancel(ids)
+            self.recorder.forget_generated(frozenset(ids))
+            take.ids = [take.ids[i] for i in final]
+            take.notes = [take.notes[i] for i in final]
+            for n in new:
+                self._schedule(take, bar_start + n.start_beats, 0.0, bar_start, n.duration_beats,
+                               n.program, n.pitch, n.velocity, [])  # fmt: skip
+            self.replans.applied += 1
+            queued = list(take.notes)
+        played = self._played_from(queued)
+        with self.lock:
+            if not take.abandoned:
+                take.played = played
+                self.passes.played(*take.memory, played)
+        return len(new)
+
+    def _replan_due(self, tempo: TempoMap, beat: float, epoch: int) -> tuple[int, float] | None:
+        """(bar, commit point) of the re-plan to run now, if one is due and there is time for
+        it before the commit point after it (see :class:`Replans`)."""
+        commit = self.settings.commit
+        if commit is None:
+            return None
+        bar = math.floor(beat / self.beats_per_bar)
+        point = self.replans.due(epoch, bar, beat - bar * self.beats_per_bar, commit,
+                                 self.beats_per_bar)  # fmt: skip
+        if point is None:
+            return None
+        left = tempo.time_at(bar * self.beats_per_bar + point + commit) - self.now()
+        if left < SAFETY * self.replans.typical_s() + self.latency_s + FALLBACK_MARGIN_S:
+            self.replans.skipped += 1
+            return None
+        return bar, point
