@@ -19,6 +19,7 @@ import logging
 import numpy as np
 
 from ostinato.daemon.loop import PlayedBar
+from ostinato.daemon.planner_state import PlannerState
 from ostinato.daemon.recorder import HUMAN, RecordedNote
 from ostinato.engine.accompany import (
     HARMONY_BARS,
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 AUTO_ANSWER_MAX = 16  # bars auto: a phrase this long is answered without waiting for silence
 
 
-class BarSources:
+class BarSources(PlannerState):
     """Which bars are played and from what (see the module docstring): a part of the bar
     planner."""
 

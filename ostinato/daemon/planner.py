@@ -25,7 +25,9 @@ re-plans. Its other jobs have modules of their own, as parts of the same object 
 state): which bars are played and from what (:mod:`ostinato.daemon.bar_sources`), re-planning
 within the bar (:mod:`ostinato.daemon.replan`), the musician's take actions
 (:mod:`ostinato.daemon.take_actions`) and following the transport
-(:mod:`ostinato.daemon.transport_follow`).
+(:mod:`ostinato.daemon.transport_follow`). The state they share and the primitives they all
+call (a bar's tokens, queueing a note, the marker hooks, where the transport is) are in their
+common base, :class:`~ostinato.daemon.planner_state.PlannerState`.
 """
 
 from __future__ import annotations
@@ -39,12 +41,11 @@ from collections import deque
 from collections.abc import Callable
 
 import numpy as np
-from symusic import Note, Score, Track
 
 from ostinato.daemon.bar_sources import BarSources
-from ostinato.daemon.clock import Clock, TempoMap
-from ostinato.daemon.loop import LoopFollower, LoopInfo, PassMemory, PlayedBar
-from ostinato.daemon.recorder import HUMAN, OSTINATO, RecordedNote, Recorder
+from ostinato.daemon.clock import Clock
+from ostinato.daemon.loop import LoopFollower, PassMemory, PlayedBar
+from ostinato.daemon.recorder import HUMAN, RecordedNote, Recorder
 from ostinato.daemon.replan import Replanning, Replans
 from ostinato.daemon.scheduling import FALLBACK_MARGIN_S, NoteScheduler
 from ostinato.daemon.take_actions import TakeDesk
@@ -55,7 +56,6 @@ from ostinato.daemon.takes import (
     Kept,
     Plan,
     Take,
-    TakeAction,
 )
 from ostinato.daemon.transport_follow import FollowsTransport
 from ostinato.engine.accompany import (
@@ -70,18 +70,13 @@ from ostinato.model.tokens import (
     DRUM_PROGRAM,
     Meter,
     meter_of_beats,
-    score_to_ids,
-    set_meter,
 )
 from ostinato.settings import GenerationSettings
 
 log = logging.getLogger(__name__)
 
-TPQ = 480
 CONTEXT_BARS = 4  # bars fed after a reset
 MAX_UNCOMMITTED = 16  # bars heard and not yet fed, kept at most (a cycle that fell behind)
-# (beat, text): a take action ("regenerate bar 5") or the take a bar is heard from
-Marker = Callable[[float, str], object]
 
 
 class BarPlanner(TakeDesk, FollowsTransport, BarSources, Replanning):
@@ -100,56 +95,57 @@ class BarPlanner(TakeDesk, FollowsTransport, BarSources, Replanning):
         now: Callable[[], float] = time.perf_counter,
         meter: Meter | None = None,
     ) -> None:
+        # What the parts share is declared, with what each is, in PlannerState; what one part
+        # alone uses, in that part's class.
         self.engine, self.clock, self.scheduler, self.recorder = engine, clock, scheduler, recorder
         self.settings = settings
         self.beats_per_bar = beats_per_bar
-        # The bar's meter (n, d): bars carry its TimeSig token where the model has them.
-        self.meter: Meter = meter or meter_of_beats(beats_per_bar)
-        self._time_sig = engine.vocab.meter_token(self.meter)  # None: a legacy vocabulary
+        self.meter = meter or meter_of_beats(beats_per_bar)
+        self._time_sig = engine.vocab.meter_token(self.meter)
         engine.set_style(settings.style)
         engine.set_guidance(settings.guidance)
         self.lookahead_s = lookahead_ms / 1000.0
-        self.latency_s = latency_ms / 1000.0  # notes go out this much earlier: so must bars
-        self.now = now  # the time line of the clock's map (JACK frame time or perf_counter)
+        self.latency_s = latency_ms / 1000.0
+        self.now = now
         self.min_lookahead_s = 0.03
-        self.lock = threading.RLock()  # guards the recorder and the session state
+        self.lock = threading.RLock()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.bar_ms: deque[float] = deque(maxlen=1024)
-        self._model_bar_ms: deque[float] = deque(maxlen=16)  # cycles that ran the model
+        self._model_bar_ms = deque(maxlen=16)
         self.bar_margin_ms: deque[float] = deque(maxlen=4096)  # bar start − bar fully ready
         self.bar_log: deque[tuple[int, float, float, int, float, float]] = deque(maxlen=4096)
-        self.answering_until = -1  # last bar of the current answer (continue mode)
+        self.answering_until = -1
         self.bars_generated = 0
         self.fallbacks = 0  # bars played from an earlier bar because generation was late
-        self.loop: LoopInfo | None = None  # the loop played over (see ostinato.daemon.loop)
+        self.loop = None
         self.loops = LoopFollower(beats_per_bar)
         self.passes = PassMemory()
         # the musician's recent bars that held notes: (instruments, notes), for the note budget
         self._human_bars: deque[tuple[frozenset[int], int]] = deque(maxlen=BUDGET_BARS)
-        self._answer: tuple[int, list[PlayedBar]] | None = None  # first bar, the phrase's bars
-        self.jumps_followed = 0  # jumps whose prepared bar moved with them
-        self._epoch = recorder.epoch = clock.epoch  # the transport epoch the session plays in
-        self._offset_beats = 0.0  # sum of the whole-bar shifts of the jumps so far
-        self._broken_epoch = -1  # the last epoch whose queued notes were dropped
-        self._urgent_bar: int | None = None  # a bar to prepare at once (after a jump)
-        self._landing_bar = -1  # the bar the last jump or start landed in
-        self._release_held_at: float | None = None  # when notes kept at a Stop must end
-        self._prepared_bar = -1  # last bar the cycle ran for
-        self._stopped_beat = 0.0  # where the transport last stopped
+        self._answer = None
+        self.jumps_followed = 0
+        self._epoch = recorder.epoch = clock.epoch
+        self._offset_beats = 0.0
+        self._broken_epoch = -1
+        self._urgent_bar = None
+        self._landing_bar = -1
+        self._release_held_at = None
+        self._prepared_bar = -1
+        self._stopped_beat = 0.0
         # -- takes (see ostinato.daemon.takes) --
-        self.markers: list[Marker] = []  # called with (beat, text), see the module docstring
-        self.takes = 0  # take actions done (regenerate, keep, undo)
-        self.last_take = ""  # the last one, in words
+        self.markers = []
+        self.takes = 0
+        self.last_take = ""
         self.kept = Kept()
-        self._takes: dict[int, Take] = {}  # the last bars prepared, by bar on the timeline
-        self._history: deque[TakeAction] = deque(maxlen=HISTORY)
-        self._retake_bars: dict[int, TakeAction] = {}  # bars to be new takes, and who asked
-        self._retake_places: dict[int, TakeAction] = {}  # loop places whose next pass is one
+        self._takes = {}
+        self._history = deque(maxlen=HISTORY)
+        self._retake_bars = {}
+        self._retake_places = {}
         self._retakes = 0  # new takes generated (each has a seed of its own)
-        self._marks: deque[tuple[float, str]] = deque()  # for the hooks, outside the lock
-        self.replans = Replans()  # re-plans within the bar (the commit setting)
+        self._marks = deque()
+        self.replans = Replans()
         self._reset_context()
         clock.listeners.append(self._on_transport)
 
@@ -159,33 +155,6 @@ class BarPlanner(TakeDesk, FollowsTransport, BarSources, Replanning):
         self._committed_len = self.engine.context_length
         self._committed_dropped = self.engine.dropped_front
         self._heard: list[tuple[int, int]] = []  # (bar, epoch) heard, not committed, in order
-
-    def bar_tokens(self, notes: list[RecordedNote], bar: int) -> np.ndarray:
-        """Tokens of one bar (starting with its Bar token, then its TimeSig token where the
-        model has them) from recorded notes."""
-        vocab = self.engine.vocab
-        if not notes:
-            head = [vocab.bar_id] if self._time_sig is None else [vocab.bar_id, self._time_sig]
-            return np.array(head, dtype=np.int64)
-        bar_ticks = round(self.beats_per_bar * TPQ)
-        latest = bar_ticks - TPQ // 16  # keep onsets off the next bar line after rounding
-        score = Score(TPQ)
-        if self._time_sig is not None:
-            set_meter(score, self.meter)
-        tracks: dict[int, Track] = {}
-        for n in notes:
-            track = tracks.get(n.program)
-            if track is None:
-                is_drum = n.program == DRUM_PROGRAM
-                track = Track(program=max(0, n.program), is_drum=is_drum)
-                tracks[n.program] = track
-            tick = min(latest, max(0, round((n.start_beats - bar * self.beats_per_bar) * TPQ)))
-            track.notes.append(Note(tick, max(1, round(n.duration_beats * TPQ)), n.pitch,
-                                    n.velocity))  # fmt: skip
-        score.tracks.extend(tracks.values())
-        ids = score_to_ids(self.engine.tokenizer, score).astype(np.int64)
-        bars = np.flatnonzero(ids == vocab.bar_id)
-        return ids[: bars[1]] if len(bars) > 1 else ids
 
     def _follow_style(self) -> None:
         """The style and guidance settings, to the engine (the style token after BOS is
@@ -471,57 +440,7 @@ class BarPlanner(TakeDesk, FollowsTransport, BarSources, Replanning):
                 count += 1
         return count
 
-    def _schedule(self, take: Take | None, start: float, shift: float, bar_start: float,
-                  duration: float, program: int, pitch: int, velocity: int,
-                  played: list[RecordedNote]) -> None:  # fmt: skip
-        """Queue one note of ``take`` (lock held): the scheduler, the recorder (with the note's
-        id, so a take thrown away can be forgotten), the bar as played, the take."""
-        note_id = self.scheduler.schedule_note(start, duration, program, pitch, velocity)
-        self.recorder.add_generated(start, duration, pitch, velocity, program, note_id)
-        played.append(RecordedNote(start - shift, duration, pitch, velocity, program, OSTINATO))
-        if take is not None:
-            take.ids.append(note_id)
-            take.notes.append((start - shift - bar_start, duration, program, pitch, velocity))
-
     # -- time --------------------------------------------------------------------------
-    def _playing(self) -> tuple[TempoMap, float] | None:
-        """The map and the beat now, while the transport runs (never with the lock held: the
-        clock calls the session under its own lock)."""
-        tempo, _, running = self.clock.state()
-        if tempo is None or not running:
-            return None
-        return tempo, tempo.beat_at(self.now())
-
-    def _begun(self, tempo: TempoMap | None, bar: int) -> bool:
-        """Whether ``bar``'s first notes are already on their way (or the transport stopped)."""
-        if tempo is None:
-            return True
-        start = tempo.time_at(bar * self.beats_per_bar)
-        return self.now() >= start - self.latency_s - FALLBACK_MARGIN_S
-
-    def _time_to_generate_s(self) -> float:
-        """How long before a bar begins it can still be generated again: 1.5 × the recent
-        median of a whole cycle that ran the model (the lookahead before any was measured)."""
-        recent = list(self._model_bar_ms)
-        typical = float(np.median(recent)) / 1000.0 if recent else self.lookahead_s
-        return max(self.min_lookahead_s, 1.5 * typical) + self.latency_s + FALLBACK_MARGIN_S
-
-    def _mark(self, beat: float, text: str) -> None:
-        self._marks.append((beat, text))
-
-    def _flush_marks(self) -> None:
-        """Tell the marker hooks (outside the lock: a hook may take locks of its own)."""
-        while self._marks:
-            try:
-                beat, text = self._marks.popleft()
-            except IndexError:  # another thread took the last one
-                return
-            for hook in list(self.markers):
-                try:
-                    hook(beat, text)
-                except Exception:  # a hook must not stop the music
-                    log.exception("marker hook failed on %r", text)
-
     def _adapt_lookahead(self) -> None:
         """Start early enough that the whole bar is usually generated before it begins
         (p99 of recent bar times × 1.2 + 20 ms), but never more than half a bar early."""

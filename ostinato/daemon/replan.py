@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ostinato.daemon.clock import TempoMap
+from ostinato.daemon.planner_state import PlannerState
 from ostinato.daemon.recorder import HUMAN
 from ostinato.daemon.scheduling import FALLBACK_MARGIN_S
 from ostinato.daemon.takes import (
@@ -45,6 +46,7 @@ from ostinato.engine.accompany import (
     sounding_harmony,
 )
 from ostinato.engine.copy import CopyPrior
+from ostinato.model.key import key_lock_classes
 from ostinato.model.tokens import (
     name_in_header,
 )
@@ -102,8 +104,10 @@ class Replans:
         return float(np.median(recent)) / 1000.0 if recent else 0.0
 
 
-class Replanning:
+class Replanning(PlannerState):
     """Re-plans of the bar under way (see the module docstring): a part of the bar planner."""
+
+    replans: Replans  # re-plans within the bar (the commit setting)
 
     def replan(self, bar: int, point: float, epoch: int) -> int | None:
         """Plan ``bar`` again from the commit point after ``point`` (beats into the bar) on,
@@ -132,6 +136,9 @@ class Replanning:
                                  plan.grammar.header or ())  # fmt: skip
         self._feed(complete, partial)
         grammar = plan.grammar
+        if grammar.scale_pitch_classes is not None:  # the key lock hears the bar so far too
+            scale = key_lock_classes(engine.vocab, engine.context_tokens())
+            grammar = dataclasses.replace(grammar, scale_pitch_classes=scale)
         if self.settings.mode == "jam" and self.settings.key_lock:
             heard = [(n.start_beats - bar_start, n.duration_beats, n.program, n.pitch)
                      for n in known if n.source == HUMAN]  # fmt: skip

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 
 from ostinato.daemon.clock import TempoMap
 from ostinato.daemon.loop import PlayedBar
-from ostinato.daemon.recorder import OSTINATO, RecordedNote
+from ostinato.daemon.planner_state import PlannerState
 from ostinato.daemon.scheduling import FALLBACK_MARGIN_S
 from ostinato.daemon.takes import (
     Kept,
-    Notes,
     Take,
     TakeAction,
     TakeError,
@@ -37,8 +37,13 @@ log = logging.getLogger(__name__)
 TAKES_KEPT = 64  # bars whose takes are remembered (a whole answer)
 
 
-class TakeDesk:
+class TakeDesk(PlannerState):
     """Regenerate, keep and undo (see the module docstring): a part of the bar planner."""
+
+    takes: int  # take actions done (regenerate, keep, undo)
+    last_take: str  # the last one, in words
+    _history: deque[TakeAction]  # the last actions, for undo (the newest last)
+    _retake_places: dict[int, TakeAction]  # loop places whose next pass is a new take
 
     def _open_take(self, bar: int, epoch: int) -> Take | None:
         """The take ``bar`` is prepared as (lock held): a new take when a regenerate asked for
@@ -139,11 +144,6 @@ class TakeDesk:
         if not take.notes:
             return None
         return self._played_from(take.notes)
-
-    def _played_from(self, notes: Notes) -> PlayedBar:
-        recorded = [RecordedNote(off, duration, pitch, velocity, program, OSTINATO)
-                    for off, duration, program, pitch, velocity in notes]  # fmt: skip
-        return PlayedBar(self.bar_tokens(recorded, 0), list(notes))
 
     def _done(self, action: TakeAction, beat: float, reply: str) -> str:
         """An action is done (lock held): counted, remembered, marked, logged."""

@@ -19,12 +19,16 @@ import logging
 import math
 
 from ostinato.daemon.clock import PPQN, TransportEvent
+from ostinato.daemon.planner_state import PlannerState
 
 log = logging.getLogger(__name__)
 
 
-class FollowsTransport:
+class FollowsTransport(PlannerState):
     """Stops, starts and jumps (see the module docstring): a part of the bar planner."""
+
+    jumps_followed: int  # jumps whose prepared bar moved with them
+    _release_held_at: float | None  # when notes kept at a Stop must end
 
     def _on_transport(self, event: TransportEvent) -> None:
         """Called on the input thread, before the clock publishes the new position's map."""

@@ -41,7 +41,7 @@ corpus or model.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -526,7 +526,7 @@ def bar_programs(vocab: Vocab, ids: np.ndarray) -> list[list[int]]:
     return [sorted(s) for s in out]
 
 
-def header_tokens(vocab: Vocab, programs: Sequence[int]) -> list[int]:
+def header_tokens(vocab: Vocab, programs: Iterable[int]) -> list[int]:
     """The header naming ``programs``: their Program tokens in rising program order."""
     token = program_tokens(vocab)
     return [token[p] for p in sorted(set(programs))]
