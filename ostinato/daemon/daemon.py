@@ -122,6 +122,7 @@ class Daemon:
             config.beats_per_bar, config.lookahead_ms, config.latency_ms, now=sender.now,
             meter=self.meter,
         )  # fmt: skip
+        self.planner.cycle_s = self._cycle_s  # re-plans take notes back before their cycle
         self._settings_lock = threading.Lock()  # OSC and CC changes apply one at a time
         self._route(config.settings)
         self.learner = CcLearner(config.cc_map, config.config_path, self.apply, self._changed,

@@ -106,6 +106,7 @@ class BarPlanner(TakeDesk, FollowsTransport, BarSources, Replanning):
         engine.set_guidance(settings.guidance)
         self.lookahead_s = lookahead_ms / 1000.0
         self.latency_s = latency_ms / 1000.0
+        self.cycle_s = 0.0
         self.now = now
         self.min_lookahead_s = 0.03
         self.lock = threading.RLock()

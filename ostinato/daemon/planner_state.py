@@ -59,6 +59,9 @@ class PlannerState:
     lookahead_s: float  # a bar's cycle starts this long (and latency_s) before it: adapted
     min_lookahead_s: float
     latency_s: float  # notes go out this much earlier: so must bars
+    # the sender's output cycle (JACK's period; 0 for the rtmidi backends): a note due in a
+    # cycle is written when the cycle begins, so it can be taken back only before that
+    cycle_s: float
     _model_bar_ms: deque[float]  # cycles that ran the model
 
     # -- the transport --

@@ -153,7 +153,7 @@ class Replanning(PlannerState):
         sampler = engine.sampler(self.settings.sampling, seed)
         new = list(engine.complete_bar(sampler, grammar, position, None, prior))
         self.replans.ms.append((self.now() - t0) * 1000.0)
-        margin = FALLBACK_MARGIN_S + self.latency_s
+        margin = FALLBACK_MARGIN_S + self.latency_s + self.cycle_s  # a take-back in time
         with self.lock:
             if self._epoch != epoch or take.abandoned or self._takes.get(bar) is not take:
                 return None
@@ -192,7 +192,8 @@ class Replanning(PlannerState):
         if point is None:
             return None
         left = tempo.time_at(bar * self.beats_per_bar + point + commit) - self.now()
-        if left < SAFETY * self.replans.typical_s() + self.latency_s + FALLBACK_MARGIN_S:
+        margin = FALLBACK_MARGIN_S + self.latency_s + self.cycle_s
+        if left < SAFETY * self.replans.typical_s() + margin:
             self.replans.skipped += 1
             return None
         return bar, point
