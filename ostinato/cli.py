@@ -169,7 +169,8 @@ def _add_setting(
     text = help or s.help
     if s.default is not None and s.kind not in ("out_channels", "in_channels"):  # (in the help)
         value = f"{s.default:g}" if s.kind == "float" else shown(s.default).strip("'")
-        text += f" (default {value}{' ' + s.unit if s.unit else ''})"
+        unit = s.unit[:-1] if s.unit.endswith("s") and s.default == 1 else s.unit  # 1 beat
+        text += f" (default {value}{' ' + unit if unit else ''})"
     elif s.auto or s.bar:
         text += f" (default {'auto' if s.auto else 'bar'})"
     if s.kind == "bool":

@@ -436,7 +436,7 @@ SCHEMA: tuple[Setting, ...] = (
     _generation("guidance", "float", 0.0, "classifier-free guidance towards the style (0 = "
                 "off; > 0 runs the model twice per token: about twice the time per bar)",
                 lo=0.0, hi=8.0),
-    _generation("commit", "float", None, "how often a bar's plan becomes final: bar (the "
+    _generation("commit", "float", 1.0, "how often a bar's plan becomes final: bar (the "
                 "whole bar, generated before it begins) or every N beats, re-planning the rest "
                 "of the bar from what you played so far (the model runs again at each point)",
                 lo=0.0, lo_open=True, hi=16.0, step=0.5, unit="beats", bar=True),
@@ -530,7 +530,7 @@ class GenerationSettings:
     key_lock: bool = True  # pitched notes stay in the context's key (+ the notes it used)
     style: str | None = None  # None: auto (no style asked for); see ostinato.model.style
     guidance: float = 0.0  # classifier-free guidance towards the style (0 = off)
-    commit: float | None = None  # beats from one commit point to the next; None: "bar" (whole)
+    commit: float | None = 1.0  # beats from one commit point to the next; None: "bar" (whole)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

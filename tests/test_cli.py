@@ -193,7 +193,7 @@ def test_run_takes_the_commit_option(tmp_path, monkeypatch, capsys) -> None:
     file, bar, half, default, one = (c.settings for c in got)
     assert file == GenerationSettings(commit=2.0) and file.commit == 2.0
     assert bar.commit is None and half.commit == 0.5 and one.commit == 1.0
-    assert default == GenerationSettings() and default.commit is None  # bar, for now
+    assert default == GenerationSettings() and default.commit == 1.0  # a beat
     capsys.readouterr()
     for text, got_text in (("0", "0.0"), ("0.3", "0.3"), ("17", "17.0"), ("often", "'often'")):
         with pytest.raises(SystemExit) as exited:
@@ -206,7 +206,7 @@ def test_run_takes_the_commit_option(tmp_path, monkeypatch, capsys) -> None:
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     usage = " ".join(capsys.readouterr().out.split())
-    assert "--commit bar|BEATS" in usage and "(default bar)" in usage
+    assert "--commit bar|BEATS" in usage and "(default 1)" in usage
 
 
 def test_continue_takes_variation_and_bars(tmp_path, monkeypatch, capsys) -> None:

@@ -287,10 +287,11 @@ def test_commit_as_text_comes_back_as_itself(steps):
     assert s.from_text(format_commit(None)) is None
 
 
-def test_commit_is_a_generation_setting_that_defaults_to_bar():
+def test_commit_is_a_generation_setting_that_defaults_to_a_beat():
     settings = GenerationSettings()
-    assert settings.commit is None  # bar: today's behaviour
-    assert GenerationSettings(commit="bar") == settings
+    assert settings.commit == 1.0  # re-planned every beat
+    assert GenerationSettings(commit="bar").commit is None
+    assert GenerationSettings(commit=1) == settings
     assert settings.replace(commit=2).commit == 2.0
     assert settings.replace(commit=0.5).replace(commit="bar").commit is None
     assert validate({"commit": 1}) == {"commit": 1.0}

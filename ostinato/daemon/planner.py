@@ -460,6 +460,10 @@ class BarPlanner(TakeDesk, FollowsTransport, BarSources, Replanning):
         grammar = GrammarConfig(programs=(DRUM_PROGRAM,), meter=self.meter)
         for _ in self.engine.generate(1, sampler, grammar):
             pass
+        self.engine.feed(self.bar_tokens(notes, 1))  # and a bar completed from inside it
+        position = self.engine.grammar(grammar).positions_per_bar // 2
+        for _ in self.engine.complete_bar(sampler, grammar, position):
+            pass
         self._reset_context()
 
     # -- thread ----------------------------------------------------------------------------

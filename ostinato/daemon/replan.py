@@ -180,6 +180,16 @@ class Replanning(PlannerState):
                 self.passes.played(*take.memory, played)
         return len(new)
 
+    def _replan_estimate_s(self, rest: float) -> float:
+        """How long re-planning ``rest`` of a bar (a share) should take: that share of the
+        recent median of a whole bar's plan (measured every bar, so the estimate follows the
+        machine's load either way), or the recent re-plans' own median before any bar was
+        planned."""
+        bars = list(self._model_bar_ms)
+        if bars:
+            return rest * float(np.median(bars)) / 1000.0
+        return self.replans.typical_s()
+
     def _replan_due(self, tempo: TempoMap, beat: float, epoch: int) -> tuple[int, float] | None:
         """(bar, commit point) of the re-plan to run now, if one is due and there is time for
         it before the commit point after it (see :class:`Replans`)."""
@@ -193,7 +203,8 @@ class Replanning(PlannerState):
             return None
         left = tempo.time_at(bar * self.beats_per_bar + point + commit) - self.now()
         margin = FALLBACK_MARGIN_S + self.latency_s + self.cycle_s
-        if left < SAFETY * self.replans.typical_s() + margin:
+        rest = (self.beats_per_bar - point - commit) / self.beats_per_bar
+        if left < SAFETY * self._replan_estimate_s(rest) + margin:
             self.replans.skipped += 1
             return None
         return bar, point

@@ -172,24 +172,28 @@ def part_limits(
     """Each of ``programs``' floor and budget from recent ``bars`` (the context's, each a map
     program → notes, the newest last; the musician's and Ostinato's own): once an instrument
     has played in the newest ``BUDGET_BARS`` bars, its floor is ``floor_share`` × its mean
-    notes in the bars where it played and its budget ``density`` × its busiest such bar;
+    notes in the bars where it played and its budget ``density`` × its median such bar;
     before that a floor of one note (the part is there) and a budget from the busiest bar of
-    the whole band (``density`` × it), at most the defaults of its kind. Drums keep a pulse:
-    at least ``PART_FLOOR_DRUMS`` hits. ``density`` 0: only the one-note floor, no budget."""
+    the whole band (``density`` × it). Never more than the cap of its kind
+    (``PART_BUDGET_DRUMS``, ``PART_BUDGET_PITCHED``): the bars read are Ostinato's own too,
+    and a part left to itself that filled each budget would otherwise raise the next one by
+    ``density`` every bar (measured: 112 notes a bar after 200 bars of drums, bass and keys
+    with nobody playing). Drums keep a pulse: at least ``PART_FLOOR_DRUMS`` hits. ``density``
+    0: only the one-note floor, no budget."""
     recent = [b for b in bars if b][-BUDGET_BARS:]
     busiest = max((sum(b.values()) for b in recent), default=0)
     out = []
     for program in sorted(set(programs)):
         own = [b[program] for b in recent if b.get(program, 0) > 0]
         least = PART_FLOOR_DRUMS if program == DRUM_PROGRAM else 1
+        cap = PART_BUDGET_DRUMS if program == DRUM_PROGRAM else PART_BUDGET_PITCHED
         if density <= 0:
             out.append(PartLimit(program, 1, None))
         elif own:
-            floor = max(least, int(floor_share * float(np.mean(own))))
-            budget = max(floor + 1, 4, int(np.ceil(density * max(own))))
+            budget = min(cap, max(4, int(np.ceil(density * float(np.median(own))))))
+            floor = min(budget - 1, max(least, int(floor_share * float(np.mean(own)))))
             out.append(PartLimit(program, floor, budget))
         else:
-            cap = PART_BUDGET_DRUMS if program == DRUM_PROGRAM else PART_BUDGET_PITCHED
             budget = min(cap, max(4, int(np.ceil(density * busiest)))) if busiest else cap
             out.append(PartLimit(program, least, max(budget, least + 1)))
     return tuple(out)

@@ -177,9 +177,11 @@ def test_a_bad_commit_is_refused_and_changes_nothing(daemon):
         with pytest.raises(ControlError, match="commit takes one argument, got 2"):
             client.set("commit", 1, 2)
         assert client.status()["commit"] == 2.0
-    finally:
         client.set("commit", "bar")
-    assert client.status()["commit"] == "bar"
+        assert client.status()["commit"] == "bar"
+    finally:
+        client.set("commit", 1)  # the default again, for the tests after
+    assert client.status()["commit"] == 1.0
 
 
 def test_unknown_address_and_garbage_datagrams(daemon):

@@ -618,7 +618,7 @@ def test_commit_reaches_the_running_daemon_and_follows_it(qtbot, panel, daemon):
     port, _ = daemon
     client = ControlClient(port=port)
     try:
-        assert panel.commit.currentText() == "bar"  # the daemon's default, shown
+        assert panel.commit.currentText() == "1 beat"  # the daemon's default, shown
         show_tab(panel, panel.commit)
         panel.commit.setCurrentText("2 beats")
         qtbot.waitUntil(lambda: client.status()["commit"] == 2.0, timeout=5000)
@@ -630,5 +630,5 @@ def test_commit_reaches_the_running_daemon_and_follows_it(qtbot, panel, daemon):
         qtbot.waitUntil(lambda: panel.commit.currentText() == "bar", timeout=5000)
         assert panel.last_error == ""  # nothing the panel sent was refused
     finally:
-        client.set("commit", "bar")
+        client.set("commit", 1)  # the default again, for the tests after
         client.close()

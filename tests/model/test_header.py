@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from ostinato.engine.accompany import bar_header, jam_parts
-from ostinato.model.grammar import Grammar, GrammarConfig, PartLimit, bar_counts, part_limits
+from ostinato.model.grammar import (
+    PART_BUDGET_DRUMS,
+    PART_BUDGET_PITCHED,
+    Grammar,
+    GrammarConfig,
+    PartLimit,
+    bar_counts,
+    part_limits,
+)
 from ostinato.model.tokens import (
     TokenType,
     Vocab,
@@ -113,9 +121,20 @@ def test_empty_header_is_an_empty_bar(hvocab):
 def test_part_limits_from_recent_bars():
     bars = [{0: 6}, {0: 6, 33: 4}, {0: 6, 33: 8}]
     limits = {p.program: p for p in part_limits(bars, (-1, 33), density=1.25)}
-    assert limits[33].floor == 3 and limits[33].budget == 10  # 0.5 × mean 6; 1.25 × 8
+    assert limits[33].floor == 3 and limits[33].budget == 8  # 0.5 × mean 6; 1.25 × median 6
     assert limits[-1].floor == 4 and limits[-1].budget == 18  # no bar of its own: the band's
     assert all(p.budget is None for p in part_limits(bars, (-1, 33), density=0))
+
+
+def test_a_part_left_to_itself_does_not_grow_without_end():
+    """Each bar filling its budget, the next read from it (the context holds Ostinato's own
+    bars): the budget stays under the cap of its kind, bar after bar."""
+    bars: list[dict[int, int]] = [{-1: 8, 33: 4}]
+    for _ in range(200):
+        limits = {p.program: p for p in part_limits(bars, (-1, 33), density=1.25)}
+        bars.append({p: limit.budget for p, limit in limits.items()})
+    assert limits[-1].budget == PART_BUDGET_DRUMS and limits[33].budget == PART_BUDGET_PITCHED
+    assert all(limit.floor < limit.budget for limit in limits.values())
 
 
 def test_bar_header_follows_the_reference_in_loop_mode(hvocab, header_tokenizer):
