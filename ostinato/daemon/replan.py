@@ -38,7 +38,6 @@ import numpy as np
 from ostinato.daemon.clock import TempoMap
 from ostinato.daemon.planner_state import PlannerState
 from ostinato.daemon.recorder import HUMAN
-from ostinato.daemon.scheduling import FALLBACK_MARGIN_S
 from ostinato.daemon.takes import (
     RESEED,
 )
@@ -56,6 +55,9 @@ log = logging.getLogger(__name__)
 
 GRACE_BEATS = 1 / 8  # a re-plan waits a 32nd note after its commit point (the downbeat heard)
 SAFETY = 1.5  # a re-plan starts only with this × its recent median time left before its point
+# a re-plan's notes reach the sender (another process) at least this long before the first of
+# them is due, or the plan before stays: a hand-over this close is at the mercy of the load
+LEAD_S = 0.03
 
 
 def commit_points(commit: float | None, beats_per_bar: float) -> list[float]:
@@ -153,7 +155,7 @@ class Replanning(PlannerState):
         sampler = engine.sampler(self.settings.sampling, seed)
         new = list(engine.complete_bar(sampler, grammar, position, None, prior))
         self.replans.ms.append((self.now() - t0) * 1000.0)
-        margin = FALLBACK_MARGIN_S + self.latency_s + self.cycle_s  # a take-back in time
+        margin = LEAD_S + self.latency_s + self.cycle_s  # taken back and handed over in time
         with self.lock:
             if self._epoch != epoch or take.abandoned or self._takes.get(bar) is not take:
                 return None
@@ -202,7 +204,7 @@ class Replanning(PlannerState):
         if point is None:
             return None
         left = tempo.time_at(bar * self.beats_per_bar + point + commit) - self.now()
-        margin = FALLBACK_MARGIN_S + self.latency_s + self.cycle_s
+        margin = LEAD_S + self.latency_s + self.cycle_s
         rest = (self.beats_per_bar - point - commit) / self.beats_per_bar
         if left < SAFETY * self._replan_estimate_s(rest) + margin:
             self.replans.skipped += 1
