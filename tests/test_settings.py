@@ -248,7 +248,7 @@ COMMIT_REFUSED = "^" + re.escape(f"commit must be {COMMIT_EXPECTS}, got ")
 def test_commit_is_bar_or_a_number_of_beats_from_every_source():
     s = SETTINGS["commit"]
     assert (s.group, s.default, s.flag, s.osc_address) == (
-        "generation", None, "--commit", "/ostinato/commit"
+        "generation", 1.0, "--commit", "/ostinato/commit"
     )  # fmt: skip
     assert s.expects() == s.expects(osc=True) == COMMIT_EXPECTS
     for bar in ("bar", " BAR ", None):
