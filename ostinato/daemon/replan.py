@@ -163,13 +163,12 @@ class Replanning(PlannerState):
             if tempo is None or self.now() > tempo.time_at(bar_start + boundary) - margin:
                 self.replans.late += 1  # the plan before stays
                 return None
-            final = [i for i, n in enumerate(take.notes) if n[0] < boundary - 1e-6]
-            dropped = [i for i in range(len(take.ids)) if i not in set(final)]
-            ids = [take.ids[i] for i in dropped]
+            is_final = [n[0] < boundary - 1e-6 for n in take.notes]  # one pass, under the lock
+            ids = [i for i, keep in zip(take.ids, is_final, strict=True) if not keep]
             self.scheduler.cancel(ids)
             self.recorder.forget_generated(frozenset(ids))
-            take.ids = [take.ids[i] for i in final]
-            take.notes = [take.notes[i] for i in final]
+            take.ids = [i for i, keep in zip(take.ids, is_final, strict=True) if keep]
+            take.notes = [n for n, keep in zip(take.notes, is_final, strict=True) if keep]
             for n in new:
                 self._schedule(take, bar_start + n.start_beats, 0.0, bar_start, n.duration_beats,
                                n.program, n.pitch, n.velocity, [])  # fmt: skip
