@@ -688,19 +688,38 @@ def test_a_big_chord_lands_on_one_frame_and_panic_releases_it(rig: Rig) -> None:
     events, whatever the period; what would not fit is carried, see the fake-port test);
     panic ends every one and sends All Notes Off on the two channels used."""
     notes = [(program, pitch) for program in (BASS, -1) for pitch in range(40, 80)]
-    for program, pitch in notes:  # they wait for a map
-        rig.sender.schedule_note(0.0, 40.0, program, pitch, 100)
     tempo = TempoMap(rig.sender.now() + 0.2, 0.0, 0.5)
-    rig.sender.push_tempo(tempo)
-    rig.wait(lambda: len(rig.note_ons()) == len(notes), "not every note was heard")
-    due = rig.frame(tempo.time_at(0.0) - LATENCY_MS / 1000)
-    frames = sorted(rig.frame(t) for t, _ in rig.note_ons())
+    # The recorder is a Python client in this process: on a busy machine at a 64-frame period
+    # it can itself miss the one cycle that carries the chord (counted in `missed`). Such a
+    # try says nothing about the sender; the chord is sent again on a later beat, up to 3 times.
+    for attempt in range(3):
+        beat = 0.0 if attempt == 0 else math.ceil(tempo.beat_at(rig.sender.now() + 0.3))
+        missed, heard = rig.recorder.missed, len(rig.note_ons())
+        for program, pitch in notes:  # the first chord waits for a map
+            rig.sender.schedule_note(beat, 40.0, program, pitch, 100)
+        if attempt == 0:
+            rig.sender.push_tempo(tempo)
+        try:
+            rig.wait(
+                lambda h=heard: len(rig.note_ons()) - h == len(notes), "not every note was heard"
+            )
+            break
+        except TimeoutError:
+            if rig.recorder.missed == missed or attempt == 2:
+                raise
+            rig.sender.panic()  # what of the chord was heard ends; the next try starts clean
+            time.sleep(0.2)
+    due = rig.frame(tempo.time_at(beat) - LATENCY_MS / 1000)
+    frames = sorted(rig.frame(t) for t, _ in rig.note_ons()[heard:])
     assert frames == [due] * len(notes)
-    rig.wait(lambda: rig.sender.stats.sent_notes == len(notes), "SENT reports missing")
+    rig.wait(lambda: rig.sender.stats.sent_notes >= len(notes), "SENT reports missing")
     assert max(rig.sender.stats.lateness_ms) < 1000 / rig.rate
+    before = len(rig.recorder.snapshot())
     rig.sender.panic()
     rig.wait(lambda: not sounding(rig.recorder.notes()), "a note-off was lost")
-    all_off = [m for _, m in rig.recorder.snapshot() if m[0] & 0xF0 == 0xB0 and m[1] == 123]
+    all_off = [
+        m for _, m in rig.recorder.snapshot()[before:] if m[0] & 0xF0 == 0xB0 and m[1] == 123
+    ]
     assert sorted(m[0] & 0x0F for m in all_off) == [0, 9]
 
 
