@@ -256,6 +256,8 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
             "applied": replans.get("applied", 0),
             "late": replans.get("late", 0),  # not ready at the commit point: the plan stayed
             "skipped": replans.get("skipped", 0),  # no time left to start one
+            "unchanged": replans.get("unchanged", 0),  # nothing new heard: none needed
+            "partial": replans.get("partial", 0),  # of those applied: the next span only
             "ms": _percentiles(replans.get("ms", []), 50, 99),
         },
         "ticks_sent": heard["ticks"],  # as heard: exact unless the bench's ear was skipped
@@ -397,8 +399,10 @@ def format_realtime(report: dict) -> str:
         replans = r.get("replans")
         if replans and r.get("commit", "bar") != "bar":
             lines.append(
-                f"    re-plans: {replans['applied']} applied, {replans['late']} not ready at "
-                f"their commit point, {replans['skipped']} skipped for time; "
+                f"    re-plans: {replans['applied']} applied ({replans.get('partial', 0)} of "
+                f"the next span only), {replans['late']} not ready at their commit point, "
+                f"{replans['skipped']} skipped for time, {replans.get('unchanged', 0)} not "
+                f"needed (nothing new heard); "
                 f"{replans['ms']['p50']} ms each (p99 {replans['ms']['p99']} ms)"
             )
         floor = r.get("os_floor")

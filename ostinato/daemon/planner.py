@@ -323,6 +323,7 @@ class BarPlanner(TakeDesk, FollowsTransport, BarSources, Replanning):
         free = settings.mode == "jam"
         prior = CopyPrior(engine.vocab, [refs], variation, free_pitches=free) if refs else None
         take.plan = Plan(grammar, tuple(refs), variation, free, seed)
+        take.heard, take.stale_from = self._onsets_heard(next_bar), None
         bar_start = next_bar * self.beats_per_bar
         count = 0
         t_first = t_fed
@@ -522,7 +523,8 @@ class BarPlanner(TakeDesk, FollowsTransport, BarSources, Replanning):
                 replan = self._replan_due(tempo, beat, epoch)
                 if replan is not None:
                     try:
-                        self.replan(*replan, epoch)
+                        bar, point, until = replan
+                        self.replan(bar, point, epoch, until)
                     except Exception:  # the plan before stays
                         log.exception("re-planning bar %d failed", replan[0] + 1)
                     continue

@@ -12,6 +12,15 @@ bar's start: nothing before it is computed again). The new notes replace the pro
 not yet final (the scheduler takes those back) only if the re-plan is done before the next
 commit point; otherwise the plan before stays: never late, never silent.
 
+A re-plan runs only where it can change something: with nothing new from the musician since
+the bar's notes were planned (the same onsets heard), it would sample what the plan did from
+the same context, so the plan stands (counted ``unchanged``; a musician who holds a chord or
+rests costs no CPU). It plans the rest of the bar where its time estimate (that share of the
+recent bars' plan time, :data:`SAFETY` × it) fits before its commit point; where only the
+next commit span fits (fast tempi, a busy machine), it plans up to the commit point after
+next and leaves the notes beyond as planned before, marked stale: the next commit point
+re-plans them even with nothing new heard. Where not even that fits, none runs (``skipped``).
+
 A re-plan starts :data:`GRACE_BEATS` after its commit point, so a chord struck on the beat (a
 human's a little late) is in what it hears, and it covers the bar from the *next* commit point
 on: with ``commit 1`` a chord struck on beat 1 is in the bass from beat 2. In jam mode with key
@@ -37,7 +46,7 @@ import numpy as np
 
 from ostinato.daemon.clock import TempoMap
 from ostinato.daemon.planner_state import PlannerState
-from ostinato.daemon.recorder import HUMAN
+from ostinato.daemon.recorder import HUMAN, RecordedNote
 from ostinato.daemon.takes import (
     RESEED,
 )
@@ -51,6 +60,8 @@ from ostinato.model.tokens import (
 )
 
 log = logging.getLogger(__name__)
+
+Heard = frozenset[tuple[float, int, int]]  # the musician's onsets in a bar: (beat, program, pitch)
 
 
 GRACE_BEATS = 1 / 8  # a re-plan waits a 32nd note after its commit point (the downbeat heard)
@@ -82,6 +93,8 @@ class Replans:
     applied: int = 0  # re-plans whose notes replaced the plan before
     late: int = 0  # re-plans not ready at their commit point (the plan before stayed)
     skipped: int = 0  # commit points passed with no time left to re-plan
+    unchanged: int = 0  # commit points with nothing new to follow: the plan stands as it is
+    partial: int = 0  # re-plans that, short of time, planned only up to the next commit point
     ms: deque[float] = field(default_factory=lambda: deque(maxlen=1024))  # time per re-plan
 
     def due(
@@ -111,15 +124,29 @@ class Replanning(PlannerState):
 
     replans: Replans  # re-plans within the bar (the commit setting)
 
-    def replan(self, bar: int, point: float, epoch: int) -> int | None:
+    def _onsets_heard(self, bar: int, notes: list[RecordedNote] | None = None) -> Heard:
+        """The musician's onsets in ``bar`` known now (``notes``: the bar's notes, when read
+        already): what a plan of the bar heard, to tell whether a re-plan has anything new."""
+        if notes is None:
+            tempo = self.clock.snapshot()
+            now_beat = None if tempo is None else tempo.beat_at(self.now())
+            notes = self.recorder.bar_notes(bar, now_beat)
+        return frozenset((round(n.start_beats, 4), n.program, n.pitch)
+                         for n in notes if n.source == HUMAN)  # fmt: skip
+
+    def replan(self, bar: int, point: float, epoch: int, until: float | None = None) -> int | None:
         """Plan ``bar`` again from the commit point after ``point`` (beats into the bar) on,
-        from what was played in it so far. Returns how many notes replaced the plan's; None
-        when nothing was replaced (nothing to re-plan, or not ready by that commit point)."""
+        from what was played in it so far, to its end or, with ``until`` (beats into the bar),
+        up to there (the notes from there on stay as planned before, to be re-planned at the
+        next commit point). Returns how many notes replaced the plan's; None when nothing was
+        replaced (nothing to re-plan, nothing new heard, or not ready by that commit point)."""
         commit = self.settings.commit
         if commit is None:
             return None
         bar_start = bar * self.beats_per_bar
         boundary = point + commit
+        if until is not None and until >= self.beats_per_bar - 1e-6:
+            until = None
         t0 = self.now()
         with self.lock:
             take = self._takes.get(bar)
@@ -129,8 +156,12 @@ class Replanning(PlannerState):
                 return None
             plan = take.plan
             now_beat = tempo.beat_at(t0)
-            complete = self._complete_bars(bar, epoch)
             notes = self.recorder.bar_notes(bar, now_beat)
+            onsets = self._onsets_heard(bar, notes)
+            if onsets == take.heard and take.stale_from is None:
+                self.replans.unchanged += 1  # it would sample what the plan did, from the same
+                return None
+            complete = self._complete_bars(bar, epoch)
         engine = self.engine
         cut = bar_start + boundary - 1e-6
         known = [n for n in notes if n.start_beats < (now_beat if n.source == HUMAN else cut)]
@@ -151,9 +182,11 @@ class Replanning(PlannerState):
         refs = [list(plan.references)]
         prior = (CopyPrior(engine.vocab, refs, plan.variation, free_pitches=plan.free_pitches)
                  if plan.references else None)  # fmt: skip
-        position = math.ceil(boundary / engine.grammar(grammar).quarters_per_position - 1e-6)
+        per_position = engine.grammar(grammar).quarters_per_position
+        position = math.ceil(boundary / per_position - 1e-6)
+        last = None if until is None else math.ceil(until / per_position - 1e-6)
         sampler = engine.sampler(self.settings.sampling, seed)
-        new = list(engine.complete_bar(sampler, grammar, position, None, prior))
+        new = list(engine.complete_bar(sampler, grammar, position, None, prior, last))
         self.replans.ms.append((self.now() - t0) * 1000.0)
         margin = LEAD_S + self.latency_s + self.cycle_s  # taken back and handed over in time
         with self.lock:
@@ -163,7 +196,9 @@ class Replanning(PlannerState):
             if tempo is None or self.now() > tempo.time_at(bar_start + boundary) - margin:
                 self.replans.late += 1  # the plan before stays
                 return None
-            is_final = [n[0] < boundary - 1e-6 for n in take.notes]  # one pass, under the lock
+            end = math.inf if until is None else until - 1e-6
+            # one pass, under the lock: kept are the final notes and those past the re-plan
+            is_final = [not boundary - 1e-6 <= n[0] < end for n in take.notes]
             ids = [i for i, keep in zip(take.ids, is_final, strict=True) if not keep]
             self.scheduler.cancel(ids)
             self.recorder.forget_generated(frozenset(ids))
@@ -173,7 +208,9 @@ class Replanning(PlannerState):
                 self._schedule(take, bar_start + n.start_beats, 0.0, bar_start, n.duration_beats,
                                n.program, n.pitch, n.velocity, [])  # fmt: skip
             self.replans.applied += 1
-            queued = list(take.notes)
+            self.replans.partial += until is not None
+            take.heard, take.stale_from = onsets, until
+            queued = sorted(take.notes)
         played = self._played_from(queued)
         with self.lock:
             if not take.abandoned:
@@ -191,9 +228,13 @@ class Replanning(PlannerState):
             return rest * float(np.median(bars)) / 1000.0
         return self.replans.typical_s()
 
-    def _replan_due(self, tempo: TempoMap, beat: float, epoch: int) -> tuple[int, float] | None:
-        """(bar, commit point) of the re-plan to run now, if one is due and there is time for
-        it before the commit point after it (see :class:`Replans`)."""
+    def _replan_due(
+        self, tempo: TempoMap, beat: float, epoch: int
+    ) -> tuple[int, float, float | None] | None:
+        """(bar, commit point, until) of the re-plan to run now, if one is due, has something
+        new to follow and there is time for it before the commit point after it: the rest of
+        the bar where that fits, else the next commit span only (``until`` its end), else none
+        (see :class:`Replans`)."""
         commit = self.settings.commit
         if commit is None:
             return None
@@ -202,10 +243,20 @@ class Replanning(PlannerState):
                                  self.beats_per_bar)  # fmt: skip
         if point is None:
             return None
+        with self.lock:
+            take = self._takes.get(bar)
+            if take is None or take.plan is None or take.abandoned or epoch != self._epoch:
+                return None
+            if take.stale_from is None and self._onsets_heard(bar) == take.heard:
+                self.replans.unchanged += 1
+                return None
         left = tempo.time_at(bar * self.beats_per_bar + point + commit) - self.now()
         margin = LEAD_S + self.latency_s + self.cycle_s
         rest = (self.beats_per_bar - point - commit) / self.beats_per_bar
-        if left < SAFETY * self._replan_estimate_s(rest) + margin:
-            self.replans.skipped += 1
-            return None
-        return bar, point
+        if left >= SAFETY * self._replan_estimate_s(rest) + margin:
+            return bar, point, None
+        span = min(rest, commit / self.beats_per_bar)
+        if span < rest and left >= SAFETY * self._replan_estimate_s(span) + margin:
+            return bar, point, point + 2 * commit
+        self.replans.skipped += 1
+        return None

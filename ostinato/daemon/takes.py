@@ -74,6 +74,10 @@ class Take:
     abandoned: bool = False  # thrown away: nothing more of it is queued or remembered
     place: int | None = None  # its place in the loop (for the markers), when known
     plan: Plan | None = None  # what it was generated with (None: never re-planned)
+    # re-planning (the commit setting): the musician's onsets in the bar its plan heard, and
+    # where in the bar (beats) the notes planned before that begin (None: none are left)
+    heard: frozenset[tuple[float, int, int]] = frozenset()
+    stale_from: float | None = None
 
 
 @dataclass

@@ -211,6 +211,8 @@ class Telemetry:
                 "applied": self.planner.replans.applied,
                 "late": self.planner.replans.late,
                 "skipped": self.planner.replans.skipped,
+                "unchanged": self.planner.replans.unchanged,
+                "partial": self.planner.replans.partial,
                 "ms": list(self.planner.replans.ms),
             },
             "lookahead_ms": self.planner.lookahead_s * 1000,

@@ -543,6 +543,7 @@ class Engine:
         from_position: int,
         tokens_out: list[int] | None = None,
         prior: CopyPrior | None = None,
+        until_position: int | None = None,
     ) -> Generator[GeneratedNote, None, None]:
         """Generate the rest of the bar the context ends in, yielding each note when complete.
 
@@ -552,7 +553,9 @@ class Engine:
         recomputed. Notes start at position ``from_position`` of the bar or later, only on
         ``grammar_config``'s programs; the bar's closing ``Bar`` is sampled and fed as in
         :meth:`generate`. ``prior``: the bar's references, followed from their first onset at
-        or after ``from_position``.
+        or after ``from_position``. ``until_position``: stop before the first note at that
+        position or later (the context then ends inside the bar: truncate before extending it
+        elsewhere); None: to the bar's end.
         """
         vocab = self.vocab
         ctx = self._ctx_tokens[: self._ctx_len]
@@ -564,7 +567,8 @@ class Engine:
         if prior is not None:
             prior.begin_bar(0)
             prior.seek(from_position)
-        yield from self._decode(1, sampler, grammar, tokens_out, prior, from_position)
+        yield from self._decode(1, sampler, grammar, tokens_out, prior, from_position,
+                                until_position)  # fmt: skip
 
     def _positions_from(self, grammar: Grammar, position: int) -> np.ndarray:
         """The tokens that may come next while a bar is completed from ``position``: its
@@ -599,9 +603,11 @@ class Engine:
         tokens_out: list[int] | None,
         prior: CopyPrior | None,
         from_position: int = 0,
+        until_position: int | None = None,
     ) -> Generator[GeneratedNote, None, None]:
         """Sample ``bars`` bars' worth of tokens from where ``grammar`` stands; no note before
-        ``from_position`` of the first bar."""
+        ``from_position`` of the first bar; with ``until_position``, stop (the token not fed)
+        at the first bar's first Position there or later, or its closing ``Bar``."""
         vocab = self.vocab
         position_beats, beats_per_bar = grammar.quarters_per_position, grammar.config.beats_per_bar
         beat_quarters = vocab.beat_quarters(grammar.meter)
@@ -627,6 +633,12 @@ class Engine:
             if token < 0:
                 recent = self._history[max(0, self._history_len - 256) : self._history_len]
                 token = sampler.sample(self.guided_logits(), mask, recent)
+            kind = types[token]
+            if until_position is not None and (
+                kind == TokenType.BAR or (kind == TokenType.POSITION
+                                          and values[token] >= until_position)
+            ):  # fmt: skip
+                break
             grammar.advance(token)
             if prior is not None:
                 if token == vocab.bar_id:
@@ -635,7 +647,6 @@ class Engine:
                     prior.observe(token)
             if tokens_out is not None:
                 tokens_out.append(token)
-            kind = types[token]
             tokens_in_bar = 0 if kind == TokenType.BAR else tokens_in_bar + 1
             if kind == TokenType.PROGRAM:
                 program = int(values[token])

@@ -100,3 +100,69 @@ def test_commit_bar_never_replans(model) -> None:
     rig.t = 4.2 * SPB
     assert rig.session.replan(1, 0.0, rig.session._epoch) is None
     assert rig.session._replan_due(rig.clock.snapshot(), 4.2, rig.session._epoch) is None
+
+
+def _ours_from(rig: Rig, bar: int, beat: float) -> set:
+    return {(n.start_beats, n.program, n.pitch) for n in rig.ours(bar) if n.start_beats >= beat}
+
+
+def test_nothing_new_heard_is_no_replan(model) -> None:
+    """A re-plan would sample what the plan did, from the same context: with nothing new from
+    the musician since, the plan stands (counted unchanged), and a chord struck later is
+    followed from the commit point after it."""
+    rig = Rig(model, commit=1.0)
+    session = rig.session
+    rig.t = (4.0 - 0.3) * SPB
+    session.run_cycle(1, 4.0 - 0.3)
+    ids = list(session._takes[1].ids)
+    rig.t = 4.2 * SPB
+    assert session._replan_due(rig.clock.snapshot(), 4.2, session._epoch) is None
+    assert session.replan(1, 0.0, session._epoch) is None
+    assert session._takes[1].ids == ids
+    assert session.replans.unchanged == 2 and session.replans.applied == 0
+    for pitch in CHORDS[1]:  # struck on beat 2
+        rig.recorder.note_on(5.0, 0, pitch, 80)
+    rig.t = 5.2 * SPB
+    assert session._replan_due(rig.clock.snapshot(), 5.2, session._epoch) == (1, 1.0, None)
+    assert session.replan(1, 1.0, session._epoch) is not None
+    assert session.replans.applied == 1
+    rig.t = 6.2 * SPB  # heard already: the plan from beat 4 on heard it
+    assert session._replan_due(rig.clock.snapshot(), 6.2, session._epoch) is None
+    assert session.replans.unchanged == 3
+
+
+def test_short_of_time_a_replan_covers_the_next_commit_span_only(model) -> None:
+    """Where the rest of the bar would not be ready in time, the re-plan plans only up to the
+    commit point after next; what lies beyond stays as planned, and is re-planned at the next
+    commit point even with nothing new heard."""
+    rig = Rig(model, commit=1.0)
+    session = rig.session
+    rig.t = (4.0 - 0.3) * SPB
+    session.run_cycle(1, 4.0 - 0.3)
+    later = _ours_from(rig, 1, 6.0)
+    chord = rig.strike(1)
+    rig.t = 4.2 * SPB  # 0.4 s to beat 2: the rest of the bar (0.75) would take 0.68 s with
+    session._model_bar_ms.clear()  # its safety margin, one beat's span 0.23 s
+    session._model_bar_ms.append(600.0)
+    assert session._replan_due(rig.clock.snapshot(), 4.2, session._epoch) == (1, 0.0, 2.0)
+    assert session.replan(1, 0.0, session._epoch, until=2.0) is not None
+    assert _ours_from(rig, 1, 6.0) == later  # beyond the span: as planned before
+    span = [n for n in rig.ours(1) if n.program == 33 and 5.0 <= n.start_beats < 6.0]
+    assert all(n.pitch % 12 in {p % 12 for p in chord} for n in span), (chord, span)
+    take = session._takes[1]
+    assert take.stale_from == 2.0 and session.replans.partial == 1
+    rig.t = 5.2 * SPB  # nothing new, but the rest was planned before the chord: re-planned
+    session._model_bar_ms.clear()
+    assert session._replan_due(rig.clock.snapshot(), 5.2, session._epoch) == (1, 1.0, None)
+    assert session.replan(1, 1.0, session._epoch) is not None
+    assert take.stale_from is None
+    bass = [n for n in rig.ours(1) if n.program == 33 and n.start_beats >= 6.0]
+    assert all(n.pitch % 12 in {p % 12 for p in chord} for n in bass), (chord, bass)
+    rig.t = 4.2 * SPB + 4 * SPB  # no time at all for the next bar's: skipped
+    session._model_bar_ms.append(5000.0)
+    skipped = session.replans.skipped
+    session.run_cycle(2, 8.0 - 0.3)
+    rig.strike(2)
+    rig.t = 8.2 * SPB
+    assert session._replan_due(rig.clock.snapshot(), 8.2, session._epoch) is None
+    assert session.replans.skipped == skipped + 1

@@ -252,11 +252,13 @@ def test_a_bar_is_completed_from_inside_it(tiny_header_model_dir, beat) -> None:
     assert ctx[-1] == vocab.bar_id  # the next bar extends from here
 
 
+@pytest.mark.parametrize("until", [None, 3], ids=["to-the-end", "until-beat-4"])
 def test_a_completed_bar_copies_its_reference_from_the_commit_point_on(
-    tiny_header_model_dir,
+    tiny_header_model_dir, until
 ) -> None:
     """Variation 0 in a re-plan: the reference's notes from the commit point on, note for note
-    (the copy prior's pointers skip what the bar already holds)."""
+    (the copy prior's pointers skip what the bar already holds); with an end, none from
+    there on (a re-plan short of time plans the next commit span only)."""
     from ostinato.engine.copy import CopyPrior
     from ostinato.model.tokens import load_tokenizer, split_bars
 
@@ -274,12 +276,16 @@ def test_a_completed_bar_copies_its_reference_from_the_commit_point_on(
     engine.feed(_bar_known_until(engine, ids, from_position))
     config = GrammarConfig(programs=(-1, 33), header=(-1, 33), meter=(4, 4))
     prior = CopyPrior(vocab, [[reference]], 0.0)
+    last = None if until is None else until * vocab.positions_per_beat
     notes = list(engine.complete_bar(engine.sampler(SamplingSettings(), seed=1), config,
-                                     from_position, None, prior))  # fmt: skip
+                                     from_position, None, prior, last))  # fmt: skip
     got = sorted((n.start_beats, n.program, n.pitch) for n in notes)
+    end = 4 if until is None else until
     bass = [(n.start / 480, 33, n.pitch) for n in score.tracks[1].notes
             if 8 * 480 + 2 * 480 <= n.start < 12 * 480]  # fmt: skip
     drums = [(n.start / 480, -1, n.pitch) for n in score.tracks[0].notes
              if 8 * 480 + 2 * 480 <= n.start < 12 * 480]  # fmt: skip
-    expected = sorted((t - 8, p, pitch) for t, p, pitch in bass + drums)
+    expected = sorted((t - 8, p, pitch) for t, p, pitch in bass + drums if t - 8 < end)
     assert got == expected
+    ends_with = engine.context_tokens()[-1]
+    assert (ends_with == vocab.bar_id) == (until is None)  # else: stopped inside the bar
