@@ -178,7 +178,7 @@ def _percentiles(values: list[float], *qs: float) -> dict:
 
 
 def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work: Path,
-            period: int = 64, commit: str = "bar") -> dict:  # fmt: skip
+            period: int = 64, commit: str = "bar", keys: bool = False) -> dict:  # fmt: skip
     stats_path = work / f"stats-{bpm}-{period}-{commit}.json"
     lsp = lambda: subprocess.run(["jack_lsp"], env=env, capture_output=True, text=True).stdout  # noqa: E731
     log_path = work / f"daemon-{bpm}-{period}-{commit}.log"
@@ -190,7 +190,7 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
          "--commit", commit],
         env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    clock = transport = floor = ear = None
+    clock = transport = floor = ear = player = None
     try:
         _wait(lambda: DAEMON_IN in lsp(), 60, "the daemon's ports")
         clock = subprocess.Popen(["jack_midi_clock"], env=env, stdout=subprocess.DEVNULL,
@@ -198,7 +198,13 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         _wait(lambda: CLOCK_OUT in lsp(), 10, "jack_midi_clock")
         os.environ["JACK_DEFAULT_SERVER"] = env["JACK_DEFAULT_SERVER"]  # the bench's own client
         ear = FrameRecorder()
-        for a, b in ((CLOCK_OUT, DAEMON_IN), (CLOCK_OUT, ear.name), (DAEMON_OUT, ear.name)):
+        links = [(CLOCK_OUT, DAEMON_IN), (CLOCK_OUT, ear.name), (DAEMON_OUT, ear.name)]
+        if keys:  # a keyboard player on the DAW's clock: something for re-plans to follow
+            from ostinato.bench_accompany import KEYS_OUT, KeysPlayer, changing_chords
+
+            player = KeysPlayer([chord for _, chord in changing_chords(2 * bars, seed=2)])
+            links += [(CLOCK_OUT, player.name_in), (KEYS_OUT, DAEMON_IN)]
+        for a, b in links:
             subprocess.run(["jack_connect", a, b], env=env, check=True)
         transport = subprocess.Popen(["jack_transport"], env=env, stdin=subprocess.PIPE,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -232,8 +238,9 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         heard["skipped_frames"] = ear.skipped_frames
         heard["silent_bars"] = silent_bars(events)
     finally:
-        if ear is not None:
-            ear.close()
+        for client in (player, ear):
+            if client is not None:
+                client.close()
         for proc in (floor, transport, clock, daemon):
             if proc is not None and proc.poll() is None:
                 proc.terminate()
@@ -250,6 +257,7 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         "bpm": bpm,
         "jack_period_frames": period,
         "commit": commit,
+        "keys": keys,  # a keyboard player changing chords on beats 1 and 3
         # the daemon's CPU time per bar (all its threads), and what the re-plans cost
         "cpu_ms_per_bar": round(1000 * cpu * 4 * 60 / bpm, 1),
         "replans": {
@@ -311,7 +319,7 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
 
 def run_realtime_bench(
     model_dir: str | Path, bars: int = 200, tempos=(120, 180), programs: str = "drums,33,4",
-    png: str | Path | None = None, periods=PERIODS, commits=("bar",),
+    png: str | Path | None = None, periods=PERIODS, commits=("bar",), keys: bool = False,
 ) -> dict:  # fmt: skip
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
@@ -337,7 +345,9 @@ def run_realtime_bench(
                 _wait(lambda env=env: subprocess.run(["jack_lsp"], env=env,
                       capture_output=True).returncode == 0, 10, "jackd")  # fmt: skip
                 runs.append(
-                    run_one(env, Path(model_dir), bpm, bars, programs, Path(tmp), period, commit)
+                    run_one(
+                        env, Path(model_dir), bpm, bars, programs, Path(tmp), period, commit, keys
+                    )
                 )
             finally:
                 jackd.terminate()
@@ -345,6 +355,7 @@ def run_realtime_bench(
     report = {
         "model": str(model_dir),
         "programs": programs,
+        "keys": keys,
         "jack_periods_frames": list(periods),
         "runs": [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs],
     }
@@ -375,7 +386,8 @@ def write_histogram(runs: list[dict], png: Path) -> None:
 
 
 def format_realtime(report: dict) -> str:
-    lines = [f"real-time through JACK ({report['programs']}, jam mode), judged at the DAW:"]
+    player = ", a keyboard player changing chords on beats 1 and 3" if report.get("keys") else ""
+    lines = [f"real-time through JACK ({report['programs']}, jam mode{player}), judged at the DAW:"]
     for r in report["runs"]:
         g = r["grid_error_ms"]
         lines.append(

@@ -266,6 +266,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     if not args.accompany and (args.changing or args.daemon_args):
         raise CommandError("--changing and --daemon-args are for --accompany")
+    if args.keys and not args.realtime:
+        raise CommandError("--keys is for --realtime")
     if args.commit and not (args.accompany or args.realtime):
         raise CommandError("--commit is for --accompany and --realtime")
     if args.accompany:
@@ -288,7 +290,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         # with --commit N each run is made with the bar committed whole too: the cost compared
         commits = ("bar",) if args.commit in (None, "bar") else ("bar", args.commit)
         report = run_realtime_bench(model, bars=args.bars, png=args.png, tempos=args.tempos,
-                                    periods=args.periods, commits=commits)  # fmt: skip
+                                    periods=args.periods, commits=commits,
+                                    keys=args.keys)  # fmt: skip
         print(format_realtime(report))
     else:
         report = run_bench(
@@ -679,6 +682,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the daemon's --commit (re-plan the rest of the bar every N beats): with "
         "--accompany the one run (default: the daemon's own); with --realtime each run is made "
         "with bar and with N, the CPU per bar side by side",
+    )
+    bench.add_argument(
+        "--keys",
+        action="store_true",
+        help="with --realtime: a keyboard player changes chords on beats 1 and 3 (chords that "
+        "never loop), so that re-plans have something new to follow",
     )
     bench.add_argument(
         "--daemon-args",
