@@ -77,6 +77,9 @@ log = logging.getLogger(__name__)
 
 CONTEXT_BARS = 4  # bars fed after a reset
 MAX_UNCOMMITTED = 16  # bars heard and not yet fed, kept at most (a cycle that fell behind)
+# positions are renumbered between bars when this many more tokens (what a cycle feeds and
+# generates at most) could take them past the engine's limit: never inside a bar
+RENUMBER_HEADROOM = 4096
 
 
 class BarPlanner(TakeDesk, FollowsTransport, BarSources, Replanning):
@@ -277,6 +280,7 @@ class BarPlanner(TakeDesk, FollowsTransport, BarSources, Replanning):
             engine.reset()
             committed = engine.context_length
         engine.truncate(committed)
+        engine.renumber_ahead(RENUMBER_HEADROOM)  # here, between bars, not inside one
         self._follow_style()
         if complete_tokens:
             engine.feed(np.concatenate(complete_tokens))

@@ -53,7 +53,8 @@ CARD_FILE = "card.json"
 PREFILL_CHUNK = 256  # tokens per prefill call: bounds the mask and activation sizes
 MAX_TOKENS_PER_BAR = 400  # safety net: past this, the bar is closed as soon as allowed
 # Rotary angles are position × frequency in fp32: exact to ~0.004 rad up to 2^16. Past it the
-# kept context is prefilled again from position 0 (every ~10 minutes of playing at 180 BPM).
+# kept context is renumbered from position 0 (every ~10 minutes of playing at 180 BPM): its
+# cached keys are rotated to their new positions (a few ms), nothing is computed again.
 POSITION_LIMIT = 1 << 16
 GRAMMAR_CACHE = 32  # grammars kept (a key lock makes one per key and set of notes used)
 
@@ -167,6 +168,10 @@ class Engine:
             raise ValueError("window must be at least 32 tokens")
         self.window = W
         self._shape = (L, H, D)
+        # the rotary frequencies as the graph computes them (fp32): to move cached keys
+        half = np.arange(0, D, 2, dtype=np.float32) / np.float32(D)
+        base = np.float32(m.get("rope_base", 10000.0))
+        self._inv_freq = (np.float32(1.0) / np.power(base, half)).astype(np.float32)
         self._allocate()
         self._grammars: dict[GrammarConfig, Grammar] = {}
         self._penalized = (self.vocab.types == TokenType.PITCH) | (
@@ -176,6 +181,7 @@ class Engine:
         self.guidance = 0.0
         self._guide: Engine | None = None  # the unconditional twin context (guidance > 0)
         self._said: set[str] = set()  # one-line notices already logged
+        self.renumbered = 0  # times the positions started from 0 again (POSITION_LIMIT)
         self.reset()
 
     def _allocate(self) -> None:
@@ -196,6 +202,7 @@ class Engine:
         # Context bookkeeping: tokens in order, the slot each occupies.
         self._ctx_tokens = np.zeros(W, dtype=np.int64)
         self._ctx_slots = np.zeros(W, dtype=np.int64)
+        self._slot_pos = np.zeros(W, dtype=np.int64)  # the position each slot's key is at
         self._ctx_len = 0
         self._free = np.ones(W, dtype=bool)
         self._history = np.zeros(4096, dtype=np.int64)  # recent tokens for the penalty
@@ -411,6 +418,7 @@ class Engine:
         self.decode_session.run_with_iobinding(self._io)
         self.k_buf[:, :, :, slot] = self._newk1[:, :, :, 0]
         self.v_buf[:, :, :, slot] = self._newv1[:, :, :, 0]
+        self._slot_pos[slot] = self.next_position
         self.last_logits = self._logits1[0]
         # The per-token bookkeeping of _remember, without building arrays.
         n = self._ctx_len
@@ -440,6 +448,7 @@ class Engine:
         logits, new_k, new_v = self.session.run(None, feeds)
         self.k_buf[:, :, :, slots] = new_k
         self.v_buf[:, :, :, slots] = new_v
+        self._slot_pos[slots] = positions[0]
         self.last_logits = logits[0].copy()
         self._remember(tokens, slots)
 
@@ -469,7 +478,7 @@ class Engine:
             cut_candidates = bars[bars >= first + target]
             cut = int(cut_candidates[0]) if len(cut_candidates) else self._ctx_len
         self.dropped_front += cut - first
-        if self.slide == "reprefill" or rebase:
+        if self.slide == "reprefill":
             kept = np.concatenate((ctx[:first], ctx[cut:])).copy()
             self._slot_valid[:] = -np.inf
             self._free[:] = True
@@ -485,6 +494,43 @@ class Engine:
         self._ctx_tokens[first : self._ctx_len - n_drop] = self._ctx_tokens[cut : self._ctx_len]
         self._ctx_slots[first : self._ctx_len - n_drop] = self._ctx_slots[cut : self._ctx_len]
         self._ctx_len -= n_drop
+        if rebase:
+            self._renumber()
+
+    def renumber_ahead(self, headroom: int) -> bool:
+        """Renumber now (see :meth:`_renumber`) if the positions would pass POSITION_LIMIT
+        within ``headroom`` more tokens: a caller between bars keeps it out of a bar.
+        Returns whether it did."""
+        if self.next_position + headroom <= POSITION_LIMIT:
+            return False
+        self._renumber()
+        if self._guide is not None:
+            self._guide.renumber_ahead(headroom)
+        return True
+
+    def _renumber(self) -> None:
+        """Give the context positions 0, 1, … again, in order, without computing anything
+        again: rotary embeddings make attention depend on positions only through their
+        differences, so each cached key is rotated from the angle it was computed at to the
+        angle of its new position (both as the graph computes them, in fp32) — the keys are
+        then those the graph would have produced there. Values carry no position."""
+        n = self._ctx_len
+        slots = self._ctx_slots[:n]
+        new = np.arange(n, dtype=np.int64)
+
+        def angles(positions: np.ndarray) -> np.ndarray:
+            return (positions.astype(np.float32)[:, None] * self._inv_freq).astype(np.float64)
+
+        turn = angles(new) - angles(self._slot_pos[slots])  # (n, D/2)
+        cos, sin = np.cos(turn).astype(np.float32), np.sin(turn).astype(np.float32)
+        half = self._shape[2] // 2
+        keys = self.k_buf[:, :, :, slots]  # (L, 1, H, n, D), a copy
+        x1, x2 = keys[..., :half], keys[..., half:]
+        self.k_buf[:, :, :, slots, :half] = x1 * cos - x2 * sin
+        self.k_buf[:, :, :, slots, half:] = x1 * sin + x2 * cos
+        self._slot_pos[slots] = new
+        self.next_position = n
+        self.renumbered += 1
 
     # -- generation ------------------------------------------------------------------------
     def grammar(self, config: GrammarConfig) -> Grammar:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+import ostinato.daemon.planner as planner_module
+import ostinato.engine.engine as engine_module
 from ostinato.daemon.clock import Clock
 from ostinato.daemon.planner import BarPlanner
 from ostinato.daemon.recorder import Recorder
@@ -13,11 +16,23 @@ from ostinato.model.tokens import DRUM_PROGRAM
 from ostinato.settings import GenerationSettings
 
 
-def test_the_context_keeps_its_bars_while_the_window_slides(tiny_model_dir) -> None:
+@pytest.mark.parametrize("renumbering", [False, True], ids=["sliding", "sliding-renumbering"])
+def test_the_context_keeps_its_bars_while_the_window_slides(
+    tiny_model_dir, monkeypatch, renumbering
+) -> None:
     """A long jam fills the KV window again and again; each time it slides, the committed
     bars must be found where they now are: the context stays the newest bars exactly as
-    played (no speculative tokens of an earlier cycle, no restart from a bare context)."""
+    played (no speculative tokens of an earlier cycle, no restart from a bare context).
+    Renumbering the positions (past the engine's limit) happens between bars, never inside
+    one, and changes none of it."""
+    if renumbering:
+        monkeypatch.setattr(engine_module, "POSITION_LIMIT", 600)
+        monkeypatch.setattr(planner_module, "RENUMBER_HEADROOM", 200)
     engine = Engine(tiny_model_dir, device="cpu")
+    ahead = []
+    renumber_ahead = engine.renumber_ahead
+    monkeypatch.setattr(engine, "renumber_ahead", lambda headroom: ahead.append(
+        renumber_ahead(headroom)) or ahead[-1])  # fmt: skip
     clock = Clock(bpm=120)
     clock.start_internal(0.0, 120)
     scheduler = Scheduler(lambda message: None, clock.snapshot)  # queued only, never sent
@@ -47,6 +62,8 @@ def test_the_context_keeps_its_bars_while_the_window_slides(tiny_model_dir) -> N
         assert kept[0] == vocab.bar_id  # whole bars
         np.testing.assert_array_equal(kept, played[len(played) - len(kept) :])
     assert slides >= 3  # the window did slide, several times
+    assert engine.renumbered == sum(ahead)  # every time between bars
+    assert engine.renumbered >= (2 if renumbering else 0)
 
 
 def _jam_over_a_sparse_bass(tiny_model_dir, density: float) -> list[int]:
