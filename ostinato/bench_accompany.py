@@ -45,8 +45,16 @@ import time
 from pathlib import Path
 from typing import TypeVar
 
-from ostinato import jack_shm
-from ostinato.bench_realtime import CLOCK_OUT, DAEMON_IN, DAEMON_OUT, TOOLS, FrameRecorder, _wait
+from ostinato.bench_realtime import (
+    CLOCK_OUT,
+    DAEMON_IN,
+    DAEMON_OUT,
+    TOOLS,
+    FrameRecorder,
+    _wait,
+    private_server,
+)
+from ostinato.settings import GenerationSettings, format_commit
 
 PPQN = 24  # the MIDI clock's ticks per beat
 TICKS_PER_BAR = 4 * PPQN  # 4/4
@@ -298,7 +306,7 @@ def run_accompany_bench(
     ``changing``: the changing scenario (:func:`changing_scenarios`) instead of the looped
     ``progressions``; ``bars`` defaults to 12 looped (three passes), 24 changing. ``commit``
     (``bar`` or beats) is passed to the daemon as ``--commit`` only when given (None: the
-    daemon's own default, a bar generated whole); ``extra_args`` go to the daemon after it."""
+    daemon's own default); ``extra_args`` go to the daemon after it."""
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
         raise FileNotFoundError(f"{', '.join(missing)} not found: install jackd2, jack-midi-clock")
@@ -313,21 +321,9 @@ def run_accompany_bench(
     runs = []
     for k, (name, halves) in enumerate(runs_in.items()):
         server = f"ostinato-accompany-{os.getpid()}-{k}"  # a fresh name: no state carried
-        env = {**os.environ, "JACK_DEFAULT_SERVER": server, "JACK_NO_AUDIO_RESERVATION": "1"}
-        jack_shm.clear_stale()
-        jackd = subprocess.Popen(
-            ["jackd", "-n", server, "-d", "dummy", "-r", "48000", "-p", str(period)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        try:
-            _wait(lambda env=env: subprocess.run(["jack_lsp"], env=env,
-                  capture_output=True).returncode == 0, 10, "jackd")  # fmt: skip
-            with tempfile.TemporaryDirectory() as tmp:
-                notes, ticks = _run_one(env, Path(model_dir), bpm, bars, programs, halves,
-                                        Path(tmp), daemon_args)  # fmt: skip
-        finally:
-            jackd.terminate()
-            jackd.wait(5)
+        with private_server(server, period) as env, tempfile.TemporaryDirectory() as tmp:
+            notes, ticks = _run_one(env, Path(model_dir), bpm, bars, programs, halves,
+                                    Path(tmp), daemon_args)  # fmt: skip
         ticks = min(ticks, bars * TICKS_PER_BAR)
         if changing:
             result = score_changing(notes, ticks, halves, follow_beats_of(commit))
@@ -339,7 +335,8 @@ def run_accompany_bench(
         shown = {k: v for k, v in result.items() if not k.startswith("_")}
         print(f"  {name}: {shown}", file=sys.stderr, flush=True)
     return {"model": str(model_dir), "bpm": bpm, "programs": programs,
-            "scenario": "changing" if changing else "loop", "commit": commit or "bar",
+            "scenario": "changing" if changing else "loop",
+            "commit": commit or format_commit(GenerationSettings().commit),
             "daemon_args": list(daemon_args), "runs": runs,
             **{k: sum(r[k] for r in runs) for k in TOTALS},
             **{k: _mean(runs, k) for k in (CHANGING_MEANS if changing else LOOP_MEANS)},

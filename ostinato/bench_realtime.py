@@ -23,6 +23,7 @@ the sender's lateness is reported next to it, measured over the same minutes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -161,6 +162,48 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _family(pid: int) -> list[int]:
+    """``pid`` and its children (the daemon and its sender process)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return [pid, *map(int, children)]
+
+
+def usage(pid: int) -> tuple[float, float]:
+    """(resident MiB, CPU seconds) of ``pid`` and its children, now."""
+    rss_kib, cpu = 0, 0.0
+    for p in _family(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss_kib += int(line.split()[1])
+            cpu += _cpu_seconds(p)
+        except (OSError, ValueError, IndexError):
+            continue  # it exited meanwhile
+    return rss_kib / 1024, cpu
+
+
+@contextlib.contextmanager
+def private_server(name: str, period: int):
+    """A private JACK server (dummy driver, 48 kHz, ``period`` frames, real-time where
+    allowed) for one run: yields the environment its clients use."""
+    env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_AUDIO_RESERVATION": "1"}
+    jack_shm.clear_stale()  # a killed run's servers would block this one's
+    jackd = subprocess.Popen(
+        ["jackd", "--realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p", str(period)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        _wait(lambda: subprocess.run(["jack_lsp"], env=env, capture_output=True).returncode == 0,
+              10, "jackd")  # fmt: skip
+        yield env
+    finally:
+        jackd.terminate()
+        jackd.wait(5)
+
+
 def _wait(predicate, timeout: float, what: str) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -178,7 +221,11 @@ def _percentiles(values: list[float], *qs: float) -> dict:
 
 
 def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work: Path,
-            period: int = 64, commit: str = "bar", keys: bool = False) -> dict:  # fmt: skip
+            period: int = 64, commit: str = "bar", keys: bool = False,
+            samples: list[dict] | None = None, logs: bool = True) -> dict:  # fmt: skip
+    """One run of ``bars`` bars; ``samples``, when given, gets the daemon's memory and CPU
+    every 10 s (``ostinato bench --soak``); ``logs`` False: the daemon keeps its totals only,
+    not every note and tick (they would grow its memory over a long run)."""
     stats_path = work / f"stats-{bpm}-{period}-{commit}.json"
     lsp = lambda: subprocess.run(["jack_lsp"], env=env, capture_output=True, text=True).stdout  # noqa: E731
     log_path = work / f"daemon-{bpm}-{period}-{commit}.log"
@@ -187,7 +234,7 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         [sys.executable, "-m", "ostinato", "run", "--backend", "jack", "--mode", "jam",
          "--programs", programs, "--model", str(model_dir), "--stats-json", str(stats_path),
          "--seed", "0", "--no-osc", "--record", str(work),  # recorded, as by default
-         "--commit", commit],
+         "--commit", commit, *(() if logs else ("--no-stats-logs",))],
         env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     clock = transport = floor = ear = player = None
@@ -217,8 +264,15 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         seconds = bars * 4 * 60 / bpm + 1.0
         floor = start_cyclictest(seconds - 1.0)
         end = time.monotonic() + seconds
+        last = (t0, usage(daemon.pid)[1])
         while time.monotonic() < end:
             time.sleep(min(10.0, max(0.0, end - time.monotonic())))
+            if samples is not None:
+                now, (rss, cpu_s) = time.monotonic(), usage(daemon.pid)
+                samples.append({"s": round(now - t0, 1), "rss_mib": round(rss, 1),
+                                "cpu_percent": round(100 * (cpu_s - last[1]) / (now - last[0]),
+                                                     1)})  # fmt: skip
+                last = (now, cpu_s)
             heard = grid_errors(ear.snapshot(), ear.rate)
             late = np.abs(heard["error_ms"]) if heard["error_ms"] else np.zeros(1)
             print(f"  {bpm} BPM, {period} frames: {heard['ticks'] / 96:.0f} of {bars} bars, "
@@ -305,6 +359,10 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         "cpu_percent_of_one_core": round(100 * cpu, 1),
         "os_floor": parse_cyclictest(floor_text),
         "late_bars": [b for b in stats.get("bars", []) if b["margin_ms"] < 0],
+        # what a long night is watched by (``--soak``)
+        "clock_listener_ms_max": stats["clock"].get("listener_ms_max"),
+        "recording": stats.get("recording"),
+        "renumbered": stats.get("engine", {}),
         "dropped": [  # how late each would have gone out, and why
             {
                 "beat": round(d["beat"], 3),
@@ -314,6 +372,7 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
             for d in stats.get("dropped", [])
         ],
         "_lateness_ms": lateness_ms,
+        "_bar_margin_ms": stats["bar_margin_ms"],
     }
 
 
@@ -331,27 +390,14 @@ def run_realtime_bench(
         for period, bpm, commit in ((p, b, c) for p in periods for b in tempos for c in commits):
             # a fresh server per run: no transport state carried over
             name = f"ostinato-bench-{os.getpid()}-{bpm}-{period}"
-            env = {**os.environ, "JACK_DEFAULT_SERVER": name, "JACK_NO_AUDIO_RESERVATION": "1"}
             print(f"{bpm} BPM at a JACK period of {period} frames, commit {commit}, {bars} bars …",
                   file=sys.stderr, flush=True)  # fmt: skip
-            jack_shm.clear_stale()  # a killed run's servers would block this one's
-            jackd = subprocess.Popen(
-                ["jackd", "--realtime", "-n", name, "-d", "dummy", "-r", "48000", "-p",
-                 str(period)],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
-            try:
-                _wait(lambda env=env: subprocess.run(["jack_lsp"], env=env,
-                      capture_output=True).returncode == 0, 10, "jackd")  # fmt: skip
+            with private_server(name, period) as env:
                 runs.append(
                     run_one(
                         env, Path(model_dir), bpm, bars, programs, Path(tmp), period, commit, keys
                     )
                 )
-            finally:
-                jackd.terminate()
-                jackd.wait(5)
     report = {
         "model": str(model_dir),
         "programs": programs,

@@ -283,6 +283,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(format_accompany(report))
         report["runs"] = [{k: v for k, v in r.items() if not k.startswith("_")}
                           for r in report["runs"]]  # fmt: skip
+    elif args.soak is not None:
+        from ostinato.bench_soak import format_soak, run_soak
+
+        model = Path(args.model) if args.model else Path(str(default_model_dir()))
+        report = run_soak(model, args.soak, png=args.png)
+        print(format_soak(report))
     elif args.realtime:
         from ostinato.bench_realtime import format_realtime, run_realtime_bench
 
@@ -658,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--periods", type=_periods, default=(64, 1024),
                        metavar="FRAMES[,FRAMES…]",
                        help="JACK periods with --realtime (default 64,1024)")  # fmt: skip
-    bench.add_argument("--png", help="lateness histogram with --realtime")  # fmt: skip
+    bench.add_argument("--png", help="lateness histogram with --realtime, plot with --soak")
     bench.add_argument("--accompany", action="store_true",
                        help="jam mode under a keyboard player's chord progressions through a "
                        "private JACK server: bass and drum bars, bass chord tones (at the first "
@@ -682,6 +688,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the daemon's --commit (re-plan the rest of the bar every N beats): with "
         "--accompany the one run (default: the daemon's own); with --realtime each run is made "
         "with bar and with N, the CPU per bar side by side",
+    )
+    bench.add_argument(
+        "--soak",
+        type=float,
+        metavar="MINUTES",
+        help="the daemon for MINUTES at 240 BPM (jam on drums, bass and keys, recording, a "
+        "keyboard player, through a private JACK server): memory and CPU over time, late and "
+        "fallback bars, the clock listeners' longest wait, the session file's rewrite time, "
+        "position renumbering; --png for a plot",
     )
     bench.add_argument(
         "--keys",

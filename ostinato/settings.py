@@ -474,6 +474,8 @@ SCHEMA: tuple[Setting, ...] = (
             "file in this folder (off: none)", off=True),
     _daemon("stats_json", "path", None, "write timing statistics to this file on exit",
             optional=True),
+    _daemon("stats_logs", "bool", True, "with stats_json: also every note sent and heard and "
+            "every clock tick (off for long runs: the totals only)"),
 )
 # fmt: on
 SETTINGS: dict[str, Setting] = {s.name: s for s in SCHEMA}

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,6 +125,7 @@ class Clock:
         self.loop: tuple[float, float] | None = None  # (start beat, end beat) from jumps
         self.loop_passes = 0  # jumps seen over the same loop in a row
         self.map_listeners: list = []
+        self.listener_ms_max = 0.0  # the longest the map listeners took on one new map
         self.listeners: list = []
         self.gap_listeners: list = []
         self._map: TempoMap | None = None
@@ -153,8 +155,12 @@ class Clock:
     @map.setter
     def map(self, tempo: TempoMap | None) -> None:
         self._map = tempo
+        started = time.perf_counter()
         for listener in self.map_listeners:
             listener(tempo)
+        # what a tick waits for its listeners (they only append or set: ~µs; a long wait
+        # here is a lock held elsewhere, which would delay the next tick's reading)
+        self.listener_ms_max = max(self.listener_ms_max, (time.perf_counter() - started) * 1e3)
 
     @property
     def bpm(self) -> float | None:

@@ -133,7 +133,7 @@ class Daemon:
         self.telemetry = Telemetry(config, self.backend, self.engine, self.clock, self.recorder,
                                    self.planner, self.scheduler, self.inputs,
                                    self.learner)  # fmt: skip
-        if config.stats_json is not None:
+        if config.stats_json is not None and config.stats_logs:
             sender.on_note_sent = self.telemetry.note_sent
             self.inputs.on_note = self.telemetry.heard_note
             self.inputs.on_tick = self.telemetry.heard_tick
@@ -175,7 +175,7 @@ class Daemon:
         rec = SessionFile(session_path(folder),
                           lambda channel: self.recorder.channel_programs.get(channel, 0),
                           self.config.beats_per_bar, self.config.bpm)  # fmt: skip
-        self.recording = rec
+        self.recording = self.telemetry.recording = rec
         self.clock.map_listeners.append(
             lambda tempo: rec.tempo(tempo.anchor_time, tempo.bpm) if tempo else None
         )

@@ -29,6 +29,7 @@ class DaemonConfig:
     lookahead_ms: float = 250.0
     client_name: str = "ostinato"
     stats_json: Path | None = None  # written at shutdown: timing of every note sent
+    stats_logs: bool = True  # with stats_json: every note and tick too (off: totals only)
     record: Path | str | None = SETTINGS["record"].default  # sessions folder; None: none
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     osc_host: str = "127.0.0.1"

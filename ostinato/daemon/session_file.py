@@ -84,6 +84,7 @@ class SessionFile:
         self.writes = 0
         self.write_errors = 0
         self.write_ms = 0.0  # the last rewrite: encoding the news, joining, writing
+        self.write_ms_max = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -136,6 +137,7 @@ class SessionFile:
             data = self._tracks.midi(now)
             written = self._write(data)
             self.write_ms = (time.perf_counter() - started) * 1e3
+            self.write_ms_max = max(self.write_ms_max, self.write_ms)
             return written
 
     def _write(self, data: bytes) -> bool:

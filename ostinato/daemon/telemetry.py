@@ -26,6 +26,7 @@ from ostinato.daemon.input_router import InputRouter
 from ostinato.daemon.planner import BarPlanner
 from ostinato.daemon.recorder import HUMAN, Recorder
 from ostinato.daemon.scheduling import NoteScheduler
+from ostinato.daemon.session_file import SessionFile
 from ostinato.engine.engine import Engine
 from ostinato.settings import format_programs
 
@@ -57,13 +58,14 @@ class Telemetry:
         self.backend = backend
         self.engine, self.clock, self.recorder, self.planner = engine, clock, recorder, planner
         self.scheduler, self.inputs, self.learner = scheduler, inputs, learner
-        self.keep_logs = config.stats_json is not None
+        self.keep_logs = config.stats_json is not None and config.stats_logs
         self.input_log: list[tuple[float, list[int]]] = []  # beat and bytes of notes heard
         self.tick_log: list[float] = []  # arrival time of every clock tick
         self.sent_log: list[tuple[float, float, float, int]] = []  # beat, due, sent, note
         self.drop_log: list[tuple[float, float, float, bool]] = []  # beat, due, when, why
         self._last_drop_bar = -1
         self.link: LinkFollower | None = None  # the Ableton Link peer (clock = link or auto)
+        self.recording: SessionFile | None = None  # the session file, when recording
 
     # -- logs (input thread, reports thread) -----------------------------------------------
     def heard_note(self, beat: float, data: list[int]) -> None:
@@ -230,6 +232,18 @@ class Telemetry:
                 "input_gaps": self.clock.input_gaps,
                 "gaps": self.clock.gaps,  # ticks that stopped without a Stop (suspended)
                 "timeouts": self.clock.timeouts,  # of those, ended by clock_timeout_s
+                "listener_ms_max": self.clock.listener_ms_max,
+            },
+            "recording": None
+            if self.recording is None
+            else {
+                "writes": self.recording.writes,
+                "write_ms_last": self.recording.write_ms,
+                "write_ms_max": self.recording.write_ms_max,
+            },
+            "engine": {  # positions renumbered (between bars, or inside one)
+                "renumbered": self.engine.renumbered,
+                "renumbered_inside_bar": self.engine.renumbered - self.engine.renumbered_ahead,
             },
             "link": self.link.stats() if self.link is not None else None,
             "skipped_frames": s.skipped_frames,

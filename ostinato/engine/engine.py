@@ -182,6 +182,7 @@ class Engine:
         self._guide: Engine | None = None  # the unconditional twin context (guidance > 0)
         self._said: set[str] = set()  # one-line notices already logged
         self.renumbered = 0  # times the positions started from 0 again (POSITION_LIMIT)
+        self.renumbered_ahead = 0  # of those, asked for ahead (between bars)
         self.reset()
 
     def _allocate(self) -> None:
@@ -504,6 +505,7 @@ class Engine:
         if self.next_position + headroom <= POSITION_LIMIT:
             return False
         self._renumber()
+        self.renumbered_ahead += 1
         if self._guide is not None:
             self._guide.renumber_ahead(headroom)
         return True

@@ -167,6 +167,11 @@ def test_daemon_through_jack(jack: JackServer, tmp_path) -> None:
     # The start-up heap is out of the collector's reach (a full pass would stall the sender).
     assert stats["gc_frozen_objects"] > 50_000
     assert stats["sender_realtime"] in (True, False)
+    # what a long night is watched by: the clock's listeners ran on every map; the session
+    # file was written; positions were never renumbered inside a bar
+    assert stats["clock"]["listener_ms_max"] > 0
+    assert stats["recording"]["writes"] >= 1 and stats["recording"]["write_ms_max"] > 0
+    assert stats["engine"]["renumbered_inside_bar"] == 0
 
     # Continue mode: silent during the phrase, answers in the two bars after it, twice.
     assert len(ons) > 0, log_text[-2000:]
