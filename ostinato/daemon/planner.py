@@ -80,6 +80,9 @@ MAX_UNCOMMITTED = 16  # bars heard and not yet fed, kept at most (a cycle that f
 # positions are renumbered between bars when this many more tokens (what a cycle feeds and
 # generates at most) could take them past the engine's limit: never inside a bar
 RENUMBER_HEADROOM = 4096
+# spare time (a style or guidance prepared): used in slices of at most SPARE_SLICE_S, never
+# closer than SPARE_MARGIN_S to the next bar's deadline, not at all with less than SPARE_MIN_S
+SPARE_SLICE_S, SPARE_MARGIN_S, SPARE_MIN_S = 0.12, 0.02, 0.05
 
 
 class BarPlanner(TakeDesk, FollowsTransport, BarSources, Replanning):
@@ -161,13 +164,22 @@ class BarPlanner(TakeDesk, FollowsTransport, BarSources, Replanning):
         self._heard: list[tuple[int, int]] = []  # (bar, epoch) heard, not committed, in order
 
     def _follow_style(self) -> None:
-        """The style and guidance settings, to the engine (the style token after BOS is
-        replaced in place: the context and what was committed stay)."""
+        """The style and guidance settings, to the engine, at a bar line. A new style (or
+        guidance turned on) needs the whole context computed again (0.6 s for the bundled
+        model): it is prepared in the planner's spare time (:meth:`spare_time`), the bars
+        meanwhile planned as before, and takes over here at the first bar line after it is
+        complete (the style token after BOS replaced: the context and what was committed
+        stay)."""
         settings, engine = self.settings, self.engine
-        if settings.style != engine.style:
-            engine.set_style(settings.style)
+        engine.adopt_prepared()
+        engine.prepare_style(settings.style)
         if settings.guidance != engine.guidance:
-            engine.set_guidance(settings.guidance)
+            engine.prepare_guidance(settings.guidance)
+
+    def spare_time(self, budget_s: float) -> bool:
+        """Use up to ``budget_s`` of time no bar needs (before the next bar's deadline) to
+        prepare a new style or guidance. Returns whether any was used."""
+        return self.engine.prepare_step(budget_s)
 
     def _programs(self) -> tuple[int, ...]:
         if self.settings.programs is not None and self.settings.mode != "loop":
@@ -531,6 +543,9 @@ class BarPlanner(TakeDesk, FollowsTransport, BarSources, Replanning):
                         self.replan(bar, point, epoch, until)
                     except Exception:  # the plan before stays
                         log.exception("re-planning bar %d failed", replan[0] + 1)
+                    continue
+                spare = deadline - now - SPARE_MARGIN_S
+                if spare > SPARE_MIN_S and self.spare_time(min(spare, SPARE_SLICE_S)):
                     continue
                 self._wake.wait(min(deadline - now, 0.01))  # re-read the map: tempo may move
                 self._wake.clear()

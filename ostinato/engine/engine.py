@@ -41,6 +41,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ostinato.engine.copy import CopyPrior
+from ostinato.engine.shadow import GUIDE, STYLE, Shadow
 from ostinato.model.grammar import Grammar, GrammarConfig, State
 from ostinato.model.sampling import Sampler, SamplingSettings
 from ostinato.model.style import NONE
@@ -180,6 +181,7 @@ class Engine:
         self.style: str | None = None  # the style asked for (None: none)
         self.guidance = 0.0
         self._guide: Engine | None = None  # the unconditional twin context (guidance > 0)
+        self._shadow: Shadow | None = None  # a style or a guide twin prepared in spare time
         self._said: set[str] = set()  # one-line notices already logged
         self.renumbered = 0  # times the positions started from 0 again (POSITION_LIMIT)
         self.renumbered_ahead = 0  # of those, asked for ahead (between bars)
@@ -264,6 +266,7 @@ class Engine:
         :attr:`prefix`). ``style``: a new style for it (default: the one set before)."""
         if not isinstance(style, EllipsisType):
             self._set_style_name(style)
+        self._shadow = None
         guide, self._guide = self._guide, None
         self._clear()
         self.feed(self.prefix)
@@ -294,6 +297,7 @@ class Engine:
         length, and what :attr:`dropped_front` counts, stay the same)."""
         before = self.style
         self._set_style_name(style)
+        self._shadow = None
         if self.style == before:
             return
         if self._ctx_len >= 2 and self.vocab.has_styles:
@@ -322,21 +326,139 @@ class Engine:
     def _sync_guide(self) -> None:
         """Start, stop or re-fill the unconditional twin so it holds this context with
         ``Style_none`` in place of the style."""
+        if self._shadow is not None and self._shadow.kind == GUIDE:
+            self._shadow = None  # done here and now instead
         if not self._guidance_on:
             self._guide = None
             return
         if self._guide is None:
-            guide = copy.copy(self)  # shares the ONNX sessions, the vocabulary, the card
-            guide._guide = None
-            guide.style = None
-            guide.guidance = 0.0
-            guide._grammars = {}
-            guide._allocate()  # a KV cache and bookkeeping of its own
-            self._guide = guide
+            self._guide = self.twin()
         tokens = self.context_tokens()
         tokens[1] = self.vocab.style_token(None)
         self._guide._refill(tokens)
         self._guide.dropped_front = self.dropped_front
+
+    def twin(self) -> Engine:
+        """An empty context of its own (a KV cache and bookkeeping) on this engine's model:
+        the ONNX sessions, the vocabulary and the card are shared. No style, no guidance."""
+        twin = copy.copy(self)
+        twin._guide = twin._shadow = None
+        twin.style = None
+        twin.guidance = 0.0
+        twin._grammars = {}
+        twin._allocate()
+        twin._clear()
+        return twin
+
+    # -- a style or guidance prepared in spare time (see :mod:`ostinato.engine.shadow`) ----
+    @property
+    def style_asked(self) -> str | None:
+        """The style being prepared, else the style in use."""
+        shadow = self._shadow
+        return shadow.style if shadow is not None and shadow.kind == STYLE else self.style
+
+    @property
+    def preparing(self) -> bool:
+        """A context is being prepared (:meth:`prepare_step` has work to do)."""
+        return self._shadow is not None and not self._shadow.synced
+
+    def prepare_style(self, style: str | None) -> None:
+        """Ask for ``style`` as :meth:`set_style` does, without computing the context again
+        now: it is prepared by :meth:`prepare_step` and takes over at :meth:`adopt_prepared`.
+        Where no context needs computing (no style tokens, a bare context) it applies now."""
+        if style in (NONE, "auto"):
+            style = None
+        if style == self.style_asked:
+            return
+        if self._ctx_len < 2 or not self.vocab.has_styles:
+            self.set_style(style)
+            return
+        self.vocab.style_token(style)  # ValueError for a style it has no token for
+        if style == self.style:  # back to the style in use: nothing to prepare
+            self._shadow = None
+            return
+        tokens = self.context_tokens()
+        tokens[1] = self.vocab.style_token(style)
+        self._shadow = Shadow(self, STYLE, style, tokens, PREFILL_CHUNK)
+        self._shadow.engine.style = style
+
+    def prepare_guidance(self, guidance: float) -> None:
+        """Set the guidance strength as :meth:`set_guidance` does; where it needs the
+        unconditional twin started, that twin is prepared in spare time (until it takes
+        over at :meth:`adopt_prepared`, tokens are sampled without guidance)."""
+        if guidance < 0:
+            raise ValueError(f"guidance must be ≥ 0, got {guidance}")
+        if guidance > 0 and not self.vocab.has_styles:
+            self._notice("this model has no style tokens: guidance is ignored")
+            guidance = 0.0
+        self.guidance = float(guidance)
+        self._prepare_guide()
+
+    def _prepare_guide(self) -> None:
+        shadow = self._shadow
+        if not self._guidance_on:
+            self._guide = None
+            if shadow is not None and shadow.kind == GUIDE:
+                self._shadow = None
+            return
+        if self._guide is not None or shadow is not None:  # (a style first: see adopt)
+            return
+        tokens = self.context_tokens()
+        tokens[1] = self.vocab.style_token(None)
+        self._shadow = Shadow(self, GUIDE, None, tokens, PREFILL_CHUNK)
+
+    def prepare_step(self, budget_s: float) -> bool:
+        """Spend up to ``budget_s`` preparing: prefill chunks, then bring the prepared context
+        up to date with this one (so that taking over later costs little). Returns whether
+        anything was done (False: not even a chunk fits in ``budget_s``)."""
+        shadow = self._shadow
+        if shadow is None or shadow.synced:
+            return False
+        if not shadow.step(budget_s) and not shadow.ready:
+            return False
+        if shadow.ready and not shadow.catch_up(self):
+            self._restart_shadow()
+        elif shadow.ready:
+            shadow.synced = True
+        return True
+
+    def adopt_prepared(self) -> bool:
+        """Where a prepared context is complete, it takes over (call it at a bar line):
+        brought up to date with this one first. Returns whether one took over."""
+        shadow = self._shadow
+        if shadow is None or not shadow.ready:
+            return False
+        if not shadow.catch_up(self):
+            self._restart_shadow()
+            return False
+        self._shadow = None
+        twin = shadow.engine
+        if shadow.kind == GUIDE:
+            self._guide = twin
+            return True
+        for mine, theirs in (
+            (self.k_buf, twin.k_buf),
+            (self.v_buf, twin.v_buf),
+            (self._ctx_tokens, twin._ctx_tokens),
+            (self._ctx_slots, twin._ctx_slots),
+            (self._slot_pos, twin._slot_pos),
+            (self._free, twin._free),
+            (self._slot_valid, twin._slot_valid),
+        ):
+            np.copyto(mine, theirs)  # in place: the decode step's bindings stay
+        self._ctx_len, self.next_position = twin._ctx_len, twin.next_position
+        self.last_logits = twin.last_logits.copy()
+        self.style = shadow.style
+        self._prepare_guide()  # the twin of guidance, if now needed, is prepared next
+        return True
+
+    def _restart_shadow(self) -> None:
+        """The context slid past what was prepared: prepare it again from the context now."""
+        shadow, self._shadow = self._shadow, None
+        if shadow is not None and shadow.kind == STYLE:
+            self.prepare_style(shadow.style)
+        else:
+            self._prepare_guide()
 
     def _refill(self, tokens: np.ndarray) -> None:
         """Prefill ``tokens`` as the whole context from position 0 (dropped_front kept)."""
@@ -488,6 +610,12 @@ class Engine:
             for start in range(0, len(kept), PREFILL_CHUNK):
                 self._prefill(kept[start : start + PREFILL_CHUNK])
             return
+        self._drop_front(first, cut)
+        if rebase:
+            self._renumber()
+
+    def _drop_front(self, first: int, cut: int) -> None:
+        """Forget the context's tokens ``first:cut`` (a slide: what stays keeps its keys)."""
         dropped = self._ctx_slots[first:cut]
         self._free[dropped] = True
         self._slot_valid[dropped] = -np.inf
@@ -495,8 +623,6 @@ class Engine:
         self._ctx_tokens[first : self._ctx_len - n_drop] = self._ctx_tokens[cut : self._ctx_len]
         self._ctx_slots[first : self._ctx_len - n_drop] = self._ctx_slots[cut : self._ctx_len]
         self._ctx_len -= n_drop
-        if rebase:
-            self._renumber()
 
     def renumber_ahead(self, headroom: int) -> bool:
         """Renumber now (see :meth:`_renumber`) if the positions would pass POSITION_LIMIT

@@ -1,6 +1,6 @@
 """The per-bar cycle with a model of the new language: every bar heard and played carries the
 session's meter, the context starts with the style, and a style or guidance changed while
-playing reaches the engine without losing the context."""
+playing reaches the engine without losing the context, prepared between bars."""
 
 from __future__ import annotations
 
@@ -46,11 +46,21 @@ def test_bars_carry_the_meter_and_the_context_the_style(tiny_meter_model_dir) ->
     score = ids_to_score(engine.tokenizer, heard)
     assert [(t.numerator, t.denominator) for t in score.time_signatures] == [(6, 8)]
 
+    refills = []
+    refill = engine._refill
+    engine._refill = lambda tokens: refills.append(len(tokens)) or refill(tokens)
+    styles = []
     for next_bar in range(1, 12):
         session.run_cycle(next_bar, next_bar * 3.0 - 0.25)
+        styles.append((engine.style, engine._guide is not None))
         if next_bar == 6:  # changed while playing: the style token is replaced in place
             length = engine.context_length
             session.settings = session.settings.replace(style="hiphop", guidance=1.0)
+        session.spare_time(1.0)  # the time between bars: a new style is prepared there
+    # the style from the first bar line after it was prepared, then the twin of guidance;
+    # neither was computed inside a bar's cycle
+    assert styles[6:9] == [("techno", False), ("hiphop", False), ("hiphop", True)]
+    assert not refills
     context = engine.context_tokens()
     assert context[:2].tolist() == [vocab.bos_id, vocab.style_ids["hiphop"]]
     assert engine.guidance == 1.0 and engine._guide is not None

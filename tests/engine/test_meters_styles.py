@@ -180,3 +180,66 @@ def test_continue_reads_the_files_meter(meter_engine, tiny_model_dir) -> None:
     legacy = continue_score(Engine(tiny_model_dir, device="cpu"), make_band_score(2), 1, FREE,
                             seed=0, style="house")  # fmt: skip
     assert legacy.meter == (4, 4)
+
+
+@pytest.mark.parametrize("slides", [False, True], ids=["in-place", "sliding-meanwhile"])
+def test_a_style_prepared_in_spare_time_takes_over_as_if_set_at_once(
+    tiny_meter_model_dir, slides
+) -> None:
+    """A new style is computed beside the context in use, a chunk at a time, while that one
+    is extended, truncated and slid; when it takes over (at a bar line) the context and its
+    logits are those of the style set at once."""
+    ids = score_to_ids(Engine(tiny_meter_model_dir).tokenizer, meter_score(4, 4, bars=12))
+    ids = ids.astype(np.int64)
+    at_once, spare = (Engine(tiny_meter_model_dir, device="cpu", window=192) for _ in range(2))
+    for e in (at_once, spare):
+        e.reset("techno")
+        e.feed(ids[:150])
+    at_once.set_style("hiphop")
+    spare.prepare_style("hiphop")
+    assert spare.style == "techno" and spare.style_asked == "hiphop" and spare.preparing
+    spare._shadow.chunk = 32  # (this window holds one chunk of the engine's own size)
+    assert not spare.adopt_prepared()  # not complete yet: the style in use stays
+    more = ids[150:230] if slides else ids[150:170]
+    for e in (at_once, spare):  # the bars go on meanwhile
+        e.feed(more)
+        e.truncate(e.context_length - 7)
+        e.feed(more[-7:])
+    if slides:
+        assert spare.dropped_front > 0
+    steps = 0
+    while spare.preparing:
+        spare._shadow.chunk_s = 0.0  # as if one took no time: one chunk a call of 1 ms
+        spare.prepare_step(1e-3)
+        steps += 1
+    assert steps >= 2 and spare.style == "techno"
+    tail = ids[230:240]
+    for e in (at_once, spare):
+        e.feed(tail)  # after it was brought up to date: caught up again as it takes over
+    assert spare.adopt_prepared() and spare.style == "hiphop" and not spare.preparing
+    np.testing.assert_array_equal(spare.context_tokens(), at_once.context_tokens())
+    assert spare.dropped_front == at_once.dropped_front
+    np.testing.assert_allclose(spare.last_logits, at_once.last_logits, atol=1e-4)
+    for token in ids[240:250].tolist():
+        np.testing.assert_allclose(spare.feed([token]), at_once.feed([token]), atol=1e-4)
+
+
+def test_guidance_prepared_in_spare_time_guides_once_it_takes_over(tiny_meter_model_dir) -> None:
+    ids = score_to_ids(Engine(tiny_meter_model_dir).tokenizer, meter_score(4, 4, bars=4))
+    ids = ids.astype(np.int64)
+    at_once, spare = (Engine(tiny_meter_model_dir, device="cpu") for _ in range(2))
+    for e in (at_once, spare):
+        e.reset("lofi")
+        e.feed(ids[:100])
+    at_once.set_guidance(1.5)
+    spare.prepare_guidance(1.5)
+    assert spare.guidance == 1.5 and spare._guide is None  # no second pass until ready
+    assert spare.guided_logits() is spare.last_logits
+    while spare.preparing:
+        spare.prepare_step(1.0)
+    for e in (at_once, spare):
+        e.feed(ids[100:110])
+    assert spare.adopt_prepared() and spare._guide is not None
+    np.testing.assert_allclose(spare.guided_logits(), at_once.guided_logits(), atol=1e-4)
+    spare.prepare_guidance(0.0)
+    assert spare._guide is None and spare.guided_logits() is spare.last_logits
