@@ -281,8 +281,11 @@ class BarPlanner(TakeDesk, FollowsTransport, BarSources, Replanning):
     def _feed(
         self, complete: list[tuple[list[RecordedNote], int, int]], partial: np.ndarray | None
     ) -> None:
-        """Roll the engine back to the last committed token, feed the complete bars and commit
-        them, then feed ``partial`` (the bar under way as far as it is known)."""
+        """Make the engine's context the committed tokens, then the complete bars (committed
+        from here on), then ``partial`` (the bar under way as far as it is known). What the
+        context already holds after the committed tokens is kept as far as it is the same (a
+        re-plan's bar so far, Ostinato's notes as they were sampled): only the rest is fed, so
+        that a re-plan late in a bar does not compute the whole bar again."""
         engine = self.engine
         complete_tokens = [self.bar_tokens(notes, b) for notes, b, _ in complete]
         # Where the committed tokens end now: the window may have slid since (dropping the
@@ -291,15 +294,24 @@ class BarPlanner(TakeDesk, FollowsTransport, BarSources, Replanning):
         if committed < engine.prefix_length:  # the slide reached past them: restart
             engine.reset()
             committed = engine.context_length
-        engine.truncate(committed)
+        parts = [*complete_tokens, *(() if partial is None else (partial,))]
+        wanted = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+        held = engine.context_tokens()[committed:]
+        n = min(len(held), len(wanted) - 1)  # the last one is fed again: its logits are needed
+        differ = np.flatnonzero(held[:n] != wanted[:n]) if n > 0 else np.zeros(1, np.int64)
+        same = int(differ[0]) if len(differ) else n
+        engine.truncate(committed + same)
         engine.renumber_ahead(RENUMBER_HEADROOM)  # here, between bars, not inside one
         self._follow_style()
-        if complete_tokens:
-            engine.feed(np.concatenate(complete_tokens))
-        self._committed_len = engine.context_length
+        n_complete = sum(len(t) for t in complete_tokens)
+        if same < n_complete:
+            engine.feed(wanted[same:n_complete])
+            self._committed_len = engine.context_length
+        else:
+            self._committed_len = committed + n_complete
         self._committed_dropped = engine.dropped_front
-        if partial is not None:
-            engine.feed(partial)
+        if len(wanted) > max(same, n_complete):
+            engine.feed(wanted[max(same, n_complete) :])
         self._follow_loop(complete)
 
     def _generate(

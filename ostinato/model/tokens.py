@@ -434,6 +434,21 @@ def set_meter(score: Score, meter: Meter) -> Score:
     return score
 
 
+_VOCABS: dict[int, tuple[REMI, int, Vocab]] = {}  # id(tokenizer) → (it, its size, its Vocab)
+
+
+def vocab_of(tokenizer: REMI) -> Vocab:
+    """``Vocab.from_tokenizer``, built once per tokenizer (2 ms: every bar the daemon hears
+    or plays is tokenized, several times a bar when it re-plans)."""
+    cached = _VOCABS.get(id(tokenizer))
+    if cached is None or cached[0] is not tokenizer or cached[1] != len(tokenizer.vocab):
+        if len(_VOCABS) > 16:
+            _VOCABS.clear()
+        cached = _VOCABS[id(tokenizer)] = (tokenizer, len(tokenizer.vocab),
+                                           Vocab.from_tokenizer(tokenizer))  # fmt: skip
+    return cached[2]
+
+
 def score_to_ids(tokenizer: REMI, score: Score) -> np.ndarray:
     """Tokenize a Score to ids (uint16 array). Starts with ``Bar``; empty score gives []."""
     seq = tokenizer.encode(score)
@@ -441,7 +456,7 @@ def score_to_ids(tokenizer: REMI, score: Score) -> np.ndarray:
         raise ValueError("tokenizer does not put all programs in one stream")
     ids = np.asarray(seq.ids, dtype=np.uint16)
     if has_header(tokenizer) and len(ids):
-        ids = add_headers(Vocab.from_tokenizer(tokenizer), ids).astype(np.uint16)
+        ids = add_headers(vocab_of(tokenizer), ids).astype(np.uint16)
     return ids
 
 
@@ -453,7 +468,7 @@ def ids_to_score(tokenizer: REMI, ids: Sequence[int] | np.ndarray) -> Score:
     """Decode ids to a Score (ticks per quarter = the tokenizer's positions per beat)."""
     if not len(ids):
         return Score(tokenizer.time_division)
-    ids = strip_headers(Vocab.from_tokenizer(tokenizer), np.asarray(ids, dtype=np.int64))
+    ids = strip_headers(vocab_of(tokenizer), np.asarray(ids, dtype=np.int64))
     return tokenizer.decode([int(i) for i in ids])
 
 

@@ -166,3 +166,33 @@ def test_short_of_time_a_replan_covers_the_next_commit_span_only(model) -> None:
     rig.t = 8.2 * SPB
     assert session._replan_due(rig.clock.snapshot(), 8.2, session._epoch) is None
     assert session.replans.skipped == skipped + 1
+
+
+def test_a_replan_feeds_only_what_the_context_does_not_hold_yet(model) -> None:
+    """The bar so far is mostly in the context already (the re-plan before fed it, and
+    sampled the notes that have become final since): a re-plan later in the bar feeds only
+    the tokens from the first that differs on."""
+    rig = Rig(model, commit=1.0)
+    session, engine = rig.session, rig.engine
+    rig.t = (4.0 - 0.3) * SPB
+    session.run_cycle(1, 4.0 - 0.3)
+    rig.strike(1)
+    rig.t = 4.2 * SPB
+    assert session.replan(1, 0.0, session._epoch) is not None
+    fed = []
+    feed = engine.feed
+    engine.feed = lambda tokens: fed.append((len(tokens), engine.context_length)) or feed(tokens)
+    for pitch in (48, 55):  # the musician adds a bass note on beat 2: something new
+        rig.recorder.note_on(5.0, 0, pitch, 80)
+    rig.t = 5.2 * SPB
+    snapshot = {}
+    complete_bar = engine.complete_bar
+
+    def before_sampling(*args, **kwargs):
+        snapshot["context"] = engine.context_tokens()
+        return complete_bar(*args, **kwargs)
+
+    engine.complete_bar = before_sampling
+    assert session.replan(1, 1.0, session._epoch) is not None
+    bar_so_far = len(snapshot["context"]) - session._committed_len
+    assert fed and sum(n for n, _ in fed) < bar_so_far, (fed, bar_so_far)
