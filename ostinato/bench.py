@@ -162,6 +162,8 @@ def run_bench(model_dir: str | Path, steps: int = 256, threads: int = 1, trials:
         "model": str(model_dir),
         "parameters": probe.card.get("parameters"),
         "config": probe.card["model"],
+        "precision": probe.card.get("precision", "fp32"),
+        "window": probe.window,
         "prompt_tokens": PROMPT_TOKENS,
         "decode_steps": steps,
         "threads": threads,
@@ -188,6 +190,45 @@ def run_bench(model_dir: str | Path, steps: int = 256, threads: int = 1, trials:
         report["speedup_vs_pytorch_kv"] = round(torch_report["with_cache"]["p50_ms"] / a, 2)
         report["speedup_vs_pytorch_no_cache"] = round(torch_report["no_cache"]["p50_ms"] / a, 2)
     return report
+
+
+def format_markdown(report: dict) -> str:
+    """The decode table and the bar budget as docs/benchmarks/README.md shows them."""
+    m = report["config"]
+    size = f"d={m['d_model']}×{m['n_layer']}, {report['parameters'] / 1e6:.2f} M"
+    lines = [
+        f"Model `{Path(report['model']).name}` ({size}, {report.get('precision', 'fp32')}, "
+        f"window {report.get('window')}), prompt {report['prompt_tokens']} tokens, "
+        f"{report['threads']} thread; onnxruntime {report['machine']['onnxruntime']}.",
+        "",
+        "| path | prefill ms | p50 ms/token | p99 ms/token | tokens/s |",
+        "|---|---|---|---|---|",
+    ]
+    for device, r in report["engine"].items():
+        lines.append(
+            f"| engine (ONNX Runtime, {device}) | {r['prefill_ms']:.1f} | "
+            f"**{r['p50_ms']:.3f}** | **{r['p99_ms']:.3f}** | {r['tokens_per_s']:.0f} |"
+        )
+    if "pytorch" in report:
+        pt = report["pytorch"]
+        for name, key in (("PyTorch eager, KV cache", "with_cache"),
+                          ("PyTorch eager, no cache", "no_cache")):  # fmt: skip
+            r = pt[key]
+            pre = f"{pt['prefill_ms']:.1f}" if key == "with_cache" else ""
+            lines.append(f"| {name} | {pre} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+                         f"{r['tokens_per_s']:.0f} |")  # fmt: skip
+        lines += ["", f"Engine speed-up (same run): {report['speedup_vs_pytorch_kv']}× PyTorch "
+                  f"with KV cache, {report['speedup_vs_pytorch_no_cache']}× without."]  # fmt: skip
+    for device, r in report["engine"].items():
+        b = r["bar_budget"]
+        lines += ["", f"Bar budget ({device}; a 4-track bar after {b['trials']} real ones, the "
+                  f"daemon's window): hand-over prefill {b['handover_prefill_ms_p50']:.1f} ms, "
+                  f"first note {b['first_note_ms_p50']:.1f} ms (max {b['first_note_ms_max']:.1f}),"
+                  f" whole bar {b['whole_bar_ms_p50']:.1f} ms (max {b['whole_bar_ms_max']:.1f}; "
+                  f"{b['notes_per_bar_mean']} notes) = {100 * b['bar_share_120bpm_p50']:.1f}% of "
+                  f"a bar at 120 BPM, {100 * b['bar_share_180bpm_p50']:.1f}% at 180 BPM (max "
+                  f"{100 * b['bar_share_180bpm_max']:.1f}%)."]  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def format_report(report: dict) -> str:

@@ -305,6 +305,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             trials=args.trials,
         )  # fmt: skip
         print(format_report(report))
+        if args.markdown:
+            from ostinato.bench import format_markdown
+
+            Path(args.markdown).write_text(format_markdown(report))
     if args.json:
         _write_json(report, args.json)
     return 0
@@ -664,6 +668,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--periods", type=_periods, default=(64, 1024),
                        metavar="FRAMES[,FRAMES…]",
                        help="JACK periods with --realtime (default 64,1024)")  # fmt: skip
+    bench.add_argument(
+        "--markdown",
+        metavar="FILE",
+        help="the decode table and bar budget as markdown (docs/benchmarks)",
+    )
     bench.add_argument("--png", help="lateness histogram with --realtime, plot with --soak")
     bench.add_argument("--accompany", action="store_true",
                        help="jam mode under a keyboard player's chord progressions through a "
