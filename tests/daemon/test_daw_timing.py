@@ -347,6 +347,17 @@ def test_onsets_on_the_grid(matrix_run, period: int, bpm: int) -> None:
     verdict(problems, detail, run)
 
 
+@pytest.mark.parametrize("period", PERIODS)
+def test_the_matrix_replans_within_the_bar(matrix_run, period: int) -> None:
+    """The matrix runs with the default commit (1 beat): the bars where the stand-in plays its
+    drum phrase are re-planned while they play (judged on the grid above with the rest)."""
+    run, _ = matrix_run(period)
+    assert run.stats is not None, run.tail()
+    replans = run.stats["replans"]
+    assert replans["applied"] > 0, replans
+    assert run.stats["engine"]["renumbered_inside_bar"] == 0
+
+
 def test_onsets_on_the_grid_with_clock_jitter(matrix_run) -> None:
     run, epochs = matrix_run(256)
     problems, detail = judge(run, [epochs["jitter"]])
