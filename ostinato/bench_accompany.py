@@ -35,7 +35,6 @@ Scored over the bars after the first two (:func:`score_changing`):
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -45,6 +44,7 @@ import time
 from pathlib import Path
 from typing import TypeVar
 
+from ostinato.bench_keys import HALF_BAR_TICKS, KEYS_OUT, PPQN, Chord, KeysPlayer, changing_chords
 from ostinato.bench_realtime import (
     CLOCK_OUT,
     DAEMON_IN,
@@ -56,9 +56,7 @@ from ostinato.bench_realtime import (
 )
 from ostinato.settings import GenerationSettings, format_commit
 
-PPQN = 24  # the MIDI clock's ticks per beat
 TICKS_PER_BAR = 4 * PPQN  # 4/4
-HALF_BAR_TICKS = 2 * PPQN  # the keyboard player strikes on beats 1 and 3
 #: Chord progressions, a chord a bar (root pitch class names and MIDI pitches of a close
 #: voicing around middle C): minor pop, jazz ii–V, a major rock loop, a modal minor.
 PROGRESSIONS: dict[str, list[tuple[str, tuple[int, ...]]]] = {
@@ -71,48 +69,17 @@ PROGRESSIONS: dict[str, list[tuple[str, tuple[int, ...]]]] = {
     "Gm-Eb-Bb-F": [("Gm", (55, 58, 62)), ("Eb", (55, 58, 63)), ("Bb", (53, 58, 62)),
                    ("F", (53, 57, 60))],
 }  # fmt: skip
-KEYS_OUT = "ostinato-bench-keys:out"
 #: How long the daemon may take to load its model and open its ports: a minute or more on a
 #: small machine busy with other work.
 DAEMON_START_S = 180
 
 
-Chord = tuple[int, ...]  # MIDI pitches
 T = TypeVar("T")
-#: Keys the changing chords are drawn from (tonic pitch classes, major): C, Eb, E, A.
-CHANGING_KEYS = (0, 3, 4, 9)
-#: The diatonic triads drawn in a key: semitones above the tonic, minor or not (I ii iii IV V
-#: vi; the diminished vii is left out).
-DEGREES = ((0, False), (2, True), (4, True), (5, False), (7, False), (9, True))
-NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 
 
 def halves_of(bar_chords: list[T]) -> list[T]:
     """A chord a bar as the keyboard player plays it: a chord per half bar, struck twice."""
     return [chord for chord in bar_chords for _ in range(2)]
-
-
-def triad(root: int, minor: bool) -> tuple[str, Chord]:
-    """Name and close voicing (every tone in F#3–F4) of a major or minor triad."""
-    pcs = (root, root + (3 if minor else 4), root + 7)
-    voicing = tuple(sorted(54 + (pc - 54) % 12 for pc in pcs))
-    return NOTE_NAMES[root % 12] + ("m" if minor else ""), voicing
-
-
-def changing_chords(n: int, seed: int, chords_per_key: int = 4) -> list[tuple[str, Chord]]:
-    """``n`` chords that do not loop: the diatonic triads of a key from :data:`CHANGING_KEYS`,
-    drawn by a seeded generator, each different from the two before it; every
-    ``chords_per_key`` chords the key moves to another one."""
-    rng = random.Random(seed)
-    key = rng.choice(CHANGING_KEYS)
-    chords: list[tuple[str, Chord]] = []
-    for k in range(n):
-        if k and k % chords_per_key == 0:
-            key = rng.choice([other for other in CHANGING_KEYS if other != key])
-        recent = [name for name, _ in chords[-2:]]
-        options = [triad(key + step, minor) for step, minor in DEGREES]
-        chords.append(rng.choice([c for c in options if c[0] not in recent]))
-    return chords
 
 
 def changing_scenarios(bars: int) -> dict[str, list[tuple[str, Chord]]]:
@@ -121,53 +88,6 @@ def changing_scenarios(bars: int) -> dict[str, list[tuple[str, Chord]]]:
     per_bar = changing_chords(bars, seed=1)
     return {"a chord a bar": halves_of(per_bar),
             "two chords a bar": changing_chords(2 * bars, seed=2)}  # fmt: skip
-
-
-class KeysPlayer:
-    """A JACK client that plays chords on the DAW's clock: on every 48th tick (beats 1 and 3)
-    the previous chord's note-offs, then the half bar's chord (``chords`` has one per half bar,
-    looped), at the tick's own frame. Its process callback, on JACK's process thread, only
-    reads the clock and writes the few events due in the cycle: no lock, no I/O."""
-
-    def __init__(self, chords: list[Chord], velocity: int = 80) -> None:
-        import jack
-
-        self.chords, self.velocity = chords, velocity
-        self.client = jack.Client("ostinato-bench-keys", no_start_server=True)
-        self.clock_in = self.client.midi_inports.register("clock")
-        self.out = self.client.midi_outports.register("out")
-        self.tick = -1  # -1: before the DAW's Start
-        self.sounding: tuple[int, ...] = ()
-        self.client.set_process_callback(self._process)
-        self.client.activate()
-        self.name_in = f"{self.client.name}:clock"
-
-    def _process(self, frames: int) -> None:
-        self.out.clear_buffer()
-        for offset, data in self.clock_in.incoming_midi_events():
-            status = bytes(data)[0]
-            if status in (0xFA, 0xFB):  # Start / Continue: the next tick is the bar line
-                self.tick = 0
-            elif status == 0xFC:
-                self._release(offset)
-                self.tick = -1
-            elif status == 0xF8 and self.tick >= 0:
-                if self.tick % HALF_BAR_TICKS == 0:
-                    self._release(offset)
-                    chord = self.chords[(self.tick // HALF_BAR_TICKS) % len(self.chords)]
-                    for pitch in chord:
-                        self.out.write_midi_event(offset, (0x90, pitch, self.velocity))
-                    self.sounding = chord
-                self.tick += 1
-
-    def _release(self, offset: int) -> None:
-        for pitch in self.sounding:
-            self.out.write_midi_event(offset, (0x80, pitch, 0))
-        self.sounding = ()
-
-    def close(self) -> None:
-        self.client.deactivate()
-        self.client.close()
 
 
 def on_grid(events: list[tuple[int, bytes]]) -> tuple[list[tuple[int, int, int]], int]:

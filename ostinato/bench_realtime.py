@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ostinato import jack_shm
+from ostinato.bench_keys import KEYS_OUT, KeysPlayer, changing_chords
 
 TOOLS = ("jackd", "jack_lsp", "jack_connect", "jack_midi_clock", "jack_transport")
 SENDER_PRIORITY = 5  # the daemon's default --rt-priority
@@ -247,8 +248,6 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         ear = FrameRecorder()
         links = [(CLOCK_OUT, DAEMON_IN), (CLOCK_OUT, ear.name), (DAEMON_OUT, ear.name)]
         if keys:  # a keyboard player on the DAW's clock: something for re-plans to follow
-            from ostinato.bench_accompany import KEYS_OUT, KeysPlayer, changing_chords
-
             player = KeysPlayer([chord for _, chord in changing_chords(2 * bars, seed=2)])
             links += [(CLOCK_OUT, player.name_in), (KEYS_OUT, DAEMON_IN)]
         for a, b in links:

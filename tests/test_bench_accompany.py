@@ -4,14 +4,13 @@ keyboard player's callback on a stand-in port, and what the bench passes the dae
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from ostinato import bench_accompany
 from ostinato.bench_accompany import (
-    NOTE_NAMES,
     PROGRESSIONS,
-    KeysPlayer,
-    changing_chords,
     changing_scenarios,
     follow_beats_of,
     format_accompany,
@@ -21,6 +20,7 @@ from ostinato.bench_accompany import (
     score,
     score_changing,
 )
+from ostinato.bench_keys import NOTE_NAMES, KeysPlayer, changing_chords
 from ostinato.cli import build_parser, main
 
 CHORDS = [voicing for _, voicing in PROGRESSIONS["Am-F-C-G"]]  # Am F C G
@@ -209,24 +209,16 @@ def _fake_bench(monkeypatch, notes_of):
     chords are kept, and ``notes_of(halves)`` is what the daemon played."""
     calls = []
 
-    class _Proc:
-        def __init__(self, *args, **kwargs):
-            pass
-
-        def terminate(self):
-            pass
-
-        def wait(self, timeout=None):
-            return 0
-
     def run_one(env, model_dir, bpm, bars, programs, halves, work, daemon_args):
         calls.append((bars, halves, daemon_args))
         return notes_of(halves), bars * 96 + 3
 
+    @contextlib.contextmanager
+    def no_server(name, period):  # no jackd: the runs are stood in for
+        yield {"JACK_DEFAULT_SERVER": name}
+
     monkeypatch.setattr(bench_accompany.shutil, "which", lambda tool: "/usr/bin/" + tool)
-    monkeypatch.setattr(bench_accompany.jack_shm, "clear_stale", lambda: None)
-    monkeypatch.setattr(bench_accompany.subprocess, "Popen", _Proc)
-    monkeypatch.setattr(bench_accompany, "_wait", lambda *args: None)
+    monkeypatch.setattr(bench_accompany, "private_server", no_server)
     monkeypatch.setattr(bench_accompany, "_run_one", run_one)
     return calls
 
@@ -237,12 +229,13 @@ def test_the_bench_passes_commit_only_when_given_and_says_what_ran(monkeypatch):
     report = run_accompany_bench("model", changing=True)
     assert [c[2] for c in calls] == [(), ()]  # the daemon's own default
     assert [len(c[1]) for c in calls] == [48, 48] and calls[0][0] == 24
-    assert report["scenario"] == "changing" and report["commit"] == "bar"
+    # the report names the commit the daemon ran with: its own default (1 beat)
+    assert report["scenario"] == "changing" and report["commit"] == "1"
     assert [r["progression"] for r in report["runs"]] == ["a chord a bar", "two chords a bar"]
     assert report["bass_chord_tones_beats_2_4"] == report["bass_follows_changes"] == 1.0
     assert report["runs"][1]["follow_beats"] == 1.0
     text = format_accompany(report)
-    assert "(changing)" in text and "commit bar" in text and "| two chords a bar |" in text
+    assert "(changing)" in text and "commit 1" in text and "| two chords a bar |" in text
 
     calls.clear()
     report = run_accompany_bench("model", bars=8, commit="2", extra_args=("--top-k", "8"))
