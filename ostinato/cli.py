@@ -208,8 +208,9 @@ def _add_generation_options(
 def _cmd_export(args: argparse.Namespace) -> int:
     from ostinato.exporter.export import export_model
 
-    card = export_model(args.checkpoint, args.out, fp16=args.fp16, int8=args.int8)
-    print(json.dumps({k: card[k] for k in ("parameters", "window", "precision")} |
+    card = export_model(args.checkpoint, args.out, fp16=args.fp16, int8=args.int8,
+                        context=args.context)  # fmt: skip
+    print(json.dumps({k: card[k] for k in ("parameters", "window", "context", "precision")} |
                      {"parity": card.get("parity"), "int8": card.get("int8")},
                      indent=2))  # fmt: skip
     return 0
@@ -548,6 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--int8", action="store_true",
                         help="8-bit weights (ONNX Runtime dynamic quantization); the card "
                              "records their greedy agreement with fp32")  # fmt: skip
+    export.add_argument("--context", type=int, metavar="TOKENS",
+                        help="tokens the engine attends to by default (default: the training "
+                             "window; fewer cost less per note)")  # fmt: skip
     export.set_defaults(func=_cmd_export)
 
     from ostinato.settings import DAEMON, GENERATION, SETTINGS

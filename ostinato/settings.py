@@ -459,6 +459,9 @@ SCHEMA: tuple[Setting, ...] = (
             "starts alone)", lo=20.0, hi=400.0, unit="BPM"),
     _daemon("meter", "meter", "4/4", "beats per bar: 4/4, 3/4, 6/8, 7/8 …"),
     _daemon("device", "choice", "auto", "where the model runs", choices=DEVICES),
+    _daemon("context", "int", None, "tokens of what was played the model reads back (unset: "
+            "the model's own choice, in its card; fewer: each note costs less time, at most "
+            "its training window)", optional=True, lo=64, hi=65536, unit="tokens"),
     _daemon("latency_ms", "float", 0.0, "play this much earlier (negative: later), for a "
             "synth's latency", lo=-500.0, hi=500.0, unit="ms"),
     _daemon("lookahead_ms", "float", 250.0, "generate a bar this long before it begins, at "

@@ -23,6 +23,7 @@ from typing import Any
 from ostinato.daemon.clock import Clock
 from ostinato.daemon.ports import MidiPorts
 from ostinato.daemon.recorder import Recorder
+from ostinato.daemon.scheduler import realtime_thread
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +57,13 @@ class InputRouter:
         self.midi_clock = True  # False (clock = link): clock and transport bytes are ignored
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.realtime: bool | None = None  # SCHED_FIFO granted to the input worker
 
     # -- the input worker (python-rtmidi backends) -----------------------------------------
-    def poll(self, ports: MidiPorts) -> None:
-        """Start the input worker on ``ports``."""
-        self._thread = threading.Thread(target=self._poll, args=(ports,), name="ostinato-input",
-                                        daemon=True)  # fmt: skip
+    def poll(self, ports: MidiPorts, priority: int = 0) -> None:
+        """Start the input worker on ``ports`` (at SCHED_FIFO ``priority``; 0: normal)."""
+        self._thread = threading.Thread(target=self._poll, args=(ports, priority),
+                                        name="ostinato-input", daemon=True)  # fmt: skip
         self._thread.start()
 
     def close(self, timeout: float = 1.0) -> None:
@@ -70,10 +72,11 @@ class InputRouter:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _poll(self, ports: MidiPorts) -> None:
+    def _poll(self, ports: MidiPorts, priority: int) -> None:
         """Drain rtmidi's queue every millisecond, parse, dispatch. Timestamps come from the
         backend, so a late poll does not move any event in time; polling more often would only
         take CPU from the MIDI backend's own threads."""
+        self.realtime = realtime_thread(priority, "the clock input")
         while not self._stop.is_set():
             read_at = time.perf_counter()
             events = ports.poll()

@@ -24,6 +24,7 @@ class DaemonConfig:
     beats_per_bar: float = 4.0
     meter: tuple[int, int] | None = None  # (n, d); None: n/4 or n/8 from beats_per_bar
     device: str = "auto"
+    context: int | None = None  # tokens the model attends to; None: the card's context
     latency_ms: float = 0.0
     rt_priority: int = 5  # SCHED_FIFO priority of the sender (JACK's default: 10); 0 = off
     lookahead_ms: float = 250.0

@@ -39,9 +39,19 @@ SPIN_S = 0.001  # busy-wait this long before an event instead of trusting sleep(
 SPIN_S_REALTIME = 0.0003  # at SCHED_FIFO a timed wait wakes within ~0.1 ms: spin less
 
 
-def realtime_thread(priority: int) -> bool:
+def input_priority(rt_priority: int) -> int:
+    """The SCHED_FIFO priority of the daemon's input thread (the clock's ticks and the notes
+    heard), one below the sender's ``rt_priority`` (0: off). A tick is read and its map
+    handed to the sender within a few microseconds of work, but at normal priority a busy
+    CPU (the planner, a synth, the DAW) kept that thread waiting up to 7.5 ms in an hour's
+    jam; at SCHED_FIFO it runs as soon as its input arrives."""
+    return max(1, rt_priority - 1) if rt_priority > 0 else 0
+
+
+def realtime_thread(priority: int, who: str = "the sender") -> bool:
     """SCHED_FIFO at ``priority`` for the calling thread (Linux schedules threads one by one);
-    False, said in the log, where it is refused or not available (0: not asked)."""
+    False, said in the log (naming ``who``), where it is refused or not available (0: not
+    asked)."""
     if priority <= 0:
         return False
     if not hasattr(os, "sched_setscheduler"):
@@ -51,8 +61,9 @@ def realtime_thread(priority: int) -> bool:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
     except OSError as exc:
         log.info(
-            "the sender runs without real-time priority (%s): timing may loosen when the CPU "
-            "is busy; allow it with an rtprio limit (e.g. the audio group)",
+            "%s runs without real-time priority (%s): timing may loosen when the CPU is busy; "
+            "allow it with an rtprio limit (e.g. the audio group)",
+            who,
             exc.strerror,
         )
         return False

@@ -65,7 +65,7 @@ from ostinato.daemon.protocol import (
     TEMPO,
     message_of,
 )
-from ostinato.daemon.scheduler import Scheduler, realtime_thread
+from ostinato.daemon.scheduler import Scheduler, input_priority, realtime_thread
 from ostinato.daemon.scheduling import NoteScheduler
 
 log = logging.getLogger(__name__)
@@ -172,8 +172,15 @@ class SenderProcess(NoteScheduler):
         self.on_input_read: Callable[[float], None] | None = None
         self.last_error: str | None = None  # the sender's last words after it started
         self._time_line = SyncedTimeLine()  # perf_counter() → JACK time, from the SYNCs
+        self._input_priority = input_priority(rt_priority)  # the reports thread's
+        self.input_realtime: bool | None = None  # SCHED_FIFO granted to it; None until known
         self._next_id = 0
-        self._write_lock = threading.Lock()
+        # One record is one write of 32 bytes, atomic on a POSIX pipe (≤ PIPE_BUF): threads
+        # may write at once without a lock, so the clock's thread (a tick's new map) never
+        # waits for the planner's. Windows' pipes promise no such thing: a lock there.
+        self._write_lock: contextlib.AbstractContextManager = (
+            contextlib.nullcontext() if os.name == "posix" else threading.Lock()
+        )
         self._last_map: TempoMap | None = None
         self._closed = False
         self._terminating = False
@@ -261,6 +268,7 @@ class SenderProcess(NoteScheduler):
     def _read_reports(self) -> None:
         """Reports thread: every note sent or dropped, every input message, until the
         sender exits."""
+        self.input_realtime = realtime_thread(self._input_priority, "the clock input")
         stats = self.stats
         while True:
             record = self._read_record()

@@ -186,6 +186,10 @@ class Telemetry:
             "deadline_misses": s.deadline_misses,
             "late_wakeups": s.late_wakeups,
             "sender_realtime": self.scheduler.realtime,
+            # the thread reading the clock: rtmidi's poller, or the JACK sender's reports
+            "input_realtime": self.inputs.realtime
+            if self.inputs.realtime is not None
+            else getattr(self.scheduler, "input_realtime", None),
             "sender_pid": self.scheduler.pid,
             "lost_reports": s.lost_reports,
             "dropped": [

@@ -237,7 +237,9 @@ class Engine:
         self.decode_session = sessions[decode_path]
         self.device = "cuda" if self.providers[0].startswith("CUDA") else "cpu"
 
-        W = int(window or self.card["window"])
+        # the run-time context: the card's choice (measured against the training window's
+        # cost per note and what the music loses, see the model card), else the whole window
+        W = int(window or self.card.get("context") or self.card["window"])
         if W < 32:
             raise ValueError("window must be at least 32 tokens")
         self.window = W

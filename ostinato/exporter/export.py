@@ -202,15 +202,23 @@ def export_model(
     tolerance: float | None = None,
     extra_card: dict | None = None,
     int8: bool = False,
+    context: int | None = None,
 ) -> dict:
     """Export, check parity (raises if it fails), and write the model folder. Returns the card.
     ``int8``: then store 8-bit weights, with their agreement with fp32 in the card
-    (:mod:`ostinato.exporter.int8`)."""
+    (:mod:`ostinato.exporter.int8`). ``context``: the tokens the engine attends to by default
+    (``context`` in the card; unset: the whole training window): each decoded token reads the
+    whole key/value buffer, so its cost grows with it."""
     if int8 and fp16:
         raise ValueError("--int8 and --fp16 exclude each other")
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt)
+    if context is not None and not 32 <= context <= model.config.max_seq_len:
+        raise ValueError(
+            f"context must be 32 to {model.config.max_seq_len} tokens (the training window), "
+            f"got {context}"
+        )
     run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent
     tok_path = Path(tokenizer_path) if tokenizer_path else run_dir / TOKENIZER_FILE
     tokenizer = load_tokenizer(tok_path)
@@ -238,6 +246,7 @@ def export_model(
         "model": ckpt["model_args"],
         "parameters": model.num_parameters(),
         "window": model.config.max_seq_len,
+        "context": model.config.max_seq_len if context is None else context,
         "training_steps": ckpt["step"],
         "train_config": ckpt.get("train_config", {}),
         "inputs": input_names(model.config.n_layer),

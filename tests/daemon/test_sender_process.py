@@ -135,3 +135,39 @@ def test_a_cancelled_note_never_reaches_the_output_port(jack: JackServer) -> Non
     finally:
         sender.stop()
         probe.close()
+
+
+def test_the_clock_input_is_read_at_real_time_priority(jack: JackServer) -> None:
+    """The thread that reads the clock's ticks (the sender's reports) runs at SCHED_FIFO one
+    below the sender where the OS grants it: a busy CPU cannot keep a tick waiting. The OS's
+    own view of the thread that handed the ticks over."""
+    seen: list[tuple[int, int]] = []
+
+    def on_input(t: float, message: list[int]) -> None:
+        if message == [0xF8] and len(seen) < 4:
+            seen.append((os.sched_getscheduler(0), os.sched_getparam(0).sched_priority))
+
+    sender = SenderProcess(lambda: None, "jack", client_name="rt-input", rt_priority=5,
+                           with_input=True, on_input=on_input)  # fmt: skip
+    clock = jack.spawn(["jack_midi_clock"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    transport = Transport(jack, bpm=120)
+    try:
+        jack.wait_for(lambda: CLOCK_PORT in jack.ports(), 30, "jack_midi_clock did not start")
+        jack.connect(CLOCK_PORT, "rt-input:Ostinato In")
+        for _ in range(3):  # a command sent while jack_transport still starts is lost
+            transport.roll()
+            try:
+                jack.wait_for(lambda: len(seen) >= 4, 5, "")
+                break
+            except TimeoutError:
+                continue
+        assert len(seen) == 4, "no ticks reached the daemon's side"
+        if sender.input_realtime:
+            assert set(seen) == {(os.SCHED_FIFO, 4)}, seen
+        else:  # refused (no rtprio allowance): still read, at normal priority
+            assert set(seen) == {(os.SCHED_OTHER, 0)}, seen
+    finally:
+        transport.send("stop")
+        transport.send("exit")
+        clock.terminate()
+        sender.stop()

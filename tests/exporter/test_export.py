@@ -153,3 +153,22 @@ def test_int8_export_stores_8_bit_weights_and_their_agreement(tmp_path) -> None:
     assert engine.context_length > 2 and all(0 <= n.pitch < 128 for n in notes)
     with pytest.raises(ValueError, match="exclude each other"):
         export_model(ckpt, tmp_path / "both", int8=True, fp16=True)
+
+
+def test_the_card_names_the_context_the_engine_attends_to(tmp_path) -> None:
+    """--context: the card's run-time context, the engine's window unless one is asked for;
+    unset, the whole training window. Longer than the training window is refused."""
+    from ostinato.engine.engine import Engine
+
+    ckpt = save_random_checkpoint(tmp_path / "run")
+    whole = export_model(ckpt, tmp_path / "whole")
+    short = export_model(ckpt, tmp_path / "short", context=96)
+    assert whole["context"] == whole["window"] == 256 and short["context"] == 96
+    assert Engine(tmp_path / "whole", device="cpu").window == 256
+    engine = Engine(tmp_path / "short", device="cpu")
+    assert engine.window == 96 and engine.k_buf.shape[3] == 96
+    assert Engine(tmp_path / "short", device="cpu", window=200).window == 200
+    engine.feed(np.arange(4, 204) % 100 + 4)  # more than the context: the front slides out
+    assert 0 < engine.context_length <= 96
+    with pytest.raises(ValueError, match="training window"):
+        export_model(ckpt, tmp_path / "long", context=512)
