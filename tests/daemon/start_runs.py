@@ -89,15 +89,20 @@ def one_run(server: JackServer, work: Path, seed: int) -> dict:
                 daemon.kill()
         if probe is not None:
             probe.close()
+        # the note sender owns the ports and outlives the daemon by a moment: the next run
+        # must not find this one's ports
+        server.wait_for(lambda: DAEMON_IN not in server.ports(), 15, "the old ports stayed")
     beats = np.array([grid.beat_at(t) for t in ons])
     answer = beats[(beats >= 12 - TICK_BEATS) & (beats < 20)]
     off = answer - np.round(answer / GRID_BEATS) * GRID_BEATS  # beats from the 32nd grid
     off_ms = off * 500.0  # 120 BPM: 500 ms a beat
+    # the probe both feeds the daemon and records it, a loop in JACK's graph: one side is a
+    # period late (2.7 ms at 128 frames), well inside half a tick
     # a tick off: most onsets a tick (about 20.8 ms at 120 BPM) from the grid
     tick_off = bool(len(off) and np.median(np.abs(off)) > TICK_BEATS / 2)
     return {
         "seed": seed,
-        "onsets": int(len(answer)),
+        "onsets": len(answer),
         "median_ms": round(float(np.median(off_ms)), 3) if len(off) else None,
         "max_abs_ms": round(float(np.abs(off_ms).max()), 3) if len(off) else None,
         "a_tick_off": tick_off,
@@ -111,23 +116,27 @@ def main() -> int:
     parser.add_argument("--period", type=int, default=128)
     parser.add_argument("--json", help="write the runs here")
     args = parser.parse_args()
-    server = JackServer(f"ostinato-starts-{os.getpid()}", period=args.period)
     runs = []
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            for seed in range(args.runs):
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(args.runs):
+            # a fresh server each run: JACK's transport (its state, its timebase master)
+            # outlives the clients of the run before
+            server = JackServer(f"ostinato-starts-{os.getpid()}-{seed}", period=args.period)
+            try:
                 run = one_run(server, Path(tmp), seed)
-                runs.append(run)
-                print(json.dumps(run), flush=True)
-    finally:
-        server.close()
+            finally:
+                server.close()
+            runs.append(run)
+            print(json.dumps(run), flush=True)
     off = sum(r["a_tick_off"] for r in runs)
     some = sum(r["onsets_a_tick_off"] > 0 for r in runs)
     print(f"{len(runs)} runs at period {args.period}: {off} a tick off, {some} with any onset "
-          f"a tick off; onsets {sum(r['onsets'] for r in runs)}")  # fmt: skip
+          f"a tick off, {sum(r['onsets'] == 0 for r in runs)} without an answer; onsets "
+          f"{sum(r['onsets'] for r in runs)}")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"period": args.period, "runs": runs}, indent=2))
-    return 1 if off or some else 0
+    silent = sum(r["onsets"] == 0 for r in runs)
+    return 1 if off or some or silent else 0
 
 
 if __name__ == "__main__":
