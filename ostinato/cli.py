@@ -368,9 +368,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         )  # fmt: skip
         text = format_table(report)
     else:
+        groups = [g for g in (args.groups or "").split(",") if g]
         report = evaluate(args.model, args.data_dir, split=args.split, windows=args.windows,
                           nll_windows_count=args.nll_windows, variations=args.variation or (),
-                          rolls=args.rolls, **sampling)  # fmt: skip
+                          rolls=args.rolls, groups=groups or None, **sampling)  # fmt: skip
         text = format_table(report)
     print(text)
     if args.json:
@@ -642,6 +643,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=("validation", "heldout"), default="validation",
                     help="continuation, jam and accompany modes: the corpus split (heldout: "
                          "what `data build --hold-out` kept out) (default validation)")  # fmt: skip
+    ev.add_argument("--groups", metavar="GROUP[,GROUP…]",
+                    help="continuation mode: windows only from files of these groups (the "
+                         "first folder of a file's source path, e.g. freedoom-midi), several "
+                         "from a file where there are fewer files than --windows")  # fmt: skip
     ev.add_argument("--context-parts", choices=("all", "musician"),
                     help="accompany mode: the context bars before the first generated bar hold "
                          "all parts (Ostinato had been playing along) or the musician's alone "

@@ -16,6 +16,7 @@ from ostinato.evaluate.bars import (
     NoteEvent,
     bar_meter,
     bar_starts_quarters,
+    group_of,
     keep_parts,
     parse_notes,
     sounding_pitch_classes,
@@ -53,7 +54,7 @@ class AccompanyWindow:
 
     @property
     def group(self) -> str:
-        return self.file.split("/", 1)[0] if "/" in self.file else ""
+        return group_of(self.file)
 
 
 #: Per bar, per program: (notes, sum of their pitches).

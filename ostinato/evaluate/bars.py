@@ -165,3 +165,9 @@ def merge_bars(vocab: Vocab, first: np.ndarray, second: np.ndarray) -> np.ndarra
         out.extend(b.get(position, (token, []))[1])
     ids = np.asarray(out, dtype=np.int64)
     return add_headers(vocab, ids) if vocab.has_header else ids
+
+
+def group_of(name: str) -> str:
+    """A corpus file's group: the first folder of its source path (``freedoom-midi``,
+    ``openscore-lieder`` …; empty for a file at the top)."""
+    return name.split("/", 1)[0] if "/" in name else ""

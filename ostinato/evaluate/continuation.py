@@ -34,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ostinato.engine.engine import Engine
-from ostinato.evaluate.bars import parse_notes
+from ostinato.evaluate.bars import group_of, parse_notes
 from ostinato.evaluate.continuers import (
     Continuer,
     ModelContinuer,
@@ -100,25 +100,53 @@ def nll_windows(split: CorpusSplit, n: int, length: int, seed: int) -> list[np.n
 
 
 def continuation_windows(
-    split: CorpusSplit, bar_id: int, n: int, seed: int, where: list | None = None
+    split: CorpusSplit,
+    bar_id: int,
+    n: int,
+    seed: int,
+    where: list | None = None,
+    files: Sequence[int] | None = None,
 ):
-    """(context bars, real bars) pairs: 4 + 4 consecutive bars of one validation file
-    (``where``: given a list, each window's (file index, first bar) is appended to it)."""
+    """(context bars, real bars) pairs: 4 + 4 consecutive bars of one file of the split, a
+    window per file in a random order (``where``: given a list, each window's (file index,
+    first bar) is appended to it). ``files``: only these files, and as many windows from each
+    as ``n`` needs (at other bars) when they are fewer than ``n``."""
     rng = np.random.default_rng(seed)
-    pairs = []
-    for f in rng.permutation(len(split.files)):
-        start, length = (int(x) for x in split.files[f])
-        tokens = np.asarray(split.tokens[start : start + length], dtype=np.int64)
-        bars = split_bars(tokens, bar_id)
-        if len(bars) < 8:
-            continue
-        s = int(rng.integers(0, len(bars) - 7))
-        pairs.append((bars[s : s + 4], bars[s + 4 : s + 8]))
-        if where is not None:
-            where.append((int(f), s))
-        if len(pairs) == n:
-            break
+    pairs: list = []
+    if files is None:  # a window per file, the files in a random order
+        for f in rng.permutation(len(split.files)):
+            bars = _file_bars(split, int(f), bar_id)
+            if len(bars) < 8:
+                continue
+            s = int(rng.integers(0, len(bars) - 7))
+            pairs.append((bars[s : s + 4], bars[s + 4 : s + 8]))
+            if where is not None:
+                where.append((int(f), s))
+            if len(pairs) == n:
+                break
+        return pairs
+    # these files only: round after round, each file's next start of its own random order
+    starts = {}
+    for f in files:
+        bars = _file_bars(split, int(f), bar_id)
+        if len(bars) >= 8:
+            starts[int(f)] = (bars, list(rng.permutation(len(bars) - 7)))
+    order = rng.permutation(sorted(starts)) if starts else []
+    while len(pairs) < n and any(left for _, left in starts.values()):
+        for f in order:
+            bars, left = starts[int(f)]
+            if not left or len(pairs) == n:
+                continue
+            s = int(left.pop(0))
+            pairs.append((bars[s : s + 4], bars[s + 4 : s + 8]))
+            if where is not None:
+                where.append((int(f), s))
     return pairs
+
+
+def _file_bars(split: CorpusSplit, f: int, bar_id: int) -> list[np.ndarray]:
+    start, length = (int(x) for x in split.files[f])
+    return split_bars(np.asarray(split.tokens[start : start + length], dtype=np.int64), bar_id)
 
 
 def split_names(corpus_dir: str | Path, split: str) -> list[str]:
@@ -177,11 +205,15 @@ def score_continuations(
     references: Sequence[list[np.ndarray]] | None = None,
     rolls: list[Roll] | None = None,
     roll_windows: int = ROLL_WINDOWS,
+    groups: Sequence[str] | None = None,
+    by_group: dict[str, dict[str, dict]] | None = None,
 ) -> dict[str, dict]:
     """Each continuer's mean metrics over the (context bars, real bars) pairs; it generates
     as many bars as the real continuation has, with seed ``seed + window index`` (and the
     window's ``references`` for the copy prior, when given). With ``rolls``, the first
-    ``roll_windows`` windows are appended to it, every continuer's bars beside the real ones."""
+    ``roll_windows`` windows are appended to it, every continuer's bars beside the real ones.
+    With ``groups`` (one name per pair) and ``by_group``, the same means per group are put in
+    ``by_group`` (group → continuer → metrics)."""
     rows: dict[str, list[dict]] = {c.name: [] for c in continuers}
     for k, (context_bars, real_bars) in enumerate(tqdm(pairs, desc=desc, disable=not progress)):
         refs = references[k] if references is not None else None
@@ -203,6 +235,13 @@ def score_continuations(
         if rolls is not None and k < roll_windows:
             rolls.append(Roll(f"window {k}", list(context_bars),
                               {"real": list(real_bars), **generated_rows}))  # fmt: skip
+    if groups is not None and by_group is not None:
+        for group in sorted(set(groups)):
+            picked = [k for k, g in enumerate(groups) if g == group]
+            by_group[group] = {
+                name: summarize([metrics[k] for k in picked]) | {"windows": len(picked)}
+                for name, metrics in rows.items()
+            }
     return {name: summarize(metrics) for name, metrics in rows.items()}
 
 
@@ -228,11 +267,14 @@ def evaluate(
     density: float = DEFAULT_DENSITY,
     variations: Sequence[float] = (),
     rolls: str | Path | None = None,
+    groups: Sequence[str] | None = None,
 ) -> dict:
     """The report of (a), (b) and (c) above, on ``split`` of the corpus (``validation``, or
     ``heldout``: what ``ostinato data build --hold-out`` kept out of training and validation).
     ``style``/``guidance``: what the model is asked for in every window (models with style
-    tokens; see :class:`Engine`). ``rolls``: a folder for piano rolls of the first windows."""
+    tokens; see :class:`Engine`). ``rolls``: a folder for piano rolls of the first windows.
+    ``groups``: the continuation windows only from files of these groups (the first folder
+    of the source path, e.g. ``freedoom-midi``), several from a file where it takes that."""
     for v in variations:
         if not 0.0 <= v <= 1.0:
             raise ValueError(f"variation must be in [0, 1], got {v}")
@@ -259,19 +301,31 @@ def evaluate(
     continuers += [NGramContinuer(ngram, vocab, settings, key_lock), RepeatContinuer(vocab),
                    RepeatPhraseContinuer(vocab)]  # fmt: skip
     where: list[tuple[int, int]] = []
-    pairs = continuation_windows(val, vocab.bar_id, windows, seed, where)
+    names = split_names(data_dir, split)
+    chosen = None
+    if groups:
+        chosen = [f for f, name in enumerate(names) if group_of(name) in set(groups)]
+        if not chosen:
+            known = sorted({group_of(name) for name in names})
+            raise ValueError(f"no file of the {split} split is in {', '.join(groups)} "
+                             f"(its groups: {', '.join(known)})")  # fmt: skip
+    pairs = continuation_windows(val, vocab.bar_id, windows, seed, where, files=chosen)
     if not pairs:
         raise ValueError(f"the {split} split has no file of 8 bars or more to continue")
     drawn: list[Roll] | None = [] if rolls is not None else None
+    window_groups = [group_of(names[f]) if f < len(names) else "" for f, _ in where]
+    by_group: dict[str, dict[str, dict]] = {}
     summary = score_continuations(continuers, pairs, vocab, tokenizer, seed, progress,
                                   references=[context for context, _ in pairs],
-                                  rolls=drawn)  # fmt: skip
+                                  rolls=drawn, groups=window_groups,
+                                  by_group=by_group)  # fmt: skip
     report = {
         "mode": "continuation",
         "split": split,
         "model": str(model_dir),
         "data": str(data_dir),
         "windows": len(pairs),
+        "only_groups": list(groups) if groups else None,
         "header": vocab.has_header,
         "settings": {
             "temperature": settings.temperature,
@@ -281,9 +335,9 @@ def evaluate(
         },
         "likelihood": lk,
         "continuation": summary,
+        "groups": by_group,
     }
     if rolls is not None and drawn is not None:
-        names = split_names(data_dir, split)
         for roll, (f, start) in zip(drawn, where, strict=False):
             name = names[f] if f < len(names) else f"file {f}"
             roll.title = f"{name}, from bar {start + 1}"
@@ -332,13 +386,19 @@ def format_table(report: dict) -> str:
         rows = {f"model v={v}": m for v, m in report["variations"].items()}
         rows |= {k: m for k, m in report["continuation"].items() if k != "model"}
     else:
-        lines.append(f"continuation of {report['windows']} held-out windows (4 bars → 4 bars):")
+        only = report.get("only_groups")
+        within = f" of {', '.join(only)}" if only else ""
+        split = report.get("split", "validation")
+        lines.append(f"continuation of {report['windows']} windows of the {split} split"
+                     f"{within} (4 bars → 4 bars):")  # fmt: skip
         rows = report["continuation"]
-    lines.append(f"  {'':16s}" + "".join(f"{head:>10s}" for _, head in TABLE_COLUMNS))
-    for name, m in rows.items():
-        lines.append(
-            f"  {name:16s}" + "".join(f"{m.get(key, math.nan):10.3f}" for key, _ in TABLE_COLUMNS)
-        )
+    lines += _rows_table(rows, "  ")
+    groups = report.get("groups") or {}
+    if len(groups) > 1:
+        for group, grows in groups.items():
+            windows = next(iter(grows.values()))["windows"]
+            lines.append(f"  {group or '(no folder)'} ({windows} windows):")
+            lines += _rows_table(grows, "    ")
     lines.append(
         "  retain: of the context's last bar's instruments that the real bar also has, the "
         "share still played (bars 1–4; retain@4: bar 4)"
@@ -346,3 +406,13 @@ def format_table(report: dict) -> str:
     lines.extend(f"note: {note}" for note in report.get("notes", []))
     lines.extend(f"piano rolls: {path}" for path in report.get("rolls", []))
     return "\n".join(lines)
+
+
+def _rows_table(rows: dict[str, dict], indent: str) -> list[str]:
+    lines = [f"{indent}{'':16s}" + "".join(f"{head:>10s}" for _, head in TABLE_COLUMNS)]
+    for name, m in rows.items():
+        lines.append(
+            f"{indent}{name:16s}"
+            + "".join(f"{m.get(key, math.nan):10.3f}" for key, _ in TABLE_COLUMNS)
+        )
+    return lines

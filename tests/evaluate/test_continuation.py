@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ostinato.evaluate.bars import NoteEvent, parse_notes
-from ostinato.evaluate.continuation import evaluate
+from ostinato.evaluate.continuation import evaluate, format_table
 from ostinato.evaluate.metrics import continuation_metrics, estimate_key
 from ostinato.model.corpus import CorpusSplit
 from ostinato.model.ngram import NGramModel
@@ -191,3 +191,43 @@ def test_a_header_model_reads_headers_and_keeps_the_band(tiny_header_model_dir, 
     assert len(report["rolls"]) == 3
     for path in report["rolls"]:
         assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_scores_each_group_of_the_split_apart(tiny_meter_model_dir, tmp_path) -> None:
+    """Held-out songs and held-out composers are judged apart: every row again per group
+    (the first folder of the file's source path), the windows of the groups adding up."""
+    from ostinato.model.corpus import build_corpus
+
+    src = tmp_path / "src"
+    for group, shift in (("songs", 0), ("quartets", 4)):
+        (src / group).mkdir(parents=True)
+        for i in range(3):
+            score = make_band_score(bars=9, transpose=i + shift - 3)
+            score.dump_midi(str(src / group / f"piece{i}.mid"))
+    held = ["songs/piece0.mid", "quartets/piece1.mid", "quartets/piece2.mid"]
+    build_corpus(src, tmp_path / "held", validation_fraction=0.2, workers=1, progress=False,
+                 hold_out=held)  # fmt: skip
+    report = evaluate(tiny_meter_model_dir, tmp_path / "held", windows=3, nll_windows_count=1,
+                      nll_length=32, progress=False, split="heldout",
+                      variations=(0.0,))  # fmt: skip
+    groups = report["groups"]
+    assert set(groups) == {"songs", "quartets"}
+    assert groups["songs"]["model"]["windows"] == 1 and groups["quartets"]["model"]["windows"] == 2
+    assert set(groups["songs"]) == set(report["continuation"])
+    # v=0 repeats the phrase in each group too
+    for rows in groups.values():
+        assert rows["model v=0.0"]["onset_overlap"] == pytest.approx(
+            rows["repeat phrase"]["onset_overlap"]
+        )
+    table = format_table(report)
+    assert "songs (1 windows):" in table and "quartets (2 windows):" in table
+    # only one group: windows from its files alone, several from a file where needed (its
+    # one file of 9 bars has two windows of 4 + 4 bars)
+    songs = evaluate(tiny_meter_model_dir, tmp_path / "held", windows=3, nll_windows_count=1,
+                     nll_length=32, progress=False, split="heldout",
+                     groups=["songs"])  # fmt: skip
+    assert set(songs["groups"]) == {"songs"} and songs["windows"] == 2
+    assert "of songs" in format_table(songs)
+    with pytest.raises(ValueError, match="its groups: quartets, songs"):
+        evaluate(tiny_meter_model_dir, tmp_path / "held", windows=1, nll_windows_count=1,
+                 progress=False, split="heldout", groups=["lieder"])  # fmt: skip
