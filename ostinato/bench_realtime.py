@@ -343,6 +343,7 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         ),
         "late_wakeups": stats.get("late_wakeups", 0),
         "sender_realtime": stats.get("sender_realtime"),
+        "input_realtime": stats.get("input_realtime"),  # the thread reading the clock
         "grid_error_ms": {  # note frame − the DAW's tick frame
             **_percentiles(lateness_ms, 1, 50, 99),
             "abs_p99": _percentiles(np.abs(lateness_ms).tolist(), 99)["p99"],

@@ -32,7 +32,7 @@ SOAK_FIGURES = (
     "notes_sent", "deadline_misses", "fallbacks", "silent_bars", "silent_bars_by_time",
     "bars_generated", "grid_error_ms", "bar_ready_margin_ms", "bar_generation_ms", "replans",
     "os_floor", "clock_listener_ms_max", "recording", "renumbered", "skipped_frames",
-    "ticks_sent", "ticks_counted",
+    "ticks_sent", "ticks_counted", "sender_realtime", "input_realtime",
 )  # fmt: skip
 SETTLED_S = 600.0  # memory growth is judged from here on (start-up, caches and logs filled)
 
@@ -124,7 +124,8 @@ def format_soak(report: dict) -> str:
         f"  bars: {len(report['late_bars'])} ready late, {report['fallbacks']} finished from "
         f"their fallback, {report['silent_bars_by_time']} silent for lack of time, "
         f"{report['deadline_misses']} deadline misses; off the DAW's grid max {g['max_abs']} ms",
-        f"  clock listeners' longest: {report['clock_listener_ms_max']:.3f} ms; session file: "
+        f"  clock listeners' longest: {report['clock_listener_ms_max']:.3f} ms (input thread "
+        f"{'SCHED_FIFO' if report.get('input_realtime') else 'normal priority'}); session file: "
         f"{rec.get('writes')} writes, longest {rec.get('write_ms_max', 0):.1f} ms; positions "
         f"renumbered {ren.get('renumbered')} times ({ren.get('renumbered_inside_bar')} inside "
         f"a bar)",
