@@ -361,6 +361,7 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         "late_bars": [b for b in stats.get("bars", []) if b["margin_ms"] < 0],
         # what a long night is watched by (``--soak``)
         "clock_listener_ms_max": stats["clock"].get("listener_ms_max"),
+        "gc": stats.get("gc"),  # the collector's pauses (they hold every thread)
         "recording": stats.get("recording"),
         "renumbered": stats.get("engine", {}),
         "dropped": [  # how late each would have gone out, and why

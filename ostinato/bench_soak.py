@@ -32,7 +32,7 @@ SOAK_FIGURES = (
     "notes_sent", "deadline_misses", "fallbacks", "silent_bars", "silent_bars_by_time",
     "bars_generated", "grid_error_ms", "bar_ready_margin_ms", "bar_generation_ms", "replans",
     "os_floor", "clock_listener_ms_max", "recording", "renumbered", "skipped_frames",
-    "ticks_sent", "ticks_counted", "sender_realtime", "input_realtime",
+    "ticks_sent", "ticks_counted", "sender_realtime", "input_realtime", "gc",
 )  # fmt: skip
 SETTLED_S = 600.0  # memory growth is judged from here on (start-up, caches and logs filled)
 
@@ -110,6 +110,16 @@ def write_soak_plot(report: dict, margins: list[float], bar_s: float, png: Path)
     plt.close(fig)
 
 
+def gc_text(pauses: dict | None) -> str:
+    """The collector's pauses, per generation: how many, the longest."""
+    if not pauses:
+        return "not measured"
+    return ", ".join(
+        f"generation {g}: {n} collections, longest {ms:.2f} ms"
+        for g, (n, ms) in enumerate(zip(pauses["collections"], pauses["longest_ms"], strict=True))
+    )
+
+
 def format_soak(report: dict) -> str:
     m, rec, ren = report["memory"], report["recording"] or {}, report["renumbered"] or {}
     g = report["grid_error_ms"]
@@ -129,4 +139,5 @@ def format_soak(report: dict) -> str:
         f"{rec.get('writes')} writes, longest {rec.get('write_ms_max', 0):.1f} ms; positions "
         f"renumbered {ren.get('renumbered')} times ({ren.get('renumbered_inside_bar')} inside "
         f"a bar)",
+        f"  garbage collector: {gc_text(report.get('gc'))}",
     ])  # fmt: skip

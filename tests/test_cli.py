@@ -79,6 +79,17 @@ def test_bad_rt_priority_is_refused_before_any_port_opens(tmp_path) -> None:
     assert result.returncode == 2 and "rt_priority must be" in result.stderr, result.stderr
 
 
+def test_a_context_longer_than_the_training_window_is_refused_in_one_line(tmp_path) -> None:
+    """The bundled model was trained on 2,048-token windows: a longer context is refused
+    before any port opens; one too short for a bar, by the schema."""
+    result = run_cli("run", "--no-osc", "--no-record", "--context", "4096", "--clock", "internal")
+    assert result.returncode == 2, result.stderr
+    assert "context 4096 is longer than the 2048 tokens" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_cli("run", "--no-osc", "--context", "16")
+    assert result.returncode == 2 and "context must be" in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize(("line", "message"), CONFIG_MISTAKES, ids=MISTAKE_IDS)
 def test_run_refuses_each_config_mistake_in_one_line(tmp_path, line, message) -> None:
     config = tmp_path / "config.toml"

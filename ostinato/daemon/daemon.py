@@ -49,7 +49,7 @@ from ostinato.daemon.scheduling import NoteScheduler
 from ostinato.daemon.sender import SenderProcess
 from ostinato.daemon.session_file import SessionFile, session_path
 from ostinato.daemon.takes import TakeError
-from ostinato.daemon.telemetry import Telemetry
+from ostinato.daemon.telemetry import GC_PAUSES, Telemetry
 from ostinato.engine.engine import Engine, ModelError
 from ostinato.settings import KNOBS, GenerationSettings
 
@@ -347,6 +347,7 @@ class Daemon:
         # a late note; frozen, the collector only ever walks what was made while playing.
         gc.collect()
         gc.freeze()
+        GC_PAUSES.watch()  # what the collector holds the interpreter for while playing
         self._started_at = time.perf_counter()
         if self.config.clock == "internal":
             self.clock.start_internal(self.scheduler.now() + 0.2, self.config.bpm)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,6 +38,41 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOG_LIMIT = 100_000
+
+
+class GcPauses:
+    """The garbage collector's pauses while playing (a callback of :data:`gc.callbacks`): a
+    collection holds the interpreter lock for its whole walk, so it is a wait for every
+    thread, the clock's included. Counted from :meth:`watch` on (after the start-up heap is
+    frozen), the longest per generation."""
+
+    def __init__(self) -> None:
+        self.collections = [0, 0, 0]
+        self.longest_ms = [0.0, 0.0, 0.0]
+        self._began = 0.0
+        self._watching = False
+
+    def watch(self) -> None:
+        if not self._watching:
+            self._watching = True
+            gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        generation = info.get("generation", 0)
+        ms = (time.perf_counter() - self._began) * 1e3
+        self.collections[generation] += 1
+        if ms > self.longest_ms[generation]:
+            self.longest_ms[generation] = ms
+
+    def stats(self) -> dict:
+        return {"collections": list(self.collections),
+                "longest_ms": [round(ms, 3) for ms in self.longest_ms]}  # fmt: skip
+
+
+GC_PAUSES = GcPauses()  # one collector per process
 
 
 class Telemetry:
@@ -197,6 +233,7 @@ class Telemetry:
                 for b, d, t, late in self.drop_log
             ],
             "gc_frozen_objects": gc.get_freeze_count(),
+            "gc": GC_PAUSES.stats(),
             "lateness_ms": s.lateness_ms,
             "bar_ms": list(self.planner.bar_ms),
             "bar_margin_ms": list(self.planner.bar_margin_ms),
