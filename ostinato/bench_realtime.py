@@ -361,6 +361,10 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         "late_bars": [b for b in stats.get("bars", []) if b["margin_ms"] < 0],
         # what a long night is watched by (``--soak``)
         "clock_listener_ms_max": stats["clock"].get("listener_ms_max"),
+        # when it was, in seconds from the transport's start (monotonic, shared by processes)
+        "clock_listener_max_at_s": None
+        if stats["clock"].get("listener_max_at") is None
+        else round(stats["clock"]["listener_max_at"] - t0, 1),
         "gc": stats.get("gc"),  # the collector's pauses (they hold every thread)
         "recording": stats.get("recording"),
         "renumbered": stats.get("engine", {}),

@@ -31,8 +31,8 @@ SOAK_PROGRAMS = "drums,33,4"
 SOAK_FIGURES = (
     "notes_sent", "deadline_misses", "fallbacks", "silent_bars", "silent_bars_by_time",
     "bars_generated", "grid_error_ms", "bar_ready_margin_ms", "bar_generation_ms", "replans",
-    "os_floor", "clock_listener_ms_max", "recording", "renumbered", "skipped_frames",
-    "ticks_sent", "ticks_counted", "sender_realtime", "input_realtime", "gc",
+    "os_floor", "clock_listener_ms_max", "clock_listener_max_at_s", "recording", "renumbered",
+    "skipped_frames", "ticks_sent", "ticks_counted", "sender_realtime", "input_realtime", "gc",
 )  # fmt: skip
 SETTLED_S = 600.0  # memory growth is judged from here on (start-up, caches and logs filled)
 
@@ -114,10 +114,18 @@ def gc_text(pauses: dict | None) -> str:
     """The collector's pauses, per generation: how many, the longest."""
     if not pauses:
         return "not measured"
-    return ", ".join(
+    text = ", ".join(
         f"generation {g}: {n} collections, longest {ms:.2f} ms"
         for g, (n, ms) in enumerate(zip(pauses["collections"], pauses["longest_ms"], strict=True))
     )
+    if "idle_full_collections" in pauses:
+        text += (f"; while stopped {pauses['idle_full_collections']} full collections, longest "
+                 f"{pauses['idle_full_ms_max']:.1f} ms")  # fmt: skip
+    return text
+
+
+def _at(seconds: float | None) -> str:
+    return "" if seconds is None else f" at {seconds / 60:.1f} min"
 
 
 def format_soak(report: dict) -> str:
@@ -134,7 +142,8 @@ def format_soak(report: dict) -> str:
         f"  bars: {len(report['late_bars'])} ready late, {report['fallbacks']} finished from "
         f"their fallback, {report['silent_bars_by_time']} silent for lack of time, "
         f"{report['deadline_misses']} deadline misses; off the DAW's grid max {g['max_abs']} ms",
-        f"  clock listeners' longest: {report['clock_listener_ms_max']:.3f} ms (input thread "
+        f"  clock listeners' longest: {report['clock_listener_ms_max']:.3f} ms"
+        f"{_at(report.get('clock_listener_max_at_s'))} (input thread "
         f"{'SCHED_FIFO' if report.get('input_realtime') else 'normal priority'}); session file: "
         f"{rec.get('writes')} writes, longest {rec.get('write_ms_max', 0):.1f} ms; positions "
         f"renumbered {ren.get('renumbered')} times ({ren.get('renumbered_inside_bar')} inside "

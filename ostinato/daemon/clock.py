@@ -126,6 +126,7 @@ class Clock:
         self.loop_passes = 0  # jumps seen over the same loop in a row
         self.map_listeners: list = []
         self.listener_ms_max = 0.0  # the longest the map listeners took on one new map
+        self.listener_max_at: float | None = None  # when (time.monotonic(): any process's)
         self.listeners: list = []
         self.gap_listeners: list = []
         self._map: TempoMap | None = None
@@ -160,7 +161,9 @@ class Clock:
             listener(tempo)
         # what a tick waits for its listeners (they only append or set: ~µs; a long wait
         # here is a lock held elsewhere, which would delay the next tick's reading)
-        self.listener_ms_max = max(self.listener_ms_max, (time.perf_counter() - started) * 1e3)
+        waited = (time.perf_counter() - started) * 1e3
+        if waited > self.listener_ms_max:
+            self.listener_ms_max, self.listener_max_at = waited, time.monotonic()
 
     @property
     def bpm(self) -> float | None:

@@ -25,7 +25,6 @@ up (then the session takes over) or MIDI clock comes.
 from __future__ import annotations
 
 import faulthandler
-import gc
 import json
 import logging
 import signal
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING
 from ostinato.channels import ChannelMap
 from ostinato.daemon.cc_learner import CcLearner
 from ostinato.daemon.clock import Clock, TransportEvent
+from ostinato.daemon.collector import Collector
 from ostinato.daemon.control import ControlServer
 from ostinato.daemon.input_router import InputRouter
 from ostinato.daemon.options import DaemonConfig
@@ -49,7 +49,7 @@ from ostinato.daemon.scheduling import NoteScheduler
 from ostinato.daemon.sender import SenderProcess
 from ostinato.daemon.session_file import SessionFile, session_path
 from ostinato.daemon.takes import TakeError
-from ostinato.daemon.telemetry import GC_PAUSES, Telemetry
+from ostinato.daemon.telemetry import Telemetry
 from ostinato.engine.engine import Engine, ModelError
 from ostinato.settings import KNOBS, GenerationSettings
 
@@ -140,6 +140,7 @@ class Daemon:
         self.telemetry = Telemetry(config, self.backend, self.engine, self.clock, self.recorder,
                                    self.planner, self.scheduler, self.inputs,
                                    self.learner)  # fmt: skip
+        self.collector = self.telemetry.collector = Collector()
         if config.stats_json is not None and config.stats_logs:
             sender.on_note_sent = self.telemetry.note_sent
             self.inputs.on_note = self.telemetry.heard_note
@@ -342,12 +343,7 @@ class Daemon:
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> None:
         self.planner.warm_up()
-        # Everything loaded so far (onnxruntime, numpy, the tokenizer: ~200k objects) lives as
-        # long as the process. A full collection over it holds the GIL for tens of ms, i.e.
-        # a late note; frozen, the collector only ever walks what was made while playing.
-        gc.collect()
-        gc.freeze()
-        GC_PAUSES.watch()  # what the collector holds the interpreter for while playing
+        self.collector.start()  # the collector's long walks kept out of playing time
         self._started_at = time.perf_counter()
         if self.config.clock == "internal":
             self.clock.start_internal(self.scheduler.now() + 0.2, self.config.bpm)
@@ -378,6 +374,7 @@ class Daemon:
         if not self.scheduler.alive:
             log.error("exiting: without its note sender the daemon cannot play")
             return False
+        self.collector.poll(self.clock.running, time.monotonic())
         clock = self.clock
         waited = time.perf_counter() - self._started_at > NO_CLOCK_AFTER_S
         if self.link is not None and self._poll_link(waited):
@@ -441,6 +438,7 @@ class Daemon:
             self.recording.close(self.scheduler.now())
         if self.config.stats_json is not None:
             self.config.stats_json.write_text(json.dumps(self.telemetry.stats()))
+        self.collector.close()
         s = self.scheduler.stats
         log.info("stopped: %d notes sent, %d deadline misses, %d late wake-ups, %d bad "
                  "messages dropped, %d stray clock bytes ignored", s.sent_notes,

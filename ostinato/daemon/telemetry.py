@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,6 +22,7 @@ from ostinato.channels import format_map
 from ostinato.config import format_cc_map
 from ostinato.daemon.cc_learner import CcLearner
 from ostinato.daemon.clock import Clock
+from ostinato.daemon.collector import GC_PAUSES, Collector
 from ostinato.daemon.input_router import InputRouter
 from ostinato.daemon.planner import BarPlanner
 from ostinato.daemon.recorder import HUMAN, Recorder
@@ -38,41 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOG_LIMIT = 100_000
-
-
-class GcPauses:
-    """The garbage collector's pauses while playing (a callback of :data:`gc.callbacks`): a
-    collection holds the interpreter lock for its whole walk, so it is a wait for every
-    thread, the clock's included. Counted from :meth:`watch` on (after the start-up heap is
-    frozen), the longest per generation."""
-
-    def __init__(self) -> None:
-        self.collections = [0, 0, 0]
-        self.longest_ms = [0.0, 0.0, 0.0]
-        self._began = 0.0
-        self._watching = False
-
-    def watch(self) -> None:
-        if not self._watching:
-            self._watching = True
-            gc.callbacks.append(self._on_gc)
-
-    def _on_gc(self, phase: str, info: dict) -> None:
-        if phase == "start":
-            self._began = time.perf_counter()
-            return
-        generation = info.get("generation", 0)
-        ms = (time.perf_counter() - self._began) * 1e3
-        self.collections[generation] += 1
-        if ms > self.longest_ms[generation]:
-            self.longest_ms[generation] = ms
-
-    def stats(self) -> dict:
-        return {"collections": list(self.collections),
-                "longest_ms": [round(ms, 3) for ms in self.longest_ms]}  # fmt: skip
-
-
-GC_PAUSES = GcPauses()  # one collector per process
 
 
 class Telemetry:
@@ -102,6 +67,7 @@ class Telemetry:
         self._last_drop_bar = -1
         self.link: LinkFollower | None = None  # the Ableton Link peer (clock = link or auto)
         self.recording: SessionFile | None = None  # the session file, when recording
+        self.collector: Collector | None = None  # the garbage collector's keeper
 
     # -- logs (input thread, reports thread) -----------------------------------------------
     def heard_note(self, beat: float, data: list[int]) -> None:
@@ -233,7 +199,10 @@ class Telemetry:
                 for b, d, t, late in self.drop_log
             ],
             "gc_frozen_objects": gc.get_freeze_count(),
-            "gc": GC_PAUSES.stats(),
+            "gc": {
+                **GC_PAUSES.stats(),
+                **(self.collector.stats() if self.collector is not None else {}),
+            },
             "lateness_ms": s.lateness_ms,
             "bar_ms": list(self.planner.bar_ms),
             "bar_margin_ms": list(self.planner.bar_margin_ms),
@@ -274,6 +243,7 @@ class Telemetry:
                 "gaps": self.clock.gaps,  # ticks that stopped without a Stop (suspended)
                 "timeouts": self.clock.timeouts,  # of those, ended by clock_timeout_s
                 "listener_ms_max": self.clock.listener_ms_max,
+                "listener_max_at": self.clock.listener_max_at,  # time.monotonic()
             },
             "recording": None
             if self.recording is None

@@ -126,12 +126,12 @@ def continuation_windows(
                 break
         return pairs
     # these files only: round after round, each file's next start of its own random order
-    starts = {}
+    starts: dict[int, tuple[list, list]] = {}
     for f in files:
         bars = _file_bars(split, int(f), bar_id)
         if len(bars) >= 8:
             starts[int(f)] = (bars, list(rng.permutation(len(bars) - 7)))
-    order = rng.permutation(sorted(starts)) if starts else []
+    order: list[int] = [int(f) for f in rng.permutation(sorted(starts))] if starts else []
     while len(pairs) < n and any(left for _, left in starts.values()):
         for f in order:
             bars, left = starts[int(f)]
