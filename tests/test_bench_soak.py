@@ -45,7 +45,6 @@ def test_a_short_soak_reports_what_a_long_night_is_watched_by(tmp_path) -> None:
     pauses = report["gc"]
     assert pauses["collections"][0] > 10 and pauses["longest_ms"][0] > 0
     assert pauses["collections"][2] == 0  # never the oldest generation while playing
-    assert pauses["idle_full_collections"] == 0  # it never stopped
     assert report["renumbered"]["renumbered_inside_bar"] == 0
     assert (tmp_path / "soak.png").stat().st_size > 10_000
     text = format_soak(report)

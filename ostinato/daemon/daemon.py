@@ -422,6 +422,12 @@ class Daemon:
         return link.engaged
 
     def shutdown(self) -> None:
+        try:
+            self._shut_down()
+        finally:
+            self.collector.close()  # the collector's thresholds as they were
+
+    def _shut_down(self) -> None:
         if self.link is not None:
             self.link.close()  # leaves the session first: no transport change while stopping
         self.inputs.close()  # the input worker (rtmidi); JACK's input ends with the sender
@@ -438,7 +444,6 @@ class Daemon:
             self.recording.close(self.scheduler.now())
         if self.config.stats_json is not None:
             self.config.stats_json.write_text(json.dumps(self.telemetry.stats()))
-        self.collector.close()
         s = self.scheduler.stats
         log.info("stopped: %d notes sent, %d deadline misses, %d late wake-ups, %d bad "
                  "messages dropped, %d stray clock bytes ignored", s.sent_notes,

@@ -12,6 +12,7 @@ from typing import Any, cast
 import pytest
 
 from ostinato.daemon.clock import LINK_JUMP_S, Clock, TempoMap, TransportEvent
+from ostinato.daemon.collector import Collector
 from ostinato.daemon.daemon import Daemon, DaemonConfig
 from ostinato.daemon.input_router import InputRouter
 from ostinato.daemon.recorder import Recorder
@@ -151,6 +152,7 @@ def auto_daemon(peers: int, clock_setting: str = "auto", waited: bool = True) ->
     daemon.link = cast(Any, FakeLink(peers))
     daemon.scheduler = cast(Any, SimpleNamespace(alive=True, now=lambda: 50.0))
     daemon._waiting_said = False
+    daemon.collector = Collector()  # never started: it only watches the transport
     daemon._started_at = time.perf_counter() - (10.0 if waited else 0.0)
     return daemon
 
