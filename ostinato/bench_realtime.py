@@ -365,6 +365,8 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         "clock_listener_max_at_s": None
         if stats["clock"].get("listener_max_at") is None
         else round(stats["clock"]["listener_max_at"] - t0, 1),
+        # its ms on a CPU, runnable without one (the machine's), asleep on a lock (the daemon's)
+        "clock_listener_max_split": stats["clock"].get("listener_max_split"),
         "gc": stats.get("gc"),  # the collector's pauses (they hold every thread)
         "recording": stats.get("recording"),
         "renumbered": stats.get("engine", {}),

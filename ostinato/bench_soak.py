@@ -31,7 +31,8 @@ SOAK_PROGRAMS = "drums,33,4"
 SOAK_FIGURES = (
     "notes_sent", "deadline_misses", "fallbacks", "silent_bars", "silent_bars_by_time",
     "bars_generated", "grid_error_ms", "bar_ready_margin_ms", "bar_generation_ms", "replans",
-    "os_floor", "clock_listener_ms_max", "clock_listener_max_at_s", "recording", "renumbered",
+    "os_floor", "clock_listener_ms_max", "clock_listener_max_at_s", "clock_listener_max_split",
+    "recording", "renumbered",
     "skipped_frames", "ticks_sent", "ticks_counted", "sender_realtime", "input_realtime", "gc",
 )  # fmt: skip
 SETTLED_S = 600.0  # memory growth is judged from here on (start-up, caches and logs filled)
@@ -128,6 +129,13 @@ def _at(seconds: float | None) -> str:
     return "" if seconds is None else f" at {seconds / 60:.1f} min"
 
 
+def _split(split: dict | None) -> str:
+    if not split:
+        return ""
+    return (f" ({split['on_cpu_ms']:.2f} on a CPU, {split['runnable_ms']:.2f} runnable without "
+            f"one, {split['asleep_ms']:.2f} asleep on a lock)")  # fmt: skip
+
+
 def format_soak(report: dict) -> str:
     m, rec, ren = report["memory"], report["recording"] or {}, report["renumbered"] or {}
     g = report["grid_error_ms"]
@@ -143,7 +151,8 @@ def format_soak(report: dict) -> str:
         f"their fallback, {report['silent_bars_by_time']} silent for lack of time, "
         f"{report['deadline_misses']} deadline misses; off the DAW's grid max {g['max_abs']} ms",
         f"  clock listeners' longest: {report['clock_listener_ms_max']:.3f} ms"
-        f"{_at(report.get('clock_listener_max_at_s'))} (input thread "
+        f"{_at(report.get('clock_listener_max_at_s'))}"
+        f"{_split(report.get('clock_listener_max_split'))} (input thread "
         f"{'SCHED_FIFO' if report.get('input_realtime') else 'normal priority'}); session file: "
         f"{rec.get('writes')} writes, longest {rec.get('write_ms_max', 0):.1f} ms; positions "
         f"renumbered {ren.get('renumbered')} times ({ren.get('renumbered_inside_bar')} inside "

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ostinato.daemon.thread_sched import sched_times, split_wait
 from ostinato.daemon.ticks import MAX_BPM, MIN_BPM, PPQN, TickFollower
 from ostinato.daemon.transport import CLOCK_TIMEOUT_S, is_loop_jump, suspend_after_s
 
@@ -127,6 +128,7 @@ class Clock:
         self.map_listeners: list = []
         self.listener_ms_max = 0.0  # the longest the map listeners took on one new map
         self.listener_max_at: float | None = None  # when (time.monotonic(): any process's)
+        self.listener_max_split: dict | None = None  # see thread_sched.split_wait
         self.listeners: list = []
         self.gap_listeners: list = []
         self._map: TempoMap | None = None
@@ -156,6 +158,7 @@ class Clock:
     @map.setter
     def map(self, tempo: TempoMap | None) -> None:
         self._map = tempo
+        sched = sched_times()
         started = time.perf_counter()
         for listener in self.map_listeners:
             listener(tempo)
@@ -164,6 +167,8 @@ class Clock:
         waited = (time.perf_counter() - started) * 1e3
         if waited > self.listener_ms_max:
             self.listener_ms_max, self.listener_max_at = waited, time.monotonic()
+            # the longest wait, split: the machine's (no CPU) or a lock's (asleep)
+            self.listener_max_split = split_wait(waited, sched, sched_times())
 
     @property
     def bpm(self) -> float | None:

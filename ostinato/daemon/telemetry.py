@@ -244,6 +244,7 @@ class Telemetry:
                 "timeouts": self.clock.timeouts,  # of those, ended by clock_timeout_s
                 "listener_ms_max": self.clock.listener_ms_max,
                 "listener_max_at": self.clock.listener_max_at,  # time.monotonic()
+                "listener_max_split": self.clock.listener_max_split,  # the machine's or ours
             },
             "recording": None
             if self.recording is None

@@ -146,3 +146,69 @@ def test_a_free_choice_may_drop_one_onset_but_not_the_rest_of_the_bar(engine, ba
     assert mask[vocab.bar_id]  # the reference is done: the model may end the bar
     free = CopyPrior(vocab, [[ref]], 1.0)  # variation 1: the model alone, nothing held back
     assert free.choose(everything, _AlwaysFree())[1] is everything
+
+
+class _Draws:
+    """A generator that hands out the given draws, then ``then`` for ever."""
+
+    def __init__(self, draws: list[float], then: float) -> None:
+        self.draws, self.then, self.taken = list(draws), then, 0
+
+    def random(self) -> float:
+        self.taken += 1
+        return self.draws.pop(0) if self.draws else self.then
+
+
+def _walk_to(prior: CopyPrior, ref: np.ndarray, kind: TokenType) -> int:
+    """Observe ``ref`` (no Bar) up to its first token of ``kind``; that token's index."""
+    i = 0
+    while prior.vocab.types[ref[i]] != kind:
+        prior.observe(int(ref[i]))
+        i += 1
+    return i
+
+
+def test_a_varied_pitch_keeps_to_the_pitch_classes_of_the_reference_bar(engine, bars) -> None:
+    vocab = engine.vocab
+    ref = bars[1][1:]
+    prior = CopyPrior(vocab, [[ref]], 0.3)
+    _walk_to(prior, ref, TokenType.PITCH)
+    everything = np.ones(vocab.size, dtype=bool)
+    # 0.2: not the onset's free draw (v² = 0.09), but the pitch's variation (v = 0.3)
+    token, mask = prior.choose(everything, _Draws([], then=0.2))
+    assert token == -1
+    classes = {int(vocab.values[t]) % 12 for t in ref if vocab.types[t] == TokenType.PITCH}
+    allowed = np.flatnonzero(mask)
+    assert len(allowed) >= len(classes) and (vocab.types[allowed] == TokenType.PITCH).all()
+    assert {int(vocab.values[t]) % 12 for t in allowed} == classes
+    jam = CopyPrior(vocab, [[ref]], 0.3, free_pitches=True)  # jam: the model's own pitch
+    _walk_to(jam, ref, TokenType.PITCH)
+    _, mask = jam.choose(everything, _Draws([], then=0.99))
+    assert mask.sum() == (vocab.types == TokenType.PITCH).sum()
+
+
+def test_the_free_draw_is_made_once_per_onset(engine, bars) -> None:
+    """An onset the draw gives the model stays the model's up to the next Position it
+    chooses; one the draw gives the reference keeps its drums and instruments whatever the
+    later draws say; each onset is drawn for anew."""
+    vocab = engine.vocab
+    ref = bars[1][1:]
+    everything = np.ones(vocab.size, dtype=bool)
+    prior = CopyPrior(vocab, [[ref]], 0.3)
+    i = _walk_to(prior, ref, TokenType.POSITION)
+    assert prior.choose(everything, _Draws([0.5], then=0.0))[0] == int(ref[i])  # its place
+    prior.observe(int(ref[i]))
+    rng = _Draws([0.05], then=0.99)  # the onset's notes: the model's (0.05 < v²)
+    assert prior.choose(everything, rng)[0] == -1
+    prior.observe(int(ref[i + 1]))
+    assert prior.choose(everything, rng)[0] == -1 and rng.taken == 1  # still the model's
+    later = _walk_to(prior, ref[i + 2 :], TokenType.POSITION) + i + 2
+    prior.observe(int(ref[later]))  # the next onset: drawn again
+    rng = _Draws([0.5], then=0.0)  # the reference's, though every later draw says "vary"
+    for t in ref[later + 1 :]:
+        if vocab.types[t] == TokenType.POSITION:
+            break
+        token, _ = prior.choose(everything, rng)
+        if vocab.types[t] in (TokenType.PROGRAM, TokenType.PITCH_DRUM):
+            assert token == int(t)
+        prior.observe(int(t) if token < 0 else token)
