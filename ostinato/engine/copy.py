@@ -9,18 +9,19 @@ of the phrase) — with a pointer into each: the reference's next token is the t
 Each choice is then a mixture, with ``v`` the variation, drawn once per *onset* (a
 ``Position`` and the notes on it):
 
-* with probability ``v²`` the onset is the model's (every setting of the sampler, the
-  grammar's mask): where it falls, and what it holds — it may add, drop or move an onset,
-  pick other instruments or drums — up to the next ``Position`` it chooses; but while the
-  reference has onsets left it may neither end the bar nor jump past more than one of them
-  (a free choice drops a hit, not the rest of the bar). The same chance again for what the
-  onset holds once its position is taken;
+* with probability ``v²`` the model places the next onset (every setting of the sampler, the
+  grammar's mask): it may add one, move one or skip one — but while the reference has onsets
+  left to begin it may neither end the bar nor jump past more than one of them (a free
+  choice drops a hit, not the rest of the bar); an onset it adds is its own, notes and all,
+  up to the next ``Position`` it chooses;
+* with probability ``v²`` again, what an onset of the reference holds is the model's: other
+  instruments, drums, notes (so about ``2v²`` of the onsets change: 0.17 at ``v = 0.3``);
 * otherwise the onset's *where* and *who* are the reference's — its ``Position``, ``Bar``
   at the end, each ``Program`` and drum (a drum's pitch is its instrument): the onsets and
   the instruments stay;
 * and each *what* of a pitched note — ``Pitch``, ``Velocity``, ``Duration`` — is taken with
   probability ``1 − v``; otherwise the model samples a token of that same kind: another
-  accent or length, or another pitch among the pitch classes the reference bar sounds (the
+  accent or length, or another pitch among the pitch classes the reference bars sound (the
   bar's harmony, voiced anew: a note of the chord in another octave or order, the line's
   own notes moved).
 
@@ -31,7 +32,7 @@ validation split's band songs (48 windows, ``eval --groups freedoom-midi``): dru
 0.587, overlap 0.675 → 0.683 (pitches from the model's whole key instead of the bar's
 classes: 0.681); repeating the phrase 0.735.
 
-So the groove and the parts change with ``v²`` and the notes on them with ``v``
+So the groove and the parts change with about ``2v²`` and the notes on them with ``v``
 (``free_pitches``: every pitched note's pitch is the model's, the rest as said — jam mode,
 whose references are Ostinato's own earlier bars, chosen before the musician's harmony in
 them was heard; the model now hears it in the context and picks the pitches against it):
@@ -68,15 +69,12 @@ sampler's random generator, so a seeded run stays reproducible.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ostinato.model.tokens import TokenType, Vocab, strip_headers
-
-_NOHARM = bool(os.environ.get("NOHARM"))
 
 
 @dataclass
@@ -151,7 +149,8 @@ class CopyPrior:
                 for r in self._refs[k]
             ]
             self._variation = self._variations[k]
-            ref = self._refs[k][0] if self._refs[k] else np.zeros(0, dtype=np.int64)
+            # the harmony of every reference: Ostinato's previous pass and the musician's bar
+            ref = np.concatenate([np.zeros(0, dtype=np.int64), *self._refs[k]])
             classes = np.unique(self._values[ref[self._is_pitch[ref]]] % 12)
             self._harmony = self._is_pitch & np.isin(self._values % 12, classes)
         else:
@@ -206,8 +205,8 @@ class CopyPrior:
         return -1, (self._kind_mask if self._kind_mask.any() else mask)
 
     def _free(self, mask: np.ndarray, expected: int) -> np.ndarray:
-        """The model's mask for a free choice: while the best reference has onsets left, no
-        ``Bar`` and no ``Position`` past its onset after next."""
+        """The model's mask for a free choice: while the best reference has onsets left to
+        begin, no ``Bar`` and no ``Position`` past its onset after next."""
         if expected == self._bar_id:
             return mask
         free = self._kind_mask
@@ -215,6 +214,8 @@ class CopyPrior:
         free[self._bar_id] = False
         p = self._pointers[0]
         k = int(np.searchsorted(p.onsets, p.index))
+        if k >= len(p.onsets):
+            return mask  # the reference's last onset is under way: the bar may end
         if k + 1 < len(p.onsets):  # skip one onset at most
             limit = self._values[p.tokens[p.onsets[k + 1]]]
             free[self._is_position & (self._values > limit)] = False
@@ -225,10 +226,12 @@ class CopyPrior:
         kind = self._types[token]
         if kind == TokenType.BAR:
             return  # the caller starts the next bar
-        if kind == TokenType.POSITION:  # an onset begins: its notes are drawn for anew
-            self._onset_free, self._content_draw = False, True
         for p in self._pointers:
             self._advance(p, token, kind)
+        if kind == TokenType.POSITION:  # an onset begins: its notes are drawn for anew,
+            self._onset_free, self._content_draw = False, True
+            if self._pointers and self._boundary[self._types[self.expected()[0]]]:
+                self._onset_free, self._content_draw = True, False  # unless it is a new one
 
     def _advance(self, p: _Pointer, token: int, kind: int) -> None:
         ref, i = p.tokens, p.index

@@ -212,3 +212,45 @@ def test_the_free_draw_is_made_once_per_onset(engine, bars) -> None:
         if vocab.types[t] in (TokenType.PROGRAM, TokenType.PITCH_DRUM):
             assert token == int(t)
         prior.observe(int(t) if token < 0 else token)
+
+
+def test_an_onset_the_model_adds_is_its_own_and_a_free_last_onset_may_end_the_bar(
+    engine, bars
+) -> None:
+    vocab = engine.vocab
+    ref = bars[1][1:]
+    everything = np.ones(vocab.size, dtype=bool)
+    positions = [int(t) for t in ref if vocab.types[t] == TokenType.POSITION]
+    taken = {int(vocab.values[t]) for t in positions}
+    new = next(t for t in vocab.ids_of(TokenType.POSITION)
+               if int(vocab.values[t]) not in taken and int(vocab.values[t]) > 0)  # fmt: skip
+    prior = CopyPrior(vocab, [[ref]], 0.3)
+    prior.observe(int(new))  # an onset the reference does not have
+    rng = _Draws([], then=0.99)  # every draw says "copy"
+    assert prior.choose(everything, rng)[0] == -1 and rng.taken == 0  # the model's notes
+    prior.begin_bar(0)  # a new bar: drawn again
+    assert prior.choose(everything, rng)[0] == int(ref[0])
+
+    last = CopyPrior(vocab, [[ref]], 0.3)
+    i = len(ref) - 1 - [vocab.types[t] for t in ref[::-1]].index(TokenType.POSITION)
+    for t in ref[: i + 1]:  # up to the reference's last onset
+        last.observe(int(t))
+    _, mask = last.choose(everything, _Draws([0.0], then=0.99))  # its notes: the model's
+    assert mask[vocab.bar_id]  # nothing left to begin: the model may end the bar
+
+
+def test_the_varied_pitch_keeps_to_the_harmony_of_every_reference(engine, bars) -> None:
+    vocab = engine.vocab
+    own, musician = bars[1][1:], bars[2][1:]
+    pitched = vocab.types == TokenType.PITCH
+
+    def classes(bar) -> set[int]:
+        return {int(vocab.values[t]) % 12 for t in bar if pitched[t]}
+
+    assert classes(musician) - classes(own)  # the musician's bar adds to the harmony
+    prior = CopyPrior(vocab, [[own, musician]], 0.3)
+    _walk_to(prior, own, TokenType.PITCH)
+    _, mask = prior.choose(np.ones(vocab.size, dtype=bool), _Draws([], then=0.2))
+    assert {int(vocab.values[t]) % 12 for t in np.flatnonzero(mask)} == classes(own) | classes(
+        musician
+    )
