@@ -104,7 +104,8 @@ def _full_collections() -> int:
 
 
 def _middle_collections() -> int:
-    return int(gc.get_stats()[min(1, len(gc.get_stats()) - 1)]["collections"])
+    stats = gc.get_stats()
+    return int(stats[min(1, len(stats) - 1)]["collections"])
 
 
 class Collector:
