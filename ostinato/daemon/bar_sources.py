@@ -110,6 +110,13 @@ class BarSources(PlannerState):
                 refs.append(human.tokens)
         return refs, variation
 
+    def _followed(self) -> set[int] | None:
+        """The instruments whose presence in a bar the references decide (see
+        :func:`bar_header`): in continue mode those the answer's phrase plays; None: all."""
+        if self.settings.mode != "continue" or self._answer is None:
+            return None
+        return {n[2] for played in self._answer[1] for n in played.notes}
+
     def _harmony_coming(self, bar: int) -> frozenset[int] | None:
         """The pitch classes the musician will most likely sound in ``bar``: a period back in
         the progression they loop (see :func:`expected_harmony`); None before one shows."""

@@ -64,7 +64,14 @@ from ostinato.engine.accompany import (
 )
 from ostinato.engine.copy import CopyPrior
 from ostinato.engine.engine import Engine
-from ostinato.model.grammar import BUDGET_BARS, JAM_FLOOR, GrammarConfig, note_budget, note_floor
+from ostinato.model.grammar import (
+    BUDGET_BARS,
+    JAM_FLOOR,
+    GrammarConfig,
+    note_budget,
+    note_floor,
+    played_ranges,
+)
 from ostinato.model.key import key_lock_classes
 from ostinato.model.tokens import (
     DRUM_PROGRAM,
@@ -338,9 +345,11 @@ class BarPlanner(TakeDesk, FollowsTransport, BarSources, Replanning):
         jam = settings.mode == "jam" and settings.density != 0
         grammar = GrammarConfig(
             programs=programs, beats_per_bar=self.beats_per_bar, scale_pitch_classes=scale,
-            meter=self.meter, max_notes=self._note_budget(programs),
+            pitch_ranges=played_ranges(engine.vocab, engine.context_tokens()), meter=self.meter,
+            max_notes=self._note_budget(programs),
             min_notes=self._note_floor(programs),
-            header=bar_header(engine.vocab, programs, refs if settings.mode == "loop" else ()),
+            header=bar_header(engine.vocab, programs, refs if settings.mode != "jam" else (),
+                              self._followed()),
             parts=jam_parts(engine.vocab, engine.context_tokens(), programs, settings.density)
             if jam else (),
             bass_pitch_classes=self._harmony_coming(next_bar)

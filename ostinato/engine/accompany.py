@@ -4,10 +4,11 @@ One place for the rules every generation path follows (the daemon's bar cycle, `
 continue`` and ``ostinato eval``), for a model whose bars carry the instrument header
 (:attr:`~ostinato.model.tokens.Vocab.has_header`):
 
-* the header names the instruments Ostinato plays in the bar: in jam and continue mode the
-  programs asked for (``--programs``, else the phrase's); in loop mode the instruments of the
-  pass's bar it varies (a lead that plays only in the loop's third bar keeps doing so), else
-  the loop's;
+* the header names the instruments Ostinato plays in the bar: in jam mode the programs asked
+  for (``--programs``); in continue mode those of the phrase's bar it answers with (a part
+  the phrase rests in a bar rests there again; ``--programs`` limits them, and where the
+  phrase's bar holds none of them, they all play) and in loop mode those of the pass's bar
+  it varies (a lead that plays only in the loop's third bar keeps doing so), else the loop's;
 * in jam mode, where Ostinato plays on its own for as long as the music runs, each part gets a
   floor and a budget from its own recent bars, and before it has any from the whole band's
   busiest bar (:func:`~ostinato.model.grammar.part_limits`): an asked-for bass plays in every
@@ -23,7 +24,7 @@ bass to those pitch classes (with key lock on); before a period shows, nothing i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -32,20 +33,32 @@ from ostinato.model.tokens import TokenType, Vocab, bar_programs, split_bars
 
 
 def bar_header(
-    vocab: Vocab, programs: Sequence[int], references: Sequence[np.ndarray] = ()
+    vocab: Vocab,
+    programs: Sequence[int],
+    references: Sequence[np.ndarray] = (),
+    followed: Iterable[int] | None = None,
 ) -> tuple[int, ...] | None:
     """The header of the bar generated: ``programs``, or where ``references`` (bars the copy
     prior follows, best first) hold some of them, the ones the first such reference holds.
-    None for a vocabulary without headers."""
+    ``followed``: the instruments whose presence the references decide (an answer's: those
+    of its phrase; None: all of ``programs``); the others asked for play in every bar (an
+    instrument the phrase never had has no bar of it to rest in). None for a vocabulary
+    without headers."""
     if not vocab.has_header:
         return None
     asked = set(programs)
+    decided = asked if followed is None else asked & set(followed)
     for ref in references:
         if len(ref):
-            held = {p for bar in bar_programs(vocab, _with_bar(vocab, ref)) for p in bar} & asked
+            held = programs_held(vocab, [ref]) & decided
             if held:
-                return tuple(sorted(held))
+                return tuple(sorted(held | (asked - decided)))
     return tuple(sorted(asked))
+
+
+def programs_held(vocab: Vocab, bars: Iterable[np.ndarray]) -> set[int]:
+    """The instruments whose notes the token bars hold (a leading ``Bar`` optional)."""
+    return {p for bar in bars for b in bar_programs(vocab, _with_bar(vocab, bar)) for p in b}
 
 
 def _with_bar(vocab: Vocab, ref: np.ndarray) -> np.ndarray:

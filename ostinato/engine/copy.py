@@ -133,6 +133,7 @@ class CopyPrior:
         self._boundary = np.zeros(max(TokenType) + 1, dtype=bool)
         self._boundary[[TokenType.POSITION, TokenType.BAR, TokenType.TIME_SIG]] = True
         self._is_pitch = vocab.types == TokenType.PITCH
+        self._is_duration = vocab.types == TokenType.DURATION
         self._harmony = np.zeros(vocab.size, dtype=bool)  # Pitch tokens of the bar's classes
         self._onset_free = False  # the onset being decoded is the model's
         self._content_draw = False  # the next choice is the first of an onset's notes
@@ -197,6 +198,11 @@ class CopyPrior:
                 if mask[token]:
                     self.copied += 1
                     return token, mask
+            if kind == TokenType.DURATION:  # held past the bar's end: held to it
+                held = self._held_to(mask, expected[0])
+                if held >= 0:
+                    self.copied += 1
+                    return held, mask
             return -1, mask
         np.logical_and(mask, self._types == kind, out=self._kind_mask)
         if kind == TokenType.PITCH:  # another note of the bar's harmony
@@ -204,6 +210,13 @@ class CopyPrior:
             if in_harmony.any():
                 return -1, in_harmony
         return -1, (self._kind_mask if self._kind_mask.any() else mask)
+
+    def _held_to(self, mask: np.ndarray, duration: int) -> int:
+        """The longest ``Duration`` the grammar allows that is no longer than ``duration``
+        (a note of the reference tied over the bar line ends at it), or -1."""
+        allowed = np.flatnonzero(mask & self._is_duration)
+        allowed = allowed[self._values[allowed] <= self._values[duration]]
+        return int(allowed[np.argmax(self._values[allowed])]) if len(allowed) else -1
 
     def _free(self, mask: np.ndarray, expected: int) -> np.ndarray:
         """The model's mask for a free choice: while the best reference has onsets left to

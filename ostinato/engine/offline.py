@@ -12,16 +12,23 @@ model does not know is refused); a model without them reads every bar as 4/4 and
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from symusic import Note, Score, Track
 
-from ostinato.engine.accompany import bar_header
+from ostinato.engine.accompany import bar_header, programs_held
 from ostinato.engine.copy import CopyPrior
 from ostinato.engine.engine import Engine, GeneratedNote
-from ostinato.model.grammar import DEFAULT_DENSITY, GrammarConfig, heard_bars, note_budget
+from ostinato.model.grammar import (
+    DEFAULT_DENSITY,
+    GrammarConfig,
+    heard_bars,
+    note_budget,
+    played_ranges,
+)
 from ostinato.model.key import key_lock_classes
 from ostinato.model.sampling import SamplingSettings
 from ostinato.model.tokens import (
@@ -103,14 +110,24 @@ def continue_score(
     scale = key_lock_classes(engine.vocab, context_ids) if key_lock else None
     max_notes = note_budget(heard_bars(vocab, context), programs, density)
     grammar = GrammarConfig(programs=programs, scale_pitch_classes=scale, meter=meter,
-                            max_notes=max_notes, header=bar_header(vocab, programs))  # fmt: skip
+                            max_notes=max_notes, pitch_ranges=played_ranges(vocab, context_ids),
+                            header=bar_header(vocab, programs))  # fmt: skip
     phrase = context[-AUTO_BARS_MAX:]
     if bars is None:
         bars = len(phrase)
-    prior = None
-    if variation < 1.0:
-        prior = CopyPrior(engine.vocab, [[phrase[k % len(phrase)]] for k in range(bars)], variation)
-    notes = list(engine.generate(bars, engine.sampler(settings, seed), grammar, prior=prior))
+    sampler = engine.sampler(settings, seed)
+    played = programs_held(vocab, phrase)
+    bar_beats = grammar.beats_per_bar
+    notes: list[GeneratedNote] = []
+    for k in range(bars):  # bar by bar, as the daemon answers: each the phrase's bar varied
+        ref = phrase[k % len(phrase)]
+        # the instruments of the phrase's bar (those of --programs it holds), as it played
+        config = dataclasses.replace(grammar, header=bar_header(vocab, programs, [ref], played))
+        prior = CopyPrior(vocab, [[ref]], variation) if variation < 1.0 else None
+        notes += [
+            dataclasses.replace(n, bar=k, start_beats=n.start_beats + k * bar_beats)
+            for n in engine.generate(1, sampler, config, prior=prior)
+        ]
 
     tpq = score.ticks_per_quarter
     offset_beats = sum(lengths)

@@ -84,6 +84,7 @@ from ostinato.model.grammar import (
     heard_bars,
     note_budget,
     note_floor,
+    played_ranges,
 )
 from ostinato.model.key import key_lock_classes
 from ostinato.model.sampling import SamplingSettings
@@ -135,6 +136,7 @@ class ModelAccompanist:
             heard = heard_bars(vocab, human)
             config = GrammarConfig(
                 programs=asked, meter=bar_meter(vocab, real),
+                pitch_ranges=played_ranges(vocab, context),
                 scale_pitch_classes=key_lock_classes(vocab, context) if self.key_lock else None,
                 max_notes=note_budget(heard, asked, self.density),
                 min_notes=note_floor(heard, asked, JAM_FLOOR) if limits else None,

@@ -27,7 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ostinato.engine.accompany import bar_header, jam_parts
+from ostinato.engine.accompany import bar_header, jam_parts, programs_held
 from ostinato.engine.copy import CopyPrior
 from ostinato.engine.engine import Engine
 from ostinato.model.grammar import (
@@ -38,6 +38,7 @@ from ostinato.model.grammar import (
     heard_bars,
     note_budget,
     note_floor,
+    played_ranges,
 )
 from ostinato.model.key import key_lock_classes
 from ostinato.model.ngram import NGramModel
@@ -114,6 +115,8 @@ class ModelContinuer:
         e.feed(context)
         scale = key_lock_classes(vocab, context) if self.key_lock else None
         meter = context_meter(vocab, context)
+        ranges = played_ranges(vocab, context)
+        phrase = None if references is None else programs_held(vocab, references)
         heard = heard_bars(vocab, split_bars(context, vocab.bar_id))
         jam = self.mode == "jam" and self.density != 0  # density 0: no limits at all
         budget = note_budget(heard, programs, self.density)
@@ -124,8 +127,8 @@ class ModelContinuer:
             ref = [references[k]] if references is not None and k < len(references) else []
             config = GrammarConfig(
                 programs=programs, scale_pitch_classes=scale, meter=meter, max_notes=budget,
-                min_notes=floor,
-                header=bar_header(vocab, programs, ref if self.mode == "loop" else ()),
+                min_notes=floor, pitch_ranges=ranges,
+                header=bar_header(vocab, programs, ref if self.mode != "jam" else (), phrase),
                 parts=jam_parts(vocab, e.context_tokens(), programs, self.density) if jam else (),
             )  # fmt: skip
             prior = None
@@ -159,6 +162,7 @@ class NGramContinuer:
         scale = key_lock_classes(self.vocab, context) if self.key_lock else None
         meter = context_meter(self.vocab, context)
         config = GrammarConfig(programs=programs, scale_pitch_classes=scale, meter=meter,
+                               pitch_ranges=played_ranges(self.vocab, context),
                                header=bar_header(self.vocab, programs))  # fmt: skip
         grammar = Grammar(self.vocab, config)
         sampler = Sampler(self.settings, self.vocab.size, seed=seed)

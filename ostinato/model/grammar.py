@@ -225,6 +225,28 @@ def default_pitch_range(program: int) -> tuple[int, int]:
     return _FAMILY_RANGES.get(program // 8, _OTHER_RANGE)
 
 
+def played_ranges(vocab: Vocab, tokens: np.ndarray) -> tuple[tuple[int, int, int], ...]:
+    """``pitch_ranges`` for :class:`GrammarConfig`: each program whose notes in ``tokens``
+    (a context) go outside :func:`default_pitch_range`, with that range widened to them. The
+    family ranges keep the model's own notes playable; an instrument the musician played lower
+    or higher (a synth lead as the bass line, a piano's low A) may play there too, and a copied
+    bar keeps its notes."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    if len(tokens) < 2:
+        return ()
+    types, values = vocab.types[tokens], vocab.values[tokens]
+    pitch = (types[1:] == TokenType.PITCH) | (types[1:] == TokenType.PITCH_DRUM)
+    at = np.flatnonzero((types[:-1] == TokenType.PROGRAM) & pitch)
+    ranges = []
+    for program in np.unique(values[at]):
+        pitches = values[at[values[at] == program] + 1]
+        low, high = default_pitch_range(int(program))
+        lo, hi = min(low, int(pitches.min())), max(high, int(pitches.max()))
+        if (lo, hi) != (low, high):
+            ranges.append((int(program), lo, hi))
+    return tuple(ranges)
+
+
 @dataclass(frozen=True)
 class GrammarConfig:
     """What the generated bars may contain. ``programs=None`` enables every program.

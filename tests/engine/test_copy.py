@@ -254,3 +254,47 @@ def test_the_varied_pitch_keeps_to_the_harmony_of_every_reference(engine, bars) 
     assert {int(vocab.values[t]) % 12 for t in np.flatnonzero(mask)} == classes(own) | classes(
         musician
     )
+
+
+def test_variation_zero_keeps_the_musicians_range_and_holds_a_tied_note_to_the_bar_end(
+    engine,
+) -> None:
+    """A bass note below the bass family's range and a lead note tied over the bar line: the
+    grammar widened to the ranges the context plays lets the copy keep the low note, and the
+    tied note is held to the bar's end (the longest the grammar allows), not redrawn."""
+    from ostinato.model.grammar import played_ranges
+
+    vocab = engine.vocab
+    score = make_band_score(bars=5)
+    bass, lead = score.tracks[1], score.tracks[3]
+    bar4 = 4 * 4 * score.ticks_per_quarter
+    for n in bass.notes:
+        if n.time >= bar4:
+            n.pitch = 24  # below 28, the lowest of the bass family
+    last = max((n for n in lead.notes if n.time >= bar4), key=lambda n: n.time)
+    last.duration = 3 * score.ticks_per_quarter  # two quarters past the bar's end
+    bars = split_bars(score_to_ids(engine.tokenizer, score).astype(np.int64), vocab.bar_id)
+    context, ref = np.concatenate(bars), bars[4]
+
+    def copy(ranges) -> np.ndarray:
+        engine.reset()
+        engine.feed(context)
+        config = GrammarConfig(programs=PROGRAMS, pitch_ranges=ranges)
+        tokens: list[int] = []
+        prior = CopyPrior(vocab, [[ref]], 0.0)
+        list(engine.generate(1, engine.sampler(SamplingSettings(), 3), config, tokens, prior))
+        return np.asarray(tokens[:-1])
+
+    tokens = copy(played_ranges(vocab, context))
+    expected, ppb = ref[1:], vocab.positions_per_bar(4.0)
+    position, tied = 0, []  # the notes of the reference that end past the bar's end
+    for i, t in enumerate(expected):
+        if vocab.types[t] == TokenType.POSITION:
+            position = int(vocab.values[t])
+        elif vocab.types[t] == TokenType.DURATION and position + vocab.values[t] > ppb:
+            tied.append((i, ppb - position))
+    assert len(tied) == 1
+    assert np.flatnonzero(tokens != expected).tolist() == [tied[0][0]]
+    assert vocab.values[tokens[tied[0][0]]] == tied[0][1]
+    # without the widened range the low bass notes cannot be copied
+    assert 24 not in {n.pitch for n in parse_notes(vocab, copy(())) if n.program == 33}

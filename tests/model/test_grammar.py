@@ -369,3 +369,22 @@ def test_note_floor_follows_the_mean_bar_played() -> None:
     assert note_floor([(drums, 10)], drums, 0.0) is None
     with pytest.raises(ValueError, match="min_notes"):
         GrammarConfig(min_notes=0)
+
+
+def test_played_ranges_widen_a_family_range_to_the_notes_played(tokenizer) -> None:
+    """A bass played down to 24 and a lead up to 100: their ranges reach those notes; a part
+    inside its family's range (and the header's Program tokens) adds nothing."""
+    from ostinato.model.grammar import default_pitch_range, played_ranges
+    from ostinato.model.tokens import vocab_of
+
+    vocab = vocab_of(tokenizer)
+    token = {tokenizer[i]: i for i in range(len(tokenizer))}
+    ids = [token[t] for t in ("Bar_None", "Position_0", "Program_33", "Pitch_24", "Velocity_95",
+                              "Duration_1.0.8", "Program_81", "Pitch_100", "Velocity_95",
+                              "Duration_1.0.8", "Program_0", "Pitch_60", "Velocity_95",
+                              "Duration_1.0.8")]  # fmt: skip
+    low, high = default_pitch_range(33)
+    assert low > 24 and default_pitch_range(81)[1] < 100
+    assert dict((p, (lo, hi)) for p, lo, hi in played_ranges(vocab, np.asarray(ids))) == {
+        33: (24, high), 81: (default_pitch_range(81)[0], 100)}  # fmt: skip
+    assert played_ranges(vocab, np.asarray(ids[:2])) == ()
