@@ -9,34 +9,42 @@ of the phrase) — with a pointer into each: the reference's next token is the t
 Each choice is then a mixture, with ``v`` the variation, drawn once per *onset* (a
 ``Position`` and the notes on it):
 
-* with probability ``v²`` the model places the next onset (every setting of the sampler, the
-  grammar's mask): it may add one, move one or skip one — but while the reference has onsets
-  left to begin it may neither end the bar nor jump past more than one of them (a free
-  choice drops a hit, not the rest of the bar); an onset it adds is its own, notes and all,
-  up to the next ``Position`` it chooses;
-* with probability ``v²`` again, what an onset of the reference holds is the model's: other
-  instruments, drums, notes (so about ``2v²`` of the onsets change: 0.17 at ``v = 0.3``);
+* with probability ``v²`` the next onset is the model's (every setting of the sampler, the
+  grammar's mask): where it goes — it may add one, move one or skip one, but while the
+  reference has onsets left to begin it may neither end the bar nor jump past more than one
+  of them (a free choice drops a hit, not the rest of the bar) — and what it holds, notes
+  and all, up to the next ``Position`` it chooses;
 * otherwise the onset's *where* and *who* are the reference's — its ``Position``, ``Bar``
   at the end, each ``Program`` and drum (a drum's pitch is its instrument): the onsets and
   the instruments stay;
 * and each *what* of a pitched note — ``Pitch``, ``Velocity``, ``Duration`` — is taken with
-  probability ``1 − v``; otherwise the model samples a token of that same kind: another
+  probability ``1 − v²``; otherwise the model samples a token of that same kind: another
   accent or length, or another pitch among the pitch classes the reference bars sound (the
   bar's harmony, voiced anew: a note of the chord in another octave or order, the line's
   own notes moved).
 
-Why a draw per onset rather than per token: a drum hit is four choices and an onset of a
-band bar a dozen, so a free draw per token (the prior before this one) let the model into
-most onsets at ``v = 0.3`` — not the ``v²`` of the groove it promised. What the figures say
-(continue mode, 48 windows, ``eval --variation 0.3 --groups …``; per token before → per
-onset): held-out band songs 0.712 → 0.719, held-out composers 0.756 → 0.759, the validation
-split's songs 0.675 → 0.670, loop mode on held-out loops 0.897 → 0.896 — the same within the
-windows' noise: the draw per onset is for what the knob promises a musician, not a score.
+Where the model takes a choice of the reference's it picks among those it rates at least as
+likely as the reference's own (:meth:`CopyPrior._plausible`): a variation the model prefers,
+never one it thinks worse; and a drum it adds is one of the kit the reference bars play.
 
-So the groove and the parts change with about ``2v²`` and the notes on them with ``v``
-(``free_pitches``: every pitched note's pitch is the model's, the rest as said — jam mode,
-whose references are Ostinato's own earlier bars, chosen before the musician's harmony in
-them was heard; the model now hears it in the context and picks the pitches against it):
+One taper, ``v²``, for every kind of change: about ``v²`` of the onsets and ``v²`` of the
+notes' pitch, accent and length change (0.09 at ``v = 0.3``, a quarter at 0.5, half at 0.7),
+fine steps at the low end where a musician varies a loop lightly. Why: the model's own choices
+are worse than the notes they replace, so each change costs; the draws before this one (an
+onset's place and its contents drawn apart, ``2v²``, the notes at ``v``) varied a third of the
+pitches at 0.3 and cost an answer more than it gave. Measured in continue mode (48 windows,
+``eval --split heldout --variation 0.3 --groups …``, against repeating the phrase): held-out
+band songs 0.756 → 0.768 (repeat-phrase 0.787), held-out composers 0.765 (0.772); loop mode on
+held-out loops 0.909 (repeat-phrase 0.947, repeat-last-bar 0.808).
+
+Why a draw per onset rather than per token: a drum hit is four choices and an onset of a
+band bar a dozen, so a free draw per token let the model into most onsets at ``v = 0.3``,
+not the ``v²`` of the groove the knob promises.
+
+So the groove, the parts and the notes on them change with about ``v²`` (``free_pitches``:
+every pitched note's pitch is the model's, the rest as said — jam mode, whose references are
+Ostinato's own earlier bars, chosen before the musician's harmony in them was heard; the model
+now hears it in the context and picks the pitches against it):
 
 * ``0`` plays the reference again token for token: the previous pass, note for note;
 * ``1`` is the model alone, exactly as without a prior;
@@ -70,7 +78,7 @@ sampler's random generator, so a seeded run stays reproducible.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,8 +143,10 @@ class CopyPrior:
         self._is_pitch = vocab.types == TokenType.PITCH
         self._is_duration = vocab.types == TokenType.DURATION
         self._harmony = np.zeros(vocab.size, dtype=bool)  # Pitch tokens of the bar's classes
+        self._is_drum = vocab.types == TokenType.PITCH_DRUM
+        self._off_kit = np.zeros(vocab.size, dtype=bool)  # drums no reference bar plays
         self._onset_free = False  # the onset being decoded is the model's
-        self._content_draw = False  # the next choice is the first of an onset's notes
+        self._placed = False  # the model places the next onset: it is the model's, notes and all
         self.begin_bar(0)
 
     def _notes_of(self, reference: np.ndarray) -> np.ndarray:
@@ -155,9 +165,15 @@ class CopyPrior:
             ref = np.concatenate([np.zeros(0, dtype=np.int64), *self._refs[k]])
             classes = np.unique(self._values[ref[self._is_pitch[ref]]] % 12)
             self._harmony = self._is_pitch & np.isin(self._values % 12, classes)
+            kit = np.unique(self._values[ref[self._is_drum[ref]]])
+            self._off_kit = (
+                self._is_drum & ~np.isin(self._values, kit)
+                if len(kit)
+                else (np.zeros_like(self._is_drum))
+            )
         else:
             self._pointers, self._variation = [], 1.0
-        self._onset_free = self._content_draw = False
+        self._onset_free = self._placed = False
 
     def seek(self, position: int) -> None:
         """Decoding resumes inside the bar at ``position`` (a re-plan): every reference
@@ -165,7 +181,7 @@ class CopyPrior:
         for p in self._pointers:
             later = p.onsets[self._values[p.tokens[p.onsets]] >= position]
             p.index = int(later[0]) if len(later) else len(p.tokens)
-        self._onset_free = self._content_draw = False
+        self._onset_free = self._placed = False
 
     def expected(self) -> list[int]:
         """The token each reference would continue with (its end: ``Bar``), best first."""
@@ -174,9 +190,16 @@ class CopyPrior:
             for p in self._pointers
         ]
 
-    def choose(self, mask: np.ndarray, rng: np.random.Generator) -> tuple[int, np.ndarray]:
+    def choose(
+        self,
+        mask: np.ndarray,
+        rng: np.random.Generator,
+        logits: Callable[[], np.ndarray] | None = None,
+    ) -> tuple[int, np.ndarray]:
         """``(token, mask)``: the copied token, or ``-1`` and the mask the model samples under
-        (the grammar's, or the part of it of the reference's kind of token)."""
+        (the grammar's, or the part of it of the reference's kind of token). ``logits``: the
+        model's next-token logits, read at a drawn variation: the model then picks among the
+        choices it rates at least as likely as the reference's."""
         if not self._pointers or self._variation >= 1.0:
             return -1, mask
         expected = self.expected()
@@ -184,16 +207,15 @@ class CopyPrior:
         kind = self._types[expected[0]]
         if self._onset_free:  # this onset is the model's, up to the next it chooses
             return -1, self._free(mask, expected[0])
-        if self._boundary[kind] or self._content_draw:
-            # where the next onset goes (or one more note here), or what this onset holds
-            self._content_draw = False
-            if v > 0.0 and rng.random() < v * v:
-                self._onset_free = not self._boundary[kind]
-                return -1, self._free(mask, expected[0])
+        if self._boundary[kind] and v > 0.0 and rng.random() < v * v:
+            # the next onset is the model's: where it goes (or one more note here) and then
+            # what it holds
+            self._placed = True
+            return -1, self._plausible(self._free(mask, expected[0]), expected[0], logits)
         if self.free_pitches and kind == TokenType.PITCH:
             np.logical_and(mask, self._types == kind, out=self._kind_mask)
             return -1, (self._kind_mask if self._kind_mask.any() else mask)
-        if self._structure[kind] or v <= 0.0 or rng.random() >= v:
+        if self._structure[kind] or v <= 0.0 or rng.random() >= v * v:
             for token in expected:
                 if mask[token]:
                     self.copied += 1
@@ -208,8 +230,20 @@ class CopyPrior:
         if kind == TokenType.PITCH:  # another note of the bar's harmony
             in_harmony = self._kind_mask & self._harmony
             if in_harmony.any():
-                return -1, in_harmony
-        return -1, (self._kind_mask if self._kind_mask.any() else mask)
+                return -1, self._plausible(in_harmony, expected[0], logits)
+        return -1, self._plausible(self._kind_mask if self._kind_mask.any() else mask,
+                                   expected[0], logits)  # fmt: skip
+
+    @staticmethod
+    def _plausible(
+        mask: np.ndarray, expected: int, logits: Callable[[], np.ndarray] | None
+    ) -> np.ndarray:
+        """``mask`` kept to the tokens the model rates at least as likely as ``expected``
+        (which stays): a variation is one the model prefers to the reference's choice."""
+        if logits is None or not mask[expected]:
+            return mask
+        values = logits()
+        return mask & (values >= values[expected])
 
     def _held_to(self, mask: np.ndarray, duration: int) -> int:
         """The longest ``Duration`` the grammar allows that is no longer than ``duration``
@@ -221,15 +255,19 @@ class CopyPrior:
     def _free(self, mask: np.ndarray, expected: int) -> np.ndarray:
         """The model's mask for a free choice: while the best reference has onsets left to
         begin, no ``Bar`` and no ``Position`` past its onset after next."""
-        if expected == self._bar_id:
-            return mask
         free = self._kind_mask
         np.copyto(free, mask)
+        free[self._off_kit] = False  # the kit of the references: no new drum
+        if not free.any():
+            np.copyto(free, mask)
+        if expected == self._bar_id:
+            return free
         free[self._bar_id] = False
         p = self._pointers[0]
         k = int(np.searchsorted(p.onsets, p.index))
         if k >= len(p.onsets):
-            return mask  # the reference's last onset is under way: the bar may end
+            free[self._bar_id] = mask[self._bar_id]  # its last onset is under way: it may end
+            return free
         if k + 1 < len(p.onsets):  # skip one onset at most
             limit = self._values[p.tokens[p.onsets[k + 1]]]
             free[self._is_position & (self._values > limit)] = False
@@ -242,10 +280,11 @@ class CopyPrior:
             return  # the caller starts the next bar
         for p in self._pointers:
             self._advance(p, token, kind)
-        if kind == TokenType.POSITION:  # an onset begins: its notes are drawn for anew,
-            self._onset_free, self._content_draw = False, True
-            if self._pointers and self._boundary[self._types[self.expected()[0]]]:
-                self._onset_free, self._content_draw = True, False  # unless it is a new one
+        if kind == TokenType.POSITION:  # an onset begins: the model's where it placed it,
+            # or where it is none of the reference's
+            new = bool(self._pointers) and self._boundary[self._types[self.expected()[0]]]
+            self._onset_free = self._placed or bool(new)
+        self._placed = False
 
     def _advance(self, p: _Pointer, token: int, kind: int) -> None:
         ref, i = p.tokens, p.index

@@ -878,7 +878,7 @@ class Engine:
             token = -1
             header = grammar.state == State.HEADER and grammar.in_header  # what plays: no prior
             if prior is not None and not header:
-                token, mask = prior.choose(mask, sampler.rng)
+                token, mask = prior.choose(mask, sampler.rng, self.guided_logits)
             if token < 0:
                 recent = self._history[max(0, self._history_len - 256) : self._history_len]
                 token = sampler.sample(self.guided_logits(), mask, recent)
