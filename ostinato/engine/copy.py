@@ -85,6 +85,9 @@ import numpy as np
 
 from ostinato.model.tokens import TokenType, Vocab, strip_headers
 
+#: Tokens a varied bar may hold beyond its longest reference: a few added notes.
+TOKEN_HEADROOM = 32
+
 
 @dataclass
 class _Pointer:
@@ -183,6 +186,12 @@ class CopyPrior:
             p.index = int(later[0]) if len(later) else len(p.tokens)
         self._onset_free = self._placed = False
 
+    def token_cap(self, cap: int) -> int:
+        """The tokens the bar decoded may hold: ``cap``, or room for the longest reference
+        and a few notes more (a busy band bar is copied whole, not cut at the cap)."""
+        longest = max((len(p.tokens) for p in self._pointers), default=0)
+        return max(cap, longest + TOKEN_HEADROOM)
+
     def expected(self) -> list[int]:
         """The token each reference would continue with (its end: ``Bar``), best first."""
         return [
@@ -206,7 +215,7 @@ class CopyPrior:
         v = self._variation
         kind = self._types[expected[0]]
         if self._onset_free:  # this onset is the model's, up to the next it chooses
-            return -1, self._free(mask, expected[0])
+            return -1, self._plausible(self._free(mask, expected[0]), expected[0], logits)
         if self._boundary[kind] and v > 0.0 and rng.random() < v * v:
             # the next onset is the model's: where it goes (or one more note here) and then
             # what it holds

@@ -873,7 +873,8 @@ class Engine:
                     onward = None  # past the floor: the grammar alone from here
                 else:
                     mask = self._onward(mask, onward)
-            if tokens_in_bar >= MAX_TOKENS_PER_BAR and mask[vocab.bar_id]:
+            cap = MAX_TOKENS_PER_BAR if prior is None else prior.token_cap(MAX_TOKENS_PER_BAR)
+            if tokens_in_bar >= cap and mask[vocab.bar_id]:
                 mask = bar_only
             token = -1
             header = grammar.state == State.HEADER and grammar.in_header  # what plays: no prior
