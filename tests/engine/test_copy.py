@@ -331,3 +331,20 @@ def test_a_drawn_variation_is_one_the_model_rates_at_least_as_likely(engine, bar
     _, mask = drums.choose(everything, _Draws([0.0], then=0.99))  # the first onset: free
     allowed = np.flatnonzero(mask & (vocab.types == TokenType.PITCH_DRUM))
     assert {int(vocab.values[t]) for t in allowed} == kit
+
+
+def test_a_reference_longer_than_the_token_cap_is_copied_whole(engine, bars, monkeypatch) -> None:
+    """The cap on a bar's tokens (a safety net against a run-away bar) makes room for the
+    reference: a busy bar is copied whole at variation 0, not cut at the cap."""
+    import ostinato.engine.engine as engine_module
+
+    ref = bars[0]
+    monkeypatch.setattr(engine_module, "MAX_TOKENS_PER_BAR", len(ref) // 3)
+    tokens, _, _ = _generate(engine, bars, 1, 0.0, seed=1)
+    np.testing.assert_array_equal(tokens, ref[1:])
+    engine.reset()
+    engine.feed(np.concatenate(bars[:4]))
+    free: list[int] = []
+    list(engine.generate(1, engine.sampler(SamplingSettings(), 1), GrammarConfig(programs=PROGRAMS),
+                         free))  # fmt: skip
+    assert len(free) <= len(ref) // 3 + 8  # without a reference the cap holds
