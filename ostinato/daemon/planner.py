@@ -340,8 +340,9 @@ class BarPlanner(TakeDesk, FollowsTransport, BarSources, Replanning):
                 seed += RESEED * self._retakes
             old = take.action.old if take.action is not None else None
             besides = old.played if old is not None else None
-        sampler = engine.sampler(settings.sampling, seed)
         refs, variation = self._references(next_bar, besides)
+        sampling = self._sampling(next_bar, refs)
+        sampler = engine.sampler(sampling, seed)
         jam = settings.mode == "jam" and settings.density != 0
         grammar = GrammarConfig(
             programs=programs, beats_per_bar=self.beats_per_bar, scale_pitch_classes=scale,
@@ -359,7 +360,7 @@ class BarPlanner(TakeDesk, FollowsTransport, BarSources, Replanning):
             variation = max(variation, TAKE_VARIATION)
         free = settings.mode == "jam"
         prior = CopyPrior(engine.vocab, [refs], variation, free_pitches=free) if refs else None
-        take.plan = Plan(grammar, tuple(refs), variation, free, seed)
+        take.plan = Plan(grammar, tuple(refs), variation, free, seed, sampling)
         take.heard, take.stale_from = self._onsets_heard(next_bar), None
         bar_start = next_bar * self.beats_per_bar
         count = 0

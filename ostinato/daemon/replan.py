@@ -185,7 +185,7 @@ class Replanning(PlannerState):
         per_position = engine.grammar(grammar).quarters_per_position
         position = math.ceil(boundary / per_position - 1e-6)
         last = None if until is None else math.ceil(until / per_position - 1e-6)
-        sampler = engine.sampler(self.settings.sampling, seed)
+        sampler = engine.sampler(plan.sampling or self.settings.sampling, seed)
         new = list(engine.complete_bar(sampler, grammar, position, None, prior, last))
         self.replans.ms.append((self.now() - t0) * 1000.0)
         margin = LEAD_S + self.latency_s + self.cycle_s  # taken back and handed over in time

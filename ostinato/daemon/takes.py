@@ -31,6 +31,7 @@ import numpy as np
 
 from ostinato.daemon.loop import LoopInfo, PlayedBar
 from ostinato.model.grammar import GrammarConfig
+from ostinato.model.sampling import SamplingSettings
 
 HISTORY = 16  # actions undo can go back through
 TAKE_VARIATION = 0.3  # a new take varies what it replaces at least this much (0 would copy)
@@ -53,6 +54,7 @@ class Plan:
     variation: float
     free_pitches: bool
     seed: int | None
+    sampling: SamplingSettings | None = None  # None: the settings' (a part entering: cooler)
 
 
 @dataclass(eq=False)

@@ -14,7 +14,8 @@ from ostinato.settings import GenerationSettings
 CHORDS = ((57, 60, 64), (57, 60, 65), (55, 60, 64), (55, 59, 62))  # Am F C G
 
 
-def _jam(model_dir, programs, chords: bool, bars: int = 12, temperature: float = 0.3):
+def _jam(model_dir, programs, chords: bool, bars: int = 12, temperature: float = 0.3,
+         plans: dict | None = None):  # fmt: skip
     engine = Engine(model_dir, device="cpu")
     assert engine.vocab.has_header
     clock = Clock(bpm=120)
@@ -32,6 +33,8 @@ def _jam(model_dir, programs, chords: bool, bars: int = 12, temperature: float =
                     recorder.note_on(bar * 4.0 + beat, 0, pitch, 80)
                     recorder.note_off(bar * 4.0 + beat + 1.9, 0, pitch)
         session.run_cycle(bar + 1, bar * 4.0 + 3.5)
+        if plans is not None:
+            plans[bar + 1] = session._takes[bar + 1].plan
         if bar >= 1:
             ours = [n for n in recorder.bar_notes(bar) if n.source == "ostinato"]
             played.append(sorted({n.program for n in ours}))
@@ -46,3 +49,18 @@ def test_bass_and_drums_in_every_bar_under_chords(tiny_header_model_dir):
 def test_every_part_asked_for_plays_with_nobody_playing(tiny_header_model_dir):
     played = _jam(tiny_header_model_dir, (DRUM_PROGRAM, 0, 33), chords=False)
     assert played and all(p == [DRUM_PROGRAM, 0, 33] for p in played), played
+
+
+def test_parts_entering_play_cooler_until_they_have_played_a_few_bars(tiny_header_model_dir):
+    """Jam mode: the bars Ostinato's parts enter with (nothing of their own before them to
+    vary) are sampled at ENTER_COOLING × the temperature; once the ENTER_BARS bars before
+    one all hold its notes, at the musician's temperature again (a re-plan keeps the plan's)."""
+    from ostinato.daemon.bar_sources import ENTER_BARS, ENTER_COOLING
+
+    plans: dict = {}
+    _jam(tiny_header_model_dir, (DRUM_PROGRAM, 33), chords=True, bars=10, temperature=0.5,
+         plans=plans)  # fmt: skip
+    temperatures = {bar: plan.sampling.temperature for bar, plan in plans.items()}
+    entering = range(1, ENTER_BARS + 1)  # bar 0 holds the musician's notes alone
+    assert all(abs(temperatures[b] - 0.5 * ENTER_COOLING) < 1e-9 for b in entering), temperatures
+    assert all(temperatures[b] == 0.5 for b in range(ENTER_BARS + 1, 11)), temperatures
