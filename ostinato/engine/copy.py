@@ -129,8 +129,14 @@ class CopyPrior:
         self._types = vocab.types
         self._values = vocab.values
         # each reference without its Bar token and its instrument header: the grammar writes
-        # the header of the bar decoded, the prior follows only its notes
-        self._refs = [[self._notes_of(r) for r in refs] for refs in references]
+        # the header of the bar decoded, the prior follows only its notes; a reference with
+        # no notes is none where another has some (a pass that rested in a bar the musician
+        # plays in: the musician's bar is the one to vary), and the rest, where all are empty
+        self._refs = []
+        for refs in references:
+            notes = [self._notes_of(r) for r in refs]
+            sounding = [r for r in notes if (self._types[r] == TokenType.POSITION).any()]
+            self._refs.append(sounding or notes)
         self._variations = variations
         self._pointers: list[_Pointer] = []
         self._variation = 1.0

@@ -348,3 +348,14 @@ def test_a_reference_longer_than_the_token_cap_is_copied_whole(engine, bars, mon
     list(engine.generate(1, engine.sampler(SamplingSettings(), 1), GrammarConfig(programs=PROGRAMS),
                          free))  # fmt: skip
     assert len(free) <= len(ref) // 3 + 8  # without a reference the cap holds
+
+
+def test_an_empty_reference_gives_way_to_one_that_sounds(engine, bars) -> None:
+    """A previous pass that rested in a bar the musician plays in: the musician's bar is
+    the one varied; where every reference is empty, the rest is played again."""
+    vocab = engine.vocab
+    empty = np.asarray([vocab.bar_id], dtype=np.int64)
+    prior = CopyPrior(vocab, [[empty, bars[1]], [empty]], 0.0)
+    assert prior.expected() == [int(bars[1][1])]
+    prior.begin_bar(1)
+    assert prior.expected() == [vocab.bar_id]
