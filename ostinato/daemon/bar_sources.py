@@ -34,13 +34,15 @@ from ostinato.model.tokens import (
 log = logging.getLogger(__name__)
 
 AUTO_ANSWER_MAX = 16  # bars auto: a phrase this long is answered without waiting for silence
-#: Jam mode: the bars a part entering plays cooler, and by how much its temperature is scaled
-#: there. A drummer sitting in plays the plain groove first and varies it later; the model's
-#: most likely bar is that groove (its free drum bar under a keyboard player's chords starts
-#: on a kick 0.84 of the time at temperature 0.5, 0.63 at the default 0.8, 20 seeds of 8
-#: contexts), and jam mode's copy prior then varies the pass it set.
+#: Jam mode: a bar Ostinato's parts enter with — nothing of their own to vary, and some of the
+#: ``ENTER_BARS`` bars before it without a note of Ostinato's — is sampled at
+#: ``ENTER_COOLING`` × the temperature. A drummer sitting in plays the plain groove first and
+#: varies it later; the model's most likely bar is that groove (its free drum bar under a
+#: keyboard player's chords starts on a kick 0.96 of the time at temperature 0.3, 0.84 at
+#: 0.5, 0.63 at the default 0.8; 20 seeds of 8 contexts), and every bar after it varies the
+#: bar before (until a loop is known) or the pass before (see :meth:`_references`).
 ENTER_BARS = 4
-ENTER_COOLING = 0.6
+ENTER_COOLING = 0.4
 
 
 class BarSources(PlannerState):
@@ -97,7 +99,11 @@ class BarSources(PlannerState):
         self, bar: int, besides: PlayedBar | None = None
     ) -> tuple[list[np.ndarray], float]:
         """The bars ``bar`` varies (best first) and its variation (see engine/copy.py);
-        ``besides``: a take thrown away, not to be varied again."""
+        ``besides``: a take thrown away, not to be varied again. Continue mode: the phrase's
+        bar; loop mode: Ostinato's bar a pass before, then the musician's; jam mode: its bar a
+        pass before, or, before a loop is known, its bar before this one — the groove goes on
+        bar to bar (the pitches are the model's: it hears the harmony in the context), rather
+        than each bar drawn anew until the musician has played a loop twice."""
         settings, loop = self.settings, self.loop
         variation = settings.variation
         if settings.mode == "continue":
@@ -106,6 +112,10 @@ class BarSources(PlannerState):
             first, phrase = self._answer
             return [phrase[(bar - first) % len(phrase)].tokens], variation
         if loop is None:
+            if settings.mode == "jam":  # no loop known yet: the groove goes on bar to bar
+                before = self.passes.own.get((bar - 1, self._epoch))
+                if before is not None and before is not besides:
+                    return [before.tokens], variation
             return [], variation
         if settings.fill and loop.is_last(bar):
             variation = 1.0

@@ -51,16 +51,18 @@ def test_every_part_asked_for_plays_with_nobody_playing(tiny_header_model_dir):
     assert played and all(p == [DRUM_PROGRAM, 0, 33] for p in played), played
 
 
-def test_parts_entering_play_cooler_until_they_have_played_a_few_bars(tiny_header_model_dir):
-    """Jam mode: the bars Ostinato's parts enter with (nothing of their own before them to
-    vary) are sampled at ENTER_COOLING × the temperature; once the ENTER_BARS bars before
-    one all hold its notes, at the musician's temperature again (a re-plan keeps the plan's)."""
-    from ostinato.daemon.bar_sources import ENTER_BARS, ENTER_COOLING
+def test_parts_enter_cooler_then_vary_the_groove_bar_to_bar(tiny_header_model_dir):
+    """Jam mode: the bar Ostinato's parts enter with (nothing of their own to vary) is sampled
+    at ENTER_COOLING × the temperature; each bar after it, until a loop is known, varies the
+    bar before (its reference) at the musician's temperature; once the musician's 4-bar loop
+    is known, the bar of the pass before at its place."""
+    from ostinato.daemon.bar_sources import ENTER_COOLING
 
     plans: dict = {}
     _jam(tiny_header_model_dir, (DRUM_PROGRAM, 33), chords=True, bars=10, temperature=0.5,
          plans=plans)  # fmt: skip
-    temperatures = {bar: plan.sampling.temperature for bar, plan in plans.items()}
-    entering = range(1, ENTER_BARS + 1)  # bar 0 holds the musician's notes alone
-    assert all(abs(temperatures[b] - 0.5 * ENTER_COOLING) < 1e-9 for b in entering), temperatures
-    assert all(temperatures[b] == 0.5 for b in range(ENTER_BARS + 1, 11)), temperatures
+    assert abs(plans[1].sampling.temperature - 0.5 * ENTER_COOLING) < 1e-9
+    assert plans[1].references == ()
+    for bar in range(2, 11):
+        assert plans[bar].sampling.temperature == 0.5, bar
+        assert len(plans[bar].references) == 1, bar

@@ -158,12 +158,13 @@ def test_short_of_time_a_replan_covers_the_next_commit_span_only(model) -> None:
     assert take.stale_from is None
     bass = [n for n in rig.ours(1) if n.program == 33 and n.start_beats >= 6.0]
     assert all(n.pitch % 12 in {p % 12 for p in chord} for n in bass), (chord, bass)
-    rig.t = 4.2 * SPB + 4 * SPB  # no time at all for the next bar's: skipped
-    session._model_bar_ms.append(5000.0)
-    skipped = session.replans.skipped
+    rig.t = (8.0 - 0.3) * SPB
     session.run_cycle(2, 8.0 - 0.3)
     rig.strike(2)
-    rig.t = 8.2 * SPB
+    rig.t = 8.2 * SPB  # no time at all for the next bar's: skipped
+    session._model_bar_ms.clear()
+    session._model_bar_ms.append(5000.0)
+    skipped = session.replans.skipped
     assert session._replan_due(rig.clock.snapshot(), 8.2, session._epoch) is None
     assert session.replans.skipped == skipped + 1
 
