@@ -5,7 +5,9 @@
   passed in silence after it).
 * :meth:`BarSources._references`: the bars a new bar varies through the copy prior (the loop's
   previous pass at its place, the musician's pass in loop mode, the phrase's bar for an
-  answer).
+  answer; in jam mode before a loop is known, Ostinato's bar before).
+* :meth:`BarSources._sampling`: the sampler's settings for a bar (jam mode's parts enter
+  cooler).
 * :meth:`BarSources._fallback_source`: what a bar that cannot be generated in time plays.
 * :meth:`BarSources._harmony_coming`: the pitch classes a looped progression says come next.
 
