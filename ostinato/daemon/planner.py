@@ -328,9 +328,8 @@ class BarPlanner(TakeDesk, FollowsTransport, BarSources, Replanning):
         generation falls behind). Returns the notes scheduled, where in the bar it fell
         behind (None: it did not) and when the first note was ready."""
         engine, settings = self.engine, self.settings
-        scale = (
-            key_lock_classes(engine.vocab, engine.context_tokens()) if settings.key_lock else None
-        )
+        context = engine.context_tokens()  # one copy for the key, the ranges and the parts
+        scale = key_lock_classes(engine.vocab, context) if settings.key_lock else None
         programs = self._programs()
         seed = None if settings.seed is None else settings.seed + next_bar
         besides = None
@@ -346,12 +345,12 @@ class BarPlanner(TakeDesk, FollowsTransport, BarSources, Replanning):
         jam = settings.mode == "jam" and settings.density != 0
         grammar = GrammarConfig(
             programs=programs, beats_per_bar=self.beats_per_bar, scale_pitch_classes=scale,
-            pitch_ranges=played_ranges(engine.vocab, engine.context_tokens()), meter=self.meter,
+            pitch_ranges=played_ranges(engine.vocab, context), meter=self.meter,
             max_notes=self._note_budget(programs),
             min_notes=self._note_floor(programs),
             header=bar_header(engine.vocab, programs, refs if settings.mode != "jam" else (),
                               self._followed()),
-            parts=jam_parts(engine.vocab, engine.context_tokens(), programs, settings.density)
+            parts=jam_parts(engine.vocab, context, programs, settings.density)
             if jam else (),
             bass_pitch_classes=self._harmony_coming(next_bar)
             if settings.mode == "jam" and settings.key_lock else None,

@@ -170,6 +170,7 @@ class CopyPrior:
                 for r in self._refs[k]
             ]
             self._variation = self._variations[k]
+            self._longest = max(len(p.tokens) for p in self._pointers) if self._pointers else 0
             # the harmony of every reference: Ostinato's previous pass and the musician's bar
             ref = np.concatenate([np.zeros(0, dtype=np.int64), *self._refs[k]])
             classes = np.unique(self._values[ref[self._is_pitch[ref]]] % 12)
@@ -181,7 +182,7 @@ class CopyPrior:
                 else (np.zeros_like(self._is_drum))
             )
         else:
-            self._pointers, self._variation = [], 1.0
+            self._pointers, self._variation, self._longest = [], 1.0, 0
         self._onset_free = self._placed = False
 
     def seek(self, position: int) -> None:
@@ -195,8 +196,7 @@ class CopyPrior:
     def token_cap(self, cap: int) -> int:
         """The tokens the bar decoded may hold: ``cap``, or room for the longest reference
         and a few notes more (a busy band bar is copied whole, not cut at the cap)."""
-        longest = max((len(p.tokens) for p in self._pointers), default=0)
-        return max(cap, longest + TOKEN_HEADROOM)
+        return max(cap, self._longest + TOKEN_HEADROOM)
 
     def expected(self) -> list[int]:
         """The token each reference would continue with (its end: ``Bar``), best first."""
