@@ -40,10 +40,10 @@ def test_a_short_soak_reports_what_a_long_night_is_watched_by(tmp_path) -> None:
     # the daemon's side of the sender reads the clock at SCHED_FIFO where the OS allows it
     assert report["input_realtime"] in (True, False)
     assert report["input_realtime"] == report["sender_realtime"]  # both asked, same allowance
-    # the collector's pauses while playing: young collections happen every few hundred
-    # allocations, each timed
+    # the collector's pauses while playing: young collections happen (how many depends on how
+    # much the planner allocates, which a leaner bar lowers) and each one is timed
     pauses = report["gc"]
-    assert pauses["collections"][0] > 10 and pauses["longest_ms"][0] > 0
+    assert pauses["collections"][0] >= 1 and pauses["longest_ms"][0] > 0
     assert pauses["collections"][2] == 0  # never the oldest generation while playing
     assert report["renumbered"]["renumbered_inside_bar"] == 0
     assert (tmp_path / "soak.png").stat().st_size > 10_000
