@@ -120,6 +120,9 @@ def _add_train(sub) -> None:
     p.add_argument("--cut", type=float,
                    help="share of files in a window whose last bar keeps a subset of its "
                    "instruments after a position (default 0.15)")  # fmt: skip
+    p.add_argument("--loops", type=float,
+                   help="share of loops (files of at most 8 bars) played over and over in a "
+                   "window, 2 to 4 passes, as a DAW loops them (default 0.5; 0 = off)")  # fmt: skip
     p.add_argument("--weights", metavar="SRC=W,…",
                    help="sampling weight per source folder of the corpus, e.g. "
                    "freedoom-midi=4,synth=0.5 (default 1 each)")  # fmt: skip

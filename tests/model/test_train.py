@@ -169,3 +169,40 @@ def test_instruments_are_redrawn_within_their_role_one_per_part(tiny_corpus) -> 
     tokens = np.asarray(split.tokens)
     corpus_programs = set(vocab.values[tokens[programs[tokens]]].tolist())
     assert set(vocab.values[batch[programs[batch]]].tolist()) - corpus_programs
+
+
+def test_loops_are_played_over_and_over_at_their_rate(tiny_corpus) -> None:
+    """A loop (a file of at most LOOP_BARS bars) fills its stretch of a window with whole
+    passes of itself after the bars from the window's start; a longer file never repeats;
+    at rate 0 nothing repeats."""
+    from ostinato.model.train import LOOP_BARS
+
+    vocab = Vocab.from_tokenizer(load_tokenizer(tiny_corpus))
+    split = CorpusSplit.load(tiny_corpus, "train")
+    L = int(split.files[:, 1].max()) * 5
+    looping = WindowSampler(split, vocab, L, transpose=0, loops=1.0)
+    plain = WindowSampler(split, vocab, L, transpose=0)
+    rng = np.random.default_rng(5)
+    looped = long_files = 0
+    for pick in range(len(split.bars)):
+        start = int(split.bars[pick])
+        file = int(split.file_of(split.bars[pick : pick + 1])[0])
+        first, length = (int(x) for x in split.files[file][:2])
+        whole = split.tokens[first : first + length]
+        tail = split.tokens[start : first + length]
+        window = looping._stretch(pick, start, L, rng)
+        assert np.array_equal(plain._stretch(pick, start, L, rng), tail)
+        assert np.array_equal(window[: len(tail)], tail)
+        n_bars = int((whole == vocab.bar_id).sum())
+        if n_bars <= LOOP_BARS:
+            rest = window[len(tail) :]
+            assert len(rest) >= len(whole)  # at least one more pass
+            passes = len(rest) // len(whole)
+            assert 1 <= passes <= 3 and len(rest) % len(whole) == 0
+            assert np.array_equal(rest, np.tile(whole, passes))
+            looped += 1
+        else:
+            assert len(window) == len(tail)
+            long_files += 1
+        assert len(looping._stretch(pick, start, 40, rng)) <= 40  # never past the room
+    assert looped and long_files
