@@ -336,8 +336,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         args.windows = 4 if mode == "jam" else 48
     if args.corpus and mode != "loop":
         raise CommandError("--corpus is for --mode loop")
-    if args.variation and mode not in ("continuation", "loop"):
-        raise CommandError("--variation is for --mode continuation and --mode loop")
+    if args.variation and mode not in ("continuation", "loop", "accompany"):
+        raise CommandError("--variation is for --mode continuation, loop and accompany")
+    if args.variation and mode == "accompany" and len(args.variation) != 1:
+        raise CommandError("--mode accompany takes one --variation (the jam's, default 0.3)")
     if mode != "accompany" and (args.programs is not None or args.context_parts is not None):
         raise CommandError("--programs and --context-parts are for --mode accompany")
     if args.rolls and mode == "jam":
@@ -358,7 +360,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         report = evaluate_accompany(
             args.model, args.data_dir, split=args.split, windows=args.windows,
             bars=args.bars or DEFAULT_BARS, programs=args.programs,
-            context=args.context_parts or "all", rolls=args.rolls, **sampling,
+            context=args.context_parts or "all", rolls=args.rolls,
+            **({"variation": args.variation[0]} if args.variation else {}), **sampling,
         )  # fmt: skip
         text = format_accompany(report)
     elif mode == "loop":
@@ -638,7 +641,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "train split fits the n-gram (default: the model's, if known)")  # fmt: skip
     ev.add_argument("--variation", type=_variations, metavar="V[,V…]",
                     help="copy-prior variations: loop mode (default 0,0.3,0.6,1), or "
-                    "continuation rows beside the free model's (continue mode: 0.3)")  # fmt: skip
+                    "continuation rows beside the free model's (continue mode: 0.3), or "
+                    "accompany mode's one (varying the bar before; default 0.3)")  # fmt: skip
     ev.add_argument("--windows", type=int,
                     help="windows (continuation, loop and accompany modes), or jams in jam "
                          "mode (default 48; jam: 4)")  # fmt: skip

@@ -16,7 +16,6 @@ A part of :class:`~ostinato.daemon.planner.BarPlanner` (its state, its lock).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import numpy as np
@@ -25,7 +24,10 @@ from ostinato.daemon.loop import PlayedBar
 from ostinato.daemon.planner_state import PlannerState
 from ostinato.daemon.recorder import HUMAN, RecordedNote
 from ostinato.engine.accompany import (
+    ENTER_BARS,
     HARMONY_BARS,
+    entering,
+    entering_sampling,
     expected_harmony,
 )
 from ostinato.model.sampling import SamplingSettings
@@ -36,15 +38,6 @@ from ostinato.model.tokens import (
 log = logging.getLogger(__name__)
 
 AUTO_ANSWER_MAX = 16  # bars auto: a phrase this long is answered without waiting for silence
-#: Jam mode: a bar Ostinato's parts enter with — nothing of their own to vary, and some of the
-#: ``ENTER_BARS`` bars before it without a note of Ostinato's — is sampled at
-#: ``ENTER_COOLING`` × the temperature. A drummer sitting in plays the plain groove first and
-#: varies it later; the model's most likely bar is that groove (its free drum bar under a
-#: keyboard player's chords starts on a kick 0.96 of the time at temperature 0.3, 0.84 at
-#: 0.5, 0.63 at the default 0.8; 20 seeds of 8 contexts), and every bar after it varies the
-#: bar before (until a loop is known) or the pass before (see :meth:`_references`).
-ENTER_BARS = 4
-ENTER_COOLING = 0.4
 
 
 class BarSources(PlannerState):
@@ -139,22 +132,20 @@ class BarSources(PlannerState):
         return {n[2] for played in self._answer[1] for n in played.notes}
 
     def _entering(self, bar: int) -> bool:
-        """Whether Ostinato's parts are entering at ``bar``: some of the ``ENTER_BARS`` bars
-        before it hold none of Ostinato's notes (it has just started, or came back in)."""
-        if bar < ENTER_BARS:
-            return True
+        """Whether Ostinato's parts are entering at ``bar`` (see :func:`entering`)."""
         with self.lock:
-            return any(all(n.source == HUMAN for n in self.recorder.bar_notes(b))
-                       for b in range(bar - ENTER_BARS, bar))  # fmt: skip
+            played = [any(n.source != HUMAN for n in self.recorder.bar_notes(b))
+                      for b in range(max(0, bar - ENTER_BARS), bar)]  # fmt: skip
+        return entering(played)
 
     def _sampling(self, bar: int, references: list[np.ndarray]) -> SamplingSettings:
-        """The sampler's settings for ``bar``: the musician's, but ``ENTER_COOLING`` × the
-        temperature in jam mode where the parts enter with nothing of their own to vary (see
-        :data:`ENTER_COOLING`)."""
+        """The sampler's settings for ``bar``: the musician's, but cooler in jam mode where
+        the parts enter with nothing of their own to vary (see
+        :func:`~ostinato.engine.accompany.entering_sampling`)."""
         sampling = self.settings.sampling
         if self.settings.mode != "jam" or references or not self._entering(bar):
             return sampling
-        return dataclasses.replace(sampling, temperature=sampling.temperature * ENTER_COOLING)
+        return entering_sampling(sampling)
 
     def _harmony_coming(self, bar: int) -> frozenset[int] | None:
         """The pitch classes the musician will most likely sound in ``bar``: a period back in

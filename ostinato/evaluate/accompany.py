@@ -20,7 +20,11 @@ music the model never saw (``--split heldout``):
   is every earlier bar with all parts, the model's own in place of the real asked-for parts.
   The context bars before the first: the real ones (``context="all"``: Ostinato had been
   playing along) or the musician's parts alone (``"musician"``: Ostinato joins at the first
-  generated bar, as when the musician starts a jam).
+  generated bar, as when the musician starts a jam). As in the daemon before a loop is known,
+  each bar varies Ostinato's bar before it under the copy prior (``variation``, the daemon's
+  default 0.3; the bass's pitches the model's own, chosen against the harmony it hears), and
+  a bar with nothing of Ostinato's before it to vary is an entry, sampled cooler
+  (:func:`ostinato.engine.accompany.entering_sampling`).
 * **Rows**: ``model``; ``real parts`` (the real asked-for parts: what the music itself does,
   the upper bound on chord tones); ``repeat last bar`` (the asked-for parts of the context's
   last bar, again).
@@ -56,10 +60,14 @@ from tqdm import tqdm
 from ostinato.engine.accompany import (
     HARMONY_BARS,
     bar_header,
+    entering,
+    entering_sampling,
     expected_harmony,
     jam_parts,
     pitch_classes,
+    programs_held,
 )
+from ostinato.engine.copy import CopyPrior
 from ostinato.engine.engine import Engine
 from ostinato.evaluate.band import (
     CONTEXT_BARS,
@@ -107,6 +115,10 @@ def _ends_in_empty_bar(vocab: Vocab, context: np.ndarray) -> bool:
     ))  # fmt: skip
 
 
+#: The copy prior's variation of jam mode's bars: the daemon's default (``--variation``).
+DEFAULT_VARIATION = 0.3
+
+
 class ModelAccompanist:
     """The model through the engine, bar by bar as the daemon's jam mode plays."""
 
@@ -115,9 +127,11 @@ class ModelAccompanist:
     def __init__(
         self, engine: Engine, settings: SamplingSettings, key_lock: bool,
         style: str | None = None, guidance: float = 0.0, density: float = DEFAULT_DENSITY,
+        variation: float = DEFAULT_VARIATION,
     ) -> None:  # fmt: skip
         self.engine, self.settings, self.key_lock = engine, settings, key_lock
         self.style, self.guidance, self.density = style, guidance, density
+        self.variation = variation
 
     def __call__(self, window: AccompanyWindow, seed: int) -> list[np.ndarray]:
         e = self.engine
@@ -125,13 +139,21 @@ class ModelAccompanist:
         e.reset(self.style)
         e.set_guidance(self.guidance)
         e.feed(np.concatenate(window.heard))
-        sampler = e.sampler(self.settings, seed)
         asked = window.asked
         limits = self.density != 0  # density 0: no limits at all
         # the musician's bars, as the daemon counts them for its note budget and floor
         human = [keep_parts(vocab, b, window.musician) for b in window.real_context]
+        # Ostinato's own bars: the asked-for parts of the context as heard, then its own
+        own = [keep_parts(vocab, b, asked) for b in window.heard]
+        played = [bool(programs_held(vocab, [b]) & set(asked)) for b in own]
         out = []
-        for real in window.real:
+        for k, real in enumerate(window.real):
+            before = own[-1] if played[-1] else None
+            refs = [before] if before is not None else []
+            sampling = self.settings
+            if not refs and entering(played):
+                sampling = entering_sampling(sampling)
+            sampler = e.sampler(sampling, seed * 1000 + k)
             context = e.context_tokens()
             heard = heard_bars(vocab, human)
             config = GrammarConfig(
@@ -148,10 +170,13 @@ class ModelAccompanist:
             length, dropped = e.context_length, e.dropped_front
             if _ends_in_empty_bar(vocab, context):  # a silent bar heard: the next one opens
                 e.feed([vocab.bar_id])
+            prior = CopyPrior(vocab, [refs], self.variation, free_pitches=True) if refs else None
             tokens: list[int] = []
-            list(e.generate(1, sampler, config, tokens_out=tokens))
+            list(e.generate(1, sampler, config, tokens_out=tokens, prior=prior))
             bar = np.asarray([vocab.bar_id, *tokens[:-1]], dtype=np.int64)
             out.append(bar)
+            own.append(bar)
+            played.append(bool(programs_held(vocab, [bar])))
             musician = keep_parts(vocab, real, window.musician)
             human.append(musician)
             # the bar as the daemon hears it once it is over: the musician's part and ours
@@ -214,11 +239,15 @@ def evaluate_accompany(
     density: float = DEFAULT_DENSITY,
     rolls: str | Path | None = None,
     roll_windows: int = ROLL_WINDOWS,
+    variation: float = DEFAULT_VARIATION,
 ) -> dict:
     """The accompany report of the module docstring on ``split`` of the corpus
-    (``rolls``: a folder for piano rolls of the first windows)."""
+    (``rolls``: a folder for piano rolls of the first windows; ``variation``: the copy
+    prior's, varying the bar before)."""
     if bars < 1 or windows < 1:
         raise ValueError("windows and bars must be at least 1")
+    if not 0.0 <= variation <= 1.0:
+        raise ValueError(f"variation must be in [0, 1], got {variation}")
     engine = Engine(model_dir, device="cpu")
     engine.set_style(style)
     vocab = engine.vocab
@@ -232,7 +261,7 @@ def evaluate_accompany(
             f"for beside a musician's ({', '.join(f'{k}: {v}' for k, v in skipped.items())})"
         )
     accompanists: list[Accompanist] = [
-        ModelAccompanist(engine, settings, key_lock, style, guidance, density),
+        ModelAccompanist(engine, settings, key_lock, style, guidance, density, variation),
         RealParts(vocab),
         RepeatLastBar(vocab),
     ]
@@ -275,6 +304,7 @@ def evaluate_accompany(
             "top_p": settings.top_p,
             "key_lock": key_lock,
             "density": density,
+            "variation": variation,
         },
         "accompany": whole.summary(),
         "groups": {

@@ -56,7 +56,7 @@ def test_parts_enter_cooler_then_vary_the_groove_bar_to_bar(tiny_header_model_di
     at ENTER_COOLING × the temperature; each bar after it, until a loop is known, varies the
     bar before (its reference) at the musician's temperature; once the musician's 4-bar loop
     is known, the bar of the pass before at its place."""
-    from ostinato.daemon.bar_sources import ENTER_COOLING
+    from ostinato.engine.accompany import ENTER_COOLING
 
     plans: dict = {}
     _jam(tiny_header_model_dir, (DRUM_PROGRAM, 33), chords=True, bars=10, temperature=0.5,

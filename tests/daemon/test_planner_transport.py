@@ -92,7 +92,7 @@ def test_a_loop_jump_plays_the_prepared_bar_at_the_loop_start(rig) -> None:
 
 def test_a_jump_while_a_bar_is_generated_moves_the_rest_of_it(rig, monkeypatch) -> None:
     clock, scheduler, _recorder, session = rig
-    monkeypatch.setattr("ostinato.daemon.bar_sources.ENTER_COOLING", 1.0)  # a busy bar
+    monkeypatch.setattr("ostinato.engine.accompany.ENTER_COOLING", 1.0)  # a busy bar
     clock.on_start(0.0)
     play_ticks(clock, 0, 4 * PPQN)
     session.settings = session.settings.replace(temperature=1.5)

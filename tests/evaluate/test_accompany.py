@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -168,6 +169,50 @@ def test_the_model_hears_its_own_parts_and_the_musicians(tiny_header_model_dir,
     last = keep_parts(vocab, window.real[-1], window.musician)
     newest = split_bars(small.context_tokens(), vocab.bar_id)[-1]
     assert newest.tolist() == merge_bars(vocab, last, played[-1]).tolist()
+
+
+def test_each_bar_varies_the_bar_before_and_an_entry_is_cooler(
+    tiny_header_model_dir, header_tokenizer
+) -> None:
+    """As the daemon's jam mode before a loop is known: each bar varies Ostinato's bar before
+    it (at variation 0 the drums are that bar's again; the first bar varies the context's own
+    parts when Ostinato had been playing along), and a bar with nothing of its own before it
+    is sampled at ENTER_COOLING × the temperature."""
+    from ostinato.engine.accompany import ENTER_COOLING
+    from ostinato.engine.engine import Engine
+    from ostinato.evaluate.continuation import DEFAULT_SETTINGS
+
+    engine = Engine(tiny_header_model_dir, device="cpu", window=2048)
+    vocab = engine.vocab
+    temperatures: list[float] = []
+    sampler = engine.sampler
+
+    def spy(settings, seed=None):
+        temperatures.append(settings.temperature)
+        return sampler(settings, seed)
+
+    engine.sampler = spy  # type: ignore[method-assign]
+    drums = lambda bar: sorted((n.position, n.pitch) for n in parse_notes(vocab, bar)  # noqa: E731
+                               if n.program == DRUMS)  # fmt: skip
+    t = DEFAULT_SETTINGS.temperature
+    for context in ("all", "musician"):
+        window = band_window(header_tokenizer, vocab, context)
+        temperatures.clear()
+        played = ModelAccompanist(engine, DEFAULT_SETTINGS, key_lock=True, variation=0.0)(
+            window, seed=1
+        )
+        assert all(programs_of(vocab, b) == {DRUMS, BASS} for b in played)
+        for before, bar in itertools.pairwise(played):
+            assert drums(bar) == drums(before)  # the groove goes on bar to bar
+        if context == "all":  # it had been playing: its context bar is the first reference
+            assert drums(played[0]) == drums(window.heard[-1])
+            assert temperatures == [t] * 4
+        else:  # it joins: the first bar, with nothing to vary, cooler; the rest at t
+            assert temperatures == [pytest.approx(t * ENTER_COOLING)] + [t] * 3
+    # at variation 1 every onset is the model's: the bars are not all the same
+    free = ModelAccompanist(engine, DEFAULT_SETTINGS, key_lock=True, variation=1.0)
+    window = band_window(header_tokenizer, vocab, "musician")
+    assert len({tuple(drums(b)) for b in free(window, seed=2)}) > 1
 
 
 def test_eval_accompany_on_a_tiny_model(tiny_header_model_dir, tiny_corpus, tmp_path) -> None:
