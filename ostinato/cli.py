@@ -121,8 +121,9 @@ def _add_train(sub) -> None:
                    help="share of files in a window whose last bar keeps a subset of its "
                    "instruments after a position (default 0.15)")  # fmt: skip
     p.add_argument("--loops", type=float,
-                   help="share of loops (files of at most 8 bars) played over and over in a "
-                   "window, 2 to 4 passes, as a DAW loops them (default 0.5; 0 = off)")  # fmt: skip
+                   help="share of a window's files that start with a phrase looped 2 to 4 "
+                   "times, as a DAW loops it: a loop file (at most 8 bars) whole, else 1, 2, "
+                   "4 or 8 bars (default 0.5; 0 = off)")  # fmt: skip
     p.add_argument("--weights", metavar="SRC=W,…",
                    help="sampling weight per source folder of the corpus, e.g. "
                    "freedoom-midi=4,synth=0.5 (default 1 each)")  # fmt: skip

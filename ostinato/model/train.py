@@ -55,6 +55,8 @@ MAX_TRANSPOSE = 5
 #: fill): the loop augmentation plays it over and over, 2 to ``LOOP_PASSES`` times.
 LOOP_BARS = 8
 LOOP_PASSES = 4
+#: … and a longer file has a phrase of this many bars looped before it goes on.
+PHRASE_BARS = (1, 2, 4, 8)
 #: The instrument roles of the instrument augmentation, as General MIDI families (program // 8):
 #: a part given another instrument keeps its role. Chords and keys: piano, chromatic
 #: percussion, organ, guitar, ensemble, pad; bass; melody: strings, brass, reed, pipe, synth
@@ -83,7 +85,7 @@ class TrainConfig:
     partial: float = 0.3  # share of files in a window whose last bars keep some parts
     entering: float = 0.2  # … with an instrument entering part-way
     cut: float = 0.15  # … whose last bar keeps a subset of its parts after a position
-    loops: float = 0.5  # share of loops (files of ≤ LOOP_BARS bars) played over and over
+    loops: float = 0.5  # share of stretches with a phrase (a loop file: the whole) looped
     weights: str = ""  # sampling weight per source folder: "freedoom-midi=4,synth=0.5"
     init: str = ""  # a model folder whose weights a new run starts from
     eval_every: int = 250
@@ -162,12 +164,13 @@ class WindowSampler:
     instruments: 8.0 bits/token). Notes at one position then come in the order of the
     original programs, which the model learns to read as well.
 
-    ``loops``: the chance that a loop (a file of at most :data:`LOOP_BARS` bars) is played
-    over and over in its stretch of a window, 2 to :data:`LOOP_PASSES` passes, as a DAW
-    loops it. The corpus's loops are single passes (the generator writes a 4-bar loop once),
-    so without this a model never sees a bar come back exactly and never learns to hear it:
-    a fifth exact pass of a bar cost the model trained without it 2.05 bits/token, as much as
-    a new one."""
+    ``loops``: the chance that a file's stretch of a window starts with a phrase played over
+    and over, 2 to :data:`LOOP_PASSES` passes, as a musician loops it in a DAW: a loop (a
+    file of at most :data:`LOOP_BARS` bars) whole, or 1, 2, 4 or 8 bars of a longer file
+    (:data:`PHRASE_BARS`), which then goes on. The corpus's loops are single passes (the
+    generator writes a 4-bar loop once) and real music seldom repeats a bar exactly, so
+    without this the model never learned to hear a bar come back: a fifth exact pass of a bar
+    cost the model trained without it 2.05 bits/token, as much as a new bar."""
 
     #: The least room worth packing another file into.
     MIN_PACK = 16
@@ -276,18 +279,31 @@ class WindowSampler:
         return out
 
     def _stretch(self, pick: int, start: int, room: int, rng: np.random.Generator) -> np.ndarray:
-        """The corpus tokens a window takes from ``start`` (in the file of bar ``pick``) to
-        the file's end, at most ``room``; a loop played over and over with the chance
-        :attr:`loops` (from ``start`` to its end, then whole passes)."""
+        """The corpus tokens a window takes from ``start`` (bar ``pick`` of a file) to the
+        file's end, at most ``room``. With the chance :attr:`loops` a phrase is looped first:
+        a loop file whole (from ``start`` to its end, then whole passes), or 1, 2, 4 or 8
+        bars of a longer file played 2 to :data:`LOOP_PASSES` times before the file goes on."""
         end = int(self.bar_file_end[pick])
         tokens = self.split.tokens
-        window = np.asarray(tokens[start : min(end, start + room)], dtype=np.int64)
-        if self.loops and self.bar_in_loop[pick] and rng.random() < self.loops:
+        if not (self.loops and rng.random() < self.loops):
+            return np.asarray(tokens[start : min(end, start + room)], dtype=np.int64)
+        passes = int(rng.integers(2, LOOP_PASSES + 1))
+        if self.bar_in_loop[pick]:
             file_start = int(self.split.file_start_of(self.split.bars[pick : pick + 1])[0])
-            passes = int(rng.integers(2, LOOP_PASSES + 1))
             whole = np.asarray(tokens[file_start:end], dtype=np.int64)
-            window = np.concatenate([window, *[whole] * (passes - 1)])[:room]
-        return window
+            head = np.asarray(tokens[start:end], dtype=np.int64)
+            return np.concatenate([head, *[whole] * (passes - 1)])[:room]
+        n = int(rng.choice(PHRASE_BARS))
+        last = pick + n
+        phrase_end = int(self.split.bars[last]) if last < len(self.split.bars) else end
+        phrase_end = min(phrase_end, end)
+        phrase = np.asarray(tokens[start:phrase_end], dtype=np.int64)
+        looped = np.concatenate([*[phrase] * passes])
+        if len(looped) >= room:
+            return looped[:room]
+        rest = room - len(looped)
+        return np.concatenate([looped, np.asarray(tokens[phrase_end : min(end, phrase_end + rest)],
+                                                  dtype=np.int64)])  # fmt: skip
 
     def _pick(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` random bars (their index in the split's bars), by the files' weights."""

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ostinato.model.corpus import CorpusSplit
-from ostinato.model.tokens import DRUM_PROGRAM, TokenType, Vocab, load_tokenizer
+from ostinato.model.tokens import DRUM_PROGRAM, TokenType, Vocab, load_tokenizer, split_bars
 from ostinato.model.train import (
     CHECKPOINT,
     ROLES,
@@ -172,10 +172,10 @@ def test_instruments_are_redrawn_within_their_role_one_per_part(tiny_corpus) -> 
 
 
 def test_loops_are_played_over_and_over_at_their_rate(tiny_corpus) -> None:
-    """A loop (a file of at most LOOP_BARS bars) fills its stretch of a window with whole
-    passes of itself after the bars from the window's start; a longer file never repeats;
-    at rate 0 nothing repeats."""
-    from ostinato.model.train import LOOP_BARS
+    """With the loop augmentation a stretch starts with a phrase played 2 to 4 times: a loop
+    (a file of at most LOOP_BARS bars) from the window's bar to its end, then whole passes;
+    a longer file's 1, 2, 4 or 8 bars, then the file goes on. At rate 0 nothing repeats."""
+    from ostinato.model.train import LOOP_BARS, PHRASE_BARS
 
     vocab = Vocab.from_tokenizer(load_tokenizer(tiny_corpus))
     split = CorpusSplit.load(tiny_corpus, "train")
@@ -183,7 +183,7 @@ def test_loops_are_played_over_and_over_at_their_rate(tiny_corpus) -> None:
     looping = WindowSampler(split, vocab, L, transpose=0, loops=1.0)
     plain = WindowSampler(split, vocab, L, transpose=0)
     rng = np.random.default_rng(5)
-    looped = long_files = 0
+    looped = phrases = 0
     for pick in range(len(split.bars)):
         start = int(split.bars[pick])
         file = int(split.file_of(split.bars[pick : pick + 1])[0])
@@ -192,17 +192,26 @@ def test_loops_are_played_over_and_over_at_their_rate(tiny_corpus) -> None:
         tail = split.tokens[start : first + length]
         window = looping._stretch(pick, start, L, rng)
         assert np.array_equal(plain._stretch(pick, start, L, rng), tail)
-        assert np.array_equal(window[: len(tail)], tail)
         n_bars = int((whole == vocab.bar_id).sum())
         if n_bars <= LOOP_BARS:
+            assert np.array_equal(window[: len(tail)], tail)
             rest = window[len(tail) :]
-            assert len(rest) >= len(whole)  # at least one more pass
             passes = len(rest) // len(whole)
             assert 1 <= passes <= 3 and len(rest) % len(whole) == 0
             assert np.array_equal(rest, np.tile(whole, passes))
             looped += 1
         else:
-            assert len(window) == len(tail)
-            long_files += 1
+            bars = split_bars(tail, vocab.bar_id)
+            found = False
+            for n in PHRASE_BARS:
+                phrase = np.concatenate(bars[:n])
+                for passes in range(2, 5):
+                    head = np.tile(phrase, passes)
+                    if np.array_equal(window[: len(head)], head) and np.array_equal(
+                        window[len(head) :], tail[len(phrase) :][: len(window) - len(head)]
+                    ):
+                        found = True
+            assert found, "a long file's stretch is a phrase looped, then the file going on"
+            phrases += 1
         assert len(looping._stretch(pick, start, 40, rng)) <= 40  # never past the room
-    assert looped and long_files
+    assert looped and phrases
