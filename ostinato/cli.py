@@ -123,7 +123,7 @@ def _add_train(sub) -> None:
     p.add_argument("--loops", type=float,
                    help="share of a window's files that start with a phrase looped 2 to 4 "
                    "times, as a DAW loops it: a loop file (at most 8 bars) whole, else 1, 2, "
-                   "4 or 8 bars (default 0.5; 0 = off)")  # fmt: skip
+                   "4 or 8 bars (default 0: off)")  # fmt: skip
     p.add_argument("--weights", metavar="SRC=W,…",
                    help="sampling weight per source folder of the corpus, e.g. "
                    "freedoom-midi=4,synth=0.5 (default 1 each)")  # fmt: skip

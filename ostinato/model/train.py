@@ -85,7 +85,7 @@ class TrainConfig:
     partial: float = 0.3  # share of files in a window whose last bars keep some parts
     entering: float = 0.2  # … with an instrument entering part-way
     cut: float = 0.15  # … whose last bar keeps a subset of its parts after a position
-    loops: float = 0.5  # share of stretches with a phrase (a loop file: the whole) looped
+    loops: float = 0.0  # share of stretches with a phrase (a loop file: the whole) looped
     weights: str = ""  # sampling weight per source folder: "freedoom-midi=4,synth=0.5"
     init: str = ""  # a model folder whose weights a new run starts from
     eval_every: int = 250
