@@ -26,7 +26,6 @@ from ostinato.daemon.recorder import HUMAN, RecordedNote
 from ostinato.engine.accompany import (
     ENTER_BARS,
     HARMONY_BARS,
-    entering,
     entering_sampling,
     expected_harmony,
 )
@@ -132,11 +131,14 @@ class BarSources(PlannerState):
         return {n[2] for played in self._answer[1] for n in played.notes}
 
     def _entering(self, bar: int) -> bool:
-        """Whether Ostinato's parts are entering at ``bar`` (see :func:`entering`)."""
+        """Whether Ostinato's parts are entering at ``bar``: the rule of :func:`entering`,
+        read from the recorder bar by bar under the lock, stopping at the first bar without a
+        note of Ostinato's (the lock is the sender's too: it is held as briefly as it can)."""
+        if bar < ENTER_BARS:
+            return True  # it has just started
         with self.lock:
-            played = [any(n.source != HUMAN for n in self.recorder.bar_notes(b))
-                      for b in range(max(0, bar - ENTER_BARS), bar)]  # fmt: skip
-        return entering(played)
+            return any(all(n.source == HUMAN for n in self.recorder.bar_notes(b))
+                       for b in range(bar - ENTER_BARS, bar))  # fmt: skip
 
     def _sampling(self, bar: int, references: list[np.ndarray]) -> SamplingSettings:
         """The sampler's settings for ``bar``: the musician's, but cooler in jam mode where
