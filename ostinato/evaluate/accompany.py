@@ -97,6 +97,7 @@ from ostinato.model.grammar import (
 from ostinato.model.key import key_lock_classes
 from ostinato.model.sampling import SamplingSettings
 from ostinato.model.tokens import DRUM_PROGRAM, TokenType, Vocab
+from ostinato.settings import GenerationSettings
 
 
 class Accompanist(Protocol):
@@ -116,7 +117,7 @@ def _ends_in_empty_bar(vocab: Vocab, context: np.ndarray) -> bool:
 
 
 #: The copy prior's variation of jam mode's bars: the daemon's default (``--variation``).
-DEFAULT_VARIATION = 0.3
+DEFAULT_VARIATION = GenerationSettings.variation
 
 
 class ModelAccompanist:

@@ -292,13 +292,13 @@ class WindowSampler:
             file_start = int(self.split.file_start_of(self.split.bars[pick : pick + 1])[0])
             whole = np.asarray(tokens[file_start:end], dtype=np.int64)
             head = np.asarray(tokens[start:end], dtype=np.int64)
-            return np.concatenate([head, *[whole] * (passes - 1)])[:room]
+            return np.concatenate([head, np.tile(whole, passes - 1)])[:room]
         n = int(rng.choice(PHRASE_BARS))
         last = pick + n
         phrase_end = int(self.split.bars[last]) if last < len(self.split.bars) else end
         phrase_end = min(phrase_end, end)
         phrase = np.asarray(tokens[start:phrase_end], dtype=np.int64)
-        looped = np.concatenate([*[phrase] * passes])
+        looped = np.tile(phrase, passes)
         if len(looped) >= room:
             return looped[:room]
         rest = room - len(looped)
