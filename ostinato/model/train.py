@@ -93,11 +93,15 @@ class TrainConfig:
     checkpoint_every: int = 500
     seed: int = 0
     device: str = "auto"
+    workers: int = 0  # processes drawing windows beside the training (0: drawn in between)
+    compile: bool = False  # torch.compile the network for the training steps
 
     def validate(self) -> None:
         for name in ("batch_size", "steps", "eval_every", "checkpoint_every", "eval_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1")
+        if self.workers < 0:
+            raise ValueError("workers must be ≥ 0")
         if not 0 <= self.transpose <= 11:
             raise ValueError("transpose must be in 0..11 semitones")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -361,6 +365,39 @@ class WindowSampler:
         return table[window]
 
 
+class _Windows(torch.utils.data.IterableDataset):
+    """Training batches drawn in loader processes: each worker its own stream, seeded from
+    the run's seed, the rank, the step the run starts at and the worker's number."""
+
+    def __init__(self, sampler: WindowSampler, batch_size: int, seed: list[int]) -> None:
+        self.sampler, self.batch_size, self.seed = sampler, batch_size, seed
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([*self.seed, info.id if info else 0])
+        while True:
+            yield torch.from_numpy(self.sampler.batch(rng, self.batch_size))
+
+
+def training_batches(
+    sampler: WindowSampler, cfg: TrainConfig, rng: np.random.Generator, rank: int, step: int,
+    pin: bool,
+):  # fmt: skip
+    """The training batches, endlessly. Without workers they are drawn from ``rng`` between
+    the steps, so a resumed run goes on bit for bit (the checkpoint holds ``rng``). With
+    ``cfg.workers`` processes they are drawn beside the steps — a GPU trains a small model
+    faster than one core draws its windows — each worker from its own stream; a run resumed
+    at step s then draws other windows than the run that went on past s, as reproducibly."""
+    if cfg.workers == 0:
+        while True:
+            yield torch.from_numpy(sampler.batch(rng, cfg.batch_size))
+    loader = torch.utils.data.DataLoader(
+        _Windows(sampler, cfg.batch_size, [cfg.seed, rank, step]), batch_size=None,
+        num_workers=cfg.workers, pin_memory=pin, prefetch_factor=4, persistent_workers=True,
+    )  # fmt: skip
+    yield from loader
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Multiplier of the base learning rate: linear warm-up, then cosine to min_lr_ratio."""
     if step < cfg.warmup_steps:
@@ -500,7 +537,10 @@ class Trainer:
         )  # fmt: skip
 
         net = DistributedDataParallel(model) if self.distributed else model
+        if cfg.compile:
+            net = torch.compile(net)
         amp = self.device.type == "cuda"
+        batches = training_batches(train, cfg, rng, self.rank, step, amp)
         metrics = self.run_dir / "metrics.csv"
         if self.is_main and not (resume and metrics.exists()):
             metrics.write_text("step,train_loss,val_loss,lr,tokens_per_s\n")
@@ -522,7 +562,8 @@ class Trainer:
         try:
             while step < stop_at:
                 model.train()
-                batch = torch.from_numpy(train.batch(rng, cfg.batch_size)).to(self.device)
+                cpu_batch = next(batches)
+                batch = cpu_batch.to(self.device, non_blocking=True)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
                     loss = loss_on(net, batch, self.vocab.pad_id, cfg.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
@@ -531,12 +572,15 @@ class Trainer:
                 optimizer.step()
                 scheduler.step()
                 step += 1
-                tokens_done += int((batch[:, 1:] != self.vocab.pad_id).sum()) * self.world
-                last["train_loss"] = float(loss.detach())
+                tokens_done += int((cpu_batch[:, 1:] != self.vocab.pad_id).sum()) * self.world
+                evaluating = step % cfg.eval_every == 0 or step == cfg.steps
+                # reading the loss waits for the device: on a GPU only now and then
+                if not amp or evaluating or step % 10 == 0 or step == stop_at:
+                    last["train_loss"] = float(loss.detach())
                 rate = tokens_done / max(1e-9, time.perf_counter() - t0)
                 bar.update()
                 bar.set_postfix(loss=f"{last['train_loss']:.3f}", tok_s=f"{rate:,.0f}")
-                if step % cfg.eval_every == 0 or step == cfg.steps:
+                if evaluating:
                     if val is not None:
                         last["val_loss"] = self.validation_loss(model, val)
                     if self.is_main:
