@@ -136,9 +136,9 @@ def _add_train(sub) -> None:
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int,
                    help="processes drawing the training windows beside the steps (default 0: "
-                   "drawn between them, and --resume goes on bit for bit); a GPU wants 2-4")  # fmt: skip
+                   "drawn between them, --resume goes on bit for bit; a GPU: 2-4)")  # fmt: skip
     p.add_argument("--compile", action="store_const", const=True,
-                   help="torch.compile the network for the training steps (a GPU's run)")  # fmt: skip
+                   help="torch.compile the network for the training steps (on a GPU)")  # fmt: skip
     p.set_defaults(func=_cmd_train)
 
 
