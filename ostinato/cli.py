@@ -139,6 +139,9 @@ def _add_train(sub) -> None:
                    "drawn between them, --resume goes on bit for bit; a GPU: 2-4)")  # fmt: skip
     p.add_argument("--compile", action="store_const", const=True,
                    help="torch.compile the network for the training steps (on a GPU)")  # fmt: skip
+    p.add_argument("--minutes", type=float,
+                   help="train about this long: --steps is set from the rate of the first "
+                   "60 steps (keep --warmup-steps above 60) and kept for --resume")  # fmt: skip
     p.set_defaults(func=_cmd_train)
 
 

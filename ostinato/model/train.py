@@ -95,6 +95,7 @@ class TrainConfig:
     device: str = "auto"
     workers: int = 0  # processes drawing windows beside the training (0: drawn in between)
     compile: bool = False  # torch.compile the network for the training steps
+    minutes: float = 0.0  # train about this long: steps set from the rate (0: cfg.steps)
 
     def validate(self) -> None:
         for name in ("batch_size", "steps", "eval_every", "checkpoint_every", "eval_batches"):
@@ -102,6 +103,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be ≥ 1")
         if self.workers < 0:
             raise ValueError("workers must be ≥ 0")
+        if self.minutes < 0:
+            raise ValueError("minutes must be ≥ 0")
         if not 0 <= self.transpose <= 11:
             raise ValueError("transpose must be in 0..11 semitones")
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -398,6 +401,21 @@ def training_batches(
     yield from loader
 
 
+#: ``--minutes``: the steps are timed from the ``TIMED_FROM``-th step of the run (a compiled
+#: network and the loader are warm by then) to the ``TIMED_TO``-th, then fixed.
+TIMED_FROM, TIMED_TO = 10, 60
+
+
+def steps_for(minutes: float, elapsed_s: float, step: int, per_step_s: float,
+              cfg: TrainConfig) -> int:  # fmt: skip
+    """The last step of a run that trains ``minutes`` in all: ``elapsed_s`` gone at ``step``,
+    each step taking ``per_step_s``, every ``eval_every`` steps a validation of
+    ``eval_batches`` batches (about a third of a step each)."""
+    left = max(0.0, minutes * 60.0 - elapsed_s)
+    per = per_step_s * (1.0 + cfg.eval_batches / (3.0 * cfg.eval_every))
+    return step + max(1, int(left / per))
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Multiplier of the base learning rate: linear warm-up, then cosine to min_lr_ratio."""
     if step < cfg.warmup_steps:
@@ -492,6 +510,7 @@ class Trainer:
     def run(self, resume: bool = False, stop_after: int | None = None) -> dict:
         """Train to ``cfg.steps`` (or only ``stop_after`` more steps, then checkpoint)."""
         cfg = self.cfg
+        started = time.perf_counter()
         ckpt_path = self.run_dir / CHECKPOINT
         ckpt = load_checkpoint(ckpt_path) if resume else None
         mcfg, seq_len, model, optimizer, scheduler = self._build(
@@ -559,8 +578,22 @@ class Trainer:
         last = {"train_loss": float("nan"), "val_loss": float("nan")}
         stop_at = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
         tokens_done, t0 = 0, time.perf_counter()
+        first, timed_from = step, 0.0
         try:
             while step < stop_at:
+                if cfg.minutes and step - first == TIMED_FROM:
+                    timed_from = time.perf_counter()
+                elif cfg.minutes and step - first == TIMED_TO:
+                    # the length fixed from the rate: the warm-up is linear in the step alone,
+                    # and the cosine that follows is drawn to the new last step
+                    now = time.perf_counter()
+                    per_step = (now - timed_from) / (TIMED_TO - TIMED_FROM)
+                    cfg.steps = steps_for(cfg.minutes, now - started, step, per_step, cfg)
+                    cfg.minutes = 0.0  # the checkpoint's config holds the steps, for --resume
+                    stop_at = cfg.steps if stop_after is None else min(cfg.steps, stop_at)
+                    bar.total = cfg.steps
+                    if self.is_main:
+                        log.info("%.0f ms a step: training to step %d", per_step * 1e3, cfg.steps)
                 model.train()
                 cpu_batch = next(batches)
                 batch = cpu_batch.to(self.device, non_blocking=True)

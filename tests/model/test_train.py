@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
 import subprocess
 import sys
 
@@ -19,6 +20,7 @@ from ostinato.model.train import (
     WindowSampler,
     load_checkpoint,
     lr_at,
+    steps_for,
 )
 
 TINY = dict(
@@ -91,11 +93,17 @@ def test_resume_continues_bit_for_bit(tiny_corpus, tmp_path) -> None:
     assert resumed["train_loss"] == straight["train_loss"]
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_torchrun_ddp_with_two_cpu_processes(tiny_corpus, tmp_path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "--master-port", "29517", "-m", "ostinato", "train", str(tiny_corpus),
+        "--master-port", str(free_port()), "-m", "ostinato", "train", str(tiny_corpus),
         "--out", str(tmp_path), "--size", "tiny", "--seq-len", "64", "--batch-size", "4",
         "--steps", "6", "--eval-every", "3", "--eval-batches", "1", "--device", "cpu",
     ]  # fmt: skip
@@ -231,3 +239,21 @@ def test_windows_drawn_by_worker_processes_train_the_same_way(tiny_corpus, tmp_p
     assert resumed.run(resume=True)["step"] == 12
     with pytest.raises(ValueError, match="workers"):
         TrainConfig(workers=-1).validate()
+
+
+def test_minutes_sets_the_steps_from_the_rate_and_resume_keeps_them(tiny_corpus, tmp_path) -> None:
+    cfg = TrainConfig(steps=10**6, minutes=0.1, checkpoint_every=10**6, **TINY)
+    result = Trainer(tiny_corpus, tmp_path, cfg).run()
+    ckpt = load_checkpoint(tmp_path)
+    assert 60 < result["step"] < 10**6
+    assert ckpt["train_config"]["steps"] == result["step"] == ckpt["step"]
+    assert ckpt["train_config"]["minutes"] == 0.0
+    assert lr_at(result["step"], cfg) == pytest.approx(cfg.min_lr_ratio)  # the cosine ran out
+
+
+def test_steps_for_a_time_leaves_room_for_validation() -> None:
+    cfg = TrainConfig(eval_every=100, eval_batches=30)
+    # 60 s gone of 10 min at step 60, 0.1 s a step: 540 s left, each step 0.11 s with its
+    # share of validation
+    assert steps_for(10, 60.0, 60, 0.1, cfg) == 60 + int(540 / 0.11)
+    assert steps_for(1, 120.0, 60, 0.1, cfg) == 61  # out of time: one more step
