@@ -762,7 +762,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    from ostinato.daemon.ports import PortError
+    from ostinato.daemon.errors import PortError
     from ostinato.engine.engine import ModelError
 
     func: Callable[[argparse.Namespace], int] = args.func

@@ -17,6 +17,8 @@ import time
 
 import rtmidi
 
+from ostinato.daemon.errors import PortError
+
 log = logging.getLogger(__name__)
 
 IN_NAME, OUT_NAME = "Ostinato In", "Ostinato Out"
@@ -26,10 +28,6 @@ BACKENDS = {
     "coremidi": rtmidi.API_MACOSX_CORE,
     "winmm": rtmidi.API_WINDOWS_MM,
 }
-
-
-class PortError(Exception):
-    """A port cannot be opened; the message says what to do."""
 
 
 def default_backend() -> str:

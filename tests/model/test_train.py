@@ -257,3 +257,19 @@ def test_steps_for_a_time_leaves_room_for_validation() -> None:
     # share of validation
     assert steps_for(10, 60.0, 60, 0.1, cfg) == 60 + int(540 / 0.11)
     assert steps_for(1, 120.0, 60, 0.1, cfg) == 61  # out of time: one more step
+
+
+def test_training_needs_no_midi_backend(tiny_corpus, tmp_path) -> None:
+    """A training machine (a GPU server) has no sound system: `ostinato train` runs with
+    python-rtmidi unloadable."""
+    code = (
+        "import sys; sys.modules['rtmidi'] = None\n"
+        "from ostinato.cli import main\n"
+        f"sys.exit(main(['train', {str(tiny_corpus)!r}, '--out', {str(tmp_path)!r},"
+        " '--size', 'tiny', '--seq-len', '64', '--batch-size', '2', '--steps', '2',"
+        " '--eval-every', '2', '--eval-batches', '1', '--device', 'cpu']))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert load_checkpoint(tmp_path)["step"] == 2
