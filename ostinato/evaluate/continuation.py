@@ -52,6 +52,7 @@ from ostinato.model.tokens import (
     DRUM_PROGRAM,
     TOKENIZER_FILE,
     Vocab,
+    header_mask,
     load_tokenizer,
     split_bars,
 )
@@ -194,6 +195,46 @@ def likelihood(
     }
 
 
+def hearing_bars_again(
+    engine: Engine, pairs: Sequence[tuple[list[np.ndarray], list[np.ndarray]]],
+    progress: bool = True,
+) -> dict:  # fmt: skip
+    """Whether the model hears a bar come back: each window's 8 bars fed token by token, the
+    bits per token of each real continuation bar (5-8; the header tokens, which the session
+    writes, left out), apart for a bar that repeats one before it in the window token for
+    token (``repeated``) and a bar that does not (``new``). A model that copies makes a
+    repeated bar nearly free; one that does not prices it about as a new one."""
+    bits = {"repeated": 0.0, "new": 0.0}
+    tokens = {"repeated": 0, "new": 0}
+    bars = {"repeated": 0, "new": 0}
+    for context, real in tqdm(pairs, desc="bars heard again", disable=not progress):
+        engine.reset()
+        seen: list[bytes] = [bar.tobytes() for bar in context]
+        for bar in context:
+            engine.feed(bar)
+        for bar in real:
+            kind = "repeated" if bar.tobytes() in seen else "new"
+            scored = ~header_mask(engine.vocab, bar)
+            for token, score in zip(bar, scored, strict=True):
+                if score:
+                    logits = engine.last_logits.astype(np.float64)
+                    log_z = logits.max() + math.log(np.exp(logits - logits.max()).sum())
+                    bits[kind] += (log_z - logits[int(token)]) / math.log(2)
+                    tokens[kind] += 1
+                engine.feed([int(token)])
+            seen.append(bar.tobytes())
+            bars[kind] += 1
+    return {
+        f"{kind}_{key}": value
+        for kind in ("repeated", "new")
+        for key, value in (
+            ("bits_per_token", bits[kind] / tokens[kind] if tokens[kind] else None),
+            ("bars", bars[kind]),
+            ("tokens", tokens[kind]),
+        )
+    }
+
+
 def score_continuations(
     continuers: Sequence[Continuer],
     pairs: Sequence[tuple[list[np.ndarray], list[np.ndarray]]],
@@ -312,6 +353,7 @@ def evaluate(
     pairs = continuation_windows(val, vocab.bar_id, windows, seed, where, files=chosen)
     if not pairs:
         raise ValueError(f"the {split} split has no file of 8 bars or more to continue")
+    heard = hearing_bars_again(engine, pairs, progress)
     drawn: list[Roll] | None = [] if rolls is not None else None
     window_groups = [group_of(names[f]) if f < len(names) else "" for f, _ in where]
     by_group: dict[str, dict[str, dict]] = {}
@@ -334,6 +376,7 @@ def evaluate(
             "density": density,
         },
         "likelihood": lk,
+        "bars_heard_again": heard,
         "continuation": summary,
         "groups": by_group,
     }
@@ -376,6 +419,13 @@ def format_table(report: dict) -> str:
         lines.append(
             f"  {lk['ngram_order']}-gram  {lk['ngram_bits_per_token']:.3f} bits/token  "
             f"{lk['ngram_bits_per_bar']:.1f} bits/bar"
+        )
+    heard = report.get("bars_heard_again")
+    if heard and heard["repeated_bars"] and heard["new_bars"]:
+        lines.append(
+            f"  real bars 5-8 repeating a bar before them: {heard['repeated_bits_per_token']:.3f}"
+            f" bits/token ({heard['repeated_bars']} bars); new bars: "
+            f"{heard['new_bits_per_token']:.3f} ({heard['new_bars']} bars)"
         )
     if loop:
         lengths = ", ".join(f"{k}: {v}" for k, v in report["loop_bars"].items())

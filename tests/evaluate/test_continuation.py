@@ -231,3 +231,31 @@ def test_eval_scores_each_group_of_the_split_apart(tiny_meter_model_dir, tmp_pat
     with pytest.raises(ValueError, match="its groups: quartets, songs"):
         evaluate(tiny_meter_model_dir, tmp_path / "held", windows=1, nll_windows_count=1,
                  progress=False, split="heldout", groups=["lieder"])  # fmt: skip
+
+
+def test_bars_heard_again_are_told_from_new_ones(tiny_header_model_dir) -> None:
+    from ostinato.engine.engine import Engine
+    from ostinato.evaluate.continuation import hearing_bars_again
+    from ostinato.model.tokens import add_headers, header_mask
+
+    engine = Engine(tiny_header_model_dir, device="cpu")
+    vocab = engine.vocab
+
+    def bars_of(score) -> list[np.ndarray]:
+        ids = add_headers(vocab, score_to_ids(engine.tokenizer, score).astype(np.int64))
+        return split_bars(ids, vocab.bar_id)
+
+    bars = bars_of(make_band_score(bars=4))
+    other = bars_of(make_band_score(bars=4, transpose=2))
+    assert len({bar.tobytes() for bar in [*bars, *other[1:]]}) == 7
+    # two bars of the context again, a new bar, then that bar once more
+    pairs = [(bars, [bars[1], bars[2], other[1], other[1]])]
+    heard = hearing_bars_again(engine, pairs, progress=False)
+    assert heard["repeated_bars"] == 3 and heard["new_bars"] == 1
+
+    def scored(bar: np.ndarray) -> int:
+        return int((~header_mask(vocab, bar)).sum())
+
+    assert heard["repeated_tokens"] == scored(bars[1]) + scored(bars[2]) + scored(other[1])
+    assert heard["new_tokens"] == scored(other[1]) < len(other[1])  # the header not scored
+    assert heard["repeated_bits_per_token"] > 0 and heard["new_bits_per_token"] > 0
