@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 logging.getLogger("matplotlib").setLevel(logging.WARNING)
 
 CHECKPOINT = "checkpoint.pt"
+#: The weights at the lowest validation loss so far (no optimizer: what an export needs). A
+#: long run on a small corpus can go past its best; ``ostinato export RUN/best.pt`` takes it.
+BEST = "best.pt"
 MAX_TRANSPOSE = 5
 #: A file of at most this many bars is a loop (the generator's 4-bar loops, a Groove MIDI
 #: fill): the loop augmentation plays it over and over, 2 to ``LOOP_PASSES`` times.
@@ -579,6 +582,10 @@ class Trainer:
         stop_at = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
         tokens_done, t0 = 0, time.perf_counter()
         first, timed_from = step, 0.0
+        best_path = self.run_dir / BEST
+        best = math.inf
+        if resume and best_path.is_file():
+            best = load_checkpoint(best_path)["val_loss"]
         try:
             while step < stop_at:
                 if cfg.minutes and step - first == TIMED_FROM:
@@ -616,6 +623,9 @@ class Trainer:
                 if evaluating:
                     if val is not None:
                         last["val_loss"] = self.validation_loss(model, val)
+                        if self.is_main and last["val_loss"] < best:
+                            best = last["val_loss"]
+                            self.save_best(model, mcfg, step, best)
                     if self.is_main:
                         with metrics.open("a", newline="") as fh:
                             csv.writer(fh).writerow(
@@ -651,6 +661,13 @@ class Trainer:
             ):
                 total += float(loss_on(model, batch, self.vocab.pad_id))
         return total / self.cfg.eval_batches
+
+    def save_best(self, model: Decoder, mcfg: ModelConfig, step: int, val_loss: float) -> None:
+        best = {"model_args": mcfg.to_dict(), "model": model.state_dict(), "step": step,
+                "train_config": asdict(self.cfg), "val_loss": val_loss}  # fmt: skip
+        tmp = self.run_dir / (BEST + ".tmp")
+        torch.save(best, tmp)
+        tmp.replace(self.run_dir / BEST)
 
     def save(self, model, mcfg, optimizer, scheduler, step, rng) -> None:
         states = [rng.bit_generator.state]

@@ -13,6 +13,7 @@ import torch
 from ostinato.model.corpus import CorpusSplit
 from ostinato.model.tokens import DRUM_PROGRAM, TokenType, Vocab, load_tokenizer, split_bars
 from ostinato.model.train import (
+    BEST,
     CHECKPOINT,
     ROLES,
     TrainConfig,
@@ -76,6 +77,10 @@ def test_training_lowers_the_loss_and_writes_its_files(tiny_corpus, tmp_path) ->
     assert (tmp_path / "loss.png").stat().st_size > 1000
     assert (tmp_path / "tokenizer.json").is_file()
     assert load_checkpoint(tmp_path)["step"] == 40
+    best = load_checkpoint(tmp_path / BEST)  # the weights at the lowest validation loss
+    assert best["val_loss"] == pytest.approx(min(float(r["val_loss"]) for r in rows), abs=1e-5)
+    assert best["step"] == int(min(rows, key=lambda r: float(r["val_loss"]))["step"])
+    assert "optimizer" not in best
 
 
 def test_resume_continues_bit_for_bit(tiny_corpus, tmp_path) -> None:
