@@ -92,6 +92,7 @@ class Note:
     pitch: int
     epoch: int | None
     deadline: int | None  # where its pass ended
+    end_lost: bool = False  # sounding at a cycle the stand-in missed: its end may be lost there
 
 
 class Timeline:
@@ -177,10 +178,30 @@ class Timeline:
 
     def notes(self) -> list[Note]:
         """Received notes paired with their ends: a note-off (or a velocity-0 note-on) ends
-        the oldest sounding note of its key; CC 123 / CC 120 ends every note of its channel."""
+        the oldest sounding note of its key; CC 123 / CC 120 ends every note of its channel.
+
+        A note still sounding a period after a cycle the stand-in missed (an xrun) may have
+        had its note-off in that cycle, which the recorder never heard: it is closed there
+        unpaired (``end_lost``, ``off`` None). Paired on, the lost note-off would shift every
+        later pair of its key by one: each note ended by the next one's note-off, and the last
+        of each later pass seemingly hanging until the first note-off of its key after it,
+        seconds later."""
         sounding: dict[tuple[int, int], list[Note]] = defaultdict(list)
         notes: list[Note] = []
+        gaps = sorted(self.gaps)
+        g = 0
+
+        def lose_ends(before: int) -> None:
+            """Close the notes begun before frame ``before`` (a gap's end) still sounding."""
+            for open_notes in sounding.values():
+                for note in open_notes:
+                    note.end_lost = note.on < before
+                open_notes[:] = [note for note in open_notes if not note.end_lost]
+
         for frame, m in self.received():
+            while g < len(gaps) and gaps[g][1] + self.period <= frame:
+                lose_ends(gaps[g][1])
+                g += 1
             if not m:
                 continue
             kind, ch = m[0] & 0xF0, m[0] & 0x0F
@@ -200,14 +221,19 @@ class Timeline:
                         for note in open_notes:
                             note.off = frame
                         open_notes.clear()
+        for _, end in gaps[g:]:  # gaps after the last event: what still sounds may end there
+            lose_ends(end)
         return notes
 
     def hanging(self, slack_ms: float = 10.0) -> list[Note]:
         """Notes not ended by the end of their pass (the next jump or Stop) + ``slack_ms``,
-        and notes that never ended at all (but those whose end was due near a gap)."""
+        and notes that never ended at all (but those whose end was due near a gap, or may
+        have been lost in one)."""
         slack = slack_ms * self.rate / 1000.0
         out = []
         for n in self.notes():
+            if n.end_lost:
+                continue
             limit = (n.deadline if n.deadline is not None else n.on) + slack
             if self.near_gap(limit) or (n.off is not None and self.near_gap(n.off)):
                 continue

@@ -128,6 +128,37 @@ def test_grid_judges_a_late_note_and_a_hanging_one() -> None:
     assert [n.pitch for n in tl.hanging()] == [38]
 
 
+def test_grid_a_note_off_lost_in_a_missed_cycle_hangs_no_later_note() -> None:
+    """A cycle the recorder missed (an xrun) can swallow a note-off. Paired oldest first, every
+    later note of that key would end at the next one's note-off and the last of each pass
+    would seem to hang until the first note-off of its key after it, seconds later (in the
+    matrix: a hi-hat at the end of the 174 BPM pass "ended 1.5 s after its pass", the 300 BPM
+    pass's 2.5 s, the jitter pass's 1.5 s, in one run). The note whose end may be lost is not
+    judged; the rest keep their own ends; a note the daemon never ended is still found."""
+    plan = Plan(bpm=120).start().bars(2).stop().rest(4).start().bars(2).stop()
+    log = offline_log(plan, received=[])
+    log["period"] = 256
+    received, last = [], []
+    for p in Timeline(log).passes:  # a closed hi-hat on every beat, an eighth long
+        for beat in range(8):
+            on = round(p.frame_of(beat * 24))
+            received += [[on, [0x99, 42, 80]], [on + 12000, [0x89, 42, 0]]]
+        last.append(on)
+    lost = received.pop(3)  # the second note's note-off: in a cycle the recorder missed
+    log["received"] = received
+    log["gaps"] = [[lost[0] - 100, lost[0] + 156]]
+    tl = Timeline(log)
+    assert tl.hanging() == []
+    ended = [n for n in tl.notes() if not n.end_lost]
+    assert len(ended) == 15 and all(n.off == n.on + 12000 for n in ended)
+    del log["gaps"]  # the same recording without the gap: the note-off is the daemon's fault
+    assert [n.on for n in Timeline(log).hanging()] == last  # the last of each pass
+    log["gaps"] = [[lost[0] - 100, lost[0] + 156]]
+    log["received"] = received[:-1]  # and the last note of the second pass never ends
+    (hung,) = Timeline(log).hanging()
+    assert hung.off is None and hung.on == last[-1]
+
+
 def test_garbage_is_garbage() -> None:
     ticks = [1000.0 * k for k in range(100)]
     junk = garbage(7, 10_000, 34_000, ticks)
