@@ -40,6 +40,8 @@ music the model never saw (``--split heldout``):
     bar's middle (beats 1 and 3 in 4/4) — up to a 16th after it;
   - ``pitch_class_overlap``, ``onset_overlap``, ``drum_onset_f1``: as for a continuation
     (:mod:`ostinato.evaluate.metrics`), over the asked-for parts;
+  - ``kick_on_one``: of the bars where drums are asked for, the share whose downbeat has a
+    bass drum (GM 35 or 36): the groove's anchor, which a jam partner keeps bar to bar;
   - ``density_ratio``: the asked-for parts' notes ÷ the real ones'.
 
   Presence, chord tones and density pool every window's bars and notes; the overlaps and F1
@@ -339,6 +341,7 @@ ACCOMPANY_COLUMNS = (
     ("pitch_class_overlap", "pc-ovl"),
     ("onset_overlap", "onset-ovl"),
     ("drum_onset_f1", "drum-F1"),
+    ("kick_on_one", "kick-1"),
     ("density_ratio", "density"),
 )
 

@@ -36,6 +36,8 @@ from ostinato.model.tokens import DRUM_PROGRAM, Meter, Vocab, split_bars
 CONTEXT_BARS = 4
 DEFAULT_BARS = 8
 BASS_PROGRAMS = frozenset(range(32, 40))
+#: General MIDI's bass drums (acoustic, 35, and bass drum 1, 36): a drum bar's downbeat kick.
+KICKS = frozenset((35, 36))
 CONTEXTS = ("all", "musician")
 #: Pitched parts a window needs, without a bass program, for its lowest to play the bass role.
 LOWEST_AS_BASS = 3
@@ -203,6 +205,9 @@ def accompany_metrics(vocab: Vocab, window: AccompanyWindow, played: Sequence[np
         if DRUM_PROGRAM in asked:
             counts["drum_bars"] += 1
             counts["drums_played"] += DRUM_PROGRAM in there
+            counts["kick_on_one"] += any(
+                n.program == DRUM_PROGRAM and n.pitch in KICKS and n.position == 0 for n in notes
+            )
         for n in notes:
             if n.program in bass and harmony:
                 hit = n.pitch % 12 in harmony
@@ -252,6 +257,7 @@ def summarize_accompany(rows: Sequence[dict]) -> dict:
         "presence": _ratio(counts, "parts_played", "part_bars"),
         "bass_presence": _ratio(counts, "bass_played", "bass_bars"),
         "drums_presence": _ratio(counts, "drums_played", "drum_bars"),
+        "kick_on_one": _ratio(counts, "kick_on_one", "drum_bars"),
         "bass_chord_tones": _ratio(counts, "chord_tones", "bass_notes"),
         "bass_chord_tones_strong": _ratio(counts, "strong_chord_tones", "strong_notes"),
         **means,

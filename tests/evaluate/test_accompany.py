@@ -105,6 +105,7 @@ def test_the_real_parts_score_as_the_music_does(header_tokenizer, header_vocab) 
     window = band_window(header_tokenizer, vocab)
     real = summarize_accompany([accompany_metrics(vocab, window, RealParts(vocab)(window, 0))])
     assert real["presence"] == real["bass_presence"] == real["drums_presence"] == 1.0
+    assert real["kick_on_one"] == 1.0  # the band's kick on every beat
     # the band's bass plays the roots of the keys' chords
     assert real["bass_chord_tones"] == 1.0 and real["bass_chord_tones_strong"] == 1.0
     assert real["bass_notes"] == 4 * 4
@@ -119,6 +120,30 @@ def test_the_real_parts_score_as_the_music_does(header_tokenizer, header_vocab) 
     # the last context bar's root (G) under the next bars' chords (A, F, C, G): two of the
     # four chords hold a G (C major, G major), A minor and F major do not
     assert scored["bass_chord_tones"] == pytest.approx(0.5)
+
+
+def test_kick_on_one_counts_the_downbeats_with_a_bass_drum(header_tokenizer, header_vocab) -> None:
+    """Drums whose kick comes an eighth late, and in every other bar a downbeat snare: drums
+    in every bar, a bass drum on no downbeat; the same with the kick on 1 in two bars."""
+    vocab = header_vocab
+    window = band_window(header_tokenizer, vocab)
+
+    def drums(kick_on_one: set[int]) -> list[np.ndarray]:
+        score = Score(TPQ)
+        kit = Track(program=0, is_drum=True)
+        for bar in range(4):
+            t0 = bar * 4 * TPQ
+            kit.notes.append(Note(t0 + TPQ // 2, TPQ // 4, 36, 100))
+            kit.notes.append(Note(t0, TPQ // 4, 38 if bar % 2 else 42, 90))
+            if bar in kick_on_one:
+                kit.notes.append(Note(t0, TPQ // 4, 35, 100))
+        score.tracks.append(kit)
+        return split_bars(score_to_ids(header_tokenizer, score).astype(np.int64), vocab.bar_id)
+
+    late = summarize_accompany([accompany_metrics(vocab, window, drums(set()))])
+    assert late["drums_presence"] == 1.0 and late["kick_on_one"] == 0.0
+    some = summarize_accompany([accompany_metrics(vocab, window, drums({0, 3}))])
+    assert some["kick_on_one"] == 0.5
 
 
 def test_chord_tones_count_against_the_musicians_harmony(header_tokenizer, header_vocab) -> None:
