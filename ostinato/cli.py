@@ -136,12 +136,13 @@ def _add_train(sub) -> None:
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int,
                    help="processes drawing the training windows beside the steps (default 0: "
-                   "drawn between them, --resume goes on bit for bit; a GPU: 2-4)")  # fmt: skip
+                   "drawn between them, --resume goes on bit for bit; a GPU: 4-8)")  # fmt: skip
     p.add_argument("--compile", action="store_const", const=True,
                    help="torch.compile the network for the training steps (on a GPU)")  # fmt: skip
     p.add_argument("--minutes", type=float,
-                   help="train about this long: --steps is set from the rate of the first "
-                   "60 steps (keep --warmup-steps above 60) and kept for --resume")  # fmt: skip
+                   help="train about this long: --steps is set from the rate of 50 steps "
+                   "(from step 10 + 4 a worker; a longer warm-up keeps the schedule smooth) "
+                   "and kept for --resume with the same command")  # fmt: skip
     p.set_defaults(func=_cmd_train)
 
 

@@ -399,14 +399,24 @@ def training_batches(
             yield torch.from_numpy(sampler.batch(rng, cfg.batch_size))
     loader = torch.utils.data.DataLoader(
         _Windows(sampler, cfg.batch_size, [cfg.seed, rank, step]), batch_size=None,
-        num_workers=cfg.workers, pin_memory=pin, prefetch_factor=4, persistent_workers=True,
+        num_workers=cfg.workers, pin_memory=pin, prefetch_factor=PREFETCH,
     )  # fmt: skip
     yield from loader
 
 
-#: ``--minutes``: the steps are timed from the ``TIMED_FROM``-th step of the run (a compiled
-#: network and the loader are warm by then) to the ``TIMED_TO``-th, then fixed.
-TIMED_FROM, TIMED_TO = 10, 60
+#: Batches each loader worker draws ahead.
+PREFETCH = 4
+#: ``--minutes``: ``TIMED_STEPS`` steps are timed from the ``TIMED_FROM``-th step of the run
+#: (a compiled network is warm by then), later by the batches the loader drew ahead while it
+#: compiled (:func:`timed_span`), then the steps are fixed.
+TIMED_FROM, TIMED_STEPS = 10, 50
+
+
+def timed_span(workers: int) -> tuple[int, int]:
+    """The steps of a run (counted from where it starts) between which ``--minutes`` times
+    the rate: after the loader's queue, filled while the network compiled, is used up."""
+    start = TIMED_FROM + PREFETCH * workers
+    return start, start + TIMED_STEPS
 
 
 def steps_for(minutes: float, elapsed_s: float, step: int, per_step_s: float,
@@ -492,6 +502,8 @@ class Trainer:
         self.vocab = Vocab.from_tokenizer(self.tokenizer)
         self.is_main = self.rank == 0
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.best = math.inf  # the lowest validation loss of the run so far (best.pt's)
+        self.timed_steps: int | None = None  # the last step, where --minutes set it
 
     def _build(self, model_args: dict | None):
         cfg = self.cfg
@@ -532,6 +544,13 @@ class Trainer:
                 torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
             if self.is_main:
                 log.info("resumed from %s at step %d", ckpt_path, step)
+            timed = ckpt.get("timed_steps")
+            if timed and (cfg.minutes or cfg.steps == timed):
+                self.timed_steps = int(timed)
+                if cfg.minutes:  # the same command again: the steps its timing fixed
+                    cfg.steps, cfg.minutes = int(timed), 0.0
+                    if self.is_main:
+                        log.info("the run's steps were set by --minutes: to step %d", timed)
         else:
             if cfg.init:
                 from ostinato.exporter.reload import load_into
@@ -581,26 +600,35 @@ class Trainer:
         last = {"train_loss": float("nan"), "val_loss": float("nan")}
         stop_at = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
         tokens_done, t0 = 0, time.perf_counter()
-        first, timed_from = step, 0.0
+        first, timed_from, paused, paused_from = step, 0.0, 0.0, 0.0
+        time_from, time_to = timed_span(cfg.workers)
         best_path = self.run_dir / BEST
-        best = math.inf
-        if resume and best_path.is_file():
-            best = load_checkpoint(best_path)["val_loss"]
+        self.best = ckpt.get("best_val_loss", math.inf) if ckpt else math.inf
+        if not resume and self.is_main:
+            best_path.unlink(missing_ok=True)  # an earlier run's, in a reused folder
         try:
             while step < stop_at:
-                if cfg.minutes and step - first == TIMED_FROM:
-                    timed_from = time.perf_counter()
-                elif cfg.minutes and step - first == TIMED_TO:
-                    # the length fixed from the rate: the warm-up is linear in the step alone,
-                    # and the cosine that follows is drawn to the new last step
+                if cfg.minutes and step - first in (time_from, time_to):
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
                     now = time.perf_counter()
-                    per_step = (now - timed_from) / (TIMED_TO - TIMED_FROM)
-                    cfg.steps = steps_for(cfg.minutes, now - started, step, per_step, cfg)
-                    cfg.minutes = 0.0  # the checkpoint's config holds the steps, for --resume
-                    stop_at = cfg.steps if stop_after is None else min(cfg.steps, stop_at)
-                    bar.total = cfg.steps
-                    if self.is_main:
-                        log.info("%.0f ms a step: training to step %d", per_step * 1e3, cfg.steps)
+                    if step - first == time_from:
+                        timed_from, paused_from = now, paused
+                    else:  # the length fixed from the rate (validation and saving left out)
+                        per_step = (now - timed_from - (paused - paused_from)) / TIMED_STEPS
+                        cfg.steps = steps_for(cfg.minutes, now - started, step, per_step, cfg)
+                        if self.distributed:  # every rank to the same last step, rank 0's
+                            shared = [cfg.steps]
+                            dist.broadcast_object_list(shared, src=0)
+                            cfg.steps = int(shared[0])
+                        cfg.minutes = 0.0
+                        self.timed_steps = cfg.steps  # kept in the checkpoint for --resume
+                        stop_at = cfg.steps if stop_after is None else min(cfg.steps, stop_at)
+                        bar.total = cfg.steps
+                        bar.refresh()
+                        if self.is_main:
+                            log.info("%.0f ms a step: training to step %d", per_step * 1e3,
+                                     cfg.steps)  # fmt: skip
                 model.train()
                 cpu_batch = next(batches)
                 batch = cpu_batch.to(self.device, non_blocking=True)
@@ -620,12 +648,13 @@ class Trainer:
                 rate = tokens_done / max(1e-9, time.perf_counter() - t0)
                 bar.update()
                 bar.set_postfix(loss=f"{last['train_loss']:.3f}", tok_s=f"{rate:,.0f}")
+                pause = time.perf_counter()
                 if evaluating:
                     if val is not None:
                         last["val_loss"] = self.validation_loss(model, val)
-                        if self.is_main and last["val_loss"] < best:
-                            best = last["val_loss"]
-                            self.save_best(model, mcfg, step, best)
+                        if self.is_main and last["val_loss"] < self.best:
+                            self.best = last["val_loss"]
+                            self.save_best(model, mcfg, step, self.best)
                     if self.is_main:
                         with metrics.open("a", newline="") as fh:
                             csv.writer(fh).writerow(
@@ -640,6 +669,7 @@ class Trainer:
                         plot_metrics(metrics, self.run_dir / "loss.png")
                 if step % cfg.checkpoint_every == 0 or step == stop_at:
                     self.save(model, mcfg, optimizer, scheduler, step, rng)
+                paused += time.perf_counter() - pause
         except KeyboardInterrupt:
             if self.is_main:
                 log.warning("interrupted: saving a checkpoint at step %d", step)
@@ -647,6 +677,7 @@ class Trainer:
             raise
         finally:
             bar.close()
+            batches.close()  # the loader's workers end with it
         return {"step": step, **last, "parameters": model.num_parameters()}
 
     @torch.no_grad()
@@ -684,6 +715,8 @@ class Trainer:
             "scheduler": scheduler.state_dict(),
             "step": step,
             "train_config": asdict(self.cfg),
+            "best_val_loss": self.best,
+            "timed_steps": self.timed_steps,
             "rng": {
                 "numpy": states,
                 "torch": torch.get_rng_state(),

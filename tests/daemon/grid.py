@@ -180,28 +180,22 @@ class Timeline:
         """Received notes paired with their ends: a note-off (or a velocity-0 note-on) ends
         the oldest sounding note of its key; CC 123 / CC 120 ends every note of its channel.
 
-        A note still sounding a period after a cycle the stand-in missed (an xrun) may have
-        had its note-off in that cycle, which the recorder never heard: it is closed there
-        unpaired (``end_lost``, ``off`` None). Paired on, the lost note-off would shift every
-        later pair of its key by one: each note ended by the next one's note-off, and the last
-        of each later pass seemingly hanging until the first note-off of its key after it,
-        seconds later."""
+        The daemon never strikes a key again before it released it, so a note-on of a key
+        that still sounds, where a cycle the stand-in missed (an xrun) fell while it sounded,
+        means that its note-off was in that cycle, which the recorder never heard: the older
+        note is closed unpaired (``end_lost``, ``off`` None). Paired on, the lost note-off
+        would shift every later pair of its key by one: each note ended by the next one's
+        note-off, and the last of each later pass seemingly hanging until the first note-off
+        of its key after it, seconds later. A note never ended that sounded through such a
+        cycle is ``end_lost`` too."""
         sounding: dict[tuple[int, int], list[Note]] = defaultdict(list)
         notes: list[Note] = []
         gaps = sorted(self.gaps)
-        g = 0
 
-        def lose_ends(before: int) -> None:
-            """Close the notes begun before frame ``before`` (a gap's end) still sounding."""
-            for open_notes in sounding.values():
-                for note in open_notes:
-                    note.end_lost = note.on < before
-                open_notes[:] = [note for note in open_notes if not note.end_lost]
+        def through_gap(on: int, until: int) -> bool:
+            return any(start < until and end > on for start, end in gaps)
 
         for frame, m in self.received():
-            while g < len(gaps) and gaps[g][1] + self.period <= frame:
-                lose_ends(gaps[g][1])
-                g += 1
             if not m:
                 continue
             kind, ch = m[0] & 0xF0, m[0] & 0x0F
@@ -210,7 +204,11 @@ class Timeline:
                 note = Note(frame, None, ch, m[1], None if p is None else p.epoch,
                             None if p is None else p.end)  # fmt: skip
                 notes.append(note)
-                sounding[(ch, m[1])].append(note)
+                open_notes = sounding[(ch, m[1])]
+                for older in open_notes:
+                    older.end_lost = through_gap(older.on, frame)
+                open_notes[:] = [older for older in open_notes if not older.end_lost]
+                open_notes.append(note)
             elif (kind == 0x80 or kind == 0x90) and len(m) == 3:
                 open_notes = sounding.get((ch, m[1]))
                 if open_notes:
@@ -221,8 +219,9 @@ class Timeline:
                         for note in open_notes:
                             note.off = frame
                         open_notes.clear()
-        for _, end in gaps[g:]:  # gaps after the last event: what still sounds may end there
-            lose_ends(end)
+        for open_notes in sounding.values():  # never ended: lost in a gap it sounded through?
+            for note in open_notes:
+                note.end_lost = through_gap(note.on, 1 << 62)
         return notes
 
     def hanging(self, slack_ms: float = 10.0) -> list[Note]:

@@ -145,12 +145,17 @@ def test_grid_a_note_off_lost_in_a_missed_cycle_hangs_no_later_note() -> None:
             received += [[on, [0x99, 42, 80]], [on + 12000, [0x89, 42, 0]]]
         last.append(on)
     lost = received.pop(3)  # the second note's note-off: in a cycle the recorder missed
+    held = received[0][0]  # a pad held through that cycle, its note-off heard after it
+    received += [[held, [0x90, 60, 70]], [lost[0] + 20000, [0x80, 60, 0]]]
     log["received"] = received
     log["gaps"] = [[lost[0] - 100, lost[0] + 156]]
     tl = Timeline(log)
     assert tl.hanging() == []
-    ended = [n for n in tl.notes() if not n.end_lost]
+    ended = [n for n in tl.notes() if not n.end_lost and n.pitch == 42]
     assert len(ended) == 15 and all(n.off == n.on + 12000 for n in ended)
+    (pad,) = [n for n in tl.notes() if n.pitch == 60]  # judged: its end was heard
+    assert not pad.end_lost and pad.off == lost[0] + 20000
+    received = received[:-2]
     del log["gaps"]  # the same recording without the gap: the note-off is the daemon's fault
     assert [n.on for n in Timeline(log).hanging()] == last  # the last of each pass
     log["gaps"] = [[lost[0] - 100, lost[0] + 156]]

@@ -22,6 +22,7 @@ from ostinato.model.train import (
     load_checkpoint,
     lr_at,
     steps_for,
+    timed_span,
 )
 
 TINY = dict(
@@ -81,6 +82,9 @@ def test_training_lowers_the_loss_and_writes_its_files(tiny_corpus, tmp_path) ->
     assert best["val_loss"] == pytest.approx(min(float(r["val_loss"]) for r in rows), abs=1e-5)
     assert best["step"] == int(min(rows, key=lambda r: float(r["val_loss"]))["step"])
     assert "optimizer" not in best
+    assert load_checkpoint(tmp_path)["best_val_loss"] == best["val_loss"]  # for --resume
+    Trainer(tiny_corpus, tmp_path, TrainConfig(**{**TINY, "steps": 2, "eval_every": 5})).run()
+    assert load_checkpoint(tmp_path / BEST)["step"] == 2  # a new run in the folder: its own
 
 
 def test_resume_continues_bit_for_bit(tiny_corpus, tmp_path) -> None:
@@ -247,13 +251,24 @@ def test_windows_drawn_by_worker_processes_train_the_same_way(tiny_corpus, tmp_p
 
 
 def test_minutes_sets_the_steps_from_the_rate_and_resume_keeps_them(tiny_corpus, tmp_path) -> None:
-    cfg = TrainConfig(steps=10**6, minutes=0.1, checkpoint_every=10**6, **TINY)
-    result = Trainer(tiny_corpus, tmp_path, cfg).run()
+    cfg = dict(steps=10**6, minutes=0.1, checkpoint_every=10**6, **TINY)
+    first = Trainer(tiny_corpus, tmp_path, TrainConfig(**cfg)).run(stop_after=70)
     ckpt = load_checkpoint(tmp_path)
-    assert 60 < result["step"] < 10**6
-    assert ckpt["train_config"]["steps"] == result["step"] == ckpt["step"]
+    last = ckpt["train_config"]["steps"]
+    assert 60 < last < 10**6 and ckpt["timed_steps"] == last
     assert ckpt["train_config"]["minutes"] == 0.0
-    assert lr_at(result["step"], cfg) == pytest.approx(cfg.min_lr_ratio)  # the cosine ran out
+    assert first["step"] == ckpt["step"] == min(70, last)
+    # the same command resumed: to the step the timing fixed, not timed again
+    resumed = TrainConfig(**cfg)
+    result = Trainer(tiny_corpus, tmp_path, resumed).run(resume=True)
+    assert result["step"] == resumed.steps == last
+    assert lr_at(last, resumed) == pytest.approx(resumed.min_lr_ratio)  # the cosine ran out
+    assert load_checkpoint(tmp_path)["timed_steps"] == last
+
+
+def test_minutes_times_the_steps_after_the_loaders_queue() -> None:
+    assert timed_span(0) == (10, 60)
+    assert timed_span(6) == (34, 84)  # 4 batches a worker drawn ahead while compiling
 
 
 def test_steps_for_a_time_leaves_room_for_validation() -> None:
