@@ -125,6 +125,24 @@ def test_torchrun_ddp_with_two_cpu_processes(tiny_corpus, tmp_path) -> None:
     assert "2 process(es)" in result.stderr
 
 
+def test_torchrun_ranks_train_to_the_same_timed_step(tiny_corpus, tmp_path) -> None:
+    """--minutes under DDP: every rank takes rank 0's last step (else they would part at the
+    end and the gathering of the last checkpoint would hang)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "--master-port", str(free_port()), "-m", "ostinato", "train", str(tiny_corpus),
+        "--out", str(tmp_path), "--size", "tiny", "--seq-len", "64", "--batch-size", "2",
+        "--steps", "1000000", "--minutes", "0.1", "--eval-every", "1000", "--eval-batches", "1",
+        "--checkpoint-every", "1000000", "--device", "cpu",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / CHECKPOINT)
+    assert 60 < ckpt["step"] == ckpt["timed_steps"] < 1000000
+    assert len(ckpt["rng"]["numpy"]) == 2
+
+
 def test_packed_windows_fill_with_whole_files_from_their_start(tiny_corpus) -> None:
     """Past its file's end a window goes on with other files, each from its start (BOS, its
     style, its first Bar), one transposition for the window; unpacked, it is PAD there."""
