@@ -275,7 +275,7 @@ class Clock:
             if stale:
                 follower.restart()  # the ticks start again after a pause: a new line
         # arrivals still undecided are the old epoch's; the next one is this epoch's first tick
-        follower.open_epoch()
+        follower.open_epoch(t)
         self._first_tick = True
         self._suspended_at, self._heard_at = None, t
         self._off_line.clear()
@@ -441,7 +441,8 @@ class Clock:
         if self.running and self.source == "midi":
             if self._first_tick:  # the epoch's song position begins at its first tick
                 self._first_tick = False
-                self._base_index = index
+                # (at the first one the backend lost, when it lost the first ones)
+                self._base_index = index - self.follower.first_lost
             self._heard_at = t
             self._position_ticks = self._song_base + index + 1 - self._base_index
 

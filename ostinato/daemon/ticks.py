@@ -81,6 +81,9 @@ class TickFollower:
         self._lost_reported = False
         self._lost_window: tuple[float, float] | None = None  # when input was lost, if known
         self._first = False  # the next arrival is an epoch's first tick (open_epoch)
+        self._opened: float | None = None  # when the epoch opened (open_epoch's time)
+        self._epoch_loss: tuple[float, float] | None = None  # input lost before its 1st tick
+        self.first_lost = 0  # ticks of the epoch lost before its first counted one
 
     # -- reading ----------------------------------------------------------------------------
     def line_time(self, index: float) -> float:
@@ -100,18 +103,28 @@ class TickFollower:
         self._lost_reported = False  # a loss while stopped is no gap in the new line
 
     def lost(self, since: float | None = None, until: float | None = None) -> None:
-        """The backend lost input: the next gap of whole ticks counts them."""
+        """The backend lost input: the next gap of whole ticks counts them (an epoch's first
+        ticks, lost before its first arrival: :attr:`first_lost`)."""
+        window = None if since is None or until is None else (since, until)
+        if self._first:  # between an epoch's opening and its first tick
+            self._epoch_loss = window
+            return
         self._lost_reported = True
-        self._lost_window = None if since is None or until is None else (since, until)
+        self._lost_window = window
 
-    def open_epoch(self) -> None:
-        """A Start, Continue or Song Position Pointer: the arrivals still undecided belong to
-        the old epoch (dropped, counted as strays), a loss reported before it is no gap in the
-        new one, and the next arrival is the new epoch's first tick, never a stray."""
+    def open_epoch(self, t: float | None = None) -> None:
+        """A Start, Continue or Song Position Pointer at ``t``: the arrivals still undecided
+        belong to the old epoch (dropped, counted as strays), a loss reported before it is no
+        gap in the new one (but one whose frames run past ``t`` may hold the new epoch's first
+        ticks), and the next arrival is the new epoch's first tick, never a stray."""
         self.drop_pending()
+        window = self._lost_window
+        self._epoch_loss = window if t is not None and window and window[1] > t else None
+        self._opened = t
         self._lost_reported = False
         self._lost_window = None
         self._first = True
+        self.first_lost = 0
 
     def place(self, t: float) -> int | None:
         """Whole ticks of the line from its next tick to an arrival at ``t`` after a gap (the
@@ -166,12 +179,30 @@ class TickFollower:
         """An epoch's first tick. On the line it keeps the line (the tick gets the index the
         line gives it); off it (a clock that starts a new grid at Start) the line starts
         again from it, the tempo kept as the first guess."""
+        self.first_lost = self._lost_before_first(t)
         whole = self.place(t)
         if whole is None:
             self._window.clear()
         else:
             self.count += whole
         return self._count(t)
+
+    def _lost_before_first(self, t: float) -> int:
+        """The epoch's ticks the backend lost before its first arrival at ``t``: the tick
+        places a period apart back from ``t`` that fell in the frames it lost and after the
+        epoch opened (the first tick comes within a tick of a Start or Continue)."""
+        window, opened, period = self._epoch_loss, self._opened, self.period
+        self._epoch_loss = None
+        if window is None or opened is None or period is None:
+            return 0
+        since, until = window
+        margin = 0.25 * period
+        lost = 0
+        while True:
+            slot = t - (lost + 1) * period
+            if slot < opened - margin or not since - margin <= slot <= until + margin:
+                return lost
+            lost += 1
 
     def drop_pending(self) -> None:
         """The transport stopped: arrivals still undecided (early ones) were strays; a loop

@@ -46,6 +46,7 @@ class JackServer:
     def __init__(self, name: str, period: int = 64, rate: int = 48000) -> None:
         require("jackd", "jack_lsp", "jack_connect", "jack_midi_clock", "jack_transport")
         self.name = name
+        self.lsp_timeouts = 0  # jack_lsp calls that got no answer in time (ports())
         os.environ["JACK_DEFAULT_SERVER"] = name  # this process's clients (python-rtmidi)
         os.environ["JACK_NO_AUDIO_RESERVATION"] = "1"
         self.env = dict(os.environ)
@@ -80,7 +81,13 @@ class JackServer:
         return subprocess.run(cmd, capture_output=True, text=True, env=self.env, timeout=30)
 
     def ports(self) -> list[str]:
-        return self.run("jack_lsp").stdout.splitlines()
+        """The server's ports; none while ``jack_lsp`` cannot get an answer (the server busy
+        with a client registering on a loaded machine): a caller polling asks again."""
+        try:
+            return self.run("jack_lsp").stdout.splitlines()
+        except subprocess.TimeoutExpired:
+            self.lsp_timeouts += 1
+            return []
 
     def connect(self, a: str, b: str) -> None:
         result = self.run("jack_connect", a, b)

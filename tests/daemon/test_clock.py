@@ -216,6 +216,45 @@ def test_loop_jump_stop_spp_continue_and_spp_while_running() -> None:
     assert len({e.epoch for e in events}) == len(events)  # every event its own epoch
 
 
+@pytest.mark.parametrize("reported", ["after the Continue", "before it"])
+def test_the_first_tick_after_a_continue_lost_in_an_xrun_is_counted(reported: str) -> None:
+    """An xrun swallows the first tick after Stop, SPP, Continue (a DAW's loop jump): the
+    epoch's song position starts at that lost tick, not at the next one (every note of the
+    pass a tick late, as seen through JACK on a loaded machine). The backend's report of the
+    lost frames may come before or after the Continue is handled."""
+    clock, events = started(exact=True)
+    true = tick_times([(40 * PPQN, 120, 120)])
+    feed(clock, true[: 8 * PPQN])
+    clock.on_stop(true[8 * PPQN])
+    clock.on_song_position(true[8 * PPQN], 16)
+    xrun = (true[8 * PPQN] + 0.0001, true[8 * PPQN] + 0.003)
+    if reported == "before it":
+        clock.on_input_lost(*xrun)
+    clock.on_continue(true[8 * PPQN])
+    if reported == "after the Continue":
+        clock.on_input_lost(*xrun)
+    feed(clock, true[8 * PPQN + 1 : 12 * PPQN])
+    assert events[-1].kind == "jump" and events[-1].beat == 4.0
+    assert clock.map.anchor_beat == pytest.approx(8.0 - 1 / PPQN)
+
+
+def test_the_first_ticks_after_a_later_continue_lost_in_an_xrun_are_counted() -> None:
+    """The same after a pause (a new line): the ticks the lost frames held, each a tick's
+    period back from the first that came, count from the Continue's position; a loss that
+    held no tick place counts nothing."""
+    for lost_ms, ticks in ((3.0, 1), (25.0, 2), (0.0, 0)):
+        clock, _ = started(exact=True)
+        feed(clock, tick_times([(8 * PPQN, 120, 120)]))
+        clock.on_stop(2.0)
+        clock.on_song_position(3.0, 16)
+        later = tick_times([(8 * PPQN, 120, 120)], t0=5.0)
+        clock.on_continue(later[0] - 0.002)
+        if lost_ms:
+            clock.on_input_lost(later[0] - 0.0005, later[0] + lost_ms / 1000)
+        feed(clock, later[ticks:])
+        assert clock.map.anchor_beat == pytest.approx(4.0 + (8 * PPQN - 1) / PPQN), lost_ms
+
+
 def test_a_real_stop_and_a_later_start() -> None:
     clock, events = started(exact=True)
     true = tick_times([(8 * PPQN, 120, 120)])
