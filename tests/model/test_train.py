@@ -102,21 +102,24 @@ def test_resume_continues_bit_for_bit(tiny_corpus, tmp_path) -> None:
     assert resumed["train_loss"] == straight["train_loss"]
 
 
-def free_port() -> int:
+def torchrun_train(corpus, out, *args: str) -> subprocess.CompletedProcess:
+    """``ostinato train CORPUS --out OUT`` (a tiny model on the CPU) in two processes under
+    torchrun, on a free port; ``args``: the run's other flags."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port = sock.getsockname()[1]
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "--master-port", str(port), "-m", "ostinato", "train", str(corpus), "--out", str(out),
+        "--size", "tiny", "--seq-len", "64", "--eval-batches", "1", "--device", "cpu", *args,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 
 
 def test_torchrun_ddp_with_two_cpu_processes(tiny_corpus, tmp_path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "--master-port", str(free_port()), "-m", "ostinato", "train", str(tiny_corpus),
-        "--out", str(tmp_path), "--size", "tiny", "--seq-len", "64", "--batch-size", "4",
-        "--steps", "6", "--eval-every", "3", "--eval-batches", "1", "--device", "cpu",
-    ]  # fmt: skip
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    result = torchrun_train(tiny_corpus, tmp_path, "--batch-size", "4", "--steps", "6",
+                            "--eval-every", "3")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = load_checkpoint(tmp_path / CHECKPOINT)
     assert ckpt["step"] == 6
@@ -128,15 +131,9 @@ def test_torchrun_ddp_with_two_cpu_processes(tiny_corpus, tmp_path) -> None:
 def test_torchrun_ranks_train_to_the_same_timed_step(tiny_corpus, tmp_path) -> None:
     """--minutes under DDP: every rank takes rank 0's last step (else they would part at the
     end and the gathering of the last checkpoint would hang)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "--master-port", str(free_port()), "-m", "ostinato", "train", str(tiny_corpus),
-        "--out", str(tmp_path), "--size", "tiny", "--seq-len", "64", "--batch-size", "2",
-        "--steps", "1000000", "--minutes", "0.1", "--eval-every", "1000", "--eval-batches", "1",
-        "--checkpoint-every", "1000000", "--device", "cpu",
-    ]  # fmt: skip
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    result = torchrun_train(tiny_corpus, tmp_path, "--batch-size", "2", "--steps", "1000000",
+                            "--minutes", "0.1", "--eval-every", "1000",
+                            "--checkpoint-every", "1000000")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = load_checkpoint(tmp_path / CHECKPOINT)
     assert 60 < ckpt["step"] == ckpt["timed_steps"] < 1000000
