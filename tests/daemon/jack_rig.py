@@ -171,7 +171,9 @@ class Probe:
         self.refused = 0  # messages too large for a JACK MIDI buffer
         self._last_cycle, self._seen = -1, set()
         self.cycles = self.missed = 0
+        self.xruns = 0  # JACK's xrun notices: a late client's MIDI of that cycle may be lost
         self.client.set_process_callback(self._process)
+        self.client.set_xrun_callback(self._on_xrun)
         self.client.activate()
         self.in_port = f"{self.client.name}:in"
         self.out_port = f"{self.client.name}:out"
@@ -206,6 +208,9 @@ class Probe:
                     break  # the buffer is full: the rest go out next cycle
                 heapq.heappop(self._pending)
                 written += 1
+
+    def _on_xrun(self, delay: float) -> None:
+        self.xruns += 1
 
     def now(self) -> float:
         return self.client.frame_time / self.rate

@@ -56,11 +56,15 @@ def test_a_jam_on_three_instruments_comes_out_on_three_channels(tmp_path) -> Non
         server.connect(probe.out_port, DAEMON_IN)
         # playing means listening (input before the daemon is ready is not read)
         server.wait_for(lambda: len(probe.notes()) >= 1, 60, "Ostinato never played")
+        xruns = probe.xruns
         for k in range(12):  # the musician's bass line, on channel 2
             probe.send([0x91, 40 + k % 3, 100])
             time.sleep(0.2)
             probe.send([0x81, 40 + k % 3, 0])
         server.wait_for(lambda: len(probe.notes()) >= 30, 60, "Ostinato played too little")
+        # JACK drops the MIDI of a cycle a client was late for: each xrun while the notes went
+        # out (on a loaded machine, the daemon planning its first bar) may have taken one
+        xruns = probe.xruns - xruns
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(30) == 0, log_path.read_text()[-2000:]
         got = [m for _, m in probe.snapshot()]
@@ -84,4 +88,5 @@ def test_a_jam_on_three_instruments_comes_out_on_three_channels(tmp_path) -> Non
     (path,) = sessions.glob("*.mid")
     tracks = {t.name: t for t in mido.MidiFile(str(path)).tracks}
     assert "In ch2 program 33" in tracks, list(tracks)  # heard as bass, not piano
-    assert sum(m.type == "note_on" and m.velocity > 0 for m in tracks["In ch2 program 33"]) == 12
+    heard = sum(m.type == "note_on" and m.velocity > 0 for m in tracks["In ch2 program 33"])
+    assert 12 - xruns <= heard <= 12, (heard, xruns)
