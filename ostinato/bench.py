@@ -129,11 +129,12 @@ def bench_torch(card: dict, prompt: np.ndarray, steps: int, naive_steps: int) ->
         t0 = time.perf_counter()
         logits, pk, pv = model(tokens)
         out["prefill_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
-        times, position = [], tokens.shape[1]
+        times, position, before = [], tokens.shape[1], tokens[:, -1:]
         for _ in range(steps):
             token = logits[:, -1].argmax(-1, keepdim=True)
             t0 = time.perf_counter()
-            logits, k, v = model(token, torch.tensor([[position]]), pk, pv)
+            logits, k, v = model(token, torch.tensor([[position]]), pk, pv, prev_tokens=before)
+            before = token
             pk, pv = torch.cat((pk, k), 3), torch.cat((pv, v), 3)
             times.append(time.perf_counter() - t0)
             position += 1

@@ -129,6 +129,10 @@ def _add_train(sub) -> None:
                    "freedoom-midi=4,synth=0.5 (default 1 each)")  # fmt: skip
     p.add_argument("--init", metavar="MODEL",
                    help="start a new run from the weights of this model folder")  # fmt: skip
+    p.add_argument("--previous-token", action="store_const", const=True,
+                   help="a new model's tokens also enter with an embedding of the token before "
+                   "each, which copying a bar needs (starts at zero: with --init, the same "
+                   "model at step 0)")  # fmt: skip
     p.add_argument("--eval-every", type=int)
     p.add_argument("--eval-batches", type=int)
     p.add_argument("--checkpoint-every", type=int)

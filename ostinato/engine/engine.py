@@ -42,10 +42,11 @@ import numpy as np
 import onnxruntime as ort
 
 from ostinato.engine.copy import CopyPrior
+from ostinato.exporter.runtime import PREV_INPUT
 from ostinato.model.grammar import Grammar, GrammarConfig, State
 from ostinato.model.sampling import Sampler, SamplingSettings
 from ostinato.model.style import NONE
-from ostinato.model.tokens import TOKENIZER_FILE, TokenType, Vocab, load_tokenizer
+from ostinato.model.tokens import NO_PREVIOUS, TOKENIZER_FILE, TokenType, Vocab, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +225,8 @@ class Engine:
         L, H, D = m["n_layer"], m["n_head"], m["d_model"] // m["n_head"]
         expected = ["tokens", "positions", "attn_mask"]
         expected += [f"past_k_{i}" for i in range(L)] + [f"past_v_{i}" for i in range(L)]
+        self._previous = bool(m.get("previous_token"))  # the graphs take the token before each
+        expected += [PREV_INPUT] if self._previous else []
         sessions = {}
         for path in dict.fromkeys((onnx_path, decode_path)):
             try:
@@ -270,6 +273,7 @@ class Engine:
         self.v_buf = np.zeros((L, 1, H, W, D), dtype=np.float32)
         self._tok1 = np.zeros((1, 1), dtype=np.int64)
         self._pos1 = np.zeros((1, 1), dtype=np.int64)
+        self._prev1 = np.full((1, 1), NO_PREVIOUS, dtype=np.int64)
         self._mask1 = np.full((1, 1, 1, W + 1), -np.inf, dtype=np.float32)
         self._mask1[..., W] = 0.0  # a new token always sees itself
         self._slot_valid = self._mask1[0, 0, 0, :W]  # view: 0 = holds a token, -inf = free
@@ -296,6 +300,8 @@ class Engine:
         inputs = [("tokens", self._tok1), ("positions", self._pos1), ("attn_mask", self._mask1)]
         for i in range(self.k_buf.shape[0]):  # per-layer views of the one buffer: no copies
             inputs += [(f"past_k_{i}", self.k_buf[i]), (f"past_v_{i}", self.v_buf[i])]
+        if self._previous:
+            inputs.append((PREV_INPUT, self._prev1))
         self._bound = inputs  # keep the arrays the OrtValues point into alive
         for name, arr in inputs:
             io.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(arr))
@@ -613,13 +619,14 @@ class Engine:
         slot = int(np.argmax(self._free))  # first free slot
         self._tok1[0, 0] = token
         self._pos1[0, 0] = self.next_position
+        n = self._ctx_len
+        self._prev1[0, 0] = self._ctx_tokens[n - 1] if n else NO_PREVIOUS
         self.decode_session.run_with_iobinding(self._io)
         self.k_buf[:, :, :, slot] = self._newk1[:, :, :, 0]
         self.v_buf[:, :, :, slot] = self._newv1[:, :, :, 0]
         self._slot_pos[slot] = self.next_position
         self.last_logits = self._logits1[0]
         # The per-token bookkeeping of _remember, without building arrays.
-        n = self._ctx_len
         self._ctx_tokens[n] = token
         self._ctx_slots[n] = slot
         self._ctx_len = n + 1
@@ -643,6 +650,10 @@ class Engine:
         for i in range(self.k_buf.shape[0]):
             feeds[f"past_k_{i}"] = self.k_buf[i]
             feeds[f"past_v_{i}"] = self.v_buf[i]
+        if self._previous:
+            n = self._ctx_len
+            before = self._ctx_tokens[n - 1] if n else NO_PREVIOUS
+            feeds[PREV_INPUT] = np.concatenate(([before], tokens[:-1])).astype(np.int64)[None]
         logits, new_k, new_v = self.session.run(None, feeds)
         self.k_buf[:, :, :, slots] = new_k
         self.v_buf[:, :, :, slots] = new_v

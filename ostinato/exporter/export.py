@@ -23,7 +23,7 @@ from ostinato.exporter.graph import (
 )
 from ostinato.exporter.runtime import ort_run
 from ostinato.model.network import Decoder
-from ostinato.model.tokens import TOKENIZER_FILE, load_tokenizer
+from ostinato.model.tokens import NO_PREVIOUS, TOKENIZER_FILE, load_tokenizer
 from ostinato.model.train import load_checkpoint, model_from_checkpoint
 
 log = logging.getLogger(__name__)
@@ -86,11 +86,13 @@ def export_graph(model: Decoder, path: Path, fp16: bool = False, decode: bool = 
         "past_k": [{2: S}] * L,
         "past_v": [{2: S}] * L,
     }
+    if model.config.previous_token:
+        dynamic_shapes["prev"] = token_shape
     with torch.no_grad():
         program = torch.onnx.export(
             graph,
             args,
-            input_names=input_names(L),
+            input_names=input_names(L, model.config.previous_token),
             output_names=list(OUTPUTS),
             dynamic_shapes=dynamic_shapes,
             dynamo=True,
@@ -126,8 +128,8 @@ def check_parity(
     model = model.float().eval()
     empty = np.zeros((cfg.n_layer, 1, cfg.n_head, 0, cfg.head_dim), dtype=np.float32)
 
-    def ort_step(sess, tokens, start, past_k, past_v):
-        return ort_run(sess, cfg.n_layer, tokens, start, past_k, past_v)
+    def ort_step(sess, tokens, start, past_k, past_v, before=NO_PREVIOUS):
+        return ort_run(sess, cfg.n_layer, tokens, start, past_k, past_v, before)
 
     tokens = prompt.astype(np.int64)[None]
     # ORT needs S ≥ 1 in the graph's dims only if the exporter specialized it; S = 0 works.
@@ -145,11 +147,15 @@ def check_parity(
         ort_out.append(a)
         torch_out.append(b)
         step = np.array([[a]], dtype=np.int64)
-        logits, k, v = ort_step(decode_session or session, step, position, past_k, past_v)
+        before_a = ort_out[-2] if len(ort_out) > 1 else int(tokens[0, -1])
+        before_b = torch_out[-2] if len(torch_out) > 1 else int(tokens[0, -1])
+        logits, k, v = ort_step(decode_session or session, step, position, past_k, past_v,
+                                before_a)  # fmt: skip
         past_k = np.concatenate((past_k, k), axis=3)
         past_v = np.concatenate((past_v, v), axis=3)
         with torch.no_grad():
-            out, k2, v2 = model(torch.tensor([[b]]), torch.tensor([[position]]), tk, tv)
+            out, k2, v2 = model(torch.tensor([[b]]), torch.tensor([[position]]), tk, tv,
+                                prev_tokens=torch.tensor([[before_b]]))  # fmt: skip
         tk, tv = torch.cat((tk, k2), 3), torch.cat((tv, v2), 3)
         t_logits = out[:, -1]
         if a == b:
@@ -249,7 +255,7 @@ def export_model(
         "context": model.config.max_seq_len if context is None else context,
         "training_steps": ckpt["step"],
         "train_config": ckpt.get("train_config", {}),
-        "inputs": input_names(model.config.n_layer),
+        "inputs": input_names(model.config.n_layer, model.config.previous_token),
         "outputs": list(OUTPUTS),
         "export_seconds": round(export_s, 2),
     }

@@ -7,6 +7,8 @@ Two graphs share one contract (the decode graph is the prefill graph specialized
              attn_mask  float   (1, 1, T, S+T)  additive: 0 = attend, -inf = hidden
              past_k_i   float   (1, H, S, D)    layer i's key buffer (any slot order), i < L
              past_v_i   float   (1, H, S, D)    layer i's value buffer
+             prev_tokens int64  (1, T)          the token before each new one (PAD: not known);
+                                                only a model with ``previous_token`` has it
     outputs  logits     float   (1, V)          next-token logits after the last new token
              new_k      float   (L, 1, H, T, D) keys/values of the new tokens, to be stored
              new_v      float   (L, 1, H, T, D)
@@ -33,18 +35,20 @@ import math
 import torch
 from torch import nn
 
+from ostinato.exporter.runtime import PREV_INPUT
 from ostinato.model.network import Decoder
 
 OUTPUTS = ("logits", "new_k", "new_v")
 
 
-def input_names(n_layer: int) -> list[str]:
+def input_names(n_layer: int, previous_token: bool = False) -> list[str]:
     return [
         "tokens",
         "positions",
         "attn_mask",
         *(f"past_k_{i}" for i in range(n_layer)),
         *(f"past_v_{i}" for i in range(n_layer)),
+        *([PREV_INPUT] if previous_token else []),
     ]
 
 
@@ -53,8 +57,8 @@ class StepGraph(nn.Module):
         super().__init__()
         self.model = model.eval()
 
-    def forward(self, tokens, positions, attn_mask, past_k: list, past_v: list):
-        logits, new_k, new_v = self.model(tokens, positions, past_k, past_v, attn_mask)
+    def forward(self, tokens, positions, attn_mask, past_k: list, past_v: list, prev=None):
+        logits, new_k, new_v = self.model(tokens, positions, past_k, past_v, attn_mask, prev)
         return logits[:, -1], new_k, new_v
 
 
@@ -84,9 +88,11 @@ class DecodeGraph(nn.Module):
             weights.append(nn.Parameter(w.t().contiguous(), requires_grad=False))
         self.qkv = nn.ParameterList(weights)
 
-    def forward(self, tokens, positions, attn_mask, past_k: list, past_v: list):
+    def forward(self, tokens, positions, attn_mask, past_k: list, past_v: list, prev=None):
         m, H, D, C = self.model, self.n_head, self.head_dim, self.d_model
         x = m.embed(tokens)  # (1, 1, C)
+        if m.prev_embed is not None:
+            x = x + m.prev_embed(prev)
         angles = positions.float().unsqueeze(-1) * self.inv_freq  # (1, 1, 2C), fp32
         cos = angles.cos().to(x.dtype)
         sin = (angles.sin() * self.sign).to(x.dtype)
@@ -118,4 +124,6 @@ def example_inputs(model: Decoder, new: int, past: int, dtype=torch.float32):
     past_v = [torch.randn(kv_shape, dtype=dtype) * 0.5 for _ in range(cfg.n_layer)]
     allowed = torch.ones(new, past + new, dtype=torch.bool).tril(past)
     mask = torch.zeros(1, 1, new, past + new, dtype=dtype).masked_fill(~allowed, float("-inf"))
+    if cfg.previous_token:
+        return tokens, positions, mask, past_k, past_v, torch.randint(0, cfg.vocab_size, (1, new))
     return tokens, positions, mask, past_k, past_v

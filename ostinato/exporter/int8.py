@@ -22,6 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ostinato.exporter.runtime import ort_run
+from ostinato.model.tokens import NO_PREVIOUS
 
 
 def quantize_file(src: Path, dst: Path) -> None:
@@ -34,9 +35,11 @@ def quantize_file(src: Path, dst: Path) -> None:
     tmp.replace(dst)
 
 
-def _run(sess: ort.InferenceSession, n_layer: int, tokens, start: int, past_k, past_v):
-    """The last position's logits and the cache grown by these tokens."""
-    logits, k, v = ort_run(sess, n_layer, tokens, start, past_k, past_v)
+def _run(sess: ort.InferenceSession, n_layer: int, tokens, start: int, past_k, past_v,
+         before: int = NO_PREVIOUS):  # fmt: skip
+    """The last position's logits and the cache grown by these tokens (``before``: the token
+    before them)."""
+    logits, k, v = ort_run(sess, n_layer, tokens, start, past_k, past_v, before)
     return logits[0, -1], np.concatenate((past_k, k), axis=3), np.concatenate((past_v, v), axis=3)
 
 
@@ -57,14 +60,15 @@ def agreement(
     b, bk, bv = _run(int8[0], n_layer, tokens, 0, empty, empty)
     same, diff = [], []
     position = tokens.shape[1]
+    before = int(tokens[0, -1])
     for _ in range(steps):
         chosen = int(np.argmax(a))
         same.append(chosen == int(np.argmax(b)))
         diff.append(float(np.abs(a - b).max()))
         step = np.array([[chosen]], dtype=np.int64)
-        a, ak, av = _run(fp32[1], n_layer, step, position, ak, av)
-        b, bk, bv = _run(int8[1], n_layer, step, position, bk, bv)
-        position += 1
+        a, ak, av = _run(fp32[1], n_layer, step, position, ak, av, before)
+        b, bk, bv = _run(int8[1], n_layer, step, position, bk, bv, before)
+        position, before = position + 1, chosen
     return {
         "prompt_tokens": int(tokens.shape[1]),
         "greedy_steps": steps,

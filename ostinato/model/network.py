@@ -11,6 +11,14 @@ training, PyTorch generation and the ONNX exporter:
   when they are computed, so a slot's place in the buffer does not matter and the oldest
   slots can be overwritten without recomputing the rest (a sliding window under RoPE).
 
+With ``previous_token`` each token enters as its own embedding plus a second, learned embedding
+of the token before it (``prev_tokens``; PAD where that token is not known: a window's first).
+That is what copying asks of attention: a key that says "I came after token x" is found by the
+query of the token x just played, and the value carries what followed x last time. Without it
+the first layer has to learn a previous-token head before any head can copy, which a small model
+trained for hours on a CPU did not do (the model card's "hearing a bar come back"). It starts at
+zero, so a model started from one without it (``train --init``) is the same function at step 0.
+
 The cache is stacked over layers: ``(n_layer, B, n_head, S, head_dim)``; the model returns only
 the new entries ``(n_layer, B, n_head, T, head_dim)`` and the caller stores them.
 """
@@ -24,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ostinato.model.tokens import NO_PREVIOUS
+
 
 @dataclass
 class ModelConfig:
@@ -35,6 +45,8 @@ class ModelConfig:
     max_seq_len: int = 1024  # training window and the engine's default KV window
     dropout: float = 0.0
     rope_base: float = 10000.0
+    # each token's input also holds an embedding of the token before it (see Decoder)
+    previous_token: bool = False
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:
@@ -72,6 +84,12 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     x: (B, H, T, D); cos, sin: (B, 1, T, D/2)."""
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+def previous_tokens(tokens: torch.Tensor, first: int = NO_PREVIOUS) -> torch.Tensor:
+    """(B, T) → the token before each: ``first`` (the token before the window), then the
+    window's own tokens shifted by one."""
+    return torch.cat((torch.full_like(tokens[:, :1], first), tokens[:, :-1]), dim=1)
 
 
 class Attention(nn.Module):
@@ -145,6 +163,7 @@ class Decoder(nn.Module):
         super().__init__()
         self.config = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.prev_embed = nn.Embedding(cfg.vocab_size, cfg.d_model) if cfg.previous_token else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model)
@@ -156,6 +175,8 @@ class Decoder(nn.Module):
         for name, p in self.named_parameters():  # GPT-2 scaled init of residual projections
             if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        if self.prev_embed is not None:
+            nn.init.zeros_(self.prev_embed.weight)
 
     def layers(self) -> list[Block]:
         """The blocks, typed (an nn.ModuleList iterates as plain Modules)."""
@@ -176,6 +197,7 @@ class Decoder(nn.Module):
         past_k: torch.Tensor | None = None,  # (L, B, H, S, D)
         past_v: torch.Tensor | None = None,
         attn_mask: torch.Tensor | None = None,  # additive, broadcastable to (B, H, T, S + T)
+        prev_tokens: torch.Tensor | None = None,  # (B, T) the token before each (previous_token)
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits (B, T, V) and the new keys/values (L, B, H, T, D) of these tokens."""
         B, T = tokens.shape
@@ -189,7 +211,14 @@ class Decoder(nn.Module):
             attn_mask = torch.zeros(T, S + T, device=tokens.device).masked_fill(
                 ~allowed, float("-inf")
             )
-        x = self.drop(self.embed(tokens))
+        x = self.embed(tokens)
+        if self.prev_embed is not None:
+            if prev_tokens is None:
+                if past_k is not None:
+                    raise ValueError("a model with previous_token needs prev_tokens after a cache")
+                prev_tokens = previous_tokens(tokens)
+            x = x + self.prev_embed(prev_tokens)
+        x = self.drop(x)
         # Angles in fp32 even in an fp16 graph: positions past 2048 are not exact in fp16.
         freqs = positions.float()[:, :, None] * self.inv_freq.float()  # (B, T, D/2)
         cos, sin = freqs.cos()[:, None].to(x.dtype), freqs.sin()[:, None].to(x.dtype)
@@ -209,11 +238,13 @@ class Decoder(nn.Module):
         logits, past_k, past_v = self(prompt)
         out = []
         position = prompt.shape[1]
+        prev = prompt[:, -1:]
         for _ in range(steps):
             token = logits[:, -1].argmax(-1, keepdim=True)
             out.append(token)
             pos = torch.full_like(token, position)
-            logits, k, v = self(token, pos, past_k, past_v)
+            logits, k, v = self(token, pos, past_k, past_v, prev_tokens=prev)
+            prev = token
             past_k, past_v = torch.cat((past_k, k), 3), torch.cat((past_v, v), 3)
             position += 1
         return torch.cat(out, dim=1)

@@ -62,6 +62,9 @@ DEFAULT_BEAT_RES = {(0, 4): 8, (4, 12): 4}
 DEFAULT_VELOCITY_BINS = 16
 DEFAULT_PITCH_RANGE = (21, 109)  # piano range, upper bound exclusive (miditok convention)
 SPECIAL_TOKENS = ("PAD", "BOS", "EOS")
+#: PAD's id (miditok puts the special tokens first): what a model with ``previous_token`` is
+#: given as the token before the first one of a window, or of a context
+NO_PREVIOUS = 0
 #: The meters a new tokenizer has TimeSig tokens for, as (numerator, denominator).
 #: Half-note meters count 8 positions per half (16ths), eighth-note meters 8 per eighth.
 METERS = (

@@ -91,6 +91,7 @@ class TrainConfig:
     loops: float = 0.0  # share of stretches with a phrase (a loop file: the whole) looped
     weights: str = ""  # sampling weight per source folder: "freedoom-midi=4,synth=0.5"
     init: str = ""  # a model folder whose weights a new run starts from
+    previous_token: bool = False  # a new model's tokens also enter with the one before (network)
     eval_every: int = 250
     eval_batches: int = 20
     checkpoint_every: int = 500
@@ -512,6 +513,7 @@ class Trainer:
         else:  # a longer --seq-len than the size's window widens it (positions are rotary)
             window = max(cfg.seq_len, SIZES[cfg.size]["max_seq_len"]) if cfg.size in SIZES else 0
             mcfg = config_for(cfg.size, self.vocab.size, dropout=cfg.dropout,
+                              previous_token=cfg.previous_token,
                               **({"max_seq_len": window} if window else {}))  # fmt: skip
         seq_len = cfg.seq_len or mcfg.max_seq_len
         if seq_len > mcfg.max_seq_len:

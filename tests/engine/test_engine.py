@@ -306,3 +306,50 @@ def test_a_completed_bar_copies_its_reference_from_the_commit_point_on(
     assert got == expected
     ends_with = engine.context_tokens()[-1]
     assert (ends_with == vocab.bar_id) == (until is None)  # else: stopped inside the bar
+
+
+def test_a_model_that_hears_the_previous_token_runs_as_trained(tmp_path, tokenizer) -> None:
+    """``previous_token``: the graphs take the token before each new one, and the engine gives
+    it in a prefill, an extension, each decoded step and after a truncation, as the network
+    computes it over the whole sequence."""
+    from ostinato.exporter.export import export_model
+    from tests.conftest import save_random_checkpoint
+
+    ckpt_path = save_random_checkpoint(tmp_path / "run", seed=5, previous_token=True)
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    torch.manual_seed(6)
+    ckpt["model"]["prev_embed.weight"] = torch.randn_like(ckpt["model"]["prev_embed.weight"])
+    torch.save(ckpt, ckpt_path)
+    export_model(ckpt_path, tmp_path / "model")
+    model = Decoder(ModelConfig(**ckpt["model_args"]))
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    engine = Engine(tmp_path / "model", device="cpu")
+    ids = score_to_ids(tokenizer, make_band_score(bars=2))[:90].astype(np.int64)
+    full = torch.from_numpy(np.concatenate(([engine.vocab.bos_id], ids)))[None]
+    with torch.no_grad():
+        expected = model(full)[0][0].numpy()
+        weights = model.prev_embed.weight.clone()
+        model.prev_embed.weight.zero_()  # the same network without it: other logits
+        assert np.abs(model(full)[0][0].numpy() - expected).max() > 1e-2
+        model.prev_embed.weight.copy_(weights)
+    engine.reset()
+    engine.feed(ids[:30])
+    np.testing.assert_allclose(engine.last_logits, expected[30], atol=1e-4)
+    engine.feed(ids[30:60])
+    np.testing.assert_allclose(engine.last_logits, expected[60], atol=1e-4)
+    for i in range(60, 70):
+        engine.feed(ids[i : i + 1])
+        np.testing.assert_allclose(engine.last_logits, expected[i + 1], atol=1e-4)
+    engine.truncate(51)  # BOS + 50 tokens: the next one comes after ids[49]
+    engine.feed(ids[50:51])
+    np.testing.assert_allclose(engine.last_logits, expected[51], atol=1e-4)
+    prompt = full[:, :20]
+    greedy = model.generate_greedy(prompt, 30)[0].tolist()
+    engine.reset()
+    engine.feed(prompt[0, 1:].numpy())
+    got = []
+    for _ in range(30):
+        got.append(int(np.argmax(engine.last_logits)))
+        engine.feed([got[-1]])
+    assert got == greedy

@@ -40,3 +40,36 @@ def test_int8_bundled_model_reloads_close():
 
     diff, same = _compare(str(default_model_dir()))
     assert diff < 0.5 and same  # dequantized 8-bit weights against the 8-bit graph
+
+
+def test_a_model_that_hears_the_previous_token_starts_as_the_folder_it_is_loaded_from(
+    tiny_model_dir,
+):
+    """``train --init MODEL --previous-token``: the new embedding starts at zero, so the model
+    computes what the folder's does until training moves it; a folder that has the embedding
+    gives it back."""
+    from dataclasses import replace
+
+    from ostinato.exporter.export import export_model
+    from ostinato.model.train import CHECKPOINT
+
+    config = replace(model_config_of(tiny_model_dir), previous_token=True)
+    torch.manual_seed(7)
+    model = Decoder(config)
+    load_into(model, tiny_model_dir)
+    assert not model.prev_embed.weight.any()
+    plain = Decoder(model_config_of(tiny_model_dir))
+    load_into(plain, tiny_model_dir)
+    tokens = torch.randint(0, config.vocab_size, (1, 60))
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(tokens)[0], plain.eval()(tokens)[0])
+        model.prev_embed.weight.normal_()
+    run = tiny_model_dir.parent / "run-previous"
+    run.mkdir()
+    (run / "tokenizer.json").write_bytes((tiny_model_dir / "tokenizer.json").read_bytes())
+    torch.save({"model_args": config.to_dict(), "model": model.state_dict(), "step": 1},
+               run / CHECKPOINT)  # fmt: skip
+    export_model(run / CHECKPOINT, tiny_model_dir.parent / "model-previous")
+    again = Decoder(config)
+    load_into(again, tiny_model_dir.parent / "model-previous")
+    torch.testing.assert_close(again.prev_embed.weight, model.prev_embed.weight)

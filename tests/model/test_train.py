@@ -87,9 +87,10 @@ def test_training_lowers_the_loss_and_writes_its_files(tiny_corpus, tmp_path) ->
     assert load_checkpoint(tmp_path / BEST)["step"] == 2  # a new run in the folder: its own
 
 
-def test_resume_continues_bit_for_bit(tiny_corpus, tmp_path) -> None:
+@pytest.mark.parametrize("previous_token", [False, True])
+def test_resume_continues_bit_for_bit(tiny_corpus, tmp_path, previous_token) -> None:
     torch.set_num_threads(1)
-    cfg = dict(steps=12, checkpoint_every=100, **TINY)
+    cfg = dict(steps=12, checkpoint_every=100, previous_token=previous_token, **TINY)
     straight = Trainer(tiny_corpus, tmp_path / "a", TrainConfig(**cfg)).run()
     Trainer(tiny_corpus, tmp_path / "b", TrainConfig(**cfg)).run(stop_after=5)
     assert load_checkpoint(tmp_path / "b")["step"] == 5
@@ -100,6 +101,10 @@ def test_resume_continues_bit_for_bit(tiny_corpus, tmp_path) -> None:
         assert torch.equal(tensor, b["model"][name]), name
     assert a["rng"]["numpy"] == b["rng"]["numpy"]
     assert resumed["train_loss"] == straight["train_loss"]
+    assert a["model_args"]["previous_token"] is previous_token
+    assert previous_token == ("prev_embed.weight" in a["model"])
+    if previous_token:  # it starts at zero and learns
+        assert a["model"]["prev_embed.weight"].abs().max() > 1e-3
 
 
 def torchrun_train(corpus, out, *args: str) -> subprocess.CompletedProcess:
