@@ -118,7 +118,7 @@ def bench_torch(card: dict, prompt: np.ndarray, steps: int, naive_steps: int) ->
         import torch
     except ImportError:
         return None
-    from ostinato.model.network import Decoder, ModelConfig
+    from ostinato.model.network import Decoder, ModelConfig, bar_offsets
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -130,10 +130,13 @@ def bench_torch(card: dict, prompt: np.ndarray, steps: int, naive_steps: int) ->
         logits, pk, pv = model(tokens)
         out["prefill_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
         times, position, before = [], tokens.shape[1], tokens[:, -1:]
+        place = bar_offsets(tokens, model.config.bar_token)[:, -1:]
         for _ in range(steps):
             token = logits[:, -1].argmax(-1, keepdim=True)
+            place = torch.where(token == model.config.bar_token, 0, place + 1)
             t0 = time.perf_counter()
-            logits, k, v = model(token, torch.tensor([[position]]), pk, pv, prev_tokens=before)
+            logits, k, v = model(token, torch.tensor([[position]]), pk, pv, prev_tokens=before,
+                                 bar_places=place)  # fmt: skip
             before = token
             pk, pv = torch.cat((pk, k), 3), torch.cat((pv, v), 3)
             times.append(time.perf_counter() - t0)

@@ -133,6 +133,10 @@ def _add_train(sub) -> None:
                    help="a new model's tokens also enter with an embedding of the token before "
                    "each, which copying a bar needs (starts at zero: with --init, the same "
                    "model at step 0)")  # fmt: skip
+    p.add_argument("--bar-rotary", action="store_const", const=True,
+                   help="a new model turns every other rotary pair of its heads with each "
+                   "token's place in its bar, not in the sequence: a head finds the same place "
+                   "in an earlier bar")  # fmt: skip
     p.add_argument("--eval-every", type=int)
     p.add_argument("--eval-batches", type=int)
     p.add_argument("--checkpoint-every", type=int)

@@ -42,11 +42,18 @@ import numpy as np
 import onnxruntime as ort
 
 from ostinato.engine.copy import CopyPrior
-from ostinato.exporter.runtime import PREV_INPUT
+from ostinato.exporter.runtime import PLACE_INPUT, PREV_INPUT
 from ostinato.model.grammar import Grammar, GrammarConfig, State
 from ostinato.model.sampling import Sampler, SamplingSettings
 from ostinato.model.style import NONE
-from ostinato.model.tokens import NO_PREVIOUS, TOKENIZER_FILE, TokenType, Vocab, load_tokenizer
+from ostinato.model.tokens import (
+    NO_PREVIOUS,
+    TOKENIZER_FILE,
+    TokenType,
+    Vocab,
+    bar_places,
+    load_tokenizer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +234,11 @@ class Engine:
         expected += [f"past_k_{i}" for i in range(L)] + [f"past_v_{i}" for i in range(L)]
         self._previous = bool(m.get("previous_token"))  # the graphs take the token before each
         expected += [PREV_INPUT] if self._previous else []
+        self._in_bar = int(m.get("bar_token", -1)) >= 0  # … and each one's place in its bar
+        expected += [PLACE_INPUT] if self._in_bar else []
+        if self._in_bar and m["bar_token"] != self.vocab.bar_id:
+            raise ModelError("the model counts places in the bar from another token than the "
+                             "tokenizer's Bar: the files do not belong together")  # fmt: skip
         sessions = {}
         for path in dict.fromkeys((onnx_path, decode_path)):
             try:
@@ -251,6 +263,8 @@ class Engine:
         half = np.arange(0, D, 2, dtype=np.float32) / np.float32(D)
         base = np.float32(m.get("rope_base", 10000.0))
         self._inv_freq = (np.float32(1.0) / np.power(base, half)).astype(np.float32)
+        # the rotary pairs that turn with the place in the bar (a renumbering leaves them)
+        self._bar_pairs = (np.arange(D // 2) % 2 == 1) & self._in_bar
         self._allocate()
         self._grammars: dict[GrammarConfig, Grammar] = {}
         self._penalized = (self.vocab.types == TokenType.PITCH) | (
@@ -274,6 +288,7 @@ class Engine:
         self._tok1 = np.zeros((1, 1), dtype=np.int64)
         self._pos1 = np.zeros((1, 1), dtype=np.int64)
         self._prev1 = np.full((1, 1), NO_PREVIOUS, dtype=np.int64)
+        self._place1 = np.zeros((1, 1), dtype=np.int64)
         self._mask1 = np.full((1, 1, 1, W + 1), -np.inf, dtype=np.float32)
         self._mask1[..., W] = 0.0  # a new token always sees itself
         self._slot_valid = self._mask1[0, 0, 0, :W]  # view: 0 = holds a token, -inf = free
@@ -283,6 +298,7 @@ class Engine:
         self._bind_decode()
         # Context bookkeeping: tokens in order, the slot each occupies.
         self._ctx_tokens = np.zeros(W, dtype=np.int64)
+        self._ctx_places = np.zeros(W, dtype=np.int64)  # each token's place in its bar
         self._ctx_slots = np.zeros(W, dtype=np.int64)
         self._slot_pos = np.zeros(W, dtype=np.int64)  # the position each slot's key is at
         self._ctx_len = 0
@@ -302,6 +318,8 @@ class Engine:
             inputs += [(f"past_k_{i}", self.k_buf[i]), (f"past_v_{i}", self.v_buf[i])]
         if self._previous:
             inputs.append((PREV_INPUT, self._prev1))
+        if self._in_bar:
+            inputs.append((PLACE_INPUT, self._place1))
         self._bound = inputs  # keep the arrays the OrtValues point into alive
         for name, arr in inputs:
             io.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(arr))
@@ -521,6 +539,7 @@ class Engine:
             (self.k_buf, twin.k_buf),
             (self.v_buf, twin.v_buf),
             (self._ctx_tokens, twin._ctx_tokens),
+            (self._ctx_places, twin._ctx_places),
             (self._ctx_slots, twin._ctx_slots),
             (self._slot_pos, twin._slot_pos),
             (self._free, twin._free),
@@ -600,9 +619,10 @@ class Engine:
         self._history_len = max(0, self._history_len - (self._ctx_len - length))
         self._ctx_len = length
 
-    def _remember(self, tokens: np.ndarray, slots: np.ndarray) -> None:
+    def _remember(self, tokens: np.ndarray, slots: np.ndarray, places: np.ndarray) -> None:
         n = len(tokens)
         self._ctx_tokens[self._ctx_len : self._ctx_len + n] = tokens
+        self._ctx_places[self._ctx_len : self._ctx_len + n] = places
         self._ctx_slots[self._ctx_len : self._ctx_len + n] = slots
         self._ctx_len += n
         self._free[slots] = False
@@ -621,6 +641,8 @@ class Engine:
         self._pos1[0, 0] = self.next_position
         n = self._ctx_len
         self._prev1[0, 0] = self._ctx_tokens[n - 1] if n else NO_PREVIOUS
+        place = 0 if token == self.vocab.bar_id else (self._ctx_places[n - 1] if n else 0) + 1
+        self._place1[0, 0] = place
         self.decode_session.run_with_iobinding(self._io)
         self.k_buf[:, :, :, slot] = self._newk1[:, :, :, 0]
         self.v_buf[:, :, :, slot] = self._newv1[:, :, :, 0]
@@ -628,6 +650,7 @@ class Engine:
         self.last_logits = self._logits1[0]
         # The per-token bookkeeping of _remember, without building arrays.
         self._ctx_tokens[n] = token
+        self._ctx_places[n] = place
         self._ctx_slots[n] = slot
         self._ctx_len = n + 1
         self._free[slot] = False
@@ -650,16 +673,19 @@ class Engine:
         for i in range(self.k_buf.shape[0]):
             feeds[f"past_k_{i}"] = self.k_buf[i]
             feeds[f"past_v_{i}"] = self.v_buf[i]
+        n = self._ctx_len
         if self._previous:
-            n = self._ctx_len
             before = self._ctx_tokens[n - 1] if n else NO_PREVIOUS
             feeds[PREV_INPUT] = np.concatenate(([before], tokens[:-1])).astype(np.int64)[None]
+        places = bar_places(tokens, self.vocab.bar_id, self._ctx_places[n - 1] if n else 0)
+        if self._in_bar:
+            feeds[PLACE_INPUT] = places.astype(np.int64)[None]
         logits, new_k, new_v = self.session.run(None, feeds)
         self.k_buf[:, :, :, slots] = new_k
         self.v_buf[:, :, :, slots] = new_v
         self._slot_pos[slots] = positions[0]
         self.last_logits = logits[0].copy()
-        self._remember(tokens, slots)
+        self._remember(tokens, slots, places)
 
     def _front(self) -> int:
         """Tokens at the front that slides keep: BOS (the attention sink) and a style after
@@ -707,6 +733,7 @@ class Engine:
         self._slot_valid[dropped] = -np.inf
         n_drop = cut - first
         self._ctx_tokens[first : self._ctx_len - n_drop] = self._ctx_tokens[cut : self._ctx_len]
+        self._ctx_places[first : self._ctx_len - n_drop] = self._ctx_places[cut : self._ctx_len]
         self._ctx_slots[first : self._ctx_len - n_drop] = self._ctx_slots[cut : self._ctx_len]
         self._ctx_len -= n_drop
 
@@ -736,6 +763,7 @@ class Engine:
             return (positions.astype(np.float32)[:, None] * self._inv_freq).astype(np.float64)
 
         turn = angles(new) - angles(self._slot_pos[slots])  # (n, D/2)
+        turn[:, self._bar_pairs] = 0.0  # a place in the bar stays where it was
         cos, sin = np.cos(turn).astype(np.float32), np.sin(turn).astype(np.float32)
         half = self._shape[2] // 2
         keys = self.k_buf[:, :, :, slots]  # (L, 1, H, n, D), a copy

@@ -23,7 +23,7 @@ from ostinato.exporter.graph import (
 )
 from ostinato.exporter.runtime import ort_run
 from ostinato.model.network import Decoder
-from ostinato.model.tokens import NO_PREVIOUS, TOKENIZER_FILE, load_tokenizer
+from ostinato.model.tokens import TOKENIZER_FILE, bar_places, load_tokenizer
 from ostinato.model.train import load_checkpoint, model_from_checkpoint
 
 log = logging.getLogger(__name__)
@@ -86,13 +86,16 @@ def export_graph(model: Decoder, path: Path, fp16: bool = False, decode: bool = 
         "past_k": [{2: S}] * L,
         "past_v": [{2: S}] * L,
     }
-    if model.config.previous_token:
+    if model.config.bar_token >= 0:  # (a None for prev where the model has no prev_tokens)
+        dynamic_shapes["prev"] = token_shape if model.config.previous_token else None
+        dynamic_shapes["places"] = token_shape
+    elif model.config.previous_token:
         dynamic_shapes["prev"] = token_shape
     with torch.no_grad():
         program = torch.onnx.export(
             graph,
             args,
-            input_names=input_names(L, model.config.previous_token),
+            input_names=input_names(L, model.config.previous_token, model.config.bar_token >= 0),
             output_names=list(OUTPUTS),
             dynamic_shapes=dynamic_shapes,
             dynamo=True,
@@ -128,8 +131,8 @@ def check_parity(
     model = model.float().eval()
     empty = np.zeros((cfg.n_layer, 1, cfg.n_head, 0, cfg.head_dim), dtype=np.float32)
 
-    def ort_step(sess, tokens, start, past_k, past_v, before=NO_PREVIOUS):
-        return ort_run(sess, cfg.n_layer, tokens, start, past_k, past_v, before)
+    def ort_step(sess, tokens, start, past_k, past_v, before=None):
+        return ort_run(sess, cfg.n_layer, tokens, start, past_k, past_v, before, cfg.bar_token)
 
     tokens = prompt.astype(np.int64)[None]
     # ORT needs S ≥ 1 in the graph's dims only if the exporter specialized it; S = 0 works.
@@ -147,15 +150,17 @@ def check_parity(
         ort_out.append(a)
         torch_out.append(b)
         step = np.array([[a]], dtype=np.int64)
-        before_a = ort_out[-2] if len(ort_out) > 1 else int(tokens[0, -1])
-        before_b = torch_out[-2] if len(torch_out) > 1 else int(tokens[0, -1])
+        seen_a = np.array([*tokens[0], *ort_out[:-1]], dtype=np.int64)  # each side's cache
+        seen_b = np.array([*tokens[0], *torch_out], dtype=np.int64)  # and the new token
         logits, k, v = ort_step(decode_session or session, step, position, past_k, past_v,
-                                before_a)  # fmt: skip
+                                seen_a)  # fmt: skip
         past_k = np.concatenate((past_k, k), axis=3)
         past_v = np.concatenate((past_v, v), axis=3)
+        place = bar_places(seen_b, cfg.bar_token)[-1:][None]
         with torch.no_grad():
             out, k2, v2 = model(torch.tensor([[b]]), torch.tensor([[position]]), tk, tv,
-                                prev_tokens=torch.tensor([[before_b]]))  # fmt: skip
+                                prev_tokens=torch.tensor([[int(seen_b[-2])]]),
+                                bar_places=torch.from_numpy(place))  # fmt: skip
         tk, tv = torch.cat((tk, k2), 3), torch.cat((tv, v2), 3)
         t_logits = out[:, -1]
         if a == b:
@@ -177,7 +182,7 @@ def _to_int8(model: Decoder, tokenizer, onnx_path: Path, decode_path: Path) -> d
         quantize_file(path, path)
     quantized = (ort_session(onnx_path), ort_session(decode_path))
     shape = (cfg.n_layer, cfg.n_head, cfg.head_dim)
-    report = agreement(fp32, quantized, shape, music_prompt(tokenizer))
+    report = agreement(fp32, quantized, shape, music_prompt(tokenizer), bar_token=cfg.bar_token)
     log.info(
         "int8: greedy agreement with fp32 %.3f over %d steps, max |Δlogit| %.3f",
         report["greedy_agreement"], report["greedy_steps"], report["max_abs_logit_diff"],
@@ -255,7 +260,9 @@ def export_model(
         "context": model.config.max_seq_len if context is None else context,
         "training_steps": ckpt["step"],
         "train_config": ckpt.get("train_config", {}),
-        "inputs": input_names(model.config.n_layer, model.config.previous_token),
+        "inputs": input_names(
+            model.config.n_layer, model.config.previous_token, model.config.bar_token >= 0
+        ),
         "outputs": list(OUTPUTS),
         "export_seconds": round(export_s, 2),
     }

@@ -9,6 +9,8 @@ Two graphs share one contract (the decode graph is the prefill graph specialized
              past_v_i   float   (1, H, S, D)    layer i's value buffer
              prev_tokens int64  (1, T)          the token before each new one (PAD: not known);
                                                 only a model with ``previous_token`` has it
+             bar_places int64   (1, T)          each new token's place in its bar (0 at a Bar);
+                                                only a model with ``bar_token`` has it
     outputs  logits     float   (1, V)          next-token logits after the last new token
              new_k      float   (L, 1, H, T, D) keys/values of the new tokens, to be stored
              new_v      float   (L, 1, H, T, D)
@@ -35,13 +37,13 @@ import math
 import torch
 from torch import nn
 
-from ostinato.exporter.runtime import PREV_INPUT
+from ostinato.exporter.runtime import PLACE_INPUT, PREV_INPUT
 from ostinato.model.network import Decoder
 
 OUTPUTS = ("logits", "new_k", "new_v")
 
 
-def input_names(n_layer: int, previous_token: bool = False) -> list[str]:
+def input_names(n_layer: int, previous_token: bool = False, in_bar: bool = False) -> list[str]:
     return [
         "tokens",
         "positions",
@@ -49,6 +51,7 @@ def input_names(n_layer: int, previous_token: bool = False) -> list[str]:
         *(f"past_k_{i}" for i in range(n_layer)),
         *(f"past_v_{i}" for i in range(n_layer)),
         *([PREV_INPUT] if previous_token else []),
+        *([PLACE_INPUT] if in_bar else []),
     ]
 
 
@@ -57,8 +60,10 @@ class StepGraph(nn.Module):
         super().__init__()
         self.model = model.eval()
 
-    def forward(self, tokens, positions, attn_mask, past_k: list, past_v: list, prev=None):
-        logits, new_k, new_v = self.model(tokens, positions, past_k, past_v, attn_mask, prev)
+    def forward(self, tokens, positions, attn_mask, past_k: list, past_v: list, prev=None,
+                places=None):  # fmt: skip
+        logits, new_k, new_v = self.model(tokens, positions, past_k, past_v, attn_mask, prev,
+                                          places)  # fmt: skip
         return logits[:, -1], new_k, new_v
 
 
@@ -67,6 +72,7 @@ class DecodeGraph(nn.Module):
 
     inv_freq: torch.Tensor  # buffers (register_buffer)
     sign: torch.Tensor
+    in_bar: torch.Tensor
 
     def __init__(self, model: Decoder) -> None:
         super().__init__()
@@ -80,6 +86,8 @@ class DecodeGraph(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         # rotate_half(x) = (-x2, x1): the halves are swapped in the graph, the sign lives here.
         self.register_buffer("sign", torch.where(within < half, -1.0, 1.0), persistent=False)
+        # the columns that turn with the place in the bar (bar_token), the others with position
+        self.register_buffer("in_bar", model.bar_pairs[within % half], persistent=False)
         scale = 1.0 / math.sqrt(D)
         weights = []
         for block in model.layers():
@@ -88,12 +96,15 @@ class DecodeGraph(nn.Module):
             weights.append(nn.Parameter(w.t().contiguous(), requires_grad=False))
         self.qkv = nn.ParameterList(weights)
 
-    def forward(self, tokens, positions, attn_mask, past_k: list, past_v: list, prev=None):
+    def forward(self, tokens, positions, attn_mask, past_k: list, past_v: list, prev=None,
+                places=None):  # fmt: skip
         m, H, D, C = self.model, self.n_head, self.head_dim, self.d_model
         x = m.embed(tokens)  # (1, 1, C)
         if m.prev_embed is not None:
             x = x + m.prev_embed(prev)
         angles = positions.float().unsqueeze(-1) * self.inv_freq  # (1, 1, 2C), fp32
+        if places is not None:
+            angles = torch.where(self.in_bar, places.float().unsqueeze(-1) * self.inv_freq, angles)
         cos = angles.cos().to(x.dtype)
         sin = (angles.sin() * self.sign).to(x.dtype)
         ks, vs = [], []
@@ -124,6 +135,9 @@ def example_inputs(model: Decoder, new: int, past: int, dtype=torch.float32):
     past_v = [torch.randn(kv_shape, dtype=dtype) * 0.5 for _ in range(cfg.n_layer)]
     allowed = torch.ones(new, past + new, dtype=torch.bool).tril(past)
     mask = torch.zeros(1, 1, new, past + new, dtype=dtype).masked_fill(~allowed, float("-inf"))
+    extra: list[torch.Tensor | None] = []
     if cfg.previous_token:
-        return tokens, positions, mask, past_k, past_v, torch.randint(0, cfg.vocab_size, (1, new))
-    return tokens, positions, mask, past_k, past_v
+        extra.append(torch.randint(0, cfg.vocab_size, (1, new)))
+    if cfg.bar_token >= 0:
+        extra += [None] * (1 - len(extra)) + [torch.randint(0, 64, (1, new))]
+    return (tokens, positions, mask, past_k, past_v, *extra)

@@ -5,17 +5,20 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from ostinato.model.tokens import NO_PREVIOUS
+from ostinato.model.tokens import NO_PREVIOUS, bar_places
 
 PREV_INPUT = "prev_tokens"  # the graphs of a model with previous_token (after the buffers)
+PLACE_INPUT = "bar_places"  # … of a model with bar_token (last)
 
 
 def ort_run(sess: ort.InferenceSession, n_layer: int, tokens: np.ndarray, start: int,
-            past_k: np.ndarray, past_v: np.ndarray, before: int = NO_PREVIOUS) -> list:  # fmt: skip
+            past_k: np.ndarray, past_v: np.ndarray, before: np.ndarray | None = None,
+            bar_token: int = -1) -> list:  # fmt: skip
     """One call of an exported graph: ``tokens`` (1, n) at positions ``start`` … after the
     cache ``past_k``/``past_v`` (layers, 1, heads, S, head size), causal among the new ones;
-    ``before``: the token before them (a graph with ``prev_tokens``).
-    Returns [logits, new_k, new_v]."""
+    ``before``: the tokens the cache holds (1-D), for a graph that takes the token before each
+    new one (``prev_tokens``) or their places in their bars (``bar_places``, counted from the
+    ``bar_token``). Returns [logits, new_k, new_v]."""
     n, s = tokens.shape[1], past_k.shape[3]
     allowed = np.tril(np.ones((n, s + n), dtype=bool), s)
     feeds = {
@@ -25,6 +28,10 @@ def ort_run(sess: ort.InferenceSession, n_layer: int, tokens: np.ndarray, start:
     }
     for i in range(n_layer):
         feeds[f"past_k_{i}"], feeds[f"past_v_{i}"] = past_k[i], past_v[i]
-    if any(i.name == PREV_INPUT for i in sess.get_inputs()):
-        feeds[PREV_INPUT] = np.concatenate(([[before]], tokens[:, :-1]), axis=1).astype(np.int64)
+    names = {i.name for i in sess.get_inputs()}
+    history = np.concatenate(([] if before is None else before, tokens[0])).astype(np.int64)
+    if PREV_INPUT in names:
+        feeds[PREV_INPUT] = np.concatenate(([NO_PREVIOUS], history))[-n - 1 : -1][None]
+    if PLACE_INPUT in names:
+        feeds[PLACE_INPUT] = bar_places(history, bar_token)[-n:][None]
     return sess.run(None, feeds)

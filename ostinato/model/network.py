@@ -47,6 +47,9 @@ class ModelConfig:
     rope_base: float = 10000.0
     # each token's input also holds an embedding of the token before it (see Decoder)
     previous_token: bool = False
+    # ≥ 0 (the Bar token's id): every other rotary pair of each head turns with the token's
+    # place in its bar (tokens since the last Bar) instead of its place in the sequence
+    bar_token: int = -1
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:
@@ -84,6 +87,19 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     x: (B, H, T, D); cos, sin: (B, 1, T, D/2)."""
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+def bar_offsets(
+    tokens: torch.Tensor, bar_token: int, start: torch.Tensor | int = 0
+) -> torch.Tensor:
+    """(B, T) → each token's place in its bar: 0 at a Bar token, counting up from there;
+    ``start``: the place of the token before the first (a window without a Bar counts from
+    it)."""
+    T = tokens.shape[1]
+    index = torch.arange(T, device=tokens.device).expand_as(tokens)
+    last_bar = torch.where(tokens == bar_token, index, torch.full_like(index, -1)).cummax(1).values
+    before = torch.as_tensor(start, device=tokens.device).reshape(-1, 1) + 1 + index
+    return torch.where(last_bar >= 0, index - last_bar, before)
 
 
 def previous_tokens(tokens: torch.Tensor, first: int = NO_PREVIOUS) -> torch.Tensor:
@@ -158,6 +174,7 @@ class Block(nn.Module):
 
 class Decoder(nn.Module):
     inv_freq: torch.Tensor  # a buffer (register_buffer), rebuilt from the config on load
+    bar_pairs: torch.Tensor  # a buffer: the rotary pairs that turn with the place in the bar
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -171,6 +188,8 @@ class Decoder(nn.Module):
         self.head.weight = self.embed.weight  # tied input/output embeddings
         inv_freq = 1.0 / (cfg.rope_base ** (torch.arange(0, cfg.head_dim, 2) / cfg.head_dim))
         self.register_buffer("inv_freq", inv_freq.float(), persistent=False)
+        bar_pairs = (torch.arange(cfg.head_dim // 2) % 2 == 1) & (cfg.bar_token >= 0)
+        self.register_buffer("bar_pairs", bar_pairs, persistent=False)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2 scaled init of residual projections
             if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
@@ -198,6 +217,7 @@ class Decoder(nn.Module):
         past_v: torch.Tensor | None = None,
         attn_mask: torch.Tensor | None = None,  # additive, broadcastable to (B, H, T, S + T)
         prev_tokens: torch.Tensor | None = None,  # (B, T) the token before each (previous_token)
+        bar_places: torch.Tensor | None = None,  # (B, T) place in the bar of each (bar_token)
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits (B, T, V) and the new keys/values (L, B, H, T, D) of these tokens."""
         B, T = tokens.shape
@@ -221,6 +241,13 @@ class Decoder(nn.Module):
         x = self.drop(x)
         # Angles in fp32 even in an fp16 graph: positions past 2048 are not exact in fp16.
         freqs = positions.float()[:, :, None] * self.inv_freq.float()  # (B, T, D/2)
+        if self.config.bar_token >= 0:
+            if bar_places is None:
+                if past_k is not None:
+                    raise ValueError("a model with bar_token needs bar_places after a cache")
+                bar_places = bar_offsets(tokens, self.config.bar_token)
+            in_bar = bar_places.float()[:, :, None] * self.inv_freq.float()
+            freqs = torch.where(self.bar_pairs, in_bar, freqs)
         cos, sin = freqs.cos()[:, None].to(x.dtype), freqs.sin()[:, None].to(x.dtype)
         ks, vs = [], []
         for i, block in enumerate(self.blocks):
@@ -239,11 +266,13 @@ class Decoder(nn.Module):
         out = []
         position = prompt.shape[1]
         prev = prompt[:, -1:]
+        place = bar_offsets(prompt, self.config.bar_token)[:, -1:]
         for _ in range(steps):
             token = logits[:, -1].argmax(-1, keepdim=True)
             out.append(token)
             pos = torch.full_like(token, position)
-            logits, k, v = self(token, pos, past_k, past_v, prev_tokens=prev)
+            place = torch.where(token == self.config.bar_token, 0, place + 1)
+            logits, k, v = self(token, pos, past_k, past_v, prev_tokens=prev, bar_places=place)
             prev = token
             past_k, past_v = torch.cat((past_k, k), 3), torch.cat((past_v, v), 3)
             position += 1

@@ -65,6 +65,18 @@ SPECIAL_TOKENS = ("PAD", "BOS", "EOS")
 #: PAD's id (miditok puts the special tokens first): what a model with ``previous_token`` is
 #: given as the token before the first one of a window, or of a context
 NO_PREVIOUS = 0
+
+
+def bar_places(tokens: np.ndarray, bar_id: int, start: int = 0) -> np.ndarray:
+    """Each token's place in its bar, as a model with ``bar_token`` is given it: 0 at a Bar,
+    one more than the token before otherwise; ``start``: the place of the token before the
+    first (0: none, so a first token that is not a Bar is at 1)."""
+    tokens = np.asarray(tokens)
+    index = np.arange(len(tokens))
+    last = np.maximum.accumulate(np.where(tokens == bar_id, index, -1)) if len(tokens) else index
+    return np.where(last >= 0, index - last, start + 1 + index).astype(np.int64)
+
+
 #: The meters a new tokenizer has TimeSig tokens for, as (numerator, denominator).
 #: Half-note meters count 8 positions per half (16ths), eighth-note meters 8 per eighth.
 METERS = (

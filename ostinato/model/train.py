@@ -92,6 +92,7 @@ class TrainConfig:
     weights: str = ""  # sampling weight per source folder: "freedoom-midi=4,synth=0.5"
     init: str = ""  # a model folder whose weights a new run starts from
     previous_token: bool = False  # a new model's tokens also enter with the one before (network)
+    bar_rotary: bool = False  # a new model turns half its rotary pairs with the place in the bar
     eval_every: int = 250
     eval_batches: int = 20
     checkpoint_every: int = 500
@@ -514,6 +515,7 @@ class Trainer:
             window = max(cfg.seq_len, SIZES[cfg.size]["max_seq_len"]) if cfg.size in SIZES else 0
             mcfg = config_for(cfg.size, self.vocab.size, dropout=cfg.dropout,
                               previous_token=cfg.previous_token,
+                              bar_token=self.vocab.bar_id if cfg.bar_rotary else -1,
                               **({"max_seq_len": window} if window else {}))  # fmt: skip
         seq_len = cfg.seq_len or mcfg.max_seq_len
         if seq_len > mcfg.max_seq_len:

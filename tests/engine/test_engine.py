@@ -308,17 +308,26 @@ def test_a_completed_bar_copies_its_reference_from_the_commit_point_on(
     assert (ends_with == vocab.bar_id) == (until is None)  # else: stopped inside the bar
 
 
-def test_a_model_that_hears_the_previous_token_runs_as_trained(tmp_path, tokenizer) -> None:
-    """``previous_token``: the graphs take the token before each new one, and the engine gives
-    it in a prefill, an extension, each decoded step and after a truncation, as the network
-    computes it over the whole sequence."""
+@pytest.mark.parametrize("previous_token,in_bar", [(True, False), (False, True), (True, True)])
+def test_a_model_that_hears_the_previous_token_or_the_place_in_the_bar_runs_as_trained(
+    tmp_path, tokenizer, previous_token, in_bar
+) -> None:
+    """``previous_token``: the graphs take the token before each new one; ``bar_token``: each
+    one's place in its bar. The engine gives them in a prefill, an extension, each decoded step,
+    after a truncation and after the positions are numbered again, as the network computes
+    them over the whole sequence."""
     from ostinato.exporter.export import export_model
     from tests.conftest import save_random_checkpoint
 
-    ckpt_path = save_random_checkpoint(tmp_path / "run", seed=5, previous_token=True)
+    bar = tokenizer.vocab["Bar_None"] if in_bar else -1
+    ckpt_path = save_random_checkpoint(tmp_path / "run", seed=5, previous_token=previous_token,
+                                       bar_token=bar)  # fmt: skip
     ckpt = torch.load(ckpt_path, weights_only=False)
     torch.manual_seed(6)
-    ckpt["model"]["prev_embed.weight"] = torch.randn_like(ckpt["model"]["prev_embed.weight"])
+    if previous_token:
+        ckpt["model"]["prev_embed.weight"] = torch.randn_like(ckpt["model"]["prev_embed.weight"])
+    for name in [n for n in ckpt["model"] if n.endswith("attn.qkv.weight")]:
+        ckpt["model"][name] *= 8  # sharp attention: where the keys turn shows in the logits
     torch.save(ckpt, ckpt_path)
     export_model(ckpt_path, tmp_path / "model")
     model = Decoder(ModelConfig(**ckpt["model_args"]))
@@ -329,10 +338,10 @@ def test_a_model_that_hears_the_previous_token_runs_as_trained(tmp_path, tokeniz
     full = torch.from_numpy(np.concatenate(([engine.vocab.bos_id], ids)))[None]
     with torch.no_grad():
         expected = model(full)[0][0].numpy()
-        weights = model.prev_embed.weight.clone()
-        model.prev_embed.weight.zero_()  # the same network without it: other logits
-        assert np.abs(model(full)[0][0].numpy() - expected).max() > 1e-2
-        model.prev_embed.weight.copy_(weights)
+        plain = Decoder(ModelConfig(**{**ckpt["model_args"], "previous_token": False,
+                                       "bar_token": -1}))  # fmt: skip
+        plain.load_state_dict(ckpt["model"], strict=False)
+        assert np.abs(plain.eval()(full)[0][0].numpy() - expected).max() > 1e-2  # it matters
     engine.reset()
     engine.feed(ids[:30])
     np.testing.assert_allclose(engine.last_logits, expected[30], atol=1e-4)
@@ -341,6 +350,8 @@ def test_a_model_that_hears_the_previous_token_runs_as_trained(tmp_path, tokeniz
     for i in range(60, 70):
         engine.feed(ids[i : i + 1])
         np.testing.assert_allclose(engine.last_logits, expected[i + 1], atol=1e-4)
+        if i == 64:
+            engine._renumber()  # what a long session does near the position limit
     engine.truncate(51)  # BOS + 50 tokens: the next one comes after ids[49]
     engine.feed(ids[50:51])
     np.testing.assert_allclose(engine.last_logits, expected[51], atol=1e-4)
