@@ -235,6 +235,36 @@ def hearing_bars_again(
     }
 
 
+LOOP_PASSES = 4  # a bar played this many times in a row (looping_a_bar)
+
+
+def looping_a_bar(engine: Engine, pairs: Sequence[tuple[list[np.ndarray], list[np.ndarray]]],
+                  passes: int = LOOP_PASSES, progress: bool = True) -> dict:  # fmt: skip
+    """The plainest case of hearing a bar come back: the last context bar of each window (a
+    real bar of the piece) played ``passes`` times in a row after BOS, as a DAW loops one bar,
+    and the bits per token of each pass (header tokens left out). A model that copies plays
+    the second pass nearly for free; one that does not pays about what the first pass cost."""
+    bits, tokens = np.zeros(passes), np.zeros(passes, dtype=np.int64)
+    for context, _ in tqdm(pairs, desc="a bar looped", disable=not progress):
+        bar = context[-1]
+        scored = ~header_mask(engine.vocab, bar)
+        engine.reset()
+        for k in range(passes):
+            for token, score in zip(bar, scored, strict=True):
+                if score:
+                    logits = engine.last_logits.astype(np.float64)
+                    log_z = logits.max() + math.log(np.exp(logits - logits.max()).sum())
+                    bits[k] += (log_z - logits[int(token)]) / math.log(2)
+                    tokens[k] += 1
+                engine.feed([int(token)])
+    return {
+        "bars": len(pairs),
+        "bits_per_token_by_pass": [
+            float(b / t) if t else None for b, t in zip(bits, tokens, strict=True)
+        ],
+    }
+
+
 def score_continuations(
     continuers: Sequence[Continuer],
     pairs: Sequence[tuple[list[np.ndarray], list[np.ndarray]]],
@@ -354,6 +384,7 @@ def evaluate(
     if not pairs:
         raise ValueError(f"the {split} split has no file of 8 bars or more to continue")
     heard = hearing_bars_again(engine, pairs, progress)
+    looped = looping_a_bar(engine, pairs, progress=progress)
     drawn: list[Roll] | None = [] if rolls is not None else None
     window_groups = [group_of(names[f]) if f < len(names) else "" for f, _ in where]
     by_group: dict[str, dict[str, dict]] = {}
@@ -377,6 +408,7 @@ def evaluate(
         },
         "likelihood": lk,
         "bars_heard_again": heard,
+        "bar_looped": looped,
         "continuation": summary,
         "groups": by_group,
     }
@@ -427,6 +459,11 @@ def format_table(report: dict) -> str:
             f" bits/token ({heard['repeated_bars']} bars); new bars: "
             f"{heard['new_bits_per_token']:.3f} ({heard['new_bars']} bars)"
         )
+    looped = report.get("bar_looped")
+    if looped and None not in looped["bits_per_token_by_pass"]:
+        passes = " / ".join(f"{b:.3f}" for b in looped["bits_per_token_by_pass"])
+        lines.append(f"  a real bar looped (each window's 4th, {looped['bars']} bars), bits/token "
+                     f"by pass: {passes}")  # fmt: skip
     if loop:
         lengths = ", ".join(f"{k}: {v}" for k, v in report["loop_bars"].items())
         lines.append(

@@ -259,3 +259,29 @@ def test_bars_heard_again_are_told_from_new_ones(tiny_header_model_dir) -> None:
     assert heard["repeated_tokens"] == scored(bars[1]) + scored(bars[2]) + scored(other[1])
     assert heard["new_tokens"] == scored(other[1]) < len(other[1])  # the header not scored
     assert heard["repeated_bits_per_token"] > 0 and heard["new_bits_per_token"] > 0
+
+
+def test_a_bar_looped_is_scored_pass_by_pass(tiny_header_model_dir) -> None:
+    from ostinato.engine.engine import Engine
+    from ostinato.evaluate.continuation import format_table, looping_a_bar
+    from ostinato.model.tokens import add_headers, header_mask
+
+    engine = Engine(tiny_header_model_dir, device="cpu")
+    vocab = engine.vocab
+    ids = add_headers(vocab, score_to_ids(engine.tokenizer, make_band_score(bars=4)))
+    bars = split_bars(ids.astype(np.int64), vocab.bar_id)
+    looped = looping_a_bar(engine, [(bars, bars)], passes=3, progress=False)
+    first, second, third = looped["bits_per_token_by_pass"]
+    engine.reset()
+    bits = []
+    for token in bars[-1]:  # the first pass is the bar after BOS, header tokens included here
+        logits = engine.last_logits.astype(np.float64)
+        bits.append((np.logaddexp.reduce(logits) - logits[int(token)]) / np.log(2))
+        engine.feed([int(token)])
+    scored = ~header_mask(vocab, bars[-1])
+    assert first == pytest.approx(float(np.mean(np.asarray(bits)[scored])), rel=1e-6)
+    assert looped["bars"] == 1 and second > 0 and third > 0 and second != first
+    report = {"likelihood": {"tokens": 1, "bars": 1, "model_bits_per_token": 1.0,
+                             "model_bits_per_bar": 1.0}, "bar_looped": looped,
+              "continuation": {}, "windows": 1}  # fmt: skip
+    assert f"by pass: {first:.3f} / {second:.3f} / {third:.3f}" in format_table(report)
