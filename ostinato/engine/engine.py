@@ -299,6 +299,9 @@ class Engine:
         # Context bookkeeping: tokens in order, the slot each occupies.
         self._ctx_tokens = np.zeros(W, dtype=np.int64)
         self._ctx_places = np.zeros(W, dtype=np.int64)  # each token's place in its bar
+        # the token before the next one and its place in its bar (kept apart from the context:
+        # a slide may drop every token but BOS and the style, not what the next one follows)
+        self._last_token, self._last_place = NO_PREVIOUS, 0
         self._ctx_slots = np.zeros(W, dtype=np.int64)
         self._slot_pos = np.zeros(W, dtype=np.int64)  # the position each slot's key is at
         self._ctx_len = 0
@@ -379,6 +382,7 @@ class Engine:
         self._history_len = 0
         self.next_position = 0
         self.dropped_front = 0
+        self._last_token, self._last_place = NO_PREVIOUS, 0
 
     # -- style and guidance ------------------------------------------------------------------
     def _set_style_name(self, style: str | None) -> None:
@@ -547,6 +551,7 @@ class Engine:
         ):
             np.copyto(mine, theirs)  # in place: the decode step's bindings stay
         self._ctx_len, self.next_position = twin._ctx_len, twin.next_position
+        self._last_token, self._last_place = twin._last_token, twin._last_place
         self.last_logits = twin.last_logits.copy()
         self.style = shadow.style
         self._prepare_guide()  # the twin of guidance, if now needed, is prepared next
@@ -594,8 +599,11 @@ class Engine:
         if tokens.min() < 0 or tokens.max() >= self.vocab.size:
             raise ValueError("token id outside the vocabulary")
         room = self.window - self._front()
-        if len(tokens) > room:
-            tokens = tokens[-room:]  # only the newest tokens can be kept
+        if len(tokens) > room:  # only the newest tokens can be kept, after those before them
+            gone = tokens[:-room]
+            place = bar_places(gone, self.vocab.bar_id, self._last_place)[-1]
+            self._last_token, self._last_place = int(gone[-1]), int(place)
+            tokens = tokens[-room:]
         self._make_room(len(tokens))
         if len(tokens) == 1:
             self._step(int(tokens[0]))
@@ -616,6 +624,8 @@ class Engine:
         self._free[dropped] = True
         self._slot_valid[dropped] = -np.inf
         self.next_position -= self._ctx_len - length
+        self._last_token = int(self._ctx_tokens[length - 1])
+        self._last_place = int(self._ctx_places[length - 1])
         self._history_len = max(0, self._history_len - (self._ctx_len - length))
         self._ctx_len = length
 
@@ -639,16 +649,17 @@ class Engine:
         slot = int(np.argmax(self._free))  # first free slot
         self._tok1[0, 0] = token
         self._pos1[0, 0] = self.next_position
-        n = self._ctx_len
-        self._prev1[0, 0] = self._ctx_tokens[n - 1] if n else NO_PREVIOUS
-        place = 0 if token == self.vocab.bar_id else (self._ctx_places[n - 1] if n else 0) + 1
+        self._prev1[0, 0] = self._last_token
+        place = 0 if token == self.vocab.bar_id else self._last_place + 1
         self._place1[0, 0] = place
+        self._last_token, self._last_place = token, place
         self.decode_session.run_with_iobinding(self._io)
         self.k_buf[:, :, :, slot] = self._newk1[:, :, :, 0]
         self.v_buf[:, :, :, slot] = self._newv1[:, :, :, 0]
         self._slot_pos[slot] = self.next_position
         self.last_logits = self._logits1[0]
         # The per-token bookkeeping of _remember, without building arrays.
+        n = self._ctx_len
         self._ctx_tokens[n] = token
         self._ctx_places[n] = place
         self._ctx_slots[n] = slot
@@ -673,11 +684,10 @@ class Engine:
         for i in range(self.k_buf.shape[0]):
             feeds[f"past_k_{i}"] = self.k_buf[i]
             feeds[f"past_v_{i}"] = self.v_buf[i]
-        n = self._ctx_len
         if self._previous:
-            before = self._ctx_tokens[n - 1] if n else NO_PREVIOUS
-            feeds[PREV_INPUT] = np.concatenate(([before], tokens[:-1])).astype(np.int64)[None]
-        places = bar_places(tokens, self.vocab.bar_id, self._ctx_places[n - 1] if n else 0)
+            before = [self._last_token]
+            feeds[PREV_INPUT] = np.concatenate((before, tokens[:-1])).astype(np.int64)[None]
+        places = bar_places(tokens, self.vocab.bar_id, self._last_place)
         if self._in_bar:
             feeds[PLACE_INPUT] = places.astype(np.int64)[None]
         logits, new_k, new_v = self.session.run(None, feeds)
@@ -686,6 +696,7 @@ class Engine:
         self._slot_pos[slots] = positions[0]
         self.last_logits = logits[0].copy()
         self._remember(tokens, slots, places)
+        self._last_token, self._last_place = int(tokens[-1]), int(places[-1])
 
     def _front(self) -> int:
         """Tokens at the front that slides keep: BOS (the attention sink) and a style after
@@ -715,12 +726,16 @@ class Engine:
         self.dropped_front += cut - first
         if self.slide == "reprefill":
             kept = np.concatenate((ctx[:first], ctx[cut:])).copy()
+            last = self._last_token, self._last_place
             self._slot_valid[:] = -np.inf
             self._free[:] = True
             self._ctx_len = 0
             self.next_position = 0
+            self._last_token, self._last_place = NO_PREVIOUS, 0  # the context anew from BOS
             for start in range(0, len(kept), PREFILL_CHUNK):
                 self._prefill(kept[start : start + PREFILL_CHUNK])
+            if cut == len(ctx):  # nothing after the front stayed: the next token follows
+                self._last_token, self._last_place = last  # the last one fed, gone or not
             return
         self._drop_front(first, cut)
         if rebase:

@@ -23,6 +23,7 @@ from ostinato.model.network import Decoder, ModelConfig
 
 LINEARS = ("attn.qkv", "attn.proj", "mlp.0", "mlp.2")
 PREFIX = "model."  # the exporter's wrapper holds the decoder as ``model``
+BUFFERS = ("inv_freq", "bar_pairs")  # rebuilt from the configuration, not weights
 
 
 def model_config_of(model_dir: str | Path) -> ModelConfig:
@@ -38,7 +39,7 @@ def state_dict_from_onnx(model_dir: str | Path) -> dict[str, torch.Tensor]:
     weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     state: dict[str, torch.Tensor] = {}
     for name, value in weights.items():
-        if name.startswith(PREFIX) and name != PREFIX + "inv_freq":
+        if name.startswith(PREFIX) and name[len(PREFIX) :] not in BUFFERS:
             state[name[len(PREFIX) :]] = torch.from_numpy(np.array(value, dtype=np.float32))
     if "head.weight" in state:  # tied: the output layer is the embedding
         state["embed.weight"] = state["head.weight"]
@@ -74,19 +75,27 @@ def state_dict_from_onnx(model_dir: str | Path) -> dict[str, torch.Tensor]:
 
 def load_into(model: Decoder, model_dir: str | Path) -> None:
     """Overwrite ``model``'s parameters with the weights of ``model_dir`` (ValueError if the
-    shapes or names differ: the folder is of another architecture)."""
+    shapes or names differ: the folder is of another architecture). ``model`` may add what the
+    folder's model lacks — the previous token's embedding (kept at zero) and places in the bar
+    (those rotary pairs relearnt) — but not lack what it has."""
+    theirs = model_config_of(model_dir)
+    ours = model.config
+    if theirs.previous_token and not ours.previous_token:
+        raise ValueError(f"{model_dir} hears the previous token: train with --previous-token")
+    if theirs.bar_token >= 0 and theirs.bar_token != ours.bar_token:
+        raise ValueError(f"{model_dir} turns rotary pairs with the place in the bar: train "
+                         "with --bar-rotary (and its tokenizer)")  # fmt: skip
     state = state_dict_from_onnx(model_dir)
     own = model.state_dict()
-    # a model that adds the previous token's embedding keeps its zeros: the same function
-    missing = [
-        k for k in own if k not in state and not k.endswith("inv_freq") and k != "prev_embed.weight"
-    ]
+    added = set() if theirs.previous_token else {"prev_embed.weight"}  # stays at zero
+    missing = [k for k in own if k not in state and not k.endswith("inv_freq") and k not in added]
+    unknown = [k for k in state if k not in own]
     wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    if missing or wrong:
+    if missing or wrong or unknown:
         raise ValueError(
-            f"{model_dir} does not fit this model: missing {missing[:4]}, other shapes {wrong[:4]}"
+            f"{model_dir} does not fit this model: missing {missing[:4]}, other shapes "
+            f"{wrong[:4]}, not in this model {unknown[:4]}"
         )
     with torch.no_grad():
         for name, value in state.items():
-            if name in own:
-                own[name].copy_(value)
+            own[name].copy_(value)

@@ -350,8 +350,6 @@ def test_a_model_that_hears_the_previous_token_or_the_place_in_the_bar_runs_as_t
     for i in range(60, 70):
         engine.feed(ids[i : i + 1])
         np.testing.assert_allclose(engine.last_logits, expected[i + 1], atol=1e-4)
-        if i == 64:
-            engine._renumber()  # what a long session does near the position limit
     engine.truncate(51)  # BOS + 50 tokens: the next one comes after ids[49]
     engine.feed(ids[50:51])
     np.testing.assert_allclose(engine.last_logits, expected[51], atol=1e-4)
@@ -364,3 +362,77 @@ def test_a_model_that_hears_the_previous_token_or_the_place_in_the_bar_runs_as_t
         got.append(int(np.argmax(engine.last_logits)))
         engine.feed([got[-1]])
     assert got == greedy
+
+
+@pytest.fixture(scope="module")
+def hearing_model(tmp_path_factory, tokenizer):
+    """A tiny model with both options, sharp attention, exported; and its network."""
+    from ostinato.exporter.export import export_model
+    from tests.conftest import save_random_checkpoint
+
+    root = tmp_path_factory.mktemp("hearing")
+    path = save_random_checkpoint(root / "run", seed=8, previous_token=True,
+                                  bar_token=tokenizer.vocab["Bar_None"])  # fmt: skip
+    ckpt = torch.load(path, weights_only=False)
+    torch.manual_seed(9)
+    ckpt["model"]["prev_embed.weight"] = torch.randn_like(ckpt["model"]["prev_embed.weight"])
+    for name in [n for n in ckpt["model"] if n.endswith("attn.qkv.weight")]:
+        ckpt["model"][name] *= 8
+    torch.save(ckpt, path)
+    export_model(path, root / "model")
+    model = Decoder(ModelConfig(**ckpt["model_args"]))
+    model.load_state_dict(ckpt["model"])
+    return root / "model", model.eval()
+
+
+@pytest.mark.parametrize("slide", ["rope", "reprefill"])
+def test_a_slide_that_drops_every_bar_keeps_the_token_before_and_the_place(
+    hearing_model, slide
+) -> None:
+    """A bar longer than the window: the slide keeps BOS alone, and the next token still comes
+    after the last one fed, at its place in the bar (not after BOS, at 1)."""
+    from ostinato.model.tokens import bar_places
+
+    model_dir, model = hearing_model
+    engine = Engine(model_dir, device="cpu", window=64, slide=slide)
+    rng = np.random.default_rng(3)
+    stream = rng.integers(3, engine.vocab.size, 160)
+    stream[0] = engine.vocab.bar_id
+    stream[1:][stream[1:] == engine.vocab.bar_id] = 4  # one bar, 160 tokens long
+    engine.reset()
+    engine.feed(stream[:150])  # more than the window: only the newest are kept
+    for token in stream[150:]:  # each one slides the window: no bar line to cut at
+        engine.feed([int(token)])
+    full = np.concatenate(([engine.vocab.bos_id], stream))
+    n = engine.context_length
+    kept = np.concatenate(([0], np.arange(len(full) - n + 1, len(full))))  # BOS, the newest
+    np.testing.assert_array_equal(engine.context_tokens(), full[kept])
+    before = np.concatenate(([0], full[:-1]))[kept]
+    places = bar_places(full, engine.vocab.bar_id)[kept]
+    positions = engine._slot_pos[engine._ctx_slots[:n]]
+    with torch.no_grad():
+        logits = model(torch.from_numpy(full[kept])[None], torch.from_numpy(positions)[None],
+                       prev_tokens=torch.from_numpy(before)[None],
+                       bar_places=torch.from_numpy(places)[None])[0][0, -1]  # fmt: skip
+    np.testing.assert_allclose(engine.last_logits, logits.numpy(), atol=1e-4)
+
+
+def test_numbering_the_positions_again_leaves_the_places_in_the_bar(
+    hearing_model, tokenizer
+) -> None:
+    """After slides (keys at scattered positions), renumbering turns each cached key by its
+    change of position on the pairs that turn with position only: the logits stay."""
+    model_dir, _ = hearing_model
+    ids = score_to_ids(tokenizer, make_band_score(bars=8)).astype(np.int64)
+    a, b = (Engine(model_dir, device="cpu", window=96) for _ in range(2))
+    for engine in (a, b):
+        engine.reset()
+        for start in range(0, 300, 25):
+            engine.feed(ids[start : start + 25])
+    assert a.dropped_front > 0  # the window slid
+    b._renumber()
+    assert not np.array_equal(a._slot_pos, b._slot_pos)
+    # (float32 rounding of the turned keys grows token by token under this sharp attention: a
+    # few tokens tell; leaving the bar's pairs unturned is off by 0.02 in them)
+    for token in ids[300:303]:
+        np.testing.assert_allclose(a.feed([int(token)]), b.feed([int(token)]), atol=0.01)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from ostinato.engine.engine import Engine
@@ -73,3 +74,22 @@ def test_a_model_that_hears_the_previous_token_starts_as_the_folder_it_is_loaded
     again = Decoder(config)
     load_into(again, tiny_model_dir.parent / "model-previous")
     torch.testing.assert_close(again.prev_embed.weight, model.prev_embed.weight)
+    with pytest.raises(ValueError, match="--previous-token"):  # it would be lost
+        load_into(plain, tiny_model_dir.parent / "model-previous")
+
+
+def test_a_model_that_counts_places_in_the_bar_reloads_and_is_not_taken_without(tmp_path):
+    from dataclasses import replace
+
+    from ostinato.exporter.export import export_model
+    from tests.conftest import legacy_tokenizer, save_random_checkpoint
+
+    bar = legacy_tokenizer().vocab["Bar_None"]
+    ckpt = save_random_checkpoint(tmp_path / "run", seed=2, bar_token=bar)
+    export_model(ckpt, tmp_path / "model", int8=True)
+    config = model_config_of(tmp_path / "model")
+    assert config.bar_token == bar
+    diff, same = _compare(tmp_path / "model")
+    assert diff < 0.5 and same
+    with pytest.raises(ValueError, match="--bar-rotary"):
+        load_into(Decoder(replace(config, bar_token=-1)), tmp_path / "model")
