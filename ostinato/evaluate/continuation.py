@@ -195,6 +195,13 @@ def likelihood(
     }
 
 
+def bits_of(logits: np.ndarray, token: int) -> float:
+    """−log2 of ``token``'s probability under next-token ``logits``."""
+    x = logits.astype(np.float64)
+    log_z = x.max() + math.log(np.exp(x - x.max()).sum())
+    return float(log_z - x[token]) / math.log(2)
+
+
 def hearing_bars_again(
     engine: Engine, pairs: Sequence[tuple[list[np.ndarray], list[np.ndarray]]],
     progress: bool = True,
@@ -217,9 +224,7 @@ def hearing_bars_again(
             scored = ~header_mask(engine.vocab, bar)
             for token, score in zip(bar, scored, strict=True):
                 if score:
-                    logits = engine.last_logits.astype(np.float64)
-                    log_z = logits.max() + math.log(np.exp(logits - logits.max()).sum())
-                    bits[kind] += (log_z - logits[int(token)]) / math.log(2)
+                    bits[kind] += bits_of(engine.last_logits, int(token))
                     tokens[kind] += 1
                 engine.feed([int(token)])
             seen.append(bar.tobytes())
@@ -252,9 +257,7 @@ def looping_a_bar(engine: Engine, pairs: Sequence[tuple[list[np.ndarray], list[n
         for k in range(passes):
             for token, score in zip(bar, scored, strict=True):
                 if score:
-                    logits = engine.last_logits.astype(np.float64)
-                    log_z = logits.max() + math.log(np.exp(logits - logits.max()).sum())
-                    bits[k] += (log_z - logits[int(token)]) / math.log(2)
+                    bits[k] += bits_of(engine.last_logits, int(token))
                     tokens[k] += 1
                 engine.feed([int(token)])
     return {
