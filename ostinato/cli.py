@@ -74,9 +74,11 @@ def _cmd_data_loops(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from ostinato.model.train import Trainer, train_config_from_args
 
-    result = Trainer(args.data_dir, args.out, train_config_from_args(args)).run(
-        resume=args.resume, stop_after=args.stop_after
-    )
+    trainer = Trainer(args.data_dir, args.out, train_config_from_args(args))
+    try:
+        result = trainer.run(resume=args.resume, stop_after=args.stop_after)
+    finally:
+        trainer.close()
     print(json.dumps(result, indent=2))
     return 0
 

@@ -485,7 +485,8 @@ class Trainer:
         cfg.validate()
         self.cfg, self.corpus_dir, self.run_dir = cfg, Path(corpus_dir), Path(run_dir)
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-        if self.distributed and not dist.is_initialized():
+        self._own_group = self.distributed and not dist.is_initialized()
+        if self._own_group:
             backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
             dist.init_process_group(backend)
         self.rank = dist.get_rank() if self.distributed else 0
@@ -506,6 +507,13 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.best = math.inf  # the lowest validation loss of the run so far (best.pt's)
         self.timed_steps: int | None = None  # the last step, where --minutes set it
+
+    def close(self) -> None:
+        """Leave the process group this trainer joined (torchrun): its threads then end before
+        the interpreter does, not in the middle of its exit (which aborts a rank)."""
+        if self._own_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self._own_group = False
 
     def _build(self, model_args: dict | None):
         cfg = self.cfg
