@@ -80,8 +80,11 @@ def test_a_backlog_of_input_keeps_its_timing(jack: JackServer) -> None:
         assert len(ticks) >= 24
         gaps = np.diff(ticks)
         tick = 60 / 120 / 24
-        # JACK stamps each in the cycle it arrived in: within a 1.33 ms cycle of the tick
-        assert np.all(np.abs(gaps - tick) < 0.004), np.round(gaps * 1000, 2)
+        # JACK stamps each in the cycle it arrived in: within a 1.33 ms cycle of the tick, but
+        # where jack_midi_clock itself was late for a cycle (an xrun on a loaded machine); and
+        # none bunched together, as ticks all stamped at the poll would be
+        on_time = np.abs(gaps - tick) < 0.004
+        assert on_time.mean() >= 0.9 and np.all(gaps > tick / 2), np.round(gaps * 1000, 2)
         time.sleep(0.3)
         later = [t for t, m in ports.poll() if m == [0xF8]]
         # the next batch goes on forward; its offset may be refined by up to the tick the
