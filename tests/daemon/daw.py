@@ -553,7 +553,11 @@ class Daw:
         self.late = self.failed = self.junk_deferred = self.xruns = 0
         self.send_cycles, self.record_cycles = _Cycles(), _Cycles()
         self._seen: set[tuple[int, bytes]] = set()  # this cycle's input
+        self.shut_down: list[str] = []  # JACK dropped a client (too late a cycle: a stalled host)
         self.client.set_xrun_callback(self._on_xrun)
+        for c in (self.client, self.recorder):
+            c.set_shutdown_callback(lambda status, reason, c=c: self.shut_down.append(
+                f"{c.name}: {reason}"))  # fmt: skip
         self.client.set_process_callback(self._process)
         self.recorder.set_process_callback(self._record)
         self.recorder.activate()
@@ -739,6 +743,7 @@ class Session:
                     "missed_cycles": daw.send_cycles.missed + daw.record_cycles.missed,
                     "repeated_cycles": daw.send_cycles.repeated + daw.record_cycles.repeated,
                     "xruns": daw.xruns,
+                    "shut_down": list(daw.shut_down),
                 },
                 gaps=sorted(list(g) for g in daw.send_cycles.gaps + daw.record_cycles.gaps),
             )

@@ -292,6 +292,8 @@ def check_rig(log: dict) -> list[str]:
         problems.append(f"sent {h.get('events_sent')} of {h.get('planned_events')} events")
     if h.get("failed"):
         problems.append(f"failed: {h['failed']}")
+    if h.get("shut_down"):
+        problems.append(f"JACK shut the stand-in down: {h['shut_down']}")
     # An event can go out late only after a cycle the server ran without the stand-in (an
     # xrun): those few are left out of the checks (Timeline.near_gap), more are a broken run.
     planned = len(log.get("ticks", [])) + 2 * len(log.get("notes_sent", []))
