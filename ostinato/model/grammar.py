@@ -44,7 +44,9 @@ first ``Position`` (or ``Bar``: an empty bar names none). ``header`` in the conf
 forces it (the daemon writes what Ostinato plays in the bar); without one the model chooses
 it among the enabled programs. The bar's notes then come only from the instruments its header
 names, and the bar may not end before every one of them has played a note: the header says
-what plays, the notes keep to it.
+what plays, the notes keep to it. The note budget keeps the last notes of the bar for the
+named parts still silent, so a part that floods the bar cannot end it with the others
+unheard (a free continuation's guitar played 104 notes, drums and three named parts none).
 
 **Parts** (``parts``): a floor and a budget for each instrument, paced through the bar like
 the bar's own: instrument ``i`` may not let the bar move on to position ``q`` before it holds
@@ -601,11 +603,14 @@ class Grammar:
         lagging: list[int] = []
         spent: list[int] = []
         tokens = self._program_token
+        owed: list[int] = []  # the named parts of ours that have not played yet
         for program in named:
             if program not in tokens:
                 continue  # not ours to play (the musician's part of a bar re-planned)
             floor, last, allowance = self._part_table(program)
             n = self._part_notes.get(program, 0)
+            if n == 0:
+                owed.append(self._program_token[program])
             lim = int(last[min(n, floor)])
             if n < floor:
                 end_ok = False
@@ -627,6 +632,13 @@ class Grammar:
             out[others] = False
         if spent:
             out[spent] = False
+        budget = self.config.max_notes
+        if owed and budget is not None and self.notes_in_bar + len(owed) >= budget:
+            # the bar's budget keeps a note for each named part still silent: the header
+            # says they play, and a part that flooded the bar must not spend their notes
+            silent = np.zeros(self.vocab.size, dtype=bool)
+            silent[owed] = True
+            out[self._is_program & ~silent] = False
         if not end_ok:
             out[self.vocab.bar_id] = False
         if state != State.AFTER_POSITION:

@@ -24,6 +24,7 @@ from ostinato.model.tokens import (
     header_mask,
     ids_to_score,
     new_tokenizer,
+    program_tokens,
     score_to_ids,
     split_bars,
     strip_headers,
@@ -102,6 +103,36 @@ def test_forced_header_and_part_limits_hold_under_random_choices(hvocab):
         assert set(counts) == {-1, 33}  # keys (0) is enabled but not named: it never plays
         assert 6 <= counts[33] <= 10
         assert 2 <= counts[-1] <= 12
+
+
+def test_the_budget_keeps_a_note_for_each_named_part_a_flooding_part_left_silent(hvocab):
+    """A model stuck on one part (seen: a guitar's 104 notes, drums and three other parts of
+    the header silent, the bar ended by its budget): the budget's last notes are the silent
+    parts', so every part the header names plays."""
+    bass, drums = program_tokens(hvocab)[33], program_tokens(hvocab)[-1]
+    for budget in (3, 6, 20):
+        config = GrammarConfig(programs=(-1, 0, 33), header=(-1, 0, 33), meter=(4, 4),
+                               max_notes=budget)  # fmt: skip
+        grammar = Grammar(hvocab, config)
+        grammar.reset(at_bar_start=True)
+        tokens = [hvocab.bar_id]
+        while grammar.bars_completed < 1:
+            allowed = np.flatnonzero(grammar.mask())
+            assert len(allowed), f"nothing allowed after {tokens[-6:]}"
+            kinds = hvocab.types[allowed]
+            # the bass whenever it may; never drums or keys while anything else is left
+            if bass in allowed:
+                token = bass
+            elif (kinds != TokenType.PROGRAM).any() and not (allowed == drums).all():
+                rest = allowed[(kinds != TokenType.PROGRAM)]
+                token = int(rest[0])
+            else:
+                token = int(allowed[0])
+            grammar.advance(token)
+            tokens.append(token)
+        counts = bar_counts(hvocab, [np.asarray(tokens[:-1])])[0]
+        assert set(counts) == {-1, 0, 33}, (budget, counts)
+        assert sum(counts.values()) <= max(budget, 3)
 
 
 def test_free_header_is_kept_by_the_notes(hvocab):
