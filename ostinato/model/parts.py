@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ostinato.model.tokens import TokenType, Vocab, add_headers, strip_headers
+from ostinato.model.tokens import DRUM_PROGRAM, TokenType, Vocab, add_headers, strip_headers
 
 
 @dataclass(frozen=True)
@@ -115,18 +115,39 @@ def partial_bars(table: NoteTable, rng: np.random.Generator) -> np.ndarray | Non
     return (table.note_bar >= first) & ~np.isin(table.note_program, kept)
 
 
+#: General MIDI's bass drums: the hit a drum part enters on (see :func:`entering_part`).
+KICKS = (35, 36)
+
+
 def entering_part(table: NoteTable, rng: np.random.Generator) -> np.ndarray | None:
     """Drop-flags per note: one instrument absent before bar ``j`` (at least one bar of it
-    left after), the others untouched (None: fewer than two instruments or bars)."""
+    left after), the others untouched (None: fewer than two instruments or bars).
+
+    A part enters on the downbeat: bar ``j`` is drawn among the instrument's bars with a note
+    at their first position (drums: a kick there), where it has any such bar after its first.
+    A band's part comes in on the one, and the daemon asks for exactly that when it brings
+    drums in under a keyboard player; an entry drawn from any bar also taught fills and
+    cymbal-only bars as entries (measured: a model so trained opened a joining drum part
+    without its downbeat kick in 0.27 of the bars, against 0.20 of the real bars' whole
+    parts)."""
     programs = table.programs()
     if len(programs) < 2 or table.bars < 2:
         return None
     program = programs[rng.integers(len(programs))]
-    own_bars = np.unique(table.note_bar[table.note_program == program])
+    own = table.note_program == program
+    own_bars = np.unique(table.note_bar[own])
     if len(own_bars) < 2:
         return None
-    j = int(own_bars[rng.integers(1, len(own_bars))])  # it plays in bar j
-    return (table.note_program == program) & (table.note_bar < j)
+    on_one = own & (table.note_position == 0)
+    if program == DRUM_PROGRAM:
+        pitches = table.vocab.values[
+            table.ids[np.minimum(table.note_start + 1, len(table.ids) - 1)]
+        ]
+        on_one &= np.isin(pitches, KICKS)
+    downbeats = np.intersect1d(own_bars[1:], table.note_bar[on_one])
+    later = downbeats if len(downbeats) else own_bars[1:]
+    j = int(later[rng.integers(len(later))])  # it plays in bar j
+    return own & (table.note_bar < j)
 
 
 def cut_bar(table: NoteTable, rng: np.random.Generator) -> np.ndarray | None:

@@ -65,6 +65,36 @@ def test_entering_part_is_absent_then_present(hvocab, plain):
         assert all(missing[:first_back]) and not any(missing[first_back:])
 
 
+def test_a_part_enters_on_the_downbeat_a_drum_part_on_its_kick(hvocab):
+    """Bar ``j`` of an entering part holds a note of it at its first position (drums: a kick
+    there); bars without one are never where a part comes in, while there is a bar with one."""
+    score = make_band_score(bars=8)
+    tpq, bar_ticks = score.ticks_per_quarter, 4 * score.ticks_per_quarter
+    drums, bass = score.tracks[0], score.tracks[1]
+    # odd bars: no kick on the one (a fill's bar) and the bass comes in after it
+    drums.notes = [
+        n
+        for n in drums.notes
+        if not (n.pitch == 36 and n.time % bar_ticks == 0 and n.time // bar_ticks % 2)
+    ]
+    for n in bass.notes:
+        if n.time // bar_ticks % 2 and n.time % bar_ticks == 0:
+            n.time += tpq // 2
+    ids = score_to_ids(new_tokenizer(), score).astype(np.int64)
+    rng = np.random.default_rng(6)
+    entered = {-1: set(), 33: set()}
+    for _ in range(200):
+        table = NoteTable(hvocab, ids)
+        programs = bar_programs(hvocab, table.without(entering_part(table, rng)))
+        gone = set(ALL) - set(programs[0])
+        (program,) = gone
+        j = next(k for k, p in enumerate(programs) if program in p)
+        if program in entered:
+            entered[program].add(j)
+    assert entered[-1] and entered[-1] <= {2, 4, 6}, entered
+    assert entered[33] and entered[33] <= {2, 4, 6}, entered
+
+
 def test_cut_bar_keeps_everything_before_the_cut(hvocab, plain, tok):
     rng = np.random.default_rng(5)
     whole = ids_to_score(tok, plain)
