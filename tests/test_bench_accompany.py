@@ -39,6 +39,17 @@ def test_notes_land_on_the_nearest_tick_after_the_start():
     assert sorted(notes) == [(48, 9, 36), (96, 1, 45)]
 
 
+def test_a_tick_the_recorder_lost_is_put_back_and_later_notes_keep_their_beat():
+    ticks = [(100, b"\xfa"), *((200 + 1000 * k, b"\xf8") for k in range(200) if k not in (50, 51))]
+    notes_played = [
+        (200 + 1000 * 96 + 30, bytes((0x99, 36, 90))),  # bar 1, beat 1, after two lost ticks
+        (200 + 1000 * 49 - 20, bytes((0x91, 45, 90))),  # just before the gap: tick 49
+    ]
+    notes, n = on_grid(sorted([*ticks, *notes_played]))
+    assert n == 200
+    assert sorted(notes) == [(49, 1, 45), (96, 9, 36)]
+
+
 def _bass_line(pitch_of_bar, bars=12, beats=(0, 48)):
     return [(b * 96 + t, 1, pitch_of_bar(b)) for b in range(1, bars) for t in beats]
 
