@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -80,11 +81,13 @@ def test_bad_rt_priority_is_refused_before_any_port_opens(tmp_path) -> None:
 
 
 def test_a_context_longer_than_the_training_window_is_refused_in_one_line(tmp_path) -> None:
-    """The bundled model was trained on 2,048-token windows: a longer context is refused
+    """A context longer than the bundled model's training window (its card's) is refused
     before any port opens; one too short for a bar, by the schema."""
+    card = Path(__file__).resolve().parents[1] / "ostinato/assets/default/card.json"
+    window = json.loads(card.read_text())["window"]
     result = run_cli("run", "--no-osc", "--no-record", "--context", "4096", "--clock", "internal")
     assert result.returncode == 2, result.stderr
-    assert "context 4096 is longer than the 2048 tokens" in result.stderr, result.stderr
+    assert f"context 4096 is longer than the {window} tokens" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     result = run_cli("run", "--no-osc", "--context", "16")
     assert result.returncode == 2 and "context must be" in result.stderr, result.stderr
