@@ -77,14 +77,17 @@ def test_vocabulary_without_header_is_unchanged(meter_tokenizer, meter_vocab):
     assert not header_mask(meter_vocab, ids).any()
 
 
-def _sample_bar(vocab: Vocab, config: GrammarConfig, rng: np.random.Generator) -> np.ndarray:
+def _sample_bar(vocab: Vocab, config: GrammarConfig, rng: np.random.Generator | None = None,
+                choose=None) -> np.ndarray:  # fmt: skip
+    """One bar under ``config``, each token drawn from those allowed (``choose(allowed)``: a
+    chooser of one's own)."""
     grammar = Grammar(vocab, config)
     grammar.reset(at_bar_start=True)
     tokens = [vocab.bar_id]
     while grammar.bars_completed < 1:
         allowed = np.flatnonzero(grammar.mask())
         assert len(allowed), f"nothing allowed after {tokens[-6:]}"
-        token = int(rng.choice(allowed))
+        token = int(choose(allowed) if choose is not None else rng.choice(allowed))
         grammar.advance(token)
         tokens.append(token)
     return np.asarray(tokens[:-1], dtype=np.int64)
@@ -110,27 +113,20 @@ def test_the_budget_keeps_a_note_for_each_named_part_a_flooding_part_left_silent
     the header silent, the bar ended by its budget): the budget's last notes are the silent
     parts', so every part the header names plays."""
     bass, drums = program_tokens(hvocab)[33], program_tokens(hvocab)[-1]
+
+    def flood(allowed: np.ndarray) -> int:
+        """The bass whenever it may; never drums or keys while anything else is left."""
+        rest = allowed[hvocab.types[allowed] != TokenType.PROGRAM]
+        if bass in allowed:
+            return bass
+        if len(rest) and not (allowed == drums).all():
+            return int(rest[0])
+        return int(allowed[0])
+
     for budget in (3, 6, 20):
         config = GrammarConfig(programs=(-1, 0, 33), header=(-1, 0, 33), meter=(4, 4),
                                max_notes=budget)  # fmt: skip
-        grammar = Grammar(hvocab, config)
-        grammar.reset(at_bar_start=True)
-        tokens = [hvocab.bar_id]
-        while grammar.bars_completed < 1:
-            allowed = np.flatnonzero(grammar.mask())
-            assert len(allowed), f"nothing allowed after {tokens[-6:]}"
-            kinds = hvocab.types[allowed]
-            # the bass whenever it may; never drums or keys while anything else is left
-            if bass in allowed:
-                token = bass
-            elif (kinds != TokenType.PROGRAM).any() and not (allowed == drums).all():
-                rest = allowed[(kinds != TokenType.PROGRAM)]
-                token = int(rest[0])
-            else:
-                token = int(allowed[0])
-            grammar.advance(token)
-            tokens.append(token)
-        counts = bar_counts(hvocab, [np.asarray(tokens[:-1])])[0]
+        counts = bar_counts(hvocab, [_sample_bar(hvocab, config, choose=flood)])[0]
         assert set(counts) == {-1, 0, 33}, (budget, counts)
         assert sum(counts.values()) <= max(budget, 3)
 
