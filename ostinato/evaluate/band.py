@@ -31,13 +31,11 @@ from ostinato.evaluate.metrics import (
     pitch_class_histogram,
 )
 from ostinato.model.corpus import CorpusSplit
-from ostinato.model.tokens import DRUM_PROGRAM, Meter, Vocab, split_bars
+from ostinato.model.tokens import DRUM_PROGRAM, KICKS, Meter, Vocab, split_bars
 
 CONTEXT_BARS = 4
 DEFAULT_BARS = 8
 BASS_PROGRAMS = frozenset(range(32, 40))
-#: General MIDI's bass drums (acoustic, 35, and bass drum 1, 36): a drum bar's downbeat kick.
-KICKS = frozenset((35, 36))
 CONTEXTS = ("all", "musician")
 #: Pitched parts a window needs, without a bass program, for its lowest to play the bass role.
 LOWEST_AS_BASS = 3

@@ -610,7 +610,7 @@ class Grammar:
             floor, last, allowance = self._part_table(program)
             n = self._part_notes.get(program, 0)
             if n == 0:
-                owed.append(self._program_token[program])
+                owed.append(tokens[program])
             lim = int(last[min(n, floor)])
             if n < floor:
                 end_ok = False

@@ -53,6 +53,8 @@ from ostinato.model.style import NONE, STYLES, TOKEN_PREFIX, token_name
 
 TOKENIZER_FILE = "tokenizer.json"
 DRUM_PROGRAM = -1
+#: General MIDI's bass drums (acoustic, 35, and bass drum 1, 36): a drum bar's downbeat kick.
+KICKS = frozenset((35, 36))
 #: The tokenizer configuration's flag (``additional_params``) for the instrument header.
 HEADER_PARAM = "instrument_header"
 
