@@ -728,6 +728,7 @@ class Grammar:
         kind = self.vocab.types[token_id]
         if self.state == State.HEADER and kind == TokenType.PROGRAM:
             self.header.append(int(self.vocab.values[token_id]))
+            self._others = None  # the parts left out, read again from the longer header
             return
         if kind == TokenType.BAR:
             if self.state != State.EXPECT_BAR:

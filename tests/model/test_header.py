@@ -139,6 +139,22 @@ def test_free_header_is_kept_by_the_notes(hvocab):
         assert _header_of(hvocab, bar) == sorted(bar_counts(hvocab, [bar])[0])
 
 
+def test_a_free_header_lets_every_part_it_named_play(hvocab):
+    """The model names the bar's parts itself (no header asked for): after naming drums, then
+    bass, both may play from the first position on — not only the part named first."""
+    tokens = program_tokens(hvocab)
+    grammar = Grammar(hvocab, GrammarConfig(programs=(-1, 0, 33), meter=(4, 4)))
+    grammar.reset(at_bar_start=True)
+    grammar.advance(int(np.flatnonzero(grammar.mask())[0]))  # TimeSig_4/4
+    for program in (-1, 33):
+        assert grammar.mask()[tokens[program]]
+        grammar.advance(tokens[program])
+    first = int(np.flatnonzero(grammar.mask() & (hvocab.types == TokenType.POSITION))[0])
+    grammar.advance(first)
+    allowed = grammar.mask()
+    assert allowed[tokens[-1]] and allowed[tokens[33]] and not allowed[tokens[0]]
+
+
 def test_empty_header_is_an_empty_bar(hvocab):
     bar = _sample_bar(hvocab, GrammarConfig(programs=(-1,), header=(), meter=(4, 4)),
                       np.random.default_rng(2))  # fmt: skip
