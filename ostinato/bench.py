@@ -118,7 +118,7 @@ def bench_torch(card: dict, prompt: np.ndarray, steps: int, naive_steps: int) ->
         import torch
     except ImportError:
         return None
-    from ostinato.model.network import Decoder, ModelConfig, bar_offsets
+    from ostinato.model.network import Decoder, ModelConfig, bar_offsets, next_places
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -130,10 +130,11 @@ def bench_torch(card: dict, prompt: np.ndarray, steps: int, naive_steps: int) ->
         logits, pk, pv = model(tokens)
         out["prefill_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
         times, position, before = [], tokens.shape[1], tokens[:, -1:]
-        place = bar_offsets(tokens, model.config.bar_token)[:, -1:]
+        cfg = model.config
+        place = bar_offsets(tokens, cfg.bar_token, 0, cfg.position_token, cfg.positions)[:, -1:]
         for _ in range(steps):
             token = logits[:, -1].argmax(-1, keepdim=True)
-            place = torch.where(token == model.config.bar_token, 0, place + 1)
+            place = next_places(cfg, place, token)
             t0 = time.perf_counter()
             logits, k, v = model(token, torch.tensor([[position]]), pk, pv, prev_tokens=before,
                                  bar_places=place)  # fmt: skip

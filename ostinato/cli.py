@@ -139,6 +139,10 @@ def _add_train(sub) -> None:
                    help="a new model turns every other rotary pair of its heads with each "
                    "token's place in its bar, not in the sequence: a head finds the same place "
                    "in an earlier bar")  # fmt: skip
+    p.add_argument("--onset-places", action="store_const", const=True,
+                   help="with --bar-rotary: count that place in music (the position of the "
+                   "token's onset), not in tokens, so the same onset in another bar is at the "
+                   "same place however many notes came before it there")  # fmt: skip
     p.add_argument("--eval-every", type=int)
     p.add_argument("--eval-batches", type=int)
     p.add_argument("--checkpoint-every", type=int)

@@ -49,9 +49,9 @@ from ostinato.model.style import NONE
 from ostinato.model.tokens import (
     NO_PREVIOUS,
     TOKENIZER_FILE,
+    PlaceRule,
     TokenType,
     Vocab,
-    bar_places,
     load_tokenizer,
 )
 
@@ -236,6 +236,15 @@ class Engine:
         expected += [PREV_INPUT] if self._previous else []
         self._in_bar = int(m.get("bar_token", -1)) >= 0  # … and each one's place in its bar
         expected += [PLACE_INPUT] if self._in_bar else []
+        self._places = PlaceRule.of(m) or PlaceRule(self.vocab.bar_id)
+        first = self._places.position_id
+        if self._places.musical and not (
+            first < self.vocab.size
+            and self.vocab.types[first] == TokenType.POSITION
+            and self.vocab.values[first] == 0
+        ):
+            raise ModelError("the model counts places in the bar from another Position_0 "
+                             "than the tokenizer's: the files do not belong together")  # fmt: skip
         if self._in_bar and m["bar_token"] != self.vocab.bar_id:
             raise ModelError("the model counts places in the bar from another token than the "
                              "tokenizer's Bar: the files do not belong together")  # fmt: skip
@@ -601,7 +610,7 @@ class Engine:
         room = self.window - self._front()
         if len(tokens) > room:  # only the newest tokens can be kept, after those before them
             gone = tokens[:-room]
-            place = bar_places(gone, self.vocab.bar_id, self._last_place)[-1]
+            place = self._places.places(gone, self._last_place)[-1]
             self._last_token, self._last_place = int(gone[-1]), int(place)
             tokens = tokens[-room:]
         self._make_room(len(tokens))
@@ -650,7 +659,7 @@ class Engine:
         self._tok1[0, 0] = token
         self._pos1[0, 0] = self.next_position
         self._prev1[0, 0] = self._last_token
-        place = 0 if token == self.vocab.bar_id else self._last_place + 1
+        place = self._places.after(self._last_place, token)
         self._place1[0, 0] = place
         self._last_token, self._last_place = token, place
         self.decode_session.run_with_iobinding(self._io)
@@ -687,7 +696,7 @@ class Engine:
         if self._previous:
             before = [self._last_token]
             feeds[PREV_INPUT] = np.concatenate((before, tokens[:-1])).astype(np.int64)[None]
-        places = bar_places(tokens, self.vocab.bar_id, self._last_place)
+        places = self._places.places(tokens, self._last_place)
         if self._in_bar:
             feeds[PLACE_INPUT] = places.astype(np.int64)[None]
         logits, new_k, new_v = self.session.run(None, feeds)

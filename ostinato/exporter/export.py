@@ -23,7 +23,7 @@ from ostinato.exporter.graph import (
 )
 from ostinato.exporter.runtime import ort_run
 from ostinato.model.network import Decoder
-from ostinato.model.tokens import TOKENIZER_FILE, bar_places, load_tokenizer
+from ostinato.model.tokens import TOKENIZER_FILE, PlaceRule, load_tokenizer
 from ostinato.model.train import load_checkpoint, model_from_checkpoint
 
 log = logging.getLogger(__name__)
@@ -130,9 +130,10 @@ def check_parity(
     cfg = model.config
     model = model.float().eval()
     empty = np.zeros((cfg.n_layer, 1, cfg.n_head, 0, cfg.head_dim), dtype=np.float32)
+    rule = PlaceRule.of(cfg)
 
     def ort_step(sess, tokens, start, past_k, past_v, before=None):
-        return ort_run(sess, cfg.n_layer, tokens, start, past_k, past_v, before, cfg.bar_token)
+        return ort_run(sess, cfg.n_layer, tokens, start, past_k, past_v, before, rule)
 
     tokens = prompt.astype(np.int64)[None]
     # ORT needs S ≥ 1 in the graph's dims only if the exporter specialized it; S = 0 works.
@@ -156,7 +157,7 @@ def check_parity(
                                 seen_a)  # fmt: skip
         past_k = np.concatenate((past_k, k), axis=3)
         past_v = np.concatenate((past_v, v), axis=3)
-        place = bar_places(seen_b, cfg.bar_token)[-1:][None]
+        place = (rule or PlaceRule(-1)).places(seen_b)[-1:][None]
         with torch.no_grad():
             out, k2, v2 = model(torch.tensor([[b]]), torch.tensor([[position]]), tk, tv,
                                 prev_tokens=torch.tensor([[int(seen_b[-2])]]),
@@ -182,7 +183,7 @@ def _to_int8(model: Decoder, tokenizer, onnx_path: Path, decode_path: Path) -> d
         quantize_file(path, path)
     quantized = (ort_session(onnx_path), ort_session(decode_path))
     shape = (cfg.n_layer, cfg.n_head, cfg.head_dim)
-    report = agreement(fp32, quantized, shape, music_prompt(tokenizer), bar_token=cfg.bar_token)
+    report = agreement(fp32, quantized, shape, music_prompt(tokenizer), places=PlaceRule.of(cfg))
     log.info(
         "int8: greedy agreement with fp32 %.3f over %d steps, max |Δlogit| %.3f",
         report["greedy_agreement"], report["greedy_steps"], report["max_abs_logit_diff"],

@@ -22,6 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ostinato.exporter.runtime import ort_run
+from ostinato.model.tokens import PlaceRule
 
 
 def quantize_file(src: Path, dst: Path) -> None:
@@ -35,10 +36,10 @@ def quantize_file(src: Path, dst: Path) -> None:
 
 
 def _run(sess: ort.InferenceSession, n_layer: int, tokens, start: int, past_k, past_v,
-         before: np.ndarray | None = None, bar_token: int = -1):  # fmt: skip
+         before: np.ndarray | None = None, places: PlaceRule | None = None):  # fmt: skip
     """The last position's logits and the cache grown by these tokens (``before``: the tokens
     before them)."""
-    logits, k, v = ort_run(sess, n_layer, tokens, start, past_k, past_v, before, bar_token)
+    logits, k, v = ort_run(sess, n_layer, tokens, start, past_k, past_v, before, places)
     return logits[0, -1], np.concatenate((past_k, k), axis=3), np.concatenate((past_v, v), axis=3)
 
 
@@ -48,16 +49,16 @@ def agreement(
     shape: tuple[int, int, int],
     prompt: np.ndarray,
     steps: int = 256,
-    bar_token: int = -1,
+    places: PlaceRule | None = None,
 ) -> dict:
     """Greedy agreement of the int8 graphs with the fp32 ones (each a (prefill, decode) pair)
     on ``prompt`` then ``steps`` tokens that the fp32 graphs choose; ``shape``: (layers,
-    heads, head size); ``bar_token``: the model's (places in the bar counted from it)."""
+    heads, head size); ``places``: the model's rule for places in the bar (None: it has none)."""
     n_layer, n_head, head_dim = shape
     empty = np.zeros((n_layer, 1, n_head, 0, head_dim), dtype=np.float32)
     tokens = np.asarray(prompt, dtype=np.int64)[None]
-    a, ak, av = _run(fp32[0], n_layer, tokens, 0, empty, empty, None, bar_token)
-    b, bk, bv = _run(int8[0], n_layer, tokens, 0, empty, empty, None, bar_token)
+    a, ak, av = _run(fp32[0], n_layer, tokens, 0, empty, empty, None, places)
+    b, bk, bv = _run(int8[0], n_layer, tokens, 0, empty, empty, None, places)
     same, diff = [], []
     position = tokens.shape[1]
     seen = list(tokens[0])
@@ -67,8 +68,8 @@ def agreement(
         diff.append(float(np.abs(a - b).max()))
         step = np.array([[chosen]], dtype=np.int64)
         before = np.asarray(seen, dtype=np.int64)
-        a, ak, av = _run(fp32[1], n_layer, step, position, ak, av, before, bar_token)
-        b, bk, bv = _run(int8[1], n_layer, step, position, bk, bv, before, bar_token)
+        a, ak, av = _run(fp32[1], n_layer, step, position, ak, av, before, places)
+        b, bk, bv = _run(int8[1], n_layer, step, position, bk, bv, before, places)
         position += 1
         seen.append(chosen)
     return {

@@ -85,6 +85,12 @@ def load_into(model: Decoder, model_dir: str | Path) -> None:
     if theirs.bar_token >= 0 and theirs.bar_token != ours.bar_token:
         raise ValueError(f"{model_dir} turns rotary pairs with the place in the bar: train "
                          "with --bar-rotary (and its tokenizer)")  # fmt: skip
+    if theirs.position_token >= 0 and (theirs.position_token, theirs.positions) != (
+        ours.position_token,
+        ours.positions,
+    ):
+        raise ValueError(f"{model_dir} counts places in the bar in music: train with "
+                         "--onset-places (and its tokenizer)")  # fmt: skip
     state = state_dict_from_onnx(model_dir)
     own = model.state_dict()
     added = set() if theirs.previous_token else {"prev_embed.weight"}  # stays at zero

@@ -5,20 +5,20 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from ostinato.model.tokens import NO_PREVIOUS, bar_places
+from ostinato.model.tokens import NO_PREVIOUS, PlaceRule
 
 PREV_INPUT = "prev_tokens"  # the graphs of a model with previous_token (after the buffers)
-PLACE_INPUT = "bar_places"  # … of a model with bar_token (last)
+PLACE_INPUT = "bar_places"  # … of a model with bar_token (last), see PlaceRule
 
 
 def ort_run(sess: ort.InferenceSession, n_layer: int, tokens: np.ndarray, start: int,
             past_k: np.ndarray, past_v: np.ndarray, before: np.ndarray | None = None,
-            bar_token: int = -1) -> list:  # fmt: skip
+            places: PlaceRule | None = None) -> list:  # fmt: skip
     """One call of an exported graph: ``tokens`` (1, n) at positions ``start`` … after the
     cache ``past_k``/``past_v`` (layers, 1, heads, S, head size), causal among the new ones;
     ``before``: the tokens the cache holds (1-D), for a graph that takes the token before each
-    new one (``prev_tokens``) or their places in their bars (``bar_places``, counted from the
-    ``bar_token``). Returns [logits, new_k, new_v]."""
+    new one (``prev_tokens``) or their places in their bars (``bar_places``, counted by the
+    model's ``places`` rule). Returns [logits, new_k, new_v]."""
     n, s = tokens.shape[1], past_k.shape[3]
     allowed = np.tril(np.ones((n, s + n), dtype=bool), s)
     feeds = {
@@ -33,5 +33,7 @@ def ort_run(sess: ort.InferenceSession, n_layer: int, tokens: np.ndarray, start:
     if PREV_INPUT in names:
         feeds[PREV_INPUT] = np.concatenate(([NO_PREVIOUS], history))[-n - 1 : -1][None]
     if PLACE_INPUT in names:
-        feeds[PLACE_INPUT] = bar_places(history, bar_token)[-n:][None]
+        if places is None:
+            raise ValueError("this graph takes places in the bar: give the model's PlaceRule")
+        feeds[PLACE_INPUT] = places.places(history)[-n:][None]
     return sess.run(None, feeds)

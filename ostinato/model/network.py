@@ -50,6 +50,10 @@ class ModelConfig:
     # ≥ 0 (the Bar token's id): every other rotary pair of each head turns with the token's
     # place in its bar (tokens since the last Bar) instead of its place in the sequence
     bar_token: int = -1
+    # ≥ 0 (with bar_token): the first Position token's id, ``positions`` of them: the place is
+    # counted in music (1 + the last Position's value) instead of in tokens (PlaceRule)
+    position_token: int = -1
+    positions: int = 0
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:
@@ -90,16 +94,39 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
 
 
 def bar_offsets(
-    tokens: torch.Tensor, bar_token: int, start: torch.Tensor | int = 0
+    tokens: torch.Tensor,
+    bar_token: int,
+    start: torch.Tensor | int = 0,
+    position_token: int = -1,
+    positions: int = 0,
 ) -> torch.Tensor:
-    """(B, T) → each token's place in its bar: 0 at a Bar token, counting up from there;
-    ``start``: the place of the token before the first (a window without a Bar counts from
-    it)."""
+    """(B, T) → each token's place in its bar (:class:`ostinato.model.tokens.PlaceRule`): in
+    tokens, 0 at a Bar token, counting up from there; with ``position_token`` ≥ 0, in music:
+    0 from a Bar, 1 + the position from a Position token on. ``start``: the place of the
+    token before the first (a window without a Bar counts from it)."""
     T = tokens.shape[1]
     index = torch.arange(T, device=tokens.device).expand_as(tokens)
-    last_bar = torch.where(tokens == bar_token, index, torch.full_like(index, -1)).cummax(1).values
-    before = torch.as_tensor(start, device=tokens.device).reshape(-1, 1) + 1 + index
-    return torch.where(last_bar >= 0, index - last_bar, before)
+    before = torch.as_tensor(start, device=tokens.device).reshape(-1, 1)
+    if position_token < 0:
+        marks = tokens == bar_token
+        last = torch.where(marks, index, torch.full_like(index, -1)).cummax(1).values
+        return torch.where(last >= 0, index - last, before + 1 + index)
+    value = tokens - position_token
+    at_position = (value >= 0) & (value < positions)
+    marks = at_position | (tokens == bar_token)
+    last = torch.where(marks, index, torch.full_like(index, -1)).cummax(1).values
+    place = torch.where(at_position, value + 1, torch.zeros_like(value))
+    held = place.gather(1, last.clamp(min=0))
+    return torch.where(last >= 0, held, before.expand_as(tokens))
+
+
+def next_places(config: ModelConfig, place: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+    """The places (B, 1) of the tokens (B, 1) after ones at ``place`` (see bar_offsets)."""
+    if config.position_token < 0:
+        return torch.where(token == config.bar_token, 0, place + 1)
+    value = token - config.position_token
+    at_position = (value >= 0) & (value < config.positions)
+    return torch.where(token == config.bar_token, 0, torch.where(at_position, value + 1, place))
 
 
 def previous_tokens(tokens: torch.Tensor, first: int = NO_PREVIOUS) -> torch.Tensor:
@@ -245,7 +272,10 @@ class Decoder(nn.Module):
             if bar_places is None:
                 if past_k is not None:
                     raise ValueError("a model with bar_token needs bar_places after a cache")
-                bar_places = bar_offsets(tokens, self.config.bar_token)
+                cfg = self.config
+                bar_places = bar_offsets(
+                    tokens, cfg.bar_token, 0, cfg.position_token, cfg.positions
+                )
             in_bar = bar_places.float()[:, :, None] * self.inv_freq.float()
             freqs = torch.where(self.bar_pairs, in_bar, freqs)
         cos, sin = freqs.cos()[:, None].to(x.dtype), freqs.sin()[:, None].to(x.dtype)
@@ -266,12 +296,13 @@ class Decoder(nn.Module):
         out = []
         position = prompt.shape[1]
         prev = prompt[:, -1:]
-        place = bar_offsets(prompt, self.config.bar_token)[:, -1:]
+        cfg = self.config
+        place = bar_offsets(prompt, cfg.bar_token, 0, cfg.position_token, cfg.positions)[:, -1:]
         for _ in range(steps):
             token = logits[:, -1].argmax(-1, keepdim=True)
             out.append(token)
             pos = torch.full_like(token, position)
-            place = torch.where(token == self.config.bar_token, 0, place + 1)
+            place = next_places(cfg, place, token)
             logits, k, v = self(token, pos, past_k, past_v, prev_tokens=prev, bar_places=place)
             prev = token
             past_k, past_v = torch.cat((past_k, k), 3), torch.cat((past_v, v), 3)

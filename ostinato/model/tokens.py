@@ -41,7 +41,7 @@ corpus or model.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,13 +70,67 @@ NO_PREVIOUS = 0
 
 
 def bar_places(tokens: np.ndarray, bar_id: int, start: int = 0) -> np.ndarray:
-    """Each token's place in its bar, as a model with ``bar_token`` is given it: 0 at a Bar,
+    """Each token's place in its bar counted in tokens (see :class:`PlaceRule`): 0 at a Bar,
     one more than the token before otherwise; ``start``: the place of the token before the
     first (0: none, so a first token that is not a Bar is at 1)."""
-    tokens = np.asarray(tokens)
-    index = np.arange(len(tokens))
-    last = np.maximum.accumulate(np.where(tokens == bar_id, index, -1)) if len(tokens) else index
-    return np.where(last >= 0, index - last, start + 1 + index).astype(np.int64)
+    return PlaceRule(bar_id).places(tokens, start)
+
+
+@dataclass(frozen=True)
+class PlaceRule:
+    """How a model whose rotary pairs turn with each token's place in its bar (a model
+    with ``bar_token``) counts that place.
+
+    In tokens (``position_id`` < 0): 0 at a Bar, one more than the token before otherwise.
+    In music (``position_id``: the first Position token's id, ``positions`` of them, their
+    values 0, 1, … in id order): 0 from a Bar on, 1 + the position from a Position token on.
+    Every token of a note is then at its onset's place, and the same onset in another bar is
+    at the same place however many notes came before it there: "what was played here a bar
+    ago" is one angle the attention can learn, where a count of tokens shifts with every note
+    added or left out earlier in the bar."""
+
+    bar_id: int
+    position_id: int = -1
+    positions: int = 0
+
+    @classmethod
+    def of(cls, model: Mapping | object) -> PlaceRule | None:
+        """The rule of a model's config (a ModelConfig or its dict); None without places."""
+        get = model.get if isinstance(model, Mapping) else lambda k, d: getattr(model, k, d)
+        bar = int(get("bar_token", -1))
+        if bar < 0:
+            return None
+        return cls(bar, int(get("position_token", -1)), int(get("positions", 0)))
+
+    @property
+    def musical(self) -> bool:
+        return self.position_id >= 0
+
+    def places(self, tokens: np.ndarray, start: int = 0) -> np.ndarray:
+        """(T,) token ids → each one's place; ``start``: the place of the token before the
+        first (a window that begins inside a bar)."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        index = np.arange(len(tokens))
+        if not self.musical:
+            last = np.where(tokens == self.bar_id, index, -1)
+            last = np.maximum.accumulate(last) if len(tokens) else index
+            return np.where(last >= 0, index - last, start + 1 + index).astype(np.int64)
+        value = tokens - self.position_id
+        at_position = (value >= 0) & (value < self.positions)
+        marks = at_position | (tokens == self.bar_id)
+        last = np.where(marks, index, -1)
+        last = np.maximum.accumulate(last) if len(tokens) else index
+        place = np.where(at_position, value + 1, 0)
+        return np.where(last >= 0, place[np.maximum(last, 0)], start).astype(np.int64)
+
+    def after(self, last: int, token: int) -> int:
+        """The place of ``token`` after a token at place ``last``."""
+        if token == self.bar_id:
+            return 0
+        if not self.musical:
+            return last + 1
+        value = token - self.position_id
+        return value + 1 if 0 <= value < self.positions else last
 
 
 #: The meters a new tokenizer has TimeSig tokens for, as (numerator, denominator).

@@ -93,6 +93,7 @@ class TrainConfig:
     init: str = ""  # a model folder whose weights a new run starts from
     previous_token: bool = False  # a new model's tokens also enter with the one before (network)
     bar_rotary: bool = False  # a new model turns half its rotary pairs with the place in the bar
+    onset_places: bool = False  # … counted in music (its onset's position), not tokens
     eval_every: int = 250
     eval_batches: int = 20
     checkpoint_every: int = 500
@@ -515,6 +516,18 @@ class Trainer:
             dist.destroy_process_group()
             self._own_group = False
 
+    def _onset_places(self) -> dict:
+        """The model config's entries for places counted in music (``onset_places``)."""
+        if not self.cfg.onset_places:
+            return {}
+        if not self.cfg.bar_rotary:
+            raise ValueError("--onset-places counts the places of --bar-rotary: give both")
+        ids = np.flatnonzero(self.vocab.types == TokenType.POSITION)
+        values = self.vocab.values[ids]
+        if not len(ids) or (np.diff(ids) != 1).any() or (values != np.arange(len(ids))).any():
+            raise ValueError("the tokenizer's Position tokens are not one run of ids 0, 1, …")
+        return {"position_token": int(ids[0]), "positions": len(ids)}
+
     def _build(self, model_args: dict | None):
         cfg = self.cfg
         if model_args:
@@ -524,6 +537,7 @@ class Trainer:
             mcfg = config_for(cfg.size, self.vocab.size, dropout=cfg.dropout,
                               previous_token=cfg.previous_token,
                               bar_token=self.vocab.bar_id if cfg.bar_rotary else -1,
+                              **self._onset_places(),
                               **({"max_seq_len": window} if window else {}))  # fmt: skip
         seq_len = cfg.seq_len or mcfg.max_seq_len
         if seq_len > mcfg.max_seq_len:

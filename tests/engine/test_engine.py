@@ -308,20 +308,28 @@ def test_a_completed_bar_copies_its_reference_from_the_commit_point_on(
     assert (ends_with == vocab.bar_id) == (until is None)  # else: stopped inside the bar
 
 
-@pytest.mark.parametrize("previous_token,in_bar", [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize(
+    "previous_token,in_bar",
+    [(True, None), (False, "tokens"), (True, "tokens"), (False, "music"), (True, "music")],
+)
 def test_a_model_that_hears_the_previous_token_or_the_place_in_the_bar_runs_as_trained(
     tmp_path, tokenizer, previous_token, in_bar
 ) -> None:
     """``previous_token``: the graphs take the token before each new one; ``bar_token``: each
-    one's place in its bar. The engine gives them in a prefill, an extension, each decoded step,
-    after a truncation and after the positions are numbered again, as the network computes
-    them over the whole sequence."""
+    one's place in its bar, counted in tokens or in music (``position_token``: the onset's
+    position). The engine gives them in a prefill, an extension, each decoded step, after a
+    truncation and after the positions are numbered again, as the network computes them over
+    the whole sequence."""
     from ostinato.exporter.export import export_model
     from tests.conftest import save_random_checkpoint
 
     bar = tokenizer.vocab["Bar_None"] if in_bar else -1
+    music = {}
+    if in_bar == "music":
+        names = [n for n in tokenizer.vocab if n.startswith("Position_")]
+        music = {"position_token": tokenizer.vocab["Position_0"], "positions": len(names)}
     ckpt_path = save_random_checkpoint(tmp_path / "run", seed=5, previous_token=previous_token,
-                                       bar_token=bar)  # fmt: skip
+                                       bar_token=bar, **music)  # fmt: skip
     ckpt = torch.load(ckpt_path, weights_only=False)
     torch.manual_seed(6)
     if previous_token:
@@ -342,6 +350,10 @@ def test_a_model_that_hears_the_previous_token_or_the_place_in_the_bar_runs_as_t
                                        "bar_token": -1}))  # fmt: skip
         plain.load_state_dict(ckpt["model"], strict=False)
         assert np.abs(plain.eval()(full)[0][0].numpy() - expected).max() > 1e-2  # it matters
+        if music:  # and so does counting in music rather than in tokens
+            counted = Decoder(ModelConfig(**{**ckpt["model_args"], "position_token": -1}))
+            counted.load_state_dict(ckpt["model"], strict=False)
+            assert np.abs(counted.eval()(full)[0][0].numpy() - expected).max() > 1e-2
     engine.reset()
     engine.feed(ids[:30])
     np.testing.assert_allclose(engine.last_logits, expected[30], atol=1e-4)

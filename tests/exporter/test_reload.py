@@ -93,3 +93,14 @@ def test_a_model_that_counts_places_in_the_bar_reloads_and_is_not_taken_without(
     assert diff < 0.5 and same
     with pytest.raises(ValueError, match="--bar-rotary"):
         load_into(Decoder(replace(config, bar_token=-1)), tmp_path / "model")
+    # one that counts them in music is not taken by a model that counts in tokens; the other
+    # way round is a new count to learn (as --bar-rotary on a model without it)
+    first = legacy_tokenizer().vocab["Position_0"]
+    ckpt = save_random_checkpoint(tmp_path / "music", seed=2, bar_token=bar,
+                                  position_token=first, positions=32)  # fmt: skip
+    export_model(ckpt, tmp_path / "music-model")
+    music = model_config_of(tmp_path / "music-model")
+    assert (music.position_token, music.positions) == (first, 32)
+    with pytest.raises(ValueError, match="--onset-places"):
+        load_into(Decoder(replace(music, position_token=-1, positions=0)), tmp_path / "music-model")
+    load_into(Decoder(music), tmp_path / "model")

@@ -95,3 +95,55 @@ def test_bad_tokenizer_files_give_clear_errors(tmp_path) -> None:
 def test_velocity_bins_are_validated() -> None:
     with pytest.raises(ValueError, match="velocity_bins"):
         new_tokenizer(velocity_bins=8)
+
+
+def test_places_counted_in_music_put_an_onset_at_one_place_in_every_bar(tokenizer, vocab) -> None:
+    """A model's place in the bar counted in music: every token of a note is at its onset's
+    place, and the same onset is at the same place in a bar that has more notes before it —
+    where a count of tokens moves. The network (torch, a batch) and the engine (numpy, token
+    by token, from a carried place) count alike."""
+    import torch
+
+    from ostinato.model.network import ModelConfig, bar_offsets, next_places
+    from ostinato.model.tokens import PlaceRule
+
+    positions = np.flatnonzero(vocab.types == TokenType.POSITION)
+    first = int(positions[0])
+    rule = PlaceRule(vocab.bar_id, first, len(positions))
+
+    def bar(onsets: list[tuple[int, int]]) -> list[int]:
+        out = [vocab.bar_id]
+        for position, pitch in onsets:
+            out += [first + position, tokenizer.vocab["Program_33"],
+                    tokenizer.vocab[f"Pitch_{pitch}"], tokenizer.vocab["Velocity_95"],
+                    tokenizer.vocab["Duration_0.4.8"]]  # fmt: skip
+        return out
+
+    sparse, busy = bar([(8, 40)]), bar([(0, 36), (2, 38), (4, 43), (8, 40)])
+    tokens = np.asarray(sparse + busy, dtype=np.int64)
+    places = rule.places(tokens)
+    at_8 = [i for i, t in enumerate(tokens) if t == first + 8]
+    assert [places[i : i + 5].tolist() for i in at_8] == [[9] * 5, [9] * 5]  # a note, its onset
+    assert places[0] == 0 and places[len(sparse)] == 0  # a Bar
+    counted = PlaceRule(vocab.bar_id).places(tokens)
+    assert counted[at_8[0]] != counted[at_8[1]]  # in tokens, the busier bar moves the onset
+    # one token at a time from a carried place, and a window that starts inside a bar
+    last, stepped = 7, []
+    for token in tokens[3:]:
+        last = rule.after(last, int(token))
+        stepped.append(last)
+    assert stepped == rule.places(tokens[3:], start=7).tolist()
+    assert rule.places(tokens[3:], start=7)[0] == 7  # a Pitch before any Position: carried
+    # the network's count, whole windows and step by step
+    cfg = ModelConfig(vocab_size=vocab.size, n_layer=1, n_head=1, d_model=8, d_ff=8,
+                      bar_token=vocab.bar_id, position_token=first,
+                      positions=len(positions))  # fmt: skip
+    batch = torch.from_numpy(np.stack([tokens, tokens[::-1].copy()]))
+    expected = np.stack([rule.places(tokens), rule.places(tokens[::-1])])
+    np.testing.assert_array_equal(
+        bar_offsets(batch, cfg.bar_token, 0, cfg.position_token, cfg.positions).numpy(), expected
+    )
+    place = torch.zeros(1, 1, dtype=torch.long)
+    for i, token in enumerate(tokens):
+        place = next_places(cfg, place, torch.tensor([[int(token)]]))
+        assert int(place) == places[i]

@@ -313,3 +313,21 @@ def test_training_needs_no_midi_backend(tiny_corpus, tmp_path) -> None:
                             timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert load_checkpoint(tmp_path)["step"] == 2
+
+
+def test_onset_places_are_written_into_the_model_and_need_the_bar_rotary(tiny_corpus, tmp_path):
+    """``--onset-places``: the model's config counts places in music from the tokenizer's
+    Position_0; without ``--bar-rotary`` there is nothing to count them for."""
+    from ostinato.model.tokens import PlaceRule
+
+    cfg = TrainConfig(steps=2, checkpoint_every=100, bar_rotary=True, onset_places=True, **TINY)
+    Trainer(tiny_corpus, tmp_path / "a", cfg).run()
+    args = load_checkpoint(tmp_path / "a")["model_args"]
+    vocab = Vocab.from_tokenizer(load_tokenizer(tmp_path / "a" / "tokenizer.json"))
+    rule = PlaceRule.of(args)
+    assert rule is not None and rule.musical and rule.bar_id == vocab.bar_id
+    assert vocab.types[rule.position_id] == TokenType.POSITION
+    assert vocab.values[rule.position_id] == 0
+    assert rule.positions == int((vocab.types == TokenType.POSITION).sum())
+    with pytest.raises(ValueError, match="--bar-rotary"):
+        Trainer(tiny_corpus, tmp_path / "b", TrainConfig(**{**TINY, "onset_places": True})).run()
