@@ -136,6 +136,7 @@ class Telemetry:
             "clock_gaps": clock.gaps, "suspended": int(clock.suspended),
             "ignored_messages": self.inputs.ignored,
             "input_lost": stats.input_lost,
+            "input_gaps": clock.input_gaps,  # times the backend said MIDI input was lost
             "beats_per_bar": self.config.beats_per_bar,
             "beat": -1.0 if beat is None else round(beat, 3),
             "bar_ms_p99": round(float(np.percentile(bar_ms, 99)), 2) if bar_ms else 0.0,
