@@ -126,6 +126,11 @@ def _add_train(sub) -> None:
                    help="share of a window's files that start with a phrase looped 2 to 4 "
                    "times, as a DAW loops it: a loop file (at most 8 bars) whole, else 1, 2, "
                    "4 or 8 bars (default 0: off)")  # fmt: skip
+    p.add_argument("--drum-kit", type=float,
+                   help="share of a window's files whose drums are redrawn, each to another "
+                   "of its kind (a kick to a kick, toms in their order): the drums to play "
+                   "are read from the context, not remembered from a song "
+                   "(default 0)")  # fmt: skip
     p.add_argument("--weights", metavar="SRC=W,…",
                    help="sampling weight per source folder of the corpus, e.g. "
                    "freedoom-midi=4,synth=0.5 (default 1 each)")  # fmt: skip

@@ -65,6 +65,19 @@ PHRASE_BARS = (1, 2, 4, 8)
 #: percussion, organ, guitar, ensemble, pad; bass; melody: strings, brass, reed, pipe, synth
 #: lead, ethnic. Sound effects (families 12, 14, 15) are never drawn.
 ROLES = ((0, 1, 2, 3, 6, 11), (4,), (5, 7, 8, 9, 10, 13))
+#: The kinds of drum of the drum-kit augmentation, as General MIDI percussion keys: a drum
+#: redrawn stays of its kind (a kick a kick, a crash a crash). Toms keep their order from low
+#: to high (a fill still falls); the keys of no kind here are never changed.
+DRUM_KINDS = (
+    (35, 36),
+    (38, 40),
+    (37, 39),
+    (42, 44),
+    (49, 52, 55, 57),
+    (51, 53, 59),
+    (41, 43, 45, 47, 48, 50),
+)
+ORDERED_DRUM_KINDS = frozenset({6})  # (their index in DRUM_KINDS)
 
 
 @dataclass
@@ -89,6 +102,7 @@ class TrainConfig:
     entering: float = 0.2  # … with an instrument entering part-way
     cut: float = 0.15  # … whose last bar keeps a subset of its parts after a position
     loops: float = 0.0  # share of stretches with a phrase (a loop file: the whole) looped
+    drum_kit: float = 0.0  # share of stretches whose drums are redrawn within their kind
     weights: str = ""  # sampling weight per source folder: "freedoom-midi=4,synth=0.5"
     init: str = ""  # a model folder whose weights a new run starts from
     previous_token: bool = False  # a new model's tokens also enter with the one before (network)
@@ -121,6 +135,8 @@ class TrainConfig:
             raise ValueError("instruments must be in [0, 1]")
         if not 0.0 <= self.loops <= 1.0:
             raise ValueError("loops must be in [0, 1]")
+        if not 0.0 <= self.drum_kit <= 1.0:
+            raise ValueError("drum_kit must be in [0, 1]")
         self.part_rates().validate()
         source_weights(self.weights)
 
@@ -201,6 +217,7 @@ class WindowSampler:
         parts: PartRates | None = None,
         weights: np.ndarray | None = None,
         loops: float = 0.0,
+        drum_kit: float = 0.0,
     ) -> None:
         if len(split.bars) == 0:
             raise ValueError("the corpus split has no bars")
@@ -221,6 +238,10 @@ class WindowSampler:
         self.bar_in_loop = np.bincount(bar_file, minlength=len(split.files))[bar_file] <= LOOP_BARS
         self.loops = loops
         self.style_dropout, self.pack, self.instruments = style_dropout, pack, instruments
+        self.drum_kit = drum_kit
+        drums = np.flatnonzero(vocab.types == TokenType.PITCH_DRUM)
+        self.drum_id = {int(vocab.values[t]): int(t) for t in drums}
+        self.is_drum_pitch = vocab.types == TokenType.PITCH_DRUM
         # the Program tokens of each role, and each pitched Program token's role
         programs = np.flatnonzero(vocab.types == TokenType.PROGRAM)
         self.is_program = vocab.types == TokenType.PROGRAM
@@ -342,6 +363,8 @@ class WindowSampler:
                 window = window[: room - int(header_mask(self.vocab, written[:room]).sum())]
         if self.instruments and rng is not None and rng.random() < self.instruments:
             window = self._redraw_instruments(window, rng)
+        if self.drum_kit and rng is not None and rng.random() < self.drum_kit:
+            window = self._redraw_drums(window, rng)
         if self.transpose:
             pitches = self.vocab.values[window[self.is_pitch[window]]]
             if len(pitches):  # keep every note in range: shrink the shift if needed
@@ -371,6 +394,23 @@ class WindowSampler:
                 continue  # every instrument of the role is taken: this part keeps its own
             table[token] = int(free[rng.integers(len(free))])
             taken.add(int(table[token]))
+        return table[window]
+
+    def _redraw_drums(self, window: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``window`` with each drum it plays changed to another of its kind
+        (:data:`DRUM_KINDS`), two drums never merged into one, toms kept in their order."""
+        played = set(self.vocab.values[np.unique(window[self.is_drum_pitch[window]])].tolist())
+        table = np.arange(self.vocab.size, dtype=np.int64)
+        for k, kind in enumerate(DRUM_KINDS):
+            keys = [key for key in kind if key in self.drum_id]
+            here = [key for key in keys if key in played]
+            if not here:
+                continue
+            chosen = rng.choice(keys, size=len(here), replace=False)
+            if k in ORDERED_DRUM_KINDS:
+                chosen = np.sort(chosen)
+            for old, new in zip(here, chosen.tolist(), strict=True):
+                table[self.drum_id[old]] = self.drum_id[int(new)]
         return table[window]
 
 
@@ -592,7 +632,7 @@ class Trainer:
             CorpusSplit.load(self.corpus_dir, "train"), self.vocab, seq_len, cfg.transpose,
             file_styles(self.corpus_dir, "train"), cfg.style_dropout, cfg.pack, cfg.instruments,
             parts, file_weights(self.corpus_dir, "train", weights) if weights else None,
-            cfg.loops,
+            cfg.loops, cfg.drum_kit,
         )  # fmt: skip
         val_split = CorpusSplit.load(self.corpus_dir, "validation")
         # validation: the files' styles, never dropped; whole bars, headers but no part left out

@@ -208,6 +208,42 @@ def test_instruments_are_redrawn_within_their_role_one_per_part(tiny_corpus) -> 
     assert set(vocab.values[batch[programs[batch]]].tolist()) - corpus_programs
 
 
+def test_drums_are_redrawn_within_their_kind_toms_in_order(tiny_corpus) -> None:
+    """The drum-kit augmentation: each drum a window plays becomes another of its kind, the
+    same one wherever it plays; two drums never merge; toms keep their order from low to
+    high; keys of no kind and every token that is not a drum's are untouched."""
+    from ostinato.model.train import DRUM_KINDS, ORDERED_DRUM_KINDS
+
+    vocab = Vocab.from_tokenizer(load_tokenizer(tiny_corpus))
+    split = CorpusSplit.load(tiny_corpus, "train")
+    sampler = WindowSampler(split, vocab, 256, transpose=0, drum_kit=1.0)
+    drum = vocab.types == TokenType.PITCH_DRUM
+    kind_of = {key: k for k, kind in enumerate(DRUM_KINDS) for key in kind}
+    keys = [36, 38, 42, 45, 48, 41, 49, 51, 56, 36, 42, 45]  # 56 (cowbell): of no kind
+    ids = {int(vocab.values[t]): int(t) for t in np.flatnonzero(drum)}
+    window = np.asarray([x for key in keys for x in (ids[key], 5)], dtype=np.int64)
+    rng = np.random.default_rng(7)
+    moved = set()
+    for _ in range(200):
+        redrawn = sampler._redraw_drums(window, rng)
+        assert (redrawn[~drum[window]] == window[~drum[window]]).all()
+        pairs = {(int(vocab.values[a]), int(vocab.values[b]))
+                 for a, b in zip(window, redrawn, strict=True) if drum[a]}  # fmt: skip
+        assert len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs})
+        for old, new in pairs:
+            assert kind_of.get(new) == kind_of.get(old) and (old in kind_of or new == old)
+            if new != old:
+                moved.add((old, new))
+        toms = sorted((old, new) for old, new in pairs if kind_of.get(old) in ORDERED_DRUM_KINDS)
+        assert [new for _, new in toms] == sorted(new for _, new in toms)
+    assert {old for old, _ in moved} == {36, 38, 42, 45, 48, 41, 49, 51}  # each one moves
+    calls = []
+    redraw = sampler._redraw_drums
+    sampler._redraw_drums = lambda w, r: calls.append(len(w)) or redraw(w, r)  # type: ignore
+    sampler.batch(np.random.default_rng(1), 8)
+    assert len(calls) >= 8  # batch() applies it to every stretch at rate 1
+
+
 def test_loops_are_played_over_and_over_at_their_rate(tiny_corpus) -> None:
     """With the loop augmentation a stretch starts with a phrase played 2 to 4 times: a loop
     (a file of at most LOOP_BARS bars) from the window's bar to its end, then whole passes;
