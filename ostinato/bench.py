@@ -118,7 +118,7 @@ def bench_torch(card: dict, prompt: np.ndarray, steps: int, naive_steps: int) ->
         import torch
     except ImportError:
         return None
-    from ostinato.model.network import Decoder, ModelConfig, bar_offsets, next_places
+    from ostinato.model.network import Decoder, ModelConfig, next_places, places_of
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -131,7 +131,7 @@ def bench_torch(card: dict, prompt: np.ndarray, steps: int, naive_steps: int) ->
         out["prefill_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
         times, position, before = [], tokens.shape[1], tokens[:, -1:]
         cfg = model.config
-        place = bar_offsets(tokens, cfg.bar_token, 0, cfg.position_token, cfg.positions)[:, -1:]
+        place = places_of(cfg, tokens)[:, -1:]
         for _ in range(steps):
             token = logits[:, -1].argmax(-1, keepdim=True)
             place = next_places(cfg, place, token)

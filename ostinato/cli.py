@@ -148,6 +148,10 @@ def _add_train(sub) -> None:
                    help="with --bar-rotary: count that place in music (the position of the "
                    "token's onset), not in tokens, so the same onset in another bar is at the "
                    "same place however many notes came before it there")  # fmt: skip
+    p.add_argument("--place-stride", type=int,
+                   help="with --onset-places: onsets this many places apart, a note's tokens "
+                   "counted from its onset within them (default 1: all at the onset's "
+                   "place)")  # fmt: skip
     p.add_argument("--eval-every", type=int)
     p.add_argument("--eval-batches", type=int)
     p.add_argument("--checkpoint-every", type=int)

@@ -85,10 +85,10 @@ def load_into(model: Decoder, model_dir: str | Path) -> None:
     if theirs.bar_token >= 0 and theirs.bar_token != ours.bar_token:
         raise ValueError(f"{model_dir} turns rotary pairs with the place in the bar: train "
                          "with --bar-rotary (and its tokenizer)")  # fmt: skip
-    if theirs.position_token >= 0 and (theirs.position_token, theirs.positions) != (
-        ours.position_token,
-        ours.positions,
-    ):
+    counted = (theirs.position_token, theirs.positions, theirs.place_stride)
+    if theirs.position_token >= 0 and counted != (
+        ours.position_token, ours.positions, ours.place_stride
+    ):  # fmt: skip
         raise ValueError(f"{model_dir} counts places in the bar in music: train with "
                          "--onset-places (and its tokenizer)")  # fmt: skip
     state = state_dict_from_onnx(model_dir)

@@ -54,6 +54,7 @@ class ModelConfig:
     # counted in music (1 + the last Position's value) instead of in tokens (PlaceRule)
     position_token: int = -1
     positions: int = 0
+    place_stride: int = 1  # … each onset's place that many apart, its tokens counted within
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:
@@ -99,6 +100,7 @@ def bar_offsets(
     start: torch.Tensor | int = 0,
     position_token: int = -1,
     positions: int = 0,
+    stride: int = 1,
 ) -> torch.Tensor:
     """(B, T) → each token's place in its bar (:class:`ostinato.model.tokens.PlaceRule`): in
     tokens, 0 at a Bar token, counting up from there; with ``position_token`` ≥ 0, in music:
@@ -115,9 +117,16 @@ def bar_offsets(
     at_position = (value >= 0) & (value < positions)
     marks = at_position | (tokens == bar_token)
     last = torch.where(marks, index, torch.full_like(index, -1)).cummax(1).values
-    place = torch.where(at_position, value + 1, torch.zeros_like(value))
-    held = place.gather(1, last.clamp(min=0))
-    return torch.where(last >= 0, held, before.expand_as(tokens))
+    base = torch.where(at_position, (value + 1) * stride, torch.zeros_like(value))
+    marked = base.gather(1, last.clamp(min=0)) + (index - last).clamp(max=stride - 1)
+    carried = before - before % stride + (before % stride + 1 + index).clamp(max=stride - 1)
+    return torch.where(last >= 0, marked, carried)
+
+
+def places_of(config: ModelConfig, tokens: torch.Tensor) -> torch.Tensor:
+    """(B, T) → the places in the bar a model of ``config`` is given (see bar_offsets)."""
+    return bar_offsets(tokens, config.bar_token, 0, config.position_token, config.positions,
+                       config.place_stride)  # fmt: skip
 
 
 def next_places(config: ModelConfig, place: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
@@ -126,7 +135,11 @@ def next_places(config: ModelConfig, place: torch.Tensor, token: torch.Tensor) -
         return torch.where(token == config.bar_token, 0, place + 1)
     value = token - config.position_token
     at_position = (value >= 0) & (value < config.positions)
-    return torch.where(token == config.bar_token, 0, torch.where(at_position, value + 1, place))
+    S = config.place_stride
+    within = torch.where(place % S < S - 1, place + 1, place)
+    return torch.where(
+        token == config.bar_token, 0, torch.where(at_position, (value + 1) * S, within)
+    )
 
 
 def previous_tokens(tokens: torch.Tensor, first: int = NO_PREVIOUS) -> torch.Tensor:
@@ -273,9 +286,7 @@ class Decoder(nn.Module):
                 if past_k is not None:
                     raise ValueError("a model with bar_token needs bar_places after a cache")
                 cfg = self.config
-                bar_places = bar_offsets(
-                    tokens, cfg.bar_token, 0, cfg.position_token, cfg.positions
-                )
+                bar_places = places_of(cfg, tokens)
             in_bar = bar_places.float()[:, :, None] * self.inv_freq.float()
             freqs = torch.where(self.bar_pairs, in_bar, freqs)
         cos, sin = freqs.cos()[:, None].to(x.dtype), freqs.sin()[:, None].to(x.dtype)
@@ -297,7 +308,7 @@ class Decoder(nn.Module):
         position = prompt.shape[1]
         prev = prompt[:, -1:]
         cfg = self.config
-        place = bar_offsets(prompt, cfg.bar_token, 0, cfg.position_token, cfg.positions)[:, -1:]
+        place = places_of(cfg, prompt)[:, -1:]
         for _ in range(steps):
             token = logits[:, -1].argmax(-1, keepdim=True)
             out.append(token)

@@ -83,15 +83,19 @@ class PlaceRule:
 
     In tokens (``position_id`` < 0): 0 at a Bar, one more than the token before otherwise.
     In music (``position_id``: the first Position token's id, ``positions`` of them, their
-    values 0, 1, … in id order): 0 from a Bar on, 1 + the position from a Position token on.
-    Every token of a note is then at its onset's place, and the same onset in another bar is
-    at the same place however many notes came before it there: "what was played here a bar
-    ago" is one angle the attention can learn, where a count of tokens shifts with every note
-    added or left out earlier in the bar."""
+    values 0, 1, … in id order): a Bar at 0, a Position at ``stride`` × (1 + its value), and
+    each token after one of these one more than the token before, up to ``stride`` − 1 more
+    (the header's tokens count from the Bar, a note's from its onset's Position). The same
+    onset in another bar is then at the same place however many notes came before it there:
+    "what was played here a bar ago" is one angle the attention can learn, where a count of
+    tokens since the Bar shifts with every note added or left out earlier in the bar; and
+    within the onset the count tells its notes apart. ``stride`` 1: every token of a note at
+    its onset's place."""
 
     bar_id: int
     position_id: int = -1
     positions: int = 0
+    stride: int = 1
 
     @classmethod
     def of(cls, model: Mapping | object) -> PlaceRule | None:
@@ -100,7 +104,8 @@ class PlaceRule:
         bar = int(get("bar_token", -1))
         if bar < 0:
             return None
-        return cls(bar, int(get("position_token", -1)), int(get("positions", 0)))
+        return cls(bar, int(get("position_token", -1)), int(get("positions", 0)),
+                   int(get("place_stride", 1)))  # fmt: skip
 
     @property
     def musical(self) -> bool:
@@ -115,13 +120,16 @@ class PlaceRule:
             last = np.where(tokens == self.bar_id, index, -1)
             last = np.maximum.accumulate(last) if len(tokens) else index
             return np.where(last >= 0, index - last, start + 1 + index).astype(np.int64)
+        S = self.stride
         value = tokens - self.position_id
         at_position = (value >= 0) & (value < self.positions)
         marks = at_position | (tokens == self.bar_id)
         last = np.where(marks, index, -1)
         last = np.maximum.accumulate(last) if len(tokens) else index
-        place = np.where(at_position, value + 1, 0)
-        return np.where(last >= 0, place[np.maximum(last, 0)], start).astype(np.int64)
+        base = np.where(at_position, (value + 1) * S, 0)
+        marked = base[np.maximum(last, 0)] + np.minimum(index - last, S - 1)
+        carried = start - start % S + np.minimum(start % S + 1 + index, S - 1)
+        return np.where(last >= 0, marked, carried).astype(np.int64)
 
     def after(self, last: int, token: int) -> int:
         """The place of ``token`` after a token at place ``last``."""
@@ -130,7 +138,9 @@ class PlaceRule:
         if not self.musical:
             return last + 1
         value = token - self.position_id
-        return value + 1 if 0 <= value < self.positions else last
+        if 0 <= value < self.positions:
+            return (value + 1) * self.stride
+        return last + 1 if last % self.stride < self.stride - 1 else last
 
 
 #: The meters a new tokenizer has TimeSig tokens for, as (numerator, denominator).

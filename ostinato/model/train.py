@@ -108,6 +108,7 @@ class TrainConfig:
     previous_token: bool = False  # a new model's tokens also enter with the one before (network)
     bar_rotary: bool = False  # a new model turns half its rotary pairs with the place in the bar
     onset_places: bool = False  # … counted in music (its onset's position), not tokens
+    place_stride: int = 1  # … each onset's place that many apart, its tokens counted within
     eval_every: int = 250
     eval_batches: int = 20
     checkpoint_every: int = 500
@@ -566,7 +567,10 @@ class Trainer:
         values = self.vocab.values[ids]
         if not len(ids) or (np.diff(ids) != 1).any() or (values != np.arange(len(ids))).any():
             raise ValueError("the tokenizer's Position tokens are not one run of ids 0, 1, …")
-        return {"position_token": int(ids[0]), "positions": len(ids)}
+        if self.cfg.place_stride < 1:
+            raise ValueError("place_stride must be ≥ 1")
+        return {"position_token": int(ids[0]), "positions": len(ids),
+                "place_stride": self.cfg.place_stride}  # fmt: skip
 
     def _build(self, model_args: dict | None):
         cfg = self.cfg

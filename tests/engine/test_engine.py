@@ -310,7 +310,7 @@ def test_a_completed_bar_copies_its_reference_from_the_commit_point_on(
 
 @pytest.mark.parametrize(
     "previous_token,in_bar",
-    [(True, None), (False, "tokens"), (True, "tokens"), (False, "music"), (True, "music")],
+    [(True, None), (False, "tokens"), (True, "tokens"), (False, "music"), (True, "music-8")],
 )
 def test_a_model_that_hears_the_previous_token_or_the_place_in_the_bar_runs_as_trained(
     tmp_path, tokenizer, previous_token, in_bar
@@ -325,9 +325,10 @@ def test_a_model_that_hears_the_previous_token_or_the_place_in_the_bar_runs_as_t
 
     bar = tokenizer.vocab["Bar_None"] if in_bar else -1
     music = {}
-    if in_bar == "music":
+    if in_bar and in_bar.startswith("music"):
         names = [n for n in tokenizer.vocab if n.startswith("Position_")]
-        music = {"position_token": tokenizer.vocab["Position_0"], "positions": len(names)}
+        music = {"position_token": tokenizer.vocab["Position_0"], "positions": len(names),
+                 "place_stride": 8 if in_bar == "music-8" else 1}  # fmt: skip
     ckpt_path = save_random_checkpoint(tmp_path / "run", seed=5, previous_token=previous_token,
                                        bar_token=bar, **music)  # fmt: skip
     ckpt = torch.load(ckpt_path, weights_only=False)

@@ -102,6 +102,8 @@ def test_places_counted_in_music_put_an_onset_at_one_place_in_every_bar(tokenize
     place, and the same onset is at the same place in a bar that has more notes before it —
     where a count of tokens moves. The network (torch, a batch) and the engine (numpy, token
     by token, from a carried place) count alike."""
+    from dataclasses import replace
+
     import torch
 
     from ostinato.model.network import ModelConfig, bar_offsets, next_places
@@ -147,3 +149,20 @@ def test_places_counted_in_music_put_an_onset_at_one_place_in_every_bar(tokenize
     for i, token in enumerate(tokens):
         place = next_places(cfg, place, torch.tensor([[int(token)]]))
         assert int(place) == places[i]
+    # a stride: onsets 8 places apart, a note's tokens counted from its onset within them
+    strided = PlaceRule(vocab.bar_id, first, len(positions), stride=8)
+    places = strided.places(tokens)
+    assert [places[i : i + 5].tolist() for i in at_8] == [[72, 73, 74, 75, 76]] * 2
+    assert places[len(sparse) : len(sparse) + 3].tolist() == [0, 8, 9]  # Bar, Position_0 …
+    cfg = replace(cfg, place_stride=8)
+    for start in (0, 5, 7, 21):  # from a carried place, inside a bar
+        last, stepped, step = start, [], torch.tensor([[start]])
+        for token in tokens[3:]:
+            last = strided.after(last, int(token))
+            step = next_places(cfg, step, torch.tensor([[int(token)]]))
+            stepped.append(last)
+            assert int(step) == last
+        assert stepped == strided.places(tokens[3:], start=start).tolist()
+        network = bar_offsets(torch.from_numpy(tokens[3:])[None], cfg.bar_token,
+                              torch.tensor([start]), first, len(positions), 8)  # fmt: skip
+        assert network[0].tolist() == stepped

@@ -356,7 +356,8 @@ def test_onset_places_are_written_into_the_model_and_need_the_bar_rotary(tiny_co
     Position_0; without ``--bar-rotary`` there is nothing to count them for."""
     from ostinato.model.tokens import PlaceRule
 
-    cfg = TrainConfig(steps=2, checkpoint_every=100, bar_rotary=True, onset_places=True, **TINY)
+    cfg = TrainConfig(steps=2, checkpoint_every=100, bar_rotary=True, onset_places=True,
+                      place_stride=4, **TINY)  # fmt: skip
     Trainer(tiny_corpus, tmp_path / "a", cfg).run()
     args = load_checkpoint(tmp_path / "a")["model_args"]
     vocab = Vocab.from_tokenizer(load_tokenizer(tmp_path / "a" / "tokenizer.json"))
@@ -365,5 +366,6 @@ def test_onset_places_are_written_into_the_model_and_need_the_bar_rotary(tiny_co
     assert vocab.types[rule.position_id] == TokenType.POSITION
     assert vocab.values[rule.position_id] == 0
     assert rule.positions == int((vocab.types == TokenType.POSITION).sum())
+    assert rule.stride == 4
     with pytest.raises(ValueError, match="--bar-rotary"):
         Trainer(tiny_corpus, tmp_path / "b", TrainConfig(**{**TINY, "onset_places": True})).run()
