@@ -157,11 +157,11 @@ def check_parity(
                                 seen_a)  # fmt: skip
         past_k = np.concatenate((past_k, k), axis=3)
         past_v = np.concatenate((past_v, v), axis=3)
-        place = (rule or PlaceRule(-1)).places(seen_b)[-1:][None]
+        place = None if rule is None else torch.from_numpy(rule.places(seen_b)[-1:][None])
         with torch.no_grad():
             out, k2, v2 = model(torch.tensor([[b]]), torch.tensor([[position]]), tk, tv,
                                 prev_tokens=torch.tensor([[int(seen_b[-2])]]),
-                                bar_places=torch.from_numpy(place))  # fmt: skip
+                                bar_places=place)  # fmt: skip
         tk, tv = torch.cat((tk, k2), 3), torch.cat((tv, v2), 3)
         t_logits = out[:, -1]
         if a == b:

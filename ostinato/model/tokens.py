@@ -69,13 +69,6 @@ SPECIAL_TOKENS = ("PAD", "BOS", "EOS")
 NO_PREVIOUS = 0
 
 
-def bar_places(tokens: np.ndarray, bar_id: int, start: int = 0) -> np.ndarray:
-    """Each token's place in its bar counted in tokens (see :class:`PlaceRule`): 0 at a Bar,
-    one more than the token before otherwise; ``start``: the place of the token before the
-    first (0: none, so a first token that is not a Bar is at 1)."""
-    return PlaceRule(bar_id).places(tokens, start)
-
-
 @dataclass(frozen=True)
 class PlaceRule:
     """How a model whose rotary pairs turn with each token's place in its bar (a model

@@ -404,7 +404,7 @@ def test_a_slide_that_drops_every_bar_keeps_the_token_before_and_the_place(
 ) -> None:
     """A bar longer than the window: the slide keeps BOS alone, and the next token still comes
     after the last one fed, at its place in the bar (not after BOS, at 1)."""
-    from ostinato.model.tokens import bar_places
+    from ostinato.model.tokens import PlaceRule
 
     model_dir, model = hearing_model
     engine = Engine(model_dir, device="cpu", window=64, slide=slide)
@@ -421,7 +421,7 @@ def test_a_slide_that_drops_every_bar_keeps_the_token_before_and_the_place(
     kept = np.concatenate(([0], np.arange(len(full) - n + 1, len(full))))  # BOS, the newest
     np.testing.assert_array_equal(engine.context_tokens(), full[kept])
     before = np.concatenate(([0], full[:-1]))[kept]
-    places = bar_places(full, engine.vocab.bar_id)[kept]
+    places = PlaceRule(engine.vocab.bar_id).places(full)[kept]
     positions = engine._slot_pos[engine._ctx_slots[:n]]
     with torch.no_grad():
         logits = model(torch.from_numpy(full[kept])[None], torch.from_numpy(positions)[None],
