@@ -108,6 +108,11 @@ SYNC_S = 0.05  # a SYNC report this often
 PUMP_S = 0.001  # the pump drains the report ring this often
 START_S = 5.0  # the process callback must have run once within this
 RELEASE_S = 0.5  # on quit, wait this long (at least 4 cycles) for the releases to go out
+# On quit, the client stays connected this many cycles after the one that wrote the last
+# release: a reader downstream that runs its part of that cycle late (a busy machine) still
+# finds our port connected. Deactivating at once switches JACK's graph at the next cycle, and a
+# late reader of the last cycle would then find no connection and miss the note-offs.
+RELEASE_TAIL_CYCLES = 2
 ANSWER_S = 1.0  # a Stop acted on here that the daemon has not answered by then is let go
 TRANSPORT_MARKS = 64  # Start, Continue and Stop messages acted on per cycle at most
 
@@ -241,6 +246,7 @@ class JackCycle:
         self._answer_frames = round(ANSWER_S * rate)
         # -- written by the process thread, read by others ---------------------------------
         self.released = False  # after quit: every release is out
+        self.cycles_after_release = 0  # cycles run since the one that wrote the last release
         self.input_lost = 0  # input events the report ring had no room for
         self.reports_lost = 0  # SENT/DROPPED reports the report ring had no room for
 
@@ -278,6 +284,8 @@ class JackCycle:
         full = not queue.flush(self._write_message)
         if self._quitting:
             if not full:
+                if self.released:
+                    self.cycles_after_release += 1
                 self.released = True
             return
         tempo = self.tempo
@@ -608,7 +616,12 @@ class JackSender:
             self._submit(_QUIT)
             wait_s = max(RELEASE_S, 4 * self.blocksize / self.rate)
             end = time.monotonic() + wait_s
-            while not self.engine.released and self.failed is None and time.monotonic() < end:
+            engine = self.engine
+            while (
+                not (engine.released and engine.cycles_after_release >= RELEASE_TAIL_CYCLES)
+                and self.failed is None
+                and time.monotonic() < end
+            ):
                 time.sleep(0.001)
             if not self.engine.released and self.failed is None:
                 log.error("JACK did not run the sender for %.1f s: notes may be left sounding",
