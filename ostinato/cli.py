@@ -131,6 +131,11 @@ def _add_train(sub) -> None:
                    "of its kind (a kick to a kick, toms in their order): the drums to play "
                    "are read from the context, not remembered from a song "
                    "(default 0)")  # fmt: skip
+    p.add_argument("--drum-remap", type=float,
+                   help="share of a window's files whose drums are each moved to any other "
+                   "drum key (two never merged), before --drum-kit: with no kit to "
+                   "remember, a loop's drums can only be copied from the bars before "
+                   "(default 0)")  # fmt: skip
     p.add_argument("--weights", metavar="SRC=W,…",
                    help="sampling weight per source folder of the corpus, e.g. "
                    "freedoom-midi=4,synth=0.5 (default 1 each)")  # fmt: skip

@@ -103,6 +103,7 @@ class TrainConfig:
     cut: float = 0.15  # … whose last bar keeps a subset of its parts after a position
     loops: float = 0.0  # share of stretches with a phrase (a loop file: the whole) looped
     drum_kit: float = 0.0  # share of stretches whose drums are redrawn within their kind
+    drum_remap: float = 0.0  # share of stretches whose drums are each moved to any other key
     weights: str = ""  # sampling weight per source folder: "freedoom-midi=4,synth=0.5"
     init: str = ""  # a model folder whose weights a new run starts from
     previous_token: bool = False  # a new model's tokens also enter with the one before (network)
@@ -138,6 +139,8 @@ class TrainConfig:
             raise ValueError("loops must be in [0, 1]")
         if not 0.0 <= self.drum_kit <= 1.0:
             raise ValueError("drum_kit must be in [0, 1]")
+        if not 0.0 <= self.drum_remap <= 1.0:
+            raise ValueError("drum_remap must be in [0, 1]")
         self.part_rates().validate()
         source_weights(self.weights)
 
@@ -219,6 +222,7 @@ class WindowSampler:
         weights: np.ndarray | None = None,
         loops: float = 0.0,
         drum_kit: float = 0.0,
+        drum_remap: float = 0.0,
     ) -> None:
         if len(split.bars) == 0:
             raise ValueError("the corpus split has no bars")
@@ -239,7 +243,7 @@ class WindowSampler:
         self.bar_in_loop = np.bincount(bar_file, minlength=len(split.files))[bar_file] <= LOOP_BARS
         self.loops = loops
         self.style_dropout, self.pack, self.instruments = style_dropout, pack, instruments
-        self.drum_kit = drum_kit
+        self.drum_kit, self.drum_remap = drum_kit, drum_remap
         drums = np.flatnonzero(vocab.types == TokenType.PITCH_DRUM)
         self.drum_id = {int(vocab.values[t]): int(t) for t in drums}
         self.is_drum_pitch = vocab.types == TokenType.PITCH_DRUM
@@ -364,7 +368,9 @@ class WindowSampler:
                 window = window[: room - int(header_mask(self.vocab, written[:room]).sum())]
         if self.instruments and rng is not None and rng.random() < self.instruments:
             window = self._redraw_instruments(window, rng)
-        if self.drum_kit and rng is not None and rng.random() < self.drum_kit:
+        if self.drum_remap and rng is not None and rng.random() < self.drum_remap:
+            window = self._remap_drums(window, rng)
+        elif self.drum_kit and rng is not None and rng.random() < self.drum_kit:
             window = self._redraw_drums(window, rng)
         if self.transpose:
             pitches = self.vocab.values[window[self.is_pitch[window]]]
@@ -412,6 +418,18 @@ class WindowSampler:
                 chosen = np.sort(chosen)
             for old, new in zip(here, chosen.tolist(), strict=True):
                 table[self.drum_id[old]] = self.drum_id[int(new)]
+        return table[window]
+
+    def _remap_drums(self, window: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``window`` with each drum it plays moved to a key drawn from every drum key, the
+        same one wherever it plays, two drums never merged: no kit to remember, so the drums
+        can only be read from the bars before (a loop's drums are copied, not recalled)."""
+        played = np.unique(window[self.is_drum_pitch[window]])
+        if not len(played):
+            return window
+        table = np.arange(self.vocab.size, dtype=np.int64)
+        table[played] = rng.choice(np.asarray(sorted(self.drum_id.values())), size=len(played),
+                                   replace=False)  # fmt: skip
         return table[window]
 
 
@@ -636,7 +654,7 @@ class Trainer:
             CorpusSplit.load(self.corpus_dir, "train"), self.vocab, seq_len, cfg.transpose,
             file_styles(self.corpus_dir, "train"), cfg.style_dropout, cfg.pack, cfg.instruments,
             parts, file_weights(self.corpus_dir, "train", weights) if weights else None,
-            cfg.loops, cfg.drum_kit,
+            cfg.loops, cfg.drum_kit, cfg.drum_remap,
         )  # fmt: skip
         val_split = CorpusSplit.load(self.corpus_dir, "validation")
         # validation: the files' styles, never dropped; whole bars, headers but no part left out

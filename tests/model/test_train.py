@@ -244,6 +244,35 @@ def test_drums_are_redrawn_within_their_kind_toms_in_order(tiny_corpus) -> None:
     assert len(calls) >= 8  # batch() applies it to every stretch at rate 1
 
 
+def test_drums_are_remapped_to_any_key_one_to_one(tiny_corpus) -> None:
+    """The drum-remap augmentation: each drum a window plays moves to a key drawn from every
+    drum key (across kinds), the same one wherever it plays; two drums never merge; tokens
+    that are not a drum's are untouched; batch() applies it, before the drum kit."""
+    vocab = Vocab.from_tokenizer(load_tokenizer(tiny_corpus))
+    split = CorpusSplit.load(tiny_corpus, "train")
+    sampler = WindowSampler(split, vocab, 256, transpose=0, drum_kit=1.0, drum_remap=1.0)
+    drum = vocab.types == TokenType.PITCH_DRUM
+    ids = {int(vocab.values[t]): int(t) for t in np.flatnonzero(drum)}
+    keys = [36, 38, 42, 36, 42, 46, 38]
+    window = np.asarray([x for key in keys for x in (ids[key], 5)], dtype=np.int64)
+    rng = np.random.default_rng(3)
+    landed: set[int] = set()
+    for _ in range(200):
+        moved = sampler._remap_drums(window, rng)
+        assert (moved[~drum[window]] == window[~drum[window]]).all() and drum[moved[::2]].all()
+        pairs = {(int(a), int(b)) for a, b in zip(window, moved, strict=True) if drum[a]}
+        assert len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs}) == 4
+        landed |= {int(vocab.values[b]) for _, b in pairs}
+    assert len(landed) > 20  # any key, not one of the kick's or the snare's kind
+    assert (sampler._remap_drums(window[1::2], rng) == window[1::2]).all()  # no drums: as is
+    calls = []
+    remap, redraw = sampler._remap_drums, sampler._redraw_drums
+    sampler._remap_drums = lambda w, r: calls.append("remap") or remap(w, r)  # type: ignore
+    sampler._redraw_drums = lambda w, r: calls.append("kit") or redraw(w, r)  # type: ignore
+    sampler.batch(np.random.default_rng(1), 8)
+    assert len(calls) >= 8 and set(calls) == {"remap"}  # at rate 1 it takes every stretch
+
+
 def test_loops_are_played_over_and_over_at_their_rate(tiny_corpus) -> None:
     """With the loop augmentation a stretch starts with a phrase played 2 to 4 times: a loop
     (a file of at most LOOP_BARS bars) from the window's bar to its end, then whole passes;
