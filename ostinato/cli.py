@@ -378,8 +378,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise CommandError("--variation is for --mode continuation, loop and accompany")
     if args.variation and mode == "accompany" and len(args.variation) != 1:
         raise CommandError("--mode accompany takes one --variation (the jam's, default 0.3)")
-    if mode != "accompany" and (args.programs is not None or args.context_parts is not None):
-        raise CommandError("--programs and --context-parts are for --mode accompany")
+    if mode != "accompany" and (args.programs is not None or args.context_parts is not None
+                                or hasattr(args, "commit")):  # fmt: skip
+        raise CommandError("--programs, --context-parts and --commit are for --mode accompany")
     if args.rolls and mode == "jam":
         raise CommandError("--rolls is for --mode continuation, loop and accompany")
     sampling = dict(
@@ -399,7 +400,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             args.model, args.data_dir, split=args.split, windows=args.windows,
             bars=args.bars or DEFAULT_BARS, programs=args.programs,
             context=args.context_parts or "all", rolls=args.rolls,
-            **({"variation": args.variation[0]} if args.variation else {}), **sampling,
+            **({"variation": args.variation[0]} if args.variation else {}),
+            **({"commit": args.commit} if hasattr(args, "commit") else {}), **sampling,
         )  # fmt: skip
         text = format_accompany(report)
     elif mode == "loop":
@@ -696,6 +698,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="accompany mode: the context bars before the first generated bar hold "
                          "all parts (Ostinato had been playing along) or the musician's alone "
                          "(Ostinato joins) (default all)")  # fmt: skip
+    _add_setting(ev, "commit", help="accompany mode: as the daemon's jam, Ostinato's bar is "
+                 "planned again from each commit point on, hearing what the musician played "
+                 "of it so far")  # fmt: skip
     ev.add_argument("--rolls", metavar="DIR",
                     help="write piano rolls (PNG) of the first windows here: the context, the "
                          "real continuation and each continuer's (needs matplotlib)")  # fmt: skip

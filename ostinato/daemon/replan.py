@@ -51,6 +51,8 @@ from ostinato.daemon.takes import (
     RESEED,
 )
 from ostinato.engine.accompany import (
+    GRACE_BEATS,
+    commit_points,
     sounding_harmony,
 )
 from ostinato.engine.copy import CopyPrior
@@ -64,24 +66,10 @@ log = logging.getLogger(__name__)
 Heard = frozenset[tuple[float, int, int]]  # the musician's onsets in a bar: (beat, program, pitch)
 
 
-GRACE_BEATS = 1 / 8  # a re-plan waits a 32nd note after its commit point (the downbeat heard)
 SAFETY = 1.5  # a re-plan starts only with this × its recent median time left before its point
 # a re-plan's notes reach the sender (another process) at least this long before the first of
 # them is due, or the plan before stays: a hand-over this close is at the mercy of the load
 LEAD_S = 0.03
-
-
-def commit_points(commit: float | None, beats_per_bar: float) -> list[float]:
-    """The commit points of a bar, in beats from its bar line (the bar line first), that have
-    a later one inside the bar: each is where a re-plan of the bar from the next one starts.
-    ``commit`` None: a bar is committed whole (no re-plan)."""
-    if commit is None or commit <= 0 or commit >= beats_per_bar:
-        return []
-    points, k = [], 0
-    while (k + 1) * commit < beats_per_bar - 1e-9:
-        points.append(k * commit)
-        k += 1
-    return points
 
 
 @dataclass

@@ -152,3 +152,21 @@ def sounding_harmony(
 
 
 STRUM_BEATS = 1 / 8  # notes struck this close together sound as one chord
+
+
+#: Within the bar (the ``commit`` setting): a re-plan waits a 32nd note after its commit point,
+#: so that a chord struck on the beat (a human's a little late) is in what it hears.
+GRACE_BEATS = 1 / 8
+
+
+def commit_points(commit: float | None, beats_per_bar: float) -> list[float]:
+    """The commit points of a bar, in beats from its bar line (the bar line first), that have
+    a later one inside the bar: each is where a re-plan of the bar from the next one starts.
+    ``commit`` None: a bar is committed whole (no re-plan)."""
+    if commit is None or commit <= 0 or commit >= beats_per_bar:
+        return []
+    points, k = [], 0
+    while (k + 1) * commit < beats_per_bar - 1e-9:
+        points.append(k * commit)
+        k += 1
+    return points

@@ -24,7 +24,12 @@ music the model never saw (``--split heldout``):
   each bar varies Ostinato's bar before it under the copy prior (``variation``, the daemon's
   default 0.3; the bass's pitches the model's own, chosen against the harmony it hears), and
   a bar with nothing of Ostinato's before it to vary is an entry, sampled cooler
-  (:func:`ostinato.engine.accompany.entering_sampling`).
+  (:func:`ostinato.engine.accompany.entering_sampling`). As the daemon does at its default
+  ``commit`` (``--commit``, 1 beat; ``bar``: planned whole), the rest of the bar is then
+  planned again at each commit point where the musician struck something since the plan
+  before, hearing the musician's notes up to a 32nd after the point and Ostinato's up to the
+  next one (final), the bass kept to the harmony sounding then
+  (:mod:`ostinato.daemon.replan`).
 * **Rows**: ``model``; ``real parts`` (the real asked-for parts: what the music itself does,
   the upper bound on chord tones); ``repeat last bar`` (the asked-for parts of the context's
   last bar, again).
@@ -52,7 +57,7 @@ music the model never saw (``--split heldout``):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -60,14 +65,17 @@ import numpy as np
 from tqdm import tqdm
 
 from ostinato.engine.accompany import (
+    GRACE_BEATS,
     HARMONY_BARS,
     bar_header,
+    commit_points,
     entering,
     entering_sampling,
     expected_harmony,
     jam_parts,
     pitch_classes,
     programs_held,
+    sounding_harmony,
 )
 from ostinato.engine.copy import CopyPrior
 from ostinato.engine.engine import Engine
@@ -79,7 +87,14 @@ from ostinato.evaluate.band import (
     accompany_windows,
     summarize_accompany,
 )
-from ostinato.evaluate.bars import bar_meter, keep_parts, merge_bars
+from ostinato.evaluate.bars import (
+    bar_meter,
+    bar_quarters,
+    keep_parts,
+    merge_bars,
+    parse_notes,
+    quarters_per_position,
+)
 from ostinato.evaluate.continuation import (
     DEFAULT_SETTINGS,
     check_corpus,
@@ -97,8 +112,9 @@ from ostinato.model.grammar import (
     played_ranges,
 )
 from ostinato.model.key import key_lock_classes
+from ostinato.model.parts import NoteTable
 from ostinato.model.sampling import SamplingSettings
-from ostinato.model.tokens import DRUM_PROGRAM, TokenType, Vocab
+from ostinato.model.tokens import DRUM_PROGRAM, TokenType, Vocab, name_in_header, strip_headers
 from ostinato.settings import GenerationSettings
 
 
@@ -120,6 +136,19 @@ def _ends_in_empty_bar(vocab: Vocab, context: np.ndarray) -> bool:
 
 #: The copy prior's variation of jam mode's bars: the daemon's default (``--variation``).
 DEFAULT_VARIATION = GenerationSettings.variation
+#: How often a bar's plan becomes final and the rest is planned again: the daemon's default
+#: (``--commit``, beats; None: the bar planned whole).
+DEFAULT_COMMIT = GenerationSettings.commit
+RESEED = 7919  # a re-plan's seed: the bar's, moved by this per 32nd of its commit point
+
+
+def cut_before(vocab: Vocab, bar: np.ndarray, quarters: float) -> np.ndarray:
+    """``bar`` (from its ``Bar`` token, header left out) with only the notes struck before
+    ``quarters`` into it."""
+    ids = strip_headers(vocab, np.asarray(bar, dtype=np.int64))
+    table = NoteTable(vocab, ids)
+    per_position = quarters_per_position(vocab, bar_meter(vocab, ids))
+    return table.without(table.note_position * per_position >= quarters - 1e-9)
 
 
 class ModelAccompanist:
@@ -130,11 +159,11 @@ class ModelAccompanist:
     def __init__(
         self, engine: Engine, settings: SamplingSettings, key_lock: bool,
         style: str | None = None, guidance: float = 0.0, density: float = DEFAULT_DENSITY,
-        variation: float = DEFAULT_VARIATION,
+        variation: float = DEFAULT_VARIATION, commit: float | None = DEFAULT_COMMIT,
     ) -> None:  # fmt: skip
         self.engine, self.settings, self.key_lock = engine, settings, key_lock
         self.style, self.guidance, self.density = style, guidance, density
-        self.variation = variation
+        self.variation, self.commit = variation, commit
 
     def __call__(self, window: AccompanyWindow, seed: int) -> list[np.ndarray]:
         e = self.engine
@@ -177,15 +206,73 @@ class ModelAccompanist:
             tokens: list[int] = []
             list(e.generate(1, sampler, config, tokens_out=tokens, prior=prior))
             bar = np.asarray([vocab.bar_id, *tokens[:-1]], dtype=np.int64)
+            musician = keep_parts(vocab, real, window.musician)
+            anchor = (length, dropped)
+            struck = 0  # the musician's notes of the bar its plan heard
+            for point in commit_points(self.commit, bar_quarters(vocab, real)):
+                bar, struck = self._replan(bar, musician, point, struck, anchor, config, refs,
+                                           sampling, seed * 1000 + k)  # fmt: skip
             out.append(bar)
             own.append(bar)
             played.append(bool(programs_held(vocab, [bar])))
-            musician = keep_parts(vocab, real, window.musician)
             human.append(musician)
             # the bar as the daemon hears it once it is over: the musician's part and ours
-            e.truncate(max(e.prefix_length, length - (e.dropped_front - dropped)))
+            self._back_to(anchor)
             e.feed(merge_bars(vocab, musician, bar))
         return out
+
+    def _back_to(self, anchor: tuple[int, int]) -> None:
+        """The engine's context as it was before the bar (``anchor``: its length and the
+        tokens dropped from its front then)."""
+        e = self.engine
+        length, dropped = anchor
+        e.truncate(max(e.prefix_length, length - (e.dropped_front - dropped)))
+
+    def _replan(
+        self, bar: np.ndarray, musician: np.ndarray, point: float, heard_before: int,
+        anchor: tuple[int, int], config: GrammarConfig, refs: list[np.ndarray],
+        sampling: SamplingSettings, seed: int,
+    ) -> tuple[np.ndarray, int]:  # fmt: skip
+        """``bar`` (Ostinato's parts) planned again from the commit point after ``point``
+        (quarters into it) on, as the daemon's re-plan does, and how many of the musician's
+        notes it heard. It hears those struck up to :data:`GRACE_BEATS` after
+        ``point`` and Ostinato's up to the next commit point (final), and with key lock on
+        keeps the bass to the harmony sounding then. Unchanged where the musician struck
+        nothing since the plan before (``heard_before`` notes heard then)."""
+        e, vocab = self.engine, self.engine.vocab
+        assert self.commit is not None
+        heard_until, boundary = point + GRACE_BEATS, point + self.commit
+        per_position = quarters_per_position(vocab, bar_meter(vocab, bar))
+        heard = [(n.position * per_position, n.duration * per_position, n.program, n.pitch)
+                 for n in parse_notes(vocab, musician)
+                 if n.position * per_position < heard_until - 1e-9]  # fmt: skip
+        if len(heard) == heard_before:  # the same context: the plan stands
+            return bar, heard_before
+        mine = cut_before(vocab, bar, boundary)  # final
+        known = merge_bars(vocab, cut_before(vocab, musician, heard_until), mine)
+        self._back_to(anchor)
+        e.feed(name_in_header(vocab, known, config.header or ()))
+        context = e.context_tokens()
+        grammar = replace(
+            config, scale_pitch_classes=key_lock_classes(vocab, context) if self.key_lock else None
+        )
+        chord = sounding_harmony(heard, heard_until) if self.key_lock else None
+        if chord is not None:  # the harmony the bass keeps to: the one sounding then
+            grammar = replace(grammar, bass_pitch_classes=chord)
+        prior = CopyPrior(vocab, [refs], self.variation, free_pitches=True) if refs else None
+        sampler = e.sampler(sampling, seed + RESEED * round(8 * boundary))
+        position = int(np.ceil(boundary / per_position - 1e-6))
+        tokens: list[int] = []
+        list(e.complete_bar(sampler, grammar, position, tokens, prior))
+        head = mine[: _head_length(vocab, mine)]
+        rest = np.concatenate((head, np.asarray(tokens[:-1], dtype=np.int64)))
+        return merge_bars(vocab, mine, rest), len(heard)
+
+
+def _head_length(vocab: Vocab, bar: np.ndarray) -> int:
+    """The tokens of a bar (header left out) before its first note: ``Bar``, ``TimeSig``."""
+    at = np.flatnonzero(vocab.types[bar] == TokenType.POSITION)
+    return int(at[0]) if len(at) else len(bar)
 
 
 class RealParts:
@@ -243,10 +330,12 @@ def evaluate_accompany(
     rolls: str | Path | None = None,
     roll_windows: int = ROLL_WINDOWS,
     variation: float = DEFAULT_VARIATION,
+    commit: float | None = DEFAULT_COMMIT,
 ) -> dict:
     """The accompany report of the module docstring on ``split`` of the corpus
     (``rolls``: a folder for piano rolls of the first windows; ``variation``: the copy
-    prior's, varying the bar before)."""
+    prior's, varying the bar before; ``commit``: the daemon's, beats between re-plans of the
+    rest of the bar, None for a bar planned whole)."""
     if bars < 1 or windows < 1:
         raise ValueError("windows and bars must be at least 1")
     if not 0.0 <= variation <= 1.0:
@@ -264,7 +353,7 @@ def evaluate_accompany(
             f"for beside a musician's ({', '.join(f'{k}: {v}' for k, v in skipped.items())})"
         )
     accompanists: list[Accompanist] = [
-        ModelAccompanist(engine, settings, key_lock, style, guidance, density, variation),
+        ModelAccompanist(engine, settings, key_lock, style, guidance, density, variation, commit),
         RealParts(vocab),
         RepeatLastBar(vocab),
     ]
@@ -308,6 +397,7 @@ def evaluate_accompany(
             "key_lock": key_lock,
             "density": density,
             "variation": variation,
+            "commit": commit,
         },
         "accompany": whole.summary(),
         "groups": {
@@ -360,10 +450,17 @@ def format_accompany(report: dict) -> str:
         else "parts asked for: each window's bass and drums"
     )
     heard = "all parts" if report["context"] == "all" else "the musician's parts alone"
+    commit = report["settings"].get("commit")
+    planned = (
+        "each planned before the musician's part of it is heard"
+        if commit is None
+        else f"each planned before the musician's part of it is heard and again every "
+        f"{commit:g} beat{'s' if commit != 1 else ''}, hearing it so far"
+    )
     lines = [
         f"accompany: {report['windows']} windows of the {report['split']} split "
         f"({report['context_bars']} bars of context, {heard} → {report['bars']} bars "
-        f"generated bar by bar, each before the musician's part of it is heard); {asked}:",
+        f"generated bar by bar, {planned}); {asked}:",
         *_table(report["accompany"], "  "),
     ]
     if len(report["groups"]) > 1:

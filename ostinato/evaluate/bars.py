@@ -143,8 +143,10 @@ def _onsets(vocab: Vocab, bar: np.ndarray) -> tuple[np.ndarray, dict[int, tuple[
     (its ``Position`` token, the tokens of the notes struck there)."""
     ids = strip_headers(vocab, np.asarray(bar, dtype=np.int64))
     at = np.flatnonzero(vocab.types[ids] == TokenType.POSITION)
-    head_end = int(at[0]) if len(at) else len(ids)
     onsets: dict[int, tuple[int, list[int]]] = {}
+    if not len(at):  # a bar without a note
+        return ids, onsets
+    head_end = int(at[0])
     for s, e in zip(at, [*at[1:], len(ids)], strict=True):
         position = int(vocab.values[ids[s]])
         onsets.setdefault(position, (int(ids[s]), []))[1].extend(int(t) for t in ids[s + 1 : e])

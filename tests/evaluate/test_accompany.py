@@ -223,9 +223,9 @@ def test_each_bar_varies_the_bar_before_and_an_entry_is_cooler(
     for context in ("all", "musician"):
         window = band_window(header_tokenizer, vocab, context)
         temperatures.clear()
-        played = ModelAccompanist(engine, DEFAULT_SETTINGS, key_lock=True, variation=0.0)(
-            window, seed=1
-        )
+        played = ModelAccompanist(
+            engine, DEFAULT_SETTINGS, key_lock=True, variation=0.0, commit=None
+        )(window, seed=1)
         assert all(programs_of(vocab, b) == {DRUMS, BASS} for b in played)
         for before, bar in itertools.pairwise(played):
             assert drums(bar) == drums(before)  # the groove goes on bar to bar
@@ -238,6 +238,62 @@ def test_each_bar_varies_the_bar_before_and_an_entry_is_cooler(
     free = ModelAccompanist(engine, DEFAULT_SETTINGS, key_lock=True, variation=1.0)
     window = band_window(header_tokenizer, vocab, "musician")
     assert len({tuple(drums(b)) for b in free(window, seed=2)}) > 1
+
+
+def test_a_bar_is_planned_again_from_each_commit_point_hearing_the_musician(
+    tiny_header_model_dir, header_tokenizer
+) -> None:
+    """As the daemon's re-plans (``commit`` 1 beat): at each commit point of a bar where the
+    musician struck something since the plan before, the rest of Ostinato's bar is planned
+    again from the next point on, hearing the musician's notes struck up to a 32nd after the
+    point and Ostinato's up to the next one (final: never taken back), the bass kept to the
+    harmony sounding then. A bar planned whole, or one the musician plays nothing in, is not
+    planned again."""
+    from ostinato.engine.accompany import GRACE_BEATS
+    from ostinato.engine.engine import Engine
+    from ostinato.evaluate.bars import quarters_per_position
+    from ostinato.evaluate.continuation import DEFAULT_SETTINGS
+
+    engine = Engine(tiny_header_model_dir, device="cpu", window=2048)  # no slide
+    vocab = engine.vocab
+    per_position = quarters_per_position(vocab, (4, 4))
+    beat = round(1 / per_position)
+    calls: list[tuple[int, int, list, frozenset | None]] = []
+    complete = engine.complete_bar
+
+    def spy(sampler, grammar, from_position, tokens_out=None, prior=None, until_position=None):
+        bars = split_bars(engine.context_tokens(), vocab.bar_id)
+        calls.append((len(bars) - 5, from_position, parse_notes(vocab, bars[-1]),
+                      grammar.bass_pitch_classes))  # fmt: skip
+        return complete(sampler, grammar, from_position, tokens_out, prior, until_position)
+
+    engine.complete_bar = spy  # type: ignore[method-assign]
+    window = band_window(header_tokenizer, vocab)
+    whole = ModelAccompanist(engine, DEFAULT_SETTINGS, key_lock=True, commit=None)(window, seed=1)
+    assert not calls
+    played = ModelAccompanist(engine, DEFAULT_SETTINGS, key_lock=True, commit=1.0)(window, seed=1)
+    assert all(programs_of(vocab, b) == {DRUMS, BASS} for b in played)
+    assert {k for k, *_ in calls} == {0, 1, 2, 3}  # the lead plays on: each bar is re-planned
+    for k, from_position, heard, chord in calls:
+        assert from_position in (beat, 2 * beat, 3 * beat)
+        until = (from_position - beat) * per_position + GRACE_BEATS  # heard up to here
+        real = parse_notes(vocab, keep_parts(vocab, window.real[k], window.musician))
+        struck = lambda notes: sorted(  # noqa: E731
+            (n.position, n.program, n.pitch) for n in notes if n.program in window.musician
+        )
+        assert struck(heard) == struck(n for n in real if n.position * per_position < until)
+        assert all(n.position < from_position for n in heard if n.program in window.asked)
+        keys = {n.pitch % 12 for n in real if n.program == KEYS}  # held through the bar
+        assert chord is not None and keys <= chord
+    # before the first re-plan's notes, the first bar is its plan's: the one planned whole
+    early = lambda bar: [(n.position, n.program, n.pitch)  # noqa: E731
+                         for n in parse_notes(vocab, bar) if n.position < beat]  # fmt: skip
+    assert early(played[0]) == early(whole[0])
+    calls.clear()
+    silent = AccompanyWindow(window.file, 0, window.asked, window.bass, (0,), window.real_context,
+                             window.real, window.heard)  # fmt: skip
+    ModelAccompanist(engine, DEFAULT_SETTINGS, key_lock=True, commit=1.0)(silent, seed=1)
+    assert not calls
 
 
 def test_eval_accompany_on_a_tiny_model(tiny_header_model_dir, tiny_corpus, tmp_path) -> None:
