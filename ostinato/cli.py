@@ -136,6 +136,10 @@ def _add_train(sub) -> None:
                    "drum key (two never merged), before --drum-kit: with no kit to "
                    "remember, a loop's drums can only be copied from the bars before "
                    "(default 0)")  # fmt: skip
+    p.add_argument("--rhythm", type=float,
+                   help="share of a window's files whose bars' half beats after the downbeat "
+                   "are put in another order, the same in every bar, every part alike: a "
+                   "rhythm no song has, read from the bars before (default 0)")  # fmt: skip
     p.add_argument("--weights", metavar="SRC=W,…",
                    help="sampling weight per source folder of the corpus, e.g. "
                    "freedoom-midi=4,synth=0.5 (default 1 each)")  # fmt: skip

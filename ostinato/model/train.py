@@ -104,6 +104,7 @@ class TrainConfig:
     loops: float = 0.0  # share of stretches with a phrase (a loop file: the whole) looped
     drum_kit: float = 0.0  # share of stretches whose drums are redrawn within their kind
     drum_remap: float = 0.0  # share of stretches whose drums are each moved to any other key
+    rhythm: float = 0.0  # share of stretches whose bars' half beats are put in another order
     weights: str = ""  # sampling weight per source folder: "freedoom-midi=4,synth=0.5"
     init: str = ""  # a model folder whose weights a new run starts from
     previous_token: bool = False  # a new model's tokens also enter with the one before (network)
@@ -141,6 +142,8 @@ class TrainConfig:
             raise ValueError("drum_kit must be in [0, 1]")
         if not 0.0 <= self.drum_remap <= 1.0:
             raise ValueError("drum_remap must be in [0, 1]")
+        if not 0.0 <= self.rhythm <= 1.0:
+            raise ValueError("rhythm must be in [0, 1]")
         self.part_rates().validate()
         source_weights(self.weights)
 
@@ -223,6 +226,7 @@ class WindowSampler:
         loops: float = 0.0,
         drum_kit: float = 0.0,
         drum_remap: float = 0.0,
+        rhythm: float = 0.0,
     ) -> None:
         if len(split.bars) == 0:
             raise ValueError("the corpus split has no bars")
@@ -243,7 +247,10 @@ class WindowSampler:
         self.bar_in_loop = np.bincount(bar_file, minlength=len(split.files))[bar_file] <= LOOP_BARS
         self.loops = loops
         self.style_dropout, self.pack, self.instruments = style_dropout, pack, instruments
-        self.drum_kit, self.drum_remap = drum_kit, drum_remap
+        self.drum_kit, self.drum_remap, self.rhythm = drum_kit, drum_remap, rhythm
+        positions = np.flatnonzero(vocab.types == TokenType.POSITION)
+        self.position_id = np.full(int(vocab.values[positions].max()) + 1, -1, dtype=np.int64)
+        self.position_id[vocab.values[positions]] = positions
         drums = np.flatnonzero(vocab.types == TokenType.PITCH_DRUM)
         self.drum_id = {int(vocab.values[t]): int(t) for t in drums}
         self.is_drum_pitch = vocab.types == TokenType.PITCH_DRUM
@@ -372,6 +379,8 @@ class WindowSampler:
             window = self._remap_drums(window, rng)
         elif self.drum_kit and rng is not None and rng.random() < self.drum_kit:
             window = self._redraw_drums(window, rng)
+        if self.rhythm and rng is not None and rng.random() < self.rhythm:
+            window = self._shuffle_rhythm(window, rng)
         if self.transpose:
             pitches = self.vocab.values[window[self.is_pitch[window]]]
             if len(pitches):  # keep every note in range: shrink the shift if needed
@@ -419,6 +428,45 @@ class WindowSampler:
             for old, new in zip(here, chosen.tolist(), strict=True):
                 table[self.drum_id[old]] = self.drum_id[int(new)]
         return table[window]
+
+    def _shuffle_rhythm(self, window: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``window`` with the half beats of each bar after its first put in another order,
+        the same order in every bar of a meter; every part moves alike and each onset keeps its
+        place within its half beat. The downbeat stays, a repeated bar stays repeated, and the
+        rhythm is one no song has: it can only be read from the bars before."""
+        vocab = self.vocab
+        kinds = vocab.types[window]
+        is_bar = window == vocab.bar_id
+        is_position = kinds == TokenType.POSITION
+        if not is_position.any():
+            return window
+        bar_of = np.cumsum(is_bar)  # 0 before the first Bar
+        half = max(1, vocab.positions_per_beat // 2)
+        blocks = np.full(int(bar_of[-1]) + 1, vocab.positions_per_bar((4, 4)) // half)
+        if vocab.has_meters:
+            signs = np.flatnonzero(kinds == TokenType.TIME_SIG)
+            blocks[bar_of[signs]] = [vocab.positions_per_bar(vocab.meter_of_token(int(t)))
+                                     // half for t in window[signs]]  # fmt: skip
+        most = int(blocks.max())
+        order = np.tile(np.arange(most), (most + 1, 1))  # order[n]: the bars of n half beats
+        for n in np.unique(blocks):
+            if n > 2:
+                order[n, 1:n] = 1 + rng.permutation(int(n) - 1)
+        at = np.flatnonzero(is_position)
+        value = vocab.values[window[at]]
+        block, offset = value // half, value % half
+        n = blocks[bar_of[at]]
+        inside = block < n
+        moved = np.where(inside, order[n, np.minimum(block, most - 1)] * half + offset, value)
+        out = window.copy()
+        out[at] = self.position_id[moved]
+        # each onset's notes go with its Position: the bar's onsets sorted by their new places
+        starts = is_position | is_bar
+        segment = np.cumsum(starts) - 1  # -1 before the first
+        key = np.full(int(starts.sum()), -1, dtype=np.int64)
+        key[is_position[starts]] = moved
+        token_key = np.where(segment >= 0, key[np.maximum(segment, 0)], -1)
+        return out[np.lexsort((np.arange(len(out)), token_key, bar_of))]
 
     def _remap_drums(self, window: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """``window`` with each drum it plays moved to a key drawn from every drum key, the
@@ -654,7 +702,7 @@ class Trainer:
             CorpusSplit.load(self.corpus_dir, "train"), self.vocab, seq_len, cfg.transpose,
             file_styles(self.corpus_dir, "train"), cfg.style_dropout, cfg.pack, cfg.instruments,
             parts, file_weights(self.corpus_dir, "train", weights) if weights else None,
-            cfg.loops, cfg.drum_kit, cfg.drum_remap,
+            cfg.loops, cfg.drum_kit, cfg.drum_remap, cfg.rhythm,
         )  # fmt: skip
         val_split = CorpusSplit.load(self.corpus_dir, "validation")
         # validation: the files' styles, never dropped; whole bars, headers but no part left out

@@ -273,6 +273,70 @@ def test_drums_are_remapped_to_any_key_one_to_one(tiny_corpus) -> None:
     assert len(calls) >= 8 and set(calls) == {"remap"}  # at rate 1 it takes every stretch
 
 
+def test_a_shuffled_rhythm_moves_half_beats_alike_in_every_bar(tiny_corpus) -> None:
+    """The rhythm augmentation: each bar's half beats after the first are put in one new order,
+    the same in every bar; a note keeps its place within its half beat, its onset's other
+    notes and its own tokens; the downbeat stays; positions still rise through each bar.
+    batch() applies it at its rate."""
+    from ostinato.evaluate.bars import parse_notes
+
+    vocab = Vocab.from_tokenizer(load_tokenizer(tiny_corpus))
+    split = CorpusSplit.load(tiny_corpus, "train")
+    sampler = WindowSampler(split, vocab, 256, transpose=0, rhythm=1.0)
+    half = vocab.positions_per_beat // 2
+    tokens = np.asarray(split.tokens, dtype=np.int64)
+    kinds = vocab.types[tokens]
+    first = int(np.flatnonzero(kinds == TokenType.POSITION)[0])
+    head = tokens[int(np.flatnonzero(tokens[:first] == vocab.bar_id)[-1]) : first]  # Bar, TimeSig
+    ids = lambda kind: {int(vocab.values[t]): int(t) for t in vocab.ids_of(kind)}  # noqa: E731
+    position, pitch, program = ids(TokenType.POSITION), ids(TokenType.PITCH), ids(TokenType.PROGRAM)
+    velocity, duration = int(vocab.ids_of(TokenType.VELOCITY)[0]), int(vocab.ids_of(
+        TokenType.DURATION)[0])  # fmt: skip
+    bar = list(head)
+    for k, place in enumerate(range(1, vocab.positions_per_bar((4, 4)), 3)):  # a note per onset,
+        bar += [position[place], program[0], pitch[40 + k], velocity, duration]  # its own pitch
+        if k % 4 == 0:  # and now and then a second note with it
+            bar += [program[33], pitch[30 + k], velocity, duration]
+    window = np.asarray(bar * 3, dtype=np.int64)
+    where = lambda notes: {(n.bar, n.program, n.pitch): n.position for n in notes}  # noqa: E731
+    before = where(parse_notes(vocab, window))
+    orders = set()
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        shuffled = sampler._shuffle_rhythm(window, rng)
+        after = parse_notes(vocab, shuffled)
+        assert where(after).keys() == before.keys() and len(after) == len(before)
+        for b in range(3):
+            places = [n.position for n in after if n.bar == b]
+            assert places == sorted(places)  # still in time order
+        moves = {(p // half, after_p // half) for (b, prog, pit), p in before.items()
+                 for after_p in [where(after)[(b, prog, pit)]]}  # fmt: skip
+        assert len({old for old, _ in moves}) == len(moves)  # one new place per half beat
+        assert (0, 0) in moves  # the downbeat stays
+        for key, p in before.items():
+            assert where(after)[key] % half == p % half
+        by_pitch = {}  # an onset's notes stay together
+        for n in after:
+            by_pitch.setdefault((n.bar, n.position), set()).add(n.pitch)
+        assert sorted(map(sorted, by_pitch.values())) == sorted(
+            sorted(v) for v in _onsets(parse_notes(vocab, window)).values()
+        )
+        orders.add(frozenset(moves))
+    assert len(orders) > 1
+    calls = []
+    shuffle = sampler._shuffle_rhythm
+    sampler._shuffle_rhythm = lambda w, r: calls.append(len(w)) or shuffle(w, r)  # type: ignore
+    sampler.batch(np.random.default_rng(1), 8)
+    assert len(calls) >= 8
+
+
+def _onsets(notes) -> dict:
+    out: dict = {}
+    for n in notes:
+        out.setdefault((n.bar, n.position), set()).add(n.pitch)
+    return out
+
+
 def test_loops_are_played_over_and_over_at_their_rate(tiny_corpus) -> None:
     """With the loop augmentation a stretch starts with a phrase played 2 to 4 times: a loop
     (a file of at most LOOP_BARS bars) from the window's bar to its end, then whole passes;
