@@ -98,6 +98,20 @@ DRUM_RANGE = (27, 87)  # GM percussion key map (High Q .. Open Surdo)
 MAX_NOTES_AT_ONE_POSITION = 24
 
 
+#: The instruments that play a band's bass line where no bass (General MIDI 32–39) is asked
+#: for: cello, contrabass, tuba, bassoon.
+LOW_VOICES = frozenset({42, 43, 58, 70})
+
+
+def bass_role(programs: Iterable[int]) -> frozenset[int]:
+    """Of the instruments a bar plays, those in the bass's role, which keep to the harmony
+    (``GrammarConfig.bass_pitch_classes``): the basses; where there is none, the low voices
+    (:data:`LOW_VOICES`: a cello asked for under a pianist's chords plays the bass line)."""
+    pitched = {p for p in programs if p >= 0}
+    basses = {p for p in pitched if p // 8 == 4}
+    return frozenset(basses or pitched & LOW_VOICES)
+
+
 #: The daemon's default ``density`` (the ``density`` setting): a bar may hold 1.25 × the notes
 #: of the busiest bar the musician played lately.
 DEFAULT_DENSITY = 1.25
@@ -273,7 +287,8 @@ class GrammarConfig:
     # chooses them among ``programs``), and each part's floor and budget.
     header: tuple[int, ...] | None = None
     parts: tuple[PartLimit, ...] = ()
-    # The harmony the bass keeps to (pitch classes; None: the scale or anything)
+    # The harmony the part in the bass's role keeps to (:func:`bass_role`; pitch classes;
+    # None: the scale or anything)
     bass_pitch_classes: frozenset[int] | None = None
 
     def __post_init__(self) -> None:
@@ -384,6 +399,7 @@ class Grammar:
         drum = types == TokenType.PITCH_DRUM
         scale = cfg.scale_pitch_classes
         overrides = {program: (low, high) for program, low, high in cfg.pitch_ranges}
+        bass = bass_role(self.enabled_programs)
         for program in self.enabled_programs:
             low, high = overrides.get(program, default_pitch_range(program))
             in_range = (values >= low) & (values <= high)
@@ -394,7 +410,7 @@ class Grammar:
                 if scale is not None:
                     row &= np.isin(values % 12, list(scale))
                 chord = cfg.bass_pitch_classes
-                if chord and program // 8 == 4 and (row & np.isin(values % 12, list(chord))).any():
+                if chord and program in bass and (row & np.isin(values % 12, list(chord))).any():
                     row &= np.isin(values % 12, list(chord))
             if not row.any():
                 raise ValueError(f"no pitch allowed for program {program} ({low}..{high})")

@@ -197,6 +197,29 @@ def _notes_of(vocab: Vocab, ids: np.ndarray, program: int) -> np.ndarray:
     return np.concatenate([notes + k for k in range(4)])
 
 
+def test_a_low_voice_plays_the_bass_line_where_no_bass_is_asked_for(hvocab):
+    """The bass's role: the basses asked for; where there is none, a cello (or contrabass,
+    tuba, bassoon), which then keeps to the harmony as a bass would; beside a bass it plays
+    as it likes."""
+    from ostinato.model.grammar import bass_role
+
+    assert bass_role((-1, 33, 42, 0)) == {33}
+    assert bass_role((-1, 42, 0)) == {42}
+    assert bass_role((-1, 0, 81)) == frozenset()
+    rng = np.random.default_rng(3)
+    chord = frozenset({9, 0, 4})
+    for programs, bound in (((0, 42), {42}), ((33, 42), {33})):
+        config = GrammarConfig(programs=programs, header=programs, meter=(4, 4),
+                               bass_pitch_classes=chord)  # fmt: skip
+        outside = {p: 0 for p in programs}
+        for _ in range(30):
+            bar = _sample_bar(hvocab, config, rng)
+            for i in np.flatnonzero(hvocab.types[bar] == TokenType.PITCH):
+                program = int(hvocab.values[bar[i - 1]])
+                outside[program] += int(hvocab.values[bar[i]]) % 12 not in chord
+        assert all((outside[p] == 0) == (p in bound) for p in programs), outside
+
+
 def test_the_harmony_coming_is_a_period_back_once_the_progression_repeats():
     from ostinato.engine.accompany import expected_harmony
 
