@@ -56,6 +56,7 @@ from ostinato.model.tokens import (
     TokenType,
     Vocab,
     add_headers,
+    canonical_order,
     header_mask,
     load_tokenizer,
     new_tokenizer,
@@ -522,7 +523,8 @@ def build_corpus(
 
 @dataclass
 class CorpusSplit:
-    """One split of a built corpus, memory-mapped."""
+    """One split of a built corpus, memory-mapped (one built before the notes of an onset
+    had one order: read into memory in it, :meth:`load`)."""
 
     tokens: np.ndarray
     files: np.ndarray
@@ -536,8 +538,14 @@ class CorpusSplit:
         path = d / f"{split}_tokens.npy"
         if not path.is_file():
             raise FileNotFoundError(f"{path} missing: build the corpus with `ostinato data build`")
+        tokens = np.load(path, mmap_mode="r")
+        if (d / TOKENIZER_FILE).is_file():  # a corpus built before the one order: read in it
+            vocab = Vocab.from_tokenizer(load_tokenizer(d / TOKENIZER_FILE))
+            ordered = canonical_order(vocab, tokens)
+            if not np.array_equal(ordered, tokens):
+                tokens = ordered
         return cls(
-            tokens=np.load(path, mmap_mode="r"),
+            tokens=tokens,
             files=np.load(d / f"{split}_files.npy"),
             bars=np.load(d / f"{split}_bars.npy"),
         )

@@ -20,6 +20,15 @@ to them. :func:`score_to_ids` writes headers for such a tokenizer, :func:`add_he
 token arrays made without them (a corpus), and :func:`ids_to_score` drops them (miditok does
 not know them).
 
+**One order within an onset** (:func:`canonical_order`): the notes struck together come drums
+first, then by program, each instrument's from low to high. miditok writes them in the order of
+the file's tracks, which every file chooses for itself (the band songs of the corpus put the
+drums last in 3 onsets of 5, the lieder the voice before the piano in half); a model reading
+that order must guess, at every onset, which order this song took, and one that has played the
+guitars of an onset may take the drums for done. :func:`score_to_ids` writes the one order
+(everything the daemon hears, ``continue``'s input, a corpus built), and a corpus built before
+is read in it (:meth:`ostinato.model.corpus.CorpusSplit.load`).
+
 Two generations of the language, told apart by the tokenizer file:
 
 * **legacy** (the first bundled model's): no time-signature and no style tokens. Every bar is
@@ -523,12 +532,47 @@ def vocab_of(tokenizer: REMI) -> Vocab:
     return cached[2]
 
 
+def canonical_order(vocab: Vocab, ids: np.ndarray) -> np.ndarray:
+    """``ids`` with the notes of each onset in one order (the module docstring): drums first,
+    then by program, each instrument's notes from low to high pitch, equal ones as they were.
+    A note is its four tokens (``Program``, ``Pitch``/``PitchDrum``, ``Velocity``,
+    ``Duration``); every other token (``Bar``, ``TimeSig``, ``Position``, a header's
+    ``Program``, a note cut short at the end) stays where it is, and notes move only among
+    those between two of them."""
+    ids = np.asarray(ids)
+    n = len(ids)
+    kinds = vocab.types[ids]
+    starts = np.flatnonzero(kinds[: max(0, n - 3)] == TokenType.PROGRAM)
+    whole = (
+        np.isin(kinds[starts + 1], (TokenType.PITCH, TokenType.PITCH_DRUM))
+        & (kinds[starts + 2] == TokenType.VELOCITY)
+        & (kinds[starts + 3] == TokenType.DURATION)
+    )
+    starts = starts[whole]
+    if len(starts) < 2:
+        return ids
+    note = np.full(n, -1, dtype=np.int64)
+    offset = np.zeros(n, dtype=np.int64)
+    for k in range(4):
+        note[starts + k] = np.arange(len(starts))
+        offset[starts + k] = k
+    in_note = note >= 0
+    group = np.cumsum(~in_note)  # each token that is no note's begins a group
+    program = np.full(n, -(2**31), dtype=np.int64)  # (such a token first in its group)
+    pitch = np.zeros(n, dtype=np.int64)
+    program[in_note] = vocab.values[ids[starts]][note[in_note]]
+    pitch[in_note] = vocab.values[ids[starts + 1]][note[in_note]]
+    order = np.lexsort((offset, note, pitch, program, group))
+    return ids[order]
+
+
 def score_to_ids(tokenizer: REMI, score: Score) -> np.ndarray:
-    """Tokenize a Score to ids (uint16 array). Starts with ``Bar``; empty score gives []."""
+    """Tokenize a Score to ids (uint16 array), the notes of each onset in one order
+    (:func:`canonical_order`). Starts with ``Bar``; empty score gives []."""
     seq = tokenizer.encode(score)
     if isinstance(seq, list):  # one stream is configured; guard against a foreign config
         raise ValueError("tokenizer does not put all programs in one stream")
-    ids = np.asarray(seq.ids, dtype=np.uint16)
+    ids = canonical_order(vocab_of(tokenizer), np.asarray(seq.ids, dtype=np.uint16))
     if has_header(tokenizer) and len(ids):
         ids = add_headers(vocab_of(tokenizer), ids).astype(np.uint16)
     return ids

@@ -85,3 +85,30 @@ def test_missing_source_and_bad_fraction(tmp_path) -> None:
         build_corpus(tmp_path / "nope", tmp_path / "out", progress=False)
     with pytest.raises(ValueError, match="validation_fraction"):
         build_corpus(tmp_path, tmp_path / "out", validation_fraction=1.5, progress=False)
+
+
+def test_a_corpus_written_in_its_files_track_order_is_read_in_the_one_order(
+    tmp_path, tiny_corpus
+) -> None:
+    """A corpus built before the notes of an onset had one order (miditok's, the files' track
+    order) is read in that order (tokens.canonical_order), bars and files where they were."""
+    from ostinato.model.tokens import TokenType, Vocab, canonical_order
+
+    corpus = tmp_path / "old"
+    shutil.copytree(tiny_corpus, corpus)
+    vocab = Vocab.from_tokenizer(load_tokenizer(corpus / "tokenizer.json"))
+    built = np.load(corpus / "train_tokens.npy")
+    # write each onset's notes the other way round, as a file with its tracks reversed would
+    kinds = vocab.types[built]
+    old = built.copy()
+    onset_starts = np.flatnonzero((kinds == TokenType.POSITION) | (built == vocab.bar_id))
+    for a, b in zip(onset_starts, [*onset_starts[1:], len(built)], strict=True):
+        notes = built[a + 1 : b].reshape(-1, 4) if kinds[a] == TokenType.POSITION else None
+        if notes is not None and len(notes) > 1:
+            old[a + 1 : b] = notes[::-1].reshape(-1)
+    assert not (old == built).all()
+    np.save(corpus / "train_tokens.npy", old)
+    split = CorpusSplit.load(corpus, "train")
+    assert np.asarray(split.tokens).tolist() == built.tolist()
+    assert (canonical_order(vocab, built) == built).all()  # built in the one order already
+    assert (split.bars == np.load(corpus / "train_bars.npy")).all()

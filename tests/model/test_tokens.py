@@ -9,6 +9,7 @@ from ostinato.model.tokens import (
     TOKENIZER_FILE,
     TokenType,
     Vocab,
+    canonical_order,
     ids_to_score,
     load_tokenizer,
     new_tokenizer,
@@ -58,6 +59,42 @@ def test_round_trip_keeps_every_note(tokenizer, vocab) -> None:
         assert (pitch_b, prog_b) == (pitch_a, prog_a)
         nearest_bin = velocities[np.argmin(np.abs(velocities - vel_a))]
         assert vel_b == nearest_bin
+
+
+def _onset_orders(vocab: Vocab, ids: np.ndarray) -> list[list[tuple[int, int]]]:
+    """(program, pitch) of each onset's notes, in token order."""
+    out: list[list[tuple[int, int]]] = []
+    kinds = vocab.types[ids]
+    for i, t in enumerate(ids):
+        if kinds[i] == TokenType.POSITION:
+            out.append([])
+        elif kinds[i] == TokenType.PROGRAM and i + 1 < len(ids) and kinds[i + 1] in (
+            TokenType.PITCH, TokenType.PITCH_DRUM
+        ):  # fmt: skip
+            out[-1].append((int(vocab.values[t]), int(vocab.values[ids[i + 1]])))
+    return out
+
+
+def test_the_notes_of_an_onset_come_in_one_order_whatever_the_tracks(tokenizer, vocab) -> None:
+    """Drums first, then by program, each instrument's from low to high: the same tokens
+    whichever order a file gives its tracks, every note kept, and the order only within an
+    onset (a bar's Bar and Positions stay where they are)."""
+    score = make_band_score(bars=2)
+    flipped = score.copy()
+    flipped.tracks = score.tracks[::-1]  # drums last, the lead first
+    ids, other = score_to_ids(tokenizer, score), score_to_ids(tokenizer, flipped)
+    assert ids.tolist() == other.tolist()
+    onsets = _onset_orders(vocab, ids)
+    assert any(len(o) > 2 for o in onsets)
+    for onset in onsets:
+        assert onset == sorted(onset)  # (-1 …) drums first, then programs, pitches rising
+    raw = np.asarray(tokenizer.encode(flipped).ids, dtype=np.uint16)
+    assert sorted(raw.tolist()) == sorted(ids.tolist()) and not (raw == ids).all()
+    assert ((vocab.types[raw] == TokenType.POSITION) == (vocab.types[ids] == TokenType.POSITION)
+            ).all()  # fmt: skip
+    assert canonical_order(vocab, ids).tolist() == ids.tolist()  # once is enough
+    cut = raw[: len(raw) - 2]  # a note cut short at the end stays where it is
+    assert canonical_order(vocab, cut)[-2:].tolist() == cut[-2:].tolist()
 
 
 def test_split_bars_gives_one_chunk_per_bar(tokenizer, vocab) -> None:
