@@ -329,5 +329,28 @@ def test_eval_cli_accompany_mode(tiny_header_model_dir, tiny_corpus, tmp_path, c
     assert report["accompany_windows"][0]["asked"] == [BASS]
     assert DRUMS in report["accompany_windows"][0]["musician"]
     assert report["accompany"]["model"]["bass_presence"] == 1.0
-    assert "parts asked for: 33" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "parts asked for: 33" in text and "again every 1 beat" in text
+    assert report["settings"]["commit"] == 1.0  # the daemon's default
+    status = main(
+        [
+            "eval",
+            str(tiny_header_model_dir),
+            str(tiny_corpus),
+            "--mode",
+            "accompany",
+            "--windows",
+            "1",
+            "--bars",
+            "2",
+            "--commit",
+            "bar",
+            "--json",
+            str(out),
+            "-q",
+        ]
+    )
+    assert status == 0 and json.loads(out.read_text())["settings"]["commit"] is None
+    assert "each planned before the musician's part of it is heard)" in capsys.readouterr().out
     assert main(["eval", str(tiny_header_model_dir), str(tiny_corpus), "--programs", "33"]) == 2
+    assert main(["eval", str(tiny_header_model_dir), str(tiny_corpus), "--commit", "2"]) == 2
