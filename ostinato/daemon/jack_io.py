@@ -107,12 +107,14 @@ QUEUE_EVENTS = 16384  # note-ons and note-offs queued at most (8,192 notes)
 SYNC_S = 0.05  # a SYNC report this often
 PUMP_S = 0.001  # the pump drains the report ring this often
 START_S = 5.0  # the process callback must have run once within this
-RELEASE_S = 0.5  # on quit, wait this long (at least 4 cycles) for the releases to go out
-# On quit, the client stays connected this many cycles after the one that wrote the last
-# release: a reader downstream that runs its part of that cycle late (a busy machine) still
-# finds our port connected. Deactivating at once switches JACK's graph at the next cycle, and a
-# late reader of the last cycle would then find no connection and miss the note-offs.
-RELEASE_TAIL_CYCLES = 2
+RELEASE_S = 0.5  # on quit, wait this long (at least 6 cycles) for the releases to go out
+# On quit, the client stays connected this many cycles after the one that wrote the releases,
+# and writes them again (note-offs and CC 123) in the first RELEASE_REPEATS of them: a reader
+# downstream that runs its part of a cycle late still finds our port connected (deactivating
+# switches JACK's graph at the next cycle), and one that JACK did not run for the cycle of the
+# releases at all (a busy machine, a server that is not real-time) takes them in the next.
+RELEASE_TAIL_CYCLES = 3
+RELEASE_REPEATS = 2
 ANSWER_S = 1.0  # a Stop acted on here that the daemon has not answered by then is let go
 TRANSPORT_MARKS = 64  # Start, Continue and Stop messages acted on per cycle at most
 
@@ -286,6 +288,9 @@ class JackCycle:
             if not full:
                 if self.released:
                     self.cycles_after_release += 1
+                    if self.cycles_after_release <= RELEASE_REPEATS:
+                        queue.repeat_panic()
+                        queue.flush(self._write_message)  # what does not fit is not needed
                 self.released = True
             return
         tempo = self.tempo
@@ -614,7 +619,7 @@ class JackSender:
         process thread has written it all, close the client, send the last reports."""
         if self.failed is None:
             self._submit(_QUIT)
-            wait_s = max(RELEASE_S, 4 * self.blocksize / self.rate)
+            wait_s = max(RELEASE_S, (RELEASE_TAIL_CYCLES + 3) * self.blocksize / self.rate)
             end = time.monotonic() + wait_s
             engine = self.engine
             while (

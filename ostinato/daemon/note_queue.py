@@ -82,6 +82,8 @@ class NoteQueue:
         self._release_head = self._release_tail = 0
         self._all_off = [False] * 16  # channels whose CC 123 is still to be written
         self._all_off_count = 0
+        self._panicked = [0] * KEYS  # the keys the last panic released (said again on quit)
+        self._panicked_count = 0
         self._used = [False] * 16  # channels a note-on went out on
         self._program = [-1] * 16  # a Program Change still to be written, per channel (−1: none)
         self._program_count = 0
@@ -226,11 +228,30 @@ class NoteQueue:
         """Drop the queue, release every sounding note, All Notes Off on every channel used
         (the hold, if any, stays: only a jump ends it)."""
         self._clear()
+        for i in range(self._sounding):
+            self._panicked[i] = self._keys[i]
+        self._panicked_count = self._sounding
+        self._all_off_used()
+        self._release_sounding()
+
+    def repeat_panic(self) -> None:
+        """Say the last panic's releases again: its note-offs and CC 123 on every channel
+        used. Harmless to a receiver (nothing it still sounds is struck again), and a reader
+        that missed the cycle of the first ones still ends its notes. Only once the releases
+        before are written (the slots are the panic's own)."""
+        if self._release_tail != self._release_head:
+            return
+        self._release_head = 0
+        for i in range(self._panicked_count):
+            self._releasing[i] = self._panicked[i]
+        self._release_tail = self._panicked_count
+        self._all_off_used()
+
+    def _all_off_used(self) -> None:
         for channel in range(16):
             if self._used[channel] and not self._all_off[channel]:
                 self._all_off[channel] = True
                 self._all_off_count += 1
-        self._release_sounding()
 
     def hold(self, keep_from: float = math.inf) -> None:
         """The transport stopped: release every sounding note (no CC 123), keep the queue

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from ostinato.daemon.clock import TempoMap
-from ostinato.daemon.jack_io import JackCycle
+from ostinato.daemon.jack_io import RELEASE_REPEATS, RELEASE_TAIL_CYCLES, JackCycle
 from ostinato.daemon.note_queue import note_events, reanchored
 from ostinato.daemon.protocol import DROPPED, HOLD, INPUT, JUMP, NOTE, PANIC, QUIT, SENT, TEMPO
 from ostinato.daemon.sender import SenderError, SenderProcess
@@ -173,12 +173,29 @@ def test_quit_releases_everything_then_says_so() -> None:
     cycle.commands.put((QUIT,))
     run(cycle, out, first=640, cycles=2)
     assert not cycle.released  # two note-offs and a CC 123, one a cycle
-    run(cycle, out, first=768, cycles=2)
+    run(cycle, out, first=768, cycles=1)
     assert cycle.released and [m for _, m in out.written][-1] == [0xB0, 123, 0]
-    # the client stays connected, writing nothing, while the readers downstream take them
-    tail, written = cycle.cycles_after_release, len(out.written)
-    run(cycle, out, first=896, cycles=2)
-    assert cycle.cycles_after_release == tail + 2 and len(out.written) == written
+
+
+def test_quit_says_the_releases_again_then_stays_connected_quietly() -> None:
+    """A reader JACK did not run for the cycle of the releases takes them in one of the next
+    two; the client then stays connected a cycle writing nothing before it may close."""
+    cycle, out = make_cycle(frames=64)
+    cycle.commands.put((TEMPO, TempoMap(0.0, 0.0, 0.5)))
+    add_note(cycle, 0.0, 8.0, 60, note_id=1)
+    add_note(cycle, 0.0, 8.0, 61, note_id=2, channel=9)
+    run(cycle, out, first=0, cycles=3)
+    cycle.commands.put((QUIT,))
+    releases = [[0x80, 60, 0], [0x89, 61, 0], [0xB0, 123, 0], [0xB9, 123, 0]]
+    for k in range(1 + RELEASE_REPEATS):  # the releases, then said again
+        out.written.clear()
+        run(cycle, out, first=640 + 64 * k)
+        assert sorted(m for _, m in out.written) == sorted(releases), k
+        assert cycle.released and cycle.cycles_after_release == k
+    out.written.clear()
+    for k in range(RELEASE_REPEATS + 1, RELEASE_TAIL_CYCLES + 1):
+        run(cycle, out, first=640 + 64 * k)
+    assert cycle.cycles_after_release == RELEASE_TAIL_CYCLES and not out.written
 
 
 # -- the Stop reflex: the transport acted on in the cycle it comes in ------------------------
