@@ -140,6 +140,11 @@ def _add_train(sub) -> None:
                    help="share of a window's files whose bars' half beats after the downbeat "
                    "are put in another order, the same in every bar, every part alike: a "
                    "rhythm no song has, read from the bars before (default 0)")  # fmt: skip
+    p.add_argument("--pitch-remap", type=float,
+                   help="share of a window's files whose twelve pitch classes are put in a "
+                   "random order, one for every part, each note kept in its octave: no scale "
+                   "or chord shape to recall, so a riff or a voicing is copied from the bars "
+                   "before (default 0)")  # fmt: skip
     p.add_argument("--weights", metavar="SRC=W,…",
                    help="sampling weight per source folder of the corpus, e.g. "
                    "freedoom-midi=4,synth=0.5 (default 1 each)")  # fmt: skip

@@ -41,6 +41,7 @@ from ostinato.model.tokens import (
     TokenType,
     Vocab,
     add_headers,
+    canonical_order,
     header_mask,
     load_tokenizer,
     with_header,
@@ -105,6 +106,7 @@ class TrainConfig:
     drum_kit: float = 0.0  # share of stretches whose drums are redrawn within their kind
     drum_remap: float = 0.0  # share of stretches whose drums are each moved to any other key
     rhythm: float = 0.0  # share of stretches whose bars' half beats are put in another order
+    pitch_remap: float = 0.0  # share of stretches whose pitch classes are put in another order
     weights: str = ""  # sampling weight per source folder: "freedoom-midi=4,synth=0.5"
     init: str = ""  # a model folder whose weights a new run starts from
     previous_token: bool = False  # a new model's tokens also enter with the one before (network)
@@ -144,6 +146,8 @@ class TrainConfig:
             raise ValueError("drum_remap must be in [0, 1]")
         if not 0.0 <= self.rhythm <= 1.0:
             raise ValueError("rhythm must be in [0, 1]")
+        if not 0.0 <= self.pitch_remap <= 1.0:
+            raise ValueError("pitch_remap must be in [0, 1]")
         self.part_rates().validate()
         source_weights(self.weights)
 
@@ -227,6 +231,7 @@ class WindowSampler:
         drum_kit: float = 0.0,
         drum_remap: float = 0.0,
         rhythm: float = 0.0,
+        pitch_remap: float = 0.0,
     ) -> None:
         if len(split.bars) == 0:
             raise ValueError("the corpus split has no bars")
@@ -248,6 +253,7 @@ class WindowSampler:
         self.loops = loops
         self.style_dropout, self.pack, self.instruments = style_dropout, pack, instruments
         self.drum_kit, self.drum_remap, self.rhythm = drum_kit, drum_remap, rhythm
+        self.pitch_remap = pitch_remap
         positions = np.flatnonzero(vocab.types == TokenType.POSITION)
         self.position_id = np.full(int(vocab.values[positions].max()) + 1, -1, dtype=np.int64)
         self.position_id[vocab.values[positions]] = positions
@@ -285,6 +291,7 @@ class WindowSampler:
         self.pitch_low, self.pitch_high = int(pitch_values.min()), int(pitch_values.max())
         id_of_pitch = np.full(128, -1, dtype=np.int64)
         id_of_pitch[pitch_values] = np.flatnonzero(pitched)
+        self.id_of_pitch = id_of_pitch
         # table[s + transpose, id] = id after shifting pitched notes by s semitones.
         self.table = np.tile(np.arange(vocab.size, dtype=np.int64), (2 * transpose + 1, 1))
         for row, shift in enumerate(range(-transpose, transpose + 1)):
@@ -381,6 +388,8 @@ class WindowSampler:
             window = self._redraw_drums(window, rng)
         if self.rhythm and rng is not None and rng.random() < self.rhythm:
             window = self._shuffle_rhythm(window, rng)
+        if self.pitch_remap and rng is not None and rng.random() < self.pitch_remap:
+            window = self._remap_pitch_classes(window, rng)
         if self.transpose:
             pitches = self.vocab.values[window[self.is_pitch[window]]]
             if len(pitches):  # keep every note in range: shrink the shift if needed
@@ -479,6 +488,24 @@ class WindowSampler:
         table[played] = rng.choice(np.asarray(sorted(self.drum_id.values())), size=len(played),
                                    replace=False)  # fmt: skip
         return table[window]
+
+    def _remap_pitch_classes(self, window: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``window`` with the twelve pitch classes put in a random order, one order for every
+        pitched part, each note kept in its octave (moved one in where it would leave the range):
+        no scale or chord shape to recall, so a riff or a voicing can only be read from the bars
+        before — copied, as the drums are with ``drum_remap``. The parts still share their pitch
+        classes as before (a bass on a chord's note stays on one of the chord's notes). Each
+        onset's notes are put back in the one order (:func:`canonical_order`)."""
+        pitched = self.is_pitch
+        if not pitched[window].any():
+            return window
+        values = self.vocab.values[pitched]
+        moved = 12 * (values // 12) + rng.permutation(12)[values % 12]
+        moved = np.where(moved < self.pitch_low, moved + 12, moved)
+        moved = np.where(moved > self.pitch_high, moved - 12, moved)
+        table = np.arange(self.vocab.size, dtype=np.int64)
+        table[pitched] = self.id_of_pitch[moved]
+        return canonical_order(self.vocab, table[window])
 
 
 class _Windows(torch.utils.data.IterableDataset):
@@ -702,7 +729,7 @@ class Trainer:
             CorpusSplit.load(self.corpus_dir, "train"), self.vocab, seq_len, cfg.transpose,
             file_styles(self.corpus_dir, "train"), cfg.style_dropout, cfg.pack, cfg.instruments,
             parts, file_weights(self.corpus_dir, "train", weights) if weights else None,
-            cfg.loops, cfg.drum_kit, cfg.drum_remap, cfg.rhythm,
+            cfg.loops, cfg.drum_kit, cfg.drum_remap, cfg.rhythm, cfg.pitch_remap,
         )  # fmt: skip
         val_split = CorpusSplit.load(self.corpus_dir, "validation")
         # validation: the files' styles, never dropped; whole bars, headers but no part left out

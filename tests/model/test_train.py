@@ -273,6 +273,63 @@ def test_drums_are_remapped_to_any_key_one_to_one(tiny_corpus) -> None:
     assert len(calls) >= 8 and set(calls) == {"remap"}  # at rate 1 it takes every stretch
 
 
+def test_pitch_classes_are_put_in_one_new_order_for_every_part(tiny_corpus) -> None:
+    """The pitch-remap augmentation: one permutation of the twelve pitch classes for the whole
+    stretch, every pitched part alike, each note kept in its octave; drums, rhythm, accents and
+    lengths stay; each onset's notes come back in the one order; batch() applies it."""
+    from ostinato.evaluate.bars import parse_notes
+    from ostinato.model.tokens import canonical_order
+
+    vocab = Vocab.from_tokenizer(load_tokenizer(tiny_corpus))
+    split = CorpusSplit.load(tiny_corpus, "train")
+    sampler = WindowSampler(split, vocab, 256, transpose=0, pitch_remap=1.0)
+    window = np.asarray(split.tokens, dtype=np.int64)  # the loops' bands and the GMD drums
+    before = parse_notes(vocab, window)
+
+    def onsets(notes) -> dict[tuple[int, int, int], list[int]]:
+        found: dict[tuple[int, int, int], list[int]] = {}
+        for n in notes:
+            if n.program != DRUM_PROGRAM:
+                found.setdefault((n.bar, n.position, n.program), []).append(n.pitch)
+        return found
+
+    pitched = onsets(before)
+    singles = {k: p[0] for k, p in pitched.items() if len(p) == 1}
+    assert len({p % 12 for p in singles.values()}) >= 4  # enough to see an order
+    unpitched = lambda notes: [(n.bar, n.position, n.program, n.velocity, n.duration)  # noqa: E731
+                               for n in notes if n.program != DRUM_PROGRAM]  # fmt: skip
+    drums = lambda notes: [n for n in notes if n.program == DRUM_PROGRAM]  # noqa: E731
+    rng = np.random.default_rng(5)
+    changed = 0
+    for _ in range(20):
+        moved = sampler._remap_pitch_classes(window, rng)
+        assert (canonical_order(vocab, moved) == moved).all()
+        assert (vocab.types[moved] == vocab.types[window]).all()
+        assert (moved[~sampler.is_pitch[moved]] == window[~sampler.is_pitch[window]]).all()
+        after = parse_notes(vocab, moved)
+        assert drums(after) == drums(before)
+        assert sorted(unpitched(after)) == sorted(unpitched(before))
+        remapped = onsets(after)
+        assert remapped.keys() == pitched.keys()
+        for onset, pitches in remapped.items():
+            assert pitches == sorted(pitches) and len(set(pitches)) == len(set(pitched[onset]))
+        order: dict[int, set[int]] = {}  # read from the onsets where a part plays one note
+        for onset, p in singles.items():
+            (q,) = remapped[onset]
+            assert q // 12 == p // 12 or abs(q - p) < 24  # its octave, or one in at the edge
+            order.setdefault(p % 12, set()).add(q % 12)
+        assert all(len(v) == 1 for v in order.values())  # one order for the whole stretch
+        image = [next(iter(v)) for v in order.values()]
+        assert len(set(image)) == len(image)  # two pitch classes never merged
+        changed += any(k != q for k, q in zip(order, image, strict=True))
+    assert changed >= 15
+    calls = []
+    remap = sampler._remap_pitch_classes
+    sampler._remap_pitch_classes = lambda w, r: calls.append(1) or remap(w, r)  # type: ignore
+    sampler.batch(np.random.default_rng(1), 8)
+    assert len(calls) >= 8  # at rate 1 it takes every stretch
+
+
 def test_a_shuffled_rhythm_moves_half_beats_alike_in_every_bar(tiny_corpus) -> None:
     """The rhythm augmentation: each bar's half beats after the first are put in one new order,
     the same in every bar; a note keeps its place within its half beat, its onset's other
