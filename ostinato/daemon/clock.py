@@ -134,6 +134,7 @@ class Clock:
         self._map: TempoMap | None = None
         self._song_base = 0  # song position (ticks) of the follower's tick _base_index
         self._base_index = 0
+        self._first_index = 0  # the follower's index of the epoch's first tick
         self._position_ticks = 0  # where Continue resumes (SPP or where it stopped)
         self._stopped_at: float | None = None  # when the last Stop came
         self._stopped_next = 0  # song position the tick after the Stop would have had
@@ -439,10 +440,15 @@ class Clock:
 
     def _on_counted(self, index: int, t: float) -> None:
         if self.running and self.source == "midi":
+            follower = self.follower
             if self._first_tick:  # the epoch's song position begins at its first tick
                 self._first_tick = False
                 # (at the first one the backend lost, when it lost the first ones)
-                self._base_index = index - self.follower.first_lost
+                self._first_index = index
+                self._base_index = index - follower.first_lost
+            elif follower.first_revised:  # counted again with the epoch's own tick period
+                follower.first_revised = False
+                self._base_index = self._first_index - follower.first_lost
             self._heard_at = t
             self._position_ticks = self._song_base + index + 1 - self._base_index
 

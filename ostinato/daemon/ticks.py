@@ -84,6 +84,10 @@ class TickFollower:
         self._opened: float | None = None  # when the epoch opened (open_epoch's time)
         self._epoch_loss: tuple[float, float] | None = None  # input lost before its 1st tick
         self.first_lost = 0  # ticks of the epoch lost before its first counted one
+        # the epoch's first arrival and the loss before it, until its second arrival measures
+        # the epoch's own tick period (the line's may be the tempo from before a Stop)
+        self._first_check: tuple[float, tuple[float, float], float] | None = None
+        self.first_revised = False  # first_lost changed at the epoch's second arrival
 
     # -- reading ----------------------------------------------------------------------------
     def line_time(self, index: float) -> float:
@@ -125,6 +129,8 @@ class TickFollower:
         self._lost_window = None
         self._first = True
         self.first_lost = 0
+        self._first_check = None
+        self.first_revised = False
 
     def place(self, t: float) -> int | None:
         """Whole ticks of the line from its next tick to an arrival at ``t`` after a gap (the
@@ -179,22 +185,49 @@ class TickFollower:
         """An epoch's first tick. On the line it keeps the line (the tick gets the index the
         line gives it); off it (a clock that starts a new grid at Start) the line starts
         again from it, the tempo kept as the first guess."""
+        window, opened = self._epoch_loss, self._opened
         self.first_lost = self._lost_before_first(t)
         whole = self.place(t)
         if whole is None:
             self._window.clear()
         else:
             self.count += whole
-        return self._count(t)
+        counted = self._count(t)
+        if window is not None and opened is not None:
+            self._first_check = (t, window, opened)
+        return counted
 
     def _lost_before_first(self, t: float) -> int:
         """The epoch's ticks the backend lost before its first arrival at ``t``: the tick
         places a period apart back from ``t`` that fell in the frames it lost and after the
-        epoch opened (the first tick comes within a tick of a Start or Continue)."""
+        epoch opened (the first tick comes within a tick of a Start or Continue). The period
+        is the line's, the tempo before the epoch: :meth:`_revise_first` counts again with the
+        epoch's own at its second arrival."""
         window, opened, period = self._epoch_loss, self._opened, self.period
         self._epoch_loss = None
         if window is None or opened is None or period is None:
             return 0
+        return self._slots_lost(t, window, opened, period)
+
+    def _revise_first(self, t: float) -> None:
+        """The epoch's second arrival at ``t``: its interval from the first is the epoch's
+        tick period (a DAW's tempo may have changed while it was stopped); the ticks lost
+        before the first arrival are counted again with it (:attr:`first_revised` when that
+        changed them)."""
+        check, self._first_check = self._first_check, None
+        if check is None or not self.exact_stamps or self._lost_reported:
+            return  # (input lost since the first arrival: the interval may hold lost ticks)
+        first, window, opened = check
+        period = t - first
+        if period <= 0:
+            return
+        lost = self._slots_lost(first, window, opened, period)
+        if lost != self.first_lost:
+            self.first_lost = lost
+            self.first_revised = True
+
+    @staticmethod
+    def _slots_lost(t: float, window: tuple[float, float], opened: float, period: float) -> int:
         since, until = window
         margin = 0.25 * period
         lost = 0
@@ -278,6 +311,8 @@ class TickFollower:
         return bool(np.all(np.abs(intervals - median) <= spread))
 
     def _count(self, t: float) -> tuple[int, float]:
+        if self._first_check is not None and self.last_arrival is not None:
+            self._revise_first(t)
         step = 1
         if self._lost_reported and self.period is not None and self.last_arrival is not None:
             self._lost_reported = False

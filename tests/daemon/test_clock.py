@@ -238,6 +238,41 @@ def test_the_first_tick_after_a_continue_lost_in_an_xrun_is_counted(reported: st
     assert clock.map.anchor_beat == pytest.approx(8.0 - 1 / PPQN)
 
 
+@pytest.mark.parametrize(("before", "after"), [(300, 60), (60, 300), (None, 300), (None, 60)])
+def test_an_xrun_at_a_start_counts_the_ticks_of_the_new_tempo(before, after) -> None:
+    """A DAW changes its tempo while stopped (``before`` → ``after`` BPM; None: no clock before
+    the Start, a cold start), sends Start half a tick before its first tick, and an xrun of
+    64-frame cycles falls just after the Start. The ticks it held are counted with the new
+    tempo's tick, measured at the epoch's second arrival, not the old one's: the old tempo's
+    tick put lost ticks where the new tempo had none (every note 1-2 ticks early) or none
+    where it had one (late). Judged where no tick is lost after the epoch's first arrival."""
+    cycle = 64 / RATE
+    wrong = []
+    for offset in np.arange(0.25, 6.0, 0.25):  # cycles after the Start
+        for cycles in (1, 2, 3, 5, 8):
+            clock = Clock(exact_stamps=True)
+            old = tick_times([(48, before, before)], t0=1.0) if before else np.array([])
+            new_tick = 60 / after / PPQN
+            start = (old[-1] + 60 / before / PPQN if before else 1.0) + 0.5 * new_tick
+            ticks = start + 0.5 * new_tick + new_tick * np.arange(4 * PPQN)
+            since, until = start + offset * cycle, start + (offset + cycles) * cycle
+            lost = (ticks >= since) & (ticks < until)
+            if lost.any() and np.flatnonzero(lost)[0] > 0:
+                continue  # a tick lost after the first one came: not this case
+            feed(clock, old)
+            clock.on_start(float(start))
+            reported = False
+            for t in ticks[~lost]:
+                if not reported and t >= until:
+                    clock.on_input_lost(float(since), float(until))
+                    reported = True
+                clock.on_tick(float(t))
+            error = beat_error_ticks(clock, ticks[60], 60 / PPQN)
+            if abs(error) > 0.1:
+                wrong.append((float(offset), cycles, round(error, 2)))
+    assert not wrong
+
+
 def test_the_first_ticks_after_a_later_continue_lost_in_an_xrun_are_counted() -> None:
     """The same after a pause (a new line): the ticks the lost frames held, each a tick's
     period back from the first that came, count from the Continue's position; a loss that
