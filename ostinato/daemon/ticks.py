@@ -311,7 +311,7 @@ class TickFollower:
         return bool(np.all(np.abs(intervals - median) <= spread))
 
     def _count(self, t: float) -> tuple[int, float]:
-        if self._first_check is not None and self.last_arrival is not None:
+        if self._first_check is not None:  # set only after the epoch's first arrival
             self._revise_first(t)
         step = 1
         if self._lost_reported and self.period is not None and self.last_arrival is not None:
