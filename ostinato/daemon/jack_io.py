@@ -7,7 +7,7 @@ Time line. Every time here is JACK frame time in seconds: a frame count (JACK's 
 is its own frame (the cycle's first frame plus the event's offset); a note goes out at the
 frame ``round((tempo.time_at(beat) − latency) × rate)``, at its offset inside the cycle it
 falls in, so a DAW recording the port hears it on that frame whatever the period (64 to 2048
-frames). Every ~50 ms a ``SYNC`` report pairs JACK time with ``time.perf_counter()`` taken at
+frames). Every ~10 ms a ``SYNC`` report pairs JACK time with ``time.perf_counter()`` taken at
 the same moment, so the daemon can say what time it is on this time line. (Where one client
 both feeds "Ostinato In" and hears "Ostinato Out", the graph has a loop and JACK runs one of
 the two a cycle later: that side's events are then exactly one period off, for any client.)
@@ -44,7 +44,7 @@ Who runs what.
 - The sender's main thread reads the daemon's records from the pipe, builds the note events
   and tempo maps there, and hands them to the process thread through the command ring.
 - The pump thread (normal priority) drains the report ring into the pipe every millisecond,
-  writes ``SYNC`` every 50 ms and reports lost input.
+  writes ``SYNC`` every 10 ms and reports lost input.
 - JACK's shutdown callback (the server went away) only records why; the main thread sees it
   within 0.1 s, reports the error and exits.
 
@@ -104,7 +104,7 @@ log = logging.getLogger(__name__)
 FRAMES_WRAP = 1 << 32  # JACK's frame counter is 32 bits: 24.8 hours at 48 kHz
 RING_SLOTS = 4096  # commands waiting for the process thread; reports waiting for the pump
 QUEUE_EVENTS = 16384  # note-ons and note-offs queued at most (8,192 notes)
-SYNC_S = 0.05  # a SYNC report this often
+SYNC_S = 0.01  # a SYNC report this often (see SyncedTimeLine in sender.py for why)
 PUMP_S = 0.001  # the pump drains the report ring this often
 START_S = 5.0  # the process callback must have run once within this
 RELEASE_S = 0.5  # on quit, wait this long (at least 6 cycles) for the releases to go out

@@ -41,7 +41,7 @@ lock over (within the 0.5 ms switch interval) and take it back, with the cache i
 new map (a pipe write to the sender, a tempo for the recording) goes out when the drift
 passes ``DRIFT_S``: on ``perf_counter()`` almost never (its rate and Link's clock's differ by
 well under a part per million here); on JACK time whenever a SYNC moves the estimate of it
-by more than that, ~20 a second on the test machine, whose dummy driver wanders against the
+by more than that, 3–30 a second on the test machine, whose dummy driver wanders against the
 system clock. aalink's scheduler thread wakes every millisecond in C++ without the
 interpreter lock, and Link's network threads never take it. The note sender, a process of
 its own, only sees the maps.
