@@ -171,6 +171,10 @@ class Probe:
         self.refused = 0  # messages too large for a JACK MIDI buffer
         self._last_cycle, self._seen = -1, set()
         self.cycles = self.missed = 0
+        # (first frame of the last cycle run, first frame of the next one run, its length)
+        # where cycles between were not run for this client: JACK hands it then what was
+        # written in the cycle it missed, stamped a cycle late
+        self.gaps: list[tuple[int, int, int]] = []
         self.xruns = 0  # JACK's xrun notices: a late client's MIDI of that cycle may be lost
         self.client.set_process_callback(self._process)
         self.client.set_xrun_callback(self._on_xrun)
@@ -184,6 +188,7 @@ class Probe:
         if first != self._last_cycle:
             if self._last_cycle >= 0 and first != self._last_cycle + frames:
                 self.missed += 1  # cycles this client was not run for (late, non-RT server)
+                self.gaps.append((self._last_cycle, first, frames))
             self._last_cycle, self._seen = first, set()
         received = []
         for offset, data in self._in.incoming_midi_events():

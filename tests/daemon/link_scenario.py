@@ -204,6 +204,7 @@ def main(out: Path) -> int:
             "mono": mono, "frame": round(t * rate), "beat": beat, "pitch": message[1],
             "error_ms": (beat - nearest) / beats_per_s * 1e3, "bpm": beats_per_s * 60,
             "late": round(t * rate) in late,
+            "after_gap": any(end <= round(t * rate) < end + n for _, end, n in probe.gaps),
         })  # fmt: skip
     heard = [(to_mono(t * rate), list(m)) for t, m in events if 0x80 <= m[0] < 0xA0]
     result = {
@@ -211,6 +212,7 @@ def main(out: Path) -> int:
         "frames": peer.frames, "beats": peer.beats,
         "peer_samples": len(times), "frame_samples": len(peer.frames),
         "link": daemon_stats.get("link"),
+        "probe": {"cycles": probe.cycles, "missed": probe.missed, "xruns": probe.xruns},
         "deadline_misses": daemon_stats.get("deadline_misses"),
         "late_wakeups": daemon_stats.get("late_wakeups"),
         "seconds": time.monotonic() - started,

@@ -76,17 +76,24 @@ def test_the_daemon_follows_a_link_peer(tmp_path) -> None:
     # handed over after their time (the model too slow for the bar on this machine): late
     # whatever the clock does, counted and left out of the grid
     late = np.array([n["late"] for n in notes], dtype=bool)
+    # heard in the first cycle after one the probe was not run for (a loaded machine): JACK
+    # hands it what was written in the cycle it missed, stamped a cycle late (the daemon's
+    # own record has them on their frames); not judged on the grid either
+    after_gap = np.array([n["after_gap"] for n in notes], dtype=bool)
     first = (mono >= marks["start"]) & (mono < marks["tempo"])
     faster = (mono >= marks["tempo"]) & (mono < marks["stop"] + STOP_TOLERANCE_S)
     again = mono >= marks["restart"]
     tempo_beat = np.interp(marks["tempo"], *np.array(result["beats"])[:, :2].T)
     settled = faster & (beat >= tempo_beat + 1.0)  # a beat after the tempo change
-    on_time = ~late
+    on_time = ~late & ~after_gap
     lines = [report("120 BPM", error[first & on_time]),
              report("133 BPM", error[faster & on_time]),
              report("133 BPM a beat after the change", error[settled & on_time]),
              report("after the restart", error[again & on_time]),
-             f"handed over late (left out): {late.sum()} of {len(notes)}"]  # fmt: skip
+             f"handed over late (left out): {late.sum()} of {len(notes)}",
+             f"heard after a cycle the probe missed (left out): {after_gap.sum()} of "
+             f"{len(notes)} ({result['probe']['missed']} cycles missed of "
+             f"{result['probe']['cycles']})"]  # fmt: skip
     after_change = np.flatnonzero(faster)
     if len(after_change):
         i = after_change[0]
@@ -112,6 +119,7 @@ def test_the_daemon_follows_a_link_peer(tmp_path) -> None:
     # bar 1 is the session's first bar line after the start, for the daemon as for the peer
     assert beat[first].min() > -0.01 and beat[again].min() > -0.01, (beat[first][:4], log)
     assert late.sum() <= 0.05 * len(notes), lines
+    assert after_gap.sum() <= 0.05 * len(notes), lines
     assert np.abs(error[first & on_time]).max() <= GRID_TOLERANCE_MS, lines
     assert np.abs(error[settled & on_time]).max() <= GRID_TOLERANCE_MS, lines
     assert np.abs(error[again & on_time]).max() <= GRID_TOLERANCE_MS, lines
