@@ -88,6 +88,12 @@ class TickFollower:
         # the epoch's own tick period (the line's may be the tempo from before a Stop)
         self._first_check: tuple[float, tuple[float, float], float] | None = None
         self.first_revised = False  # first_lost changed at the epoch's second arrival
+        self._epoch_ticks = 0  # ticks counted since the epoch opened
+        # input lost between the epoch's first and second arrivals: (first, second, ticks
+        # counted lost between them, the first's check) until the third measures the tick
+        self._deferred: (
+            tuple[float, float, int, tuple[float, tuple[float, float], float] | None] | None
+        ) = None
 
     # -- reading ----------------------------------------------------------------------------
     def line_time(self, index: float) -> float:
@@ -105,6 +111,7 @@ class TickFollower:
         self._pending.clear()
         self.last_arrival = None
         self._lost_reported = False  # a loss while stopped is no gap in the new line
+        self._deferred = None
 
     def lost(self, since: float | None = None, until: float | None = None) -> None:
         """The backend lost input: the next gap of whole ticks counts them (an epoch's first
@@ -131,6 +138,8 @@ class TickFollower:
         self.first_lost = 0
         self._first_check = None
         self.first_revised = False
+        self._epoch_ticks = 0
+        self._deferred = None
 
     def place(self, t: float) -> int | None:
         """Whole ticks of the line from its next tick to an arrival at ``t`` after a gap (the
@@ -311,18 +320,55 @@ class TickFollower:
         return bool(np.all(np.abs(intervals - median) <= spread))
 
     def _count(self, t: float) -> tuple[int, float]:
-        if self._first_check is not None:  # set only after the epoch's first arrival
+        if self._deferred is not None:
+            self._recount_second(t)
+        second_after_loss = self._epoch_ticks == 1 and self._lost_reported and self.exact_stamps
+        check = self._first_check
+        if check is not None:  # set only after the epoch's first arrival
             self._revise_first(t)
         step = 1
         if self._lost_reported and self.period is not None and self.last_arrival is not None:
             self._lost_reported = False
             step += self._ticks_lost_before(t)
+        if second_after_loss and self.last_arrival is not None:
+            self._lost_reported = False
+            # the ticks lost since the epoch's first were counted with the line's tick, the
+            # tempo from before the epoch (or none): counted again at the third arrival
+            self._deferred = (self.last_arrival, t, step - 1, check)
         index = self.count + step - 1
         self.count = index + 1
         self.last_arrival = t
+        self._epoch_ticks += 1
         self._window.append((index, t))
         self._fit()
         return index, t
+
+    def _recount_second(self, t: float) -> None:
+        """The epoch's third arrival at ``t`` after input was lost between its first two:
+        the interval from the second is the epoch's tick; the ticks lost between the first
+        two (and before the first) are counted again with it, and the second tick's index
+        and every one after it move by the difference."""
+        first, second, counted, check = self._deferred  # type: ignore[misc]
+        self._deferred = None
+        period = t - second
+        if self._lost_reported or period <= 0:
+            return  # lost again: this interval may hold lost ticks too
+        ticks = (second - first) / period
+        if abs(ticks - round(ticks)) > EARLY_TICKS:
+            return  # not a whole number of these ticks apart: a stray among them
+        lost = max(0, round(ticks) - 1)
+        if lost != counted:
+            shift = lost - counted
+            self.count += shift
+            index, stamp = self._window.pop()
+            self._window.append((index + shift, stamp))
+            if self.ref_index == index:
+                self.ref_index += shift
+        if check is not None:
+            first_lost = self._slots_lost(check[0], check[1], check[2], period)
+            if first_lost != self.first_lost:
+                self.first_lost = first_lost
+                self.first_revised = True
 
     def _ticks_lost_before(self, t: float) -> int:
         """Ticks the backend lost before the arrival at ``t``: the line's ticks that fell in
