@@ -448,6 +448,12 @@ class Rig:
         )  # fmt: skip
         self.rate = self.sender.samplerate
         assert self.rate == self.recorder.rate
+        # JACK time spans the sender was not run for (xruns on a loaded machine): what fell
+        # due in one goes out at the first frame after it
+        self.skipped: list[tuple[float, float]] = []
+        self.sender.on_input_gap = lambda since, until: (
+            self.skipped.append((since, until)) if until is not None else None
+        )
 
     def frame(self, t: float) -> int:
         return round(t * self.rate)
@@ -513,10 +519,29 @@ def test_each_note_lands_on_its_frame(rig: Rig) -> None:
         for i, beat in enumerate(beats)
     ]
     print(f"period {rig.sender.blocksize}: frame errors {errors}")
-    assert max(abs(e) for e in errors) <= 1, errors
+    # Where JACK did not run a client (a loaded machine), the frame is not the daemon's to
+    # keep: a note due while the sender was skipped goes out at the first frame after the
+    # skip; one the recorder heard in the first cycle after a cycle it missed is stamped
+    # whole cycles late by it. Those are told apart and bounded; every other note is exact.
+    skipped = [(rig.frame(a), rig.frame(b)) for a, b in rig.skipped]
+    period = rig.sender.blocksize
+    excused = []
+    for i, beat in enumerate(beats):
+        due = round((tempo.time_at(beat) - LATENCY_MS / 1000) * rig.rate)
+        got, error = rig.frame(heard[40 + i]), errors[i]
+        sender_skipped = any(a <= due < b and abs(got - b) <= 1 for a, b in skipped)
+        recorder_late = any(end <= got < end + n for _, end, n in rig.recorder.gaps) and (
+            error > 0 and abs(error - period * round(error / period)) <= 1
+        )
+        if sender_skipped or recorder_late:
+            excused.append(i)
+    exact = [e for i, e in enumerate(errors) if i not in excused]
+    assert max(abs(e) for e in exact) <= 1, (errors, excused, skipped, rig.recorder.gaps)
+    assert len(excused) <= 2, (errors, excused)
     rig.wait(lambda: rig.sender.stats.sent_notes == len(beats), "SENT reports missing")
-    assert rig.sender.stats.deadline_misses == rig.sender.stats.late_wakeups == 0
-    assert max(rig.sender.stats.lateness_ms) < 1000 / rig.rate  # under a frame
+    if not skipped:  # a note sent after a skip was late by the skip, and said so
+        assert rig.sender.stats.deadline_misses == rig.sender.stats.late_wakeups == 0
+        assert max(rig.sender.stats.lateness_ms) < 1000 / rig.rate  # under a frame
     time.sleep(0.1)
     # Every note-off too, unless the recorder itself missed a cycle (a Python client on a
     # loaded machine can: what a cycle carried is then lost to it, whoever wrote it).
