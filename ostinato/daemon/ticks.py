@@ -226,10 +226,16 @@ class TickFollower:
         check, self._first_check = self._first_check, None
         if check is None or not self.exact_stamps or self._lost_reported:
             return  # (input lost since the first arrival: the interval may hold lost ticks)
+        period = t - check[0]
+        if period > 0:
+            self._recount_first(check, period)
+
+    def _recount_first(
+        self, check: tuple[float, tuple[float, float], float], period: float
+    ) -> None:
+        """The ticks lost before the epoch's first arrival, counted with its own tick
+        ``period`` (:attr:`first_revised` when that changed them)."""
         first, window, opened = check
-        period = t - first
-        if period <= 0:
-            return
         lost = self._slots_lost(first, window, opened, period)
         if lost != self.first_lost:
             self.first_lost = lost
@@ -357,18 +363,13 @@ class TickFollower:
         if abs(ticks - round(ticks)) > EARLY_TICKS:
             return  # not a whole number of these ticks apart: a stray among them
         lost = max(0, round(ticks) - 1)
-        if lost != counted:
+        if lost != counted:  # (the fit after this arrival takes the line from the window)
             shift = lost - counted
             self.count += shift
             index, stamp = self._window.pop()
             self._window.append((index + shift, stamp))
-            if self.ref_index == index:
-                self.ref_index += shift
         if check is not None:
-            first_lost = self._slots_lost(check[0], check[1], check[2], period)
-            if first_lost != self.first_lost:
-                self.first_lost = first_lost
-                self.first_revised = True
+            self._recount_first(check, period)
 
     def _ticks_lost_before(self, t: float) -> int:
         """Ticks the backend lost before the arrival at ``t``: the line's ticks that fell in
