@@ -1,13 +1,13 @@
 """``ostinato bench --accompany``: does jam mode accompany a keyboard player through JACK?
 
 The test a musician makes first: "I play the chords, you play bass and drums". A private JACK
-server (dummy driver), jack_midi_clock and jack_transport as the DAW at ``bpm``, the daemon in
-jam mode on ``programs`` (default drums and bass), and a keyboard player of the bench's own: a
-JACK client that counts the DAW's clock ticks and strikes a close-voiced chord on beats 1 and
-3 of every bar (a chord per half bar), written at the frame of the tick it falls on (how a DAW
-plays a MIDI clip). A second client records the clock and the daemon's notes with their
-frames. Each of the daemon's notes is placed on the DAW's tick grid and scored against the
-chord sounding. Two scenarios:
+server (dummy driver), jack_midi_clock and the transport's timebase master as the DAW at
+``bpm``, the daemon in jam mode on ``programs`` (default drums and bass), and a keyboard
+player of the bench's own: a JACK client that counts the DAW's clock ticks and strikes a
+close-voiced chord on beats 1 and 3 of every bar (a chord per half bar), written at the frame
+of the tick it falls on (how a DAW plays a MIDI clip). A second client records the clock and
+the daemon's notes with their frames. Each of the daemon's notes is placed on the DAW's tick
+grid and scored against the chord sounding. Two scenarios:
 
 ``loop`` (the default): a 4-bar progression looped, a chord a bar (:data:`PROGRESSIONS`;
 :func:`run_accompany_bench`'s ``progressions`` plays others):
@@ -55,6 +55,7 @@ from ostinato.bench_realtime import (
     _wait,
     private_server,
 )
+from ostinato.jack_timebase import TimebaseMaster
 from ostinato.settings import GenerationSettings, format_commit
 
 TICKS_PER_BAR = 4 * PPQN  # 4/4
@@ -322,26 +323,19 @@ def _run_one(env, model_dir, bpm, bars, programs, halves, work, daemon_args):
         for a, b in ((CLOCK_OUT, DAEMON_IN), (CLOCK_OUT, ear.name), (DAEMON_OUT, ear.name),
                      (CLOCK_OUT, keys.name_in), (KEYS_OUT, DAEMON_IN)):  # fmt: skip
             subprocess.run(["jack_connect", a, b], env=env, check=True)
-        transport = subprocess.Popen(["jack_transport"], env=env, stdin=subprocess.PIPE,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     text=True)  # fmt: skip
-        assert transport.stdin is not None
-        for command in ("master", f"tempo {bpm}", "locate 0", "play"):
-            transport.stdin.write(command + "\n")
-        transport.stdin.flush()
+        transport = TimebaseMaster(bpm)
+        transport.roll()
         time.sleep(bars * 4 * 60 / bpm + 0.5)
-        transport.stdin.write("stop\n")
-        transport.stdin.flush()
+        transport.stop()
         time.sleep(0.3)
         return on_grid(ear.snapshot())
     finally:
-        for closer in (keys, ear):
+        for closer in (keys, ear, transport):
             if closer is not None:
                 closer.close()
-        for proc in (transport, clock):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                proc.wait(5)
+        if clock is not None and clock.poll() is None:
+            clock.terminate()
+            clock.wait(5)
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
             try:

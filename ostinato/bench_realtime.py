@@ -39,8 +39,9 @@ import numpy as np
 
 from ostinato import jack_shm
 from ostinato.bench_keys import KEYS_OUT, KeysPlayer, changing_chords
+from ostinato.jack_timebase import TimebaseMaster
 
-TOOLS = ("jackd", "jack_lsp", "jack_connect", "jack_midi_clock", "jack_transport")
+TOOLS = ("jackd", "jack_lsp", "jack_connect", "jack_midi_clock")
 SENDER_PRIORITY = 5  # the daemon's default --rt-priority
 PERIODS = (64, 1024)
 DAEMON_IN, DAEMON_OUT = "ostinato:Ostinato In", "ostinato:Ostinato Out"
@@ -252,13 +253,8 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
             links += [(CLOCK_OUT, player.name_in), (KEYS_OUT, DAEMON_IN)]
         for a, b in links:
             subprocess.run(["jack_connect", a, b], env=env, check=True)
-        transport = subprocess.Popen(["jack_transport"], env=env, stdin=subprocess.PIPE,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     text=True)  # fmt: skip
-        assert transport.stdin is not None
-        for command in ("master", f"tempo {bpm}", "locate 0", "play"):
-            transport.stdin.write(command + "\n")
-        transport.stdin.flush()
+        transport = TimebaseMaster(bpm)
+        transport.roll()
         cpu0, t0 = _cpu_seconds(daemon.pid), time.monotonic()
         seconds = bars * 4 * 60 / bpm + 1.0
         floor = start_cyclictest(seconds - 1.0)
@@ -279,8 +275,7 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
                   file=sys.stderr, flush=True)  # fmt: skip
         cpu = (_cpu_seconds(daemon.pid) - cpu0) / (time.monotonic() - t0)
         floor_text = floor.communicate(timeout=30)[0] if floor is not None else ""
-        transport.stdin.write("stop\n")
-        transport.stdin.flush()
+        transport.stop()
         time.sleep(0.5)
         daemon.send_signal(signal.SIGTERM)
         code = daemon.wait(20)
@@ -291,10 +286,10 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
         heard["skipped_frames"] = ear.skipped_frames
         heard["silent_bars"] = silent_bars(events)
     finally:
-        for client in (player, ear):
+        for client in (player, ear, transport):
             if client is not None:
                 client.close()
-        for proc in (floor, transport, clock, daemon):
+        for proc in (floor, clock, daemon):
             if proc is not None and proc.poll() is None:
                 proc.terminate()
                 proc.wait(5)

@@ -4,8 +4,8 @@ The server gets a name of its own (JACK_DEFAULT_SERVER) so tests never touch ano
 server on the machine. Before it starts, what servers killed without their clean exit left in
 JACK's registry is cleared (:func:`ostinato.jack_shm.clear_stale`): a run killed half-way does
 not stop the next one's servers from starting. ``jack_midi_clock`` sends MIDI clock while
-``jack_transport`` (the timebase master, so its ``tempo`` command changes the tempo live) rolls
-the transport.
+:class:`Transport` (the timebase master, :class:`ostinato.jack_timebase.TimebaseMaster`, so
+its tempo changes live) rolls the transport.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import jack
 import numpy as np
 
 from ostinato import jack_shm
+from ostinato.jack_timebase import TimebaseMaster
 
 CLOCK_PORT = "jack_midi_clock:mclk_out"
 # One JACK client, the daemon's note sender, owns both ports (ostinato/daemon/jack_io.py)
@@ -44,7 +45,7 @@ def require(*programs: str) -> None:
 
 class JackServer:
     def __init__(self, name: str, period: int = 64, rate: int = 48000) -> None:
-        require("jackd", "jack_lsp", "jack_connect", "jack_midi_clock", "jack_transport")
+        require("jackd", "jack_lsp", "jack_connect", "jack_midi_clock")
         self.name = name
         self.lsp_timeouts = 0  # jack_lsp calls that got no answer in time (ports())
         os.environ["JACK_DEFAULT_SERVER"] = name  # this process's clients (python-rtmidi)
@@ -125,28 +126,18 @@ class JackServer:
         self.log.close()
 
 
-class Transport:
-    """jack_transport driven through its stdin."""
+class Transport(TimebaseMaster):
+    """The transport rolled as a DAW rolls it (a client of this process; closed with the
+    server)."""
 
     def __init__(self, server: JackServer, bpm: float) -> None:
-        self.proc = server.spawn(
-            ["jack_transport"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
-        self.bpm = bpm
-        time.sleep(0.5)  # let it connect to the server before it reads commands
+        super().__init__(bpm)
+        Probe.open.append(self)
 
-    def roll(self) -> None:
-        """Timebase master (jack_midi_clock sends no clock without one), tempo, bar 1, play.
-        All four again on a retry: a command read while the client is still starting is
-        lost, on a loaded machine even half a second after it was spawned."""
-        for command in ("master", f"tempo {self.bpm}", "locate 0", "play"):
-            self.send(command)
-
-    def send(self, command: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
+    def close(self) -> None:
+        if self in Probe.open:
+            Probe.open.remove(self)
+        super().close()
 
 
 class Probe:
@@ -156,7 +147,8 @@ class Probe:
     out at the frame asked for. Times are seconds of JACK frame time (frames / sample rate).
     """
 
-    open: ClassVar[list[Probe]] = []  # closed by JackServer.close before the server goes
+    # closed by JackServer.close before the server goes (with the transport)
+    open: ClassVar[list[Probe | Transport]] = []
 
     def __init__(self, name: str = "probe") -> None:
         self.client = jack.Client(name, no_start_server=True)

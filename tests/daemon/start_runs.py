@@ -1,7 +1,7 @@
 """Repeated starts through JACK, judged on the clock's own grid: is the daemon's first answer
 after Start on the ticks jack_midi_clock sends, or a tick off?
 
-Each run: a fresh daemon in continue mode, jack_midi_clock started by jack_transport (Start,
+Each run: a fresh daemon in continue mode, jack_midi_clock started by the rig's transport (Start,
 then ticks from the transport's frame), a 2-bar phrase played in on the grid, the 2-bar
 answer recorded with its JACK frames. Every onset's distance to the nearest 32nd of the
 clock's grid (1/8 beat in 4/4) is measured; a run whose onsets sit about a tick (1/24 beat)
@@ -62,7 +62,9 @@ def one_run(server: JackServer, work: Path, seed: int) -> dict:
         server.connect(probe.out_port, DAEMON_IN)
         server.connect(DAEMON_OUT, probe.in_port)
         transport = Transport(server, bpm=120)
-        for _ in range(3):  # a command sent while jack_transport still starts is lost
+        for _ in range(
+            3
+        ):  # no Start where jack_midi_clock's first cycle came after the roll: again
             transport.roll()
             try:
                 wait_until_beat(probe, 0.5, timeout=5)
@@ -72,13 +74,13 @@ def one_run(server: JackServer, work: Path, seed: int) -> dict:
         wait_until_beat(probe, 2)
         play_phrase(probe, range(1, 3))  # bars 2-3: beats 4-11
         wait_until_beat(probe, 20)
-        transport.send("stop")
+        transport.stop()
         time.sleep(0.3)
         grid = ClockGrid(probe.ticks())
         ons = [t for t, m in probe.notes() if m[0] & 0xF0 == 0x90 and m[2] > 0]
     finally:
         if transport is not None:
-            transport.send("exit")
+            transport.close()
         if clock is not None:
             clock.terminate()
         if daemon.poll() is None:

@@ -30,7 +30,9 @@ def test_every_relocate_of_jack_midi_clock_starts_at_tick_zero() -> None:
         server.wait_for(lambda: CLOCK_PORT in server.ports(), 30, "jack_midi_clock did not start")
         server.connect(CLOCK_PORT, probe.in_port)
         transport = Transport(server, bpm=120)
-        for _ in range(3):  # a command sent while jack_transport still starts is lost
+        for _ in range(
+            3
+        ):  # no Start where jack_midi_clock's first cycle came after the roll: again
             transport.roll()
             try:
                 server.wait_for(lambda: len(probe.ticks()) > PPQN, 5, "")
@@ -45,8 +47,8 @@ def test_every_relocate_of_jack_midi_clock_starts_at_tick_zero() -> None:
         events = probe.snapshot()
     finally:
         if transport is not None:
-            transport.send("stop")
-            transport.send("exit")
+            transport.stop()
+            transport.close()
         if clock is not None:
             clock.terminate()
         if probe is not None:

@@ -91,8 +91,8 @@ def test_a_backlog_of_input_keeps_its_timing(jack: JackServer) -> None:
         # first poll could not see how late it was
         assert 0 < later[0] - ticks[-1] < 2 * tick
     finally:
-        transport.send("stop")
-        transport.send("exit")
+        transport.stop()
+        transport.close()
         clock.terminate()
         ports.close()
 
@@ -157,7 +157,9 @@ def test_the_clock_input_is_read_at_real_time_priority(jack: JackServer) -> None
     try:
         jack.wait_for(lambda: CLOCK_PORT in jack.ports(), 30, "jack_midi_clock did not start")
         jack.connect(CLOCK_PORT, "rt-input:Ostinato In")
-        for _ in range(3):  # a command sent while jack_transport still starts is lost
+        for _ in range(
+            3
+        ):  # no Start where jack_midi_clock's first cycle came after the roll: again
             transport.roll()
             try:
                 jack.wait_for(lambda: len(seen) >= 4, 5, "")
@@ -170,7 +172,7 @@ def test_the_clock_input_is_read_at_real_time_priority(jack: JackServer) -> None
         else:  # refused (no rtprio allowance): still read, at normal priority
             assert set(seen) == {(os.SCHED_OTHER, 0)}, seen
     finally:
-        transport.send("stop")
-        transport.send("exit")
+        transport.stop()
+        transport.close()
         clock.terminate()
         sender.stop()
