@@ -390,7 +390,7 @@ def _daemon(name: str, kind: str, default: Any, help: str, **more: Any) -> Setti
 
 # fmt: off
 SCHEMA: tuple[Setting, ...] = (
-    _generation("temperature", "float", 0.8, "0 = greedy; low = repetitive, high = adventurous",
+    _generation("temperature", "float", 0.2, "0 = greedy; low = repetitive, high = adventurous",
                 lo=0.0, hi=5.0, knob=Knob(0.1, 2.0)),
     _generation("top_k", "int", 0, "sample among the k likeliest tokens (0 = off)", lo=0,
                 knob=Knob(0, 64, integer=True)),
@@ -516,7 +516,7 @@ class GenerationSettings:
     """What the session generates with. Frozen: a change is a new object, swapped in whole
     and read by the session at its next bar. Every field is checked against the schema."""
 
-    temperature: float = 0.8
+    temperature: float = 0.2
     top_k: int = 0
     top_p: float = 0.95
     repetition_penalty: float = 1.0

@@ -102,7 +102,7 @@ def test_desktop_entry_is_valid():
 def test_example_config_is_accepted(capsys):
     path = PACKAGING / "config.toml"
     config = load_config(path)
-    assert config.cc_map == {} and config.values["temperature"] == 0.8
+    assert config.cc_map == {} and config.values["temperature"] == 0.2
     assert "commit" in config.values and config.values["commit"] == 1.0
     assert main(["doctor", "--config", str(path)]) in (0, 1)  # 1: no MIDI backend here
     assert f"{path} is valid" in capsys.readouterr().out

@@ -90,7 +90,7 @@ def jam_parts(
 #: ``ENTER_COOLING`` × the temperature. A drummer sitting in plays the plain groove first and
 #: varies it later; the model's most likely bar is that groove (its free drum bar under a
 #: keyboard player's chords starts on a kick 0.96 of the time at temperature 0.3, 0.84 at
-#: 0.5, 0.63 at the default 0.8; 20 seeds of 8 contexts), and every bar after it varies the
+#: 0.5, 0.63 at 0.8; 20 seeds of 8 contexts), and every bar after it varies the
 #: bar before (until a loop is known) or the pass before.
 ENTER_BARS = 4
 ENTER_COOLING = 0.4
