@@ -57,7 +57,7 @@ def test_relocating_while_rolling_rolls_again_at_bar_one(server: JackServer) -> 
             time.sleep(0.3)
             master.roll()
             server.wait_for(lambda: master.state() == "rolling", 1.0, "stuck after a relocate")
-            state, pos = listener.transport_query()
+            _state, pos = listener.transport_query()
             assert pos["beats_per_minute"] == 100.0
             # a relocate to frame 0, then rolling again: within the first bar
             assert pos["bar"] == 1, pos
