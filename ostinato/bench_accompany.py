@@ -55,7 +55,7 @@ from ostinato.bench_realtime import (
     _wait,
     private_server,
 )
-from ostinato.jack_timebase import TimebaseMaster
+from ostinato.jack_timebase import TransportProcess
 from ostinato.settings import GenerationSettings, format_commit
 
 TICKS_PER_BAR = 4 * PPQN  # 4/4
@@ -323,7 +323,7 @@ def _run_one(env, model_dir, bpm, bars, programs, halves, work, daemon_args):
         for a, b in ((CLOCK_OUT, DAEMON_IN), (CLOCK_OUT, ear.name), (DAEMON_OUT, ear.name),
                      (CLOCK_OUT, keys.name_in), (KEYS_OUT, DAEMON_IN)):  # fmt: skip
             subprocess.run(["jack_connect", a, b], env=env, check=True)
-        transport = TimebaseMaster(bpm)
+        transport = TransportProcess(bpm, env=env)
         transport.roll()
         time.sleep(bars * 4 * 60 / bpm + 0.5)
         transport.stop()

@@ -39,7 +39,7 @@ import numpy as np
 
 from ostinato import jack_shm
 from ostinato.bench_keys import KEYS_OUT, KeysPlayer, changing_chords
-from ostinato.jack_timebase import TimebaseMaster
+from ostinato.jack_timebase import TransportProcess
 
 TOOLS = ("jackd", "jack_lsp", "jack_connect", "jack_midi_clock")
 SENDER_PRIORITY = 5  # the daemon's default --rt-priority
@@ -253,7 +253,7 @@ def run_one(env: dict, model_dir: Path, bpm: int, bars: int, programs: str, work
             links += [(CLOCK_OUT, player.name_in), (KEYS_OUT, DAEMON_IN)]
         for a, b in links:
             subprocess.run(["jack_connect", a, b], env=env, check=True)
-        transport = TimebaseMaster(bpm)
+        transport = TransportProcess(bpm, env=env)
         transport.roll()
         cpu0, t0 = _cpu_seconds(daemon.pid), time.monotonic()
         seconds = bars * 4 * 60 / bpm + 1.0

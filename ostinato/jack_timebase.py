@@ -15,12 +15,17 @@ in 18 of 106 test servers on a loaded 2-core machine, with a debugger on the spi
 A command read while it was still starting was lost, too.
 
 Linux and macOS (wherever JACK-Client runs); never used by the daemon, which follows the
-DAW's MIDI clock or Ableton Link, not JACK's transport.
+DAW's MIDI clock or Ableton Link, not JACK's transport. libjack is loaded when a master is
+made, not on import (a bench without JACK says what is missing). The timebase callback runs in
+the Python process that made the master and takes its GIL each cycle (a few microseconds).
 """
 
 from __future__ import annotations
 
-import jack
+import argparse
+import subprocess
+import sys
+import threading
 
 TICKS_PER_BEAT = 1920.0
 BEATS_PER_BAR = 4
@@ -30,14 +35,21 @@ class TimebaseMaster:
     """A JACK client rolling the transport at ``bpm`` in 4/4; :meth:`close` before the server
     goes (a client outliving its server crashes in libjack)."""
 
-    def __init__(self, bpm: float, name: str = "transport") -> None:
-        self.client = jack.Client(name, no_start_server=True)
-        self.rate = self.client.samplerate
+    def __init__(self, bpm: float, name: str = "transport", servername: str | None = None) -> None:
+        import jack  # here, not on import: libjack is needed only when a master is made
+
+        self._states = {jack.ROLLING: "rolling", jack.STARTING: "starting",
+                        jack.STOPPED: "stopped"}  # fmt: skip
+        self._bbt = jack.POSITION_BBT
         self._bpm = float(bpm)
-        if not self.client.set_timebase_callback(self._timebase, conditional=False):
+        self.client = jack.Client(name, no_start_server=True, servername=servername)
+        self.rate = self.client.samplerate
+        try:  # a client left open outlives its server and crashes in libjack
+            self.client.set_timebase_callback(self._timebase, conditional=False)
+            self.client.activate()
+        except BaseException:
             self.client.close()
-            raise RuntimeError("the JACK transport's timebase master could not be set")
-        self.client.activate()
+            raise
         self._open = True
 
     @property
@@ -61,8 +73,8 @@ class TimebaseMaster:
         self.client.transport_stop()
 
     def state(self) -> str:
-        """``"rolling"``, ``"starting"``, ``"stopped"`` …"""
-        return str(self.client.transport_state).rsplit(".", 1)[-1].lower()
+        """``"rolling"``, ``"starting"``, ``"stopped"`` (or ``"other"``)."""
+        return self._states.get(self.client.transport_state, "other")
 
     def close(self) -> None:
         if not self._open:
@@ -76,7 +88,7 @@ class TimebaseMaster:
         ticks = int(pos.frame / (60.0 * rate) * self._bpm * TICKS_PER_BEAT)
         beats, tick = divmod(ticks, int(TICKS_PER_BEAT))
         bar, beat = divmod(beats, BEATS_PER_BAR)
-        pos.valid = jack.POSITION_BBT
+        pos.valid = self._bbt
         pos.bar = bar + 1
         pos.beat = beat + 1
         pos.tick = tick
@@ -85,3 +97,81 @@ class TimebaseMaster:
         pos.beat_type = 4.0
         pos.ticks_per_beat = TICKS_PER_BEAT
         pos.beats_per_minute = self._bpm
+
+
+class TransportProcess:
+    """A :class:`TimebaseMaster` in a process of its own (``python -m ostinato.jack_timebase``),
+    for a bench whose own process records with a Python JACK client: two Python callbacks in
+    one process wait on each other's interpreter lock, and a master late for its cycle holds up
+    the whole JACK graph (every client, the daemon's sender too, misses the cycle). Commands go
+    over its stdin once it has said it is ready, so none is lost while it starts."""
+
+    def __init__(self, bpm: float, env: dict[str, str] | None = None, timeout: float = 10.0):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ostinato.jack_timebase", "--bpm", str(bpm)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env=env, text=True,
+        )  # fmt: skip
+        out = self.proc.stdout
+        assert out is not None
+        ready: list[str] = []
+        reader = threading.Thread(target=lambda: ready.append(out.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if not ready or ready[0].strip() != "ready":
+            self.close()
+            raise RuntimeError("the transport master did not start (is the JACK server up?)")
+
+    def send(self, command: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+
+    def roll(self) -> None:
+        self.send("roll")
+
+    def stop(self) -> None:
+        self.send("stop")
+
+    def tempo(self, bpm: float) -> None:
+        self.send(f"tempo {bpm}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.send("exit")
+                self.proc.wait(5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ostinato.jack_timebase",
+        description="Roll the JACK transport as a DAW would: commands roll, stop, tempo BPM, "
+        "exit on stdin, one a line.",
+    )
+    parser.add_argument("--bpm", type=float, required=True)
+    parser.add_argument("--name", default="transport")
+    args = parser.parse_args(argv)
+    master = TimebaseMaster(args.bpm, args.name)
+    try:
+        print("ready", flush=True)
+        for line in sys.stdin:
+            command, *rest = line.split() or [""]
+            if command == "roll":
+                master.roll()
+            elif command == "stop":
+                master.stop()
+            elif command == "tempo" and rest:
+                master.tempo(float(rest[0]))
+            elif command == "exit":
+                break
+    finally:
+        master.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

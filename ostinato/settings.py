@@ -390,7 +390,7 @@ def _daemon(name: str, kind: str, default: Any, help: str, **more: Any) -> Setti
 
 # fmt: off
 SCHEMA: tuple[Setting, ...] = (
-    _generation("temperature", "float", 0.2, "0 = greedy; low = repetitive, high = adventurous",
+    _generation("temperature", "float", 0.2, "0 = greedy; low keeps the song, high is adventurous",
                 lo=0.0, hi=5.0, knob=Knob(0.1, 2.0)),
     _generation("top_k", "int", 0, "sample among the k likeliest tokens (0 = off)", lo=0,
                 knob=Knob(0, 64, integer=True)),

@@ -25,7 +25,7 @@ def server():
 
 
 def test_a_located_position_without_bars_gets_them_from_its_frame(server: JackServer) -> None:
-    master = TimebaseMaster(120)
+    master = TimebaseMaster(120, servername=server.name)
     try:
         pos = jack._ffi.new("jack_position_t*")
         pos.frame_rate = 48000
@@ -48,21 +48,26 @@ def test_a_located_position_without_bars_gets_them_from_its_frame(server: JackSe
 
 
 def test_relocating_while_rolling_rolls_again_at_bar_one(server: JackServer) -> None:
-    master = TimebaseMaster(100)
-    listener = jack.Client("listener", no_start_server=True)
+    master = TimebaseMaster(100, servername=server.name)
+    listener = None
     try:
+        listener = jack.Client("listener", no_start_server=True, servername=server.name)
         master.roll()
         server.wait_for(lambda: master.state() == "rolling", 5, "the transport never rolled")
         for _ in range(6):
-            time.sleep(0.3)
+            time.sleep(0.7)  # rolled on from the last relocate: past 0.7 s of frames
             master.roll()
-            server.wait_for(lambda: master.state() == "rolling", 1.0, "stuck after a relocate")
+
+            def back_at_bar_one() -> bool:  # a missed relocate: 0.7 s of frames and more
+                state, pos = listener.transport_query()
+                return state == jack.ROLLING and pos["frame"] < 0.3 * master.rate
+
+            server.wait_for(back_at_bar_one, 1.0, "no relocate, or stuck after it")
             _state, pos = listener.transport_query()
-            assert pos["beats_per_minute"] == 100.0
-            # a relocate to frame 0, then rolling again: within the first bar
-            assert pos["bar"] == 1, pos
+            assert pos["beats_per_minute"] == 100.0 and pos["bar"] == 1, pos
         master.stop()
         server.wait_for(lambda: master.state() == "stopped", 5, "the transport never stopped")
     finally:
-        listener.close()
+        if listener is not None:
+            listener.close()
         master.close()

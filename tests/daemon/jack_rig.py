@@ -131,7 +131,7 @@ class Transport(TimebaseMaster):
     server)."""
 
     def __init__(self, server: JackServer, bpm: float) -> None:
-        super().__init__(bpm)
+        super().__init__(bpm, servername=server.name)
         Probe.open.append(self)
 
     def close(self) -> None:

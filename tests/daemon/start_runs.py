@@ -62,9 +62,8 @@ def one_run(server: JackServer, work: Path, seed: int) -> dict:
         server.connect(probe.out_port, DAEMON_IN)
         server.connect(DAEMON_OUT, probe.in_port)
         transport = Transport(server, bpm=120)
-        for _ in range(
-            3
-        ):  # no Start where jack_midi_clock's first cycle came after the roll: again
+        # again: jack_midi_clock sends no Start if its first cycle came after the roll
+        for _ in range(3):
             transport.roll()
             try:
                 wait_until_beat(probe, 0.5, timeout=5)

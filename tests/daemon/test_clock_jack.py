@@ -30,9 +30,8 @@ def test_every_relocate_of_jack_midi_clock_starts_at_tick_zero() -> None:
         server.wait_for(lambda: CLOCK_PORT in server.ports(), 30, "jack_midi_clock did not start")
         server.connect(CLOCK_PORT, probe.in_port)
         transport = Transport(server, bpm=120)
-        for _ in range(
-            3
-        ):  # no Start where jack_midi_clock's first cycle came after the roll: again
+        # again: jack_midi_clock sends no Start if its first cycle came after the roll
+        for _ in range(3):
             transport.roll()
             try:
                 server.wait_for(lambda: len(probe.ticks()) > PPQN, 5, "")

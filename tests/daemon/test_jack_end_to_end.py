@@ -124,9 +124,8 @@ def test_daemon_through_jack(jack: JackServer, tmp_path) -> None:
     transport = Transport(jack, bpm=120)
     transport.roll()
     try:
-        for _ in range(
-            3
-        ):  # no Start where jack_midi_clock's first cycle came after the roll: again
+        # again: jack_midi_clock sends no Start if its first cycle came after the roll
+        for _ in range(3):
             try:
                 wait_until_beat(probe, 0.5, timeout=5)
                 break

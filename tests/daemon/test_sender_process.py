@@ -157,9 +157,8 @@ def test_the_clock_input_is_read_at_real_time_priority(jack: JackServer) -> None
     try:
         jack.wait_for(lambda: CLOCK_PORT in jack.ports(), 30, "jack_midi_clock did not start")
         jack.connect(CLOCK_PORT, "rt-input:Ostinato In")
-        for _ in range(
-            3
-        ):  # no Start where jack_midi_clock's first cycle came after the roll: again
+        # again: jack_midi_clock sends no Start if its first cycle came after the roll
+        for _ in range(3):
             transport.roll()
             try:
                 jack.wait_for(lambda: len(seen) >= 4, 5, "")
