@@ -52,10 +52,6 @@ class TimebaseMaster:
             raise
         self._open = True
 
-    @property
-    def bpm(self) -> float:
-        return self._bpm
-
     def tempo(self, bpm: float) -> None:
         """A new tempo from the next cycle (bar and beat are counted at it from frame 0, as
         ``jack_transport``'s ``tempo`` did; jack_midi_clock's ticks go on from its last)."""
