@@ -287,6 +287,8 @@ class Daemon:
             self.planner.settings = self.planner.settings.replace(**changes)
             if {"out_channels", "in_channels", "program_change"} & changes.keys():
                 self._route(self.planner.settings)
+            if "loop_bars" in changes:
+                self.planner.follow_loop_setting()
         quiet = all(name in KNOBS for name in changes)
         (log.debug if quiet else log.info)(
             "settings: %s", ", ".join(f"{k}={v}" for k, v in changes.items())

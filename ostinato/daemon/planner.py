@@ -415,13 +415,24 @@ class BarPlanner(TakeDesk, FollowsTransport, BarSources, Replanning):
     # -- the loop ----------------------------------------------------------------------
     def _follow_loop(self, complete: list[tuple[list[RecordedNote], int, int]]) -> None:
         """Complete bars heard: the musician's part of each, and the loop they make."""
-        for notes, bar, epoch in complete:
-            human = [n for n in notes if n.source == HUMAN]
-            if human:
-                self._human_bars.append((frozenset(n.program for n in human), len(human)))
-            self.loops.heard(bar, epoch, human)
-            if self.settings.mode == "loop":
-                self.passes.heard(bar, epoch, self._played_bar(human, bar))
+        with self.lock:  # the take actions read the loop from the control thread
+            for notes, bar, epoch in complete:
+                human = [n for n in notes if n.source == HUMAN]
+                if human:
+                    self._human_bars.append((frozenset(n.program for n in human), len(human)))
+                self.loops.heard(bar, epoch, human)
+                if self.settings.mode == "loop":
+                    self.passes.heard(bar, epoch, self._played_bar(human, bar))
+            self._update_loop()
+
+    def follow_loop_setting(self) -> None:
+        """``loop_bars`` was changed: the loop is the one set from now on, not from the next
+        bar heard (a keep pressed just after setting it counts places in the new loop)."""
+        with self.lock:
+            self._update_loop()
+
+    def _update_loop(self) -> None:
+        """(lock held) The loop from the setting, the DAW's jumps or the repetition heard."""
         loop = self.loops.update(self.clock.loop, self.settings.loop_bars)
         if loop != self.loop:
             log.info("loop: %s", "none" if loop is None else

@@ -180,6 +180,20 @@ def test_a_kept_place_replays_its_bar_note_for_note_while_the_other_varies(rig) 
     assert any(ours(recorder, bar) != kept for bar in (15, 17, 19))
 
 
+def test_a_keep_just_after_loop_bars_is_changed_counts_places_in_the_new_loop(rig) -> None:
+    """The musician sets loop_bars and presses keep in the same bar: the place is in the loop
+    just set, not the one the session followed until then (it would only follow the setting
+    at the next bar heard)."""
+    session, recorder, time, _, _ = rig
+    session.settings = session.settings.replace(loop_bars=4)
+    drive(session, recorder, time, range(8))  # in bar 7: loop place 4 of 4
+    assert session.loop is not None and session.loop.bars == 4
+    session.settings = session.settings.replace(loop_bars=2)
+    session.follow_loop_setting()
+    assert session.loop is not None and session.loop.bars == 2
+    assert session.keep() == "bar 8 is kept at loop place 2: it plays again each pass"
+
+
 def test_undo_after_regenerate_brings_the_thrown_away_bar_back(rig) -> None:
     session, recorder, time, scheduler, marks = rig
     drive(session, recorder, time, range(6))
