@@ -431,6 +431,11 @@ def test_take_actions_regenerate_keep_undo(daemon):
         client.set("mode", "continue")
         client.set("programs", "auto")
         client.set("loop_bars", "auto")
+        for _ in range(8):  # a failure above leaves no take behind for the next test
+            try:
+                client.request("/ostinato/undo")
+            except ControlError:
+                break
 
 
 def test_a_learned_button_triggers_a_take_action(daemon):
