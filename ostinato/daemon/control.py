@@ -6,10 +6,11 @@ runs headless and the panel can come and go.
 
 The server runs on its own thread and never takes a lock the real-time path holds for
 longer than a copy: a change builds a new frozen settings object and swaps it in, which the
-session reads at the start of its next bar. Every request that changes nothing because it
-is wrong gets ``/ostinato/error <address> <reason>`` back. Bundles are dispatched at once,
-their timetags ignored (see :class:`ImmediateDispatcher`): nothing a client sends can make
-the server thread wait.
+session reads at the start of its next bar (a new ``loop_bars`` is followed at once, so that
+a take action just after it counts places in the new loop). Every request that changes
+nothing because it is wrong gets ``/ostinato/error <address> <reason>`` back. Bundles are
+dispatched at once, their timetags ignored (see :class:`ImmediateDispatcher`): nothing a
+client sends can make the server thread wait.
 
 Replies and pushes (to the sender of a request, or to subscribers):
 

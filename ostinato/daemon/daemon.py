@@ -281,7 +281,9 @@ class Daemon:
 
     def apply(self, **changes) -> None:
         """Change settings (validated; ValueError changes nothing). The session reads the
-        new object at its next bar; the real-time path never waits for this. Knob settings
+        new object at its next bar, except ``loop_bars``: the loop follows it at once (under
+        the session's lock, for the take actions); the real-time path never waits for this
+        (it runs in the sender, on lock-free rings). Knob settings
         (a slider dragged, a CC turned) log at debug level, the rest at info."""
         with self._settings_lock:
             self.planner.settings = self.planner.settings.replace(**changes)

@@ -415,28 +415,33 @@ class BarPlanner(TakeDesk, FollowsTransport, BarSources, Replanning):
     # -- the loop ----------------------------------------------------------------------
     def _follow_loop(self, complete: list[tuple[list[RecordedNote], int, int]]) -> None:
         """Complete bars heard: the musician's part of each, and the loop they make."""
+        looping = self.settings.mode == "loop"
+        heard = []  # tokenized here, outside the lock (the input thread takes it per note)
+        for notes, bar, epoch in complete:
+            human = [n for n in notes if n.source == HUMAN]
+            heard.append((bar, epoch, human, self._played_bar(human, bar) if looping else None))
         with self.lock:  # the take actions read the loop from the control thread
-            for notes, bar, epoch in complete:
-                human = [n for n in notes if n.source == HUMAN]
+            for bar, epoch, human, played in heard:
                 if human:
                     self._human_bars.append((frozenset(n.program for n in human), len(human)))
                 self.loops.heard(bar, epoch, human)
-                if self.settings.mode == "loop":
-                    self.passes.heard(bar, epoch, self._played_bar(human, bar))
-            self._update_loop()
+                if played is not None:
+                    self.passes.heard(bar, epoch, played)
+            self._update_loop(log.info)
 
     def follow_loop_setting(self) -> None:
         """``loop_bars`` was changed: the loop is the one set from now on, not from the next
-        bar heard (a keep pressed just after setting it counts places in the new loop)."""
+        bar heard (a keep pressed just after setting it counts places in the new loop). Logged
+        at debug level: a knob turned through it changes it at every step."""
         with self.lock:
-            self._update_loop()
+            self._update_loop(log.debug)
 
-    def _update_loop(self) -> None:
+    def _update_loop(self, say: Callable[..., None]) -> None:
         """(lock held) The loop from the setting, the DAW's jumps or the repetition heard."""
         loop = self.loops.update(self.clock.loop, self.settings.loop_bars)
         if loop != self.loop:
-            log.info("loop: %s", "none" if loop is None else
-                     f"{loop.bars} bars from bar {loop.start + 1} ({loop.source})")  # fmt: skip
+            say("loop: %s", "none" if loop is None else
+                f"{loop.bars} bars from bar {loop.start + 1} ({loop.source})")  # fmt: skip
         self.loop = loop
 
     def _fall_back(self, bar: int, epoch: int, offset: float, late_at: float,

@@ -192,6 +192,12 @@ def test_a_keep_just_after_loop_bars_is_changed_counts_places_in_the_new_loop(ri
     session.follow_loop_setting()
     assert session.loop is not None and session.loop.bars == 2
     assert session.keep() == "bar 8 is kept at loop place 2: it plays again each pass"
+    session.settings = session.settings.replace(loop_bars=None)  # auto: the riffs' own period
+    session.follow_loop_setting()
+    assert session.loop is not None and (session.loop.bars, session.loop.source) == (
+        2,
+        "repetition",
+    )
 
 
 def test_undo_after_regenerate_brings_the_thrown_away_bar_back(rig) -> None:
