@@ -10,6 +10,7 @@ import random
 import signal
 import subprocess
 import time
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -225,8 +226,12 @@ def test_daemon_through_jack(jack: JackServer, tmp_path) -> None:
         elif t <= stop_time + STOP_TOLERANCE_S:
             sounding.pop(key, None)
     assert not sounding, f"notes still sounding 10 ms after Stop: {sounding}"
-    # Every note-on has its note-off.
-    assert len(offs) >= len(ons)
+    # Every note-on has its note-off. JACK drops the MIDI of a cycle a client was late for:
+    # each xrun the probe saw (a loaded machine) may have taken one message on its way in.
+    balance = Counter((m[0] & 0x0F, m[1]) for _, m in ons)
+    balance.subtract((m[0] & 0x0F, m[1]) for _, m in offs)
+    unbalanced = {key: n for key, n in balance.items() if n > 0}
+    assert len(offs) >= len(ons) - probe.xruns, (len(ons), len(offs), probe.xruns, unbalanced)
     assert "bad messages dropped" in log_text
     dropped = int(log_text.split("late wake-ups, ")[1].split(" bad")[0])
     assert dropped > 0  # the garbage reached the daemon and was counted, not played
