@@ -119,6 +119,7 @@ def bench_torch(card: dict, prompt: np.ndarray, steps: int, naive_steps: int) ->
     except ImportError:
         return None
     from ostinato.model.network import Decoder, ModelConfig, next_places, places_of
+    from ostinato.model.tokens import BarEcho
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -131,13 +132,18 @@ def bench_torch(card: dict, prompt: np.ndarray, steps: int, naive_steps: int) ->
         out["prefill_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
         times, position, before = [], tokens.shape[1], tokens[:, -1:]
         cfg = model.config
-        place = places_of(cfg, tokens)[:, -1:]
+        places = places_of(cfg, tokens)
+        place = places[:, -1:]
+        echo = BarEcho(cfg.bar_token)
+        if cfg.bar_echo:
+            echo.steps(tokens[0].numpy(), places[0].numpy())
         for _ in range(steps):
             token = logits[:, -1].argmax(-1, keepdim=True)
             place = next_places(cfg, place, token)
             t0 = time.perf_counter()
+            heard = torch.tensor([[echo.step(int(token), int(place))]]) if cfg.bar_echo else None
             logits, k, v = model(token, torch.tensor([[position]]), pk, pv, prev_tokens=before,
-                                 bar_places=place)  # fmt: skip
+                                 bar_places=place, echoes=heard)  # fmt: skip
             before = token
             pk, pv = torch.cat((pk, k), 3), torch.cat((pv, v), 3)
             times.append(time.perf_counter() - t0)

@@ -166,6 +166,11 @@ def _add_train(sub) -> None:
                    help="with --onset-places: onsets this many places apart, a note's tokens "
                    "counted from its onset within them (default 1: all at the onset's "
                    "place)")  # fmt: skip
+    p.add_argument("--bar-echo", action="store_const", const=True,
+                   help="with --bar-rotary: a new model's tokens also enter with their echo, "
+                   "the token that followed the same place in the bar before, so repeating "
+                   "that bar is one input away (starts at zero: with --init, the same model "
+                   "at step 0)")  # fmt: skip
     p.add_argument("--eval-every", type=int)
     p.add_argument("--eval-batches", type=int)
     p.add_argument("--checkpoint-every", type=int)

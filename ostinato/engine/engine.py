@@ -42,13 +42,14 @@ import numpy as np
 import onnxruntime as ort
 
 from ostinato.engine.copy import CopyPrior
-from ostinato.exporter.runtime import PLACE_INPUT, PREV_INPUT
+from ostinato.exporter.runtime import ECHO_INPUT, PLACE_INPUT, PREV_INPUT
 from ostinato.model.grammar import Grammar, GrammarConfig, State
 from ostinato.model.sampling import Sampler, SamplingSettings
 from ostinato.model.style import NONE
 from ostinato.model.tokens import (
     NO_PREVIOUS,
     TOKENIZER_FILE,
+    BarEcho,
     PlaceRule,
     TokenType,
     Vocab,
@@ -236,6 +237,8 @@ class Engine:
         expected += [PREV_INPUT] if self._previous else []
         self._in_bar = int(m.get("bar_token", -1)) >= 0  # … and each one's place in its bar
         expected += [PLACE_INPUT] if self._in_bar else []
+        self._echoes = self._in_bar and bool(m.get("bar_echo"))  # … and each one's echo
+        expected += [ECHO_INPUT] if self._echoes else []
         self._places = PlaceRule.of(m) or PlaceRule(self.vocab.bar_id)
         first = self._places.position_id
         if self._places.musical and not (
@@ -298,6 +301,7 @@ class Engine:
         self._pos1 = np.zeros((1, 1), dtype=np.int64)
         self._prev1 = np.full((1, 1), NO_PREVIOUS, dtype=np.int64)
         self._place1 = np.zeros((1, 1), dtype=np.int64)
+        self._echo1 = np.full((1, 1), NO_PREVIOUS, dtype=np.int64)
         self._mask1 = np.full((1, 1, 1, W + 1), -np.inf, dtype=np.float32)
         self._mask1[..., W] = 0.0  # a new token always sees itself
         self._slot_valid = self._mask1[0, 0, 0, :W]  # view: 0 = holds a token, -inf = free
@@ -311,6 +315,7 @@ class Engine:
         # the token before the next one and its place in its bar (kept apart from the context:
         # a slide may drop every token but BOS and the style, not what the next one follows)
         self._last_token, self._last_place = NO_PREVIOUS, 0
+        self._echo = BarEcho(self.vocab.bar_id)  # … and the bars the next one's echo is from
         self._ctx_slots = np.zeros(W, dtype=np.int64)
         self._slot_pos = np.zeros(W, dtype=np.int64)  # the position each slot's key is at
         self._ctx_len = 0
@@ -332,6 +337,8 @@ class Engine:
             inputs.append((PREV_INPUT, self._prev1))
         if self._in_bar:
             inputs.append((PLACE_INPUT, self._place1))
+        if self._echoes:
+            inputs.append((ECHO_INPUT, self._echo1))
         self._bound = inputs  # keep the arrays the OrtValues point into alive
         for name, arr in inputs:
             io.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(arr))
@@ -392,6 +399,7 @@ class Engine:
         self.next_position = 0
         self.dropped_front = 0
         self._last_token, self._last_place = NO_PREVIOUS, 0
+        self._echo = BarEcho(self.vocab.bar_id)
 
     # -- style and guidance ------------------------------------------------------------------
     def _set_style_name(self, style: str | None) -> None:
@@ -561,6 +569,7 @@ class Engine:
             np.copyto(mine, theirs)  # in place: the decode step's bindings stay
         self._ctx_len, self.next_position = twin._ctx_len, twin.next_position
         self._last_token, self._last_place = twin._last_token, twin._last_place
+        self._echo = twin._echo.copy()
         self.last_logits = twin.last_logits.copy()
         self.style = shadow.style
         self._prepare_guide()  # the twin of guidance, if now needed, is prepared next
@@ -610,8 +619,10 @@ class Engine:
         room = self.window - self._front()
         if len(tokens) > room:  # only the newest tokens can be kept, after those before them
             gone = tokens[:-room]
-            place = self._places.places(gone, self._last_place)[-1]
-            self._last_token, self._last_place = int(gone[-1]), int(place)
+            places = self._places.places(gone, self._last_place)
+            if self._echoes:
+                self._echo.steps(gone, places)
+            self._last_token, self._last_place = int(gone[-1]), int(places[-1])
             tokens = tokens[-room:]
         self._make_room(len(tokens))
         if len(tokens) == 1:
@@ -635,6 +646,10 @@ class Engine:
         self.next_position -= self._ctx_len - length
         self._last_token = int(self._ctx_tokens[length - 1])
         self._last_place = int(self._ctx_places[length - 1])
+        if self._echoes and length < self._ctx_len:
+            self._echo = BarEcho.after(
+                self.vocab.bar_id, self._ctx_tokens[:length], self._ctx_places[:length]
+            )
         self._history_len = max(0, self._history_len - (self._ctx_len - length))
         self._ctx_len = length
 
@@ -661,6 +676,8 @@ class Engine:
         self._prev1[0, 0] = self._last_token
         place = self._places.after(self._last_place, token)
         self._place1[0, 0] = place
+        if self._echoes:
+            self._echo1[0, 0] = self._echo.step(token, place)
         self._last_token, self._last_place = token, place
         self.decode_session.run_with_iobinding(self._io)
         self.k_buf[:, :, :, slot] = self._newk1[:, :, :, 0]
@@ -699,6 +716,8 @@ class Engine:
         places = self._places.places(tokens, self._last_place)
         if self._in_bar:
             feeds[PLACE_INPUT] = places.astype(np.int64)[None]
+        if self._echoes:
+            feeds[ECHO_INPUT] = self._echo.steps(tokens, places)[None]
         logits, new_k, new_v = self.session.run(None, feeds)
         self.k_buf[:, :, :, slots] = new_k
         self.v_buf[:, :, :, slots] = new_v
@@ -735,16 +754,17 @@ class Engine:
         self.dropped_front += cut - first
         if self.slide == "reprefill":
             kept = np.concatenate((ctx[:first], ctx[cut:])).copy()
-            last = self._last_token, self._last_place
+            last = self._last_token, self._last_place, self._echo
             self._slot_valid[:] = -np.inf
             self._free[:] = True
             self._ctx_len = 0
             self.next_position = 0
             self._last_token, self._last_place = NO_PREVIOUS, 0  # the context anew from BOS
+            self._echo = BarEcho(self.vocab.bar_id)
             for start in range(0, len(kept), PREFILL_CHUNK):
                 self._prefill(kept[start : start + PREFILL_CHUNK])
             if cut == len(ctx):  # nothing after the front stayed: the next token follows
-                self._last_token, self._last_place = last  # the last one fed, gone or not
+                self._last_token, self._last_place, self._echo = last  # the last one fed
             return
         self._drop_front(first, cut)
         if rebase:

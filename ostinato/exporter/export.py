@@ -22,8 +22,8 @@ from ostinato.exporter.graph import (
     input_names,
 )
 from ostinato.exporter.runtime import ort_run
-from ostinato.model.network import Decoder
-from ostinato.model.tokens import TOKENIZER_FILE, PlaceRule, load_tokenizer
+from ostinato.model.network import Decoder, ModelConfig
+from ostinato.model.tokens import TOKENIZER_FILE, PlaceRule, echoes, load_tokenizer
 from ostinato.model.train import load_checkpoint, model_from_checkpoint
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,11 @@ def _to_dtype_keeping_angles(graph: torch.nn.Module, dtype: torch.dtype) -> torc
     return graph
 
 
+def graph_inputs(cfg: ModelConfig) -> list[str]:
+    """The input names of a model's graphs (see :mod:`ostinato.exporter.graph`)."""
+    return input_names(cfg.n_layer, cfg.previous_token, cfg.bar_token >= 0, cfg.bar_echo)
+
+
 def export_graph(model: Decoder, path: Path, fp16: bool = False, decode: bool = False) -> None:
     """Write the prefill graph (dynamic new-token count T and buffer length S) or, with
     ``decode``, the one-token decode graph (dynamic S)."""
@@ -89,13 +94,15 @@ def export_graph(model: Decoder, path: Path, fp16: bool = False, decode: bool = 
     if model.config.bar_token >= 0:  # (a None for prev where the model has no prev_tokens)
         dynamic_shapes["prev"] = token_shape if model.config.previous_token else None
         dynamic_shapes["places"] = token_shape
+        if model.config.bar_echo:
+            dynamic_shapes["echo"] = token_shape
     elif model.config.previous_token:
         dynamic_shapes["prev"] = token_shape
     with torch.no_grad():
         program = torch.onnx.export(
             graph,
             args,
-            input_names=input_names(L, model.config.previous_token, model.config.bar_token >= 0),
+            input_names=graph_inputs(model.config),
             output_names=list(OUTPUTS),
             dynamic_shapes=dynamic_shapes,
             dynamo=True,
@@ -157,11 +164,16 @@ def check_parity(
                                 seen_a)  # fmt: skip
         past_k = np.concatenate((past_k, k), axis=3)
         past_v = np.concatenate((past_v, v), axis=3)
-        place = None if rule is None else torch.from_numpy(rule.places(seen_b)[-1:][None])
+        place = echo = None
+        if rule is not None:
+            at = rule.places(seen_b)
+            place = torch.from_numpy(at[-1:][None])
+            if cfg.bar_echo:
+                echo = torch.from_numpy(echoes(seen_b, at, rule.bar_id)[-1:][None])
         with torch.no_grad():
             out, k2, v2 = model(torch.tensor([[b]]), torch.tensor([[position]]), tk, tv,
                                 prev_tokens=torch.tensor([[int(seen_b[-2])]]),
-                                bar_places=place)  # fmt: skip
+                                bar_places=place, echoes=echo)  # fmt: skip
         tk, tv = torch.cat((tk, k2), 3), torch.cat((tv, v2), 3)
         t_logits = out[:, -1]
         if a == b:
@@ -261,9 +273,7 @@ def export_model(
         "context": model.config.max_seq_len if context is None else context,
         "training_steps": ckpt["step"],
         "train_config": ckpt.get("train_config", {}),
-        "inputs": input_names(
-            model.config.n_layer, model.config.previous_token, model.config.bar_token >= 0
-        ),
+        "inputs": graph_inputs(model.config),
         "outputs": list(OUTPUTS),
         "export_seconds": round(export_s, 2),
     }

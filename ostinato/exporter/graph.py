@@ -11,6 +11,8 @@ Two graphs share one contract (the decode graph is the prefill graph specialized
                                                 only a model with ``previous_token`` has it
              bar_places int64   (1, T)          each new token's place in its bar (0 at a Bar);
                                                 only a model with ``bar_token`` has it
+             echoes     int64   (1, T)          each new token's echo (see BarEcho); only a
+                                                model with ``bar_echo`` has it
     outputs  logits     float   (1, V)          next-token logits after the last new token
              new_k      float   (L, 1, H, T, D) keys/values of the new tokens, to be stored
              new_v      float   (L, 1, H, T, D)
@@ -37,13 +39,14 @@ import math
 import torch
 from torch import nn
 
-from ostinato.exporter.runtime import PLACE_INPUT, PREV_INPUT
+from ostinato.exporter.runtime import ECHO_INPUT, PLACE_INPUT, PREV_INPUT
 from ostinato.model.network import Decoder
 
 OUTPUTS = ("logits", "new_k", "new_v")
 
 
-def input_names(n_layer: int, previous_token: bool = False, in_bar: bool = False) -> list[str]:
+def input_names(n_layer: int, previous_token: bool = False, in_bar: bool = False,
+                echo: bool = False) -> list[str]:  # fmt: skip
     return [
         "tokens",
         "positions",
@@ -52,6 +55,7 @@ def input_names(n_layer: int, previous_token: bool = False, in_bar: bool = False
         *(f"past_v_{i}" for i in range(n_layer)),
         *([PREV_INPUT] if previous_token else []),
         *([PLACE_INPUT] if in_bar else []),
+        *([ECHO_INPUT] if echo else []),
     ]
 
 
@@ -61,9 +65,9 @@ class StepGraph(nn.Module):
         self.model = model.eval()
 
     def forward(self, tokens, positions, attn_mask, past_k: list, past_v: list, prev=None,
-                places=None):  # fmt: skip
+                places=None, echo=None):  # fmt: skip
         logits, new_k, new_v = self.model(tokens, positions, past_k, past_v, attn_mask, prev,
-                                          places)  # fmt: skip
+                                          places, echo)  # fmt: skip
         return logits[:, -1], new_k, new_v
 
 
@@ -97,11 +101,13 @@ class DecodeGraph(nn.Module):
         self.qkv = nn.ParameterList(weights)
 
     def forward(self, tokens, positions, attn_mask, past_k: list, past_v: list, prev=None,
-                places=None):  # fmt: skip
+                places=None, echo=None):  # fmt: skip
         m, H, D, C = self.model, self.n_head, self.head_dim, self.d_model
         x = m.embed(tokens)  # (1, 1, C)
         if m.prev_embed is not None:
             x = x + m.prev_embed(prev)
+        if m.echo_embed is not None:
+            x = x + m.echo_embed(echo)
         angles = positions.float().unsqueeze(-1) * self.inv_freq  # (1, 1, 2C), fp32
         if places is not None:
             angles = torch.where(self.in_bar, places.float().unsqueeze(-1) * self.inv_freq, angles)
@@ -140,4 +146,6 @@ def example_inputs(model: Decoder, new: int, past: int, dtype=torch.float32):
         extra.append(torch.randint(0, cfg.vocab_size, (1, new)))
     if cfg.bar_token >= 0:
         extra += [None] * (1 - len(extra)) + [torch.randint(0, 64, (1, new))]
+    if cfg.bar_echo:
+        extra.append(torch.randint(0, cfg.vocab_size, (1, new)))
     return (tokens, positions, mask, past_k, past_v, *extra)

@@ -76,8 +76,8 @@ def state_dict_from_onnx(model_dir: str | Path) -> dict[str, torch.Tensor]:
 def load_into(model: Decoder, model_dir: str | Path) -> None:
     """Overwrite ``model``'s parameters with the weights of ``model_dir`` (ValueError if the
     shapes or names differ: the folder is of another architecture). ``model`` may add what the
-    folder's model lacks — the previous token's embedding (kept at zero) and places in the bar
-    (those rotary pairs relearnt) — but not lack what it has."""
+    folder's model lacks — the previous token's and the echo's embeddings (kept at zero) and
+    places in the bar (those rotary pairs relearnt) — but not lack what it has."""
     theirs = model_config_of(model_dir)
     ours = model.config
     if theirs.previous_token and not ours.previous_token:
@@ -93,7 +93,10 @@ def load_into(model: Decoder, model_dir: str | Path) -> None:
                          "--onset-places (and its tokenizer)")  # fmt: skip
     state = state_dict_from_onnx(model_dir)
     own = model.state_dict()
+    if theirs.bar_echo and not ours.bar_echo:
+        raise ValueError(f"{model_dir} hears each token's echo: train with --bar-echo")
     added = set() if theirs.previous_token else {"prev_embed.weight"}  # stays at zero
+    added |= set() if theirs.bar_echo else {"echo_embed.weight"}
     missing = [k for k in own if k not in state and not k.endswith("inv_freq") and k not in added]
     unknown = [k for k in state if k not in own]
     wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]

@@ -19,6 +19,11 @@ the first layer has to learn a previous-token head before any head can copy, whi
 trained for hours on a CPU did not do (the model card's "hearing a bar come back"). It starts at
 zero, so a model started from one without it (``train --init``) is the same function at step 0.
 
+With ``bar_echo`` (and places in the bar) a third embedding is summed in: each token's echo,
+the token that followed the same place in the bar before (:class:`ostinato.model.tokens.BarEcho`,
+``echo_tokens``). Copying the bar before is then the model's plain default, one input away,
+and what it learns is when to leave it; it also starts at zero.
+
 The cache is stacked over layers: ``(n_layer, B, n_head, S, head_dim)``; the model returns only
 the new entries ``(n_layer, B, n_head, T, head_dim)`` and the caller stores them.
 """
@@ -32,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ostinato.model.tokens import NO_PREVIOUS
+from ostinato.model.tokens import NO_PREVIOUS, BarEcho
 
 
 @dataclass
@@ -55,12 +60,16 @@ class ModelConfig:
     position_token: int = -1
     positions: int = 0
     place_stride: int = 1  # … each onset's place that many apart, its tokens counted within
+    # (with bar_token) each token's input also holds an embedding of its echo (see Decoder)
+    bar_echo: bool = False
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:
             raise ValueError(f"d_model {self.d_model} not divisible by n_head {self.n_head}")
         if (self.d_model // self.n_head) % 2:
             raise ValueError("head dimension must be even for rotary embeddings")
+        if self.bar_echo and self.bar_token < 0:
+            raise ValueError("bar_echo needs places in the bar (bar_token)")
 
     @property
     def head_dim(self) -> int:
@@ -148,6 +157,23 @@ def previous_tokens(tokens: torch.Tensor, first: int = NO_PREVIOUS) -> torch.Ten
     return torch.cat((torch.full_like(tokens[:, :1], first), tokens[:, :-1]), dim=1)
 
 
+def echo_tokens(tokens: torch.Tensor, places: torch.Tensor, bar_token: int) -> torch.Tensor:
+    """(B, T) tokens at their places → each one's echo: the token after the first one at the
+    same place in the bar before, NO_PREVIOUS where there is none (the window's first bar
+    counts from the window's start). The batch form of :class:`ostinato.model.tokens.BarEcho`."""
+    B, T = tokens.shape
+    bars = (tokens == bar_token).long().cumsum(1)  # 0 before the first Bar
+    width = int(places.max()) + 1 if T else 1
+    key = bars * width + places
+    index = torch.arange(T, device=tokens.device).expand(B, T)
+    first = torch.full((B, (int(bars.max()) + 1) * width), T, device=tokens.device)
+    first = first.scatter_reduce(1, key, index, reduce="amin")
+    seen = first.gather(1, (bars - 1).clamp(min=0) * width + places)
+    after = torch.cat((tokens[:, 1:], torch.full_like(tokens[:, :1], NO_PREVIOUS)), dim=1)
+    found = (bars > 0) & (seen < T)
+    return torch.where(found, after.gather(1, seen.clamp(max=T - 1)), NO_PREVIOUS)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -221,6 +247,7 @@ class Decoder(nn.Module):
         self.config = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.prev_embed = nn.Embedding(cfg.vocab_size, cfg.d_model) if cfg.previous_token else None
+        self.echo_embed = nn.Embedding(cfg.vocab_size, cfg.d_model) if cfg.bar_echo else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model)
@@ -234,8 +261,9 @@ class Decoder(nn.Module):
         for name, p in self.named_parameters():  # GPT-2 scaled init of residual projections
             if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
-        if self.prev_embed is not None:
-            nn.init.zeros_(self.prev_embed.weight)
+        for extra in (self.prev_embed, self.echo_embed):
+            if extra is not None:
+                nn.init.zeros_(extra.weight)
 
     def layers(self) -> list[Block]:
         """The blocks, typed (an nn.ModuleList iterates as plain Modules)."""
@@ -258,6 +286,7 @@ class Decoder(nn.Module):
         attn_mask: torch.Tensor | None = None,  # additive, broadcastable to (B, H, T, S + T)
         prev_tokens: torch.Tensor | None = None,  # (B, T) the token before each (previous_token)
         bar_places: torch.Tensor | None = None,  # (B, T) place in the bar of each (bar_token)
+        echoes: torch.Tensor | None = None,  # (B, T) the echo of each (bar_echo)
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits (B, T, V) and the new keys/values (L, B, H, T, D) of these tokens."""
         B, T = tokens.shape
@@ -278,15 +307,21 @@ class Decoder(nn.Module):
                     raise ValueError("a model with previous_token needs prev_tokens after a cache")
                 prev_tokens = previous_tokens(tokens)
             x = x + self.prev_embed(prev_tokens)
+        if self.config.bar_token >= 0 and bar_places is None:
+            if past_k is not None:
+                raise ValueError("a model with bar_token needs bar_places after a cache")
+            bar_places = places_of(self.config, tokens)
+        if self.echo_embed is not None:
+            if echoes is None:
+                if past_k is not None:
+                    raise ValueError("a model with bar_echo needs echoes after a cache")
+                assert bar_places is not None
+                echoes = echo_tokens(tokens, bar_places, self.config.bar_token)
+            x = x + self.echo_embed(echoes)
         x = self.drop(x)
         # Angles in fp32 even in an fp16 graph: positions past 2048 are not exact in fp16.
         freqs = positions.float()[:, :, None] * self.inv_freq.float()  # (B, T, D/2)
-        if self.config.bar_token >= 0:
-            if bar_places is None:
-                if past_k is not None:
-                    raise ValueError("a model with bar_token needs bar_places after a cache")
-                cfg = self.config
-                bar_places = places_of(cfg, tokens)
+        if bar_places is not None and self.config.bar_token >= 0:
             in_bar = bar_places.float()[:, :, None] * self.inv_freq.float()
             freqs = torch.where(self.bar_pairs, in_bar, freqs)
         cos, sin = freqs.cos()[:, None].to(x.dtype), freqs.sin()[:, None].to(x.dtype)
@@ -302,19 +337,25 @@ class Decoder(nn.Module):
 
     @torch.no_grad()
     def generate_greedy(self, prompt: torch.Tensor, steps: int) -> torch.Tensor:
-        """Greedy continuation with the KV cache (used by parity checks and tests)."""
+        """Greedy continuation of one prompt (1, T) with the KV cache (parity checks, tests)."""
         logits, past_k, past_v = self(prompt)
         out = []
         position = prompt.shape[1]
         prev = prompt[:, -1:]
         cfg = self.config
-        place = places_of(cfg, prompt)[:, -1:]
+        places = places_of(cfg, prompt)
+        place = places[:, -1:]
+        echo = BarEcho(cfg.bar_token)
+        if cfg.bar_echo:
+            echo.steps(prompt[0].numpy(), places[0].numpy())
         for _ in range(steps):
             token = logits[:, -1].argmax(-1, keepdim=True)
             out.append(token)
             pos = torch.full_like(token, position)
             place = next_places(cfg, place, token)
-            logits, k, v = self(token, pos, past_k, past_v, prev_tokens=prev, bar_places=place)
+            heard = torch.tensor([[echo.step(int(token), int(place))]]) if cfg.bar_echo else None
+            logits, k, v = self(token, pos, past_k, past_v, prev_tokens=prev, bar_places=place,
+                                echoes=heard)  # fmt: skip
             prev = token
             past_k, past_v = torch.cat((past_k, k), 3), torch.cat((past_v, v), 3)
             position += 1

@@ -145,6 +145,66 @@ class PlaceRule:
         return last + 1 if last % self.stride < self.stride - 1 else last
 
 
+class BarEcho:
+    """The "echo" of each token for a model with ``bar_echo``: the token that followed the
+    first token at the same place (:class:`PlaceRule`) in the bar before, ``NO_PREVIOUS``
+    where there is none (in the first bar of a window or context, or where the bar before had
+    nothing at that place). A repeated bar is then read off one input: at each place the model
+    is told what came next there a bar ago, and it learns when to play it again and when not.
+
+    Kept token by token (:meth:`step`), as the engine decodes; :func:`echoes` is the same over
+    a whole window, and ``ostinato.model.network.echo_tokens`` the same in PyTorch. The tokens
+    before the first Bar count as a bar of their own, so the first bar's echoes come from them
+    (as in a training window that begins inside a bar)."""
+
+    __slots__ = ("bar_id", "before", "now", "pending")
+
+    def __init__(self, bar_id: int) -> None:
+        self.bar_id = bar_id
+        self.before: dict[int, int] | None = None  # the bar before: place → the token after
+        self.now: dict[int, int] = {}  # this bar's, filled as each next token comes
+        self.pending: int | None = None  # the place of the last token (its next not yet known)
+
+    def step(self, token: int, place: int) -> int:
+        """The echo of ``token`` at ``place``, the one after the last token stepped."""
+        if self.pending is not None:
+            self.now.setdefault(self.pending, token)
+        if token == self.bar_id:
+            self.before, self.now = self.now, {}
+        self.pending = place
+        return NO_PREVIOUS if self.before is None else self.before.get(place, NO_PREVIOUS)
+
+    def steps(self, tokens: np.ndarray, places: np.ndarray) -> np.ndarray:
+        """:meth:`step` over each of ``tokens`` in turn: their echoes."""
+        return np.fromiter(
+            (self.step(int(t), int(p)) for t, p in zip(tokens, places, strict=True)),
+            dtype=np.int64,
+            count=len(tokens),
+        )
+
+    def copy(self) -> BarEcho:
+        other = BarEcho(self.bar_id)
+        other.before = None if self.before is None else dict(self.before)
+        other.now, other.pending = dict(self.now), self.pending
+        return other
+
+    @classmethod
+    def after(cls, bar_id: int, tokens: np.ndarray, places: np.ndarray) -> BarEcho:
+        """The state after ``tokens`` (at ``places``), from the start of a context: stepped
+        from the Bar before the last one on (what came earlier no longer counts)."""
+        bars = np.flatnonzero(np.asarray(tokens) == bar_id)
+        first = int(bars[-2]) if len(bars) >= 2 else 0
+        echo = cls(bar_id)
+        for token, place in zip(tokens[first:], places[first:], strict=True):
+            echo.step(int(token), int(place))
+        return echo
+
+
+def echoes(tokens: np.ndarray, places: np.ndarray, bar_id: int) -> np.ndarray:
+    """(T,) tokens at their places → each one's echo (:class:`BarEcho`), from the start."""
+    return BarEcho(bar_id).steps(np.asarray(tokens), np.asarray(places))
+
+
 #: The meters a new tokenizer has TimeSig tokens for, as (numerator, denominator).
 #: Half-note meters count 8 positions per half (16ths), eighth-note meters 8 per eighth.
 METERS = (

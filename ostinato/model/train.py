@@ -113,6 +113,7 @@ class TrainConfig:
     bar_rotary: bool = False  # a new model turns half its rotary pairs with the place in the bar
     onset_places: bool = False  # … counted in music (its onset's position), not tokens
     place_stride: int = 1  # … each onset's place that many apart, its tokens counted within
+    bar_echo: bool = False  # … and its tokens also enter with their echo from the bar before
     eval_every: int = 250
     eval_batches: int = 20
     checkpoint_every: int = 500
@@ -670,11 +671,15 @@ class Trainer:
         if model_args:
             mcfg = ModelConfig(**model_args)
         else:  # a longer --seq-len than the size's window widens it (positions are rotary)
+            if cfg.bar_echo and not cfg.bar_rotary:
+                raise ValueError("--bar-echo hears the bar before at the places of --bar-rotary: "
+                                 "give both")  # fmt: skip
             window = max(cfg.seq_len, SIZES[cfg.size]["max_seq_len"]) if cfg.size in SIZES else 0
             mcfg = config_for(cfg.size, self.vocab.size, dropout=cfg.dropout,
                               previous_token=cfg.previous_token,
                               bar_token=self.vocab.bar_id if cfg.bar_rotary else -1,
                               **self._onset_places(),
+                              bar_echo=cfg.bar_echo,
                               **({"max_seq_len": window} if window else {}))  # fmt: skip
         seq_len = cfg.seq_len or mcfg.max_seq_len
         if seq_len > mcfg.max_seq_len:

@@ -12,7 +12,7 @@ from ostinato.engine.engine import Engine, ModelError
 from ostinato.model.grammar import GrammarConfig, default_pitch_range
 from ostinato.model.network import Decoder, ModelConfig
 from ostinato.model.sampling import SamplingSettings
-from ostinato.model.tokens import TokenType, score_to_ids
+from ostinato.model.tokens import NO_PREVIOUS, PlaceRule, TokenType, echoes, score_to_ids
 from tests.conftest import make_band_score
 
 
@@ -310,16 +310,17 @@ def test_a_completed_bar_copies_its_reference_from_the_commit_point_on(
 
 @pytest.mark.parametrize(
     "previous_token,in_bar",
-    [(True, None), (False, "tokens"), (True, "tokens"), (False, "music"), (True, "music-8")],
-)
+    [(True, None), (False, "tokens"), (True, "tokens"), (False, "music"), (True, "music-8"),
+     (True, "music-8-echo")],
+)  # fmt: skip
 def test_a_model_that_hears_the_previous_token_or_the_place_in_the_bar_runs_as_trained(
     tmp_path, tokenizer, previous_token, in_bar
 ) -> None:
     """``previous_token``: the graphs take the token before each new one; ``bar_token``: each
     one's place in its bar, counted in tokens or in music (``position_token``: the onset's
-    position). The engine gives them in a prefill, an extension, each decoded step, after a
-    truncation and after the positions are numbered again, as the network computes them over
-    the whole sequence."""
+    position); ``bar_echo``: each one's echo from the bar before. The engine gives them in a
+    prefill, an extension, each decoded step, across a bar line and after truncations on
+    either side of it, as the network computes them over the whole sequence."""
     from ostinato.exporter.export import export_model
     from tests.conftest import save_random_checkpoint
 
@@ -328,13 +329,16 @@ def test_a_model_that_hears_the_previous_token_or_the_place_in_the_bar_runs_as_t
     if in_bar and in_bar.startswith("music"):
         names = [n for n in tokenizer.vocab if n.startswith("Position_")]
         music = {"position_token": tokenizer.vocab["Position_0"], "positions": len(names),
-                 "place_stride": 8 if in_bar == "music-8" else 1}  # fmt: skip
+                 "place_stride": 8 if in_bar.startswith("music-8") else 1}  # fmt: skip
+    echo = bool(in_bar and in_bar.endswith("echo"))
     ckpt_path = save_random_checkpoint(tmp_path / "run", seed=5, previous_token=previous_token,
-                                       bar_token=bar, **music)  # fmt: skip
+                                       bar_token=bar, bar_echo=echo, **music)  # fmt: skip
     ckpt = torch.load(ckpt_path, weights_only=False)
     torch.manual_seed(6)
     if previous_token:
         ckpt["model"]["prev_embed.weight"] = torch.randn_like(ckpt["model"]["prev_embed.weight"])
+    if echo:
+        ckpt["model"]["echo_embed.weight"] = torch.randn_like(ckpt["model"]["echo_embed.weight"])
     for name in [n for n in ckpt["model"] if n.endswith("attn.qkv.weight")]:
         ckpt["model"][name] *= 8  # sharp attention: where the keys turn shows in the logits
     torch.save(ckpt, ckpt_path)
@@ -343,18 +347,27 @@ def test_a_model_that_hears_the_previous_token_or_the_place_in_the_bar_runs_as_t
     model.load_state_dict(ckpt["model"])
     model.eval()
     engine = Engine(tmp_path / "model", device="cpu")
-    ids = score_to_ids(tokenizer, make_band_score(bars=2))[:90].astype(np.int64)
+    ids = score_to_ids(tokenizer, make_band_score(bars=2))[:160].astype(np.int64)
+    assert (ids[100:130] == engine.vocab.bar_id).any()  # a second bar: echoes of the first
     full = torch.from_numpy(np.concatenate(([engine.vocab.bos_id], ids)))[None]
     with torch.no_grad():
         expected = model(full)[0][0].numpy()
         plain = Decoder(ModelConfig(**{**ckpt["model_args"], "previous_token": False,
-                                       "bar_token": -1}))  # fmt: skip
+                                       "bar_token": -1, "bar_echo": False}))  # fmt: skip
         plain.load_state_dict(ckpt["model"], strict=False)
         assert np.abs(plain.eval()(full)[0][0].numpy() - expected).max() > 1e-2  # it matters
         if music:  # and so does counting in music rather than in tokens
             counted = Decoder(ModelConfig(**{**ckpt["model_args"], "position_token": -1}))
             counted.load_state_dict(ckpt["model"], strict=False)
             assert np.abs(counted.eval()(full)[0][0].numpy() - expected).max() > 1e-2
+        if echo:  # and so does the echo
+            deaf = Decoder(ModelConfig(**{**ckpt["model_args"], "bar_echo": False}))
+            deaf.load_state_dict(ckpt["model"], strict=False)
+            gap = np.abs(deaf.eval()(full)[0][0].numpy() - expected).max(axis=1)
+            rule = PlaceRule.of(ckpt["model_args"])
+            heard = echoes(full[0].numpy(), rule.places(full[0].numpy()), bar)
+            assert (heard[130:] != NO_PREVIOUS).all()  # the second bar's: its first's notes
+            assert gap[130:].min() > 1e-2
     engine.reset()
     engine.feed(ids[:30])
     np.testing.assert_allclose(engine.last_logits, expected[30], atol=1e-4)
@@ -366,7 +379,19 @@ def test_a_model_that_hears_the_previous_token_or_the_place_in_the_bar_runs_as_t
     engine.truncate(51)  # BOS + 50 tokens: the next one comes after ids[49]
     engine.feed(ids[50:51])
     np.testing.assert_allclose(engine.last_logits, expected[51], atol=1e-4)
-    prompt = full[:, :20]
+    engine.feed(ids[51:130])  # across the bar line
+    np.testing.assert_allclose(engine.last_logits, expected[130], atol=1e-4)
+    for i in range(130, 140):
+        engine.feed(ids[i : i + 1])
+        np.testing.assert_allclose(engine.last_logits, expected[i + 1], atol=1e-4)
+    engine.truncate(126)  # back inside the second bar
+    engine.feed(ids[125:128])
+    np.testing.assert_allclose(engine.last_logits, expected[128], atol=1e-4)
+    engine.truncate(100)  # back before its bar line, then across it again token by token
+    for i in range(99, 140):
+        engine.feed(ids[i : i + 1])
+    np.testing.assert_allclose(engine.last_logits, expected[140], atol=1e-4)
+    prompt = full[:, :125]
     greedy = model.generate_greedy(prompt, 30)[0].tolist()
     engine.reset()
     engine.feed(prompt[0, 1:].numpy())
@@ -379,16 +404,18 @@ def test_a_model_that_hears_the_previous_token_or_the_place_in_the_bar_runs_as_t
 
 @pytest.fixture(scope="module")
 def hearing_model(tmp_path_factory, tokenizer):
-    """A tiny model with both options, sharp attention, exported; and its network."""
+    """A tiny model with the three options (the token before, the place in the bar, the echo),
+    sharp attention, exported; and its network."""
     from ostinato.exporter.export import export_model
     from tests.conftest import save_random_checkpoint
 
     root = tmp_path_factory.mktemp("hearing")
     path = save_random_checkpoint(root / "run", seed=8, previous_token=True,
-                                  bar_token=tokenizer.vocab["Bar_None"])  # fmt: skip
+                                  bar_token=tokenizer.vocab["Bar_None"], bar_echo=True)  # fmt: skip
     ckpt = torch.load(path, weights_only=False)
     torch.manual_seed(9)
-    ckpt["model"]["prev_embed.weight"] = torch.randn_like(ckpt["model"]["prev_embed.weight"])
+    for extra in ("prev_embed.weight", "echo_embed.weight"):
+        ckpt["model"][extra] = torch.randn_like(ckpt["model"][extra])
     for name in [n for n in ckpt["model"] if n.endswith("attn.qkv.weight")]:
         ckpt["model"][name] *= 8
     torch.save(ckpt, path)
@@ -403,8 +430,7 @@ def test_a_slide_that_drops_every_bar_keeps_the_token_before_and_the_place(
     hearing_model, slide
 ) -> None:
     """A bar longer than the window: the slide keeps BOS alone, and the next token still comes
-    after the last one fed, at its place in the bar (not after BOS, at 1)."""
-    from ostinato.model.tokens import PlaceRule
+    after the last one fed, at its place in the bar (not after BOS, at 1), with its echo."""
 
     model_dir, model = hearing_model
     engine = Engine(model_dir, device="cpu", window=64, slide=slide)
@@ -421,12 +447,14 @@ def test_a_slide_that_drops_every_bar_keeps_the_token_before_and_the_place(
     kept = np.concatenate(([0], np.arange(len(full) - n + 1, len(full))))  # BOS, the newest
     np.testing.assert_array_equal(engine.context_tokens(), full[kept])
     before = np.concatenate(([0], full[:-1]))[kept]
-    places = PlaceRule(engine.vocab.bar_id).places(full)[kept]
+    places = PlaceRule(engine.vocab.bar_id).places(full)
+    heard = echoes(full, places, engine.vocab.bar_id)[kept]
     positions = engine._slot_pos[engine._ctx_slots[:n]]
     with torch.no_grad():
         logits = model(torch.from_numpy(full[kept])[None], torch.from_numpy(positions)[None],
                        prev_tokens=torch.from_numpy(before)[None],
-                       bar_places=torch.from_numpy(places)[None])[0][0, -1]  # fmt: skip
+                       bar_places=torch.from_numpy(places[kept])[None],
+                       echoes=torch.from_numpy(heard)[None])[0][0, -1]  # fmt: skip
     np.testing.assert_allclose(engine.last_logits, logits.numpy(), atol=1e-4)
 
 

@@ -104,3 +104,44 @@ def test_a_model_that_counts_places_in_the_bar_reloads_and_is_not_taken_without(
     with pytest.raises(ValueError, match="--onset-places"):
         load_into(Decoder(replace(music, position_token=-1, positions=0)), tmp_path / "music-model")
     load_into(Decoder(music), tmp_path / "model")
+
+
+def test_a_model_that_hears_echoes_starts_as_the_folder_and_reloads_int8(tmp_path):
+    """``train --init MODEL --bar-echo``: the echo's embedding starts at zero (the same
+    function as the folder's); exported with it (int8, whose agreement check feeds the
+    echoes), the folder gives it back and is not taken by a model without it."""
+    from dataclasses import replace
+
+    from ostinato.exporter.export import export_model
+    from ostinato.model.train import CHECKPOINT
+    from tests.conftest import legacy_tokenizer, save_random_checkpoint
+
+    bar = legacy_tokenizer().vocab["Bar_None"]
+    ckpt = save_random_checkpoint(tmp_path / "run", seed=3, bar_token=bar, previous_token=True)
+    export_model(ckpt, tmp_path / "model")
+    config = replace(model_config_of(tmp_path / "model"), bar_echo=True)
+    model = Decoder(config)
+    load_into(model, tmp_path / "model")
+    assert not model.echo_embed.weight.any()
+    plain = Decoder(model_config_of(tmp_path / "model"))
+    load_into(plain, tmp_path / "model")
+    tokens = torch.randint(0, config.vocab_size, (1, 80))
+    tokens[0, ::20] = bar  # bars, so there are echoes
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(tokens)[0], plain.eval()(tokens)[0])
+        model.echo_embed.weight.normal_()
+    run = tmp_path / "run-echo"
+    run.mkdir()
+    (run / "tokenizer.json").write_bytes((tmp_path / "run" / "tokenizer.json").read_bytes())
+    torch.save({"model_args": config.to_dict(), "model": model.state_dict(), "step": 1},
+               run / CHECKPOINT)  # fmt: skip
+    card = export_model(run / CHECKPOINT, tmp_path / "model-echo", int8=True)
+    assert card["inputs"][-1] == "echoes" and card["int8"]["greedy_agreement"] > 0.9
+    again = Decoder(config)
+    load_into(again, tmp_path / "model-echo")
+    pair = torch.stack((again.echo_embed.weight.flatten(), model.echo_embed.weight.flatten()))
+    assert torch.corrcoef(pair)[0, 1] > 0.99  # (its 8-bit weights, dequantized)
+    with pytest.raises(ValueError, match="--bar-echo"):  # it would be lost
+        load_into(plain, tmp_path / "model-echo")
+    with pytest.raises(ValueError, match="bar_token"):
+        replace(config, bar_token=-1)

@@ -203,3 +203,61 @@ def test_places_counted_in_music_put_an_onset_at_one_place_in_every_bar(tokenize
         network = bar_offsets(torch.from_numpy(tokens[3:])[None], cfg.bar_token,
                               torch.tensor([start]), first, len(positions), 8)  # fmt: skip
         assert network[0].tolist() == stepped
+
+
+def test_a_bar_played_again_is_echoed_token_by_token(tokenizer, vocab) -> None:
+    """The echo of each token is the token that followed its place in the bar before: a bar
+    played again is echoed token for token (each one hears the next one to come), a note
+    added later in the bar does not shift the echoes of the notes after it, and the first
+    bar of a window has none. Token by token (the engine), over the whole sequence and
+    after a state rebuilt from a context (a truncation), and in the network's batch form."""
+    import torch
+
+    from ostinato.model.network import echo_tokens
+    from ostinato.model.tokens import NO_PREVIOUS, BarEcho, PlaceRule, echoes
+
+    positions = np.flatnonzero(vocab.types == TokenType.POSITION)
+    first = int(positions[0])
+    rule = PlaceRule(vocab.bar_id, first, len(positions), stride=8)
+
+    def bar(onsets: list[tuple[int, int]]) -> list[int]:
+        out = [vocab.bar_id]
+        for position, pitch in onsets:
+            out += [first + position, tokenizer.vocab["Program_33"],
+                    tokenizer.vocab[f"Pitch_{pitch}"], tokenizer.vocab["Velocity_95"],
+                    tokenizer.vocab["Duration_0.4.8"]]  # fmt: skip
+        return out
+
+    riff = bar([(0, 36), (8, 40)])
+    busier = bar([(0, 36), (4, 38), (8, 40)])
+    tokens = np.asarray(riff + riff + busier + [vocab.bar_id], dtype=np.int64)
+    places = rule.places(tokens)
+    heard = echoes(tokens, places, vocab.bar_id)
+    n = len(riff)
+    assert (heard[:n] == NO_PREVIOUS).all()  # nothing before the first bar
+    # the second bar hears the one it repeats: each token, the token after it there
+    assert heard[n : 2 * n].tolist() == [*riff[1:], vocab.bar_id]
+    # the busier bar: the added note's onset (4) was not in the bar before; the notes at 0 and
+    # 8 still hear theirs, and the note at 0's last token hears "Position 8" as before
+    third = heard[2 * n : 2 * n + len(busier) + 1].tolist()
+    assert third[:6] == [*riff[1:6], first + 8]
+    assert third[6:11] == [NO_PREVIOUS] * 5
+    assert third[11:16] == [*riff[7:], vocab.bar_id]
+    assert third[16] == riff[1]  # the next Bar hears what followed the Bar before
+    # step by step, and from a state rebuilt at any point of the context
+    echo = BarEcho(vocab.bar_id)
+    stepped = [echo.step(int(t), int(p)) for t, p in zip(tokens, places, strict=True)]
+    assert stepped == heard.tolist()
+    for cut in range(1, len(tokens)):
+        state = BarEcho.after(vocab.bar_id, tokens[:cut], places[:cut])
+        copied = state.copy()
+        assert state.steps(tokens[cut:], places[cut:]).tolist() == heard[cut:].tolist()
+        # (the copy's state is its own: the steps of the one copied left it as it was)
+        assert copied.steps(tokens[cut:], places[cut:]).tolist() == heard[cut:].tolist()
+    # the network's batch form, on the sequence and on a window that starts inside a bar
+    window = tokens[3:]
+    batch = torch.from_numpy(np.stack([tokens, np.concatenate((window, window[:3]))]))
+    at = torch.from_numpy(np.stack([places, rule.places(batch[1].numpy())]))
+    got = echo_tokens(batch, at, vocab.bar_id).numpy()
+    np.testing.assert_array_equal(got[0], heard)
+    np.testing.assert_array_equal(got[1], echoes(batch[1].numpy(), at[1].numpy(), vocab.bar_id))

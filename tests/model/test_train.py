@@ -519,3 +519,16 @@ def test_onset_places_are_written_into_the_model_and_need_the_bar_rotary(tiny_co
     assert rule.stride == 4
     with pytest.raises(ValueError, match="--bar-rotary"):
         Trainer(tiny_corpus, tmp_path / "b", TrainConfig(**{**TINY, "onset_places": True})).run()
+
+
+def test_bar_echo_is_written_into_the_model_and_needs_the_bar_rotary(tiny_corpus, tmp_path):
+    """``--bar-echo``: the model's config hears each token's echo, which the training computes
+    over each window (the embedding moves from zero); without ``--bar-rotary`` there are no
+    places in the bar to hear it at."""
+    cfg = TrainConfig(steps=2, checkpoint_every=100, bar_rotary=True, bar_echo=True, **TINY)
+    Trainer(tiny_corpus, tmp_path / "a", cfg).run()
+    ckpt = load_checkpoint(tmp_path / "a")
+    assert ckpt["model_args"]["bar_echo"] is True
+    assert ckpt["model"]["echo_embed.weight"].abs().sum() > 0  # it learnt from the echoes
+    with pytest.raises(ValueError, match="--bar-rotary"):
+        Trainer(tiny_corpus, tmp_path / "b", TrainConfig(**{**TINY, "bar_echo": True})).run()
