@@ -171,6 +171,10 @@ def _add_train(sub) -> None:
                    "the token that followed the same place in the bar before, so repeating "
                    "that bar is one input away (starts at zero: with --init, the same model "
                    "at step 0)")  # fmt: skip
+    p.add_argument("--echo-lr", type=float,
+                   help="with --bar-echo: the peak learning rate of the echo's embedding "
+                   "(default: --lr), higher so one added to an --init model grows in a short "
+                   "run")  # fmt: skip
     p.add_argument("--eval-every", type=int)
     p.add_argument("--eval-batches", type=int)
     p.add_argument("--checkpoint-every", type=int)

@@ -114,6 +114,7 @@ class TrainConfig:
     onset_places: bool = False  # … counted in music (its onset's position), not tokens
     place_stride: int = 1  # … each onset's place that many apart, its tokens counted within
     bar_echo: bool = False  # … and its tokens also enter with their echo from the bar before
+    echo_lr: float = 0.0  # peak learning rate of the echo's embedding (0: lr), see make_optimizer
     eval_every: int = 250
     eval_batches: int = 20
     checkpoint_every: int = 500
@@ -582,12 +583,19 @@ def pick_device(name: str) -> torch.device:
 
 
 def make_optimizer(model: Decoder, cfg: TrainConfig) -> torch.optim.AdamW:
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    """AdamW, no weight decay on gains and biases. With ``echo_lr`` the echo's embedding has a
+    peak learning rate of its own: added at zero to a model trained for hours (``--init``), it
+    would grow at ``lr``'s pace too slowly for a short run to learn what it says, while the
+    weights around it should move no faster than the rest of the run moves them."""
+    echo = [] if model.echo_embed is None or not cfg.echo_lr else [model.echo_embed.weight]
+    apart = {id(p) for p in echo}
+    rest = [p for p in model.parameters() if id(p) not in apart]
     groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
     ]
+    if echo:
+        groups.append({"params": echo, "weight_decay": cfg.weight_decay, "lr": cfg.echo_lr})
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
 
 

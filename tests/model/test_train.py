@@ -532,3 +532,25 @@ def test_bar_echo_is_written_into_the_model_and_needs_the_bar_rotary(tiny_corpus
     assert ckpt["model"]["echo_embed.weight"].abs().sum() > 0  # it learnt from the echoes
     with pytest.raises(ValueError, match="--bar-rotary"):
         Trainer(tiny_corpus, tmp_path / "b", TrainConfig(**{**TINY, "bar_echo": True})).run()
+
+
+def test_the_echo_can_learn_at_a_rate_of_its_own(tiny_corpus, tmp_path) -> None:
+    """``--echo-lr``: the echo's embedding is a group of its own at that peak rate, scheduled
+    as the rest (warm-up, cosine); the other weights keep ``--lr``. A run resumes with it."""
+    from ostinato.model.network import Decoder, config_for
+    from ostinato.model.train import make_optimizer
+
+    cfg = TrainConfig(steps=4, checkpoint_every=100, bar_rotary=True, bar_echo=True,
+                      **{**TINY, "echo_lr": 3e-2})  # fmt: skip
+    model = Decoder(config_for("tiny", 64, bar_token=3, bar_echo=True))
+    groups = make_optimizer(model, cfg).param_groups
+    echo = [g for g in groups if any(p is model.echo_embed.weight for p in g["params"])]
+    assert len(echo) == 1 and len(echo[0]["params"]) == 1 and echo[0]["lr"] == 3e-2
+    assert all(g["lr"] == TINY["lr"] for g in groups if g is not echo[0])
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    one = make_optimizer(model, TrainConfig(**{**TINY, "bar_echo": True})).param_groups
+    assert {g["lr"] for g in one} == {TINY["lr"]}  # without it, the echo learns at --lr
+    trainer = Trainer(tiny_corpus, tmp_path, cfg)
+    trainer.run(stop_after=2)
+    trainer.run(resume=True)
+    assert load_checkpoint(tmp_path)["step"] == 4
