@@ -264,6 +264,14 @@ def _add_generation_options(
     _add_setting(g, "seed", default=seed, help=seed_help)
 
 
+def _cmd_average(args: argparse.Namespace) -> int:
+    from ostinato.model.train import average_runs
+
+    ckpt = average_runs(args.runs, args.out)
+    print(json.dumps({"runs": ckpt["averaged"], "model": ckpt["model_args"]}, indent=2))
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from ostinato.exporter.export import export_model
 
@@ -606,6 +614,13 @@ def build_parser() -> argparse.ArgumentParser:
     loops.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     loops.set_defaults(func=_cmd_data_loops)
     _add_train(sub)
+
+    average = sub.add_parser(
+        "average", help="average the weights of runs that started from one model (a new run "
+        "folder to export)")  # fmt: skip
+    average.add_argument("runs", nargs="+", help="checkpoint.pt files or their run folders")
+    average.add_argument("--out", required=True, help="run folder to write")
+    average.set_defaults(func=_cmd_average)
 
     export = sub.add_parser("export", help="export a checkpoint to an ONNX model folder")
     export.add_argument("checkpoint", help="checkpoint.pt or its run folder")

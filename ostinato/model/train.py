@@ -929,3 +929,51 @@ def plot_metrics(metrics_csv: Path, png: Path) -> None:
 def train_config_from_args(args) -> TrainConfig:
     names = {f.name for f in fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+
+
+def average_runs(runs: list[str | Path], out: str | Path) -> dict:
+    """A run folder whose checkpoint holds the mean of the weights of ``runs`` (checkpoints or
+    run folders, ≥ 2): a uniform "model soup" of runs that started from the same model and
+    went their own ways (another remap share, another input), which lands between them, where
+    the loss is usually lower than at any one of them. Each must be the same network; an
+    embedding one of them lacks (the previous token's, the echo's, started at zero) counts as
+    zeros, as it was before that run added it. The tokenizer is the first's and must be
+    the same in all. Returns the new checkpoint (no optimizer: a run is not resumed from it,
+    a new one starts from it with ``--init`` after export)."""
+    if len(runs) < 2:
+        raise ValueError("average needs at least two runs")
+    ckpts = [load_checkpoint(run) for run in runs]
+    folders = [Path(run) if Path(run).is_dir() else Path(run).parent for run in runs]
+    tokenizers = [(folder / TOKENIZER_FILE).read_bytes() for folder in folders]
+    if any(t != tokenizers[0] for t in tokenizers[1:]):
+        raise ValueError("the runs' tokenizers differ: they are not one model's runs")
+    zero_started = ("previous_token", "bar_echo")
+    args = dict(ckpts[0]["model_args"])
+    for ckpt in ckpts[1:]:
+        theirs = ckpt["model_args"]
+        other = {k for k in set(args) | set(theirs)
+                 if k not in zero_started and args.get(k) != theirs.get(k)}  # fmt: skip
+        if other:
+            raise ValueError(f"the runs are not the same network: they differ in {sorted(other)}")
+        for k in zero_started:
+            args[k] = bool(args.get(k)) or bool(theirs.get(k))
+    model = Decoder(ModelConfig(**args))
+    state = model.state_dict()
+    with torch.no_grad():
+        for name, value in state.items():
+            found = [c["model"][name].float() for c in ckpts if name in c["model"]]
+            if not found:
+                raise ValueError(f"no run has {name}")
+            value.copy_(torch.stack(found).sum(0) / len(ckpts))  # a missing one counts as 0
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / TOKENIZER_FILE).write_bytes(tokenizers[0])
+    ckpt = {
+        "model_args": model.config.to_dict(),
+        "model": state,
+        "step": max(int(c["step"]) for c in ckpts),
+        "train_config": ckpts[0].get("train_config", {}),
+        "averaged": [str(run) for run in runs],
+    }
+    torch.save(ckpt, out / CHECKPOINT)
+    return ckpt

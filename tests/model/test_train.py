@@ -554,3 +554,34 @@ def test_the_echo_can_learn_at_a_rate_of_its_own(tiny_corpus, tmp_path) -> None:
     trainer.run(stop_after=2)
     trainer.run(resume=True)
     assert load_checkpoint(tmp_path)["step"] == 4
+
+
+def test_runs_from_one_model_average_into_one_that_exports(tmp_path) -> None:
+    """``ostinato average``: the mean of each weight; an embedding one run added (the echo's,
+    started at zero) counts as zeros in the runs without it; another network or tokenizer is
+    refused; the result exports as any run does."""
+    from ostinato.exporter.export import export_model
+    from ostinato.model.tokens import legacy_tokenizer, new_tokenizer, save_tokenizer
+    from ostinato.model.train import average_runs
+    from tests.conftest import save_random_checkpoint
+
+    bar = legacy_tokenizer().vocab["Bar_None"]
+    a = save_random_checkpoint(tmp_path / "a", seed=1, bar_token=bar)
+    b = save_random_checkpoint(tmp_path / "b", seed=2, bar_token=bar, bar_echo=True)
+    ckpt = average_runs([tmp_path / "a", b], tmp_path / "mean")
+    A, B = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    assert ckpt["model_args"]["bar_echo"] is True
+    for name, value in ckpt["model"].items():
+        expected = (A[name] + B[name]) / 2 if name in A else B[name] / 2
+        torch.testing.assert_close(value, expected)
+    card = export_model(tmp_path / "mean", tmp_path / "model")
+    assert card["parity"]["greedy_identical"] and card["model"]["bar_echo"] is True
+    other = save_random_checkpoint(tmp_path / "c", seed=3, bar_token=-1)
+    with pytest.raises(ValueError, match="bar_token"):
+        average_runs([a, other], tmp_path / "no")
+    other = save_random_checkpoint(tmp_path / "d", seed=3, bar_token=bar)
+    save_tokenizer(new_tokenizer(), tmp_path / "d")
+    with pytest.raises(ValueError, match="tokenizers differ"):
+        average_runs([a, other], tmp_path / "no")
+    with pytest.raises(ValueError, match="two"):
+        average_runs([a], tmp_path / "no")
