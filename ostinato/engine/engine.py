@@ -647,9 +647,14 @@ class Engine:
         self._last_token = int(self._ctx_tokens[length - 1])
         self._last_place = int(self._ctx_places[length - 1])
         if self._echoes and length < self._ctx_len:
-            self._echo = BarEcho.after(
-                self.vocab.bar_id, self._ctx_tokens[:length], self._ctx_places[:length]
-            )
+            # inside the bar: its steps taken back (the bar before is kept, even where a slide
+            # dropped it from the context); across a bar line: rebuilt from the context
+            gone = self._ctx_tokens[length : self._ctx_len]
+            inside = not (gone == self.vocab.bar_id).any()
+            if not (inside and self._echo.rewind(len(gone), self._last_place)):
+                self._echo = BarEcho.after(
+                    self.vocab.bar_id, self._ctx_tokens[:length], self._ctx_places[:length]
+                )
         self._history_len = max(0, self._history_len - (self._ctx_len - length))
         self._ctx_len = length
 

@@ -82,6 +82,8 @@ def load_into(model: Decoder, model_dir: str | Path) -> None:
     ours = model.config
     if theirs.previous_token and not ours.previous_token:
         raise ValueError(f"{model_dir} hears the previous token: train with --previous-token")
+    if theirs.bar_echo and not ours.bar_echo:
+        raise ValueError(f"{model_dir} hears each token's echo: train with --bar-echo")
     if theirs.bar_token >= 0 and theirs.bar_token != ours.bar_token:
         raise ValueError(f"{model_dir} turns rotary pairs with the place in the bar: train "
                          "with --bar-rotary (and its tokenizer)")  # fmt: skip
@@ -93,8 +95,6 @@ def load_into(model: Decoder, model_dir: str | Path) -> None:
                          "--onset-places (and its tokenizer)")  # fmt: skip
     state = state_dict_from_onnx(model_dir)
     own = model.state_dict()
-    if theirs.bar_echo and not ours.bar_echo:
-        raise ValueError(f"{model_dir} hears each token's echo: train with --bar-echo")
     added = set() if theirs.previous_token else {"prev_embed.weight"}  # stays at zero
     added |= set() if theirs.bar_echo else {"echo_embed.weight"}
     missing = [k for k in own if k not in state and not k.endswith("inv_freq") and k not in added]

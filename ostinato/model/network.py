@@ -159,19 +159,23 @@ def previous_tokens(tokens: torch.Tensor, first: int = NO_PREVIOUS) -> torch.Ten
 
 def echo_tokens(tokens: torch.Tensor, places: torch.Tensor, bar_token: int) -> torch.Tensor:
     """(B, T) tokens at their places → each one's echo: the token after the first one at the
-    same place in the bar before, NO_PREVIOUS where there is none (the window's first bar
-    counts from the window's start). The batch form of :class:`ostinato.model.tokens.BarEcho`."""
+    same place in the bar before, NO_PREVIOUS where there is none (the tokens before the
+    window's first Bar count as a bar). The batch form of :class:`ostinato.model.tokens.BarEcho`,
+    in O(B·T) memory: each token's (bar, place) key sorted, the bar before's looked up."""
     B, T = tokens.shape
+    if T == 0:
+        return tokens.clone()
     bars = (tokens == bar_token).long().cumsum(1)  # 0 before the first Bar
-    width = int(places.max()) + 1 if T else 1
+    width = int(places.max()) + 1
     key = bars * width + places
     index = torch.arange(T, device=tokens.device).expand(B, T)
-    first = torch.full((B, (int(bars.max()) + 1) * width), T, device=tokens.device)
-    first = first.scatter_reduce(1, key, index, reduce="amin")
-    seen = first.gather(1, (bars - 1).clamp(min=0) * width + places)
+    order = torch.argsort(key * T + index, dim=1)  # by key, the first of each key first
+    ranked = key.gather(1, order)
+    wanted = (bars - 1) * width + places
+    at = torch.searchsorted(ranked, wanted).clamp(max=T - 1)
+    found = (bars > 0) & (ranked.gather(1, at) == wanted)
     after = torch.cat((tokens[:, 1:], torch.full_like(tokens[:, :1], NO_PREVIOUS)), dim=1)
-    found = (bars > 0) & (seen < T)
-    return torch.where(found, after.gather(1, seen.clamp(max=T - 1)), NO_PREVIOUS)
+    return torch.where(found, after.gather(1, order.gather(1, at)), NO_PREVIOUS)
 
 
 class Attention(nn.Module):

@@ -148,29 +148,39 @@ class PlaceRule:
 class BarEcho:
     """The "echo" of each token for a model with ``bar_echo``: the token that followed the
     first token at the same place (:class:`PlaceRule`) in the bar before, ``NO_PREVIOUS``
-    where there is none (in the first bar of a window or context, or where the bar before had
-    nothing at that place). A repeated bar is then read off one input: at each place the model
-    is told what came next there a bar ago, and it learns when to play it again and when not.
+    where there is none (before the first Bar of a window or context, or where the bar before
+    had nothing at that place). A repeated bar is then read off one input: at each place the
+    model is told what came next there a bar ago, and it learns when to play it again and when
+    not.
 
     Kept token by token (:meth:`step`), as the engine decodes; :func:`echoes` is the same over
     a whole window, and ``ostinato.model.network.echo_tokens`` the same in PyTorch. The tokens
     before the first Bar count as a bar of their own, so the first bar's echoes come from them
-    (as in a training window that begins inside a bar)."""
+    (a context's ``BOS`` and style; a training window's bar it begins inside)."""
 
-    __slots__ = ("bar_id", "before", "now", "pending")
+    __slots__ = ("added", "bar_id", "before", "now", "pending")
+
+    #: steps of a bar that :meth:`rewind` can take back (a longer bar is rebuilt instead)
+    MAX_REWIND = 4096
 
     def __init__(self, bar_id: int) -> None:
         self.bar_id = bar_id
         self.before: dict[int, int] | None = None  # the bar before: place → the token after
         self.now: dict[int, int] = {}  # this bar's, filled as each next token comes
         self.pending: int | None = None  # the place of the last token (its next not yet known)
+        # per step since this bar's Bar: the place it entered into ``now`` (-1: none)
+        self.added: list[int] = []
 
     def step(self, token: int, place: int) -> int:
         """The echo of ``token`` at ``place``, the one after the last token stepped."""
-        if self.pending is not None:
-            self.now.setdefault(self.pending, token)
+        entered = -1
+        if self.pending is not None and self.pending not in self.now:
+            self.now[self.pending] = token
+            entered = self.pending
         if token == self.bar_id:
-            self.before, self.now = self.now, {}
+            self.before, self.now, self.added = self.now, {}, []
+        elif len(self.added) < self.MAX_REWIND:
+            self.added.append(entered)
         self.pending = place
         return NO_PREVIOUS if self.before is None else self.before.get(place, NO_PREVIOUS)
 
@@ -182,16 +192,32 @@ class BarEcho:
             count=len(tokens),
         )
 
+    def rewind(self, count: int, place: int) -> bool:
+        """Take back the last ``count`` steps, all after this bar's Bar, so the last token is
+        one at ``place`` again (a truncation inside the bar). False, and nothing changed,
+        where they cannot be: a Bar among them, or a bar longer than :attr:`MAX_REWIND`."""
+        if count > len(self.added) or len(self.added) >= self.MAX_REWIND:
+            return False
+        for _ in range(count):
+            entered = self.added.pop()
+            if entered >= 0:
+                del self.now[entered]
+        self.pending = place
+        return True
+
     def copy(self) -> BarEcho:
         other = BarEcho(self.bar_id)
         other.before = None if self.before is None else dict(self.before)
-        other.now, other.pending = dict(self.now), self.pending
+        other.now, other.pending, other.added = dict(self.now), self.pending, list(self.added)
         return other
 
     @classmethod
     def after(cls, bar_id: int, tokens: np.ndarray, places: np.ndarray) -> BarEcho:
         """The state after ``tokens`` (at ``places``), from the start of a context: stepped
-        from the Bar before the last one on (what came earlier no longer counts)."""
+        from the Bar before the last one on, as only the last two bars count. A context that
+        holds fewer than two Bars is stepped whole: the bar before its first Bar is then what
+        it holds before it, which may be less than was played (a slide dropped the rest; the
+        engine takes back steps with :meth:`rewind` where it can, which keeps it)."""
         bars = np.flatnonzero(np.asarray(tokens) == bar_id)
         first = int(bars[-2]) if len(bars) >= 2 else 0
         echo = cls(bar_id)

@@ -150,6 +150,10 @@ class TrainConfig:
             raise ValueError("rhythm must be in [0, 1]")
         if not 0.0 <= self.pitch_remap <= 1.0:
             raise ValueError("pitch_remap must be in [0, 1]")
+        if self.echo_lr < 0:
+            raise ValueError("echo_lr must be ≥ 0")
+        if self.echo_lr and not self.bar_echo:
+            raise ValueError("--echo-lr is the rate of --bar-echo's embedding: give both")
         self.part_rates().validate()
         source_weights(self.weights)
 
@@ -584,9 +588,11 @@ def pick_device(name: str) -> torch.device:
 
 def make_optimizer(model: Decoder, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW, no weight decay on gains and biases. With ``echo_lr`` the echo's embedding has a
-    peak learning rate of its own: added at zero to a model trained for hours (``--init``), it
-    would grow at ``lr``'s pace too slowly for a short run to learn what it says, while the
-    weights around it should move no faster than the rest of the run moves them."""
+    peak learning rate of its own (scheduled as the rest): added at zero to a model trained for
+    hours (``--init``), it would grow at ``lr``'s pace too slowly for a short run to learn what
+    it says, while the weights around it should move no faster than the rest of the run moves
+    them. Its weight decay is scaled down by as much, so it decays per step as the rest does
+    (AdamW decays by rate × decay)."""
     echo = [] if model.echo_embed is None or not cfg.echo_lr else [model.echo_embed.weight]
     apart = {id(p) for p in echo}
     rest = [p for p in model.parameters() if id(p) not in apart]
@@ -595,7 +601,8 @@ def make_optimizer(model: Decoder, cfg: TrainConfig) -> torch.optim.AdamW:
         {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
     ]
     if echo:
-        groups.append({"params": echo, "weight_decay": cfg.weight_decay, "lr": cfg.echo_lr})
+        decay = cfg.weight_decay * cfg.lr / cfg.echo_lr
+        groups.append({"params": echo, "weight_decay": decay, "lr": cfg.echo_lr})
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
 
 
@@ -704,6 +711,10 @@ class Trainer:
         started = time.perf_counter()
         ckpt_path = self.run_dir / CHECKPOINT
         ckpt = load_checkpoint(ckpt_path) if resume else None
+        saved = float(ckpt.get("train_config", {}).get("echo_lr", 0.0)) if ckpt else 0.0
+        if ckpt and bool(saved) != bool(cfg.echo_lr):  # the optimizer's groups differ
+            raise ValueError(f"{self.run_dir} was trained with --echo-lr {saved or 'unset'}: "
+                             "resume it with the same")  # fmt: skip
         mcfg, seq_len, model, optimizer, scheduler = self._build(
             ckpt["model_args"] if ckpt else None
         )
@@ -942,15 +953,25 @@ def average_runs(runs: list[str | Path], out: str | Path) -> dict:
     a new one starts from it with ``--init`` after export)."""
     if len(runs) < 2:
         raise ValueError("average needs at least two runs")
+    folders = [(Path(run) if Path(run).is_dir() else Path(run).parent).resolve() for run in runs]
+    files = [(Path(run) / CHECKPOINT if Path(run).is_dir() else Path(run)).resolve()
+             for run in runs]  # fmt: skip
+    if len(set(files)) < len(files):
+        raise ValueError("a run is named twice: each counts once")
+    out = Path(out)
+    if out.resolve() in folders or (out / CHECKPOINT).exists():
+        raise ValueError(f"{out} holds a run: write the average to a new folder")
     ckpts = [load_checkpoint(run) for run in runs]
-    folders = [Path(run) if Path(run).is_dir() else Path(run).parent for run in runs]
+    missing = [str(folder) for folder in folders if not (folder / TOKENIZER_FILE).is_file()]
+    if missing:
+        raise ValueError(f"no {TOKENIZER_FILE} beside the checkpoint in {missing[0]}")
     tokenizers = [(folder / TOKENIZER_FILE).read_bytes() for folder in folders]
     if any(t != tokenizers[0] for t in tokenizers[1:]):
         raise ValueError("the runs' tokenizers differ: they are not one model's runs")
     zero_started = ("previous_token", "bar_echo")
-    args = dict(ckpts[0]["model_args"])
-    for ckpt in ckpts[1:]:
-        theirs = ckpt["model_args"]
+    every = [ModelConfig(**c["model_args"]).to_dict() for c in ckpts]  # defaults filled in
+    args = dict(every[0])
+    for theirs in every[1:]:
         other = {k for k in set(args) | set(theirs)
                  if k not in zero_started and args.get(k) != theirs.get(k)}  # fmt: skip
         if other:
@@ -965,14 +986,15 @@ def average_runs(runs: list[str | Path], out: str | Path) -> dict:
             if not found:
                 raise ValueError(f"no run has {name}")
             value.copy_(torch.stack(found).sum(0) / len(ckpts))  # a missing one counts as 0
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / TOKENIZER_FILE).write_bytes(tokenizers[0])
+    train_config = dict(ckpts[0].get("train_config", {}))  # the first run's, with what it adds
+    train_config.update({k: args[k] for k in zero_started})
     ckpt = {
         "model_args": model.config.to_dict(),
         "model": state,
         "step": max(int(c["step"]) for c in ckpts),
-        "train_config": ckpts[0].get("train_config", {}),
+        "train_config": train_config,
         "averaged": [str(run) for run in runs],
     }
     torch.save(ckpt, out / CHECKPOINT)

@@ -311,7 +311,7 @@ def test_a_completed_bar_copies_its_reference_from_the_commit_point_on(
 @pytest.mark.parametrize(
     "previous_token,in_bar",
     [(True, None), (False, "tokens"), (True, "tokens"), (False, "music"), (True, "music-8"),
-     (True, "music-8-echo")],
+     (True, "tokens-echo"), (True, "music-8-echo")],
 )  # fmt: skip
 def test_a_model_that_hears_the_previous_token_or_the_place_in_the_bar_runs_as_trained(
     tmp_path, tokenizer, previous_token, in_bar
@@ -425,19 +425,49 @@ def hearing_model(tmp_path_factory, tokenizer):
     return root / "model", model.eval()
 
 
+def test_a_truncation_inside_a_bar_keeps_the_echo_of_a_bar_slid_out(hearing_model) -> None:
+    """Two bars, each longer than the window, the second repeating the first: the slides drop
+    the first bar, whose notes the second's tokens still hear (the echoes as over the whole
+    stream); taking back the newest tokens and feeding them again gives the same logits."""
+    model_dir, _ = hearing_model
+    engine = Engine(model_dir, device="cpu", window=64)
+    rng = np.random.default_rng(4)
+    bar = rng.integers(3, engine.vocab.size, 80)
+    bar[0] = engine.vocab.bar_id
+    bar[1:][bar[1:] == engine.vocab.bar_id] = 4
+    stream = np.concatenate((bar, bar))
+    engine.reset()
+    for token in stream[:-5]:
+        engine.feed([int(token)])
+    assert engine.dropped_front > 80  # the first bar is gone from the context
+    heard = engine._echo.copy()
+    full = stream[:-5]
+    places = PlaceRule(engine.vocab.bar_id).places(full)
+    assert heard.before is not None and heard.before.get(int(places[-1])) == int(stream[-5])
+    for token in stream[-5:]:
+        engine.feed([int(token)])
+    expected = engine.last_logits.copy()
+    engine.truncate(engine.context_length - 5)
+    for token in stream[-5:]:
+        engine.feed([int(token)])
+    np.testing.assert_allclose(engine.last_logits, expected, atol=1e-5)
+
+
 @pytest.mark.parametrize("slide", ["rope", "reprefill"])
 def test_a_slide_that_drops_every_bar_keeps_the_token_before_and_the_place(
     hearing_model, slide
 ) -> None:
     """A bar longer than the window: the slide keeps BOS alone, and the next token still comes
-    after the last one fed, at its place in the bar (not after BOS, at 1), with its echo."""
+    after the last one fed, at its place in the bar (not after BOS, at 1), with its echo from
+    the bar before (itself long gone from the context)."""
 
     model_dir, model = hearing_model
     engine = Engine(model_dir, device="cpu", window=64, slide=slide)
     rng = np.random.default_rng(3)
-    stream = rng.integers(3, engine.vocab.size, 160)
-    stream[0] = engine.vocab.bar_id
-    stream[1:][stream[1:] == engine.vocab.bar_id] = 4  # one bar, 160 tokens long
+    bar = rng.integers(3, engine.vocab.size, 80)
+    bar[0] = engine.vocab.bar_id
+    bar[1:][bar[1:] == engine.vocab.bar_id] = 4
+    stream = np.concatenate((bar, bar))  # two bars, 80 tokens long each
     engine.reset()
     engine.feed(stream[:150])  # more than the window: only the newest are kept
     for token in stream[150:]:  # each one slides the window: no bar line to cut at
@@ -449,6 +479,7 @@ def test_a_slide_that_drops_every_bar_keeps_the_token_before_and_the_place(
     before = np.concatenate(([0], full[:-1]))[kept]
     places = PlaceRule(engine.vocab.bar_id).places(full)
     heard = echoes(full, places, engine.vocab.bar_id)[kept]
+    assert (heard[1:] != NO_PREVIOUS).all()  # every kept token hears the first bar
     positions = engine._slot_pos[engine._ctx_slots[:n]]
     with torch.no_grad():
         logits = model(torch.from_numpy(full[kept])[None], torch.from_numpy(positions)[None],

@@ -254,6 +254,17 @@ def test_a_bar_played_again_is_echoed_token_by_token(tokenizer, vocab) -> None:
         assert state.steps(tokens[cut:], places[cut:]).tolist() == heard[cut:].tolist()
         # (the copy's state is its own: the steps of the one copied left it as it was)
         assert copied.steps(tokens[cut:], places[cut:]).tolist() == heard[cut:].tolist()
+    # taken back inside the last bar: as if those steps had not been; across a Bar: refused
+    played = tokens[:-1]  # up to the end of the busier bar
+    last = int(np.flatnonzero(played == vocab.bar_id)[-1])
+    for back in range(1, len(played) - last + 2):
+        state = BarEcho(vocab.bar_id)
+        state.steps(played, places[:-1])
+        cut = len(played) - back
+        ok = state.rewind(back, int(places[cut - 1]))
+        assert ok == (cut > last)
+        if ok:
+            assert state.steps(tokens[cut:], places[cut:]).tolist() == heard[cut:].tolist()
     # the network's batch form, on the sequence and on a window that starts inside a bar
     window = tokens[3:]
     batch = torch.from_numpy(np.stack([tokens, np.concatenate((window, window[:3]))]))

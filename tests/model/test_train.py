@@ -529,14 +529,16 @@ def test_bar_echo_is_written_into_the_model_and_needs_the_bar_rotary(tiny_corpus
     Trainer(tiny_corpus, tmp_path / "a", cfg).run()
     ckpt = load_checkpoint(tmp_path / "a")
     assert ckpt["model_args"]["bar_echo"] is True
-    assert ckpt["model"]["echo_embed.weight"].abs().sum() > 0  # it learnt from the echoes
+    heard = ckpt["model"]["echo_embed.weight"][1:]  # (row 0: "no echo", learnt in any case)
+    assert heard.abs().sum() > 0  # it learnt from the echoes
     with pytest.raises(ValueError, match="--bar-rotary"):
         Trainer(tiny_corpus, tmp_path / "b", TrainConfig(**{**TINY, "bar_echo": True})).run()
 
 
 def test_the_echo_can_learn_at_a_rate_of_its_own(tiny_corpus, tmp_path) -> None:
-    """``--echo-lr``: the echo's embedding is a group of its own at that peak rate, scheduled
-    as the rest (warm-up, cosine); the other weights keep ``--lr``. A run resumes with it."""
+    """``--echo-lr``: the echo's embedding is a group of its own at that peak rate (its weight
+    decay scaled down as much); the other weights keep ``--lr``. A run resumes with it and
+    not without it; it needs ``--bar-echo``."""
     from ostinato.model.network import Decoder, config_for
     from ostinato.model.train import make_optimizer
 
@@ -546,14 +548,21 @@ def test_the_echo_can_learn_at_a_rate_of_its_own(tiny_corpus, tmp_path) -> None:
     groups = make_optimizer(model, cfg).param_groups
     echo = [g for g in groups if any(p is model.echo_embed.weight for p in g["params"])]
     assert len(echo) == 1 and len(echo[0]["params"]) == 1 and echo[0]["lr"] == 3e-2
+    assert echo[0]["weight_decay"] == pytest.approx(cfg.weight_decay * TINY["lr"] / 3e-2)
     assert all(g["lr"] == TINY["lr"] for g in groups if g is not echo[0])
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
     one = make_optimizer(model, TrainConfig(**{**TINY, "bar_echo": True})).param_groups
     assert {g["lr"] for g in one} == {TINY["lr"]}  # without it, the echo learns at --lr
     trainer = Trainer(tiny_corpus, tmp_path, cfg)
     trainer.run(stop_after=2)
+    with pytest.raises(ValueError, match="--echo-lr"):
+        Trainer(tiny_corpus, tmp_path, TrainConfig(**{**cfg.__dict__, "echo_lr": 0.0})).run(
+            resume=True
+        )
     trainer.run(resume=True)
     assert load_checkpoint(tmp_path)["step"] == 4
+    with pytest.raises(ValueError, match="--bar-echo"):
+        TrainConfig(**{**TINY, "echo_lr": 1e-2}).validate()
 
 
 def test_runs_from_one_model_average_into_one_that_exports(tmp_path) -> None:
@@ -568,6 +577,9 @@ def test_runs_from_one_model_average_into_one_that_exports(tmp_path) -> None:
     bar = legacy_tokenizer().vocab["Bar_None"]
     a = save_random_checkpoint(tmp_path / "a", seed=1, bar_token=bar)
     b = save_random_checkpoint(tmp_path / "b", seed=2, bar_token=bar, bar_echo=True)
+    saved = load_checkpoint(b)
+    saved["model"]["echo_embed.weight"].normal_()  # (it starts at zero: as if trained)
+    torch.save(saved, b)
     ckpt = average_runs([tmp_path / "a", b], tmp_path / "mean")
     A, B = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
     assert ckpt["model_args"]["bar_echo"] is True
@@ -585,3 +597,7 @@ def test_runs_from_one_model_average_into_one_that_exports(tmp_path) -> None:
         average_runs([a, other], tmp_path / "no")
     with pytest.raises(ValueError, match="two"):
         average_runs([a], tmp_path / "no")
+    with pytest.raises(ValueError, match="twice"):
+        average_runs([a, tmp_path / "a"], tmp_path / "no")
+    with pytest.raises(ValueError, match="holds a run"):  # it would be overwritten
+        average_runs([a, b], tmp_path / "b")
