@@ -134,6 +134,17 @@ def test_velocity_bins_are_validated() -> None:
         new_tokenizer(velocity_bins=8)
 
 
+def bass_bar(tokenizer, vocab, onsets: list[tuple[int, int]]) -> list[int]:
+    """A bar of bass notes, one per (position, pitch), as tokens."""
+    first = int(np.flatnonzero(vocab.types == TokenType.POSITION)[0])
+    out = [vocab.bar_id]
+    for position, pitch in onsets:
+        out += [first + position, tokenizer.vocab["Program_33"],
+                tokenizer.vocab[f"Pitch_{pitch}"], tokenizer.vocab["Velocity_95"],
+                tokenizer.vocab["Duration_0.4.8"]]  # fmt: skip
+    return out
+
+
 def test_places_counted_in_music_put_an_onset_at_one_place_in_every_bar(tokenizer, vocab) -> None:
     """A model's place in the bar counted in music: every token of a note is at its onset's
     place, and the same onset is at the same place in a bar that has more notes before it —
@@ -151,12 +162,7 @@ def test_places_counted_in_music_put_an_onset_at_one_place_in_every_bar(tokenize
     rule = PlaceRule(vocab.bar_id, first, len(positions))
 
     def bar(onsets: list[tuple[int, int]]) -> list[int]:
-        out = [vocab.bar_id]
-        for position, pitch in onsets:
-            out += [first + position, tokenizer.vocab["Program_33"],
-                    tokenizer.vocab[f"Pitch_{pitch}"], tokenizer.vocab["Velocity_95"],
-                    tokenizer.vocab["Duration_0.4.8"]]  # fmt: skip
-        return out
+        return bass_bar(tokenizer, vocab, onsets)
 
     sparse, busy = bar([(8, 40)]), bar([(0, 36), (2, 38), (4, 43), (8, 40)])
     tokens = np.asarray(sparse + busy, dtype=np.int64)
@@ -221,12 +227,7 @@ def test_a_bar_played_again_is_echoed_token_by_token(tokenizer, vocab) -> None:
     rule = PlaceRule(vocab.bar_id, first, len(positions), stride=8)
 
     def bar(onsets: list[tuple[int, int]]) -> list[int]:
-        out = [vocab.bar_id]
-        for position, pitch in onsets:
-            out += [first + position, tokenizer.vocab["Program_33"],
-                    tokenizer.vocab[f"Pitch_{pitch}"], tokenizer.vocab["Velocity_95"],
-                    tokenizer.vocab["Duration_0.4.8"]]  # fmt: skip
-        return out
+        return bass_bar(tokenizer, vocab, onsets)
 
     riff = bar([(0, 36), (8, 40)])
     busier = bar([(0, 36), (4, 38), (8, 40)])
