@@ -150,6 +150,9 @@ class TrainConfig:
             raise ValueError("rhythm must be in [0, 1]")
         if not 0.0 <= self.pitch_remap <= 1.0:
             raise ValueError("pitch_remap must be in [0, 1]")
+        if self.bar_echo and not self.bar_rotary:
+            raise ValueError("--bar-echo hears the bar before at the places of --bar-rotary: "
+                             "give both")  # fmt: skip
         if self.echo_lr < 0:
             raise ValueError("echo_lr must be ≥ 0")
         if self.echo_lr and not self.bar_echo:
@@ -686,9 +689,6 @@ class Trainer:
         if model_args:
             mcfg = ModelConfig(**model_args)
         else:  # a longer --seq-len than the size's window widens it (positions are rotary)
-            if cfg.bar_echo and not cfg.bar_rotary:
-                raise ValueError("--bar-echo hears the bar before at the places of --bar-rotary: "
-                                 "give both")  # fmt: skip
             window = max(cfg.seq_len, SIZES[cfg.size]["max_seq_len"]) if cfg.size in SIZES else 0
             mcfg = config_for(cfg.size, self.vocab.size, dropout=cfg.dropout,
                               previous_token=cfg.previous_token,
