@@ -175,6 +175,10 @@ def _add_train(sub) -> None:
                    help="with --bar-echo: the peak learning rate of the echo's embedding "
                    "(default: --lr), higher so one added to an --init model grows in a short "
                    "run")  # fmt: skip
+    p.add_argument("--layers", type=int,
+                   help="a new model's layers (default: its --size's); with --init from a model "
+                   "with fewer, the layers added on top start adding nothing (the same model "
+                   "at step 0)")  # fmt: skip
     p.add_argument("--eval-every", type=int)
     p.add_argument("--eval-batches", type=int)
     p.add_argument("--checkpoint-every", type=int)

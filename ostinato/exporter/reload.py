@@ -76,10 +76,15 @@ def state_dict_from_onnx(model_dir: str | Path) -> dict[str, torch.Tensor]:
 def load_into(model: Decoder, model_dir: str | Path) -> None:
     """Overwrite ``model``'s parameters with the weights of ``model_dir`` (ValueError if the
     shapes or names differ: the folder is of another architecture). ``model`` may add what the
-    folder's model lacks — the previous token's and the echo's embeddings (kept at zero) and
-    places in the bar (those rotary pairs relearnt) — but not lack what it has."""
+    folder's model lacks — the previous token's and the echo's embeddings (kept at zero),
+    places in the bar (those rotary pairs relearnt) and layers on top of the folder's (each
+    with its attention's and its MLP's output at zero: it adds nothing until trained, so the
+    grown model starts as the folder's) — but not lack what it has."""
     theirs = model_config_of(model_dir)
     ours = model.config
+    if theirs.n_layer > ours.n_layer:
+        raise ValueError(f"{model_dir} has {theirs.n_layer} layers: train with --layers "
+                         f"{theirs.n_layer} or more")  # fmt: skip
     if theirs.previous_token and not ours.previous_token:
         raise ValueError(f"{model_dir} hears the previous token: train with --previous-token")
     if theirs.bar_echo and not ours.bar_echo:
@@ -97,6 +102,8 @@ def load_into(model: Decoder, model_dir: str | Path) -> None:
     own = model.state_dict()
     added = set() if theirs.previous_token else {"prev_embed.weight"}  # stays at zero
     added |= set() if theirs.bar_echo else {"echo_embed.weight"}
+    grown = tuple(f"blocks.{i}." for i in range(theirs.n_layer, ours.n_layer))
+    added |= {k for k in own if grown and k.startswith(grown)}
     missing = [k for k in own if k not in state and not k.endswith("inv_freq") and k not in added]
     unknown = [k for k in state if k not in own]
     wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
@@ -108,3 +115,8 @@ def load_into(model: Decoder, model_dir: str | Path) -> None:
     with torch.no_grad():
         for name, value in state.items():
             own[name].copy_(value)
+        for block in model.layers()[theirs.n_layer :]:  # grown: a residual that adds nothing
+            torch.nn.init.zeros_(block.attn.proj.weight)
+            out = block.mlp[2]
+            assert isinstance(out, torch.nn.Linear)
+            torch.nn.init.zeros_(out.weight)

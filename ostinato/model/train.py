@@ -115,6 +115,7 @@ class TrainConfig:
     place_stride: int = 1  # … each onset's place that many apart, its tokens counted within
     bar_echo: bool = False  # … and its tokens also enter with their echo from the bar before
     echo_lr: float = 0.0  # peak learning rate of the echo's embedding (0: lr), see make_optimizer
+    layers: int = 0  # a new model's layers (0: its size's); --init grows one with fewer
     eval_every: int = 250
     eval_batches: int = 20
     checkpoint_every: int = 500
@@ -153,6 +154,8 @@ class TrainConfig:
         if self.bar_echo and not self.bar_rotary:
             raise ValueError("--bar-echo hears the bar before at the places of --bar-rotary: "
                              "give both")  # fmt: skip
+        if self.layers < 0:
+            raise ValueError("layers must be ≥ 0 (0: the size's)")
         if self.echo_lr < 0:
             raise ValueError("echo_lr must be ≥ 0")
         if self.echo_lr and not self.bar_echo:
@@ -695,6 +698,7 @@ class Trainer:
                               bar_token=self.vocab.bar_id if cfg.bar_rotary else -1,
                               **self._onset_places(),
                               bar_echo=cfg.bar_echo,
+                              **({"n_layer": cfg.layers} if cfg.layers else {}),
                               **({"max_seq_len": window} if window else {}))  # fmt: skip
         seq_len = cfg.seq_len or mcfg.max_seq_len
         if seq_len > mcfg.max_seq_len:

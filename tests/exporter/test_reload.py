@@ -145,3 +145,34 @@ def test_a_model_that_hears_echoes_starts_as_the_folder_and_reloads_int8(tmp_pat
         load_into(plain, tmp_path / "model-echo")
     with pytest.raises(ValueError, match="bar_token"):
         replace(config, bar_token=-1)
+
+
+def test_a_model_grown_by_layers_starts_as_the_folder_and_its_new_layers_learn(tmp_path):
+    """``train --init MODEL --layers N``: the layers added on top of the folder's start with
+    their outputs at zero (the same function as the folder's, however their other weights
+    are drawn), a step of training moves them, and a model with fewer layers than the
+    folder's is refused by name."""
+    from dataclasses import replace
+
+    from ostinato.exporter.export import export_model
+    from tests.conftest import save_random_checkpoint
+
+    export_model(save_random_checkpoint(tmp_path / "run", seed=4), tmp_path / "model")
+    config = model_config_of(tmp_path / "model")
+    plain = Decoder(config)
+    load_into(plain, tmp_path / "model")
+    grown = Decoder(replace(config, n_layer=config.n_layer + 2))
+    load_into(grown, tmp_path / "model")
+    new = grown.layers()[config.n_layer :]
+    assert len(new) == 2 and all(b.attn.qkv.weight.any() for b in new)  # drawn, not zero
+    tokens = torch.randint(0, config.vocab_size, (2, 60))
+    with torch.no_grad():
+        torch.testing.assert_close(grown.eval()(tokens)[0], plain.eval()(tokens)[0])
+    optimizer = torch.optim.AdamW(grown.parameters(), lr=1e-3)
+    logits = grown.train()(tokens[:, :-1])[0]
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
+    loss.backward()
+    optimizer.step()
+    assert all(b.attn.proj.weight.any() and b.mlp[2].weight.any() for b in new)
+    with pytest.raises(ValueError, match="--layers"):
+        load_into(Decoder(replace(config, n_layer=config.n_layer - 1)), tmp_path / "model")

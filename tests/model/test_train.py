@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from ostinato.model.corpus import CorpusSplit
+from ostinato.model.network import SIZES
 from ostinato.model.tokens import DRUM_PROGRAM, TokenType, Vocab, load_tokenizer, split_bars
 from ostinato.model.train import (
     BEST,
@@ -533,6 +534,21 @@ def test_bar_echo_is_written_into_the_model_and_needs_the_bar_rotary(tiny_corpus
     assert heard.abs().sum() > 0  # it learnt from the echoes
     with pytest.raises(ValueError, match="--bar-rotary"):
         Trainer(tiny_corpus, tmp_path / "b", TrainConfig(**{**TINY, "bar_echo": True})).run()
+
+
+def test_layers_set_the_depth_and_a_resume_keeps_it(tiny_corpus, tmp_path) -> None:
+    """``--layers N``: the network has N layers whatever its size's are; a resume keeps the
+    run's; a negative count is refused."""
+    cfg = TrainConfig(steps=2, checkpoint_every=100, layers=3, **TINY)
+    trainer = Trainer(tiny_corpus, tmp_path, cfg)
+    trainer.run(stop_after=1)
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt["model_args"]["n_layer"] == 3 != SIZES["tiny"]["n_layer"]
+    assert any(k.startswith("blocks.2.") for k in ckpt["model"])
+    Trainer(tiny_corpus, tmp_path, TrainConfig(**{**cfg.__dict__, "layers": 0})).run(resume=True)
+    assert load_checkpoint(tmp_path)["model_args"]["n_layer"] == 3
+    with pytest.raises(ValueError, match="layers"):
+        TrainConfig(**{**TINY, "layers": -1}).validate()
 
 
 def test_the_echo_can_learn_at_a_rate_of_its_own(tiny_corpus, tmp_path) -> None:
