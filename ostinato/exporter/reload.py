@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import onnx
@@ -117,6 +118,4 @@ def load_into(model: Decoder, model_dir: str | Path) -> None:
             own[name].copy_(value)
         for block in model.layers()[theirs.n_layer :]:  # grown: a residual that adds nothing
             torch.nn.init.zeros_(block.attn.proj.weight)
-            out = block.mlp[2]
-            assert isinstance(out, torch.nn.Linear)
-            torch.nn.init.zeros_(out.weight)
+            torch.nn.init.zeros_(cast(torch.nn.Linear, block.mlp[2]).weight)
