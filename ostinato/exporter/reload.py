@@ -104,7 +104,7 @@ def load_into(model: Decoder, model_dir: str | Path) -> None:
     added = set() if theirs.previous_token else {"prev_embed.weight"}  # stays at zero
     added |= set() if theirs.bar_echo else {"echo_embed.weight"}
     grown = tuple(f"blocks.{i}." for i in range(theirs.n_layer, ours.n_layer))
-    added |= {k for k in own if grown and k.startswith(grown)}
+    added |= {k for k in own if k.startswith(grown)}  # (an empty tuple matches nothing)
     missing = [k for k in own if k not in state and not k.endswith("inv_freq") and k not in added]
     unknown = [k for k in state if k not in own]
     wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
