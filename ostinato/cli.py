@@ -175,6 +175,17 @@ def _add_train(sub) -> None:
                    help="with --bar-echo: the peak learning rate of the echo's embedding "
                    "(default: --lr), higher so one added to an --init model grows in a short "
                    "run")  # fmt: skip
+    p.add_argument("--copy-head", action="store_const", const=True,
+                   help="a new model mixes a pointer over the context into its output (a "
+                   "copy head): a riff or a groove heard before is one attention away; with "
+                   "--init, added to that model with its gate nearly closed")  # fmt: skip
+    p.add_argument("--copy-lr", type=float,
+                   help="with --copy-head: the peak learning rate of the copy head "
+                   "(default: --lr), higher so one added to an --init model opens in a short "
+                   "run")  # fmt: skip
+    p.add_argument("--copy-aux", type=float,
+                   help="with --copy-head: the weight of the pointer's own loss (default 0.3), "
+                   "so it learns where to look while its gate is still nearly closed")  # fmt: skip
     p.add_argument("--layers", type=int,
                    help="a new model's layers (default: its --size's); with --init from a model "
                    "with fewer, the layers added on top start adding nothing (the same model "

@@ -230,7 +230,10 @@ class Engine:
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.providers = choose_providers(device)
-        L, H, D = m["n_layer"], m["n_head"], m["d_model"] // m["n_head"]
+        # the KV window's entries: one per layer, one more for a copy head (its keys, and
+        # each slot's token id as the first value: see ostinato.exporter.graph)
+        L = m["n_layer"] + int(bool(m.get("copy_head")))
+        H, D = m["n_head"], m["d_model"] // m["n_head"]
         expected = ["tokens", "positions", "attn_mask"]
         expected += [f"past_k_{i}" for i in range(L)] + [f"past_v_{i}" for i in range(L)]
         self._previous = bool(m.get("previous_token"))  # the graphs take the token before each

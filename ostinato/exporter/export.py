@@ -62,7 +62,7 @@ def _to_dtype_keeping_angles(graph: torch.nn.Module, dtype: torch.dtype) -> torc
 
 def graph_inputs(cfg: ModelConfig) -> list[str]:
     """The input names of a model's graphs (see :mod:`ostinato.exporter.graph`)."""
-    return input_names(cfg.n_layer, cfg.previous_token, cfg.bar_token >= 0, cfg.bar_echo)
+    return input_names(cfg.cache_layers, cfg.previous_token, cfg.bar_token >= 0, cfg.bar_echo)
 
 
 def export_graph(model: Decoder, path: Path, fp16: bool = False, decode: bool = False) -> None:
@@ -71,7 +71,7 @@ def export_graph(model: Decoder, path: Path, fp16: bool = False, decode: bool = 
     dtype = torch.float16 if fp16 else torch.float32
     graph: torch.nn.Module = (DecodeGraph if decode else StepGraph)(model.float()).eval()
     graph = _to_dtype_keeping_angles(graph, dtype)
-    L = model.config.n_layer
+    L = model.config.cache_layers
     if decode:
         args = example_inputs(model, new=1, past=17, dtype=dtype)
         S = torch.export.Dim("past", min=2, max=8192)
@@ -136,11 +136,11 @@ def check_parity(
     largest |Δlogit| and whether the tokens agree."""
     cfg = model.config
     model = model.float().eval()
-    empty = np.zeros((cfg.n_layer, 1, cfg.n_head, 0, cfg.head_dim), dtype=np.float32)
+    empty = np.zeros((cfg.cache_layers, 1, cfg.n_head, 0, cfg.head_dim), dtype=np.float32)
     rule = PlaceRule.of(cfg)
 
     def ort_step(sess, tokens, start, past_k, past_v, before=None):
-        return ort_run(sess, cfg.n_layer, tokens, start, past_k, past_v, before, rule)
+        return ort_run(sess, cfg.cache_layers, tokens, start, past_k, past_v, before, rule)
 
     tokens = prompt.astype(np.int64)[None]
     # ORT needs S ≥ 1 in the graph's dims only if the exporter specialized it; S = 0 works.
@@ -194,7 +194,7 @@ def _to_int8(model: Decoder, tokenizer, onnx_path: Path, decode_path: Path) -> d
     for path in (onnx_path, decode_path):
         quantize_file(path, path)
     quantized = (ort_session(onnx_path), ort_session(decode_path))
-    shape = (cfg.n_layer, cfg.n_head, cfg.head_dim)
+    shape = (cfg.cache_layers, cfg.n_head, cfg.head_dim)
     report = agreement(fp32, quantized, shape, music_prompt(tokenizer), places=PlaceRule.of(cfg))
     log.info(
         "int8: greedy agreement with fp32 %.3f over %d steps, max |Δlogit| %.3f",

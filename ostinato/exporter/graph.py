@@ -6,7 +6,9 @@ Two graphs share one contract (the decode graph is the prefill graph specialized
              positions  int64   (1, T)          absolute position of each new token
              attn_mask  float   (1, 1, T, S+T)  additive: 0 = attend, -inf = hidden
              past_k_i   float   (1, H, S, D)    layer i's key buffer (any slot order), i < L
-             past_v_i   float   (1, H, S, D)    layer i's value buffer
+             past_v_i   float   (1, H, S, D)    layer i's value buffer; a model with a copy
+                                                head has one more (i = L): its keys, and each
+                                                slot's token id as the first value
              prev_tokens int64  (1, T)          the token before each new one (PAD: not known);
                                                 only a model with ``previous_token`` has it
              bar_places int64   (1, T)          each new token's place in its bar (0 at a Bar);
@@ -14,6 +16,7 @@ Two graphs share one contract (the decode graph is the prefill graph specialized
              echoes     int64   (1, T)          each new token's echo (see BarEcho); only a
                                                 model with ``bar_echo`` has it
     outputs  logits     float   (1, V)          next-token logits after the last new token
+                                                (with a copy head, log-probabilities)
              new_k      float   (L, 1, H, T, D) keys/values of the new tokens, to be stored
              new_v      float   (L, 1, H, T, D)
 
@@ -99,6 +102,11 @@ class DecodeGraph(nn.Module):
             w[:C] *= scale
             weights.append(nn.Parameter(w.t().contiguous(), requires_grad=False))
         self.qkv = nn.ParameterList(weights)
+        self.copy_qk = None
+        if model.copy is not None:  # the copy head's queries and keys, as the layers'
+            w = model.copy.qk.weight.detach().clone()
+            w[:C] *= scale
+            self.copy_qk = nn.Parameter(w.t().contiguous(), requires_grad=False)
 
     def forward(self, tokens, positions, attn_mask, past_k: list, past_v: list, prev=None,
                 places=None, echo=None):  # fmt: skip
@@ -126,7 +134,25 @@ class DecodeGraph(nn.Module):
             x = x + block.mlp(block.ln2(x))
             ks.append(k)
             vs.append(v)
-        logits = m.head(m.ln_f(x)).view(1, -1)
+        h = m.ln_f(x)
+        logits = m.head(h).view(1, -1)
+        if m.copy is not None and self.copy_qk is not None:
+            n = len(ks)
+            qk = h @ self.copy_qk
+            swapped = qk.view(2 * H, 2, D // 2).flip(1).reshape(1, 1, 2 * C)
+            q, k = (qk * cos + swapped * sin).view(2, H, 1, D).split(1, dim=0)
+            scores = torch.cat((q @ past_k[n].transpose(-2, -1), q @ k.transpose(-2, -1)), -1)
+            weights = (scores + attn_mask).softmax(-1).mean(1).view(-1)  # (S + 1,)
+            ids = torch.cat((past_v[n][0, 0, :, 0], tokens.view(1).to(h.dtype)))
+            rows = ids.round().long().unsqueeze(-1) == torch.arange(logits.shape[-1])
+            copied = weights.unsqueeze(0) @ rows.to(weights.dtype)  # (1, V)
+            g = torch.sigmoid(m.copy.gate(h).float()).view(1, 1)
+            mixed = (1 - g) * logits.float().softmax(-1) + g * copied.float()
+            logits = mixed.clamp_min(1e-30).log().to(h.dtype)
+            ks.append(k)
+            v = torch.cat((tokens.view(1, 1, 1, 1).to(k.dtype).expand(1, H, 1, 1),
+                           torch.zeros(1, H, 1, D - 1, dtype=k.dtype)), dim=-1)  # fmt: skip
+            vs.append(v)
         return logits, torch.stack(ks), torch.stack(vs)
 
 
@@ -137,8 +163,13 @@ def example_inputs(model: Decoder, new: int, past: int, dtype=torch.float32):
     tokens = torch.randint(0, cfg.vocab_size, (1, new))
     positions = torch.arange(past, past + new).unsqueeze(0)
     kv_shape = (1, cfg.n_head, past, cfg.head_dim)
-    past_k = [torch.randn(kv_shape, dtype=dtype) * 0.5 for _ in range(cfg.n_layer)]
-    past_v = [torch.randn(kv_shape, dtype=dtype) * 0.5 for _ in range(cfg.n_layer)]
+    past_k = [torch.randn(kv_shape, dtype=dtype) * 0.5 for _ in range(cfg.cache_layers)]
+    past_v = [torch.randn(kv_shape, dtype=dtype) * 0.5 for _ in range(cfg.cache_layers)]
+    if cfg.copy_head:  # the copy head's "values" are its slots' token ids
+        ids = torch.randint(0, cfg.vocab_size, (1, 1, past, 1)).to(dtype)
+        past_v[-1] = torch.cat((ids.expand(1, cfg.n_head, past, 1),
+                                torch.zeros(1, cfg.n_head, past, cfg.head_dim - 1, dtype=dtype)),
+                               dim=-1)  # fmt: skip
     allowed = torch.ones(new, past + new, dtype=torch.bool).tril(past)
     mask = torch.zeros(1, 1, new, past + new, dtype=dtype).masked_fill(~allowed, float("-inf"))
     extra: list[torch.Tensor | None] = []

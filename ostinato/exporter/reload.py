@@ -4,9 +4,10 @@ A training run can start from a model that was shipped rather than from random w
 the checkpoint it was exported from is not at hand (checkpoints stay outside git): the ONNX
 prefill graph (``model.onnx``) holds every weight. Layer norms and the tied embedding keep
 their PyTorch names in the graph; the linear layers are its matrix products, in the order the
-decoder runs them (per block: ``attn.qkv``, ``attn.proj``, ``mlp.0``, ``mlp.2``), stored
-transposed, and with 8-bit weights (``export --int8``) as integers with a scale and a zero
-point, which are dequantized here (the training that follows washes out the rounding).
+decoder runs them (per block: ``attn.qkv``, ``attn.proj``, ``mlp.0``, ``mlp.2``; then a copy
+head's query/key and gate products), stored transposed, and with 8-bit weights (``export
+--int8``) as integers with a scale and a zero point, which are dequantized here (the training
+that follows washes out the rounding).
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ def state_dict_from_onnx(model_dir: str | Path) -> dict[str, torch.Tensor]:
             w = weights[node.input[1]]
             if w.ndim == 2:
                 matrices.append(np.array(w, dtype=np.float32))
+    if model_config_of(model_dir).copy_head:  # its two products run after the blocks'
+        if len(matrices) < 2:
+            raise ValueError(f"{model_dir}: no copy head's matrix products in model.onnx")
+        (qk, gate), matrices = matrices[-2:], matrices[:-2]
+        state["copy.qk.weight"] = torch.from_numpy(qk.T.copy())
+        state["copy.gate.weight"] = torch.from_numpy(gate.T.copy())
     n_layer = len(matrices) // len(LINEARS)
     if n_layer * len(LINEARS) != len(matrices) or n_layer == 0:
         raise ValueError(f"{model_dir}: found {len(matrices)} matrix products, not 4 per block")
@@ -90,6 +97,8 @@ def load_into(model: Decoder, model_dir: str | Path) -> None:
         raise ValueError(f"{model_dir} hears the previous token: train with --previous-token")
     if theirs.bar_echo and not ours.bar_echo:
         raise ValueError(f"{model_dir} hears each token's echo: train with --bar-echo")
+    if theirs.copy_head and not ours.copy_head:
+        raise ValueError(f"{model_dir} has a copy head: train with --copy-head")
     if theirs.bar_token >= 0 and theirs.bar_token != ours.bar_token:
         raise ValueError(f"{model_dir} turns rotary pairs with the place in the bar: train "
                          "with --bar-rotary (and its tokenizer)")  # fmt: skip
@@ -103,6 +112,7 @@ def load_into(model: Decoder, model_dir: str | Path) -> None:
     own = model.state_dict()
     added = set() if theirs.previous_token else {"prev_embed.weight"}  # stays at zero
     added |= set() if theirs.bar_echo else {"echo_embed.weight"}
+    added |= set() if theirs.copy_head else {k for k in own if k.startswith("copy.")}
     grown = tuple(f"blocks.{i}." for i in range(theirs.n_layer, ours.n_layer))
     added |= {k for k in own if k.startswith(grown)}  # (an empty tuple matches nothing)
     missing = [k for k in own if k not in state and not k.endswith("inv_freq") and k not in added]

@@ -24,7 +24,13 @@ the token that followed the same place in the bar before (:class:`ostinato.model
 ``echo_tokens``). Copying the bar before is then the model's plain default, one input away,
 and what it learns is when to leave it; it also starts at zero.
 
-The cache is stacked over layers: ``(n_layer, B, n_head, S, head_dim)``; the model returns only
+With ``copy_head`` a pointer over the context is mixed into the output (:class:`CopyHead`): the
+model can play again a token it heard in a context like the present one through one attention,
+rather than carry its identity through every layer to the output embedding. The model then
+returns log-probabilities in place of logits (the same to softmax, sampling and the loss).
+
+The cache is stacked over layers: ``(n_layer, B, n_head, S, head_dim)`` (one more entry with a
+copy head: its keys, and each slot's token id as its first value); the model returns only
 the new entries ``(n_layer, B, n_head, T, head_dim)`` and the caller stores them.
 """
 
@@ -62,6 +68,9 @@ class ModelConfig:
     place_stride: int = 1  # … each onset's place that many apart, its tokens counted within
     # (with bar_token) each token's input also holds an embedding of its echo (see Decoder)
     bar_echo: bool = False
+    # a pointer over the context mixed into the output (see CopyHead); its keys take one more
+    # entry of the cache (index n_layer), its values there hold each slot's token id
+    copy_head: bool = False
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:
@@ -74,6 +83,11 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_head
+
+    @property
+    def cache_layers(self) -> int:
+        """Entries of the stacked KV cache: one per layer, one more for the copy head."""
+        return self.n_layer + int(self.copy_head)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -222,6 +236,86 @@ class Attention(nn.Module):
         return self.proj(y), k, v
 
 
+#: The copy head's gate starts at sigmoid(-3) = 0.047: a small share of the pointer mixed in,
+#: enough for its gradient to move it (a gate at zero would learn nothing).
+COPY_GATE_START = -3.0
+
+
+def one_hot(ids: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
+    """(…, S) ids → (…, S, size) rows, 0 for an id outside [0, size) (an empty cache slot
+    holds anything; its weight is zero anyway). A comparison, so an exported graph needs no
+    OneHot operator."""
+    return (ids.unsqueeze(-1) == torch.arange(size, device=ids.device)).to(dtype)
+
+
+class CopyHead(nn.Module):
+    """A pointer over the context mixed into the next-token distribution (a pointer-generator
+    network's copy): each head attends from the current token to every token so far, and the
+    attention weights, summed per token id and averaged over the heads, are a distribution
+    over the vocabulary; a learned gate ``g`` mixes it in:
+
+        p(next) = (1 − g) · softmax(logits) + g · Σ_j a_j [x_j = next]
+
+    A key is the final hidden state of a token, so a head finds the tokens whose contexts are
+    like the present one (the same place in the bar, instrument and previous token, through
+    the rotary positions and the previous token's embedding) and plays them again: copying
+    a riff becomes one attention away instead of a path through every layer and the output
+    embedding. It returns log-probabilities in place of the logits."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
+        self.qk = nn.Linear(cfg.d_model, 2 * cfg.d_model, bias=False)
+        self.gate = nn.Linear(cfg.d_model, 1)
+
+    def reset_gate(self) -> None:
+        nn.init.zeros_(self.gate.weight)
+        nn.init.constant_(self.gate.bias, COPY_GATE_START)
+
+    def forward(
+        self,
+        h: torch.Tensor,  # (B, T, C) final hidden states
+        logits: torch.Tensor,  # (B, T, V)
+        tokens: torch.Tensor,  # (B, T)
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        past_k: torch.Tensor | None,  # (B, H, S, D)
+        past_ids: torch.Tensor | None,  # (B, S) the token of each cache slot
+        attn_mask: torch.Tensor | None,
+        copied_out: list[torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log-probabilities (B, T, V), and the new keys and "values" (B, H, T, D) to cache:
+        a value holds its token's id in its first element, zeros after it. ``copied_out``
+        receives the pointer's own distribution (B, T, V), for the training's loss on it."""
+        B, T, C = h.shape
+        V = logits.shape[-1]
+        q, k = self.qk(h).split(C, dim=2)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+        if past_k is None or past_ids is None:
+            rows = one_hot(tokens, V, q.dtype)[:, None].expand(B, self.n_head, T, V)
+            copied = F.scaled_dot_product_attention(
+                q, k, rows, attn_mask=attn_mask, is_causal=attn_mask is None
+            )
+        else:
+            scale = 1.0 / math.sqrt(self.head_dim)
+            scores = torch.cat((q @ past_k.transpose(-2, -1), q @ k.transpose(-2, -1)), dim=-1)
+            scores = scores * scale
+            if attn_mask is not None:
+                scores = scores + attn_mask
+            ids = torch.cat((past_ids.to(tokens.dtype), tokens), dim=1)  # (B, S + T)
+            copied = scores.softmax(dim=-1) @ one_hot(ids, V, q.dtype)[:, None]
+        copied = copied.float().mean(1)  # (B, T, V)
+        if copied_out is not None:
+            copied_out.append(copied)
+        g = torch.sigmoid(self.gate(h).float())  # (B, T, 1)
+        mixed = (1 - g) * logits.float().softmax(-1) + g * copied
+        values = torch.zeros_like(k)
+        values[..., 0] = tokens[:, None, :].to(k.dtype)
+        return mixed.clamp_min(1e-30).log().to(logits.dtype), k, values
+
+
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -256,6 +350,7 @@ class Decoder(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.copy = CopyHead(cfg) if cfg.copy_head else None
         self.head.weight = self.embed.weight  # tied input/output embeddings
         inv_freq = 1.0 / (cfg.rope_base ** (torch.arange(0, cfg.head_dim, 2) / cfg.head_dim))
         self.register_buffer("inv_freq", inv_freq.float(), persistent=False)
@@ -268,6 +363,8 @@ class Decoder(nn.Module):
         for extra in (self.prev_embed, self.echo_embed):
             if extra is not None:
                 nn.init.zeros_(extra.weight)
+        if self.copy is not None:
+            self.copy.reset_gate()
 
     def layers(self) -> list[Block]:
         """The blocks, typed (an nn.ModuleList iterates as plain Modules)."""
@@ -291,8 +388,10 @@ class Decoder(nn.Module):
         prev_tokens: torch.Tensor | None = None,  # (B, T) the token before each (previous_token)
         bar_places: torch.Tensor | None = None,  # (B, T) place in the bar of each (bar_token)
         echoes: torch.Tensor | None = None,  # (B, T) the echo of each (bar_echo)
+        copied: list[torch.Tensor] | None = None,  # receives the copy head's pointer (B, T, V)
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Logits (B, T, V) and the new keys/values (L, B, H, T, D) of these tokens."""
+        """Logits (B, T, V) and the new keys/values (L, B, H, T, D) of these tokens; with the
+        copy head, log-probabilities, and one more cache entry (L + 1, see CopyHead)."""
         B, T = tokens.shape
         if positions is None:
             start = 0 if past_k is None else past_k.shape[3]
@@ -336,7 +435,15 @@ class Decoder(nn.Module):
             x, k, v = block(x, cos, sin, pk, pv, attn_mask)
             ks.append(k)
             vs.append(v)
-        logits = self.head(self.ln_f(x))
+        h = self.ln_f(x)
+        logits = self.head(h)
+        if self.copy is not None:
+            n = self.config.n_layer
+            ck = None if past_k is None else past_k[n]
+            ids = None if past_v is None else past_v[n][:, 0, :, 0].round().long()
+            logits, k, v = self.copy(h, logits, tokens, cos, sin, ck, ids, attn_mask, copied)
+            ks.append(k)
+            vs.append(v)
         return logits, torch.stack(ks), torch.stack(vs)
 
     @torch.no_grad()

@@ -115,6 +115,9 @@ class TrainConfig:
     place_stride: int = 1  # … each onset's place that many apart, its tokens counted within
     bar_echo: bool = False  # … and its tokens also enter with their echo from the bar before
     echo_lr: float = 0.0  # peak learning rate of the echo's embedding (0: lr), see make_optimizer
+    copy_head: bool = False  # a new model mixes a pointer over the context into its output
+    copy_lr: float = 0.0  # peak learning rate of the copy head (0: lr), see make_optimizer
+    copy_aux: float = 0.3  # weight of the copy head's pointer loss (pointer_loss)
     layers: int = 0  # a new model's layers (0: its size's); --init grows one with fewer
     eval_every: int = 250
     eval_batches: int = 20
@@ -160,6 +163,12 @@ class TrainConfig:
             raise ValueError("echo_lr must be ≥ 0")
         if self.echo_lr and not self.bar_echo:
             raise ValueError("--echo-lr is the rate of --bar-echo's embedding: give both")
+        if self.copy_lr < 0:
+            raise ValueError("copy_lr must be ≥ 0")
+        if self.copy_aux < 0:
+            raise ValueError("copy_aux must be ≥ 0")
+        if self.copy_lr and not self.copy_head:
+            raise ValueError("--copy-lr is the rate of --copy-head's weights: give both")
         self.part_rates().validate()
         source_weights(self.weights)
 
@@ -598,28 +607,62 @@ def make_optimizer(model: Decoder, cfg: TrainConfig) -> torch.optim.AdamW:
     hours (``--init``), it would grow at ``lr``'s pace too slowly for a short run to learn what
     it says, while the weights around it should move no faster than the rest of the run moves
     them. Its weight decay is scaled down by as much, so it decays per step as the rest does
-    (AdamW decays by rate × decay)."""
-    echo = [] if model.echo_embed is None or not cfg.echo_lr else [model.echo_embed.weight]
-    apart = {id(p) for p in echo}
+    (AdamW decays by rate × decay). ``copy_lr`` does the same for the copy head (its gate
+    starts nearly closed, COPY_GATE_START)."""
+    own: list[tuple[list[torch.Tensor], float]] = []
+    if model.echo_embed is not None and cfg.echo_lr:
+        own.append(([model.echo_embed.weight], cfg.echo_lr))
+    if model.copy is not None and cfg.copy_lr:
+        own.append((list(model.copy.parameters()), cfg.copy_lr))
+    apart = {id(p) for params, _ in own for p in params}
     rest = [p for p in model.parameters() if id(p) not in apart]
     groups = [
         {"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
     ]
-    if echo:
-        decay = cfg.weight_decay * cfg.lr / cfg.echo_lr
-        groups.append({"params": echo, "weight_decay": decay, "lr": cfg.echo_lr})
+    for params, lr in own:
+        decay = cfg.weight_decay * cfg.lr / lr
+        groups.append({"params": [p for p in params if p.dim() >= 2], "weight_decay": decay,
+                       "lr": lr})  # fmt: skip
+        if any(p.dim() < 2 for p in params):
+            groups.append({"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0,
+                           "lr": lr})  # fmt: skip
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
 
 
-def loss_on(model, batch: torch.Tensor, pad_id: int, label_smoothing: float = 0.0):
-    logits, _, _ = model(batch[:, :-1])
-    return F.cross_entropy(
+def loss_on(
+    model, batch: torch.Tensor, pad_id: int, label_smoothing: float = 0.0, copy_aux: float = 0.0
+):
+    """Cross-entropy of the next token; with ``copy_aux`` (a model with a copy head) plus that
+    weight times the pointer's own loss (:func:`pointer_loss`)."""
+    copied: list[torch.Tensor] | None = [] if copy_aux else None
+    logits, _, _ = (
+        model(batch[:, :-1], copied=copied) if copied is not None else model(batch[:, :-1])
+    )
+    loss = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]).float(),
         batch[:, 1:].reshape(-1),
         ignore_index=pad_id,
         label_smoothing=label_smoothing,
     )
+    if copied:
+        loss = loss + copy_aux * pointer_loss(copied[0], batch, pad_id)
+    return loss
+
+
+def pointer_loss(copied: torch.Tensor, batch: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """−log of the pointer's weight on the next token, over the places where that token was
+    heard before in the window (elsewhere a pointer cannot be right). Trained on its own, the
+    pointer learns where to look while the gate that mixes it in is still nearly closed:
+    through the mix alone, the gate closes on a pointer that has not yet learnt to point
+    before the pointer learns (it did in a first run from a trained model)."""
+    tokens, target = batch[:, :-1], batch[:, 1:]
+    seen = F.one_hot(tokens, copied.shape[-1]).cumsum(1) > 0  # (B, T, V): heard up to t
+    present = seen.gather(2, target.unsqueeze(-1)).squeeze(-1) & (target != pad_id)
+    if not present.any():
+        return copied.sum() * 0.0
+    weight = copied.gather(2, target.unsqueeze(-1)).squeeze(-1)
+    return -(weight[present].clamp_min(1e-9).log()).mean()
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
@@ -697,7 +740,7 @@ class Trainer:
                               previous_token=cfg.previous_token,
                               bar_token=self.vocab.bar_id if cfg.bar_rotary else -1,
                               **self._onset_places(),
-                              bar_echo=cfg.bar_echo,
+                              bar_echo=cfg.bar_echo, copy_head=cfg.copy_head,
                               **({"n_layer": cfg.layers} if cfg.layers else {}),
                               **({"max_seq_len": window} if window else {}))  # fmt: skip
         seq_len = cfg.seq_len or mcfg.max_seq_len
@@ -715,10 +758,12 @@ class Trainer:
         started = time.perf_counter()
         ckpt_path = self.run_dir / CHECKPOINT
         ckpt = load_checkpoint(ckpt_path) if resume else None
-        saved = float(ckpt.get("train_config", {}).get("echo_lr", 0.0)) if ckpt else 0.0
-        if ckpt and bool(saved) != bool(cfg.echo_lr):  # the optimizer's groups differ
-            raise ValueError(f"{self.run_dir} was trained with --echo-lr {saved or 'unset'}: "
-                             "resume it with the same")  # fmt: skip
+        for own_rate in ("echo_lr", "copy_lr"):  # each one set adds optimizer groups
+            saved = float(ckpt.get("train_config", {}).get(own_rate, 0.0)) if ckpt else 0.0
+            if ckpt and bool(saved) != bool(getattr(cfg, own_rate)):
+                flag = "--" + own_rate.replace("_", "-")
+                raise ValueError(f"{self.run_dir} was trained with {flag} {saved or 'unset'}: "
+                                 "resume it with the same")  # fmt: skip
         mcfg, seq_len, model, optimizer, scheduler = self._build(
             ckpt["model_args"] if ckpt else None
         )
@@ -824,7 +869,8 @@ class Trainer:
                 cpu_batch = next(batches)
                 batch = cpu_batch.to(self.device, non_blocking=True)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-                    loss = loss_on(net, batch, self.vocab.pad_id, cfg.label_smoothing)
+                    loss = loss_on(net, batch, self.vocab.pad_id, cfg.label_smoothing,
+                                   cfg.copy_aux if mcfg.copy_head else 0.0)  # fmt: skip
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -172,3 +172,66 @@ def test_the_card_names_the_context_the_engine_attends_to(tmp_path) -> None:
     assert 0 < engine.context_length <= 96
     with pytest.raises(ValueError, match="training window"):
         export_model(ckpt, tmp_path / "long", context=512)
+
+
+def test_a_copy_head_exports_with_parity_and_the_engine_runs_it(tmp_path) -> None:
+    """A model with a copy head: both graphs match the network (the decode graph over a
+    window with holes too, its copy entry holding token ids), int8 keeps its greedy choices,
+    the engine keeps one more cache entry and its outputs are probabilities, and the folder
+    reloads into the same weights."""
+    from ostinato.engine.engine import Engine
+    from ostinato.exporter.export import export_graph
+    from ostinato.exporter.graph import input_names
+    from ostinato.exporter.reload import load_into, model_config_of
+    from ostinato.model.network import Decoder
+    from ostinato.model.sampling import SamplingSettings
+
+    ckpt_path = save_random_checkpoint(tmp_path / "run", seed=2, copy_head=True,
+                                       previous_token=True)  # fmt: skip
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    ckpt["model"]["copy.gate.bias"].fill_(0.5)  # well open: the copy counts in every output
+    torch.save(ckpt, ckpt_path)
+    card = export_model(ckpt_path, tmp_path / "model")
+    assert card["parity"]["max_abs_logit_diff"] <= 1e-3 and card["parity"]["greedy_identical"]
+    card8 = export_model(ckpt_path, tmp_path / "m8", int8=True)
+    assert card8["int8"]["greedy_agreement"] >= 0.95
+
+    model = model_from_checkpoint(load_checkpoint(ckpt_path))
+    export_graph(model, tmp_path / "d.onnx", decode=True)
+    cfg = model.config
+    L, S = cfg.cache_layers, 40
+    rng = np.random.default_rng(1)
+    past_k = rng.standard_normal((L, 1, cfg.n_head, S, cfg.head_dim), np.float32)
+    past_v = rng.standard_normal((L, 1, cfg.n_head, S, cfg.head_dim), np.float32)
+    past_v[-1] = 0.0
+    past_v[-1, ..., 0] = rng.integers(0, cfg.vocab_size, S)
+    mask = np.zeros((1, 1, 1, S + 1), np.float32)
+    mask[..., rng.choice(S, 15, replace=False)] = -np.inf
+    token, position, prev = np.array([[7]]), np.array([[40_000]]), np.array([[9]])
+    names = input_names(L, previous_token=True)
+    feeds = dict(zip(names[:3], (token, position, mask), strict=True))
+    for i in range(L):
+        feeds[f"past_k_{i}"], feeds[f"past_v_{i}"] = past_k[i], past_v[i]
+    feeds[names[-1]] = prev
+    logits, new_k, new_v = ort_session(tmp_path / "d.onnx").run(None, feeds)
+    with torch.no_grad():
+        t_logits, t_k, _ = model(
+            torch.from_numpy(token), torch.from_numpy(position), torch.from_numpy(past_k),
+            torch.from_numpy(past_v), torch.from_numpy(mask), prev_tokens=torch.from_numpy(prev),
+        )  # fmt: skip
+    assert np.abs(logits - t_logits[:, -1].numpy()).max() <= 1e-4
+    assert np.abs(new_k - t_k.numpy()).max() <= 1e-4 and new_v[-1, 0, 0, 0, 0] == 7
+
+    engine = Engine(tmp_path / "model", device="cpu")
+    assert engine.k_buf.shape[0] == cfg.n_layer + 1
+    engine.feed([1, 4, 5, 6, 7, 4, 5, 6])
+    assert np.exp(engine.last_logits.astype(np.float64)).sum() == pytest.approx(1.0, abs=1e-4)
+    out: list[int] = []
+    list(engine.generate(1, engine.sampler(SamplingSettings(temperature=1.0), 0), None,
+                         tokens_out=out))  # fmt: skip
+    assert out and out[-1] == engine.vocab.bar_id
+
+    again = Decoder(model_config_of(tmp_path / "model"))
+    load_into(again, tmp_path / "model")
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[name], value)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 import socket
 import subprocess
@@ -617,3 +618,62 @@ def test_runs_from_one_model_average_into_one_that_exports(tmp_path) -> None:
         average_runs([a, tmp_path / "a"], tmp_path / "no")
     with pytest.raises(ValueError, match="holds a run"):  # it would be overwritten
         average_runs([a, b], tmp_path / "b")
+
+
+def test_a_copy_head_learns_at_a_rate_of_its_own_and_joins_an_init_model(tiny_corpus, tmp_path):
+    """``--copy-head``: written into the model's config; with ``--copy-lr`` its weights are
+    groups of their own at that rate, a resume needs the same, and the rate needs the head.
+    With ``--init`` from a model without one, the head is added (its gate nearly closed) and
+    every other weight is the folder's."""
+    from ostinato.exporter.export import export_model
+    from ostinato.exporter.reload import load_into, model_config_of
+    from ostinato.model.network import COPY_GATE_START, Decoder, config_for
+    from ostinato.model.train import make_optimizer
+    from tests.conftest import save_random_checkpoint
+
+    cfg = TrainConfig(steps=4, checkpoint_every=100, copy_head=True, **{**TINY, "copy_lr": 3e-2})
+    model = Decoder(config_for("tiny", 64, copy_head=True))
+    groups = make_optimizer(model, cfg).param_groups
+    own = [g for g in groups if g["lr"] == 3e-2]
+    assert sum(len(g["params"]) for g in own) == len(list(model.copy.parameters())) == 3
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    trainer = Trainer(tiny_corpus, tmp_path / "a", cfg)
+    trainer.run(stop_after=2)
+    ckpt = load_checkpoint(tmp_path / "a")
+    assert ckpt["model_args"]["copy_head"] is True and "copy.qk.weight" in ckpt["model"]
+    with pytest.raises(ValueError, match="--copy-lr"):
+        Trainer(tiny_corpus, tmp_path / "a", TrainConfig(**{**cfg.__dict__, "copy_lr": 0.0})).run(
+            resume=True
+        )
+    trainer.run(resume=True)
+    assert load_checkpoint(tmp_path / "a")["step"] == 4
+    with pytest.raises(ValueError, match="--copy-head"):
+        TrainConfig(**{**TINY, "copy_lr": 1e-2}).validate()
+
+    export_model(save_random_checkpoint(tmp_path / "run", seed=4), tmp_path / "model")
+    plain = model_config_of(tmp_path / "model")
+    grown = Decoder(config_for("tiny", plain.vocab_size, copy_head=True))
+    load_into(grown, tmp_path / "model")
+    assert grown.copy.gate.bias.item() == COPY_GATE_START and grown.copy.qk.weight.any()
+    before = Decoder(plain)
+    load_into(before, tmp_path / "model")
+    for name, value in before.state_dict().items():
+        torch.testing.assert_close(grown.state_dict()[name], value)
+    export_model(tmp_path / "a", tmp_path / "copying")
+    with pytest.raises(ValueError, match="--copy-head"):  # a folder's head is not dropped
+        load_into(Decoder(model_config_of(tmp_path / "model")), tmp_path / "copying")
+
+
+def test_the_pointer_is_judged_where_the_next_token_was_heard_before() -> None:
+    """pointer_loss: −log of the pointer's weight on the next token, only where that token is
+    in the window up to the present one (and not padding)."""
+    from ostinato.model.train import pointer_loss
+
+    batch = torch.tensor([[5, 6, 5, 7, 0]])  # targets 6, 5, 7, 0(pad): only 5 was heard
+    copied = torch.full((1, 4, 8), 1 / 8)
+    copied[0, 1] = 0.0
+    copied[0, 1, 5] = 0.5  # half the pointer's weight on the 5 heard at the start
+    assert pointer_loss(copied, batch, pad_id=0).item() == pytest.approx(-math.log(0.5))
+    copied[0, 1, 5] = 1.0
+    assert pointer_loss(copied, batch, pad_id=0).item() == pytest.approx(0.0, abs=1e-6)
+    assert pointer_loss(copied, torch.tensor([[1, 2, 3, 4, 0]]), pad_id=0).item() == 0.0
