@@ -192,6 +192,19 @@ def echo_tokens(tokens: torch.Tensor, places: torch.Tensor, bar_token: int) -> t
     return torch.where(found, after.gather(1, order.gather(1, at)), NO_PREVIOUS)
 
 
+def weights_over_cache(
+    q: torch.Tensor, k: torch.Tensor, past_k: torch.Tensor, attn_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Attention weights (B, H, T, S + T) of new queries over the cache's keys then the new
+    ones, without copying the cache: the scores are concatenated (T × S+T), not the keys
+    (S × D per head and layer)."""
+    scores = torch.cat((q @ past_k.transpose(-2, -1), q @ k.transpose(-2, -1)), dim=-1)
+    scores = scores * (1.0 / math.sqrt(q.shape[-1]))
+    if attn_mask is not None:
+        scores = scores + attn_mask
+    return scores.softmax(dim=-1)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -222,14 +235,7 @@ class Attention(nn.Module):
                 q, k, v, attn_mask=attn_mask, dropout_p=dropout, is_causal=attn_mask is None
             )
         else:
-            # Attention over the cache without copying it: concatenate the scores (T × S+T),
-            # not the keys and values (S × D per head and layer), then split the weights.
-            scale = 1.0 / math.sqrt(self.head_dim)
-            scores = torch.cat((q @ past_k.transpose(-2, -1), q @ k.transpose(-2, -1)), dim=-1)
-            scores = scores * scale
-            if attn_mask is not None:
-                scores = scores + attn_mask
-            weights = scores.softmax(dim=-1)  # (B, H, T, S + T)
+            weights = weights_over_cache(q, k, past_k, attn_mask)  # (B, H, T, S + T)
             w_past, w_new = weights.split([past_k.shape[2], T], dim=-1)
             y = w_past @ past_v + w_new @ v
         y = y.transpose(1, 2).contiguous().view(B, T, C)
@@ -301,13 +307,8 @@ class CopyHead(nn.Module):
                 q, k, rows, attn_mask=attn_mask, is_causal=attn_mask is None
             )
         else:
-            scale = 1.0 / math.sqrt(self.head_dim)
-            scores = torch.cat((q @ past_k.transpose(-2, -1), q @ k.transpose(-2, -1)), dim=-1)
-            scores = scores * scale
-            if attn_mask is not None:
-                scores = scores + attn_mask
             ids = torch.cat((past_ids.to(tokens.dtype), tokens), dim=1)  # (B, S + T)
-            copied = gather_by_id(scores.softmax(dim=-1), ids, V)
+            copied = gather_by_id(weights_over_cache(q, k, past_k, attn_mask), ids, V)
         copied = copied.float().mean(1)  # (B, T, V)
         if copied_out is not None:
             copied_out.append(copied)
