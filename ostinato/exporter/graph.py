@@ -7,8 +7,9 @@ Two graphs share one contract (the decode graph is the prefill graph specialized
              attn_mask  float   (1, 1, T, S+T)  additive: 0 = attend, -inf = hidden
              past_k_i   float   (1, H, S, D)    layer i's key buffer (any slot order), i < L
              past_v_i   float   (1, H, S, D)    layer i's value buffer; a model with a copy
-                                                head has one more (i = L): its keys, and each
-                                                slot's token id as the first value
+                                                head has one more of each (i = L): the head's
+                                                keys, and each slot's token id as its first
+                                                value
              prev_tokens int64  (1, T)          the token before each new one (PAD: not known);
                                                 only a model with ``previous_token`` has it
              bar_places int64   (1, T)          each new token's place in its bar (0 at a Bar);
