@@ -636,9 +636,7 @@ def loss_on(
     """Cross-entropy of the next token; with ``copy_aux`` (a model with a copy head) plus that
     weight times the pointer's own loss (:func:`pointer_loss`)."""
     copied: list[torch.Tensor] | None = [] if copy_aux else None
-    logits, _, _ = (
-        model(batch[:, :-1], copied=copied) if copied is not None else model(batch[:, :-1])
-    )
+    logits, _, _ = model(batch[:, :-1], copied=copied)
     loss = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]).float(),
         batch[:, 1:].reshape(-1),
