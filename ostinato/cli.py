@@ -177,7 +177,8 @@ def _add_train(sub) -> None:
                    "run")  # fmt: skip
     p.add_argument("--copy-head", action="store_const", const=True,
                    help="a new model mixes a pointer over the context into its output (a "
-                   "copy head): a riff or a groove heard before is one attention away; with "
+                   "copy head that plays what followed moments like this one): the next "
+                   "note of a riff or a groove heard before is one attention away; with "
                    "--init, added to that model with its gate nearly closed")  # fmt: skip
     p.add_argument("--copy-lr", type=float,
                    help="with --copy-head: the peak learning rate of the copy head "

@@ -230,9 +230,11 @@ class Engine:
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.providers = choose_providers(device)
-        # the KV window's entries: one per layer, one more for a copy head (its keys, and
-        # each slot's token id as the first value: see ostinato.exporter.graph)
-        L = m["n_layer"] + int(bool(m.get("copy_head")))
+        # the KV window's entries: one per layer, one more for a copy head (its keys, and as
+        # each slot's first value the id of the token that followed it, which _follow writes:
+        # see ostinato.exporter.graph)
+        self._copy_head = bool(m.get("copy_head"))
+        L = m["n_layer"] + int(self._copy_head)
         H, D = m["n_head"], m["d_model"] // m["n_head"]
         expected = ["tokens", "positions", "attn_mask"]
         expected += [f"past_k_{i}" for i in range(L)] + [f"past_v_{i}" for i in range(L)]
@@ -677,7 +679,15 @@ class Engine:
         self._history[self._history_len : self._history_len + n] = tokens
         self._history_len += n
 
+    def _follow(self, token: int) -> None:
+        """A copy head reads each slot as the token that followed it: write ``token``, about to
+        be fed, as the follower of the context's last one (whatever followed it before a
+        truncate is overwritten here)."""
+        if self._copy_head and self._ctx_len:
+            self.v_buf[-1, 0, :, self._ctx_slots[self._ctx_len - 1], 0] = token
+
     def _step(self, token: int) -> None:
+        self._follow(token)
         slot = int(np.argmax(self._free))  # first free slot
         self._tok1[0, 0] = token
         self._pos1[0, 0] = self.next_position
@@ -708,6 +718,7 @@ class Engine:
         self._history_len += 1
 
     def _prefill(self, tokens: np.ndarray) -> None:
+        self._follow(int(tokens[0]))
         T, W = len(tokens), self.window
         slots = np.flatnonzero(self._free)[:T]
         mask = np.empty((1, 1, T, W + T), dtype=np.float32)

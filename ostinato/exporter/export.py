@@ -22,7 +22,7 @@ from ostinato.exporter.graph import (
     input_names,
 )
 from ostinato.exporter.runtime import ort_run
-from ostinato.model.network import Decoder, ModelConfig
+from ostinato.model.network import Decoder, ModelConfig, note_follower
 from ostinato.model.tokens import TOKENIZER_FILE, PlaceRule, echoes, load_tokenizer
 from ostinato.model.train import load_checkpoint, model_from_checkpoint
 
@@ -160,6 +160,9 @@ def check_parity(
         step = np.array([[a]], dtype=np.int64)
         seen_a = np.array([*tokens[0], *ort_out[:-1]], dtype=np.int64)  # each side's cache
         seen_b = np.array([*tokens[0], *torch_out], dtype=np.int64)  # and the new token
+        if cfg.copy_head:  # the last slot's follower, as the engine writes it
+            note_follower(past_v, -1, a)
+            note_follower(tv, -1, b)
         logits, k, v = ort_step(decode_session or session, step, position, past_k, past_v,
                                 seen_a)  # fmt: skip
         past_k = np.concatenate((past_k, k), axis=3)
@@ -195,7 +198,9 @@ def _to_int8(model: Decoder, tokenizer, onnx_path: Path, decode_path: Path) -> d
         quantize_file(path, path)
     quantized = (ort_session(onnx_path), ort_session(decode_path))
     shape = (cfg.cache_layers, cfg.n_head, cfg.head_dim)
-    report = agreement(fp32, quantized, shape, music_prompt(tokenizer), places=PlaceRule.of(cfg))
+    places = PlaceRule.of(cfg)
+    report = agreement(fp32, quantized, shape, music_prompt(tokenizer), places=places,
+                       copy_head=cfg.copy_head)  # fmt: skip
     log.info(
         "int8: greedy agreement with fp32 %.3f over %d steps, max |Δlogit| %.3f",
         report["greedy_agreement"], report["greedy_steps"], report["max_abs_logit_diff"],

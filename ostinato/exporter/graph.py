@@ -8,8 +8,9 @@ Two graphs share one contract (the decode graph is the prefill graph specialized
              past_k_i   float   (1, H, S, D)    layer i's key buffer (any slot order), i < L
              past_v_i   float   (1, H, S, D)    layer i's value buffer; a model with a copy
                                                 head has one more of each (i = L): the head's
-                                                keys, and each slot's token id as its first
-                                                value
+                                                keys, and as each slot's first value the id of
+                                                the token that followed it (the caller writes
+                                                it when it feeds that token: note_follower)
              prev_tokens int64  (1, T)          the token before each new one (PAD: not known);
                                                 only a model with ``previous_token`` has it
              bar_places int64   (1, T)          each new token's place in its bar (0 at a Bar);
@@ -44,7 +45,7 @@ import torch
 from torch import nn
 
 from ostinato.exporter.runtime import ECHO_INPUT, PLACE_INPUT, PREV_INPUT
-from ostinato.model.network import Decoder
+from ostinato.model.network import UNKNOWN_FOLLOWER, Decoder
 
 OUTPUTS = ("logits", "new_k", "new_v")
 
@@ -142,16 +143,21 @@ class DecodeGraph(nn.Module):
             qk = h @ self.copy_qk
             swapped = qk.view(2 * H, 2, D // 2).flip(1).reshape(1, 1, 2 * C)
             q, k = (qk * cos + swapped * sin).view(2, H, 1, D).split(1, dim=0)
-            scores = torch.cat((q @ past_k[n].transpose(-2, -1), q @ k.transpose(-2, -1)), -1)
-            weights = (scores + attn_mask).softmax(-1).mean(1).view(1, -1)  # (1, S + 1)
-            ids = torch.cat((past_v[n][0, 0, :, 0], tokens.view(1).to(h.dtype)))
+            # the slots before this token, each read as the token that followed it; its own
+            # follower is not known yet, so its own key is not read; a_∅ stays with the model
+            scores = q @ past_k[n].transpose(-2, -1) + attn_mask[..., :-1]
+            null = m.copy.null.to(scores.dtype)
+            weights = torch.cat((scores, null), -1).softmax(-1).mean(1).view(1, -1)  # (1, S+1)
+            ids = past_v[n][0, 0, :, 0]
             index = ids.round().long().clamp(0, logits.shape[-1] - 1).view(1, -1)
-            copied = torch.zeros_like(logits).scatter_add(1, index, weights.to(logits.dtype))
+            slots = weights[:, :-1].to(logits.dtype)
+            copied = torch.zeros_like(logits).scatter_add(1, index, slots)
             g = torch.sigmoid(m.copy.gate(h).float()).view(1, 1)
-            mixed = (1 - g) * logits.float().softmax(-1) + g * copied.float()
+            kept = 1 - g + g * weights[:, -1:].float()
+            mixed = kept * logits.float().softmax(-1) + g * copied.float()
             logits = mixed.clamp_min(1e-30).log().to(h.dtype)
             ks.append(k)
-            v = torch.cat((tokens.view(1, 1, 1, 1).to(k.dtype).expand(1, H, 1, 1),
+            v = torch.cat((torch.full((1, H, 1, 1), float(UNKNOWN_FOLLOWER), dtype=k.dtype),
                            torch.zeros(1, H, 1, D - 1, dtype=k.dtype)), dim=-1)  # fmt: skip
             vs.append(v)
         return logits, torch.stack(ks), torch.stack(vs)

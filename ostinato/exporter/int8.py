@@ -22,6 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ostinato.exporter.runtime import ort_run
+from ostinato.model.network import note_follower
 from ostinato.model.tokens import PlaceRule
 
 
@@ -50,10 +51,12 @@ def agreement(
     prompt: np.ndarray,
     steps: int = 256,
     places: PlaceRule | None = None,
+    copy_head: bool = False,
 ) -> dict:
     """Greedy agreement of the int8 graphs with the fp32 ones (each a (prefill, decode) pair)
     on ``prompt`` then ``steps`` tokens that the fp32 graphs choose; ``shape``: (layers,
-    heads, head size); ``places``: the model's rule for places in the bar (None: it has none)."""
+    heads, head size); ``places``: the model's rule for places in the bar (None: it has none);
+    ``copy_head``: the last entry is a copy head's, whose slots hold their followers."""
     n_layer, n_head, head_dim = shape
     empty = np.zeros((n_layer, 1, n_head, 0, head_dim), dtype=np.float32)
     tokens = np.asarray(prompt, dtype=np.int64)[None]
@@ -68,6 +71,9 @@ def agreement(
         diff.append(float(np.abs(a - b).max()))
         step = np.array([[chosen]], dtype=np.int64)
         before = np.asarray(seen, dtype=np.int64)
+        if copy_head:
+            note_follower(av, -1, chosen)
+            note_follower(bv, -1, chosen)
         a, ak, av = _run(fp32[1], n_layer, step, position, ak, av, before, places)
         b, bk, bv = _run(int8[1], n_layer, step, position, bk, bv, before, places)
         position += 1

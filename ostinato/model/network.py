@@ -25,19 +25,21 @@ the token that followed the same place in the bar before (:class:`ostinato.model
 and what it learns is when to leave it; it also starts at zero.
 
 With ``copy_head`` a pointer over the context is mixed into the output (:class:`CopyHead`): the
-model can play again a token it heard in a context like the present one through one attention,
+model can play again what followed a moment like the present one through one attention,
 rather than carry its identity through every layer to the output embedding. The model then
 returns log-probabilities in place of logits (the same to softmax, sampling and the loss).
 
 The cache is stacked over layers: ``(n_layer, B, n_head, S, head_dim)`` (one more entry with a
-copy head: its keys, and each slot's token id as its first value); the model returns only
-the new entries ``(n_layer, B, n_head, T, head_dim)`` and the caller stores them.
+copy head: its keys, and as each slot's first value the id of the token that followed it,
+which the caller writes when it feeds that token, :func:`note_follower`); the model returns
+only the new entries ``(n_layer, B, n_head, T, head_dim)`` and the caller stores them.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +71,7 @@ class ModelConfig:
     # (with bar_token) each token's input also holds an embedding of its echo (see Decoder)
     bar_echo: bool = False
     # a pointer over the context mixed into the output (see CopyHead); its keys take one more
-    # entry of the cache (index n_layer), its values there hold each slot's token id
+    # entry of the cache (index n_layer), its values there hold the id of each slot's follower
     copy_head: bool = False
 
     def __post_init__(self) -> None:
@@ -246,6 +248,10 @@ class Attention(nn.Module):
 #: enough for its gradient to move it (a gate at zero would learn nothing).
 COPY_GATE_START = -3.0
 
+#: The copy head's cache value of a slot whose follower is not known yet (the last token's):
+#: overwritten by :func:`note_follower` before the next token is fed.
+UNKNOWN_FOLLOWER = 0
+
 
 def gather_by_id(weights: torch.Tensor, ids: torch.Tensor, size: int) -> torch.Tensor:
     """(B, H, T, S) attention weights over slots holding (B, S) token ids → (B, H, T, size):
@@ -258,23 +264,33 @@ def gather_by_id(weights: torch.Tensor, ids: torch.Tensor, size: int) -> torch.T
 
 class CopyHead(nn.Module):
     """A pointer over the context mixed into the next-token distribution (a pointer-generator
-    network's copy): each head attends from the current token to every token so far, and the
-    attention weights, summed per token id and averaged over the heads, are a distribution
-    over the vocabulary; a learned gate ``g`` mixes it in:
+    network's copy, with an induction head's keys): each head attends from the present token
+    to every token before it and reads the token that *followed* that one; the weights, summed
+    per token id and averaged over the heads, are a distribution over the vocabulary, and a
+    learned gate ``g`` mixes it in:
 
-        p(next) = (1 − g) · softmax(logits) + g · Σ_j a_j [x_j = next]
+        p(next) = (1 − g) · p_model + g · (Σ_{j<t} a_j [x_{j+1} = next] + a_∅ · p_model)
 
-    A key is the final hidden state of a token, so a head finds the tokens whose contexts are
-    like the present one (the same place in the bar, instrument and previous token, through
-    the rotary positions and the previous token's embedding) and plays them again: copying
-    a riff becomes one attention away instead of a path through every layer and the output
-    embedding. It returns log-probabilities in place of the logits."""
+    A key is the final hidden state of a token (what the model knew there: the place in the
+    bar, the instrument, the notes before), so a head finds the moments like the present one
+    and plays what came next then: the next note of a riff heard in an earlier bar, one
+    attention away instead of a path through every layer and the output embedding. ``a_∅``, a
+    learned score per head, is the weight left with the model where no moment matches (and
+    the whole weight at the first token). It returns log-probabilities in place of the logits.
+
+    The cache: this head's keys, and as each slot's "value" the id of the token that followed
+    it (first element; zeros after). The last token's follower is not known when its slot is
+    written (:data:`UNKNOWN_FOLLOWER`): whoever feeds the next token writes it there first
+    (:func:`note_follower`)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
         self.qk = nn.Linear(cfg.d_model, 2 * cfg.d_model, bias=False)
         self.gate = nn.Linear(cfg.d_model, 1)
+        # a_∅'s score, per head, in the shape the scores broadcast to (so that an exported
+        # graph keeps it as the named weight ``copy.null``, which reload.py reads back)
+        self.null = nn.Parameter(torch.zeros(1, cfg.n_head, 1, 1))
 
     def reset_gate(self) -> None:
         nn.init.zeros_(self.gate.weight)
@@ -288,35 +304,56 @@ class CopyHead(nn.Module):
         cos: torch.Tensor,
         sin: torch.Tensor,
         past_k: torch.Tensor | None,  # (B, H, S, D)
-        past_ids: torch.Tensor | None,  # (B, S) the token of each cache slot
+        past_ids: torch.Tensor | None,  # (B, S) the token that followed each cache slot
         attn_mask: torch.Tensor | None,
         copied_out: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Log-probabilities (B, T, V), and the new keys and "values" (B, H, T, D) to cache:
-        a value holds its token's id in its first element, zeros after it. ``copied_out``
-        receives the pointer's own distribution (B, T, V), for the training's loss on it."""
+        """Log-probabilities (B, T, V), and the new keys and "values" (B, H, T, D) to cache
+        (each value the follower's id, the last one's unknown). ``copied_out`` receives the
+        pointer's weight on each token id (B, T, V; the rest, ``a_∅``, stays with the model),
+        for the training's loss on it."""
         B, T, C = h.shape
         V = logits.shape[-1]
         q, k = self.qk(h).split(C, dim=2)
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-        if past_k is None or past_ids is None:
-            rows = F.one_hot(tokens, V).to(q.dtype)[:, None].expand(B, self.n_head, T, V)
-            copied = F.scaled_dot_product_attention(
-                q, k, rows, attn_mask=attn_mask, is_causal=attn_mask is None
-            )
-        else:
-            ids = torch.cat((past_ids.to(tokens.dtype), tokens), dim=1)  # (B, S + T)
-            copied = gather_by_id(weights_over_cache(q, k, past_k, attn_mask), ids, V)
-        copied = copied.float().mean(1)  # (B, T, V)
+        # Among these tokens, a query reads only those before it: a token's follower is the
+        # next one, its own not known yet (nor the last one's, UNKNOWN_FOLLOWER).
+        order = torch.arange(T, device=h.device)
+        before = torch.where(order[None, :] < order[:, None], 0.0, float("-inf")).to(q.dtype)
+        follows = torch.cat((tokens[:, 1:], torch.full_like(tokens[:, :1], UNKNOWN_FOLLOWER)), 1)
+        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim)) + before
+        ids = follows
+        if attn_mask is not None:
+            scores = scores + attn_mask[..., attn_mask.shape[-1] - T :]
+        if past_k is not None and past_ids is not None:
+            past = (q @ past_k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
+            if attn_mask is not None:
+                past = past + attn_mask[..., : attn_mask.shape[-1] - T]
+            scores = torch.cat((past, scores), dim=-1)
+            ids = torch.cat((past_ids.to(tokens.dtype), follows), dim=1)  # (B, S + T)
+        null = self.null.expand(B, -1, T, 1).to(scores.dtype)
+        weights = torch.cat((scores, null), dim=-1).softmax(-1).float().mean(1)  # (B, T, S+T+1)
+        if past_k is None:  # training: one product with the followers' one-hot rows
+            copied = weights[..., :-1] @ F.one_hot(ids, V).float()
+        else:  # a decode step: a scatter-add, per id, of the slots' weights
+            copied = gather_by_id(weights[:, None, :, :-1], ids, V)[:, 0]
         if copied_out is not None:
             copied_out.append(copied)
         g = torch.sigmoid(self.gate(h).float())  # (B, T, 1)
-        mixed = (1 - g) * logits.float().softmax(-1) + g * copied
+        kept = 1 - g + g * weights[..., -1:]  # the model's own share
+        mixed = kept * logits.float().softmax(-1) + g * copied
         values = torch.zeros_like(k)
-        values[..., 0] = tokens[:, None, :].to(k.dtype)
+        values[..., 0] = follows[:, None, :].to(k.dtype)
         return mixed.clamp_min(1e-30).log().to(logits.dtype), k, values
+
+
+def note_follower(past_v: Any, slot: int, token: int) -> None:
+    """Write ``token`` into the copy head's cache entry (the last of ``past_v``, stacked
+    ``(L, B, H, S, D)``, torch or numpy) as the follower of ``slot``: done before feeding the
+    token after the one in ``slot``, so the pointer can read what followed it."""
+    past_v[-1, :, :, slot, 0] = token
 
 
 class Block(nn.Module):
@@ -468,6 +505,8 @@ class Decoder(nn.Module):
             pos = torch.full_like(token, position)
             place = next_places(cfg, place, token)
             heard = torch.tensor([[echo.step(int(token), int(place))]]) if cfg.bar_echo else None
+            if self.copy is not None:
+                note_follower(past_v, -1, int(token))
             logits, k, v = self(token, pos, past_k, past_v, prev_tokens=prev, bar_places=place,
                                 echoes=heard)  # fmt: skip
             prev = token

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ostinato.exporter.export import check_parity, export_model, ort_session
+from ostinato.model.network import UNKNOWN_FOLLOWER
 from ostinato.model.tokens import TOKENIZER_FILE
 from ostinato.model.train import load_checkpoint, model_from_checkpoint
 from tests.conftest import save_random_checkpoint
@@ -190,6 +191,8 @@ def test_a_copy_head_exports_with_parity_and_the_engine_runs_it(tmp_path) -> Non
                                        previous_token=True)  # fmt: skip
     ckpt = torch.load(ckpt_path, weights_only=False)
     ckpt["model"]["copy.gate.bias"].fill_(0.5)  # well open: the copy counts in every output
+    null = ckpt["model"]["copy.null"]
+    null.copy_(torch.linspace(-1.0, 1.0, null.numel()).view_as(null))  # … and is read back
     torch.save(ckpt, ckpt_path)
     card = export_model(ckpt_path, tmp_path / "model")
     assert card["parity"]["max_abs_logit_diff"] <= 1e-3 and card["parity"]["greedy_identical"]
@@ -220,12 +223,22 @@ def test_a_copy_head_exports_with_parity_and_the_engine_runs_it(tmp_path) -> Non
             torch.from_numpy(past_v), torch.from_numpy(mask), prev_tokens=torch.from_numpy(prev),
         )  # fmt: skip
     assert np.abs(logits - t_logits[:, -1].numpy()).max() <= 1e-4
-    assert np.abs(new_k - t_k.numpy()).max() <= 1e-4 and new_v[-1, 0, 0, 0, 0] == 7
+    assert np.abs(new_k - t_k.numpy()).max() <= 1e-4
+    assert new_v[-1, 0, 0, 0, 0] == UNKNOWN_FOLLOWER  # the engine writes it with the next token
 
     engine = Engine(tmp_path / "model", device="cpu")
     assert engine.k_buf.shape[0] == cfg.n_layer + 1
-    engine.feed([1, 4, 5, 6, 7, 4, 5, 6])
+    fed = [1, 4, 5, 6, 7, 4, 5, 6]
+    engine.feed(fed[:5])  # a prefill, then token by token: each slot gets its follower
+    for token in fed[5:]:
+        engine.feed([token])
     assert np.exp(engine.last_logits.astype(np.float64)).sum() == pytest.approx(1.0, abs=1e-4)
+    context = engine.context_tokens()
+    slots = engine._ctx_slots[: len(context)]
+    assert np.array_equal(engine.v_buf[-1, 0, 0, slots[:-1], 0], context[1:])
+    with torch.no_grad():
+        whole = model(torch.from_numpy(context)[None])[0][0, -1].numpy()
+    assert np.abs(engine.last_logits - whole).max() <= 1e-4
     out: list[int] = []
     list(engine.generate(1, engine.sampler(SamplingSettings(temperature=1.0), 0), None,
                          tokens_out=out))  # fmt: skip

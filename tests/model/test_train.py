@@ -635,7 +635,7 @@ def test_a_copy_head_learns_at_a_rate_of_its_own_and_joins_an_init_model(tiny_co
     model = Decoder(config_for("tiny", 64, copy_head=True))
     groups = make_optimizer(model, cfg).param_groups
     own = [g for g in groups if g["lr"] == 3e-2]
-    assert sum(len(g["params"]) for g in own) == len(list(model.copy.parameters())) == 3
+    assert sum(len(g["params"]) for g in own) == len(list(model.copy.parameters())) == 4
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
     trainer = Trainer(tiny_corpus, tmp_path / "a", cfg)
     trainer.run(stop_after=2)
