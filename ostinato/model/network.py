@@ -323,12 +323,13 @@ class CopyHead(nn.Module):
         order = torch.arange(T, device=h.device)
         before = torch.where(order[None, :] < order[:, None], 0.0, float("-inf")).to(q.dtype)
         follows = torch.cat((tokens[:, 1:], torch.full_like(tokens[:, :1], UNKNOWN_FOLLOWER)), 1)
-        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim)) + before
+        scale = 1.0 / math.sqrt(self.head_dim)
+        scores = (q @ k.transpose(-2, -1)) * scale + before
         ids = follows
         if attn_mask is not None:
             scores = scores + attn_mask[..., attn_mask.shape[-1] - T :]
         if past_k is not None and past_ids is not None:
-            past = (q @ past_k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
+            past = (q @ past_k.transpose(-2, -1)) * scale
             if attn_mask is not None:
                 past = past + attn_mask[..., : attn_mask.shape[-1] - T]
             scores = torch.cat((past, scores), dim=-1)
