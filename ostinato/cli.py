@@ -187,6 +187,11 @@ def _add_train(sub) -> None:
     p.add_argument("--copy-aux", type=float,
                    help="with --copy-head: the weight of the pointer's own loss (default 0.3), "
                    "so it learns where to look while its gate is still nearly closed")  # fmt: skip
+    p.add_argument("--own-bars", type=float,
+                   help="share of windows in which the model plays one or two bars itself "
+                   "(at the daemon's temperature, under their header) and is trained on the "
+                   "real bars after them: it learns to come back to the song after its own "
+                   "bars, as when it plays on alone (default 0)")  # fmt: skip
     p.add_argument("--layers", type=int,
                    help="a new model's layers (default: its --size's); with --init from a model "
                    "with fewer, the layers added on top start adding nothing (the same model "

@@ -38,6 +38,7 @@ only the new entries ``(n_layer, B, n_head, T, head_dim)`` and the caller stores
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -490,8 +491,17 @@ class Decoder(nn.Module):
     @torch.no_grad()
     def generate_greedy(self, prompt: torch.Tensor, steps: int) -> torch.Tensor:
         """Greedy continuation of one prompt (1, T) with the KV cache (parity checks, tests)."""
+        out = self.decode(prompt, lambda logits: int(logits.argmax()), steps)
+        return torch.tensor([out], dtype=torch.long)
+
+    @torch.no_grad()
+    def decode(
+        self, prompt: torch.Tensor, choose: Callable[[torch.Tensor], int | None], steps: int
+    ) -> list[int]:
+        """Continue one prompt (1, T) with the KV cache, at most ``steps`` tokens: ``choose``
+        gets each next token's logits (V,) and names the token, or None to stop there."""
         logits, past_k, past_v = self(prompt)
-        out = []
+        out: list[int] = []
         position = prompt.shape[1]
         prev = prompt[:, -1:]
         cfg = self.config
@@ -501,16 +511,21 @@ class Decoder(nn.Module):
         if cfg.bar_echo:
             echo.steps(prompt[0].numpy(), places[0].numpy())
         for _ in range(steps):
-            token = logits[:, -1].argmax(-1, keepdim=True)
-            out.append(token)
+            chosen = choose(logits[0, -1])
+            if chosen is None:
+                break
+            out.append(chosen)
+            if len(out) == steps:
+                break
+            token = torch.tensor([[chosen]], dtype=torch.long, device=prompt.device)
             pos = torch.full_like(token, position)
             place = next_places(cfg, place, token)
-            heard = torch.tensor([[echo.step(int(token), int(place))]]) if cfg.bar_echo else None
+            heard = torch.tensor([[echo.step(chosen, int(place))]]) if cfg.bar_echo else None
             if self.copy is not None:
-                note_follower(past_v, -1, int(token))
+                note_follower(past_v, -1, chosen)
             logits, k, v = self(token, pos, past_k, past_v, prev_tokens=prev, bar_places=place,
                                 echoes=heard)  # fmt: skip
             prev = token
             past_k, past_v = torch.cat((past_k, k), 3), torch.cat((past_v, v), 3)
             position += 1
-        return torch.cat(out, dim=1)
+        return out

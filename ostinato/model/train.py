@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from ostinato.model.corpus import CorpusSplit
 from ostinato.model.network import SIZES, Decoder, ModelConfig, config_for
+from ostinato.model.own_bars import with_own_bars
 from ostinato.model.parts import PartRates, augment
 from ostinato.model.style import NONE, style_of
 from ostinato.model.tokens import (
@@ -118,6 +119,7 @@ class TrainConfig:
     copy_head: bool = False  # a new model mixes a pointer over the context into its output
     copy_lr: float = 0.0  # peak learning rate of the copy head (0: lr), see make_optimizer
     copy_aux: float = 0.3  # weight of the copy head's pointer loss (pointer_loss)
+    own_bars: float = 0.0  # share of windows with bars the model plays itself (own_bars)
     layers: int = 0  # a new model's layers (0: its size's); --init grows one with fewer
     eval_every: int = 250
     eval_batches: int = 20
@@ -157,6 +159,8 @@ class TrainConfig:
         if self.bar_echo and not self.bar_rotary:
             raise ValueError("--bar-echo hears the bar before at the places of --bar-rotary: "
                              "give both")  # fmt: skip
+        if not 0.0 <= self.own_bars <= 1.0:
+            raise ValueError("own_bars must be in [0, 1]")
         if self.layers < 0:
             raise ValueError("layers must be ≥ 0 (0: the size's)")
         if self.echo_lr < 0:
@@ -631,30 +635,36 @@ def make_optimizer(model: Decoder, cfg: TrainConfig) -> torch.optim.AdamW:
 
 
 def loss_on(
-    model, batch: torch.Tensor, pad_id: int, label_smoothing: float = 0.0, copy_aux: float = 0.0
-):
+    model, batch: torch.Tensor, pad_id: int, label_smoothing: float = 0.0, copy_aux: float = 0.0,
+    targets: torch.Tensor | None = None,
+):  # fmt: skip
     """Cross-entropy of the next token; with ``copy_aux`` (a model with a copy head) plus that
-    weight times the pointer's own loss (:func:`pointer_loss`)."""
+    weight times the pointer's own loss (:func:`pointer_loss`). ``targets`` (B, T): the
+    tokens to predict, PAD where none is (default: the batch's next tokens)."""
     copied: list[torch.Tensor] | None = [] if copy_aux else None
     logits, _, _ = model(batch[:, :-1], copied=copied)
+    if targets is None:
+        targets = batch[:, 1:]
     loss = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]).float(),
-        batch[:, 1:].reshape(-1),
+        targets.reshape(-1),
         ignore_index=pad_id,
         label_smoothing=label_smoothing,
     )
     if copied:
-        loss = loss + copy_aux * pointer_loss(copied[0], batch, pad_id)
+        loss = loss + copy_aux * pointer_loss(copied[0], batch, pad_id, targets)
     return loss
 
 
-def pointer_loss(copied: torch.Tensor, batch: torch.Tensor, pad_id: int) -> torch.Tensor:
+def pointer_loss(
+    copied: torch.Tensor, batch: torch.Tensor, pad_id: int, targets: torch.Tensor | None = None
+) -> torch.Tensor:
     """−log of the pointer's weight on the next token, over the places where that token was
     heard before in the window (elsewhere a pointer cannot be right). Trained on its own, the
     pointer learns where to look while the gate that mixes it in is still nearly closed:
     through the mix alone, the gate closes on a pointer that has not yet learnt to point
     before the pointer learns (it did in a first run from a trained model)."""
-    tokens, target = batch[:, :-1], batch[:, 1:]
+    tokens, target = batch[:, :-1], batch[:, 1:] if targets is None else targets
     seen = F.one_hot(tokens, copied.shape[-1]).cumsum(1) > 0  # (B, T, V): heard up to t
     present = seen.gather(2, target.unsqueeze(-1)).squeeze(-1) & (target != pad_id)
     if not present.any():
@@ -866,9 +876,12 @@ class Trainer:
                 model.train()
                 cpu_batch = next(batches)
                 batch = cpu_batch.to(self.device, non_blocking=True)
+                targets = None
+                if cfg.own_bars:
+                    batch, targets = with_own_bars(model, batch, self.vocab, cfg.own_bars, rng)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
                     loss = loss_on(net, batch, self.vocab.pad_id, cfg.label_smoothing,
-                                   cfg.copy_aux if mcfg.copy_head else 0.0)  # fmt: skip
+                                   cfg.copy_aux if mcfg.copy_head else 0.0, targets)  # fmt: skip
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

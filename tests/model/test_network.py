@@ -75,6 +75,28 @@ def test_greedy_generation_is_deterministic(model: Decoder) -> None:
 
 
 @torch.no_grad()
+def test_decoding_follows_the_choices_and_stops_where_told(model: Decoder) -> None:
+    """``decode`` feeds each chosen token (its logits are the full forward's over the prompt
+    and the tokens chosen so far) and stops at the first None."""
+    prompt = torch.randint(0, 100, (1, 10))
+    chosen: list[int] = []
+    seen: list[torch.Tensor] = []
+
+    def choose(logits: torch.Tensor) -> int | None:
+        seen.append(logits.clone())
+        if len(chosen) == 5:
+            return None
+        chosen.append(7 + 3 * len(chosen))
+        return chosen[-1]
+
+    assert model.decode(prompt, choose, 20) == chosen == [7, 10, 13, 16, 19]
+    full, _, _ = model(torch.cat([prompt, torch.tensor([chosen])], dim=1))
+    for i, logits in enumerate(seen):
+        torch.testing.assert_close(logits, full[0, prompt.shape[1] - 1 + i], atol=1e-4, rtol=1e-4)
+    assert len(model.decode(prompt, lambda logits: 3, 4)) == 4
+
+
+@torch.no_grad()
 def test_the_copy_head_gives_probabilities_and_its_cache_matches_the_full_forward() -> None:
     """With ``copy_head`` the output is log-probabilities (they sum to 1), the cache holds
     one more entry whose first value is the id of the token that followed each (the last
