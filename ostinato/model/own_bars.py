@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ostinato.model.grammar import Grammar, GrammarConfig
+from ostinato.model.sampling import Sampler, SamplingSettings
 from ostinato.model.tokens import TokenType, Vocab
 
 #: The daemon's default temperature: the bars the model plays on its own are drawn at it.
@@ -73,9 +74,8 @@ def bar_config(vocab: Vocab, bar: np.ndarray) -> GrammarConfig:
 
 
 def play_bar(
-    model, prompt: np.ndarray, vocab: Vocab, config: GrammarConfig, limit: int,
-    rng: np.random.Generator, temperature: float = OWN_TEMPERATURE,
-) -> np.ndarray | None:  # fmt: skip
+    model, prompt: np.ndarray, vocab: Vocab, config: GrammarConfig, limit: int, sampler: Sampler
+) -> np.ndarray | None:
     """The bar the model plays after ``prompt`` (which ends with the bar's ``Bar``): its
     tokens after that Bar, without the next one; None when it runs past ``limit`` tokens."""
     grammar = Grammar(vocab, config)
@@ -87,11 +87,7 @@ def play_bar(
         if grammar.bars_completed >= 1:
             done = True
             return None
-        scores = logits.float().numpy().astype(np.float64)
-        allowed = grammar.mask()
-        scores = np.where(allowed, scores, -np.inf) / temperature
-        probs = np.exp(scores - scores.max())
-        token = int(rng.choice(len(probs), p=probs / probs.sum()))
+        token = sampler.sample(logits.float().numpy(), grammar.mask())
         grammar.advance(token)
         return token
 
@@ -113,6 +109,8 @@ def with_own_bars(
     chosen = np.flatnonzero(rng.random(len(rows)) < rate)
     if len(chosen) == 0:
         return batch, torch.from_numpy(targets).to(batch.device)
+    sampler = Sampler(SamplingSettings(temperature=OWN_TEMPERATURE), vocab.size,
+                      seed=int(rng.integers(2**63)))  # fmt: skip
     was_training = model.training
     model.eval()
     try:
@@ -130,7 +128,7 @@ def with_own_bars(
                     break
                 prompt = np.concatenate([new, ids[s : s + 1]])
                 limit = LENGTH_SLACK * (e - s) + LENGTH_EXTRA
-                bar = play_bar(model, prompt, vocab, bar_config(vocab, ids[s:e]), limit, rng)
+                bar = play_bar(model, prompt, vocab, bar_config(vocab, ids[s:e]), limit, sampler)
                 if bar is None:
                     break
                 played.append((len(prompt), len(prompt) + len(bar)))
