@@ -509,7 +509,7 @@ class Decoder(nn.Module):
         place = places[:, -1:]
         echo = BarEcho(cfg.bar_token)
         if cfg.bar_echo:
-            echo.steps(prompt[0].numpy(), places[0].numpy())
+            echo.steps(prompt[0].cpu().numpy(), places[0].cpu().numpy())
         for _ in range(steps):
             chosen = choose(logits[0, -1])
             if chosen is None:
@@ -520,7 +520,11 @@ class Decoder(nn.Module):
             token = torch.tensor([[chosen]], dtype=torch.long, device=prompt.device)
             pos = torch.full_like(token, position)
             place = next_places(cfg, place, token)
-            heard = torch.tensor([[echo.step(chosen, int(place))]]) if cfg.bar_echo else None
+            heard = (
+                torch.tensor([[echo.step(chosen, int(place))]], device=prompt.device)
+                if cfg.bar_echo
+                else None
+            )
             if self.copy is not None:
                 note_follower(past_v, -1, chosen)
             logits, k, v = self(token, pos, past_k, past_v, prev_tokens=prev, bar_places=place,

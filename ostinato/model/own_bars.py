@@ -24,7 +24,7 @@ import torch
 
 from ostinato.model.grammar import Grammar, GrammarConfig
 from ostinato.model.sampling import Sampler, SamplingSettings
-from ostinato.model.tokens import TokenType, Vocab
+from ostinato.model.tokens import TokenType, Vocab, bar_programs, context_meter
 
 #: The daemon's default temperature: the bars the model plays on its own are drawn at it.
 OWN_TEMPERATURE = 0.2
@@ -58,18 +58,14 @@ def bar_spans(vocab: Vocab, ids: np.ndarray) -> list[tuple[int, int]]:
     return spans
 
 
-def bar_config(vocab: Vocab, bar: np.ndarray) -> GrammarConfig:
-    """The grammar of a bar played in place of ``bar`` (from its Bar on): its meter, and its
-    header's instruments as the header and the only ones."""
-    types, values = vocab.types[bar], vocab.values[bar]
-    meter = None
-    if len(bar) > 1 and types[1] == TokenType.TIME_SIG:
-        meter = vocab.meter_of_token(int(bar[1]))
-    first_note = int(np.argmax(types == TokenType.POSITION))
-    head = types[:first_note] == TokenType.PROGRAM
-    programs = tuple(sorted({int(v) for v in values[:first_note][head]}))
+def bar_config(vocab: Vocab, window: np.ndarray, start: int, end: int) -> GrammarConfig:
+    """The grammar of a bar played in place of ``window[start:end]`` (from its Bar on): its
+    meter, and the instruments whose notes it holds as its header and the only ones."""
+    programs = tuple(bar_programs(vocab, window[start:end])[0])
     return GrammarConfig(
-        programs=programs or None, meter=meter, header=programs if vocab.has_header else None
+        programs=programs or None,
+        meter=context_meter(vocab, window[:end]),
+        header=programs if vocab.has_header else None,
     )
 
 
@@ -80,19 +76,20 @@ def play_bar(
     tokens after that Bar, without the next one; None when it runs past ``limit`` tokens."""
     grammar = Grammar(vocab, config)
     grammar.reset(at_bar_start=True)
-    done = False
 
     def choose(logits: torch.Tensor) -> int | None:
-        nonlocal done
         if grammar.bars_completed >= 1:
-            done = True
             return None
-        token = sampler.sample(logits.float().numpy(), grammar.mask())
+        token = sampler.sample(logits.float().cpu().numpy(), grammar.mask())
         grammar.advance(token)
         return token
 
-    tokens = model.decode(torch.from_numpy(prompt)[None], choose, limit + 1)
-    if not done and grammar.bars_completed < 1:
+    device = next(model.parameters()).device
+    try:
+        tokens = model.decode(torch.from_numpy(prompt)[None].to(device), choose, limit + 1)
+    except ValueError:  # the grammar left no token (it should not): the real bar stays
+        return None
+    if grammar.bars_completed < 1:
         return None
     return np.asarray(tokens[:-1], dtype=np.int64)  # without the Bar that ends it
 
@@ -127,8 +124,11 @@ def with_own_bars(
                 if s != end:  # the next whole bar is not the next bar: stop there
                     break
                 prompt = np.concatenate([new, ids[s : s + 1]])
-                limit = LENGTH_SLACK * (e - s) + LENGTH_EXTRA
-                bar = play_bar(model, prompt, vocab, bar_config(vocab, ids[s:e]), limit, sampler)
+                room = len(ids) - len(ids) // ROOM_SHARE - len(prompt)  # real bars after it
+                limit = min(LENGTH_SLACK * (e - s) + LENGTH_EXTRA, room)
+                if limit < 1:
+                    break
+                bar = play_bar(model, prompt, vocab, bar_config(vocab, ids, s, e), limit, sampler)
                 if bar is None:
                     break
                 played.append((len(prompt), len(prompt) + len(bar)))

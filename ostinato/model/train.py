@@ -875,10 +875,12 @@ class Trainer:
                                      cfg.steps)  # fmt: skip
                 model.train()
                 cpu_batch = next(batches)
-                batch = cpu_batch.to(self.device, non_blocking=True)
                 targets = None
-                if cfg.own_bars:
-                    batch, targets = with_own_bars(model, batch, self.vocab, cfg.own_bars, rng)
+                if cfg.own_bars:  # (the bars played are spliced in on the CPU)
+                    cpu_batch, targets = with_own_bars(model, cpu_batch, self.vocab,
+                                                       cfg.own_bars, rng)  # fmt: skip
+                    targets = targets.to(self.device, non_blocking=True)
+                batch = cpu_batch.to(self.device, non_blocking=True)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
                     loss = loss_on(net, batch, self.vocab.pad_id, cfg.label_smoothing,
                                    cfg.copy_aux if mcfg.copy_head else 0.0, targets)  # fmt: skip

@@ -7,14 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ostinato.engine.accompany import programs_held
 from ostinato.model.corpus import CorpusSplit
 from ostinato.model.network import Decoder, config_for
 from ostinato.model.own_bars import bar_config, with_own_bars
 from ostinato.model.parts import PartRates
-from ostinato.model.tokens import TokenType, Vocab, load_tokenizer, with_header
+from ostinato.model.tokens import TokenType, Vocab, load_tokenizer, split_bars, with_header
 from ostinato.model.train import TrainConfig, Trainer, WindowSampler, load_checkpoint, loss_on
 
-SEQ = 256
+SEQ = 512
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +29,41 @@ def windows(tiny_corpus):
     return vocab, batch, model
 
 
+class EndingDecoder(Decoder):
+    """An untrained decoder whose bars end: the Bar token's logit raised (an untrained
+    model's bars run past their limit, and those windows stay real)."""
+
+    bar_id = -1
+
+    def forward(self, *args, **kwargs):
+        logits, k, v = super().forward(*args, **kwargs)
+        logits[..., self.bar_id] += 3.0
+        return logits, k, v
+
+
+def ending_model(vocab: Vocab, full: bool) -> Decoder:
+    """A tiny such model; ``full``: with every input the engine feeds and the copy head (all
+    of decode's paths)."""
+    torch.manual_seed(1)
+    positions = np.flatnonzero(vocab.types == TokenType.POSITION)
+    extra = dict(
+        bar_token=vocab.bar_id, bar_echo=True, position_token=int(positions[0]),
+        positions=len(positions), place_stride=32, copy_head=True,
+    ) if full else {}  # fmt: skip
+    model = EndingDecoder(config_for("tiny", vocab.size, previous_token=True, **extra))
+    model.bar_id = vocab.bar_id
+    return model
+
+
 def header_of(vocab: Vocab, bar: np.ndarray) -> list[int]:
     """The tokens of a bar (from its Bar) before its first Position."""
     return bar[: int(np.argmax(vocab.types[bar] == TokenType.POSITION))].tolist()
 
 
-def test_a_bar_played_keeps_its_header_and_the_song_goes_on_after_it(windows) -> None:
-    vocab, batch, model = windows
+@pytest.mark.parametrize("full", [False, True])
+def test_a_bar_played_keeps_its_header_and_the_song_goes_on_after_it(windows, full) -> None:
+    vocab, batch, _ = windows
+    model = ending_model(vocab, full)
     pad = vocab.pad_id
     rows, targets = with_own_bars(model, batch, vocab, 1.0, np.random.default_rng(0))
     assert rows.shape == batch.shape and targets.shape == (len(batch), SEQ)
@@ -51,19 +80,26 @@ def test_a_bar_played_keeps_its_header_and_the_song_goes_on_after_it(windows) ->
         b = len(played) - int(np.argmax(played[::-1])) + 1  # one past the last
         assert (row[:a] == real[:a]).all() and row[a - 1] == vocab.bar_id
         assert (target[~played] == row[1:][~played]).all()  # every other token is a target
-        # the bars played begin as the real ones did: meter and header
-        real_bar = real[a - 1 : a - 1 + int(np.argmax(real[a:] == vocab.bar_id)) + 1]
+        # each bar played begins as the real one did (meter and header) and its notes are of
+        # the instruments its header names; then the window goes on with the song's real bars,
+        # from the bar line after as many real bars as it played
         own = row[a - 1 : b]
-        assert header_of(vocab, own) == header_of(vocab, real_bar)
-        allowed = set(bar_config(vocab, real_bar).header or ())
-        for i in np.flatnonzero(vocab.types[own] == TokenType.PROGRAM):
-            assert int(vocab.values[own[i]]) in allowed
-        # after them the window goes on with the song's real bars, from a bar line
-        assert row[b] == vocab.bar_id
+        assert row[b] == vocab.bar_id and row[b - 1] != vocab.bar_id
+        starts = list(np.flatnonzero(real == vocab.bar_id))
+        first = starts.index(a - 1)
+        own_bars = split_bars(own, vocab.bar_id)
+        assert len(own_bars) in (1, 2)
+        for k, bar in enumerate(own_bars):
+            real_bar = real[starts[first + k] : starts[first + k + 1]]
+            assert header_of(vocab, bar) == header_of(vocab, real_bar)
+            config = bar_config(vocab, real, starts[first + k], starts[first + k + 1])
+            assert set(config.header or ()) == set(programs_held(vocab, [real_bar]))
+            notes = vocab.types[bar] == TokenType.PROGRAM
+            assert set(vocab.values[bar[notes]].tolist()) <= set(config.header or ())
+        end = starts[first + len(own_bars)]
         rest = row[b:][row[b:] != pad]
-        starts = np.flatnonzero(real == vocab.bar_id)
-        assert any((real[s : s + len(rest)] == rest).all() for s in starts if s >= a)
-    assert changed >= 2  # (an untrained model's bars run long: those windows stay real)
+        assert len(rest) > 0 and (rest == real[end : end + len(rest)]).all()
+    assert changed >= len(batch) // 2
 
 
 def test_at_rate_zero_the_batch_and_its_targets_are_the_real_ones(windows) -> None:
