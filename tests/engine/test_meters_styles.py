@@ -8,6 +8,7 @@ import logging
 import numpy as np
 import pytest
 
+from ostinato.engine import engine as engine_module
 from ostinato.engine.engine import Engine
 from ostinato.engine.offline import continue_score
 from ostinato.model.grammar import GrammarConfig
@@ -182,9 +183,21 @@ def test_continue_reads_the_files_meter(meter_engine, tiny_model_dir) -> None:
     assert legacy.meter == (4, 4)
 
 
+class _SteppingClock:
+    """A stand-in for the ``time`` module whose ``perf_counter`` moves on by ``step`` at each
+    reading: timed steps that do not depend on how fast the machine is."""
+
+    def __init__(self, step: float) -> None:
+        self.step, self.now = step, 0.0
+
+    def perf_counter(self) -> float:
+        self.now += self.step
+        return self.now
+
+
 @pytest.mark.parametrize("slides", [False, True], ids=["in-place", "sliding-meanwhile"])
 def test_a_style_prepared_in_spare_time_takes_over_as_if_set_at_once(
-    tiny_meter_model_dir, slides
+    tiny_meter_model_dir, slides, monkeypatch
 ) -> None:
     """A new style is computed beside the context in use, a chunk at a time, while that one
     is extended, truncated and slid; when it takes over (at a bar line) the context and its
@@ -208,10 +221,14 @@ def test_a_style_prepared_in_spare_time_takes_over_as_if_set_at_once(
     if slides:
         assert spare.dropped_front > 0
     steps = 0
+    # the shadow's clock reads 0.4 ms later at each look: a chunk takes 0.4 ms, so one chunk
+    # fits a call of 1 ms and the next does not, however fast this machine prefills
+    monkeypatch.setattr(engine_module, "time", _SteppingClock(4e-4))
     while spare.preparing:
-        spare._shadow.chunk_s = 0.0  # as if one took no time: one chunk a call of 1 ms
+        spare._shadow.chunk_s = 0.0  # the first chunk of each call is not held back
         spare.prepare_step(1e-3)
         steps += 1
+    monkeypatch.undo()
     assert steps >= 2 and spare.style == "techno"
     tail = ids[230:240]
     for e in (at_once, spare):
