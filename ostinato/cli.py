@@ -72,14 +72,16 @@ def _cmd_data_loops(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ostinato.model.train import Trainer, train_config_from_args
+    from ostinato.model.train import Trainer, end_rank, train_config_from_args
 
     trainer = Trainer(args.data_dir, args.out, train_config_from_args(args))
     try:
         result = trainer.run(resume=args.resume, stop_after=args.stop_after)
     finally:
-        trainer.close()
+        ranked = trainer.close()
     print(json.dumps(result, indent=2))
+    if ranked:  # a torchrun rank: its process group's threads outlive it (see end_rank)
+        end_rank(0)
     return 0
 
 
